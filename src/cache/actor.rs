@@ -1,0 +1,254 @@
+use std::{collections::HashMap, sync::Arc};
+
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture,
+};
+use tokio::sync::{oneshot, watch};
+
+use super::{
+    Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, Release, Set,
+    glob::glob_match,
+    handle::Inner,
+    stats::Stats,
+};
+
+/// A load in progress for one key.
+enum Flight {
+    /// The leader is running its loader; waiters get its result.
+    Loading { waiters: Vec<oneshot::Sender<Option<Option<bytes::Bytes>>>>, stale: bool },
+    /// The result is in L1 and on its way to L2; writes to the key wait for it to land first.
+    Storing { value: Option<bytes::Bytes>, done: watch::Receiver<bool>, generation: u64 },
+}
+
+/// Owns the cache's write path: single-flight loads and every invalidation.
+///
+/// Reads never pass through here (see the [module docs](super)). Writes do, so that one place
+/// orders them against loads in flight: a load that a write overtakes is not cached (it would be
+/// stale), and a write waits for an earlier load's L2 store to land before it runs. This is also
+/// the one place a later cross-instance invalidation channel publishes from.
+pub struct CacheActor {
+    inner: Arc<Inner>,
+    flights: HashMap<String, Flight>,
+    /// Latest write sequence per key: only the newest write to a key updates L1.
+    writes: HashMap<String, u64>,
+    next_seq: u64,
+}
+
+impl CacheActor {
+    pub(super) fn new(inner: Arc<Inner>) -> Self {
+        Self { inner, flights: HashMap::new(), writes: HashMap::new(), next_seq: 0 }
+    }
+
+    /// Marks loads of matching keys stale and collects the L2 stores the write must wait for.
+    fn barrier(&mut self, matches: impl Fn(&str) -> bool) -> Vec<watch::Receiver<bool>> {
+        let mut pending = Vec::new();
+        for (key, flight) in &mut self.flights {
+            if !matches(key) {
+                continue;
+            }
+            match flight {
+                Flight::Loading { stale, .. } => *stale = true,
+                Flight::Storing { done, .. } => pending.push(done.clone()),
+            }
+        }
+        pending
+    }
+
+    fn sequence(&mut self, key: &str) -> u64 {
+        self.next_seq += 1;
+        self.writes.insert(key.to_owned(), self.next_seq);
+        self.next_seq
+    }
+
+    /// Whether `seq` is still the newest write to `key` (and forgets it if so).
+    fn is_latest(&mut self, key: &str, seq: u64) -> bool {
+        if self.writes.get(key) == Some(&seq) {
+            self.writes.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn wait_all(pending: Vec<watch::Receiver<bool>>) {
+    for mut done in pending {
+        // An error means the store task is gone, which also means it is over.
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+impl Actor for CacheActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Set> for CacheActor {
+    type Result = ResponseActFuture<Self, Result<(), CacheError>>;
+
+    fn handle(&mut self, msg: Set, _ctx: &mut Self::Context) -> Self::Result {
+        let pending = self.barrier(|k| k == msg.key);
+        let seq = self.sequence(&msg.key);
+        let store = self.inner.store.clone();
+        let (key, value, ttl) = (msg.key, msg.value, msg.ttl);
+        let write = {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                wait_all(pending).await;
+                store.set(&key, value, ttl).await
+            }
+        };
+        Box::pin(write.into_actor(self).map(move |result, act, _| {
+            let latest = act.is_latest(&key, seq);
+            match result {
+                Ok(()) => {
+                    if latest {
+                        act.inner.l1.insert(&key, Some(value), ttl);
+                    }
+                    Ok(())
+                }
+                Err(err) => {
+                    // L2 now holds an unknown value: drop ours rather than guess.
+                    act.inner.l1.remove(&key);
+                    Stats::bump(&act.inner.stats.l2_errors);
+                    Err(CacheError::Unavailable(err))
+                }
+            }
+        }))
+    }
+}
+
+impl Handler<Delete> for CacheActor {
+    type Result = ResponseActFuture<Self, Result<bool, CacheError>>;
+
+    fn handle(&mut self, msg: Delete, _ctx: &mut Self::Context) -> Self::Result {
+        let pending = self.barrier(|k| k == msg.key);
+        let seq = self.sequence(&msg.key);
+        let store = self.inner.store.clone();
+        let key = msg.key;
+        // Drop L1 at once: readers of this process stop seeing the value before L2 answers.
+        self.inner.l1.remove(&key);
+        let write = {
+            let key = key.clone();
+            async move {
+                wait_all(pending).await;
+                store.delete(&key).await
+            }
+        };
+        Box::pin(write.into_actor(self).map(move |result, act, _| {
+            if act.is_latest(&key, seq) {
+                act.inner.l1.remove(&key);
+            }
+            match result {
+                Ok(existed) => Ok(existed),
+                Err(err) => {
+                    Stats::bump(&act.inner.stats.l2_errors);
+                    Err(CacheError::Unavailable(err))
+                }
+            }
+        }))
+    }
+}
+
+impl Handler<FlushPattern> for CacheActor {
+    type Result = ResponseActFuture<Self, Result<u64, CacheError>>;
+
+    fn handle(&mut self, msg: FlushPattern, _ctx: &mut Self::Context) -> Self::Result {
+        let pattern = msg.pattern;
+        let pending = self.barrier(|k| glob_match(pattern.as_bytes(), k.as_bytes()));
+        self.inner.l1.remove_matching(&pattern);
+        let store = self.inner.store.clone();
+        let flush = {
+            let pattern = pattern.clone();
+            async move {
+                wait_all(pending).await;
+                store.flush(&pattern).await
+            }
+        };
+        Box::pin(flush.into_actor(self).map(move |result, act, _| {
+            act.inner.l1.remove_matching(&pattern);
+            result.map_err(|err| {
+                Stats::bump(&act.inner.stats.l2_errors);
+                CacheError::Unavailable(err)
+            })
+        }))
+    }
+}
+
+impl Handler<Acquire> for CacheActor {
+    type Result = actix::MessageResult<Acquire>;
+
+    fn handle(&mut self, msg: Acquire, ctx: &mut Self::Context) -> Self::Result {
+        let lease = match self.flights.get_mut(&msg.key) {
+            Some(Flight::Loading { waiters, .. }) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Lease::Follower(rx)
+            }
+            Some(Flight::Storing { value, .. }) => Lease::Ready(value.clone()),
+            None => {
+                // A load that finished between the caller's miss and now left its value in L1.
+                if let Some(entry) = self.inner.l1.get(&msg.key) {
+                    Lease::Ready(entry.value)
+                } else {
+                    self.flights
+                        .insert(msg.key.clone(), Flight::Loading { waiters: Vec::new(), stale: false });
+                    Lease::Leader(LoadGuard { key: msg.key, addr: ctx.address(), armed: true })
+                }
+            }
+        };
+        actix::MessageResult(lease)
+    }
+}
+
+impl Handler<Release> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
+        let Some(Flight::Loading { waiters, stale }) = self.flights.remove(&msg.key) else {
+            return;
+        };
+        let Some((value, ttl)) = msg.outcome else {
+            // Failed or abandoned: each waiter retries, and one of them becomes the leader.
+            for waiter in waiters {
+                let _ = waiter.send(None);
+            }
+            return;
+        };
+        for waiter in waiters {
+            let _ = waiter.send(Some(value.clone()));
+        }
+        if stale {
+            return;
+        }
+        let key = msg.key;
+        self.inner.l1.insert(&key, value.clone(), ttl);
+        if !self.inner.store.readable() {
+            Stats::bump(&self.inner.stats.l2_errors);
+            return;
+        }
+        let (done_tx, done_rx) = watch::channel(false);
+        self.next_seq += 1;
+        let generation = self.next_seq;
+        self.flights.insert(
+            key.clone(),
+            Flight::Storing { value: value.clone(), done: done_rx, generation },
+        );
+        let store = self.inner.store.clone();
+        let bytes = value.unwrap_or_else(|| bytes::Bytes::from_static(super::store::NEGATIVE_MARKER));
+        let write = {
+            let key = key.clone();
+            async move { store.set(&key, bytes, ttl).await }
+        };
+        ctx.spawn(write.into_actor(self).map(move |result, act, _| {
+            if let Err(err) = result {
+                Stats::bump(&act.inner.stats.l2_errors);
+                tracing::warn!(error = %err, "cache: storing a loaded value in L2 failed");
+            }
+            if matches!(act.flights.get(&key), Some(Flight::Storing { generation: g, .. }) if *g == generation)
+            {
+                act.flights.remove(&key);
+            }
+            let _ = done_tx.send(true);
+        }));
+    }
+}

@@ -1,0 +1,92 @@
+use std::time::Duration;
+
+use actix::{Addr, Message};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::{CacheActor, CacheError};
+
+/// Stores JSON `value` under `key` for `ttl` in L2, then L1; answers once L2 holds it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), CacheError>")]
+pub struct Set {
+    /// The cache key (without the namespace).
+    pub key: String,
+    /// The JSON bytes.
+    pub value: Bytes,
+    /// Time to live in L2 (L1 keeps it at most this long).
+    pub ttl: Duration,
+}
+
+/// Removes `key` from both tiers; answers whether L2 held it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, CacheError>")]
+pub struct Delete {
+    /// The cache key (without the namespace).
+    pub key: String,
+}
+
+/// Removes every key matching the glob `pattern` inside the cache namespace, from both tiers;
+/// answers how many L2 held. `"*"` empties the namespace.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<u64, CacheError>")]
+pub struct FlushPattern {
+    /// A Redis glob applied to keys without the namespace.
+    pub pattern: String,
+}
+
+/// Asks to load a cold `key`: answers whether the caller loads it, waits for a load already
+/// under way, or can use a value that landed meanwhile (single-flight).
+#[derive(Debug, Message)]
+#[rtype(result = "Lease")]
+pub struct Acquire {
+    /// The cache key (without the namespace).
+    pub key: String,
+}
+
+/// Ends a load begun with [`Acquire`]: stores the result (unless a write made it stale) and
+/// wakes every waiter. `outcome: None` means the load failed or was abandoned.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Release {
+    /// The cache key (without the namespace).
+    pub key: String,
+    /// The loaded JSON (`Some(None)`: the source has no value) and its TTL.
+    pub outcome: Option<(Option<Bytes>, Duration)>,
+}
+
+/// The answer to [`Acquire`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Lease {
+    /// Run the loader, then report through the guard (dropping it unreported wakes waiters to retry).
+    Leader(LoadGuard),
+    /// Another caller is loading: wait for its result (`None`: it failed, acquire again).
+    Follower(oneshot::Receiver<Option<Option<Bytes>>>),
+    /// A value (or a negative entry) became available meanwhile.
+    Ready(Option<Bytes>),
+}
+
+/// Held by the caller that loads a key; tells the actor how the load ended, even on cancellation.
+#[derive(Debug)]
+pub struct LoadGuard {
+    pub(super) key: String,
+    pub(super) addr: Addr<CacheActor>,
+    pub(super) armed: bool,
+}
+
+impl LoadGuard {
+    /// Reports the loaded value (`None`: the source has none) and its TTL.
+    pub fn complete(mut self, value: Option<Bytes>, ttl: Duration) {
+        self.armed = false;
+        self.addr.do_send(Release { key: std::mem::take(&mut self.key), outcome: Some((value, ttl)) });
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.addr.do_send(Release { key: std::mem::take(&mut self.key), outcome: None });
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The product catalog: SQLite (rusqlite) owned by a [`CatalogActor`] on its own thread
+//! (an actix `SyncArbiter`, since SQLite calls block), read through the two-tier cache.
+//!
+//! Reads are cached with `remember`: `GET /products/{id}` for the product TTL (absent products
+//! as negative entries), `GET /products` for the list TTL. Every write invalidates the product and
+//! the list through the cache actor.
+
+mod actor;
+mod error;
+mod messages;
+pub(crate) mod routes;
+
+pub use actor::{CatalogActor, CatalogHandle};
+pub use error::CatalogError;
+pub use messages::{
+    CreateProduct, DeleteProduct, GetProduct, ListProducts, NewProduct, Product, ProductPatch,
+    UpdateProduct,
+};

@@ -1,0 +1,343 @@
+//! Configuration: one [`Config`] struct, filled from the command line and the environment by clap.
+//!
+//! Every default lives in a `DEFAULT_*` constant here, so the `--help` text, the README table and
+//! the library builders agree. [`Config::validate`] turns the raw strings into checked values and
+//! reports the first problem as one human-readable line.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default listen address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Default database location (SQLite file in the working directory).
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://redkit.db";
+/// Default prefix of every Redis key redkit writes.
+pub const DEFAULT_KEY_PREFIX: &str = "redkit:";
+/// Default L1 (in-process) cache budget: 64 MiB.
+pub const DEFAULT_L1_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default upper bound on an L1 entry's lifetime, in seconds.
+pub const DEFAULT_L1_TTL_SECS: u64 = 60;
+/// Default TTL of `PUT /cache/{key}` without `?ttl=`, in seconds.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 300;
+/// Largest TTL accepted by `PUT /cache/{key}?ttl=`, in seconds (30 days).
+pub const DEFAULT_CACHE_MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Default TTL of negative ("absent") entries written by `remember`, in seconds.
+pub const DEFAULT_NEGATIVE_TTL_SECS: u64 = 30;
+/// Default TTL of a cached product, in seconds.
+pub const DEFAULT_PRODUCT_TTL_SECS: u64 = 300;
+/// Default TTL of the cached product list, in seconds.
+pub const DEFAULT_PRODUCT_LIST_TTL_SECS: u64 = 600;
+/// Default Redis response timeout, in milliseconds.
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 1000;
+/// Default Redis connect timeout, in milliseconds.
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1000;
+/// Default request body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default graceful-shutdown deadline for in-flight requests, in seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
+/// The command line of the `redkit` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "redkit",
+    version,
+    about = "Redis-backed caching, sessions, rate limiting and live events for actix-web",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands of the `redkit` binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve(ServeArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of `redkit serve`. Each has an environment-variable fallback.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BIND", default_value = DEFAULT_BIND, value_name = "ADDR")]
+    pub bind: String,
+    /// Redis URL (`redis://`, `rediss://`, `unix://`). Unset: in-process memory backend,
+    /// single-instance only.
+    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Database URL: `sqlite://PATH` or `sqlite::memory:`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_name = "URL")]
+    pub database_url: String,
+    /// HTTP worker threads (default: one per CPU).
+    #[arg(long, env = "WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Log format; the filter comes from `RUST_LOG` (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Prefix of every Redis key redkit writes.
+    #[arg(long, env = "KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX, value_name = "PREFIX")]
+    pub key_prefix: String,
+    /// L1 (in-process) cache budget in bytes; 0 turns L1 off.
+    #[arg(long, env = "L1_MAX_BYTES", default_value_t = DEFAULT_L1_MAX_BYTES, value_name = "BYTES")]
+    pub l1_max_bytes: u64,
+    /// Longest an entry may live in L1, in seconds (never longer than its L2 TTL).
+    #[arg(long, env = "L1_TTL", default_value_t = DEFAULT_L1_TTL_SECS, value_name = "SECS")]
+    pub l1_ttl: u64,
+    /// TTL of `PUT /cache/{key}` without `?ttl=`, in seconds.
+    #[arg(long, env = "CACHE_TTL", default_value_t = DEFAULT_CACHE_TTL_SECS, value_name = "SECS")]
+    pub cache_ttl: u64,
+    /// Largest TTL `PUT /cache/{key}?ttl=` accepts, in seconds.
+    #[arg(long, env = "CACHE_MAX_TTL", default_value_t = DEFAULT_CACHE_MAX_TTL_SECS, value_name = "SECS")]
+    pub cache_max_ttl: u64,
+    /// TTL of negative ("absent") cache entries, in seconds.
+    #[arg(long, env = "NEGATIVE_TTL", default_value_t = DEFAULT_NEGATIVE_TTL_SECS, value_name = "SECS")]
+    pub negative_ttl: u64,
+    /// TTL of a cached product, in seconds.
+    #[arg(long, env = "PRODUCT_TTL", default_value_t = DEFAULT_PRODUCT_TTL_SECS, value_name = "SECS")]
+    pub product_ttl: u64,
+    /// TTL of the cached product list, in seconds.
+    #[arg(long, env = "PRODUCT_LIST_TTL", default_value_t = DEFAULT_PRODUCT_LIST_TTL_SECS, value_name = "SECS")]
+    pub product_list_ttl: u64,
+    /// Redis response timeout, in milliseconds.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = DEFAULT_REDIS_TIMEOUT_MS, value_name = "MS")]
+    pub redis_timeout_ms: u64,
+    /// Redis connect timeout, in milliseconds.
+    #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value_t = DEFAULT_REDIS_CONNECT_TIMEOUT_MS, value_name = "MS")]
+    pub redis_connect_timeout_ms: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT, value_name = "BYTES")]
+    pub body_limit: usize,
+    /// Seconds to let in-flight requests finish on SIGINT/SIGTERM.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS, value_name = "SECS")]
+    pub shutdown_timeout: u64,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        // unwrap: parsing an empty command line cannot fail, every option has a default.
+        let cli = Cli::try_parse_from(["redkit"]).unwrap();
+        cli.serve
+    }
+}
+
+/// Where the SQLite catalog lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseLocation {
+    /// A file on disk.
+    File(PathBuf),
+    /// A private in-memory database (tests).
+    Memory,
+}
+
+/// Checked configuration of a redkit instance, built from [`ServeArgs`] or by hand.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Redis connection, `None` for the memory backend.
+    pub redis: Option<RedisSettings>,
+    /// Catalog database.
+    pub database: DatabaseLocation,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Cache settings.
+    pub cache: crate::cache::CacheConfig,
+    /// TTL of a cached product.
+    pub product_ttl: Duration,
+    /// TTL of the cached product list.
+    pub product_list_ttl: Duration,
+    /// Default TTL of `PUT /cache/{key}`.
+    pub cache_default_ttl: Duration,
+    /// Largest TTL `PUT /cache/{key}` accepts.
+    pub cache_max_ttl: Duration,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Graceful-shutdown deadline.
+    pub shutdown_timeout: Duration,
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisSettings {
+    /// The parsed connection target.
+    pub url: String,
+    /// Per-command response timeout.
+    pub response_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the default timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            response_timeout: Duration::from_millis(DEFAULT_REDIS_TIMEOUT_MS),
+            connect_timeout: Duration::from_millis(DEFAULT_REDIS_CONNECT_TIMEOUT_MS),
+        }
+    }
+}
+
+/// A configuration problem, reported as one line before start-up is abandoned.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Checks `args` and builds a [`Config`].
+    ///
+    /// # Errors
+    /// The first invalid value, described in one human-readable line.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let bind = args.bind.parse::<SocketAddr>().map_err(|_| {
+            ConfigError(format!(
+                "invalid --bind/BIND {:?}: expected HOST:PORT such as 127.0.0.1:8080",
+                args.bind
+            ))
+        })?;
+        let redis = match args.redis_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => {
+                redis::Client::open(url).map_err(|e| {
+                    ConfigError(format!("invalid --redis-url/REDIS_URL: {}", e.detail().unwrap_or("unparsable URL")))
+                })?;
+                Some(RedisSettings {
+                    url: url.to_owned(),
+                    response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+                    connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+                })
+            }
+        };
+        let database = parse_database_url(&args.database_url)?;
+        if args.workers == Some(0) {
+            return Err(ConfigError("--workers/WORKERS must be at least 1".into()));
+        }
+        if args.key_prefix.is_empty() || args.key_prefix.len() > 64 {
+            return Err(ConfigError("--key-prefix/KEY_PREFIX must be 1 to 64 bytes".into()));
+        }
+        for (name, value) in [
+            ("--cache-ttl/CACHE_TTL", args.cache_ttl),
+            ("--cache-max-ttl/CACHE_MAX_TTL", args.cache_max_ttl),
+            ("--negative-ttl/NEGATIVE_TTL", args.negative_ttl),
+            ("--product-ttl/PRODUCT_TTL", args.product_ttl),
+            ("--product-list-ttl/PRODUCT_LIST_TTL", args.product_list_ttl),
+            ("--l1-ttl/L1_TTL", args.l1_ttl),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1 second")));
+            }
+        }
+        if args.cache_ttl > args.cache_max_ttl {
+            return Err(ConfigError("--cache-ttl must not exceed --cache-max-ttl".into()));
+        }
+        if args.body_limit == 0 {
+            return Err(ConfigError("--body-limit/BODY_LIMIT must be at least 1 byte".into()));
+        }
+        let cache = crate::cache::CacheConfig::builder()
+            .key_prefix(&args.key_prefix)
+            .l1_max_bytes(args.l1_max_bytes)
+            .l1_ttl(Duration::from_secs(args.l1_ttl))
+            .negative_ttl(Duration::from_secs(args.negative_ttl))
+            .build()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        Ok(Self {
+            bind,
+            redis,
+            database,
+            workers: args.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+            }),
+            log_format: args.log_format,
+            cache,
+            product_ttl: Duration::from_secs(args.product_ttl),
+            product_list_ttl: Duration::from_secs(args.product_list_ttl),
+            cache_default_ttl: Duration::from_secs(args.cache_ttl),
+            cache_max_ttl: Duration::from_secs(args.cache_max_ttl),
+            body_limit: args.body_limit,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        })
+    }
+
+    /// The defaults, with an in-memory database: a starting point for tests and embedding.
+    pub fn for_tests() -> Self {
+        // unwrap: the defaults are valid by construction (checked by a unit test).
+        let mut config = Self::from_args(&ServeArgs::default()).unwrap();
+        config.database = DatabaseLocation::Memory;
+        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
+    /// Name of the backend in use: `"redis"` or `"memory"`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.redis.is_some() { "redis" } else { "memory" }
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<DatabaseLocation, ConfigError> {
+    if url == "sqlite::memory:" {
+        return Ok(DatabaseLocation::Memory);
+    }
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => Ok(DatabaseLocation::File(PathBuf::from(path))),
+        _ => Err(ConfigError(format!(
+            "invalid --database-url/DATABASE_URL {url:?}: expected sqlite://PATH or sqlite::memory:"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults parse into a valid configuration.
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::from_args(&ServeArgs::default()).unwrap();
+        assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
+        assert!(config.redis.is_none());
+        assert_eq!(config.database, DatabaseLocation::File("redkit.db".into()));
+        assert_eq!(config.cache.l1_max_bytes(), DEFAULT_L1_MAX_BYTES);
+    }
+
+    /// Each kind of bad value is rejected with a message naming the option.
+    #[test]
+    fn bad_values_are_named() {
+        type Mutate = fn(&mut ServeArgs);
+        let cases: [(&str, Mutate); 5] = [
+            ("--bind", |a| a.bind = "nope".into()),
+            ("REDIS_URL", |a| a.redis_url = Some("http://x".into())),
+            ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
+            ("--workers", |a| a.workers = Some(0)),
+            ("--cache-ttl", |a| a.cache_ttl = 0),
+        ];
+        for (needle, mutate) in cases {
+            let mut args = ServeArgs::default();
+            mutate(&mut args);
+            let err = Config::from_args(&args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should name {needle}");
+            assert!(!err.contains('\n'), "{err:?} should be one line");
+        }
+    }
+}

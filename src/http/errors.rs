@@ -1,0 +1,109 @@
+//! Extractor error handlers and the catch-all that gives every error response a problem body.
+
+use actix_web::{
+    HttpResponse,
+    body::MessageBody,
+    dev::ServiceResponse,
+    error::{InternalError, JsonPayloadError},
+    http::header,
+    middleware::{ErrorHandlerResponse, ErrorHandlers},
+    web,
+};
+
+use super::{PROBLEM_JSON, Problem};
+
+/// JSON extractor settings: size limit, `application/json` (or `+json`) required, and problem
+/// bodies for every failure (400 malformed, 413 too large, 415 wrong type, 422 wrong shape).
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default().limit(limit).content_type_required(true).error_handler(|err, _req| {
+        let problem = match &err {
+            JsonPayloadError::ContentType => Problem::for_status(actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                Problem::for_status(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            JsonPayloadError::Deserialize(e) if e.is_data() => {
+                // serde's text names the offending field of the client's own input.
+                Problem::validation(format!("The JSON body does not have the expected shape: {e}."))
+            }
+            JsonPayloadError::Deserialize(_) => Problem::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+            )
+            .with_detail("The request body is not valid JSON."),
+            _ => Problem::bad_request("The request body could not be read."),
+        };
+        InternalError::from_response(err, problem.into_response()).into()
+    })
+}
+
+/// Path extractor settings: a path segment of the wrong type is a 400 problem.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        let problem = Problem::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "Invalid path parameter",
+        )
+        .with_detail("A path parameter has the wrong type or range.");
+        InternalError::from_response(err, problem.into_response()).into()
+    })
+}
+
+/// Query extractor settings: a query parameter of the wrong type is a 400 problem.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let problem = Problem::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "Invalid query parameter",
+        )
+        .with_detail(format!("A query parameter is missing or has the wrong type or range: {}.", query_reason(&err)));
+        InternalError::from_response(err, problem.into_response()).into()
+    })
+}
+
+/// Middleware that replaces the body of any 4xx/5xx response that is not already JSON
+/// (actix's own 404/405/413, a caught panic, an error from another crate) with a problem body
+/// for its status. Internal error text is logged, never sent.
+pub fn problem_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
+        // Bodies a handler chose on purpose (problem+json, or JSON such as a degraded /health)
+        // stay; actix's plain-text and empty error bodies are replaced.
+        let deliberate = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"application/json")
+        });
+        if deliberate {
+            return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        }
+        let status = res.status();
+        if status.is_server_error() {
+            match res.response().error() {
+                Some(err) => tracing::error!(%status, error = %err, path = res.request().path(), "request failed"),
+                None => tracing::error!(%status, path = res.request().path(), "request failed"),
+            }
+        }
+        let mut problem = Problem::for_status(status);
+        if let Some(retry) = res.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
+            problem.retry_after = retry.parse().ok();
+        }
+        let allow = res.headers().get(header::ALLOW).cloned();
+        let (req, _) = res.into_parts();
+        let mut response: HttpResponse = problem.into_response();
+        if let Some(allow) = allow {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
+        Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(req, response).map_into_right_body(),
+        ))
+    })
+}
+
+/// The client-facing part of a query error: serde's text about the client's own input.
+fn query_reason(err: &actix_web::error::QueryPayloadError) -> String {
+    match err {
+        actix_web::error::QueryPayloadError::Deserialize(e) => e.to_string(),
+        _ => "unreadable query string".to_owned(),
+    }
+}

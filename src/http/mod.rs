@@ -1,0 +1,157 @@
+//! HTTP assembly: the [`Services`] a redkit app needs, the [`app`] factory, health routes and
+//! the error plumbing that turns every failure into an `application/problem+json` body.
+
+mod errors;
+mod health;
+mod problem;
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{
+    App, Error, HttpResponse,
+    body::MessageBody,
+    dev::{ServiceFactory, ServiceRequest, ServiceResponse},
+    web,
+};
+
+pub use errors::{json_config, path_config, problem_errors, query_config};
+pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
+
+use crate::{
+    cache::CacheHandle,
+    catalog::{CatalogError, CatalogHandle},
+    config::Config,
+    redis::{RedisActor, RedisError, RedisHandle},
+};
+
+/// Route-level settings shared by the handlers.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RouteSettings {
+    /// TTL of `PUT /cache/{key}` without `?ttl=`.
+    pub cache_default_ttl: Duration,
+    /// Largest accepted `?ttl=`.
+    pub cache_max_ttl: Duration,
+    /// TTL of a cached product.
+    pub product_ttl: Duration,
+    /// TTL of the cached product list.
+    pub product_list_ttl: Duration,
+    /// `"redis"` or `"memory"`.
+    pub backend: &'static str,
+    /// Largest request body.
+    pub body_limit: usize,
+}
+
+/// The running parts of a redkit instance: cloneable handles to every actor.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Services {
+    /// The Redis connection, when configured.
+    pub redis: Option<RedisHandle>,
+    /// The two-tier cache.
+    pub cache: CacheHandle,
+    /// The product catalog.
+    pub catalog: CatalogHandle,
+    /// Route settings.
+    pub settings: Arc<RouteSettings>,
+}
+
+/// A start-up failure, reported as one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Redis settings are unusable (not: Redis is down; that is survived).
+    #[error("invalid Redis settings: {0}")]
+    Redis(#[from] RedisError),
+    /// The database cannot be opened.
+    #[error(transparent)]
+    Database(#[from] CatalogError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Server(#[source] std::io::Error),
+}
+
+impl Services {
+    /// Starts every actor on the current actix system. Never waits for Redis.
+    ///
+    /// # Errors
+    /// [`StartError`] when Redis settings are invalid or the database cannot be opened.
+    pub fn start(config: &Config) -> Result<Self, StartError> {
+        use actix::Actor;
+
+        let redis = match &config.redis {
+            Some(settings) => {
+                let actor = RedisActor::new(settings)?;
+                let handle = actor.handle();
+                actor.start();
+                Some(handle)
+            }
+            None => None,
+        };
+        let cache = CacheHandle::start(config.cache.clone(), redis.clone());
+        let catalog = CatalogHandle::start(&config.database)?;
+        Ok(Self {
+            redis,
+            cache,
+            catalog,
+            settings: Arc::new(RouteSettings {
+                cache_default_ttl: config.cache_default_ttl,
+                cache_max_ttl: config.cache_max_ttl,
+                product_ttl: config.product_ttl,
+                product_list_ttl: config.product_list_ttl,
+                backend: config.backend_name(),
+                body_limit: config.body_limit,
+            }),
+        })
+    }
+
+    /// Registers redkit's routes and their app data on `cfg`; mount it at the root or in a scope.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::new(self.clone()))
+            .app_data(web::Data::new(self.cache.clone()))
+            .app_data(web::Data::new(self.catalog.clone()))
+            .app_data(json_config(self.settings.body_limit))
+            .app_data(web::PayloadConfig::new(self.settings.body_limit))
+            .app_data(path_config())
+            .app_data(query_config())
+            .configure(health::configure)
+            .configure(crate::cache::routes::configure)
+            .configure(crate::catalog::routes::configure);
+    }
+}
+
+/// The complete redkit application: routes, problem+json error handling, panic catching and a
+/// problem+json 404 for unknown paths.
+pub fn app(
+    services: Services,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .configure(|cfg| services.configure(cfg))
+        .default_service(web::to(not_found))
+        // Outermost last: a caught panic (500) still gets a problem body.
+        .wrap(actix_web_lab::middleware::CatchPanic::default())
+        .wrap(problem_errors())
+}
+
+async fn not_found() -> HttpResponse {
+    Problem::not_found("No resource at this path.").into_response()
+}
