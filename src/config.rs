@@ -221,7 +221,10 @@ impl Config {
             None | Some("") => None,
             Some(url) => {
                 redis::Client::open(url).map_err(|e| {
-                    ConfigError(format!("invalid --redis-url/REDIS_URL: {}", e.detail().unwrap_or("unparsable URL")))
+                    ConfigError(format!(
+                        "invalid --redis-url/REDIS_URL: {}",
+                        e.detail().unwrap_or("unparsable URL")
+                    ))
                 })?;
                 Some(RedisSettings {
                     url: url.to_owned(),
@@ -235,7 +238,9 @@ impl Config {
             return Err(ConfigError("--workers/WORKERS must be at least 1".into()));
         }
         if args.key_prefix.is_empty() || args.key_prefix.len() > 64 {
-            return Err(ConfigError("--key-prefix/KEY_PREFIX must be 1 to 64 bytes".into()));
+            return Err(ConfigError(
+                "--key-prefix/KEY_PREFIX must be 1 to 64 bytes".into(),
+            ));
         }
         for (name, value) in [
             ("--cache-ttl/CACHE_TTL", args.cache_ttl),
@@ -250,10 +255,14 @@ impl Config {
             }
         }
         if args.cache_ttl > args.cache_max_ttl {
-            return Err(ConfigError("--cache-ttl must not exceed --cache-max-ttl".into()));
+            return Err(ConfigError(
+                "--cache-ttl must not exceed --cache-max-ttl".into(),
+            ));
         }
         if args.body_limit == 0 {
-            return Err(ConfigError("--body-limit/BODY_LIMIT must be at least 1 byte".into()));
+            return Err(ConfigError(
+                "--body-limit/BODY_LIMIT must be at least 1 byte".into(),
+            ));
         }
         let cache = crate::cache::CacheConfig::builder()
             .key_prefix(&args.key_prefix)
@@ -291,7 +300,11 @@ impl Config {
 
     /// Name of the backend in use: `"redis"` or `"memory"`.
     pub fn backend_name(&self) -> &'static str {
-        if self.redis.is_some() { "redis" } else { "memory" }
+        if self.redis.is_some() {
+            "redis"
+        } else {
+            "memory"
+        }
     }
 }
 

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line: clap's first line names the option and the problem.
             let text = err.to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("error: invalid command line"));
+            eprintln!(
+                "{}",
+                text.lines().next().unwrap_or("error: invalid command line")
+            );
             return ExitCode::from(2);
         }
     };

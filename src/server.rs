@@ -40,7 +40,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .workers(config.workers)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
         .bind(config.bind)
-        .map_err(|source| StartError::Bind { addr: config.bind, source })?;
+        .map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
     let addrs = server.addrs();
     tracing::info!(
         addr = ?addrs,

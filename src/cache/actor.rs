@@ -1,23 +1,26 @@
 use std::{collections::HashMap, sync::Arc};
 
-use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, Release, Set,
-    glob::glob_match,
-    handle::Inner,
-    stats::Stats,
+    Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, Release, Set, glob::glob_match,
+    handle::Inner, stats::Stats,
 };
 
 /// A load in progress for one key.
 enum Flight {
     /// The leader is running its loader; waiters get its result.
-    Loading { waiters: Vec<oneshot::Sender<Option<Option<bytes::Bytes>>>>, stale: bool },
+    Loading {
+        waiters: Vec<oneshot::Sender<Option<Option<bytes::Bytes>>>>,
+        stale: bool,
+    },
     /// The result is in L1 and on its way to L2; writes to the key wait for it to land first.
-    Storing { value: Option<bytes::Bytes>, done: watch::Receiver<bool>, generation: u64 },
+    Storing {
+        value: Option<bytes::Bytes>,
+        done: watch::Receiver<bool>,
+        generation: u64,
+    },
 }
 
 /// Owns the cache's write path: single-flight loads and every invalidation.
@@ -36,7 +39,12 @@ pub struct CacheActor {
 
 impl CacheActor {
     pub(super) fn new(inner: Arc<Inner>) -> Self {
-        Self { inner, flights: HashMap::new(), writes: HashMap::new(), next_seq: 0 }
+        Self {
+            inner,
+            flights: HashMap::new(),
+            writes: HashMap::new(),
+            next_seq: 0,
+        }
     }
 
     /// Marks loads of matching keys stale and collects the L2 stores the write must wait for.
@@ -190,9 +198,18 @@ impl Handler<Acquire> for CacheActor {
                 if let Some(entry) = self.inner.l1.get(&msg.key) {
                     Lease::Ready(entry.value)
                 } else {
-                    self.flights
-                        .insert(msg.key.clone(), Flight::Loading { waiters: Vec::new(), stale: false });
-                    Lease::Leader(LoadGuard { key: msg.key, addr: ctx.address(), armed: true })
+                    self.flights.insert(
+                        msg.key.clone(),
+                        Flight::Loading {
+                            waiters: Vec::new(),
+                            stale: false,
+                        },
+                    );
+                    Lease::Leader(LoadGuard {
+                        key: msg.key,
+                        addr: ctx.address(),
+                        armed: true,
+                    })
                 }
             }
         };
@@ -231,10 +248,15 @@ impl Handler<Release> for CacheActor {
         let generation = self.next_seq;
         self.flights.insert(
             key.clone(),
-            Flight::Storing { value: value.clone(), done: done_rx, generation },
+            Flight::Storing {
+                value: value.clone(),
+                done: done_rx,
+                generation,
+            },
         );
         let store = self.inner.store.clone();
-        let bytes = value.unwrap_or_else(|| bytes::Bytes::from_static(super::store::NEGATIVE_MARKER));
+        let bytes =
+            value.unwrap_or_else(|| bytes::Bytes::from_static(super::store::NEGATIVE_MARKER));
         let write = {
             let key = key.clone();
             async move { store.set(&key, bytes, ttl).await }

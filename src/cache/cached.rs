@@ -16,7 +16,10 @@ use super::{CacheError, CacheHandle};
 /// [`CacheError::Serde`] when `args` does not serialize.
 pub fn key_for<A: Serialize + ?Sized>(namespace: &str, args: &A) -> Result<String, CacheError> {
     let json = serde_json::to_vec(args)?;
-    Ok(format!("{namespace}:{}", sha1_smol::Sha1::from(json).digest()))
+    Ok(format!(
+        "{namespace}:{}",
+        sha1_smol::Sha1::from(json).digest()
+    ))
 }
 
 /// Runs `compute` through the cache: the first call stores its result for `ttl` under
@@ -74,7 +77,9 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let remembered = cache.remember(key, ttl, || async { compute().await.map(Some) }).await?;
+    let remembered = cache
+        .remember(key, ttl, || async { compute().await.map(Some) })
+        .await?;
     // A `Some` loader answer is never remembered as absent; a missing value means the key held a
     // negative entry written by someone else's `remember`: recompute rather than fail.
     match remembered.value {

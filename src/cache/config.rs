@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use crate::config::{DEFAULT_KEY_PREFIX, DEFAULT_L1_MAX_BYTES, DEFAULT_L1_TTL_SECS, DEFAULT_NEGATIVE_TTL_SECS};
+use crate::config::{
+    DEFAULT_KEY_PREFIX, DEFAULT_L1_MAX_BYTES, DEFAULT_L1_TTL_SECS, DEFAULT_NEGATIVE_TTL_SECS,
+};
 
 /// Default budget of the memory backend's L2 store: 256 MiB.
 pub const DEFAULT_MEMORY_L2_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -30,7 +32,9 @@ impl Default for CacheConfig {
 impl CacheConfig {
     /// A builder starting from the defaults.
     pub fn builder() -> CacheConfigBuilder {
-        CacheConfigBuilder { config: Self::default() }
+        CacheConfigBuilder {
+            config: Self::default(),
+        }
     }
 
     /// Prefix of every Redis key (cache keys live under `<prefix>cache:`).

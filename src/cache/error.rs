@@ -59,10 +59,16 @@ impl ResponseError for CacheError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            Self::InvalidKey(why) => Problem::new(StatusCode::BAD_REQUEST, "invalid-key", "Invalid cache key")
-                .with_detail(format!("Cache keys are 1 to 512 bytes of printable UTF-8: {why}."))
-                .into_response(),
-            Self::InvalidTtl => Problem::bad_request("ttl must be at least 1 second.").into_response(),
+            Self::InvalidKey(why) => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-key", "Invalid cache key")
+                    .with_detail(format!(
+                        "Cache keys are 1 to 512 bytes of printable UTF-8: {why}."
+                    ))
+                    .into_response()
+            }
+            Self::InvalidTtl => {
+                Problem::bad_request("ttl must be at least 1 second.").into_response()
+            }
             Self::InvalidValue => Problem::validation("Cache values must be JSON.").into_response(),
             Self::Unavailable(err) => {
                 tracing::warn!(error = %err, "cache operation needs redis");

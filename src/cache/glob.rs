@@ -136,7 +136,11 @@ mod tests {
             ("a\\", "a\\", true),
         ];
         for (pattern, text, expected) in cases {
-            assert_eq!(glob_match(pattern.as_bytes(), text.as_bytes()), *expected, "{pattern} ~ {text}");
+            assert_eq!(
+                glob_match(pattern.as_bytes(), text.as_bytes()),
+                *expected,
+                "{pattern} ~ {text}"
+            );
         }
     }
 
@@ -145,7 +149,10 @@ mod tests {
     fn escape_makes_literals() {
         for literal in ["plain", "a*b", "q?", "[x]", "back\\slash"] {
             let escaped = escape(literal);
-            assert!(glob_match(escaped.as_bytes(), literal.as_bytes()), "{literal}");
+            assert!(
+                glob_match(escaped.as_bytes(), literal.as_bytes()),
+                "{literal}"
+            );
             assert!(!glob_match(escaped.as_bytes(), b"other"), "{literal}");
         }
     }

@@ -74,7 +74,9 @@ pub struct CacheHandle {
 
 impl std::fmt::Debug for CacheHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CacheHandle").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("CacheHandle")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,10 +123,16 @@ impl CacheHandle {
         validate_key(key)?;
         if let Some(entry) = self.inner.l1.get(key) {
             Stats::bump(&self.inner.stats.l1_hits);
-            return Ok(entry.value.map(|json| Hit { json, tier: Tier::L1 }));
+            return Ok(entry.value.map(|json| Hit {
+                json,
+                tier: Tier::L1,
+            }));
         }
         match self.read_l2(key).await? {
-            Some(value) => Ok(value.map(|json| Hit { json, tier: Tier::L2 })),
+            Some(value) => Ok(value.map(|json| Hit {
+                json,
+                tier: Tier::L2,
+            })),
             None => {
                 Stats::bump(&self.inner.stats.misses);
                 Ok(None)
@@ -155,7 +163,11 @@ impl CacheHandle {
         if !self.inner.store.readable() {
             return Err(self.unavailable());
         }
-        self.inner.store.exists(key).await.map_err(|err| self.l2_failed(err))
+        self.inner
+            .store
+            .exists(key)
+            .await
+            .map_err(|err| self.l2_failed(err))
     }
 
     /// Stores `value` as JSON under `key` for `ttl`.
@@ -186,7 +198,12 @@ impl CacheHandle {
             return Err(CacheError::InvalidValue);
         }
         self.fail_fast_when_down()?;
-        self.send(Set { key: key.to_owned(), value: json, ttl }).await?
+        self.send(Set {
+            key: key.to_owned(),
+            value: json,
+            ttl,
+        })
+        .await?
     }
 
     /// Removes `key` from both tiers; answers whether it was there.
@@ -200,7 +217,10 @@ impl CacheHandle {
             self.inner.l1.remove(key);
             return Err(err);
         }
-        self.send(Delete { key: key.to_owned() }).await?
+        self.send(Delete {
+            key: key.to_owned(),
+        })
+        .await?
     }
 
     /// Removes every key matching the Redis glob `pattern` (`*`, `?`, `[...]`, `\`), applied
@@ -212,7 +232,10 @@ impl CacheHandle {
     pub async fn flush_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
         validate_key(pattern)?;
         self.fail_fast_when_down()?;
-        self.send(FlushPattern { pattern: pattern.to_owned() }).await?
+        self.send(FlushPattern {
+            pattern: pattern.to_owned(),
+        })
+        .await?
     }
 
     /// Empties the cache namespace; answers how many keys L2 held.
@@ -247,7 +270,9 @@ impl CacheHandle {
         let mut loaded = None;
         let raw = self
             .remember_json(key, ttl, || async {
-                let Some(value) = loader().await? else { return Ok::<_, E>(None) };
+                let Some(value) = loader().await? else {
+                    return Ok::<_, E>(None);
+                };
                 let json = serde_json::to_vec(&value).map_err(CacheError::from)?;
                 loaded = Some(value);
                 Ok(Some(Bytes::from(json)))
@@ -258,7 +283,10 @@ impl CacheHandle {
             (None, Some(json)) => Some(serde_json::from_slice(&json).map_err(CacheError::from)?),
             (None, None) => None,
         };
-        Ok(Remembered { value, tier: raw.tier })
+        Ok(Remembered {
+            value,
+            tier: raw.tier,
+        })
     }
 
     /// [`remember`](Self::remember) on JSON bytes: no (de)serialization on a hit, so a handler
@@ -283,10 +311,18 @@ impl CacheHandle {
         }
         if let Some(entry) = self.inner.l1.get(key) {
             Stats::bump(&self.inner.stats.l1_hits);
-            return Ok(Remembered { value: entry.value, tier: Tier::L1 });
+            return Ok(Remembered {
+                value: entry.value,
+                tier: Tier::L1,
+            });
         }
         match self.read_l2(key).await {
-            Ok(Some(value)) => return Ok(Remembered { value, tier: Tier::L2 }),
+            Ok(Some(value)) => {
+                return Ok(Remembered {
+                    value,
+                    tier: Tier::L2,
+                });
+            }
             Ok(None) => {}
             // Degrade: the loader can answer without L2.
             Err(CacheError::Unavailable(_)) => {}
@@ -295,12 +331,25 @@ impl CacheHandle {
         Stats::bump(&self.inner.stats.misses);
         let mut loader = Some(loader);
         loop {
-            match self.send(Acquire { key: key.to_owned() }).await? {
-                Lease::Ready(value) => return Ok(Remembered { value, tier: Tier::Miss }),
+            match self
+                .send(Acquire {
+                    key: key.to_owned(),
+                })
+                .await?
+            {
+                Lease::Ready(value) => {
+                    return Ok(Remembered {
+                        value,
+                        tier: Tier::Miss,
+                    });
+                }
                 Lease::Follower(rx) => {
                     if let Ok(Some(value)) = rx.await {
                         Stats::bump(&self.inner.stats.coalesced);
-                        return Ok(Remembered { value, tier: Tier::Miss });
+                        return Ok(Remembered {
+                            value,
+                            tier: Tier::Miss,
+                        });
                     }
                     // The leader failed or gave up: acquire again.
                 }
@@ -310,9 +359,16 @@ impl CacheHandle {
                     Stats::bump(&self.inner.stats.loads);
                     // On error (or cancellation) the guard drops unreported and waiters retry.
                     let value = load().await?;
-                    let ttl = if value.is_some() { ttl } else { self.inner.config.negative_ttl() };
+                    let ttl = if value.is_some() {
+                        ttl
+                    } else {
+                        self.inner.config.negative_ttl()
+                    };
                     guard.complete(value.clone(), ttl);
-                    return Ok(Remembered { value, tier: Tier::Miss });
+                    return Ok(Remembered {
+                        value,
+                        tier: Tier::Miss,
+                    });
                 }
             }
         }
@@ -331,7 +387,9 @@ impl CacheHandle {
                 if let Some(left) = left {
                     self.inner.l1.insert(key, value.clone(), left);
                 } else {
-                    self.inner.l1.insert(key, value.clone(), self.inner.config.l1_ttl());
+                    self.inner
+                        .l1
+                        .insert(key, value.clone(), self.inner.config.l1_ttl());
                 }
                 Ok(Some(value))
             }
@@ -347,14 +405,17 @@ impl CacheHandle {
     }
 
     fn unavailable(&self) -> CacheError {
-        CacheError::Unavailable(crate::redis::RedisError::Unavailable(redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "redis is down (watchdog)",
-        ))))
+        CacheError::Unavailable(crate::redis::RedisError::Unavailable(
+            redis::RedisError::from((redis::ErrorKind::Io, "redis is down (watchdog)")),
+        ))
     }
 
     fn fail_fast_when_down(&self) -> Result<(), CacheError> {
-        if self.inner.store.readable() { Ok(()) } else { Err(self.unavailable()) }
+        if self.inner.store.readable() {
+            Ok(())
+        } else {
+            Err(self.unavailable())
+        }
     }
 
     /// Fails when a write could not reach L2 right now (Redis known to be down).

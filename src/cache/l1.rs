@@ -20,7 +20,12 @@ pub(crate) struct L1Entry {
 struct L1Expiry;
 
 impl Expiry<String, L1Entry> for L1Expiry {
-    fn expire_after_create(&self, _key: &String, value: &L1Entry, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &L1Entry,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 

@@ -79,14 +79,20 @@ impl LoadGuard {
     /// Reports the loaded value (`None`: the source has none) and its TTL.
     pub fn complete(mut self, value: Option<Bytes>, ttl: Duration) {
         self.armed = false;
-        self.addr.do_send(Release { key: std::mem::take(&mut self.key), outcome: Some((value, ttl)) });
+        self.addr.do_send(Release {
+            key: std::mem::take(&mut self.key),
+            outcome: Some((value, ttl)),
+        });
     }
 }
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         if self.armed {
-            self.addr.do_send(Release { key: std::mem::take(&mut self.key), outcome: None });
+            self.addr.do_send(Release {
+                key: std::mem::take(&mut self.key),
+                outcome: None,
+            });
         }
     }
 }

@@ -34,7 +34,10 @@ fn entry_body(key: &str, json: &[u8]) -> Bytes {
     body.freeze()
 }
 
-async fn get(cache: web::Data<CacheHandle>, key: web::Path<String>) -> Result<HttpResponse, CacheError> {
+async fn get(
+    cache: web::Data<CacheHandle>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, CacheError> {
     match cache.get_raw(&key).await? {
         Some(hit) => Ok(HttpResponse::Ok()
             .content_type("application/json")
@@ -51,8 +54,15 @@ async fn get(cache: web::Data<CacheHandle>, key: web::Path<String>) -> Result<Ht
     }
 }
 
-async fn head(cache: web::Data<CacheHandle>, key: web::Path<String>) -> Result<HttpResponse, CacheError> {
-    let status = if cache.exists(&key).await? { StatusCode::OK } else { StatusCode::NOT_FOUND };
+async fn head(
+    cache: web::Data<CacheHandle>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, CacheError> {
+    let status = if cache.exists(&key).await? {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
     Ok(HttpResponse::build(status).finish())
 }
 
@@ -70,7 +80,9 @@ async fn put(
     let settings = &services.settings;
     let ttl = match query.ttl {
         None => settings.cache_default_ttl,
-        Some(secs) if secs >= 1 && secs <= settings.cache_max_ttl.as_secs() => Duration::from_secs(secs),
+        Some(secs) if secs >= 1 && secs <= settings.cache_max_ttl.as_secs() => {
+            Duration::from_secs(secs)
+        }
         Some(_) => {
             return Err(Problem::bad_request(format!(
                 "ttl must be a whole number of seconds from 1 to {}.",
@@ -84,7 +96,10 @@ async fn put(
     Ok(HttpResponse::Ok().json(serde_json::json!({"key": key.as_str(), "ttl": ttl.as_secs()})))
 }
 
-async fn delete(cache: web::Data<CacheHandle>, key: web::Path<String>) -> Result<HttpResponse, CacheError> {
+async fn delete(
+    cache: web::Data<CacheHandle>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, CacheError> {
     if cache.delete(&key).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -97,7 +112,10 @@ struct FlushQuery {
     pattern: String,
 }
 
-async fn flush(cache: web::Data<CacheHandle>, query: web::Query<FlushQuery>) -> Result<HttpResponse, CacheError> {
+async fn flush(
+    cache: web::Data<CacheHandle>,
+    query: web::Query<FlushQuery>,
+) -> Result<HttpResponse, CacheError> {
     let deleted = cache.flush_pattern(&query.pattern).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": deleted})))
 }

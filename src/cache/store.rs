@@ -41,7 +41,12 @@ impl Store {
         }
     }
 
-    pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), RedisError> {
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<(), RedisError> {
         match self {
             Self::Memory(m) => {
                 m.set(key, value, ttl);
@@ -103,27 +108,38 @@ impl RedisStore {
         Ok(match (value, pttl) {
             (None, _) | (_, -2) => None,
             (Some(v), -1) => Some((Bytes::from(v), None)),
-            (Some(v), ms) => Some((Bytes::from(v), Some(Duration::from_millis(ms.max(0).unsigned_abs())))),
+            (Some(v), ms) => Some((
+                Bytes::from(v),
+                Some(Duration::from_millis(ms.max(0).unsigned_abs())),
+            )),
         })
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), RedisError> {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(key)).arg(value.as_ref()).arg("PX").arg(millis);
+        cmd.arg(self.key(key))
+            .arg(value.as_ref())
+            .arg("PX")
+            .arg(millis);
         self.redis.query::<()>(&cmd).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, RedisError> {
-        let n: u64 = self.redis.query(redis::cmd("UNLINK").arg(self.key(key))).await?;
+        let n: u64 = self
+            .redis
+            .query(redis::cmd("UNLINK").arg(self.key(key)))
+            .await?;
         Ok(n > 0)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, RedisError> {
         // The first byte tells a value from the negative marker without fetching the value;
         // a missing key reads as "" (no JSON value is empty).
-        let first: Vec<u8> =
-            self.redis.query(redis::cmd("GETRANGE").arg(self.key(key)).arg(0).arg(0)).await?;
+        let first: Vec<u8> = self
+            .redis
+            .query(redis::cmd("GETRANGE").arg(self.key(key)).arg(0).arg(0))
+            .await?;
         Ok(matches!(first.first(), Some(&b) if b != NEGATIVE_MARKER[0]))
     }
 
@@ -135,11 +151,17 @@ impl RedisStore {
         let mut deleted = 0;
         loop {
             let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT);
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
             let (next, keys): (u64, Vec<Vec<u8>>) = self.redis.query(&scan).await?;
             // Belt and braces: never delete a key outside the namespace, whatever SCAN says.
-            let keys: Vec<_> =
-                keys.into_iter().filter(|k| k.starts_with(self.namespace.as_bytes())).collect();
+            let keys: Vec<_> = keys
+                .into_iter()
+                .filter(|k| k.starts_with(self.namespace.as_bytes()))
+                .collect();
             if !keys.is_empty() {
                 let n: u64 = self.redis.query(redis::cmd("UNLINK").arg(&keys)).await?;
                 deleted += n;
@@ -161,7 +183,12 @@ struct MemEntry {
 struct MemExpiry;
 
 impl Expiry<String, MemEntry> for MemExpiry {
-    fn expire_after_create(&self, _key: &String, value: &MemEntry, now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &MemEntry,
+        now: Instant,
+    ) -> Option<Duration> {
         Some(value.expires_at.saturating_duration_since(now))
     }
 
@@ -199,11 +226,19 @@ impl MemoryStore {
     }
 
     fn set(&self, key: &str, value: Bytes, ttl: Duration) {
-        self.entries.insert(key.to_owned(), MemEntry { value, expires_at: Instant::now() + ttl });
+        self.entries.insert(
+            key.to_owned(),
+            MemEntry {
+                value,
+                expires_at: Instant::now() + ttl,
+            },
+        );
     }
 
     fn delete(&self, key: &str) -> bool {
-        self.entries.remove(key).is_some_and(|e| e.expires_at > Instant::now())
+        self.entries
+            .remove(key)
+            .is_some_and(|e| e.expires_at > Instant::now())
     }
 
     fn flush(&self, glob: &str) -> u64 {

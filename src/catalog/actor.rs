@@ -25,12 +25,20 @@ const SCHEMA: &str = "
 ";
 
 const SAMPLE_PRODUCTS: &[(&str, f64, &str)] = &[
-    ("Mechanical keyboard", 89.90, "Hot-swappable switches, aluminium frame"),
+    (
+        "Mechanical keyboard",
+        89.90,
+        "Hot-swappable switches, aluminium frame",
+    ),
     ("Wireless mouse", 34.50, "Silent clicks, 70-day battery"),
     ("USB-C hub", 45.00, "Seven ports, 100 W pass-through"),
     ("27\" monitor", 279.00, "1440p IPS panel, 144 Hz"),
     ("Laptop stand", 29.99, "Folding, adjustable height"),
-    ("Noise-cancelling headphones", 199.00, "30 hours of playback"),
+    (
+        "Noise-cancelling headphones",
+        199.00,
+        "30 hours of playback",
+    ),
     ("Webcam", 59.90, "1080p, privacy shutter"),
     ("Desk lamp", 24.00, "Dimmable LED, USB powered"),
     ("External SSD 1 TB", 99.00, "USB 3.2, 1050 MB/s"),
@@ -58,7 +66,10 @@ fn open(location: &DatabaseLocation) -> Result<Connection, CatalogError> {
         DatabaseLocation::File(path) => (Connection::open(path), path.display().to_string()),
         DatabaseLocation::Memory => (Connection::open_in_memory(), ":memory:".to_owned()),
     };
-    let open_err = |source| CatalogError::Open { path: path.clone(), source };
+    let open_err = |source| CatalogError::Open {
+        path: path.clone(),
+        source,
+    };
     let conn = conn.map_err(open_err)?;
     conn.execute_batch(SCHEMA).map_err(open_err)?;
     seed(&conn).map_err(open_err)?;
@@ -68,7 +79,9 @@ fn open(location: &DatabaseLocation) -> Result<Connection, CatalogError> {
 /// Inserts the sample products once per database (deleting them all does not bring them back).
 fn seed(conn: &Connection) -> rusqlite::Result<()> {
     let seeded: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'seeded'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'seeded'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     if seeded.is_some() {
         return Ok(());
@@ -82,7 +95,10 @@ fn seed(conn: &Connection) -> rusqlite::Result<()> {
     }
     tx.execute("INSERT INTO meta (key, value) VALUES ('seeded', '1')", [])?;
     tx.commit()?;
-    tracing::info!(count = SAMPLE_PRODUCTS.len(), "seeded the catalog with sample products");
+    tracing::info!(
+        count = SAMPLE_PRODUCTS.len(),
+        "seeded the catalog with sample products"
+    );
     Ok(())
 }
 
@@ -105,7 +121,10 @@ impl CatalogHandle {
             };
             CatalogActor { conn }
         });
-        Ok(Self { addr, loads: Arc::new(AtomicU64::new(0)) })
+        Ok(Self {
+            addr,
+            loads: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// The actor's address.
@@ -124,7 +143,10 @@ impl CatalogHandle {
     /// [`CatalogError`] when the database fails.
     pub async fn list(&self) -> Result<Vec<Product>, CatalogError> {
         self.loads.fetch_add(1, Ordering::Relaxed);
-        self.addr.send(ListProducts).await.map_err(|_| CatalogError::ActorGone)?
+        self.addr
+            .send(ListProducts)
+            .await
+            .map_err(|_| CatalogError::ActorGone)?
     }
 
     /// One product, or `None`.
@@ -133,7 +155,10 @@ impl CatalogHandle {
     /// [`CatalogError`] when the database fails.
     pub async fn get(&self, id: i64) -> Result<Option<Product>, CatalogError> {
         self.loads.fetch_add(1, Ordering::Relaxed);
-        self.addr.send(GetProduct(id)).await.map_err(|_| CatalogError::ActorGone)?
+        self.addr
+            .send(GetProduct(id))
+            .await
+            .map_err(|_| CatalogError::ActorGone)?
     }
 
     /// Inserts a product.
@@ -142,16 +167,26 @@ impl CatalogHandle {
     /// [`CatalogError::Invalid`] for a bad field; [`CatalogError`] when the database fails.
     pub async fn create(&self, product: NewProduct) -> Result<Product, CatalogError> {
         product.validate()?;
-        self.addr.send(CreateProduct(product)).await.map_err(|_| CatalogError::ActorGone)?
+        self.addr
+            .send(CreateProduct(product))
+            .await
+            .map_err(|_| CatalogError::ActorGone)?
     }
 
     /// Applies a partial update.
     ///
     /// # Errors
     /// As [`create`](Self::create).
-    pub async fn update(&self, id: i64, patch: ProductPatch) -> Result<Option<Product>, CatalogError> {
+    pub async fn update(
+        &self,
+        id: i64,
+        patch: ProductPatch,
+    ) -> Result<Option<Product>, CatalogError> {
         patch.validate()?;
-        self.addr.send(UpdateProduct(id, patch)).await.map_err(|_| CatalogError::ActorGone)?
+        self.addr
+            .send(UpdateProduct(id, patch))
+            .await
+            .map_err(|_| CatalogError::ActorGone)?
     }
 
     /// Deletes a product; answers whether it existed.
@@ -159,12 +194,20 @@ impl CatalogHandle {
     /// # Errors
     /// [`CatalogError`] when the database fails.
     pub async fn delete(&self, id: i64) -> Result<bool, CatalogError> {
-        self.addr.send(DeleteProduct(id)).await.map_err(|_| CatalogError::ActorGone)?
+        self.addr
+            .send(DeleteProduct(id))
+            .await
+            .map_err(|_| CatalogError::ActorGone)?
     }
 }
 
 fn row_to_product(row: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
-    Ok(Product { id: row.get(0)?, name: row.get(1)?, price: row.get(2)?, description: row.get(3)? })
+    Ok(Product {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        price: row.get(2)?,
+        description: row.get(3)?,
+    })
 }
 
 fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Product>> {
@@ -177,8 +220,9 @@ impl Handler<ListProducts> for CatalogActor {
     type Result = Result<Vec<Product>, CatalogError>;
 
     fn handle(&mut self, _msg: ListProducts, _ctx: &mut Self::Context) -> Self::Result {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id, name, price, description FROM products ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name, price, description FROM products ORDER BY id")?;
         let rows = stmt.query_map([], row_to_product)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -202,7 +246,12 @@ impl Handler<CreateProduct> for CatalogActor {
             "INSERT INTO products (name, price, description) VALUES (?1, ?2, ?3)",
             params![name, p.price, p.description],
         )?;
-        Ok(Product { id: self.conn.last_insert_rowid(), name, price: p.price, description: p.description })
+        Ok(Product {
+            id: self.conn.last_insert_rowid(),
+            name,
+            price: p.price,
+            description: p.description,
+        })
     }
 }
 
@@ -211,9 +260,15 @@ impl Handler<UpdateProduct> for CatalogActor {
 
     fn handle(&mut self, msg: UpdateProduct, _ctx: &mut Self::Context) -> Self::Result {
         let UpdateProduct(id, patch) = msg;
-        let ProductPatch { name, price, description } = patch;
+        let ProductPatch {
+            name,
+            price,
+            description,
+        } = patch;
         let tx = self.conn.unchecked_transaction()?;
-        let Some(mut product) = get(&tx, id)? else { return Ok(None) };
+        let Some(mut product) = get(&tx, id)? else {
+            return Ok(None);
+        };
         if let Some(name) = name {
             product.name = name.trim().to_owned();
         }
@@ -236,6 +291,9 @@ impl Handler<DeleteProduct> for CatalogActor {
     type Result = Result<bool, CatalogError>;
 
     fn handle(&mut self, msg: DeleteProduct, _ctx: &mut Self::Context) -> Self::Result {
-        Ok(self.conn.execute("DELETE FROM products WHERE id = ?1", [msg.0])? > 0)
+        Ok(self
+            .conn
+            .execute("DELETE FROM products WHERE id = ?1", [msg.0])?
+            > 0)
     }
 }

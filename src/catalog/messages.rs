@@ -60,14 +60,18 @@ fn check_name(name: &str) -> Result<(), CatalogError> {
 
 fn check_price(price: f64) -> Result<(), CatalogError> {
     if !price.is_finite() || price < 0.0 {
-        return Err(CatalogError::Invalid("price must be a finite number, 0 or more"));
+        return Err(CatalogError::Invalid(
+            "price must be a finite number, 0 or more",
+        ));
     }
     Ok(())
 }
 
 fn check_description(description: Option<&str>) -> Result<(), CatalogError> {
     if description.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
-        return Err(CatalogError::Invalid("description must be at most 2000 characters"));
+        return Err(CatalogError::Invalid(
+            "description must be at most 2000 characters",
+        ));
     }
     Ok(())
 }

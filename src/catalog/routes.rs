@@ -11,13 +11,17 @@ use crate::{
 };
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/products").route(web::get().to(list)).route(web::post().to(create)))
-        .service(
-            web::resource("/products/{id}")
-                .route(web::get().to(get))
-                .route(web::put().to(update))
-                .route(web::delete().to(delete)),
-        );
+    cfg.service(
+        web::resource("/products")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/products/{id}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::delete().to(delete)),
+    );
 }
 
 /// The body of `GET /products`.
@@ -76,15 +80,20 @@ async fn list(services: web::Data<Services>) -> Result<HttpResponse, CatalogErro
         .cache
         .remember_json(LIST_KEY, services.settings.product_list_ttl, || async {
             let products = catalog.list().await?;
-            let body = serde_json::to_vec(&ProductList { products: &products })
-                .map_err(crate::cache::CacheError::from)?;
+            let body = serde_json::to_vec(&ProductList {
+                products: &products,
+            })
+            .map_err(crate::cache::CacheError::from)?;
             Ok::<_, CatalogError>(Some(Bytes::from(body)))
         })
         .await?;
     Ok(cached_json(remembered))
 }
 
-async fn get(services: web::Data<Services>, path: web::Path<ProductId>) -> Result<HttpResponse, actix_web::Error> {
+async fn get(
+    services: web::Data<Services>,
+    path: web::Path<ProductId>,
+) -> Result<HttpResponse, actix_web::Error> {
     let id = path.checked()?;
     let catalog = &services.catalog;
     let remembered = services
@@ -115,7 +124,10 @@ async fn invalidate(services: &Services, id: i64) {
     }
 }
 
-async fn create(services: web::Data<Services>, body: web::Json<NewProduct>) -> Result<HttpResponse, CatalogError> {
+async fn create(
+    services: web::Data<Services>,
+    body: web::Json<NewProduct>,
+) -> Result<HttpResponse, CatalogError> {
     writable(&services)?;
     let product = services.catalog.create(body.into_inner()).await?;
     // The id may have been cached as absent before it existed.
@@ -133,12 +145,19 @@ async fn update(
 ) -> Result<HttpResponse, actix_web::Error> {
     let id = path.checked()?;
     writable(&services)?;
-    let product = services.catalog.update(id, body.into_inner()).await?.ok_or(CatalogError::NotFound)?;
+    let product = services
+        .catalog
+        .update(id, body.into_inner())
+        .await?
+        .ok_or(CatalogError::NotFound)?;
     invalidate(&services, id).await;
     Ok(HttpResponse::Ok().json(product))
 }
 
-async fn delete(services: web::Data<Services>, path: web::Path<ProductId>) -> Result<HttpResponse, actix_web::Error> {
+async fn delete(
+    services: web::Data<Services>,
+    path: web::Path<ProductId>,
+) -> Result<HttpResponse, actix_web::Error> {
     let id = path.checked()?;
     writable(&services)?;
     if !services.catalog.delete(id).await? {

@@ -15,26 +15,34 @@ use super::{PROBLEM_JSON, Problem};
 /// JSON extractor settings: size limit, `application/json` (or `+json`) required, and problem
 /// bodies for every failure (400 malformed, 413 too large, 415 wrong type, 422 wrong shape).
 pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default().limit(limit).content_type_required(true).error_handler(|err, _req| {
-        let problem = match &err {
-            JsonPayloadError::ContentType => Problem::for_status(actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE),
-            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-                Problem::for_status(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE)
-            }
-            JsonPayloadError::Deserialize(e) if e.is_data() => {
-                // serde's text names the offending field of the client's own input.
-                Problem::validation(format!("The JSON body does not have the expected shape: {e}."))
-            }
-            JsonPayloadError::Deserialize(_) => Problem::new(
-                actix_web::http::StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-            )
-            .with_detail("The request body is not valid JSON."),
-            _ => Problem::bad_request("The request body could not be read."),
-        };
-        InternalError::from_response(err, problem.into_response()).into()
-    })
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type_required(true)
+        .error_handler(|err, _req| {
+            let problem = match &err {
+                JsonPayloadError::ContentType => {
+                    Problem::for_status(actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                }
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => {
+                    Problem::for_status(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE)
+                }
+                JsonPayloadError::Deserialize(e) if e.is_data() => {
+                    // serde's text names the offending field of the client's own input.
+                    Problem::validation(format!(
+                        "The JSON body does not have the expected shape: {e}."
+                    ))
+                }
+                JsonPayloadError::Deserialize(_) => Problem::new(
+                    actix_web::http::StatusCode::BAD_REQUEST,
+                    "malformed-json",
+                    "Malformed JSON",
+                )
+                .with_detail("The request body is not valid JSON."),
+                _ => Problem::bad_request("The request body could not be read."),
+            };
+            InternalError::from_response(err, problem.into_response()).into()
+        })
 }
 
 /// Path extractor settings: a path segment of the wrong type is a 400 problem.
@@ -58,7 +66,10 @@ pub fn query_config() -> web::QueryConfig {
             "invalid-parameter",
             "Invalid query parameter",
         )
-        .with_detail(format!("A query parameter is missing or has the wrong type or range: {}.", query_reason(&err)));
+        .with_detail(format!(
+            "A query parameter is missing or has the wrong type or range: {}.",
+            query_reason(&err)
+        ));
         InternalError::from_response(err, problem.into_response()).into()
     })
 }

@@ -6,7 +6,8 @@ use serde_json::json;
 use super::Services;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health)).route("/health/live", web::get().to(live));
+    cfg.route("/health", web::get().to(health))
+        .route("/health/live", web::get().to(live));
 }
 
 /// 200 `healthy` when every configured backend answers; 503 `degraded` when Redis is configured
@@ -38,10 +39,14 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
             )
         }
     };
-    HttpResponse::build(status).insert_header(("Cache-Control", "no-store")).json(body)
+    HttpResponse::build(status)
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
 }
 
 /// 200 whenever the process serves requests.
 async fn live() -> HttpResponse {
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({"status": "alive"}))
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({"status": "alive"}))
 }

@@ -69,21 +69,33 @@ impl Problem {
 
     /// 422 `validation-failed`.
     pub fn validation(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Validation failed")
-            .with_detail(detail)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+            "Validation failed",
+        )
+        .with_detail(detail)
     }
 
     /// 503 `unavailable` with `Retry-After: 1`.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
-            .with_detail(detail)
-            .with_retry_after(1)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+        )
+        .with_detail(detail)
+        .with_retry_after(1)
     }
 
     /// 500 `internal`: the details are in the log, never in the body.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error")
-            .with_detail("The server failed to handle this request; it has been logged.")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+        )
+        .with_detail("The server failed to handle this request; it has been logged.")
     }
 
     /// The generic problem for a bare status (used for errors raised outside redkit's handlers).
@@ -104,7 +116,11 @@ impl Problem {
                 .with_detail("Send the body as application/json."),
             422 => Self::validation("The request body is not valid."),
             429 => Self::new(status, "quota-exceeded", "Too many requests"),
-            431 => Self::new(status, "header-too-large", "Request header fields too large"),
+            431 => Self::new(
+                status,
+                "header-too-large",
+                "Request header fields too large",
+            ),
             503 => Self::unavailable("The service is temporarily unavailable."),
             _ if status.is_client_error() => Self::new(status, "client-error", "Client error"),
             _ => {

@@ -32,9 +32,12 @@ impl RedisActor {
             .set_max_delay(Duration::from_millis(200))
             // Hundreds of concurrent requests share this connection.
             .set_pipeline_buffer_size(4096);
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(RedisError::Command)?;
-        Ok(Self { handle: RedisHandle::new(manager, settings.response_timeout), pinging: false })
+        let manager =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(RedisError::Command)?;
+        Ok(Self {
+            handle: RedisHandle::new(manager, settings.response_timeout),
+            pinging: false,
+        })
     }
 
     /// The handle to give to other actors and handlers.
@@ -49,20 +52,24 @@ impl RedisActor {
         self.pinging = true;
         let handle = self.handle.clone();
         ctx.spawn(
-            async move { handle.ping().await }.into_actor(self).map(|result, actor, _| {
-                actor.pinging = false;
-                let up = result.is_ok();
-                if actor.handle.set_up(up) {
-                    if up {
-                        tracing::info!("redis connection is up");
-                    } else {
-                        tracing::warn!("redis is not answering; serving degraded until it does");
+            async move { handle.ping().await }
+                .into_actor(self)
+                .map(|result, actor, _| {
+                    actor.pinging = false;
+                    let up = result.is_ok();
+                    if actor.handle.set_up(up) {
+                        if up {
+                            tracing::info!("redis connection is up");
+                        } else {
+                            tracing::warn!(
+                                "redis is not answering; serving degraded until it does"
+                            );
+                        }
                     }
-                }
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "redis watchdog ping failed");
-                }
-            }),
+                    if let Err(err) = result {
+                        tracing::debug!(error = %err, "redis watchdog ping failed");
+                    }
+                }),
         );
     }
 }

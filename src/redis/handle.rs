@@ -74,7 +74,8 @@ impl RedisHandle {
     /// [`RedisError`] classified by cause; unavailability also marks Redis down.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
         let mut conn = self.conn.clone();
-        self.bounded(async move { cmd.query_async(&mut conn).await }).await
+        self.bounded(async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     /// Runs a pipeline (one round trip), bounded by the response timeout.
@@ -83,7 +84,8 @@ impl RedisHandle {
     /// As [`query`](Self::query).
     pub async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
         let mut conn = self.conn.clone();
-        self.bounded(async move { pipe.query_async(&mut conn).await }).await
+        self.bounded(async move { pipe.query_async(&mut conn).await })
+            .await
     }
 
     /// Runs a Lua script invocation (`EVALSHA`, reloaded on `NOSCRIPT`), bounded by the timeout.
@@ -95,7 +97,8 @@ impl RedisHandle {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
         let mut conn = self.conn.clone();
-        self.bounded(async move { invocation.invoke_async(&mut conn).await }).await
+        self.bounded(async move { invocation.invoke_async(&mut conn).await })
+            .await
     }
 
     /// Sends a `PING` and answers its round-trip time.
@@ -106,9 +109,10 @@ impl RedisHandle {
         let started = Instant::now();
         let _: String = self.query(&redis::cmd("PING")).await?;
         let rtt = started.elapsed();
-        self.shared
-            .latency_us
-            .store(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.shared.latency_us.store(
+            u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         Ok(rtt)
     }
 
