@@ -364,7 +364,7 @@ impl CacheHandle {
                     } else {
                         self.inner.config.negative_ttl()
                     };
-                    guard.complete(value.clone(), ttl);
+                    guard.complete(value.clone(), ttl).await;
                     return Ok(Remembered {
                         value,
                         tier: Tier::Miss,

@@ -63,7 +63,7 @@ pub enum Lease {
     Leader(LoadGuard),
     /// Another caller is loading: wait for its result (`None`: it failed, acquire again).
     Follower(oneshot::Receiver<Option<Option<Bytes>>>),
-    /// A value (or a negative entry) became available meanwhile.
+    /// A value (or a negative entry) landed in this process meanwhile (L1, or a load just done).
     Ready(Option<Bytes>),
 }
 
@@ -76,13 +76,16 @@ pub struct LoadGuard {
 }
 
 impl LoadGuard {
-    /// Reports the loaded value (`None`: the source has none) and its TTL.
-    pub fn complete(mut self, value: Option<Bytes>, ttl: Duration) {
+    /// Reports the loaded value (`None`: the source has none) and its TTL, and waits until the
+    /// actor has put it in L1, so the caller's next read in this process is a hit.
+    pub async fn complete(mut self, value: Option<Bytes>, ttl: Duration) {
         self.armed = false;
-        self.addr.do_send(Release {
+        let release = Release {
             key: std::mem::take(&mut self.key),
             outcome: Some((value, ttl)),
-        });
+        };
+        // An error means the actor is gone (shutdown): nothing left to tell.
+        let _ = self.addr.send(release).await;
     }
 }
 

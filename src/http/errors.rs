@@ -28,11 +28,19 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                     Problem::for_status(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE)
                 }
                 JsonPayloadError::Deserialize(e) if e.is_data() => {
-                    // serde's text names the offending field of the client's own input.
-                    Problem::validation(format!(
+                    // A 400, not a 422: serde reads left to right, so a body that is also
+                    // malformed further on can fail here first. 422 is kept for values that
+                    // parse but break a rule. serde's text names a field of the client's input.
+                    Problem::new(
+                        actix_web::http::StatusCode::BAD_REQUEST,
+                        "invalid-body",
+                        "Invalid request body",
+                    )
+                    .with_detail(format!(
                         "The JSON body does not have the expected shape: {e}."
                     ))
                 }
+
                 JsonPayloadError::Deserialize(_) => Problem::new(
                     actix_web::http::StatusCode::BAD_REQUEST,
                     "malformed-json",

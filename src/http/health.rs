@@ -6,8 +6,8 @@ use serde_json::json;
 use super::Services;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/health/live", web::get().to(live));
+    cfg.service(web::resource("/health").route(web::get().to(health)))
+        .service(web::resource("/health/live").route(web::get().to(live)));
 }
 
 /// 200 `healthy` when every configured backend answers; 503 `degraded` when Redis is configured

@@ -1,0 +1,475 @@
+//! The cache's semantics, through `CacheHandle` and over HTTP, on both backends.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use actix_web::test::TestRequest;
+use common::{Backend, Reply, app, call, services};
+use futures_util::future::join_all;
+use redkit::cache::{CacheError, Tier};
+use serde_json::json;
+
+fn put(key: &str, body: &str) -> TestRequest {
+    TestRequest::put()
+        .uri(&format!("/cache/{key}"))
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body.to_owned())
+}
+
+fn get(key: &str) -> TestRequest {
+    TestRequest::get().uri(&format!("/cache/{key}"))
+}
+
+fn assert_hit(reply: &Reply, key: &str, value: serde_json::Value, tier: &str) {
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json(), json!({"key": key, "value": value}));
+    assert_eq!(reply.header("x-cache"), Some(tier));
+}
+
+/// A cached `null`, `[]`, `0`, `""`, `false` and `{}` are hits, from L1 and from L2 alike.
+async fn falsy_values_are_hits(backend: Backend) {
+    for l1_bytes in [redkit::config::DEFAULT_L1_MAX_BYTES, 0] {
+        let mut config = backend.config();
+        config.cache = redkit::cache::CacheConfig::builder()
+            .l1_max_bytes(l1_bytes)
+            .build()
+            .unwrap();
+        let services = services(&config);
+        let app = app(&services).await;
+        let tier = if l1_bytes == 0 { "HIT-L2" } else { "HIT-L1" };
+        for (i, value) in ["null", "[]", "0", "\"\"", "false", "{}"]
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("falsy-{l1_bytes}-{i}");
+            assert_eq!(call(&app, put(&key, value)).await.status, 200);
+            let reply = call(&app, get(&key)).await;
+            assert_hit(&reply, &key, serde_json::from_str(value).unwrap(), tier);
+        }
+        // And through the handle: Some(null), not None.
+        let got: Option<serde_json::Value> = services
+            .cache
+            .get(&format!("falsy-{l1_bytes}-0"))
+            .await
+            .unwrap();
+        assert_eq!(got, Some(serde_json::Value::Null));
+    }
+}
+
+/// A key never written is a 404 problem with `X-Cache: MISS`; HEAD answers existence.
+async fn miss_and_head(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    let reply = call(&app, get("nothing-here")).await;
+    reply.problem(404);
+    assert_eq!(reply.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::default()
+                .method(actix_web::http::Method::HEAD)
+                .uri("/cache/nothing-here")
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(call(&app, put("there", "1")).await.status, 200);
+    let head = call(
+        &app,
+        TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri("/cache/there"),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+}
+
+/// With L1 off, reads come from L2; with L1 on, the first L2 read fills L1.
+async fn l2_read_fills_l1(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    services
+        .cache
+        .set("warm", &json!({"a": 1}), Duration::from_secs(60))
+        .await
+        .unwrap();
+    // A second process-local view: another Services on the same backend (Redis only shares L2).
+    if let Backend::Redis(_) = &backend {
+        let other = common::services(&backend.config());
+        let other_app = app_for(&other).await;
+        assert_hit(
+            &call(&other_app, get("warm")).await,
+            "warm",
+            json!({"a": 1}),
+            "HIT-L2",
+        );
+        assert_hit(
+            &call(&other_app, get("warm")).await,
+            "warm",
+            json!({"a": 1}),
+            "HIT-L1",
+        );
+    }
+    assert_hit(
+        &call(&app, get("warm")).await,
+        "warm",
+        json!({"a": 1}),
+        "HIT-L1",
+    );
+}
+
+async fn app_for(
+    services: &redkit::http::Services,
+) -> impl actix_web::dev::Service<
+    actix_http::Request,
+    Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+    Error = actix_web::Error,
+> {
+    app(services).await
+}
+
+/// `set` and `delete` keep L1 consistent: the new value is read back at once, a deleted key is gone.
+async fn writes_keep_l1_consistent(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    assert_eq!(call(&app, put("k", "1")).await.status, 200);
+    assert_hit(&call(&app, get("k")).await, "k", json!(1), "HIT-L1");
+    assert_eq!(call(&app, put("k", "2")).await.status, 200);
+    assert_hit(&call(&app, get("k")).await, "k", json!(2), "HIT-L1");
+    assert_eq!(
+        call(&app, TestRequest::delete().uri("/cache/k"))
+            .await
+            .status,
+        204
+    );
+    call(&app, get("k")).await.problem(404);
+    call(&app, TestRequest::delete().uri("/cache/k"))
+        .await
+        .problem(404);
+    assert!(!services.cache.exists("k").await.unwrap());
+}
+
+/// `remember` caches an absent result as a negative entry: the loader runs once until it expires.
+async fn remember_caches_absence(backend: Backend) {
+    let mut config = backend.config();
+    config.cache = redkit::cache::CacheConfig::builder()
+        .negative_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let services = services(&config);
+    let calls = AtomicUsize::new(0);
+    let load = || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Ok::<Option<u32>, CacheError>(None)
+    };
+    let first = services
+        .cache
+        .remember("missing", Duration::from_secs(60), load)
+        .await
+        .unwrap();
+    assert_eq!((first.value, first.tier), (None, Tier::Miss));
+    for _ in 0..5 {
+        let again = services
+            .cache
+            .remember("missing", Duration::from_secs(60), load)
+            .await
+            .unwrap();
+        assert_eq!((again.value, again.tier), (None, Tier::L1));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // A negative entry is not a value.
+    assert!(!services.cache.exists("missing").await.unwrap());
+    assert_eq!(services.cache.get::<u32>("missing").await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    services
+        .cache
+        .remember("missing", Duration::from_secs(60), load)
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the negative entry expires after its own TTL"
+    );
+}
+
+/// 500 concurrent `remember` calls on one cold key run the loader exactly once; all get the value.
+async fn remember_is_single_flight(backend: Backend) {
+    let services = services(&backend.config());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let results = join_all((0..500).map(|_| {
+        let cache = services.cache.clone();
+        let calls = Arc::clone(&calls);
+        async move {
+            cache
+                .remember("cold", Duration::from_secs(60), || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, CacheError>(Some(json!({"v": 42})))
+                })
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(results.len(), 500);
+    assert!(results.iter().all(|r| r.value == Some(json!({"v": 42}))));
+    assert_eq!(services.cache.stats().loads, 1);
+}
+
+/// A failing loader is not cached, and the next caller loads again.
+async fn failed_load_is_not_cached(backend: Backend) {
+    let services = services(&backend.config());
+    let err = services
+        .cache
+        .remember::<u32, CacheError, _, _>("flaky", Duration::from_secs(60), || async {
+            Err(CacheError::InvalidValue)
+        })
+        .await;
+    assert!(matches!(err, Err(CacheError::InvalidValue)));
+    let ok = services
+        .cache
+        .remember("flaky", Duration::from_secs(60), || async {
+            Ok::<_, CacheError>(Some(7u32))
+        })
+        .await;
+    assert_eq!(ok.unwrap().value, Some(7));
+}
+
+/// `flush_pattern` deletes matching keys only, in both tiers, and answers the count.
+async fn flush_pattern_matches_globs(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    for key in [
+        "user:1",
+        "user:2",
+        "user:10",
+        "item:1",
+        "a*b",
+        "q?",
+        "[x]",
+        "back\\slash",
+    ] {
+        services
+            .cache
+            .set(key, &json!(key), Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let flush = |pattern: &str| {
+        TestRequest::delete().uri(&format!("/cache?pattern={}", urlencode(pattern)))
+    };
+    let reply = call(&app, flush("user:?")).await;
+    assert_eq!(reply.json(), json!({"deleted": 2}));
+    call(&app, get("user:1")).await.problem(404);
+    assert_hit(
+        &call(&app, get("user:10")).await,
+        "user:10",
+        json!("user:10"),
+        "HIT-L1",
+    );
+    assert_eq!(
+        call(&app, flush("a\\*b")).await.json(),
+        json!({"deleted": 1})
+    );
+    assert_eq!(
+        call(&app, flush("\\[x]")).await.json(),
+        json!({"deleted": 1})
+    );
+    assert_eq!(call(&app, flush("*")).await.json(), json!({"deleted": 4}));
+    for key in ["user:10", "item:1", "q?", "back\\slash"] {
+        assert!(!services.cache.exists(key).await.unwrap(), "{key}");
+    }
+    call(&app, TestRequest::delete().uri("/cache"))
+        .await
+        .problem(400);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Keys must be 1–512 bytes of printable UTF-8; anything else is a 400 problem.
+async fn key_rules(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    let longest = "k".repeat(512);
+    assert_eq!(call(&app, put(&longest, "1")).await.status, 200);
+    assert_eq!(call(&app, get(&longest)).await.status, 200);
+    let too_long = "k".repeat(513);
+    assert_eq!(
+        call(&app, put(&too_long, "1")).await.problem(400)["type"],
+        "https://redkit.dev/problems/invalid-key"
+    );
+    call(&app, get("bad%01key")).await.problem(400);
+    call(&app, put("bad%0Akey", "1")).await.problem(400);
+    // Unicode is fine.
+    assert_eq!(call(&app, put("caf%C3%A9", "\"ok\"")).await.status, 200);
+    assert_hit(
+        &call(&app, get("caf%C3%A9")).await,
+        "café",
+        json!("ok"),
+        "HIT-L1",
+    );
+}
+
+/// Bad input of every kind gets its 4xx problem, never a 500.
+async fn bad_input_is_4xx(backend: Backend) {
+    let mut config = backend.config();
+    config.body_limit = 1024;
+    let services = services(&config);
+    let app = app(&services).await;
+    let cases: Vec<(TestRequest, u16)> = vec![
+        (
+            TestRequest::put()
+                .uri("/cache/k?ttl=-5")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("1"),
+            400,
+        ),
+        (
+            TestRequest::put()
+                .uri("/cache/k?ttl=abc")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("1"),
+            400,
+        ),
+        (
+            TestRequest::put()
+                .uri("/cache/k?ttl=0")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("1"),
+            400,
+        ),
+        (
+            TestRequest::put()
+                .uri("/cache/k?ttl=99999999999")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("1"),
+            400,
+        ),
+        (put("k", "{not json"), 400),
+        (put("k", ""), 400),
+        (
+            TestRequest::put()
+                .uri("/cache/k")
+                .insert_header(("content-type", "text/plain"))
+                .set_payload("1"),
+            415,
+        ),
+        (TestRequest::put().uri("/cache/k").set_payload("1"), 415),
+        (put("k", &format!("\"{}\"", "x".repeat(2000))), 413),
+        (TestRequest::patch().uri("/cache/k"), 405),
+        (TestRequest::post().uri("/health"), 405),
+        (TestRequest::get().uri("/no/such/route"), 404),
+        (TestRequest::get().uri("/products/abc"), 400),
+        (TestRequest::get().uri("/products/-1"), 400),
+        (TestRequest::get().uri("/products/0"), 400),
+        (
+            TestRequest::get().uri("/products/99999999999999999999999"),
+            400,
+        ),
+        (
+            TestRequest::post()
+                .uri("/products")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{\"name\":1}"),
+            400,
+        ),
+        (
+            TestRequest::post()
+                .uri("/products")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{\"name\":\"x\",\"price\":-1}"),
+            422,
+        ),
+        (
+            TestRequest::post()
+                .uri("/products")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("[1,2"),
+            400,
+        ),
+    ];
+    for (i, (req, status)) in cases.into_iter().enumerate() {
+        let reply = call(&app, req).await;
+        assert_eq!(
+            reply.status,
+            status,
+            "case {i}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.problem(status);
+    }
+}
+
+/// `cached` computes once per argument set and keys by a stable hash of the arguments.
+async fn cached_helper(backend: Backend) {
+    let services = services(&backend.config());
+    let calls = AtomicUsize::new(0);
+    let square = |n: u64| {
+        let calls = &calls;
+        let cache = services.cache.clone();
+        async move {
+            redkit::cache::cached(&cache, "square", &n, Duration::from_secs(60), || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, CacheError>(n * n)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(square(3).await, 9);
+    assert_eq!(square(3).await, 9);
+    assert_eq!(square(4).await, 16);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The key is the namespace plus SHA-1 of the arguments' JSON: the same in every process.
+    assert_eq!(
+        redkit::cache::key_for("square", &3u64).unwrap(),
+        "square:77de68daecd823babbb58edb1c8e14d7106e83bb"
+    );
+    assert!(
+        services
+            .cache
+            .exists("square:77de68daecd823babbb58edb1c8e14d7106e83bb")
+            .await
+            .unwrap()
+    );
+}
+
+backend_suite!(
+    falsy_values_are_hits,
+    miss_and_head,
+    l2_read_fills_l1,
+    writes_keep_l1_consistent,
+    remember_caches_absence,
+    remember_is_single_flight,
+    failed_load_is_not_cached,
+    flush_pattern_matches_globs,
+    key_rules,
+    bad_input_is_4xx,
+    cached_helper,
+);
