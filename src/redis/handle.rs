@@ -156,7 +156,14 @@ impl RedisHandle {
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisError> {
         let result = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => {
+                // Any answer proves Redis is back; readers stop skipping L2 at once.
+                if !self.is_up() && self.set_up(true) {
+                    tracing::info!("redis connection is up");
+                }
+                return Ok(value);
+            }
+
             Ok(Err(err)) => RedisError::classify(err),
             Err(_) => RedisError::Timeout(self.timeout),
         };

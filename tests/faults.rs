@@ -1,0 +1,267 @@
+//! Redis failures and namespace safety, against a private redis-server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use actix_web::test::TestRequest;
+use common::{Backend, app, call, eventually, services};
+use serde_json::json;
+
+fn put(key: &str, body: &str) -> TestRequest {
+    TestRequest::put()
+        .uri(&format!("/cache/{key}"))
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body.to_owned())
+}
+
+/// No internal error text (Redis, IO, OS) in a body sent to a client.
+fn assert_opaque(body: &serde_json::Value) {
+    let text = body.to_string().to_lowercase();
+    for leak in [
+        "refused",
+        "os error",
+        "io error",
+        "broken pipe",
+        "unix",
+        "socket",
+        "redis-rs",
+        "connection reset",
+    ] {
+        assert!(
+            !text.contains(leak),
+            "internal detail {leak:?} leaked: {text}"
+        );
+    }
+}
+
+/// Redis killed mid-test: reads come from L1 or the loader, writes are 503 with Retry-After,
+/// `/health` is degraded, and everything recovers when Redis returns, without a restart.
+#[actix_web::test]
+async fn redis_killed_then_restarted() {
+    let mut backend = Backend::redis();
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    assert_eq!(
+        call(&app, TestRequest::get().uri("/products/1"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(call(&app, put("kept", "{\"v\":1}")).await.status, 200);
+
+    backend.server().unwrap().kill();
+
+    let warm = call(&app, TestRequest::get().uri("/products/1")).await;
+    assert_eq!((warm.status, warm.header("x-cache")), (200, Some("HIT-L1")));
+    let cold = call(&app, TestRequest::get().uri("/products/2")).await;
+    assert_eq!(
+        (cold.status, cold.header("x-cache")),
+        (200, Some("MISS")),
+        "loader answers without L2"
+    );
+    assert_eq!(cold.json()["name"], "Wireless mouse");
+    let kept = call(&app, TestRequest::get().uri("/cache/kept")).await;
+    assert_eq!((kept.status, kept.header("x-cache")), (200, Some("HIT-L1")));
+
+    let unknown = call(&app, TestRequest::get().uri("/cache/unknown")).await;
+    assert_opaque(&unknown.problem(503));
+    for req in [
+        put("new", "1"),
+        TestRequest::delete().uri("/cache/kept"),
+        TestRequest::delete().uri("/cache?pattern=*"),
+        TestRequest::post()
+            .uri("/products")
+            .insert_header(("content-type", "application/json"))
+            .set_payload(json!({"name": "Pen", "price": 1}).to_string()),
+        TestRequest::delete().uri("/products/3"),
+    ] {
+        let reply = call(&app, req).await;
+        assert_opaque(&reply.problem(503));
+        assert_eq!(reply.header("retry-after"), Some("1"));
+    }
+    assert!(
+        services.catalog.get(3).await.unwrap().is_some(),
+        "a refused write changes nothing"
+    );
+    let health = call(&app, TestRequest::get().uri("/health")).await;
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (503, Some("degraded"))
+    );
+    assert!(services.cache.stats().l2_errors >= 1);
+
+    backend.server().unwrap().restart();
+    let recovered = eventually(Duration::from_secs(5), || async {
+        call(&app, TestRequest::get().uri("/health")).await.status == 200
+    })
+    .await;
+    assert!(recovered, "health recovers once Redis answers");
+    assert_eq!(call(&app, put("new", "2")).await.status, 200);
+    let reread = call(&app, TestRequest::get().uri("/cache/new")).await;
+    assert_eq!(reread.json(), json!({"key": "new", "value": 2}));
+    let mut conn = backend.server().unwrap().conn();
+    let stored: String = redis::cmd("GET")
+        .arg("redkit:cache:new")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stored, "2");
+}
+
+/// Redis unreachable at start-up: the server starts, serves from the loader, reports it, and
+/// uses Redis as soon as it answers.
+#[actix_web::test]
+async fn redis_down_at_startup() {
+    let mut backend = Backend::redis();
+    let config = backend.config();
+    backend.server().unwrap().kill();
+    let services = services(&config);
+    let app = app(&services).await;
+    assert_eq!(
+        call(&app, TestRequest::get().uri("/products/3"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&app, TestRequest::get().uri("/health")).await.status,
+        503
+    );
+    call(&app, put("k", "1")).await.problem(503);
+
+    backend.server().unwrap().restart();
+    let usable = eventually(Duration::from_secs(5), || async {
+        call(&app, put("k", "1")).await.status == 200
+    })
+    .await;
+    assert!(usable);
+    assert_eq!(backend.server().unwrap().keys_with_ttl().len(), 1);
+}
+
+/// A frozen Redis (SIGSTOP) never hangs a request: writes fail within the response timeout.
+#[actix_web::test]
+async fn frozen_redis_times_out() {
+    let backend = Backend::redis();
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    assert_eq!(call(&app, put("k", "1")).await.status, 200);
+    let server = match &backend {
+        Backend::Redis(server) => server,
+        Backend::Memory => unreachable!(),
+    };
+    server.pause();
+    let started = Instant::now();
+    let reply = call(&app, put("k2", "2")).await;
+    let took = started.elapsed();
+    server.resume();
+    assert_opaque(&reply.problem(503));
+    assert!(
+        took < Duration::from_secs(2),
+        "answered in {took:?}, the timeout is 500 ms"
+    );
+    // Reads of warm keys did not need Redis at all.
+    assert_eq!(
+        call(&app, TestRequest::get().uri("/cache/k")).await.status,
+        200
+    );
+}
+
+/// Every key redkit writes lives under `<prefix>cache:` and carries a TTL.
+#[actix_web::test]
+async fn every_key_has_a_ttl() {
+    let backend = Backend::redis();
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    assert_eq!(call(&app, put("a", "1")).await.status, 200);
+    assert_eq!(call(&app, put("b?ttl=5", "null")).await.status, 200);
+    for uri in ["/products", "/products/1", "/products/777"] {
+        call(&app, TestRequest::get().uri(uri)).await;
+    }
+    redkit::cache::cached(
+        &services.cache,
+        "fn",
+        &(1, "x"),
+        Duration::from_secs(30),
+        || async { Ok::<_, redkit::cache::CacheError>(5) },
+    )
+    .await
+    .unwrap();
+    // Let the asynchronous L2 stores of loaded values land.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    let keys = server.keys_with_ttl();
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    for (key, ttl) in keys {
+        assert!(key.starts_with("redkit:cache:"), "{key}");
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+/// No flush pattern, however crafted, reaches a key outside the cache namespace, even with a
+/// prefix full of glob metacharacters.
+#[actix_web::test]
+async fn flush_never_leaves_the_namespace() {
+    let backend = Backend::redis();
+    let mut config = backend.config();
+    config.cache = redkit::cache::CacheConfig::builder()
+        .key_prefix("r[1]*?\\:")
+        .build()
+        .unwrap();
+    let services = services(&config);
+    let app = app(&services).await;
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    let mut conn = server.conn();
+    let canaries = [
+        "canary",
+        "r1x:cache:a",
+        "r[1]*?\\:cachf",
+        "r[1]*?\\:cache",
+        "r[1]*?\\:",
+        "r[1]*?\\:other:a",
+        "redkit:cache:a",
+        "x:r[1]*?\\:cache:a",
+    ];
+    for canary in canaries {
+        let () = redis::cmd("SET")
+            .arg(canary)
+            .arg("alive")
+            .query(&mut conn)
+            .unwrap();
+    }
+    let patterns = [
+        "*", "?", "[", "]", "\\", "[a-z]*", "*\\", "\\*", "[^a]*", "**", "*:*", "[", "\\[", "a[",
+        "*]",
+    ];
+    for pattern in patterns {
+        assert_eq!(call(&app, put("a", "1")).await.status, 200);
+        assert_eq!(call(&app, put("[x]", "1")).await.status, 200);
+        let encoded: String = pattern.bytes().map(|b| format!("%{b:02X}")).collect();
+        let reply = call(
+            &app,
+            TestRequest::delete().uri(&format!("/cache?pattern={encoded}")),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{pattern}: {:?}", reply.json());
+    }
+    for canary in canaries {
+        let value: Option<String> = redis::cmd("GET").arg(canary).query(&mut conn).unwrap();
+        assert_eq!(
+            value.as_deref(),
+            Some("alive"),
+            "canary {canary:?} was touched"
+        );
+    }
+    // And the patterns did reach inside: "*" empties the namespace.
+    assert_eq!(call(&app, put("a", "1")).await.status, 200);
+    let reply = call(&app, TestRequest::delete().uri("/cache?pattern=*")).await;
+    assert!(reply.json()["deleted"].as_u64().unwrap() >= 1);
+    let left: Vec<String> = redis::cmd("KEYS").arg("r[[]1]*").query(&mut conn).unwrap();
+    assert!(
+        left.iter().all(|k| !k.starts_with("r[1]*?\\:cache:")),
+        "{left:?}"
+    );
+}
