@@ -26,6 +26,9 @@ pub fn init_tracing(format: LogFormat) {
 /// [`StartError`] when the database cannot be opened, the address cannot be bound, or the server
 /// fails. An unreachable Redis is not an error: the server starts degraded and recovers.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    // Bind first: a taken port is reported before anything else starts or logs.
+    let listener = std::net::TcpListener::bind(config.bind)
+        .map_err(|source| StartError::Bind { addr: config.bind, source })?;
     let services = Services::start(&config)?;
     if config.redis.is_none() {
         tracing::warn!(
@@ -39,7 +42,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let server = HttpServer::new(factory)
         .workers(config.workers)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
-        .bind(config.bind)
+        .listen(listener)
         .map_err(|source| StartError::Bind {
             addr: config.bind,
             source,
