@@ -27,8 +27,10 @@ pub fn init_tracing(format: LogFormat) {
 /// fails. An unreachable Redis is not an error: the server starts degraded and recovers.
 pub async fn run(config: Config) -> Result<(), StartError> {
     // Bind first: a taken port is reported before anything else starts or logs.
-    let listener = std::net::TcpListener::bind(config.bind)
-        .map_err(|source| StartError::Bind { addr: config.bind, source })?;
+    let listener = std::net::TcpListener::bind(config.bind).map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
     let services = Services::start(&config)?;
     if config.redis.is_none() {
         tracing::warn!(

@@ -12,7 +12,15 @@ use common::RedisServer;
 
 fn redkit() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_redkit"));
-    for var in ["BIND", "REDIS_URL", "DATABASE_URL", "WORKERS", "LOG_FORMAT", "RUST_LOG", "KEY_PREFIX"] {
+    for var in [
+        "BIND",
+        "REDIS_URL",
+        "DATABASE_URL",
+        "WORKERS",
+        "LOG_FORMAT",
+        "RUST_LOG",
+        "KEY_PREFIX",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -21,14 +29,21 @@ fn redkit() -> Command {
 /// Runs the binary to completion; answers (exit code, stderr lines).
 fn run(cmd: &mut Command) -> (i32, Vec<String>) {
     let out = cmd.stdin(Stdio::null()).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).lines().map(str::to_owned).collect();
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     (out.status.code().unwrap_or(-1), stderr)
 }
 
 fn assert_one_line_error(code: i32, stderr: &[String], needle: &str) {
     assert_ne!(code, 0);
     assert_eq!(stderr.len(), 1, "exactly one line expected: {stderr:#?}");
-    assert!(stderr[0].contains(needle), "{:?} should mention {needle:?}", stderr[0]);
+    assert!(
+        stderr[0].contains(needle),
+        "{:?} should mention {needle:?}",
+        stderr[0]
+    );
     assert!(!stderr[0].contains("panicked"));
 }
 
@@ -58,10 +73,17 @@ fn help_documents_every_option_and_variable() {
         ("--shutdown-timeout", "SHUTDOWN_TIMEOUT"),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
-        assert!(help.contains(&format!("[env: {var}=")), "--help lacks the variable {var}");
+        assert!(
+            help.contains(&format!("[env: {var}=")),
+            "--help lacks the variable {var}"
+        );
     }
     let serve = redkit().args(["serve", "--help"]).output().unwrap();
-    assert!(String::from_utf8(serve.stdout).unwrap().contains("--redis-url"));
+    assert!(
+        String::from_utf8(serve.stdout)
+            .unwrap()
+            .contains("--redis-url")
+    );
 }
 
 /// Bad configuration exits non-zero with one human-readable line, never a panic.
@@ -90,8 +112,12 @@ fn start_up_failures_are_one_line() {
     assert_eq!(code, 1);
     assert_one_line_error(code, &err, "cannot listen on");
 
-    let (code, err) =
-        run(redkit().args(["--bind", "127.0.0.1:0", "--database-url", "sqlite:///nonexistent-dir/x/catalog.db"]));
+    let (code, err) = run(redkit().args([
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        "sqlite:///nonexistent-dir/x/catalog.db",
+    ]));
     assert_eq!(code, 1);
     assert_one_line_error(code, &err, "cannot open database");
 }
@@ -101,11 +127,25 @@ fn start_up_failures_are_one_line() {
 fn sigterm_shuts_down_gracefully() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = redkit()
-        .args(["--bind", &format!("127.0.0.1:{port}"), "--workers", "1", "--log-format", "json"])
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--workers",
+            "1",
+            "--log-format",
+            "json",
+        ])
         .env("REDIS_URL", redis.url())
-        .env("DATABASE_URL", format!("sqlite://{}/c.db", dir.path().display()))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/c.db", dir.path().display()),
+        )
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -122,12 +162,19 @@ fn sigterm_shuts_down_gracefully() {
     }
     // One real request so the Redis connection exists.
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    std::io::Write::write_all(&mut stream, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let started = Instant::now();
     let exit = loop {
@@ -139,8 +186,15 @@ fn sigterm_shuts_down_gracefully() {
     };
     assert!(exit.success(), "{exit:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("redkit stopped")), "{rest:#?}");
+    assert!(
+        rest.iter().any(|l| l.contains("redkit stopped")),
+        "{rest:#?}"
+    );
     let mut conn = redis.conn();
     let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
-    assert_eq!(clients.lines().count(), 1, "only the test's own connection remains: {clients}");
+    assert_eq!(
+        clients.lines().count(),
+        1,
+        "only the test's own connection remains: {clients}"
+    );
 }

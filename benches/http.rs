@@ -1,0 +1,207 @@
+//! Foundation benchmark: redkit's cached read paths against minimal actix-web handlers doing the
+//! same work, measured alternately in one run on loopback, reported as ratios.
+//!
+//! Run: `cargo bench --bench http`
+//!
+//! 1. L1 hit: `GET /products/1` (warm) vs a handler returning the same bytes. Target ≥ 0.90.
+//! 2. L2 read: `GET /cache/{key}` with L1 off vs a handler doing one Redis GET over a shared
+//!    multiplexed connection. Target ≥ 0.85.
+//! 3. No errors at 64 and 256 concurrent connections on both paths.
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use redkit::{Config, config::RedisSettings, http::Services};
+use support::{Load, Redis, compare, load};
+
+const ROUNDS: usize = 3;
+const EACH: Duration = Duration::from_secs(2);
+
+struct Addrs {
+    l1: SocketAddr,
+    l1_base: SocketAddr,
+    l2: SocketAddr,
+    l2_base: SocketAddr,
+    product: bytes::Bytes,
+}
+
+fn serve_all(redis_url: String) -> Addrs {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let config = |l1_bytes: u64| {
+                let mut config = Config::for_tests();
+                config.redis = Some(RedisSettings::new(redis_url.clone()));
+                config.cache = redkit::cache::CacheConfig::builder()
+                    .l1_max_bytes(l1_bytes)
+                    .build()
+                    .unwrap();
+                config
+            };
+            let with_l1 = Services::start(&config(redkit::config::DEFAULT_L1_MAX_BYTES)).unwrap();
+            let without_l1 = Services::start(&config(0)).unwrap();
+            // Warm: the product in L1 (and L2), a cache key in L2.
+            let product = with_l1.catalog.get(1).await.unwrap().unwrap();
+            let product = bytes::Bytes::from(serde_json::to_vec(&product).unwrap());
+            without_l1
+                .cache
+                .set(
+                    "bench",
+                    &serde_json::json!({"hello": "world"}),
+                    Duration::from_secs(3600),
+                )
+                .await
+                .unwrap();
+
+            let l1 = {
+                let s = with_l1.clone();
+                let server = HttpServer::new(move || redkit::http::app(s.clone()))
+                    .workers(1)
+                    .bind("127.0.0.1:0")
+                    .unwrap();
+                let addr = server.addrs()[0];
+                actix_web::rt::spawn(server.run());
+                addr
+            };
+            let l2 = {
+                let s = without_l1.clone();
+                let server = HttpServer::new(move || redkit::http::app(s.clone()))
+                    .workers(1)
+                    .bind("127.0.0.1:0")
+                    .unwrap();
+                let addr = server.addrs()[0];
+                actix_web::rt::spawn(server.run());
+                addr
+            };
+            let l1_base = {
+                let body = product.clone();
+                let server = HttpServer::new(move || {
+                    let body = body.clone();
+                    App::new().route(
+                        "/products/{id}",
+                        web::get().to(move || {
+                            let body = body.clone();
+                            async move {
+                                HttpResponse::Ok()
+                                    .content_type("application/json")
+                                    .insert_header(("X-Cache", "HIT-L1"))
+                                    .body(body)
+                            }
+                        }),
+                    )
+                })
+                .workers(1)
+                .bind("127.0.0.1:0")
+                .unwrap();
+                let addr = server.addrs()[0];
+                actix_web::rt::spawn(server.run());
+                addr
+            };
+            let l2_base = {
+                let client = redis::Client::open(redis_url.as_str()).unwrap();
+                let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+                let server = HttpServer::new(move || {
+                    let conn = conn.clone();
+                    App::new().route(
+                        "/cache/{key}",
+                        web::get().to(move |key: web::Path<String>| {
+                            let mut conn = conn.clone();
+                            async move {
+                                let value: Option<Vec<u8>> = redis::cmd("GET")
+                                    .arg(format!("redkit:cache:{key}"))
+                                    .query_async(&mut conn)
+                                    .await
+                                    .unwrap();
+                                let value = value.unwrap();
+                                let mut body = Vec::with_capacity(value.len() + 32);
+                                body.extend_from_slice(b"{\"key\":");
+                                body.extend_from_slice(&serde_json::to_vec(key.as_str()).unwrap());
+                                body.extend_from_slice(b",\"value\":");
+                                body.extend_from_slice(&value);
+                                body.push(b'}');
+                                HttpResponse::Ok()
+                                    .content_type("application/json")
+                                    .insert_header(("X-Cache", "HIT-L2"))
+                                    .body(body)
+                            }
+                        }),
+                    )
+                })
+                .workers(1)
+                .bind("127.0.0.1:0")
+                .unwrap();
+                let addr = server.addrs()[0];
+                actix_web::rt::spawn(server.run());
+                addr
+            };
+            tx.send(Addrs {
+                l1,
+                l1_base,
+                l2,
+                l2_base,
+                product,
+            })
+            .unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn report(name: &str, target: f64, redkit: Load, base: Load) -> bool {
+    let ratio = redkit.per_sec / base.per_sec;
+    println!(
+        "{name:<44} redkit {:>9.0} req/s   baseline {:>9.0} req/s   ratio {ratio:.3} (target >= {target:.2}) {}",
+        redkit.per_sec,
+        base.per_sec,
+        if ratio >= target {
+            "OK"
+        } else {
+            "BELOW TARGET"
+        }
+    );
+    assert_eq!(
+        redkit.non_200 + redkit.errors + base.non_200 + base.errors,
+        0,
+        "errors during {name}"
+    );
+    ratio >= target
+}
+
+fn main() {
+    let redis = Redis::start();
+    let addrs = serve_all(redis.url());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let get_product: &'static [u8] = b"GET /products/1 HTTP/1.1\r\nHost: bench\r\n\r\n";
+        let get_key: &'static [u8] = b"GET /cache/bench HTTP/1.1\r\nHost: bench\r\n\r\n";
+        println!("redkit foundation bench: {ROUNDS} alternating rounds of {EACH:?}, median rates, 64 connections, 1 server worker each");
+        assert!(addrs.product.len() > 10);
+
+        let before = redis.command_calls();
+        let (l1, l1_base) = compare((addrs.l1, get_product), (addrs.l1_base, get_product), 64, ROUNDS, EACH).await;
+        let after = redis.command_calls();
+        report("1. L1 hit GET /products/1 vs static handler", 0.90, l1, l1_base);
+        let redis_calls: u64 = after.iter().map(|(k, v)| v - before.get(k).copied().unwrap_or(0)).sum();
+        println!("   Redis commands during the L1 runs: {redis_calls} (L1 hits never touch Redis)");
+
+        let (l2, l2_base) = compare((addrs.l2, get_key), (addrs.l2_base, get_key), 64, ROUNDS, EACH).await;
+        report("2. L2 GET /cache/{key} (L1 off) vs GET handler", 0.85, l2, l2_base);
+
+        for connections in [64, 256] {
+            for (name, addr, req) in [("L1", addrs.l1, get_product), ("L2", addrs.l2, get_key)] {
+                let run = load(addr, req, connections, Duration::from_secs(2)).await;
+                println!(
+                    "3. {name} path at {connections:>3} connections: {:>9.0} req/s, {} non-200, {} connection errors",
+                    run.per_sec, run.non_200, run.errors
+                );
+                assert_eq!(run.non_200 + run.errors, 0);
+            }
+        }
+    });
+}

@@ -1,0 +1,222 @@
+//! Shared bench plumbing: a private redis-server and a keep-alive HTTP/1.1 load generator.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// A private redis-server on a free loopback port, killed on drop.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let redis = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.conn_sync().is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn conn_sync(&self) -> redis::RedisResult<redis::Connection> {
+        let mut conn = redis::Client::open(self.url())?.get_connection()?;
+        redis::cmd("PING").query::<String>(&mut conn)?;
+        Ok(conn)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        self.conn_sync().unwrap()
+    }
+
+    /// Total calls of each command so far, from `INFO commandstats`.
+    pub fn command_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub requests: u64,
+    pub non_200: u64,
+    pub errors: u64,
+    pub per_sec: f64,
+}
+
+/// Drives `connections` keep-alive connections sending `request` back to back for `duration`.
+pub async fn load(
+    addr: SocketAddr,
+    request: &'static [u8],
+    connections: usize,
+    duration: Duration,
+) -> Load {
+    let done = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let non_200 = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (done, ok, non_200, errors) =
+            (done.clone(), ok.clone(), non_200.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut stream) = TcpStream::connect(addr).await else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            stream.set_nodelay(true).unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut filled = 0;
+            while !done.load(Ordering::Relaxed) {
+                if stream.write_all(request).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                // Read one response: head, then Content-Length bytes.
+                let (status, total) = loop {
+                    if let Some((status, total)) = parse(&buf[..filled]) {
+                        break (status, total);
+                    }
+                    match stream.read(&mut buf[filled..]).await {
+                        Ok(0) | Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        Ok(n) => filled += n,
+                    }
+                };
+                buf.copy_within(total..filled, 0);
+                filled -= total;
+                if status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    non_200.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    done.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let requests = ok.load(Ordering::Relaxed) + non_200.load(Ordering::Relaxed);
+    Load {
+        requests,
+        non_200: non_200.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        per_sec: requests as f64 / elapsed,
+    }
+}
+
+/// Parses a complete response at the start of `buf`: (status, total length).
+fn parse(buf: &[u8]) -> Option<(u16, usize)> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
+    let status = head.get(9..12)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    (buf.len() >= head_end + length).then_some((status, head_end + length))
+}
+
+/// Runs `a` and `b` alternately `rounds` times; answers the median rate of each.
+pub async fn compare(
+    a: (SocketAddr, &'static [u8]),
+    b: (SocketAddr, &'static [u8]),
+    connections: usize,
+    rounds: usize,
+    each: Duration,
+) -> (Load, Load) {
+    let mut ra = Vec::new();
+    let mut rb = Vec::new();
+    // Warm-up, not counted.
+    load(a.0, a.1, connections, Duration::from_millis(300)).await;
+    load(b.0, b.1, connections, Duration::from_millis(300)).await;
+    for _ in 0..rounds {
+        ra.push(load(a.0, a.1, connections, each).await);
+        rb.push(load(b.0, b.1, connections, each).await);
+    }
+    (median(ra), median(rb))
+}
+
+fn median(mut runs: Vec<Load>) -> Load {
+    runs.sort_by(|x, y| x.per_sec.total_cmp(&y.per_sec));
+    let mut mid = runs[runs.len() / 2];
+    mid.non_200 = runs.iter().map(|r| r.non_200).sum();
+    mid.errors = runs.iter().map(|r| r.errors).sum();
+    mid
+}
