@@ -130,10 +130,35 @@ pub struct ServeArgs {
 }
 
 impl Default for ServeArgs {
+    /// The documented defaults, without reading the environment.
     fn default() -> Self {
-        // unwrap: parsing an empty command line cannot fail, every option has a default.
-        let cli = Cli::try_parse_from(["redkit"]).unwrap();
-        cli.serve
+        Self {
+            bind: DEFAULT_BIND.to_owned(),
+            redis_url: None,
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            workers: None,
+            log_format: LogFormat::Text,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            l1_max_bytes: DEFAULT_L1_MAX_BYTES,
+            l1_ttl: DEFAULT_L1_TTL_SECS,
+            cache_ttl: DEFAULT_CACHE_TTL_SECS,
+            cache_max_ttl: DEFAULT_CACHE_MAX_TTL_SECS,
+            negative_ttl: DEFAULT_NEGATIVE_TTL_SECS,
+            product_ttl: DEFAULT_PRODUCT_TTL_SECS,
+            product_list_ttl: DEFAULT_PRODUCT_LIST_TTL_SECS,
+            redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
+            redis_connect_timeout_ms: DEFAULT_REDIS_CONNECT_TIMEOUT_MS,
+            body_limit: DEFAULT_BODY_LIMIT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl Default for Config {
+    /// The documented defaults (memory backend, `sqlite://redkit.db`), as `redkit` with no options.
+    fn default() -> Self {
+        // unwrap: the defaults are valid by construction (checked by the `defaults_are_valid` test).
+        Self::from_args(&ServeArgs::default()).unwrap()
     }
 }
 
@@ -289,10 +314,9 @@ impl Config {
         })
     }
 
-    /// The defaults, with an in-memory database: a starting point for tests and embedding.
+    /// The defaults, with an in-memory database and port 0: a starting point for tests.
     pub fn for_tests() -> Self {
-        // unwrap: the defaults are valid by construction (checked by a unit test).
-        let mut config = Self::from_args(&ServeArgs::default()).unwrap();
+        let mut config = Self::default();
         config.database = DatabaseLocation::Memory;
         config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         config
@@ -332,6 +356,17 @@ mod tests {
         assert!(config.redis.is_none());
         assert_eq!(config.database, DatabaseLocation::File("redkit.db".into()));
         assert_eq!(config.cache.l1_max_bytes(), DEFAULT_L1_MAX_BYTES);
+    }
+
+    /// `ServeArgs::default()` agrees with what clap builds from an empty command line.
+    #[test]
+    fn default_args_match_clap_defaults() {
+        // The CI environment sets none of the option variables.
+        let from_clap = Cli::try_parse_from(["redkit"]).unwrap().serve;
+        assert_eq!(
+            format!("{from_clap:?}"),
+            format!("{:?}", ServeArgs::default())
+        );
     }
 
     /// Each kind of bad value is rejected with a message naming the option.

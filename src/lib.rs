@@ -13,7 +13,7 @@
 //!
 //! #[actix_web::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let mut config = Config::for_tests();
+//!     let mut config = Config::default();
 //!     config.redis = Some(redkit::config::RedisSettings::new("redis://127.0.0.1:6379"));
 //!     // Starts the Redis, cache and catalog actors on this system; never waits for Redis.
 //!     let services = Services::start(&config)?;
