@@ -187,8 +187,18 @@ fn main() {
         let (l1, l1_base) = compare((addrs.l1, get_product), (addrs.l1_base, get_product), 64, ROUNDS, EACH).await;
         let after = redis.command_calls();
         report("1. L1 hit GET /products/1 vs static handler", 0.90, l1, l1_base);
-        let redis_calls: u64 = after.iter().map(|(k, v)| v - before.get(k).copied().unwrap_or(0)).sum();
-        println!("   Redis commands during the L1 runs: {redis_calls} (L1 hits never touch Redis)");
+        let delta: Vec<String> = after
+            .iter()
+            .filter_map(|(k, v)| {
+                let d = v - before.get(k).copied().unwrap_or(0);
+                (d > 0).then(|| format!("{k}={d}"))
+            })
+            .collect();
+        println!(
+            "   Redis commands during the L1 runs ({} requests): {} (watchdog pings and this probe only)",
+            l1.requests * ROUNDS as u64,
+            delta.join(" ")
+        );
 
         let (l2, l2_base) = compare((addrs.l2, get_key), (addrs.l2_base, get_key), 64, ROUNDS, EACH).await;
         report("2. L2 GET /cache/{key} (L1 off) vs GET handler", 0.85, l2, l2_base);

@@ -198,3 +198,61 @@ fn sigterm_shuts_down_gracefully() {
         "only the test's own connection remains: {clients}"
     );
 }
+
+/// In JSON logs, a line written while serving a request carries that request's id.
+#[test]
+fn log_lines_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = redkit()
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--workers",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info,redkit::access=debug")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/c.db", dir.path().display()),
+        )
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("server log").unwrap();
+        if line.contains("redkit listening") {
+            break;
+        }
+    }
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /products/1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: trace-me-42\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(response.contains("x-request-id: trace-me-42"), "{response}");
+    let event = loop {
+        let line = lines.next().expect("an access line").unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["target"] == "redkit::access" {
+            break event;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(event["target"], "redkit::access");
+    assert_eq!(event["span"]["id"], "trace-me-42", "{event}");
+    assert_eq!(event["status"], 200);
+    assert_eq!(event["route"], "/products/{id}");
+}

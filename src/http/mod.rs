@@ -54,6 +54,8 @@ pub struct Services {
     pub catalog: CatalogHandle,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
+    /// The metrics registry behind `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A start-up failure, reported as one line.
@@ -101,10 +103,23 @@ impl Services {
         };
         let cache = CacheHandle::start(config.cache.clone(), redis.clone());
         let catalog = CatalogHandle::start(&config.database)?;
+        let metrics = crate::metrics::Metrics::new();
+        metrics.register_collector(crate::metrics::CoreCollector {
+            cache: cache.clone(),
+            redis: redis.clone(),
+        });
+        if let Some(redis) = &redis {
+            metrics.register_histogram(
+                "redis_command_duration_seconds",
+                "Redis command round trips, as seen by redkit",
+                redis.latency_histogram(),
+            );
+        }
         Ok(Self {
             redis,
             cache,
             catalog,
+            metrics,
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
@@ -121,11 +136,13 @@ impl Services {
         cfg.app_data(web::Data::new(self.clone()))
             .app_data(web::Data::new(self.cache.clone()))
             .app_data(web::Data::new(self.catalog.clone()))
+            .app_data(web::Data::new(self.metrics.clone()))
             .app_data(json_config(self.settings.body_limit))
             .app_data(web::PayloadConfig::new(self.settings.body_limit))
             .app_data(path_config())
             .app_data(query_config())
             .configure(health::configure)
+            .route("/metrics", web::get().to(crate::metrics::metrics_route))
             .configure(crate::cache::routes::configure)
             .configure(crate::catalog::routes::configure);
     }
@@ -150,6 +167,8 @@ pub fn app(
         // Outermost last: a caught panic (500) still gets a problem body.
         .wrap(actix_web_lab::middleware::CatchPanic::default())
         .wrap(problem_errors())
+        // Outermost: sees the final status, and its span covers everything inside.
+        .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
 }
 
 async fn not_found() -> HttpResponse {

@@ -28,6 +28,7 @@ pub(super) struct Shared {
     latency_us: AtomicU64,
     errors: AtomicU64,
     reconnects: AtomicU64,
+    latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// What is known about the Redis connection, without asking Redis.
@@ -64,6 +65,7 @@ impl RedisHandle {
                 latency_us: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
+                latency: crate::metrics::latency_histogram(),
             }),
         }
     }
@@ -122,6 +124,11 @@ impl RedisHandle {
         self.conn.clone()
     }
 
+    /// The histogram of command round trips (every command through this handle).
+    pub fn latency_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.shared.latency.clone()
+    }
+
     /// The response timeout every command is bounded by.
     pub fn timeout(&self) -> Duration {
         self.timeout
@@ -155,7 +162,10 @@ impl RedisHandle {
         &self,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisError> {
-        let result = match tokio::time::timeout(self.timeout, fut).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, fut).await;
+        self.shared.latency.observe(started.elapsed().as_secs_f64());
+        let result = match outcome {
             Ok(Ok(value)) => {
                 // Any answer proves Redis is back; readers stop skipping L2 at once.
                 if !self.is_up() && self.set_up(true) {

@@ -1,0 +1,81 @@
+//! The observability middleware: request id, tracing span, metrics and access log in one pass.
+
+use std::time::Instant;
+
+use actix_web::{
+    Error, HttpMessage,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::header::{HeaderName, HeaderValue},
+    middleware::Next,
+    web,
+};
+use tracing::Instrument;
+
+use super::{HttpLabels, Metrics, REQUEST_ID_HEADER, RequestId, RouteLabels};
+
+/// Mount with `actix_web::middleware::from_fn(redkit::metrics::observe)`.
+///
+/// Gives the request an id (`X-Request-Id`, echoed on the response), runs it inside a `request`
+/// span carrying that id (so every log line of the request has it), counts it in
+/// `http_requests_total` and `http_request_duration_seconds` by route pattern (bounded
+/// cardinality: unmatched paths count as `unmatched`), and writes a `debug` access line under the
+/// `redkit::access` target.
+///
+/// # Errors
+/// Only the inner service's errors, unchanged.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let id = RequestId::from_header(
+        req.headers()
+            .get(REQUEST_ID_HEADER)
+            .map(HeaderValue::as_bytes),
+    );
+    let header = HeaderValue::from_str(&id.0).ok();
+    let span = tracing::info_span!("request", id = %id.0);
+    req.extensions_mut().insert(id);
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let method = req.method().clone();
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = res.status().as_u16();
+    if let Some(header) = header {
+        res.headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), header);
+    }
+    let elapsed = started.elapsed();
+    if let Some(metrics) = metrics {
+        metrics
+            .requests
+            .get_or_create(&HttpLabels {
+                method: method.to_string(),
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        metrics
+            .latency
+            .get_or_create(&RouteLabels {
+                method: method.to_string(),
+                route: route.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+    span.in_scope(|| {
+        tracing::debug!(
+            target: "redkit::access",
+            %method,
+            route,
+            status,
+            micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+    });
+    Ok(res)
+}

@@ -1,0 +1,245 @@
+//! Prometheus metrics (`GET /metrics`), with the `prometheus-client` crate.
+//!
+//! HTTP requests are counted by a middleware as they happen (route pattern, method, status, and a
+//! latency histogram). Everything the actors already count in atomics (cache tiers, loads,
+//! evictions, Redis errors and reconnects, ...) is read at scrape time by [`Collector`]s, so the
+//! hot paths pay nothing extra for being observable.
+
+mod middleware;
+mod request_id;
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::{HttpResponse, web};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::ConstGauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+pub use middleware::observe;
+pub use request_id::{REQUEST_ID_HEADER, RequestId};
+
+use crate::{cache::CacheHandle, redis::RedisHandle};
+
+/// Labels of `http_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HttpLabels {
+    pub(crate) method: String,
+    pub(crate) route: String,
+    pub(crate) status: u16,
+}
+
+/// Labels of `http_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) method: String,
+    pub(crate) route: String,
+}
+
+/// The latency buckets used everywhere: 100 µs to ~3.3 s, doubling.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+}
+
+/// The process's metrics registry and the HTTP metrics the middleware records.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    pub(crate) requests: Family<HttpLabels, Counter>,
+    pub(crate) latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with the HTTP metrics registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<HttpLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by route pattern, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route pattern and method",
+            latency.clone(),
+        );
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            requests,
+            latency,
+        }
+    }
+
+    /// Adds a collector read at every scrape (features register theirs at start-up).
+    pub fn register_collector(&self, collector: impl Collector) {
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.register_collector(Box::new(collector));
+        }
+    }
+
+    /// Registers a histogram someone else records into (e.g. Redis command latency).
+    pub fn register_histogram(&self, name: &str, help: &str, histogram: Histogram) {
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.register(name, help, histogram);
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if let Ok(registry) = self.registry.lock() {
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+}
+
+/// `GET /metrics` in the OpenMetrics/Prometheus text format.
+pub(crate) async fn metrics_route(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(metrics.render())
+}
+
+/// Writes one counter.
+pub fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// Writes one gauge.
+pub fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> std::fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// Labels of the cache lookup counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    tier: &'static str,
+    result: &'static str,
+}
+
+/// Cache and Redis counters, read from the handles at scrape time.
+#[derive(Debug)]
+pub struct CoreCollector {
+    /// The cache whose counters are exported.
+    pub cache: CacheHandle,
+    /// The Redis connection whose state is exported.
+    pub redis: Option<RedisHandle>,
+}
+
+impl Collector for CoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let s = self.cache.stats();
+        {
+            let mut family = encoder.encode_descriptor(
+                "cache_lookups",
+                "Cache lookups by tier and result",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (tier, result, value) in [
+                ("l1", "hit", s.l1_hits),
+                ("l2", "hit", s.l2_hits),
+                ("any", "miss", s.misses),
+            ] {
+                let labels = LookupLabels { tier, result };
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "cache_loads",
+            "Loader runs on cache misses",
+            s.loads,
+        )?;
+        counter(
+            &mut encoder,
+            "cache_coalesced",
+            "Calls that waited for another caller's load",
+            s.coalesced,
+        )?;
+        counter(
+            &mut encoder,
+            "cache_l2_errors",
+            "L2 operations that failed (degraded to L1 and loader)",
+            s.l2_errors,
+        )?;
+        counter(
+            &mut encoder,
+            "cache_l1_evictions",
+            "L1 entries evicted to stay within budget",
+            s.evictions,
+        )?;
+        gauge(
+            &mut encoder,
+            "cache_l1_bytes",
+            "Bytes held by L1",
+            i64::try_from(s.l1_bytes).unwrap_or(i64::MAX),
+        )?;
+        if let Some(redis) = &self.redis {
+            let r = redis.status();
+            gauge(
+                &mut encoder,
+                "redis_up",
+                "1 when Redis answered the last command",
+                i64::from(r.up),
+            )?;
+            counter(
+                &mut encoder,
+                "redis_errors",
+                "Redis commands that failed for unavailability",
+                r.errors,
+            )?;
+            counter(
+                &mut encoder,
+                "redis_reconnects",
+                "Times Redis came back after being down",
+                r.reconnects,
+            )?;
+            gauge(
+                &mut encoder,
+                "redis_ping_latency_microseconds",
+                "Round trip of the last watchdog PING",
+                i64::try_from(r.latency_us).unwrap_or(i64::MAX),
+            )?;
+        }
+        Ok(())
+    }
+}
