@@ -316,10 +316,11 @@ impl Config {
 
     /// The defaults, with an in-memory database and port 0: a starting point for tests.
     pub fn for_tests() -> Self {
-        let mut config = Self::default();
-        config.database = DatabaseLocation::Memory;
-        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-        config
+        Self {
+            database: DatabaseLocation::Memory,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Self::default()
+        }
     }
 
     /// Name of the backend in use: `"redis"` or `"memory"`.
