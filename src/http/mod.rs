@@ -1,6 +1,7 @@
 //! HTTP assembly: the [`Services`] a redkit app needs, the [`app`] factory, health routes and
 //! the error plumbing that turns every failure into an `application/problem+json` body.
 
+mod demo;
 mod errors;
 mod health;
 mod problem;
@@ -15,6 +16,7 @@ use actix_web::{
 };
 
 pub use errors::{json_config, path_config, problem_errors, query_config};
+pub use demo::StatsSnapshot;
 pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
 
 use crate::{
@@ -142,6 +144,7 @@ impl Services {
             .app_data(path_config())
             .app_data(query_config())
             .configure(health::configure)
+            .configure(demo::configure)
             .route("/metrics", web::get().to(crate::metrics::metrics_route))
             .configure(crate::cache::routes::configure)
             .configure(crate::catalog::routes::configure);
