@@ -49,6 +49,7 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod http;
+pub mod ratelimit;
 pub mod redis;
 mod server;
 

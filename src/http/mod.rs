@@ -52,6 +52,8 @@ pub struct Services {
     pub cache: CacheHandle,
     /// The product catalog.
     pub catalog: CatalogHandle,
+    /// The rate limiter.
+    pub ratelimit: crate::ratelimit::RateLimitHandle,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
 }
@@ -101,10 +103,13 @@ impl Services {
         };
         let cache = CacheHandle::start(config.cache.clone(), redis.clone());
         let catalog = CatalogHandle::start(&config.database)?;
+        let ratelimit =
+            crate::ratelimit::RateLimitHandle::start(config.rate_limit.clone(), redis.clone());
         Ok(Self {
             redis,
             cache,
             catalog,
+            ratelimit,
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
@@ -121,13 +126,15 @@ impl Services {
         cfg.app_data(web::Data::new(self.clone()))
             .app_data(web::Data::new(self.cache.clone()))
             .app_data(web::Data::new(self.catalog.clone()))
+            .app_data(web::Data::new(self.ratelimit.clone()))
             .app_data(json_config(self.settings.body_limit))
             .app_data(web::PayloadConfig::new(self.settings.body_limit))
             .app_data(path_config())
             .app_data(query_config())
             .configure(health::configure)
             .configure(crate::cache::routes::configure)
-            .configure(crate::catalog::routes::configure);
+            .configure(crate::catalog::routes::configure)
+            .configure(crate::ratelimit::routes::configure);
     }
 }
 
@@ -147,6 +154,7 @@ pub fn app(
     App::new()
         .configure(|cfg| services.configure(cfg))
         .default_service(web::to(not_found))
+        .wrap(services.ratelimit.middleware())
         // Outermost last: a caught panic (500) still gets a problem body.
         .wrap(actix_web_lab::middleware::CatchPanic::default())
         .wrap(problem_errors())
