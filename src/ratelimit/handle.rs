@@ -292,9 +292,13 @@ impl RateLimitHandle {
     }
 
     fn key(&self, policy: &Policy, identity: &str) -> String {
+        // The algorithm is part of the key: switching it never meets the other one's data type.
         format!(
-            "{}rl:{}:{}",
-            self.inner.config.key_prefix, policy.name, identity
+            "{}rl:{}:{}:{}",
+            self.inner.config.key_prefix,
+            policy.algorithm.name(),
+            policy.name,
+            identity
         )
     }
 
