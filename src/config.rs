@@ -130,10 +130,20 @@ pub struct ServeArgs {
     /// A rate-limit policy: `default=100/60s`, `default=off` or `METHOD PATH=COUNT/WINDOW`, with
     /// optional `,algorithm=log|counter|gcra`, `,shadow`, `,fail_closed`. Repeatable; the env var
     /// separates specs with `;`.
-    #[arg(long = "rate-limit", env = "RATE_LIMITS", value_delimiter = ';', value_name = "SPEC")]
+    #[arg(
+        long = "rate-limit",
+        env = "RATE_LIMITS",
+        value_delimiter = ';',
+        value_name = "SPEC"
+    )]
     pub rate_limit: Vec<String>,
     /// Proxies (CIDRs, comma-separated) whose `X-Forwarded-For`/`Forwarded` are believed.
-    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDRS")]
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDRS"
+    )]
     pub trusted_proxies: Vec<String>,
 }
 
@@ -359,8 +369,12 @@ mod tests {
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
             ("--workers", |a| a.workers = Some(0)),
             ("--cache-ttl", |a| a.cache_ttl = 0),
-            ("--rate-limit", |a| a.rate_limit = vec!["default=0/60s".into()]),
-            ("--trusted-proxies", |a| a.trusted_proxies = vec!["10.0.0.0/40".into()]),
+            ("--rate-limit", |a| {
+                a.rate_limit = vec!["default=0/60s".into()]
+            }),
+            ("--trusted-proxies", |a| {
+                a.trusted_proxies = vec!["10.0.0.0/40".into()]
+            }),
         ];
         for (needle, mutate) in cases {
             let mut args = ServeArgs::default();

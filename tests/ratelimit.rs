@@ -90,7 +90,11 @@ async fn no_self_lockout(backend: Backend) {
         let services = services(&config);
         let app = app(&services).await;
         for _ in 0..5 {
-            assert_eq!(call(&app, post("10.0.0.2")).await.status, 200, "{algorithm}");
+            assert_eq!(
+                call(&app, post("10.0.0.2")).await.status,
+                200,
+                "{algorithm}"
+            );
         }
         for second in 1..=first_ok {
             clock.advance(Duration::from_secs(1));
@@ -269,8 +273,10 @@ async fn trusted_proxy_uses_right_hop(backend: Backend) {
     let xff = "6.6.6.6, 203.0.113.7, 192.168.1.1";
     let req = status_req("10.0.0.7").insert_header(("X-Forwarded-For", xff));
     assert_eq!(call(&app, req).await.json()["identity"], "ip:203.0.113.7");
-    let req = status_req("10.0.0.7")
-        .insert_header(("Forwarded", "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https"));
+    let req = status_req("10.0.0.7").insert_header((
+        "Forwarded",
+        "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https",
+    ));
     assert_eq!(call(&app, req).await.json()["identity"], "ip:2001:db8::1");
     // Two clients behind the same proxy have separate buckets; the spoofed left entry is ignored.
     let a = post("10.0.0.7").insert_header(("X-Forwarded-For", "9.9.9.9, 203.0.113.7"));
@@ -336,7 +342,10 @@ async fn login_failures_limited(backend: Backend) {
     let limiter = &services.ratelimit;
     let ip = "10.1.1.1".parse().unwrap();
     for i in 0..5 {
-        assert!(limiter.login_blocked("Alice", ip).await.allowed, "before {i}");
+        assert!(
+            limiter.login_blocked("Alice", ip).await.allowed,
+            "before {i}"
+        );
         limiter.record_login_failure("alice", ip).await;
     }
     let blocked = limiter.login_blocked("alice", ip).await;
@@ -449,7 +458,12 @@ async fn redis_down_fail_open_and_closed() {
 /// Bad `--rate-limit` and `--trusted-proxies` values stop start-up with a one-line message.
 #[test]
 fn bad_specs_stop_startup() {
-    for spec in ["default=100", "POST=1/1s", "GET /x=5/60s,algorithm=magic", "default=1/0s"] {
+    for spec in [
+        "default=100",
+        "POST=1/1s",
+        "GET /x=5/60s,algorithm=magic",
+        "default=1/0s",
+    ] {
         let mut args = ServeArgs::default();
         args.rate_limit = vec![spec.into()];
         let err = Config::from_args(&args).unwrap_err().to_string();

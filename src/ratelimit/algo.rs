@@ -357,7 +357,9 @@ fn sliding_counter(idx: &mut u64, prev: &mut u64, cur: &mut u64, a: &Args) -> (R
             (need as u64).saturating_sub(elapsed).max(1)
         } else {
             // Only the next window helps: this window's count becomes its shrinking "previous".
-            let need = (window - (limit - cost) * window / c as f64).ceil().max(0.0);
+            let need = (window - (limit - cost) * window / c as f64)
+                .ceil()
+                .max(0.0);
             reset_us + need as u64
         }
     };

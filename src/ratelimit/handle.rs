@@ -325,17 +325,14 @@ impl RateLimitHandle {
         if policy.shadow {
             return None;
         }
-        let until = self
-            .inner
-            .blocked
-            .with(key, |map| match map.get(key) {
-                Some(until) if *until > now => Some(*until),
-                Some(_) => {
-                    map.remove(key);
-                    None
-                }
-                None => None,
-            })?;
+        let until = self.inner.blocked.with(key, |map| match map.get(key) {
+            Some(until) if *until > now => Some(*until),
+            Some(_) => {
+                map.remove(key);
+                None
+            }
+            None => None,
+        })?;
         bump(&self.inner.counters.blocked_locally);
         let wait = Duration::from_micros(until - now);
         Some(Decision {

@@ -159,11 +159,7 @@ pub(crate) async fn decide(redis: &RedisHandle, key: &str, a: &Args) -> Result<R
     let (script, extra): (&Script, [u64; 3]) = match a.algorithm {
         Algorithm::SlidingCounter => (
             &SCRIPTS[1],
-            [
-                a.now / a.window,
-                a.now % a.window,
-                ttl_ms(a.counter_ttl()),
-            ],
+            [a.now / a.window, a.now % a.window, ttl_ms(a.counter_ttl())],
         ),
         Algorithm::Gcra => (&SCRIPTS[2], [a.interval(), 0, 0]),
         _ => (

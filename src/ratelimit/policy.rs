@@ -183,11 +183,15 @@ impl IpNet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -305,7 +309,9 @@ impl RateLimitConfig {
                 .map_err(|_| format!("invalid method {method:?}"))?;
             let path = path.trim();
             if !path.starts_with('/') || path.contains(char::is_whitespace) {
-                return Err(format!("path {path:?} must start with `/` and have no spaces"));
+                return Err(format!(
+                    "path {path:?} must start with `/` and have no spaces"
+                ));
             }
             Some((method, path.to_owned()))
         };
@@ -414,7 +420,11 @@ fn parse_window(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("window {text:?} has an unknown unit (use s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "window {text:?} has an unknown unit (use s, m, h or d)"
+            ));
+        }
     };
     let secs = n.saturating_mul(scale);
     if secs == 0 || secs > MAX_WINDOW_SECS {
