@@ -30,7 +30,7 @@ use tokio::{
 
 const CONNECTIONS: usize = 32;
 const WARMUP: Duration = Duration::from_millis(500);
-const MEASURE: Duration = Duration::from_secs(3);
+const MEASURE: Duration = Duration::from_millis(2500);
 const ROUNDS: usize = 2;
 
 async fn ok() -> HttpResponse {
@@ -49,6 +49,7 @@ fn start_server(redis_url: String) -> SocketAddr {
                     "default=off",
                     "GET /bench/limited=1000000000/60s",
                     "GET /bench/blocked=1/3600s",
+                    "GET /bench/gcra=1000000000/60s,algorithm=gcra",
                 ],
                 &[] as &[&str],
             )
@@ -60,6 +61,7 @@ fn start_server(redis_url: String) -> SocketAddr {
                     .route("/bench/open", web::get().to(ok))
                     .route("/bench/limited", web::get().to(ok))
                     .route("/bench/blocked", web::get().to(ok))
+                    .route("/bench/gcra", web::get().to(ok))
                     .wrap(limiter.middleware())
             })
             .workers(1)
@@ -119,6 +121,9 @@ async fn connection(
         counts[slot].fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// A case's throughput and the Redis command deltas it caused.
+type Measured = (Run, Vec<(String, u64)>);
 
 struct Run {
     rps: f64,
@@ -207,18 +212,19 @@ fn main() {
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
         println!(
-            "rate-limit bench: {CONNECTIONS} keep-alive connections, {}s per case, {ROUNDS} rounds, 1 server worker, loopback",
-            MEASURE.as_secs()
+            "rate-limit bench: {CONNECTIONS} keep-alive connections, {:.1}s per case, {ROUNDS} rounds, 1 server worker, loopback",
+            MEASURE.as_secs_f64()
         );
         // Other processes share this machine's two cores: interleave the cases over rounds and
         // keep each case's best round, so a burst of foreign load does not decide a ratio.
-        let mut best: Vec<Option<(Run, Vec<(String, u64)>)>> = vec![None, None, None];
+        let mut best: Vec<Option<Measured>> = vec![None, None, None, None];
         for round in 1..=ROUNDS {
             println!("round {round}");
             for (i, (name, path)) in [
                 ("open", "/bench/open"),
                 ("limited", "/bench/limited"),
                 ("blocked", "/bench/blocked"),
+                ("gcra", "/bench/gcra"),
             ]
             .into_iter()
             .enumerate()
@@ -230,7 +236,7 @@ fn main() {
             }
         }
         // unwrap: ROUNDS >= 1 filled every slot.
-        let [open, limited, blocked] = [0, 1, 2].map(|i| best[i].take().unwrap());
+        let [open, limited, blocked, gcra] = [0, 1, 2, 3].map(|i| best[i].take().unwrap());
         let (baseline, (limited, limited_cmds), (blocked, blocked_cmds)) = (open.0.rps, limited, blocked);
         println!(
             "best: open {baseline:.0} req/s, limited {:.0} req/s, blocked {:.0} req/s",
@@ -250,6 +256,10 @@ fn main() {
         println!(
             "blocked / unlimited: {:.2}  (target >= 0.90)",
             blocked.rps / baseline
+        );
+        println!(
+            "gcra limited / unlimited: {:.2}  (same as `limited` with algorithm=gcra)",
+            gcra.0.rps / baseline
         );
         println!(
             "limited: EVALSHA per request {:.3} ({} calls / {limited_requests} requests); \

@@ -464,15 +464,19 @@ fn bad_specs_stop_startup() {
         "GET /x=5/60s,algorithm=magic",
         "default=1/0s",
     ] {
-        let mut args = ServeArgs::default();
-        args.rate_limit = vec![spec.into()];
+        let args = ServeArgs {
+            rate_limit: vec![spec.into()],
+            ..ServeArgs::default()
+        };
         let err = Config::from_args(&args).unwrap_err().to_string();
         assert!(err.contains("--rate-limit/RATE_LIMITS"), "{err}");
         assert!(err.contains(spec), "{err}");
         assert!(!err.contains('\n'));
     }
-    let mut args = ServeArgs::default();
-    args.trusted_proxies = vec!["not-a-cidr".into()];
+    let args = ServeArgs {
+        trusted_proxies: vec!["not-a-cidr".into()],
+        ..ServeArgs::default()
+    };
     let err = Config::from_args(&args).unwrap_err().to_string();
     assert!(err.contains("--trusted-proxies"), "{err}");
 }
