@@ -47,11 +47,12 @@ fn start_server(redis_url: String) -> SocketAddr {
             config.rate_limit = RateLimitConfig::parse(
                 &[
                     "default=off",
-                    "GET /bench/limited=1000000000/60s",
+                    "GET /bench/limited=1000/60s",
                     "GET /bench/blocked=1/3600s",
-                    "GET /bench/gcra=1000000000/60s,algorithm=gcra",
+                    "GET /bench/gcra=1000/60s,algorithm=gcra",
                 ],
-                &[] as &[&str],
+                // The load generator is a "proxy" for many clients (see `connection`).
+                &["127.0.0.1/32"],
             )
             .expect("bench specs");
             let services = Services::start(&config).expect("services");
@@ -75,19 +76,40 @@ fn start_server(redis_url: String) -> SocketAddr {
     rx.recv().expect("server address")
 }
 
-/// One keep-alive connection sending `path` until `stop`; counts responses by status.
+/// Requests each simulated client sends before the next one takes over its connection: well
+/// under the bench policies' 1000 / 60 s, so every limited request is admitted.
+const PER_CLIENT: u64 = 500;
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+/// One keep-alive connection sending `path` until `stop`; counts responses by status. It acts as
+/// a trusted proxy for many clients (`X-Forwarded-For`), a new one every [`PER_CLIENT`]
+/// requests, so each sliding log stays realistic in size; `rotate: false` keeps one client.
 async fn connection(
     addr: SocketAddr,
     path: &'static str,
+    rotate: bool,
     stop: Arc<AtomicBool>,
     counts: Arc<[AtomicU64; 3]>,
 ) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut request = String::new();
+    let mut sent = 0u64;
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
+        if sent.is_multiple_of(PER_CLIENT) && (rotate || sent == 0) {
+            let client: u64 = if rotate {
+                NEXT_CLIENT.fetch_add(1, Ordering::Relaxed)
+            } else {
+                0
+            };
+            let [_, _, _, _, _, a, b, c] = client.to_be_bytes();
+            request = format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 10.{a}.{b}.{c}\r\n\r\n"
+            );
+        }
+        sent += 1;
         stream.write_all(request.as_bytes()).await.expect("write");
         buf.clear();
         let (status, total) = loop {
@@ -133,10 +155,13 @@ struct Run {
 }
 
 async fn load(addr: SocketAddr, path: &'static str, duration: Duration) -> Run {
+    let rotate = path != "/bench/blocked";
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
     let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|_| tokio::task::spawn_local(connection(addr, path, stop.clone(), counts.clone())))
+        .map(|_| {
+            tokio::task::spawn_local(connection(addr, path, rotate, stop.clone(), counts.clone()))
+        })
         .collect();
     let started = Instant::now();
     tokio::time::sleep(duration).await;
