@@ -127,6 +127,24 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish on SIGINT/SIGTERM.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS, value_name = "SECS")]
     pub shutdown_timeout: u64,
+    /// A rate-limit policy: `default=100/60s`, `default=off` or `METHOD PATH=COUNT/WINDOW`, with
+    /// optional `,algorithm=log|counter|gcra`, `,shadow`, `,fail_closed`. Repeatable; the env var
+    /// separates specs with `;`.
+    #[arg(
+        long = "rate-limit",
+        env = "RATE_LIMITS",
+        value_delimiter = ';',
+        value_name = "SPEC"
+    )]
+    pub rate_limit: Vec<String>,
+    /// Proxies (CIDRs, comma-separated) whose `X-Forwarded-For`/`Forwarded` are believed.
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDRS"
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServeArgs {
@@ -150,6 +168,8 @@ impl Default for ServeArgs {
             redis_connect_timeout_ms: DEFAULT_REDIS_CONNECT_TIMEOUT_MS,
             body_limit: DEFAULT_BODY_LIMIT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            rate_limit: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -200,6 +220,8 @@ pub struct Config {
     pub body_limit: usize,
     /// Graceful-shutdown deadline.
     pub shutdown_timeout: Duration,
+    /// Rate-limit policies, trusted proxies and clock.
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
 }
 
 /// How to reach Redis.
@@ -296,6 +318,10 @@ impl Config {
             .negative_ttl(Duration::from_secs(args.negative_ttl))
             .build()
             .map_err(|e| ConfigError(e.to_string()))?;
+        let mut rate_limit =
+            crate::ratelimit::RateLimitConfig::parse(&args.rate_limit, &args.trusted_proxies)
+                .map_err(ConfigError)?;
+        rate_limit.key_prefix.clone_from(&args.key_prefix);
         Ok(Self {
             bind,
             redis,
@@ -311,6 +337,7 @@ impl Config {
             cache_max_ttl: Duration::from_secs(args.cache_max_ttl),
             body_limit: args.body_limit,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+            rate_limit,
         })
     }
 
@@ -374,12 +401,18 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         type Mutate = fn(&mut ServeArgs);
-        let cases: [(&str, Mutate); 5] = [
+        let cases: [(&str, Mutate); 7] = [
             ("--bind", |a| a.bind = "nope".into()),
             ("REDIS_URL", |a| a.redis_url = Some("http://x".into())),
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
             ("--workers", |a| a.workers = Some(0)),
             ("--cache-ttl", |a| a.cache_ttl = 0),
+            ("--rate-limit", |a| {
+                a.rate_limit = vec!["default=0/60s".into()]
+            }),
+            ("--trusted-proxies", |a| {
+                a.trusted_proxies = vec!["10.0.0.0/40".into()]
+            }),
         ];
         for (needle, mutate) in cases {
             let mut args = ServeArgs::default();

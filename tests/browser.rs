@@ -26,7 +26,10 @@ struct Browser {
 }
 
 fn find(binary: &str, fallback: &str) -> String {
-    let found = Command::new("sh").args(["-c", &format!("command -v {binary}")]).output().unwrap();
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .output()
+        .unwrap();
     let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
     if !path.is_empty() {
         return path;
@@ -42,7 +45,11 @@ impl Browser {
     async fn start() -> Self {
         let driver_bin = find("chromedriver", "/usr/bin/chromedriver");
         let chromium = find("chromium", "/usr/bin/chromium");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -68,43 +75,76 @@ impl Browser {
                 ],
             },
         }}});
-        let mut browser = Self { driver, addr, session: String::new(), _profile: profile };
+        let mut browser = Self {
+            driver,
+            addr,
+            session: String::new(),
+            _profile: profile,
+        };
         let created = browser.wd("POST", "/session", Some(caps)).await;
-        browser.session = created["sessionId"].as_str().expect("a WebDriver session").to_owned();
+        browser.session = created["sessionId"]
+            .as_str()
+            .expect("a WebDriver session")
+            .to_owned();
         browser
     }
 
     async fn wd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let reply = http(self.addr, method, path, &[("content-type", "application/json")], body.as_bytes()).await;
+        let reply = http(
+            self.addr,
+            method,
+            path,
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
         let value = reply.json();
         assert_eq!(reply.status, 200, "WebDriver {method} {path}: {value}");
         value["value"].clone()
     }
 
     async fn session(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        self.wd(method, &format!("/session/{}{path}", self.session), body).await
+        self.wd(method, &format!("/session/{}{path}", self.session), body)
+            .await
     }
 
     async fn element(&self, css: &str) -> String {
-        let found = self.session("POST", "/element", Some(json!({"using": "css selector", "value": css}))).await;
+        let found = self
+            .session(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
         found[ELEMENT].as_str().unwrap().to_owned()
     }
 
     async fn type_into(&self, css: &str, text: &str) {
         let el = self.element(css).await;
-        self.session("POST", &format!("/element/{el}/clear"), Some(json!({}))).await;
-        self.session("POST", &format!("/element/{el}/value"), Some(json!({"text": text}))).await;
+        self.session("POST", &format!("/element/{el}/clear"), Some(json!({})))
+            .await;
+        self.session(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
     }
 
     async fn click(&self, css: &str) {
         let el = self.element(css).await;
-        self.session("POST", &format!("/element/{el}/click"), Some(json!({}))).await;
+        self.session("POST", &format!("/element/{el}/click"), Some(json!({})))
+            .await;
     }
 
     async fn text(&self, css: &str) -> String {
         let el = self.element(css).await;
-        self.session("GET", &format!("/element/{el}/text"), None).await.as_str().unwrap_or_default().to_owned()
+        self.session("GET", &format!("/element/{el}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Waits until the text of `css` contains `needle`; answers the last text seen.
@@ -143,7 +183,10 @@ fn base64_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0);
-    for b in text.bytes().filter(|b| *b != b'=' && !b.is_ascii_whitespace()) {
+    for b in text
+        .bytes()
+        .filter(|b| *b != b'=' && !b.is_ascii_whitespace())
+    {
         let v = ALPHABET.iter().position(|a| *a == b).expect("base64") as u32;
         acc = (acc << 6) | v;
         bits += 6;
@@ -161,31 +204,60 @@ async fn demo_page_shows_published_events(backend: Backend) {
     let server = TestServer::start(services(&backend.config()), 2);
     let addr = server.addr;
     let register = json!({"username": "demo_user", "email": "demo@example.com", "password": "correct horse battery"});
-    let reply = http(addr, "POST", "/auth/register", &[("content-type", "application/json")], register.to_string().as_bytes()).await;
+    let reply = http(
+        addr,
+        "POST",
+        "/auth/register",
+        &[("content-type", "application/json")],
+        register.to_string().as_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 201, "{:?}", reply.json());
 
     let browser = Browser::start().await;
-    browser.session("POST", "/url", Some(json!({"url": format!("http://{addr}/")}))).await;
+    browser
+        .session(
+            "POST",
+            "/url",
+            Some(json!({"url": format!("http://{addr}/")})),
+        )
+        .await;
     browser.type_into("#username", "demo_user").await;
-    browser.type_into("#password", "correct horse battery").await;
+    browser
+        .type_into("#password", "correct horse battery")
+        .await;
     browser.click("#login").await;
-    let status = browser.wait_text("#auth-status", "Logged in as demo_user").await;
+    let status = browser
+        .wait_text("#auth-status", "Logged in as demo_user")
+        .await;
     assert!(status.contains("Logged in as demo_user"), "{status}");
 
     browser.type_into("#channel", "demo").await;
     browser.click("#subscribe").await;
-    let status = browser.wait_text("#stream-status", "Connected to demo").await;
+    let status = browser
+        .wait_text("#stream-status", "Connected to demo")
+        .await;
     assert!(status.contains("Connected to demo"), "{status}");
 
     let login = json!({"username": "demo_user", "password": "correct horse battery"});
-    let tokens = http(addr, "POST", "/auth/login", &[("content-type", "application/json")], login.to_string().as_bytes()).await;
+    let tokens = http(
+        addr,
+        "POST",
+        "/auth/login",
+        &[("content-type", "application/json")],
+        login.to_string().as_bytes(),
+    )
+    .await;
     let token = tokens.json()["access_token"].as_str().unwrap().to_owned();
     let bearer = format!("Bearer {token}");
     let published = http(
         addr,
         "POST",
         "/events/demo",
-        &[("content-type", "application/json"), ("authorization", &bearer)],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &bearer),
+        ],
         br#"{"text":"from the API, line one\nline two"}"#,
     )
     .await;
@@ -194,10 +266,19 @@ async fn demo_page_shows_published_events(backend: Backend) {
 
     let events = browser.wait_text("#events", "from the API").await;
     assert!(events.contains(&format!("#{id} message")), "{events}");
-    assert!(events.contains(r#"{"text":"from the API, line one\nline two"}"#), "{events}");
+    assert!(
+        events.contains(r#"{"text":"from the API, line one\nline two"}"#),
+        "{events}"
+    );
     let stats = browser.wait_text("#stat-clients", "1").await;
     assert!(!stats.is_empty());
-    let shot = browser.screenshot(if backend.is_redis() { "demo-redis" } else { "demo-memory" }).await;
+    let shot = browser
+        .screenshot(if backend.is_redis() {
+            "demo-redis"
+        } else {
+            "demo-memory"
+        })
+        .await;
     assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
     browser.session("DELETE", "", None).await;
     server.stop().await;

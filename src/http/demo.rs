@@ -17,9 +17,13 @@ const PAGE: &str = include_str!("demo.html");
 const STATS_PERIOD: Duration = Duration::from_secs(1);
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/").route(web::get().to(page)).route(web::head().to(page)))
-        .service(web::resource("/stats").route(web::get().to(stats)))
-        .service(web::resource("/stats/stream").route(web::get().to(stats_stream)));
+    cfg.service(
+        web::resource("/")
+            .route(web::get().to(page))
+            .route(web::head().to(page)),
+    )
+    .service(web::resource("/stats").route(web::get().to(stats)))
+    .service(web::resource("/stats/stream").route(web::get().to(stats_stream)));
 }
 
 async fn page() -> HttpResponse {
@@ -56,7 +60,9 @@ impl StatsSnapshot {
 }
 
 async fn stats(services: web::Data<Services>) -> HttpResponse {
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(StatsSnapshot::read(&services))
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(StatsSnapshot::read(&services))
 }
 
 async fn stats_stream(services: web::Data<Services>) -> impl Responder {
@@ -67,7 +73,9 @@ async fn stats_stream(services: web::Data<Services>) -> impl Responder {
             if !first {
                 tokio::time::sleep(STATS_PERIOD).await;
             }
-            let data = sse::Data::new_json(StatsSnapshot::read(&services)).ok()?.event("stats");
+            let data = sse::Data::new_json(StatsSnapshot::read(&services))
+                .ok()?
+                .event("stats");
             Some((sse::Event::Data(data), false))
         }
     });

@@ -15,8 +15,8 @@ use actix_web::{
     web,
 };
 
-pub use errors::{json_config, path_config, problem_errors, query_config};
 pub use demo::StatsSnapshot;
+pub use errors::{json_config, path_config, problem_errors, query_config};
 pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
 
 use crate::{
@@ -54,6 +54,8 @@ pub struct Services {
     pub cache: CacheHandle,
     /// The product catalog.
     pub catalog: CatalogHandle,
+    /// The rate limiter.
+    pub ratelimit: crate::ratelimit::RateLimitHandle,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
     /// The metrics registry behind `GET /metrics`.
@@ -117,11 +119,14 @@ impl Services {
                 redis.latency_histogram(),
             );
         }
+        let ratelimit =
+            crate::ratelimit::RateLimitHandle::start(config.rate_limit.clone(), redis.clone());
         Ok(Self {
             redis,
             cache,
             catalog,
             metrics,
+            ratelimit,
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
@@ -139,6 +144,7 @@ impl Services {
             .app_data(web::Data::new(self.cache.clone()))
             .app_data(web::Data::new(self.catalog.clone()))
             .app_data(web::Data::new(self.metrics.clone()))
+            .app_data(web::Data::new(self.ratelimit.clone()))
             .app_data(json_config(self.settings.body_limit))
             .app_data(web::PayloadConfig::new(self.settings.body_limit))
             .app_data(path_config())
@@ -147,7 +153,8 @@ impl Services {
             .configure(demo::configure)
             .route("/metrics", web::get().to(crate::metrics::metrics_route))
             .configure(crate::cache::routes::configure)
-            .configure(crate::catalog::routes::configure);
+            .configure(crate::catalog::routes::configure)
+            .configure(crate::ratelimit::routes::configure);
     }
 }
 
@@ -167,6 +174,7 @@ pub fn app(
     App::new()
         .configure(|cfg| services.configure(cfg))
         .default_service(web::to(not_found))
+        .wrap(services.ratelimit.middleware())
         // Outermost last: a caught panic (500) still gets a problem body.
         .wrap(actix_web_lab::middleware::CatchPanic::default())
         .wrap(problem_errors())

@@ -1,0 +1,436 @@
+use std::{
+    hash::{BuildHasher, RandomState},
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use actix::{Actor, Addr};
+use actix_web::HttpRequest;
+
+use super::{
+    Decision, GetStats, Policy, RateLimitActor, RateLimitConfig, RateLimitError, RateLimitStats,
+    Sweep, UserResolver,
+    algo::{Args, MemoryStore, Mode, Raw, Sharded},
+    identity::client_ip,
+    lua,
+    policy::FailMode,
+};
+use crate::redis::RedisHandle;
+
+/// Counters behind [`RateLimitStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) allowed: AtomicU64,
+    pub(crate) denied: AtomicU64,
+    pub(crate) shadow_denied: AtomicU64,
+    pub(crate) blocked_locally: AtomicU64,
+    pub(crate) fallback: AtomicU64,
+    pub(crate) fail_closed: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Which store answered a decision (a refund must go to the same one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Memory,
+    Redis,
+    Fallback,
+}
+
+/// State shared by the handle (hot path) and the actor (sweeping, stats).
+pub(crate) struct Inner {
+    pub(crate) config: RateLimitConfig,
+    redis: Option<RedisHandle>,
+    pub(crate) memory: MemoryStore,
+    pub(crate) fallback: MemoryStore,
+    /// Storage key → microsecond until which it is denied locally.
+    pub(crate) blocked: Sharded<u64>,
+    pub(crate) counters: Counters,
+    member_prefix: String,
+    sequence: AtomicU64,
+}
+
+/// Which configured policy: the global one or a route's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PolicyId {
+    Global,
+    Route(usize),
+}
+
+/// The decisions of every policy applying to one request.
+#[derive(Debug)]
+pub(crate) struct Verdict {
+    pub(crate) decisions: Vec<(PolicyId, Decision)>,
+    /// Index in `decisions` of the enforcing policy that denied, if any.
+    pub(crate) denied: Option<usize>,
+}
+
+/// A cloneable handle to the rate limiter. Decisions run in the caller's task on state the
+/// [`RateLimitActor`] owns and cleans (see the [module docs](super)).
+#[derive(Clone)]
+pub struct RateLimitHandle {
+    inner: Arc<Inner>,
+    addr: Addr<RateLimitActor>,
+    users: Option<UserResolver>,
+}
+
+impl std::fmt::Debug for RateLimitHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitHandle")
+            .field("global", &self.inner.config.global)
+            .field("routes", &self.inner.config.routes.len())
+            .field("redis", &self.inner.redis.is_some())
+            .field("user_resolver", &self.users.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitHandle {
+    /// Starts the limiter's actor on the current actix system; decisions use Redis when given.
+    pub fn start(config: RateLimitConfig, redis: Option<RedisHandle>) -> Self {
+        let random = RandomState::new().hash_one(std::process::id());
+        let inner = Arc::new(Inner {
+            config,
+            redis,
+            memory: MemoryStore::new(),
+            fallback: MemoryStore::new(),
+            blocked: Sharded::new(16),
+            counters: Counters::default(),
+            member_prefix: format!("{random:016x}-"),
+            sequence: AtomicU64::new(0),
+        });
+        let addr = RateLimitActor::new(inner.clone()).start();
+        Self {
+            inner,
+            addr,
+            users: None,
+        }
+    }
+
+    /// This handle, identifying requests by the verified user `resolver` answers (else by IP).
+    #[must_use]
+    pub fn with_user_resolver(mut self, resolver: UserResolver) -> Self {
+        self.users = Some(resolver);
+        self
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.inner.config
+    }
+
+    /// The global middleware for this limiter.
+    pub fn middleware(&self) -> super::RateLimit {
+        super::RateLimit::new(self.clone())
+    }
+
+    /// The identity `req` is limited as: `user:<id>` when the resolver verifies a user, else
+    /// `ip:<client address>` (`ip:unknown` without a peer address).
+    pub fn identity(&self, req: &HttpRequest) -> String {
+        if let Some(user) = self.users.as_ref().and_then(|resolve| resolve(req)) {
+            return format!("user:{user}");
+        }
+        match client_ip(req, &self.inner.config.trusted_proxies) {
+            Some(ip) => format!("ip:{ip}"),
+            None => "ip:unknown".to_owned(),
+        }
+    }
+
+    /// Decides whether `identity` may spend `cost` units of `policy` now, and spends them if so.
+    /// A denial spends nothing and blocks the identity locally until its retry-after.
+    ///
+    /// # Errors
+    /// [`RateLimitError::Unavailable`] when Redis cannot be asked and the policy is fail-closed.
+    pub async fn check(
+        &self,
+        policy: &Policy,
+        identity: &str,
+        cost: u64,
+    ) -> Result<Decision, RateLimitError> {
+        let key = self.key(policy, identity);
+        let args = self.args(policy, cost, Mode::Consume);
+        if let Some(decision) = self.locally_blocked(policy, &key, args.now) {
+            return Ok(decision);
+        }
+        let (decision, _) = self.consume(policy, &key, &args).await?;
+        Ok(decision)
+    }
+
+    /// Reads whether `identity` could spend `cost` units of `policy` now, spending nothing.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub async fn peek(
+        &self,
+        policy: &Policy,
+        identity: &str,
+        cost: u64,
+    ) -> Result<Decision, RateLimitError> {
+        let key = self.key(policy, identity);
+        let args = self.args(policy, cost, Mode::Peek);
+        if let Some(decision) = self.locally_blocked(policy, &key, args.now) {
+            return Ok(decision);
+        }
+        let (raw, _) = self.run(policy, &key, &args).await?;
+        Ok(Decision::from_raw(raw, policy.limit))
+    }
+
+    /// Whether a login for `username` from `ip` is currently refused because of earlier failures
+    /// (5 per 15 minutes by default). Spends nothing. Call before verifying the password; on a
+    /// denial answer 429 with `Retry-After: decision.retry_after_secs()`.
+    pub async fn login_blocked(&self, username: &str, ip: IpAddr) -> Decision {
+        let policy = &self.inner.config.login;
+        let identity = login_identity(username, ip);
+        match self.peek(policy, &identity, 1).await {
+            Ok(decision) => decision,
+            Err(_) => fail_closed_decision(policy),
+        }
+    }
+
+    /// Records one failed login for `username` from `ip`; answers the state after it.
+    pub async fn record_login_failure(&self, username: &str, ip: IpAddr) -> Decision {
+        let policy = &self.inner.config.login;
+        let identity = login_identity(username, ip);
+        match self.check(policy, &identity, 1).await {
+            Ok(decision) => decision,
+            Err(_) => fail_closed_decision(policy),
+        }
+    }
+
+    /// Counters since start, from the actor.
+    pub async fn stats(&self) -> RateLimitStats {
+        self.addr.send(GetStats).await.unwrap_or_default()
+    }
+
+    /// Asks the actor to forget expired in-process state now; answers how many entries went.
+    pub async fn sweep(&self) -> usize {
+        self.addr.send(Sweep).await.unwrap_or(0)
+    }
+
+    pub(crate) fn policy(&self, id: PolicyId) -> &Policy {
+        match id {
+            PolicyId::Route(i) => &self.inner.config.routes[i].policy,
+            PolicyId::Global => self
+                .inner
+                .config
+                .global
+                .as_ref()
+                // unwrap: PolicyId::Global is only made when a global policy exists.
+                .expect("global policy"),
+        }
+    }
+
+    /// Runs every policy of a request in order (route first, then global). When one denies,
+    /// units already spent by the earlier ones are given back: a denied request costs nothing.
+    pub(crate) async fn check_request(
+        &self,
+        ids: &[PolicyId],
+        identity: &str,
+    ) -> Result<Verdict, RateLimitError> {
+        let mut decisions = Vec::with_capacity(ids.len());
+        let mut spent: Vec<(PolicyId, String, Args, Source)> = Vec::new();
+        let mut denied = None;
+        for &id in ids {
+            let policy = self.policy(id);
+            let key = self.key(policy, identity);
+            let args = self.args(policy, 1, Mode::Consume);
+            if let Some(decision) = self.locally_blocked(policy, &key, args.now) {
+                denied = Some(decisions.len());
+                decisions.push((id, decision));
+                break;
+            }
+            match self.consume(policy, &key, &args).await {
+                Ok((decision, source)) => {
+                    if decision.allowed {
+                        spent.push((id, key, args, source));
+                    } else if !policy.shadow {
+                        denied = Some(decisions.len());
+                    }
+                    decisions.push((id, decision));
+                    if denied.is_some() {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    self.refund(spent).await;
+                    return Err(err);
+                }
+            }
+        }
+        if denied.is_some() {
+            self.refund(spent).await;
+        }
+        Ok(Verdict { decisions, denied })
+    }
+
+    async fn refund(&self, spent: Vec<(PolicyId, String, Args, Source)>) {
+        for (id, key, mut args, source) in spent {
+            args.mode = Mode::Refund;
+            let result = match (source, &self.inner.redis) {
+                (Source::Redis, Some(redis)) => lua::decide(redis, &key, &args).await.map(|_| ()),
+                (Source::Fallback, _) => {
+                    self.inner.fallback.decide(&key, &args);
+                    Ok(())
+                }
+                _ => {
+                    self.inner.memory.decide(&key, &args);
+                    Ok(())
+                }
+            };
+            if let Err(err) = result {
+                tracing::warn!(policy = %self.policy(id).name, error = %err, "rate-limit refund failed");
+            }
+        }
+    }
+
+    fn key(&self, policy: &Policy, identity: &str) -> String {
+        // The algorithm is part of the key: switching it never meets the other one's data type.
+        format!(
+            "{}rl:{}:{}:{}",
+            self.inner.config.key_prefix,
+            policy.algorithm.name(),
+            policy.name,
+            identity
+        )
+    }
+
+    fn args(&self, policy: &Policy, cost: u64, mode: Mode) -> Args {
+        let member = if self.inner.redis.is_some() && mode == Mode::Consume {
+            let n = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
+            format!("{}{n:x}", self.inner.member_prefix)
+        } else {
+            String::new()
+        };
+        Args {
+            algorithm: policy.algorithm,
+            now: self.inner.config.clock.now_us(),
+            window: policy.window_us(),
+            limit: policy.limit,
+            cost: cost.max(1),
+            mode,
+            member,
+        }
+    }
+
+    /// The local denial of an identity still inside a retry-after it was given (no store asked).
+    fn locally_blocked(&self, policy: &Policy, key: &str, now: u64) -> Option<Decision> {
+        if policy.shadow {
+            return None;
+        }
+        let until = self.inner.blocked.with(key, |map| match map.get(key) {
+            Some(until) if *until > now => Some(*until),
+            Some(_) => {
+                map.remove(key);
+                None
+            }
+            None => None,
+        })?;
+        bump(&self.inner.counters.blocked_locally);
+        let wait = Duration::from_micros(until - now);
+        Some(Decision {
+            allowed: false,
+            limit: policy.limit,
+            remaining: 0,
+            reset: wait,
+            retry_after: wait,
+        })
+    }
+
+    async fn consume(
+        &self,
+        policy: &Policy,
+        key: &str,
+        args: &Args,
+    ) -> Result<(Decision, Source), RateLimitError> {
+        let (raw, source) = self.run(policy, key, args).await?;
+        let decision = Decision::from_raw(raw, policy.limit);
+        let counters = &self.inner.counters;
+        if decision.allowed {
+            bump(&counters.allowed);
+        } else if policy.shadow {
+            bump(&counters.shadow_denied);
+        } else {
+            bump(&counters.denied);
+            let until = args.now + u64::try_from(decision.retry_after.as_micros()).unwrap_or(0);
+            self.inner.blocked.with(key, |map| {
+                map.insert(key.to_owned(), until);
+            });
+        }
+        Ok((decision, source))
+    }
+
+    async fn run(
+        &self,
+        policy: &Policy,
+        key: &str,
+        args: &Args,
+    ) -> Result<(Raw, Source), RateLimitError> {
+        let Some(redis) = &self.inner.redis else {
+            return Ok((self.inner.memory.decide(key, args), Source::Memory));
+        };
+        if redis.is_up() {
+            match lua::decide(redis, key, args).await {
+                Ok(raw) => return Ok((raw, Source::Redis)),
+                Err(err) => {
+                    bump(&self.inner.counters.store_errors);
+                    tracing::warn!(policy = %policy.name, error = %err, "rate-limit decision failed on redis");
+                }
+            }
+        }
+        match policy.fail_mode {
+            FailMode::Closed => {
+                bump(&self.inner.counters.fail_closed);
+                Err(RateLimitError::Unavailable {
+                    policy: policy.name.clone(),
+                })
+            }
+            _ => {
+                bump(&self.inner.counters.fallback);
+                Ok((self.inner.fallback.decide(key, args), Source::Fallback))
+            }
+        }
+    }
+}
+
+/// One login bucket per (username, client IP); usernames compare case-insensitively.
+fn login_identity(username: &str, ip: IpAddr) -> String {
+    format!("{}|{ip}", username.trim().to_lowercase())
+}
+
+fn fail_closed_decision(policy: &Policy) -> Decision {
+    Decision {
+        allowed: false,
+        limit: policy.limit,
+        remaining: 0,
+        reset: Duration::from_secs(1),
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+impl RateLimitHandle {
+    /// Every configured request policy (global first, then routes) with `identity`'s state in
+    /// it, spending nothing.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check), for a fail-closed policy while Redis is unavailable.
+    pub async fn status(&self, identity: &str) -> Result<Vec<(&Policy, Decision)>, RateLimitError> {
+        let config = &self.inner.config;
+        let mut out = Vec::new();
+        for policy in config
+            .global
+            .iter()
+            .chain(config.routes.iter().map(|r| &r.policy))
+        {
+            out.push((policy, self.peek(policy, identity, 1).await?));
+        }
+        Ok(out)
+    }
+}

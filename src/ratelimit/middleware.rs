@@ -1,0 +1,209 @@
+//! The global middleware: applies the route's policy and the global one, adds the headers, and
+//! answers 429 (or 503 for a fail-closed policy without Redis) as a normal response.
+
+use std::{
+    future::{Ready, ready},
+    rc::Rc,
+};
+
+use actix_web::{
+    Error, HttpResponse, ResponseError,
+    body::{EitherBody, MessageBody},
+    dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready},
+    http::{
+        Method, StatusCode,
+        header::{HeaderMap, HeaderName, HeaderValue},
+    },
+};
+use futures_util::future::LocalBoxFuture;
+
+use super::{
+    Decision, Policy, RateLimitHandle,
+    algo::ceil_secs,
+    handle::{PolicyId, Verdict},
+};
+use crate::http::Problem;
+
+/// Paths never counted: health probes, and the status route (which must not spend quota).
+const EXEMPT: [&str; 3] = ["/health", "/health/live", "/ratelimit/status"];
+
+/// The rate-limit middleware; build it with [`RateLimitHandle::middleware`] and `App::wrap` it.
+///
+/// For each request (except `OPTIONS` preflights and [health/status paths](EXEMPT)) it decides
+/// the matching route policy, then the global policy, for the request's identity. Admitted
+/// requests get the most restrictive enforcing policy's headers; a denied request gets 429 with
+/// `Retry-After` and a `quota-exceeded` problem naming the policy.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    handle: RateLimitHandle,
+}
+
+impl RateLimit {
+    /// The middleware for `handle`'s policies.
+    pub fn new(handle: RateLimitHandle) -> Self {
+        Self { handle }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for RateLimit
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = RateLimitMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(RateLimitMiddleware {
+            service: Rc::new(service),
+            handle: self.handle.clone(),
+        }))
+    }
+}
+
+/// The service [`RateLimit`] wraps around the app.
+pub struct RateLimitMiddleware<S> {
+    service: Rc<S>,
+    handle: RateLimitHandle,
+}
+
+impl<S> RateLimitMiddleware<S> {
+    fn policies(&self, req: &ServiceRequest) -> Vec<PolicyId> {
+        let mut ids = Vec::new();
+        if req.method() == Method::OPTIONS || EXEMPT.contains(&req.path()) {
+            return ids;
+        }
+        let config = self.handle.config();
+        if let Some(policy) = config.route_for(req.method(), req.path(), || req.match_pattern()) {
+            let i = config
+                .routes
+                .iter()
+                .position(|r| std::ptr::eq(&r.policy, policy))
+                .unwrap_or_default();
+            ids.push(PolicyId::Route(i));
+        }
+        if config.global.is_some() {
+            ids.push(PolicyId::Global);
+        }
+        ids
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for RateLimitMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let ids = self.policies(&req);
+        if ids.is_empty() {
+            let fut = self.service.call(req);
+            return Box::pin(async move { fut.await.map(ServiceResponse::map_into_left_body) });
+        }
+        let handle = self.handle.clone();
+        let service = self.service.clone();
+        Box::pin(async move {
+            let identity = handle.identity(req.request());
+            let verdict = match handle.check_request(&ids, &identity).await {
+                Ok(verdict) => verdict,
+                Err(err) => {
+                    let response = err.error_response();
+                    return Ok(req.into_response(response).map_into_right_body());
+                }
+            };
+            let now_us = handle.config().clock.now_us();
+            let report = most_restrictive(&handle, &verdict);
+            if let Some(i) = verdict.denied {
+                let (id, decision) = verdict.decisions[i];
+                let mut response = too_many_requests(handle.policy(id), &decision);
+                write_headers(response.headers_mut(), handle.policy(id), &decision, now_us);
+                return Ok(req.into_response(response).map_into_right_body());
+            }
+            let mut res = service.call(req).await?;
+            if let Some((id, decision)) = report {
+                write_headers(res.headers_mut(), handle.policy(id), &decision, now_us);
+            }
+            Ok(res.map_into_left_body())
+        })
+    }
+}
+
+/// The denying decision, else the enforcing one with the fewest units left (then the longest
+/// reset). Shadow policies are never reported to clients.
+fn most_restrictive(handle: &RateLimitHandle, verdict: &Verdict) -> Option<(PolicyId, Decision)> {
+    if let Some(i) = verdict.denied {
+        return Some(verdict.decisions[i]);
+    }
+    verdict
+        .decisions
+        .iter()
+        .filter(|(id, _)| !handle.policy(*id).shadow)
+        .min_by(|(_, a), (_, b)| a.remaining.cmp(&b.remaining).then(b.reset.cmp(&a.reset)))
+        .copied()
+}
+
+/// The 429 `quota-exceeded` problem naming the violated policy.
+pub(crate) fn too_many_requests(policy: &Policy, decision: &Decision) -> HttpResponse {
+    let retry = decision.retry_after_secs();
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota-exceeded",
+        "Too many requests",
+    )
+    .with_detail(format!(
+        "Rate limit policy \"{}\" allows {} requests per {} seconds; retry after {retry} seconds.",
+        policy.name,
+        policy.limit,
+        policy.window.as_secs()
+    ))
+    .with_retry_after(retry)
+    .into_response()
+}
+
+/// `X-RateLimit-*` and the draft-ietf-httpapi-ratelimit-headers-11 `RateLimit-Policy` and
+/// `RateLimit` fields for one policy's decision.
+pub(crate) fn write_headers(headers: &mut HeaderMap, policy: &Policy, d: &Decision, now_us: u64) {
+    let name = sf_string(&policy.name);
+    let reset_at = ceil_secs(std::time::Duration::from_micros(now_us) + d.reset);
+    let values = [
+        ("x-ratelimit-limit", d.limit.to_string()),
+        ("x-ratelimit-remaining", d.remaining.to_string()),
+        ("x-ratelimit-reset", reset_at.to_string()),
+        (
+            "ratelimit-policy",
+            format!("{name};q={};w={}", policy.limit, policy.window.as_secs()),
+        ),
+        (
+            "ratelimit",
+            format!("{name};r={};t={}", d.remaining, d.reset_secs()),
+        ),
+    ];
+    for (header, value) in values {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(header), value);
+        }
+    }
+}
+
+/// A structured-field String (RFC 8941): quoted, `"` and `\` escaped, printable ASCII only.
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,494 @@
+//! Policies and their configuration: the `--rate-limit` spec grammar and trusted proxies.
+
+use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
+
+use actix_web::http::Method;
+
+use super::clock::{Clock, SystemClock};
+
+/// Requests per window of the global policy unless configured otherwise.
+pub const DEFAULT_GLOBAL_LIMIT: u64 = 100;
+/// Window of the global policy unless configured otherwise, in seconds.
+pub const DEFAULT_GLOBAL_WINDOW_SECS: u64 = 60;
+/// Requests per window on `POST /expensive-operation` unless configured otherwise.
+pub const DEFAULT_EXPENSIVE_LIMIT: u64 = 10;
+/// Window of `POST /expensive-operation`, in seconds.
+pub const DEFAULT_EXPENSIVE_WINDOW_SECS: u64 = 60;
+/// Failed logins allowed per (username, client IP) per window.
+pub const DEFAULT_LOGIN_LIMIT: u64 = 5;
+/// Window of the login-failure limiter, in seconds (15 minutes).
+pub const DEFAULT_LOGIN_WINDOW_SECS: u64 = 15 * 60;
+/// Largest accepted window (one week): keeps every timestamp well inside Lua's exact integers.
+pub const MAX_WINDOW_SECS: u64 = 7 * 24 * 3600;
+/// Largest accepted limit per window.
+pub const MAX_LIMIT: u64 = 1_000_000_000;
+
+/// How a policy counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Sliding-window log: one timestamp per admitted unit; exact, O(limit) memory.
+    #[default]
+    SlidingLog,
+    /// Sliding-window counter: two fixed-window counts, the previous one weighted by overlap;
+    /// O(1) memory, approximate at window boundaries.
+    SlidingCounter,
+    /// Generic cell rate algorithm: one "theoretical arrival time"; smooth, token-bucket
+    /// equivalent with a burst of `limit`.
+    Gcra,
+}
+
+impl Algorithm {
+    /// The spec name: `log`, `counter` or `gcra`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SlidingLog => "log",
+            Self::SlidingCounter => "counter",
+            Self::Gcra => "gcra",
+        }
+    }
+}
+
+/// What a policy does when Redis cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FailMode {
+    /// Decide with the in-process fallback limiter (same policy, per instance).
+    #[default]
+    Open,
+    /// Answer 503 with `Retry-After`.
+    Closed,
+}
+
+/// One rate-limit policy: `limit` units per sliding `window`, per identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Name reported in headers and problem bodies, and part of the storage key.
+    pub name: String,
+    /// Units allowed per window.
+    pub limit: u64,
+    /// The window.
+    pub window: Duration,
+    /// The counting algorithm.
+    pub algorithm: Algorithm,
+    /// Decide and count, but never reject.
+    pub shadow: bool,
+    /// Behaviour when Redis is unavailable.
+    pub fail_mode: FailMode,
+}
+
+impl Policy {
+    /// A sliding-log, enforcing, fail-open policy.
+    pub fn new(name: impl Into<String>, limit: u64, window: Duration) -> Self {
+        Self {
+            name: name.into(),
+            limit: limit.max(1),
+            window: window.max(Duration::from_secs(1)),
+            algorithm: Algorithm::default(),
+            shadow: false,
+            fail_mode: FailMode::default(),
+        }
+    }
+
+    /// This policy with another algorithm.
+    #[must_use]
+    pub fn with_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// This policy in shadow mode (`true`) or enforcing.
+    #[must_use]
+    pub fn with_shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// This policy with another fail mode.
+    #[must_use]
+    pub fn with_fail_mode(mut self, fail_mode: FailMode) -> Self {
+        self.fail_mode = fail_mode;
+        self
+    }
+
+    /// The window in microseconds.
+    pub(crate) fn window_us(&self) -> u64 {
+        u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A policy guarding one route: `METHOD PATH` (the literal path or the resource pattern).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoutePolicy {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path, or the route pattern such as `/cache/{key}`.
+    pub path: String,
+    /// The policy.
+    pub policy: Policy,
+}
+
+impl RoutePolicy {
+    /// A route policy.
+    pub fn new(method: Method, path: impl Into<String>, policy: Policy) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            policy,
+        }
+    }
+
+    /// Whether `path` is a pattern (needs the resource map) rather than a literal path.
+    pub(crate) fn is_pattern(&self) -> bool {
+        self.path.contains('{')
+    }
+}
+
+/// An IP network in CIDR notation, e.g. `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `ADDR/PREFIX` or a bare address (a single host).
+    ///
+    /// # Errors
+    /// A one-line description of what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has an invalid prefix length (0..={max})"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as plain IPv4.
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// Checked rate-limit configuration.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RateLimitConfig {
+    /// The global middleware policy, `None` when `default=off`.
+    pub global: Option<Policy>,
+    /// Per-route policies, first match wins.
+    pub routes: Vec<RoutePolicy>,
+    /// The login-failure limiter (per username and client IP).
+    pub login: Policy,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Prefix of every Redis key (the limiter adds `rl:`).
+    pub key_prefix: String,
+    /// Where time comes from; tests substitute a [`ManualClock`](super::ManualClock).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            global: Some(Policy::new(
+                "default",
+                DEFAULT_GLOBAL_LIMIT,
+                Duration::from_secs(DEFAULT_GLOBAL_WINDOW_SECS),
+            )),
+            routes: vec![RoutePolicy::new(
+                Method::POST,
+                "/expensive-operation",
+                Policy::new(
+                    "POST /expensive-operation",
+                    DEFAULT_EXPENSIVE_LIMIT,
+                    Duration::from_secs(DEFAULT_EXPENSIVE_WINDOW_SECS),
+                ),
+            )],
+            login: Policy::new(
+                "login",
+                DEFAULT_LOGIN_LIMIT,
+                Duration::from_secs(DEFAULT_LOGIN_WINDOW_SECS),
+            ),
+            trusted_proxies: Vec::new(),
+            key_prefix: crate::config::DEFAULT_KEY_PREFIX.to_owned(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// The defaults with `specs` applied in order (later specs override earlier ones for the
+    /// same route) and `trusted_proxies` parsed.
+    ///
+    /// # Errors
+    /// The first bad spec or CIDR, described in one line.
+    pub fn parse<S: AsRef<str>, T: AsRef<str>>(
+        specs: &[S],
+        trusted_proxies: &[T],
+    ) -> Result<Self, String> {
+        let mut config = Self::default();
+        for spec in specs {
+            let spec = spec.as_ref().trim();
+            if spec.is_empty() {
+                continue;
+            }
+            config
+                .apply_spec(spec)
+                .map_err(|e| format!("invalid --rate-limit/RATE_LIMITS spec {spec:?}: {e}"))?;
+        }
+        for cidr in trusted_proxies {
+            let cidr = cidr.as_ref().trim();
+            if cidr.is_empty() {
+                continue;
+            }
+            let net = IpNet::parse(cidr)
+                .map_err(|e| format!("invalid --trusted-proxies/TRUSTED_PROXIES: {e}"))?;
+            config.trusted_proxies.push(net);
+        }
+        Ok(config)
+    }
+
+    /// Applies one spec: `default=100/60s`, `default=off` or `METHOD PATH=COUNT/WINDOW`, each
+    /// with optional `,algorithm=log|counter|gcra`, `,shadow`, `,fail_closed`, `,fail_open`.
+    fn apply_spec(&mut self, spec: &str) -> Result<(), String> {
+        let (target, rule) = spec
+            .split_once('=')
+            .ok_or("expected TARGET=COUNT/WINDOW, e.g. default=100/60s or \"POST /x=10/60s\"")?;
+        let target = target.trim();
+        let route = if target.eq_ignore_ascii_case("default") {
+            None
+        } else {
+            let (method, path) = target
+                .split_once(char::is_whitespace)
+                .ok_or("expected `default` or `METHOD PATH` before `=`")?;
+            let method = Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes())
+                .map_err(|_| format!("invalid method {method:?}"))?;
+            let path = path.trim();
+            if !path.starts_with('/') || path.contains(char::is_whitespace) {
+                return Err(format!(
+                    "path {path:?} must start with `/` and have no spaces"
+                ));
+            }
+            Some((method, path.to_owned()))
+        };
+        let mut parts = rule.split(',').map(str::trim);
+        let amount = parts.next().unwrap_or_default();
+        let name = match &route {
+            None => "default".to_owned(),
+            Some((method, path)) => format!("{method} {path}"),
+        };
+        if amount.eq_ignore_ascii_case("off") {
+            if parts.next().is_some() {
+                return Err("`off` takes no options".into());
+            }
+            match route {
+                None => self.global = None,
+                Some((method, path)) => self
+                    .routes
+                    .retain(|r| !(r.method == method && r.path == path)),
+            }
+            return Ok(());
+        }
+        let (count, window) = amount
+            .split_once('/')
+            .ok_or("expected COUNT/WINDOW such as 100/60s, or off")?;
+        let limit: u64 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| format!("count {count:?} must be an integer in 1..={MAX_LIMIT}"))?;
+        let window = parse_window(window.trim())?;
+        let mut policy = Policy::new(name, limit, window);
+        for option in parts {
+            match option.split_once('=') {
+                Some(("algorithm", value)) => {
+                    policy.algorithm = match value.trim() {
+                        "log" => Algorithm::SlidingLog,
+                        "counter" => Algorithm::SlidingCounter,
+                        "gcra" => Algorithm::Gcra,
+                        other => {
+                            return Err(format!(
+                                "unknown algorithm {other:?} (expected log, counter or gcra)"
+                            ));
+                        }
+                    }
+                }
+                None if option == "shadow" => policy.shadow = true,
+                None if option == "fail_closed" => policy.fail_mode = FailMode::Closed,
+                None if option == "fail_open" => policy.fail_mode = FailMode::Open,
+                _ => {
+                    return Err(format!(
+                        "unknown option {option:?} (expected algorithm=..., shadow, fail_open or fail_closed)"
+                    ));
+                }
+            }
+        }
+        match route {
+            None => self.global = Some(policy),
+            Some((method, path)) => {
+                self.routes
+                    .retain(|r| !(r.method == method && r.path == path));
+                self.routes.push(RoutePolicy::new(method, path, policy));
+            }
+        }
+        Ok(())
+    }
+
+    /// The route policy for a request, if any. `pattern` is asked only when a policy uses one.
+    pub(crate) fn route_for(
+        &self,
+        method: &Method,
+        path: &str,
+        pattern: impl FnOnce() -> Option<String>,
+    ) -> Option<&Policy> {
+        let mut pattern = Some(pattern);
+        let mut matched: Option<Option<String>> = None;
+        for route in &self.routes {
+            if route.method != *method {
+                continue;
+            }
+            if route.path == path {
+                return Some(&route.policy);
+            }
+            if route.is_pattern() {
+                let m = matched.get_or_insert_with(|| pattern.take().and_then(|f| f()));
+                if m.as_deref() == Some(route.path.as_str()) {
+                    return Some(&route.policy);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// `60s`, `15m`, `1h`, `1d` or bare seconds; whole seconds, 1 s to one week.
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("window {text:?} must be a number with s, m, h or d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "window {text:?} has an unknown unit (use s, m, h or d)"
+            ));
+        }
+    };
+    let secs = n.saturating_mul(scale);
+    if secs == 0 || secs > MAX_WINDOW_SECS {
+        return Err(format!(
+            "window {text:?} must be between 1s and {MAX_WINDOW_SECS}s"
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Good specs parse into the expected policies; `off` removes them.
+    #[test]
+    fn specs_parse() {
+        let config = RateLimitConfig::parse(
+            &[
+                "default=50/30s,algorithm=gcra",
+                "get /items/{id}=5/1m,algorithm=counter,shadow,fail_closed",
+                "POST /expensive-operation=off",
+            ],
+            &["10.0.0.0/8", "::1"],
+        )
+        .unwrap();
+        let global = config.global.unwrap();
+        assert_eq!((global.limit, global.window.as_secs()), (50, 30));
+        assert_eq!(global.algorithm, Algorithm::Gcra);
+        assert_eq!(config.routes.len(), 1);
+        let route = &config.routes[0];
+        assert_eq!(route.method, Method::GET);
+        assert_eq!(route.path, "/items/{id}");
+        assert_eq!(route.policy.window.as_secs(), 60);
+        assert_eq!(route.policy.algorithm, Algorithm::SlidingCounter);
+        assert!(route.policy.shadow);
+        assert_eq!(route.policy.fail_mode, FailMode::Closed);
+        assert!(config.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!config.trusted_proxies[0].contains("11.1.2.3".parse().unwrap()));
+        assert!(config.trusted_proxies[1].contains("::1".parse().unwrap()));
+        let off = RateLimitConfig::parse(&["default=off"], &[] as &[&str]).unwrap();
+        assert!(off.global.is_none());
+    }
+
+    /// Bad specs and CIDRs are rejected with one line naming the option.
+    #[test]
+    fn bad_specs_rejected() {
+        for spec in [
+            "default",
+            "default=0/60s",
+            "default=10/0s",
+            "default=10/60x",
+            "default=ten/60s",
+            "default=10/60s,algorithm=leaky",
+            "default=10/60s,loud",
+            "FETCH/x=1/1s",
+            "GET x=1/1s",
+            "default=off,shadow",
+        ] {
+            let err = RateLimitConfig::parse(&[spec], &[] as &[&str]).unwrap_err();
+            assert!(err.contains("--rate-limit"), "{err}");
+            assert!(!err.contains('\n'));
+        }
+        let err = RateLimitConfig::parse(&[] as &[&str], &["10.0.0.0/33"]).unwrap_err();
+        assert!(err.contains("--trusted-proxies"), "{err}");
+    }
+}

@@ -1,0 +1,487 @@
+//! Rate limiting on both backends: exactness under concurrency, windows under a manual clock,
+//! headers, identity and proxies, Redis failures, key hygiene and spec validation.
+
+mod common;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use actix_web::test::TestRequest;
+use common::{Backend, Reply, app, call, services};
+use futures_util::future::join_all;
+use redkit::{
+    Config,
+    config::ServeArgs,
+    http::Services,
+    ratelimit::{ManualClock, Policy, RateLimitConfig},
+};
+
+/// A whole second, so fixed windows start exactly at the clock's start.
+const START_US: u64 = 1_700_000_040_000_000;
+const ALGORITHMS: [&str; 3] = ["log", "counter", "gcra"];
+
+fn setup(backend: &Backend, specs: &[String], trusted: &[&str]) -> (Config, ManualClock) {
+    let mut config = backend.config();
+    if let Some(redis) = &mut config.redis {
+        // Exactness is about Redis, not about timeouts: on a loaded 2-core machine 500
+        // concurrent scripts can exceed the harness's 500 ms, and a timeout falls back (fail-open).
+        redis.response_timeout = Duration::from_secs(5);
+    }
+    let mut rate_limit = RateLimitConfig::parse(specs, trusted).expect("valid specs");
+    let clock = ManualClock::new(START_US);
+    rate_limit.clock = Arc::new(clock.clone());
+    config.rate_limit = rate_limit;
+    (config, clock)
+}
+
+fn route_only(spec: &str) -> Vec<String> {
+    vec!["default=off".into(), spec.into()]
+}
+
+fn peer(ip: &str) -> SocketAddr {
+    format!("{ip}:40000").parse().unwrap()
+}
+
+fn post(ip: &str) -> TestRequest {
+    TestRequest::post()
+        .uri("/expensive-operation")
+        .peer_addr(peer(ip))
+}
+
+fn status_req(ip: &str) -> TestRequest {
+    TestRequest::get()
+        .uri("/ratelimit/status")
+        .peer_addr(peer(ip))
+}
+
+fn statuses(replies: &[Reply]) -> (usize, usize, usize) {
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let denied = replies.iter().filter(|r| r.status == 429).count();
+    (ok, denied, replies.len() - ok - denied)
+}
+
+/// 500 requests released together against a limit of 100 admit exactly 100 and deny 400, for
+/// every algorithm, repeated over several windows.
+async fn exact_under_concurrency(backend: Backend) {
+    for algorithm in ALGORITHMS {
+        let spec = format!("POST /expensive-operation=100/60s,algorithm={algorithm}");
+        let (config, clock) = setup(&backend, &route_only(&spec), &[]);
+        let services = services(&config);
+        let app = app(&services).await;
+        for round in 0..3 {
+            let replies = join_all((0..500).map(|_| call(&app, post("10.0.0.1")))).await;
+            assert_eq!(
+                statuses(&replies),
+                (100, 400, 0),
+                "{algorithm} round {round}"
+            );
+            // Two windows: even the counter's previous window no longer weighs.
+            clock.advance(Duration::from_secs(120));
+        }
+        // On Redis every decision was made there, not by the fallback.
+        let stats = services.ratelimit.stats().await;
+        assert_eq!((stats.fallback_decisions, stats.store_errors), (0, 0));
+        assert_eq!(stats.allowed, 300);
+    }
+}
+
+/// Limit 5 / 10 s: after 5 requests, one per second is denied until the algorithm's window
+/// allows, then admitted at exactly that second, never later.
+async fn no_self_lockout(backend: Backend) {
+    // First admission after the burst: the log waits a whole window; the counter until the
+    // previous window's weight fits (12 s); GCRA re-admits one every 10 s / 5 = 2 s.
+    for (algorithm, first_ok) in [("log", 10), ("counter", 12), ("gcra", 2)] {
+        let spec = format!("POST /expensive-operation=5/10s,algorithm={algorithm}");
+        let (config, clock) = setup(&backend, &route_only(&spec), &[]);
+        let services = services(&config);
+        let app = app(&services).await;
+        for _ in 0..5 {
+            assert_eq!(
+                call(&app, post("10.0.0.2")).await.status,
+                200,
+                "{algorithm}"
+            );
+        }
+        for second in 1..=first_ok {
+            clock.advance(Duration::from_secs(1));
+            let reply = call(&app, post("10.0.0.2")).await;
+            if second < first_ok {
+                assert_eq!(reply.status, 429, "{algorithm} at {second}s");
+                let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+                assert_eq!(retry, first_ok - second, "{algorithm} at {second}s");
+            } else {
+                assert_eq!(reply.status, 200, "{algorithm} at {second}s");
+            }
+        }
+    }
+}
+
+/// Headers count down exactly, report the most restrictive policy once, and the 429 carries
+/// `Retry-After` after which the retry succeeds.
+async fn headers_and_retry_after(backend: Backend) {
+    // (algorithm, RateLimit t= after the k-th request, Retry-After of the 6th)
+    type Reset = fn(u64) -> u64;
+    let cases: [(&str, Reset, u64); 3] = [
+        ("log", |_| 60, 60),
+        ("counter", |_| 60, 72),
+        ("gcra", |k| 12 * k, 12),
+    ];
+    for (algorithm, reset, retry) in cases {
+        let specs = vec![
+            "default=100/60s".to_owned(),
+            format!("POST /expensive-operation=5/60s,algorithm={algorithm}"),
+        ];
+        let (config, clock) = setup(&backend, &specs, &[]);
+        let services = services(&config);
+        let app = app(&services).await;
+        let name = "\"POST /expensive-operation\"";
+        for k in 1..=5u64 {
+            let reply = call(&app, post("10.0.0.3")).await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.json(), serde_json::json!({"ok": true}));
+            assert_eq!(reply.header("x-ratelimit-limit"), Some("5"));
+            assert_eq!(
+                reply.header("x-ratelimit-remaining"),
+                Some((5 - k).to_string().as_str())
+            );
+            let reset_at = START_US / 1_000_000 + reset(k);
+            assert_eq!(
+                reply.header("x-ratelimit-reset"),
+                Some(reset_at.to_string().as_str())
+            );
+            assert_eq!(
+                reply.header("ratelimit-policy"),
+                Some(format!("{name};q=5;w=60").as_str())
+            );
+            assert_eq!(
+                reply.header("ratelimit"),
+                Some(format!("{name};r={};t={}", 5 - k, reset(k)).as_str()),
+                "{algorithm}"
+            );
+            assert_eq!(reply.headers.get_all("ratelimit").count(), 1);
+        }
+        let denied = call(&app, post("10.0.0.3")).await;
+        let body = denied.problem(429);
+        assert_eq!(body["type"], "https://redkit.dev/problems/quota-exceeded");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("POST /expensive-operation")
+        );
+        assert_eq!(
+            denied.header("retry-after"),
+            Some(retry.to_string().as_str()),
+            "{algorithm}"
+        );
+        assert_eq!(denied.header("x-ratelimit-remaining"), Some("0"));
+        clock.advance(Duration::from_secs(retry - 1));
+        assert_eq!(call(&app, post("10.0.0.3")).await.status, 429);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            call(&app, post("10.0.0.3")).await.status,
+            200,
+            "{algorithm}"
+        );
+    }
+}
+
+/// Denied requests spend nothing: not on the denying policy, and units an earlier policy of
+/// the same request spent are given back.
+async fn denied_requests_do_not_consume(backend: Backend) {
+    for algorithm in ALGORITHMS {
+        // The route denies first: the global policy is never touched.
+        let specs = vec![
+            format!("default=5/60s,algorithm={algorithm}"),
+            format!("POST /expensive-operation=3/60s,algorithm={algorithm}"),
+        ];
+        let (config, _clock) = setup(&backend, &specs, &[]);
+        let services = services(&config);
+        let app = app(&services).await;
+        let replies = join_all((0..20).map(|_| call(&app, post("10.0.0.4")))).await;
+        assert_eq!(statuses(&replies), (3, 17, 0));
+        let status = call(&app, status_req("10.0.0.4")).await.json();
+        assert_eq!(status["policies"][0]["name"], "default");
+        assert_eq!(status["policies"][0]["remaining"], 2, "{algorithm}");
+        assert_eq!(status["policies"][1]["remaining"], 0);
+
+        // The global policy denies after the route admitted: the route's unit is refunded.
+        let specs = vec![
+            format!("default=3/60s,algorithm={algorithm}"),
+            format!("POST /expensive-operation=5/60s,algorithm={algorithm}"),
+        ];
+        let (config2, _clock) = setup(&backend, &specs, &[]);
+        let services2 = common::services(&config2);
+        let app2 = common::app(&services2).await;
+        for _ in 0..3 {
+            assert_eq!(call(&app2, post("10.0.0.5")).await.status, 200);
+        }
+        assert_eq!(call(&app2, post("10.0.0.5")).await.status, 429);
+        let status = call(&app2, status_req("10.0.0.5")).await.json();
+        assert_eq!(status["policies"][0]["remaining"], 0);
+        assert_eq!(status["policies"][1]["remaining"], 2, "{algorithm}");
+    }
+}
+
+/// Weighted costs spend several units; a peek answers without spending.
+async fn weighted_cost_and_peek(backend: Backend) {
+    for algorithm in ALGORITHMS {
+        let spec = format!("POST /expensive-operation=5/60s,algorithm={algorithm}");
+        let (config, _clock) = setup(&backend, &route_only(&spec), &[]);
+        let services = services(&config);
+        let limiter = &services.ratelimit;
+        let policy: Policy = config.rate_limit.routes[0].policy.clone();
+        let d = limiter.check(&policy, "ip:w", 3).await.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 2, "{algorithm}");
+        for _ in 0..3 {
+            let peek = limiter.peek(&policy, "ip:w", 2).await.unwrap();
+            assert!(peek.allowed, "{algorithm}");
+            assert_eq!(peek.remaining, 2, "{algorithm}");
+        }
+        let peek = limiter.peek(&policy, "ip:w", 3).await.unwrap();
+        assert!(!peek.allowed);
+        let d = limiter.check(&policy, "ip:w", 2).await.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 0, "{algorithm}");
+    }
+}
+
+/// A spoofed `X-Forwarded-For` from an untrusted peer is ignored: the peer's bucket is used.
+async fn spoofed_forwarded_for_ignored(backend: Backend) {
+    let (config, _clock) = setup(
+        &backend,
+        &route_only("POST /expensive-operation=2/60s"),
+        &[],
+    );
+    let services = services(&config);
+    let app = app(&services).await;
+    for (i, fake) in ["1.1.1.1", "2.2.2.2", "3.3.3.3"].iter().enumerate() {
+        let req = post("10.0.0.6").insert_header(("X-Forwarded-For", *fake));
+        let expected = if i < 2 { 200 } else { 429 };
+        assert_eq!(call(&app, req).await.status, expected);
+    }
+    let req = status_req("10.0.0.6")
+        .insert_header(("X-Forwarded-For", "1.1.1.1"))
+        .insert_header(("Forwarded", "for=1.1.1.1"));
+    assert_eq!(call(&app, req).await.json()["identity"], "ip:10.0.0.6");
+}
+
+/// Behind trusted proxies the client is the first untrusted hop from the right.
+async fn trusted_proxy_uses_right_hop(backend: Backend) {
+    let (config, _clock) = setup(
+        &backend,
+        &route_only("POST /expensive-operation=1/60s"),
+        &["10.0.0.0/8", "192.168.0.0/16"],
+    );
+    let services = services(&config);
+    let app = app(&services).await;
+    let xff = "6.6.6.6, 203.0.113.7, 192.168.1.1";
+    let req = status_req("10.0.0.7").insert_header(("X-Forwarded-For", xff));
+    assert_eq!(call(&app, req).await.json()["identity"], "ip:203.0.113.7");
+    let req = status_req("10.0.0.7").insert_header((
+        "Forwarded",
+        "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https",
+    ));
+    assert_eq!(call(&app, req).await.json()["identity"], "ip:2001:db8::1");
+    // Two clients behind the same proxy have separate buckets; the spoofed left entry is ignored.
+    let a = post("10.0.0.7").insert_header(("X-Forwarded-For", "9.9.9.9, 203.0.113.7"));
+    let b = post("10.0.0.7").insert_header(("X-Forwarded-For", "203.0.113.8"));
+    let a2 = post("10.0.0.8").insert_header(("X-Forwarded-For", "8.8.8.8, 203.0.113.7"));
+    assert_eq!(call(&app, a).await.status, 200);
+    assert_eq!(call(&app, b).await.status, 200);
+    assert_eq!(call(&app, a2).await.status, 429);
+}
+
+/// Shadow policies decide and count but never reject; OPTIONS preflights are not counted.
+async fn shadow_and_preflight(backend: Backend) {
+    let (config, _clock) = setup(
+        &backend,
+        &route_only("POST /expensive-operation=2/60s,shadow"),
+        &[],
+    );
+    let services = services(&config);
+    let app = app(&services).await;
+    for _ in 0..5 {
+        let reply = call(&app, post("10.0.0.9")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("ratelimit"), None);
+    }
+    let stats = services.ratelimit.stats().await;
+    assert_eq!((stats.allowed, stats.shadow_denied), (2, 3));
+
+    let (config2, _clock) = setup(&backend, &["default=1/60s".to_owned()], &[]);
+    let services2 = common::services(&config2);
+    let app2 = common::app(&services2).await;
+    for _ in 0..3 {
+        let req = TestRequest::default()
+            .method(actix_web::http::Method::OPTIONS)
+            .uri("/expensive-operation")
+            .peer_addr(peer("10.0.0.10"));
+        assert_ne!(call(&app2, req).await.status, 429);
+    }
+    assert_eq!(call(&app2, post("10.0.0.10")).await.status, 200);
+    assert_eq!(call(&app2, post("10.0.0.10")).await.status, 429);
+}
+
+/// The shipped defaults: `POST /expensive-operation` answers `{"ok":true}` 10 times a minute.
+async fn expensive_operation_defaults(backend: Backend) {
+    let (config, _clock) = setup(&backend, &[] as &[String], &[]);
+    let services = services(&config);
+    let app = app(&services).await;
+    for _ in 0..10 {
+        let reply = call(&app, post("10.0.0.11")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json(), serde_json::json!({"ok": true}));
+    }
+    call(&app, post("10.0.0.11")).await.problem(429);
+    let status = call(&app, status_req("10.0.0.11")).await.json();
+    assert_eq!(status["policies"][0]["limit"], 100);
+    assert_eq!(status["policies"][0]["remaining"], 90);
+    assert_eq!(status["policies"][1]["remaining"], 0);
+}
+
+/// Failed logins: 5 per (username, IP) per 15 minutes; other IPs and users are unaffected.
+async fn login_failures_limited(backend: Backend) {
+    let (config, clock) = setup(&backend, &[] as &[String], &[]);
+    let services = services(&config);
+    let limiter = &services.ratelimit;
+    let ip = "10.1.1.1".parse().unwrap();
+    for i in 0..5 {
+        assert!(
+            limiter.login_blocked("Alice", ip).await.allowed,
+            "before {i}"
+        );
+        limiter.record_login_failure("alice", ip).await;
+    }
+    let blocked = limiter.login_blocked("alice", ip).await;
+    assert!(!blocked.allowed);
+    assert_eq!(blocked.retry_after_secs(), 900);
+    assert!(
+        limiter
+            .login_blocked("alice", "10.1.1.2".parse().unwrap())
+            .await
+            .allowed
+    );
+    assert!(limiter.login_blocked("bob", ip).await.allowed);
+    clock.advance(Duration::from_secs(900));
+    assert!(limiter.login_blocked("alice", ip).await.allowed);
+}
+
+backend_suite!(
+    exact_under_concurrency,
+    no_self_lockout,
+    headers_and_retry_after,
+    denied_requests_do_not_consume,
+    weighted_cost_and_peek,
+    spoofed_forwarded_for_ignored,
+    trusted_proxy_uses_right_hop,
+    shadow_and_preflight,
+    expensive_operation_defaults,
+    login_failures_limited,
+);
+
+/// Two app instances on one redis-server share the limit exactly: 500 requests split between
+/// them against a limit of 100 admit exactly 100, every algorithm, several rounds.
+#[actix_web::test]
+async fn two_instances_share_the_limit() {
+    let backend = Backend::redis();
+    for algorithm in ALGORITHMS {
+        let spec = format!("POST /expensive-operation=100/60s,algorithm={algorithm}");
+        let (config, clock) = setup(&backend, &route_only(&spec), &[]);
+        let (one, two): (Services, Services) = (services(&config), services(&config));
+        let (app1, app2) = (app(&one).await, app(&two).await);
+        for round in 0..3 {
+            let first = (0..250).map(|_| call(&app1, post("10.0.1.1")));
+            let second = (0..250).map(|_| call(&app2, post("10.0.1.1")));
+            let (a, b) = futures_util::future::join(join_all(first), join_all(second)).await;
+            let replies: Vec<Reply> = a.into_iter().chain(b).collect();
+            assert_eq!(statuses(&replies), (100, 400, 0), "{algorithm} {round}");
+            clock.advance(Duration::from_secs(120));
+        }
+    }
+}
+
+/// Every key has an expiry no later than its window (the counter's: two windows), a log never
+/// holds more than `limit` members, and members stay unique within one microsecond.
+#[actix_web::test]
+async fn keys_expire_and_logs_stay_bounded() {
+    let backend = Backend::redis();
+    for algorithm in ALGORITHMS {
+        let spec = format!("POST /expensive-operation=5/60s,algorithm={algorithm}");
+        let (config, _clock) = setup(&backend, &route_only(&spec), &[]);
+        let services = services(&config);
+        let app = app(&services).await;
+        let replies = join_all((0..8).map(|_| call(&app, post("10.0.2.1")))).await;
+        assert_eq!(statuses(&replies), (5, 3, 0));
+    }
+    let server = match &backend {
+        Backend::Redis(server) => server,
+        Backend::Memory => unreachable!(),
+    };
+    let keys = server.keys_with_ttl();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let mut conn = server.conn();
+    for (key, ttl) in keys {
+        let kind: String = ::redis::cmd("TYPE").arg(&key).query(&mut conn).unwrap();
+        let max = if kind == "hash" { 120_000 } else { 60_000 };
+        assert!(ttl > 0 && ttl <= max, "{key} ({kind}) ttl {ttl}");
+        if kind == "zset" {
+            let members: u64 = ::redis::cmd("ZCARD").arg(&key).query(&mut conn).unwrap();
+            assert_eq!(members, 5, "{key}");
+        }
+    }
+}
+
+/// Redis killed mid-test: fail-open policies keep limiting in process (same policy), fail-closed
+/// ones answer 503 with `Retry-After`; never a 500; both are counted.
+#[actix_web::test]
+async fn redis_down_fail_open_and_closed() {
+    let mut backend = Backend::redis();
+    let specs = vec![
+        "default=off".to_owned(),
+        "POST /expensive-operation=3/60s".to_owned(),
+        "DELETE /cache/{key:.+}=5/60s,fail_closed".to_owned(),
+    ];
+    let (config, _clock) = setup(&backend, &specs, &[]);
+    let services = services(&config);
+    let app = app(&services).await;
+    assert_eq!(call(&app, post("10.0.3.1")).await.status, 200);
+    backend.server().unwrap().kill();
+    let replies = join_all((0..5).map(|_| call(&app, post("10.0.3.1")))).await;
+    assert_eq!(statuses(&replies), (3, 2, 0));
+    let del = TestRequest::delete()
+        .uri("/cache/some-key")
+        .peer_addr(peer("10.0.3.1"));
+    let reply = call(&app, del).await;
+    reply.problem(503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    let stats = services.ratelimit.stats().await;
+    assert!(stats.fallback_decisions >= 3, "{stats:?}");
+    assert_eq!(stats.fail_closed, 1, "{stats:?}");
+}
+
+/// Bad `--rate-limit` and `--trusted-proxies` values stop start-up with a one-line message.
+#[test]
+fn bad_specs_stop_startup() {
+    for spec in [
+        "default=100",
+        "POST=1/1s",
+        "GET /x=5/60s,algorithm=magic",
+        "default=1/0s",
+    ] {
+        let args = ServeArgs {
+            rate_limit: vec![spec.into()],
+            ..ServeArgs::default()
+        };
+        let err = Config::from_args(&args).unwrap_err().to_string();
+        assert!(err.contains("--rate-limit/RATE_LIMITS"), "{err}");
+        assert!(err.contains(spec), "{err}");
+        assert!(!err.contains('\n'));
+    }
+    let args = ServeArgs {
+        trusted_proxies: vec!["not-a-cidr".into()],
+        ..ServeArgs::default()
+    };
+    let err = Config::from_args(&args).unwrap_err().to_string();
+    assert!(err.contains("--trusted-proxies"), "{err}");
+}
