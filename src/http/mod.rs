@@ -18,6 +18,7 @@ pub use errors::{json_config, path_config, problem_errors, query_config};
 pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
 
 use crate::{
+    auth::{AuthError, AuthHandle},
     cache::CacheHandle,
     catalog::{CatalogError, CatalogHandle},
     config::Config,
@@ -52,6 +53,8 @@ pub struct Services {
     pub cache: CacheHandle,
     /// The product catalog.
     pub catalog: CatalogHandle,
+    /// Users, tokens, sessions and revocation.
+    pub auth: AuthHandle,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
 }
@@ -69,6 +72,9 @@ pub enum StartError {
     /// The database cannot be opened.
     #[error(transparent)]
     Database(#[from] CatalogError),
+    /// The users table cannot be opened.
+    #[error("cannot start auth: {0}")]
+    Auth(#[from] AuthError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -101,10 +107,16 @@ impl Services {
         };
         let cache = CacheHandle::start(config.cache.clone(), redis.clone());
         let catalog = CatalogHandle::start(&config.database)?;
+        let auth = AuthHandle::start(
+            &config.auth,
+            &config.database,
+            redis.as_ref().zip(config.redis.as_ref()),
+        )?;
         Ok(Self {
             redis,
             cache,
             catalog,
+            auth,
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
@@ -121,13 +133,16 @@ impl Services {
         cfg.app_data(web::Data::new(self.clone()))
             .app_data(web::Data::new(self.cache.clone()))
             .app_data(web::Data::new(self.catalog.clone()))
+            .app_data(self.auth.clone())
+            .app_data(web::Data::new(self.auth.clone()))
             .app_data(json_config(self.settings.body_limit))
             .app_data(web::PayloadConfig::new(self.settings.body_limit))
             .app_data(path_config())
             .app_data(query_config())
             .configure(health::configure)
             .configure(crate::cache::routes::configure)
-            .configure(crate::catalog::routes::configure);
+            .configure(crate::catalog::routes::configure)
+            .configure(crate::auth::routes::configure);
     }
 }
 
