@@ -53,13 +53,13 @@ pub(crate) enum Rotation {
 // Compare-and-swap of the session's current refresh jti; a mismatch revokes the session.
 const ROTATE: &str = r"
 local cur = redis.call('HGET', KEYS[1], 'rjti')
-if not cur then return {0} end
+if not cur then return {0, false} end
 if cur ~= ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
   redis.call('SREM', KEYS[3], ARGV[5])
   redis.call('PUBLISH', ARGV[6], 's ' .. ARGV[5] .. ' ' .. ARGV[4])
-  return {-1}
+  return {-1, false}
 end
 redis.call('HSET', KEYS[1], 'rjti', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -339,11 +339,13 @@ impl Store {
                     .sessions
                     .get(sid)
                     .is_some_and(|(s, exp)| s.user_id == uid && *exp > t.now_ms);
-                if existed {
-                    st.sessions.remove(sid);
-                    if let Some(set) = st.by_user.get_mut(&uid) {
-                        set.remove(sid);
-                    }
+                if !existed && access.is_none() {
+                    // Not the caller's session: nothing to revoke (and no touching others').
+                    return Ok(false);
+                }
+                st.sessions.remove(sid);
+                if let Some(set) = st.by_user.get_mut(&uid) {
+                    set.remove(sid);
                 }
                 existed
             }

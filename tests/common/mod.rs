@@ -283,3 +283,61 @@ macro_rules! backend_suite {
         }
     };
 }
+
+/// The token secret tests sign with (32 bytes).
+pub const TEST_SECRET: &[u8] = b"test-secret-test-secret-test-sec";
+
+/// `config` with the fixed test secret, so tests can forge tokens.
+pub fn with_test_secret(mut config: Config) -> Config {
+    config.auth.secret = redkit::auth::SecretKey::given(TEST_SECRET).expect("32-byte secret");
+    config
+}
+
+/// Registers `username` (password `correct horse`) and logs in; answers (access, refresh).
+pub async fn register_and_login<S, B>(app: &S, username: &str) -> (String, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let reply = call(
+        app,
+        test::TestRequest::post()
+            .uri("/auth/register")
+            .set_json(serde_json::json!({
+                "username": username, "email": format!("{username}@example.com"),
+                "password": "correct horse",
+            })),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    login(app, username, "correct horse").await
+}
+
+/// Logs in; answers (access, refresh).
+pub async fn login<S, B>(app: &S, username: &str, password: &str) -> (String, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let reply = call(
+        app,
+        test::TestRequest::post()
+            .uri("/auth/login")
+            .set_json(serde_json::json!({"username": username, "password": password})),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let body = reply.json();
+    (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(token: &str) -> (actix_web::http::header::HeaderName, String) {
+    (
+        actix_web::http::header::AUTHORIZATION,
+        format!("Bearer {token}"),
+    )
+}
