@@ -411,7 +411,7 @@ impl AuthHandle {
     /// # Errors
     /// The reason the token is refused.
     pub fn verify_local(&self, token: &str) -> Result<Option<Principal>, RejectReason> {
-        let p = self.inner.tokens.verify(token, TokenType::Access)?;
+        let p = self.inner.tokens.verify_access(token)?;
         if !self.inner.view.state().is_local() {
             return Ok(None);
         }

@@ -1,6 +1,9 @@
 //! JWT issue and verification: HS256 pinned, times checked against the configured [`Clock`].
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -9,6 +12,9 @@ use super::{AuthConfig, Clock, RejectReason};
 
 /// The largest token accepted; ours are ~400 bytes, so anything this long is hostile.
 pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// How many verified access tokens are remembered before the memo is cleared.
+const VERIFIED_MEMO_CAP: usize = 16_384;
 
 /// A user's database id.
 pub type UserId = i64;
@@ -81,6 +87,10 @@ pub(crate) struct Tokens {
     pub refresh_ttl: i64,
     pub leeway: i64,
     pub clock: Arc<dyn Clock>,
+    /// Access tokens whose signature and claims already verified, by their exact text: a
+    /// repeat request skips HMAC and JSON (only `exp` is re-checked; time only moves forward,
+    /// so `nbf` and `iat` stay satisfied). Bounded: cleared when full.
+    verified: Arc<RwLock<HashMap<Box<str>, Principal>>>,
 }
 
 /// An issued token and its claims.
@@ -132,6 +142,7 @@ impl Tokens {
             refresh_ttl: secs(config.refresh_ttl),
             leeway: secs(config.leeway),
             clock: config.clock.clone(),
+            verified: Arc::default(),
         }
     }
 
@@ -161,6 +172,32 @@ impl Tokens {
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| e.to_string())?;
         Ok(Issued { token, jti })
+    }
+
+    /// [`verify`](Self::verify) for access tokens, remembering tokens that verified.
+    pub fn verify_access(&self, token: &str) -> Result<Principal, RejectReason> {
+        let memo = self
+            .verified
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(token)
+            .cloned();
+        if let Some(p) = memo {
+            if p.exp.saturating_add(self.leeway) <= self.clock.now_secs() {
+                return Err(RejectReason::Expired);
+            }
+            return Ok(p);
+        }
+        let p = self.verify(token, TokenType::Access)?;
+        let mut memo = self
+            .verified
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if memo.len() >= VERIFIED_MEMO_CAP {
+            memo.clear();
+        }
+        memo.insert(token.into(), p.clone());
+        Ok(p)
     }
 
     /// Verifies signature, shape, times, issuer, audience and type. No revocation check.
