@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         }
     };
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         Some(Command::User(UserCommand::Add(args))) => return user_add(&args),
         Some(_) => return ExitCode::FAILURE,
         None => cli.serve,

@@ -24,10 +24,11 @@ pub(crate) fn token_from(headers: &HeaderMap) -> Option<&str> {
             continue;
         };
         for pair in text.split(';') {
-            if let Some((name, value)) = pair.trim().split_once('=') {
-                if name == ACCESS_COOKIE && !value.is_empty() {
-                    return Some(value);
-                }
+            if let Some((name, value)) = pair.trim().split_once('=')
+                && name == ACCESS_COOKIE
+                && !value.is_empty()
+            {
+                return Some(value);
             }
         }
     }

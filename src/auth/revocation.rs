@@ -236,8 +236,8 @@ async fn load(
         .arg(0)
         .arg(-1)
         .arg("WITHSCORES");
-    let (jtis, sids, users): (Vec<(String, i64)>, Vec<(String, i64)>, Vec<(i64, i64)>) =
-        redis.query_pipe(&pipe).await?;
+    type Scored = Vec<(String, i64)>;
+    let (jtis, sids, users): (Scored, Scored, Vec<(UserId, i64)>) = redis.query_pipe(&pipe).await?;
     Ok(jtis
         .into_iter()
         .map(|(j, e)| Revocation::Token(j, e))
