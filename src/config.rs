@@ -58,7 +58,32 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `redkit user ...` subcommands.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum UserCommand {
+    /// Create a user, reading the password from the first line of standard input.
+    Add(UserAddArgs),
+}
+
+/// Options of `redkit user add`.
+#[derive(Debug, Clone, Args)]
+pub struct UserAddArgs {
+    /// Username: 3 to 32 characters of `a-z 0-9 _ . -`.
+    #[arg(long)]
+    pub username: String,
+    /// Email address.
+    #[arg(long)]
+    pub email: String,
+    /// Database URL: `sqlite://PATH`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_name = "URL")]
+    pub database_url: String,
 }
 
 /// Log output format.
@@ -145,6 +170,29 @@ pub struct ServeArgs {
         value_name = "CIDRS"
     )]
     pub trusted_proxies: Vec<String>,
+    /// HS256 token secret (at least 32 bytes). Unset: a random key per process.
+    #[arg(long, env = "SECRET_KEY", hide_env_values = true, value_name = "KEY")]
+    pub secret_key: Option<String>,
+    /// File holding the token secret (its bytes, a trailing newline removed).
+    #[arg(
+        long,
+        env = "SECRET_KEY_FILE",
+        value_name = "PATH",
+        conflicts_with = "secret_key"
+    )]
+    pub secret_key_file: Option<PathBuf>,
+    /// Access-token lifetime, in seconds.
+    #[arg(long, env = "ACCESS_TOKEN_TTL", default_value_t = crate::auth::DEFAULT_ACCESS_TTL_SECS, value_name = "SECS")]
+    pub access_token_ttl: u64,
+    /// Refresh-token and session lifetime, in seconds.
+    #[arg(long, env = "REFRESH_TOKEN_TTL", default_value_t = crate::auth::DEFAULT_REFRESH_TTL_SECS, value_name = "SECS")]
+    pub refresh_token_ttl: u64,
+    /// Clock-skew leeway for token times, in seconds (0 to 5).
+    #[arg(long, env = "TOKEN_LEEWAY", default_value_t = crate::auth::DEFAULT_LEEWAY_SECS, value_name = "SECS")]
+    pub token_leeway: u64,
+    /// `iss` and `aud` of issued tokens (the only ones accepted).
+    #[arg(long, env = "TOKEN_ISSUER", default_value = crate::auth::DEFAULT_ISSUER, value_name = "NAME")]
+    pub token_issuer: String,
 }
 
 impl Default for ServeArgs {
@@ -170,6 +218,12 @@ impl Default for ServeArgs {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             rate_limit: Vec::new(),
             trusted_proxies: Vec::new(),
+            secret_key: None,
+            secret_key_file: None,
+            access_token_ttl: crate::auth::DEFAULT_ACCESS_TTL_SECS,
+            refresh_token_ttl: crate::auth::DEFAULT_REFRESH_TTL_SECS,
+            token_leeway: crate::auth::DEFAULT_LEEWAY_SECS,
+            token_issuer: crate::auth::DEFAULT_ISSUER.to_owned(),
         }
     }
 }
@@ -222,6 +276,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Rate-limit policies, trusted proxies and clock.
     pub rate_limit: crate::ratelimit::RateLimitConfig,
+    /// Users, tokens and sessions.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// How to reach Redis.
@@ -311,6 +367,7 @@ impl Config {
                 "--body-limit/BODY_LIMIT must be at least 1 byte".into(),
             ));
         }
+        let auth = auth_config(args)?;
         let cache = crate::cache::CacheConfig::builder()
             .key_prefix(&args.key_prefix)
             .l1_max_bytes(args.l1_max_bytes)
@@ -338,6 +395,7 @@ impl Config {
             body_limit: args.body_limit,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
             rate_limit,
+            auth,
         })
     }
 
@@ -360,7 +418,56 @@ impl Config {
     }
 }
 
-fn parse_database_url(url: &str) -> Result<DatabaseLocation, ConfigError> {
+fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError> {
+    use crate::auth::{AuthConfig, MAX_LEEWAY_SECS, SecretKey};
+    let secret = match (&args.secret_key, &args.secret_key_file) {
+        (Some(key), _) => {
+            SecretKey::given(key.as_bytes()).map_err(|e| ConfigError(format!("SECRET_KEY: {e}")))?
+        }
+        (None, Some(path)) => {
+            let mut bytes = std::fs::read(path).map_err(|e| {
+                ConfigError(format!(
+                    "cannot read --secret-key-file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            SecretKey::given(&bytes).map_err(|e| ConfigError(format!("--secret-key-file: {e}")))?
+        }
+        (None, None) => SecretKey::generate(),
+    };
+    if args.access_token_ttl == 0 || args.refresh_token_ttl == 0 {
+        return Err(ConfigError(
+            "--access-token-ttl and --refresh-token-ttl must be at least 1 second".into(),
+        ));
+    }
+    if args.token_leeway > MAX_LEEWAY_SECS {
+        return Err(ConfigError(format!(
+            "--token-leeway/TOKEN_LEEWAY must be at most {MAX_LEEWAY_SECS} seconds"
+        )));
+    }
+    if args.token_issuer.is_empty() {
+        return Err(ConfigError(
+            "--token-issuer/TOKEN_ISSUER must not be empty".into(),
+        ));
+    }
+    let mut auth = AuthConfig::new(secret);
+    auth.access_ttl = Duration::from_secs(args.access_token_ttl);
+    auth.refresh_ttl = Duration::from_secs(args.refresh_token_ttl);
+    auth.leeway = Duration::from_secs(args.token_leeway);
+    auth.issuer.clone_from(&args.token_issuer);
+    auth.audience.clone_from(&args.token_issuer);
+    auth.key_prefix.clone_from(&args.key_prefix);
+    Ok(auth)
+}
+
+/// Parses `--database-url` into a location.
+///
+/// # Errors
+/// A one-line message for anything but `sqlite://PATH` or `sqlite::memory:`.
+pub fn parse_database_url(url: &str) -> Result<DatabaseLocation, ConfigError> {
     if url == "sqlite::memory:" {
         return Ok(DatabaseLocation::Memory);
     }

@@ -45,6 +45,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod config;

@@ -11,13 +11,13 @@ use std::{
 };
 
 use actix_web::test::TestRequest;
-use common::{Backend, Reply, app, call, services};
+use common::{Backend, Reply, app, call, services, with_token};
 use futures_util::future::join_all;
 use redkit::cache::{CacheError, Tier};
 use serde_json::json;
 
 fn put(key: &str, body: &str) -> TestRequest {
-    TestRequest::put()
+    with_token(TestRequest::put())
         .uri(&format!("/cache/{key}"))
         .insert_header(("content-type", "application/json"))
         .set_payload(body.to_owned())
@@ -48,6 +48,7 @@ async fn falsy_values_are_hits(backend: Backend) {
             .unwrap();
         let services = services(&config);
         let app = app(&services).await;
+        common::authorize(&app).await;
         let tier = if l1_bytes == 0 { "HIT-L2" } else { "HIT-L1" };
         for (i, value) in ["null", "[]", "0", "\"\"", "false", "{}"]
             .into_iter()
@@ -72,6 +73,7 @@ async fn falsy_values_are_hits(backend: Backend) {
 async fn miss_and_head(backend: Backend) {
     let services = services(&backend.config());
     let app = app(&services).await;
+    common::authorize(&app).await;
     let reply = call(&app, get("nothing-here")).await;
     reply.problem(404);
     assert_eq!(reply.header("x-cache"), Some("MISS"));
@@ -102,6 +104,7 @@ async fn miss_and_head(backend: Backend) {
 async fn l2_read_fills_l1(backend: Backend) {
     let services = services(&backend.config());
     let app = app(&services).await;
+    common::authorize(&app).await;
     services
         .cache
         .set("warm", &json!({"a": 1}), Duration::from_secs(60))
@@ -146,18 +149,19 @@ async fn app_for(
 async fn writes_keep_l1_consistent(backend: Backend) {
     let services = services(&backend.config());
     let app = app(&services).await;
+    common::authorize(&app).await;
     assert_eq!(call(&app, put("k", "1")).await.status, 200);
     assert_hit(&call(&app, get("k")).await, "k", json!(1), "HIT-L1");
     assert_eq!(call(&app, put("k", "2")).await.status, 200);
     assert_hit(&call(&app, get("k")).await, "k", json!(2), "HIT-L1");
     assert_eq!(
-        call(&app, TestRequest::delete().uri("/cache/k"))
+        call(&app, with_token(TestRequest::delete()).uri("/cache/k"))
             .await
             .status,
         204
     );
     call(&app, get("k")).await.problem(404);
-    call(&app, TestRequest::delete().uri("/cache/k"))
+    call(&app, with_token(TestRequest::delete()).uri("/cache/k"))
         .await
         .problem(404);
     assert!(!services.cache.exists("k").await.unwrap());
@@ -255,6 +259,7 @@ async fn failed_load_is_not_cached(backend: Backend) {
 async fn flush_pattern_matches_globs(backend: Backend) {
     let services = services(&backend.config());
     let app = app(&services).await;
+    common::authorize(&app).await;
     for key in [
         "user:1",
         "user:2",
@@ -272,7 +277,7 @@ async fn flush_pattern_matches_globs(backend: Backend) {
             .unwrap();
     }
     let flush = |pattern: &str| {
-        TestRequest::delete().uri(&format!("/cache?pattern={}", urlencode(pattern)))
+        with_token(TestRequest::delete()).uri(&format!("/cache?pattern={}", urlencode(pattern)))
     };
     let reply = call(&app, flush("user:?")).await;
     assert_eq!(reply.json(), json!({"deleted": 2}));
@@ -295,7 +300,7 @@ async fn flush_pattern_matches_globs(backend: Backend) {
     for key in ["user:10", "item:1", "q?", "back\\slash"] {
         assert!(!services.cache.exists(key).await.unwrap(), "{key}");
     }
-    call(&app, TestRequest::delete().uri("/cache"))
+    call(&app, with_token(TestRequest::delete()).uri("/cache"))
         .await
         .problem(400);
 }
@@ -316,6 +321,7 @@ fn urlencode(s: &str) -> String {
 async fn key_rules(backend: Backend) {
     let services = services(&backend.config());
     let app = app(&services).await;
+    common::authorize(&app).await;
     let longest = "k".repeat(512);
     assert_eq!(call(&app, put(&longest, "1")).await.status, 200);
     assert_eq!(call(&app, get(&longest)).await.status, 200);
@@ -342,30 +348,31 @@ async fn bad_input_is_4xx(backend: Backend) {
     config.body_limit = 1024;
     let services = services(&config);
     let app = app(&services).await;
+    common::authorize(&app).await;
     let cases: Vec<(TestRequest, u16)> = vec![
         (
-            TestRequest::put()
+            with_token(TestRequest::put())
                 .uri("/cache/k?ttl=-5")
                 .insert_header(("content-type", "application/json"))
                 .set_payload("1"),
             400,
         ),
         (
-            TestRequest::put()
+            with_token(TestRequest::put())
                 .uri("/cache/k?ttl=abc")
                 .insert_header(("content-type", "application/json"))
                 .set_payload("1"),
             400,
         ),
         (
-            TestRequest::put()
+            with_token(TestRequest::put())
                 .uri("/cache/k?ttl=0")
                 .insert_header(("content-type", "application/json"))
                 .set_payload("1"),
             400,
         ),
         (
-            TestRequest::put()
+            with_token(TestRequest::put())
                 .uri("/cache/k?ttl=99999999999")
                 .insert_header(("content-type", "application/json"))
                 .set_payload("1"),
@@ -374,16 +381,21 @@ async fn bad_input_is_4xx(backend: Backend) {
         (put("k", "{not json"), 400),
         (put("k", ""), 400),
         (
-            TestRequest::put()
+            with_token(TestRequest::put())
                 .uri("/cache/k")
                 .insert_header(("content-type", "text/plain"))
                 .set_payload("1"),
             415,
         ),
-        (TestRequest::put().uri("/cache/k").set_payload("1"), 415),
+        (
+            with_token(TestRequest::put())
+                .uri("/cache/k")
+                .set_payload("1"),
+            415,
+        ),
         (put("k", &format!("\"{}\"", "x".repeat(2000))), 413),
-        (TestRequest::patch().uri("/cache/k"), 405),
-        (TestRequest::post().uri("/health"), 405),
+        (with_token(TestRequest::patch()).uri("/cache/k"), 405),
+        (with_token(TestRequest::post()).uri("/health"), 405),
         (TestRequest::get().uri("/no/such/route"), 404),
         (TestRequest::get().uri("/products/abc"), 400),
         (TestRequest::get().uri("/products/-1"), 400),
@@ -393,21 +405,21 @@ async fn bad_input_is_4xx(backend: Backend) {
             400,
         ),
         (
-            TestRequest::post()
+            with_token(TestRequest::post())
                 .uri("/products")
                 .insert_header(("content-type", "application/json"))
                 .set_payload("{\"name\":1}"),
             400,
         ),
         (
-            TestRequest::post()
+            with_token(TestRequest::post())
                 .uri("/products")
                 .insert_header(("content-type", "application/json"))
                 .set_payload("{\"name\":\"x\",\"price\":-1}"),
             422,
         ),
         (
-            TestRequest::post()
+            with_token(TestRequest::post())
                 .uri("/products")
                 .insert_header(("content-type", "application/json"))
                 .set_payload("[1,2"),

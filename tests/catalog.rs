@@ -3,12 +3,12 @@
 mod common;
 
 use actix_web::test::TestRequest;
-use common::{Backend, TestServer, app, call, http, services};
+use common::{Backend, TestServer, app, call, http, services, with_token};
 use futures_util::future::join_all;
 use serde_json::json;
 
 fn json_req(method: actix_web::http::Method, uri: &str, body: serde_json::Value) -> TestRequest {
-    TestRequest::default()
+    with_token(TestRequest::default())
         .method(method)
         .uri(uri)
         .insert_header(("content-type", "application/json"))
@@ -20,6 +20,7 @@ async fn crud_invalidates(backend: Backend) {
     use actix_web::http::Method;
     let services = services(&backend.config());
     let app = app(&services).await;
+    common::authorize(&app).await;
 
     let list = call(&app, TestRequest::get().uri("/products")).await;
     assert_eq!(list.status, 200);
@@ -102,7 +103,7 @@ async fn crud_invalidates(backend: Backend) {
     .problem(422);
 
     assert_eq!(
-        call(&app, TestRequest::delete().uri("/products/11"))
+        call(&app, with_token(TestRequest::delete()).uri("/products/11"))
             .await
             .status,
         204
@@ -110,7 +111,7 @@ async fn crud_invalidates(backend: Backend) {
     call(&app, TestRequest::get().uri("/products/11"))
         .await
         .problem(404);
-    call(&app, TestRequest::delete().uri("/products/11"))
+    call(&app, with_token(TestRequest::delete()).uri("/products/11"))
         .await
         .problem(404);
     let list = call(&app, TestRequest::get().uri("/products")).await;
@@ -121,6 +122,7 @@ async fn crud_invalidates(backend: Backend) {
 async fn missing_product_is_negatively_cached(backend: Backend) {
     let services = services(&backend.config());
     let app = app(&services).await;
+    common::authorize(&app).await;
     let before = services.catalog.load_count();
     for _ in 0..20 {
         let reply = call(&app, TestRequest::get().uri("/products/4242")).await;

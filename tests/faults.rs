@@ -5,11 +5,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actix_web::test::TestRequest;
-use common::{Backend, app, call, eventually, services};
+use common::{Backend, app, call, eventually, services, with_token};
 use serde_json::json;
 
 fn put(key: &str, body: &str) -> TestRequest {
-    TestRequest::put()
+    with_token(TestRequest::put())
         .uri(&format!("/cache/{key}"))
         .insert_header(("content-type", "application/json"))
         .set_payload(body.to_owned())
@@ -42,6 +42,7 @@ async fn redis_killed_then_restarted() {
     let mut backend = Backend::redis();
     let services = services(&backend.config());
     let app = app(&services).await;
+    common::authorize(&app).await;
     assert_eq!(
         call(&app, TestRequest::get().uri("/products/1"))
             .await
@@ -68,13 +69,13 @@ async fn redis_killed_then_restarted() {
     assert_opaque(&unknown.problem(503));
     for req in [
         put("new", "1"),
-        TestRequest::delete().uri("/cache/kept"),
-        TestRequest::delete().uri("/cache?pattern=*"),
-        TestRequest::post()
+        with_token(TestRequest::delete()).uri("/cache/kept"),
+        with_token(TestRequest::delete()).uri("/cache?pattern=*"),
+        with_token(TestRequest::post())
             .uri("/products")
             .insert_header(("content-type", "application/json"))
             .set_payload(json!({"name": "Pen", "price": 1}).to_string()),
-        TestRequest::delete().uri("/products/3"),
+        with_token(TestRequest::delete()).uri("/products/3"),
     ] {
         let reply = call(&app, req).await;
         assert_opaque(&reply.problem(503));
@@ -127,15 +128,39 @@ async fn redis_down_at_startup() {
         call(&app, TestRequest::get().uri("/health")).await.status,
         503
     );
-    call(&app, put("k", "1")).await.problem(503);
+    // Accounts live in SQLite: registering works; sessions live in Redis: logging in is a 503.
+    let register = TestRequest::post().uri("/auth/register").set_json(
+        json!({"username": "writer", "email": "w@example.com", "password": "correct horse"}),
+    );
+    assert_eq!(call(&app, register).await.status, 201);
+    let login = TestRequest::post()
+        .uri("/auth/login")
+        .set_json(json!({"username": "writer", "password": "correct horse"}));
+    let refused = call(&app, login).await;
+    assert_opaque(&refused.problem(503));
+    assert!(refused.header("retry-after").is_some());
 
     backend.server().unwrap().restart();
     let usable = eventually(Duration::from_secs(5), || async {
-        call(&app, put("k", "1")).await.status == 200
+        call(&app, TestRequest::get().uri("/health")).await.status == 200
     })
     .await;
     assert!(usable);
-    assert_eq!(backend.server().unwrap().keys_with_ttl().len(), 1);
+    let (token, _) = common::login(&app, "writer", "correct horse").await;
+    let usable = eventually(Duration::from_secs(5), || async {
+        let req = put("k", "1").insert_header(common::bearer(&token));
+        call(&app, req).await.status == 200
+    })
+    .await;
+    assert!(usable);
+    let keys = backend.server().unwrap().keys_with_ttl();
+    assert_eq!(
+        keys.iter()
+            .filter(|(k, _)| k.starts_with("redkit:cache:"))
+            .count(),
+        1,
+        "{keys:?}"
+    );
 }
 
 /// A frozen Redis (SIGSTOP) never hangs a request: writes fail within the response timeout.
@@ -144,6 +169,7 @@ async fn frozen_redis_times_out() {
     let backend = Backend::redis();
     let services = services(&backend.config());
     let app = app(&services).await;
+    common::authorize(&app).await;
     assert_eq!(call(&app, put("k", "1")).await.status, 200);
     let server = match &backend {
         Backend::Redis(server) => server,
@@ -175,6 +201,7 @@ async fn every_key_has_a_ttl() {
         redkit::ratelimit::RateLimitConfig::parse(&["default=100/60s"], &[] as &[&str]).unwrap();
     let services = services(&config);
     let app = app(&services).await;
+    common::authorize(&app).await;
     assert_eq!(call(&app, put("a", "1")).await.status, 200);
     assert_eq!(call(&app, put("b?ttl=5", "null")).await.status, 200);
     for uri in ["/products", "/products/1", "/products/777"] {
@@ -222,6 +249,7 @@ async fn flush_never_leaves_the_namespace() {
         .unwrap();
     let services = services(&config);
     let app = app(&services).await;
+    common::authorize(&app).await;
     let Backend::Redis(server) = &backend else {
         unreachable!()
     };
@@ -253,7 +281,7 @@ async fn flush_never_leaves_the_namespace() {
         let encoded: String = pattern.bytes().map(|b| format!("%{b:02X}")).collect();
         let reply = call(
             &app,
-            TestRequest::delete().uri(&format!("/cache?pattern={encoded}")),
+            with_token(TestRequest::delete()).uri(&format!("/cache?pattern={encoded}")),
         )
         .await;
         assert_eq!(reply.status, 200, "{pattern}: {:?}", reply.json());
@@ -268,7 +296,11 @@ async fn flush_never_leaves_the_namespace() {
     }
     // And the patterns did reach inside: "*" empties the namespace.
     assert_eq!(call(&app, put("a", "1")).await.status, 200);
-    let reply = call(&app, TestRequest::delete().uri("/cache?pattern=*")).await;
+    let reply = call(
+        &app,
+        with_token(TestRequest::delete()).uri("/cache?pattern=*"),
+    )
+    .await;
     assert!(reply.json()["deleted"].as_u64().unwrap() >= 1);
     let left: Vec<String> = redis::cmd("KEYS").arg("r[[]1]*").query(&mut conn).unwrap();
     assert!(

@@ -8,7 +8,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{CacheError, CacheHandle};
-use crate::http::{Problem, Services};
+use crate::{
+    auth::AuthUser,
+    http::{Problem, Services},
+};
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/cache").route(web::delete().to(flush)))
@@ -72,6 +75,7 @@ struct TtlQuery {
 }
 
 async fn put(
+    _user: AuthUser,
     services: web::Data<Services>,
     key: web::Path<String>,
     query: web::Query<TtlQuery>,
@@ -97,6 +101,7 @@ async fn put(
 }
 
 async fn delete(
+    _user: AuthUser,
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, CacheError> {
@@ -113,6 +118,7 @@ struct FlushQuery {
 }
 
 async fn flush(
+    _user: AuthUser,
     cache: web::Data<CacheHandle>,
     query: web::Query<FlushQuery>,
 ) -> Result<HttpResponse, CacheError> {

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::{CatalogError, NewProduct, ProductPatch};
 use crate::{
+    auth::AuthUser,
     cache::{Remembered, Tier},
     http::{Problem, Services},
 };
@@ -125,6 +126,7 @@ async fn invalidate(services: &Services, id: i64) {
 }
 
 async fn create(
+    _user: AuthUser,
     services: web::Data<Services>,
     body: web::Json<NewProduct>,
 ) -> Result<HttpResponse, CatalogError> {
@@ -139,6 +141,7 @@ async fn create(
 }
 
 async fn update(
+    _user: AuthUser,
     services: web::Data<Services>,
     path: web::Path<ProductId>,
     body: web::Json<ProductPatch>,
@@ -155,6 +158,7 @@ async fn update(
 }
 
 async fn delete(
+    _user: AuthUser,
     services: web::Data<Services>,
     path: web::Path<ProductId>,
 ) -> Result<HttpResponse, actix_web::Error> {

@@ -20,6 +20,7 @@ pub use errors::{json_config, path_config, problem_errors, query_config};
 pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
 
 use crate::{
+    auth::{AuthError, AuthHandle},
     cache::CacheHandle,
     catalog::{CatalogError, CatalogHandle},
     config::Config,
@@ -56,6 +57,8 @@ pub struct Services {
     pub catalog: CatalogHandle,
     /// The rate limiter.
     pub ratelimit: crate::ratelimit::RateLimitHandle,
+    /// Users, tokens, sessions and revocation.
+    pub auth: AuthHandle,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
     /// The metrics registry behind `GET /metrics`.
@@ -75,6 +78,9 @@ pub enum StartError {
     /// The database cannot be opened.
     #[error(transparent)]
     Database(#[from] CatalogError),
+    /// The users table cannot be opened.
+    #[error("cannot start auth: {0}")]
+    Auth(#[from] AuthError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -121,12 +127,18 @@ impl Services {
         }
         let ratelimit =
             crate::ratelimit::RateLimitHandle::start(config.rate_limit.clone(), redis.clone());
+        let auth = AuthHandle::start(
+            &config.auth,
+            &config.database,
+            redis.as_ref().zip(config.redis.as_ref()),
+        )?;
         Ok(Self {
             redis,
             cache,
             catalog,
             metrics,
             ratelimit,
+            auth,
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
@@ -145,6 +157,8 @@ impl Services {
             .app_data(web::Data::new(self.catalog.clone()))
             .app_data(web::Data::new(self.metrics.clone()))
             .app_data(web::Data::new(self.ratelimit.clone()))
+            .app_data(self.auth.clone())
+            .app_data(web::Data::new(self.auth.clone()))
             .app_data(json_config(self.settings.body_limit))
             .app_data(web::PayloadConfig::new(self.settings.body_limit))
             .app_data(path_config())
@@ -154,7 +168,8 @@ impl Services {
             .route("/metrics", web::get().to(crate::metrics::metrics_route))
             .configure(crate::cache::routes::configure)
             .configure(crate::catalog::routes::configure)
-            .configure(crate::ratelimit::routes::configure);
+            .configure(crate::ratelimit::routes::configure)
+            .configure(crate::auth::routes::configure);
     }
 }
 

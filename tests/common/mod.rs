@@ -366,9 +366,46 @@ pub async fn http(
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
+    // Some servers (chromedriver) keep the connection open: read by Content-Length or chunks,
+    // and never wait forever.
+    let read = async {
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if response_complete(&raw) {
+                return raw;
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return raw;
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("no complete response to {method} {path} within 30 s"));
     parse_response(&raw)
+}
+
+/// Whether `raw` holds a whole response (by Content-Length, or a final chunk).
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= len;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
 }
 
 fn parse_response(raw: &[u8]) -> Reply {
@@ -437,5 +474,87 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The token secret tests sign with (32 bytes).
+pub const TEST_SECRET: &[u8] = b"test-secret-test-secret-test-sec";
+
+/// `config` with the fixed test secret, so tests can forge tokens.
+pub fn with_test_secret(mut config: Config) -> Config {
+    config.auth.secret = redkit::auth::SecretKey::given(TEST_SECRET).expect("32-byte secret");
+    config
+}
+
+/// Registers `username` (password `correct horse`) and logs in; answers (access, refresh).
+pub async fn register_and_login<S, B>(app: &S, username: &str) -> (String, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let reply = call(
+        app,
+        test::TestRequest::post()
+            .uri("/auth/register")
+            .set_json(serde_json::json!({
+                "username": username, "email": format!("{username}@example.com"),
+                "password": "correct horse",
+            })),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    login(app, username, "correct horse").await
+}
+
+/// Logs in; answers (access, refresh).
+pub async fn login<S, B>(app: &S, username: &str, password: &str) -> (String, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let reply = call(
+        app,
+        test::TestRequest::post()
+            .uri("/auth/login")
+            .set_json(serde_json::json!({"username": username, "password": password})),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let body = reply.json();
+    (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(token: &str) -> (actix_web::http::header::HeaderName, String) {
+    (
+        actix_web::http::header::AUTHORIZATION,
+        format!("Bearer {token}"),
+    )
+}
+
+thread_local! {
+    /// The access token write requests of the current test carry (each test has its own thread).
+    static TOKEN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Registers and logs in a `writer` user; later `with_token` requests of this test carry its
+/// access token (catalog and cache writes need one).
+pub async fn authorize<S, B>(app: &S)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let (access, _) = register_and_login(app, "writer").await;
+    TOKEN.with(|t| *t.borrow_mut() = Some(access));
+}
+
+/// `req` with the current test's bearer token, if `authorize` ran.
+pub fn with_token(req: test::TestRequest) -> test::TestRequest {
+    match TOKEN.with(|t| t.borrow().clone()) {
+        Some(token) => req.insert_header(bearer(&token)),
+        None => req,
     }
 }

@@ -1,0 +1,172 @@
+//! Auth settings: the signing secret, token lifetimes, issuer/audience, and the clock.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// Shortest accepted signing secret, in bytes (HS256 wants at least its output size).
+pub const MIN_SECRET_LEN: usize = 32;
+/// Default access-token lifetime, in seconds (30 minutes).
+pub const DEFAULT_ACCESS_TTL_SECS: u64 = 30 * 60;
+/// Default refresh-token (and session) lifetime, in seconds (7 days).
+pub const DEFAULT_REFRESH_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Default clock-skew leeway for `exp`/`nbf`/`iat`, in seconds.
+pub const DEFAULT_LEEWAY_SECS: u64 = 5;
+/// Largest accepted leeway, in seconds.
+pub const MAX_LEEWAY_SECS: u64 = 5;
+/// Default `iss` and `aud` of issued tokens.
+pub const DEFAULT_ISSUER: &str = "redkit";
+/// Name of the cookie `?cookie=true` sets and the extractor reads.
+pub const ACCESS_COOKIE: &str = "redkit_access";
+
+/// Where "now" comes from. Tests substitute a [`ManualClock`] to move time without sleeping.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch, UTC.
+    fn now_ms(&self) -> i64;
+
+    /// Whole seconds since the Unix epoch, UTC.
+    fn now_secs(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
+}
+
+/// The system's wall clock (UTC, never local time).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that starts at the system time and moves only when told.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock frozen at the current system time.
+    pub fn new() -> Self {
+        Self(AtomicI64::new(SystemClock.now_ms()))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The HS256 signing secret.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum SecretKey {
+    /// Given by the operator (`SECRET_KEY` or `--secret-key-file`).
+    Given(Arc<[u8]>),
+    /// Generated at start because none was given: tokens die with the process.
+    Generated(Arc<[u8]>),
+}
+
+impl SecretKey {
+    /// A checked operator-supplied secret.
+    ///
+    /// # Errors
+    /// A one-line message when it is shorter than [`MIN_SECRET_LEN`] bytes.
+    pub fn given(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < MIN_SECRET_LEN {
+            return Err(format!(
+                "the secret key is {} bytes; at least {MIN_SECRET_LEN} are required (set SECRET_KEY or --secret-key-file to a longer random value)",
+                bytes.len()
+            ));
+        }
+        Ok(Self::Given(bytes.into()))
+    }
+
+    /// 32 random bytes from the operating system.
+    pub fn generate() -> Self {
+        Self::Generated(super::tokens::random_bytes::<32>().to_vec().into())
+    }
+
+    /// The key bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Given(b) | Self::Generated(b) => b,
+        }
+    }
+
+    /// Whether the key was generated at start.
+    pub fn is_generated(&self) -> bool {
+        matches!(self, Self::Generated(_))
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_generated() {
+            "Generated"
+        } else {
+            "Given"
+        };
+        write!(
+            f,
+            "SecretKey::{kind}(<{} bytes redacted>)",
+            self.bytes().len()
+        )
+    }
+}
+
+/// Settings of the auth feature.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// HS256 signing secret.
+    pub secret: SecretKey,
+    /// Access-token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh-token and session lifetime.
+    pub refresh_ttl: Duration,
+    /// Clock-skew leeway for `exp`, `nbf` and `iat` (at most [`MAX_LEEWAY_SECS`]).
+    pub leeway: Duration,
+    /// `iss` of issued tokens, and the only one accepted.
+    pub issuer: String,
+    /// `aud` of issued tokens, and the only one accepted.
+    pub audience: String,
+    /// Prefix of every Redis key and channel auth writes.
+    pub key_prefix: String,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AuthConfig {
+    /// Defaults with `secret`.
+    pub fn new(secret: SecretKey) -> Self {
+        Self {
+            secret,
+            access_ttl: Duration::from_secs(DEFAULT_ACCESS_TTL_SECS),
+            refresh_ttl: Duration::from_secs(DEFAULT_REFRESH_TTL_SECS),
+            leeway: Duration::from_secs(DEFAULT_LEEWAY_SECS),
+            issuer: DEFAULT_ISSUER.to_owned(),
+            audience: DEFAULT_ISSUER.to_owned(),
+            key_prefix: crate::config::DEFAULT_KEY_PREFIX.to_owned(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}

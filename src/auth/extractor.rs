@@ -1,0 +1,119 @@
+use std::future::{Ready, ready};
+
+use actix_web::{
+    FromRequest, HttpRequest,
+    dev::Payload,
+    http::header::{self, HeaderMap},
+};
+use futures_util::future::{Either, LocalBoxFuture};
+
+use super::{ACCESS_COOKIE, AuthError, AuthHandle, Principal, RejectReason};
+
+/// The token of a request: `Authorization: Bearer <t>`, else the access cookie.
+pub(crate) fn token_from(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
+    }
+    for cookie_header in headers.get_all(header::COOKIE) {
+        let Ok(text) = cookie_header.to_str() else {
+            continue;
+        };
+        for pair in text.split(';') {
+            if let Some((name, value)) = pair.trim().split_once('=')
+                && name == ACCESS_COOKIE
+                && !value.is_empty()
+            {
+                return Some(value);
+            }
+        }
+    }
+    None
+}
+
+/// An authenticated request: its verified, unrevoked access token's principal.
+///
+/// Add it as a handler argument to require a token: a missing, invalid, expired or revoked
+/// token answers 401 `application/problem+json` with `WWW-Authenticate: Bearer
+/// error="invalid_token"`; the reason is logged, never sent. Needs [`AuthHandle`] in app data
+/// (`Services::configure` registers it).
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub Principal);
+
+/// Like [`AuthUser`], but a request without any token is let through as `None`. A token that
+/// is present but bad is still a 401.
+#[derive(Debug, Clone)]
+pub struct OptionalAuthUser(pub Option<Principal>);
+
+type AuthFuture<T> =
+    Either<Ready<Result<T, AuthError>>, LocalBoxFuture<'static, Result<T, AuthError>>>;
+
+fn extract(req: &HttpRequest, optional: bool) -> AuthFuture<Option<Principal>> {
+    let Some(auth) = req.app_data::<AuthHandle>() else {
+        tracing::error!("auth: AuthHandle is not in app data; refusing the request");
+        return Either::Left(ready(Err(AuthError::Internal(
+            "auth not configured".into(),
+        ))));
+    };
+    let Some(token) = token_from(req.headers()) else {
+        // A malformed Authorization header is a bad token, not an absent one.
+        if req.headers().contains_key(header::AUTHORIZATION) {
+            return Either::Left(ready(Err(AuthError::Unauthorized(RejectReason::Malformed))));
+        }
+        return Either::Left(ready(if optional {
+            Ok(None)
+        } else {
+            Err(AuthError::Unauthorized(RejectReason::Missing))
+        }));
+    };
+    match auth.verify_local(token) {
+        Ok(Some(p)) => Either::Left(ready(Ok(Some(p)))),
+        Err(reason) => Either::Left(ready(Err(AuthError::Unauthorized(reason)))),
+        Ok(None) => {
+            // The view is not trusted right now: ask Redis (fail closed).
+            let auth = auth.clone();
+            let token = token.to_owned();
+            Either::Right(Box::pin(async move {
+                auth.authenticate(&token).await.map(Some)
+            }))
+        }
+    }
+}
+
+impl FromRequest for AuthUser {
+    type Error = AuthError;
+    type Future =
+        Either<Ready<Result<Self, AuthError>>, LocalBoxFuture<'static, Result<Self, AuthError>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let map = |r: Result<Option<Principal>, AuthError>| {
+            r.and_then(|p| {
+                p.map(AuthUser)
+                    .ok_or(AuthError::Unauthorized(RejectReason::Missing))
+            })
+        };
+        match extract(req, false) {
+            Either::Left(ready_result) => Either::Left(ready(map(ready_result.into_inner()))),
+            Either::Right(fut) => Either::Right(Box::pin(async move { map(fut.await) })),
+        }
+    }
+}
+
+impl FromRequest for OptionalAuthUser {
+    type Error = AuthError;
+    type Future =
+        Either<Ready<Result<Self, AuthError>>, LocalBoxFuture<'static, Result<Self, AuthError>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        match extract(req, true) {
+            Either::Left(r) => Either::Left(ready(r.into_inner().map(OptionalAuthUser))),
+            Either::Right(fut) => {
+                Either::Right(Box::pin(async move { fut.await.map(OptionalAuthUser) }))
+            }
+        }
+    }
+}

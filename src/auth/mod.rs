@@ -1,0 +1,61 @@
+//! Accounts, JWT access/refresh tokens, sessions and revocation.
+//!
+//! - Users live in the catalog's SQLite database, owned by [`UsersActor`] on a `SyncArbiter`
+//!   thread: argon2id hashing (tens of milliseconds of CPU) never runs on an async worker. An
+//!   unknown username is verified against a dummy hash, so it costs what a wrong password costs.
+//! - Tokens are HS256 JWTs (the algorithm is pinned, never read from the header) with `sub`,
+//!   `iat`, `nbf`, `exp`, `jti`, `sid`, `typ`, `iss`, `aud`; times are checked against the
+//!   configured [`Clock`] with a leeway of at most 5 s, and `typ` keeps refresh and access tokens
+//!   apart. A refresh token is spent when used (compare-and-swap in one Lua script, or under a
+//!   mutex in memory); presenting it again revokes its whole session.
+//! - Sessions are Redis hashes `<prefix>session:{sid}` (TTL = refresh lifetime) indexed per user
+//!   in `<prefix>user_sessions:{uid}`; the memory backend keeps the same in process.
+//!
+//! # Why revocation is checked without Redis
+//! A Redis round trip per request would cost more than the request itself. Each instance keeps
+//! a local, exact [view](ViewState) of revocations — denylisted jtis (`<prefix>denylist:{jti}`,
+//! expiring at `exp` + leeway, plus the index zset `<prefix>revoked:jti`), revoked sessions
+//! (`<prefix>revoked:sid`) and per-user "revoked before" times (`<prefix>revoked:user`) — read
+//! under an uncontended `RwLock` from the request's own thread: no actor hop, no I/O. Every
+//! revocation is written in one `MULTI`/Lua call that also `PUBLISH`es it on
+//! `<prefix>auth:revocations`.
+//!
+//! # Behavior
+//! - A dedicated pub/sub connection (`Client::get_async_pubsub`, its own reconnect loop with
+//!   25–500 ms backoff; independent of the command connection and of any other feature's
+//!   subscriber) subscribes first, then rebuilds the view from the zsets, then applies events.
+//!   When its stream ends (Redis gone) the view becomes [`ViewState::Detached`]: it was exact
+//!   when Redis went away, and nobody can revoke through a Redis that is down, so verification
+//!   stays local. After reconnecting it is [`ViewState::Rebuilding`] until rebuilt.
+//! - While the view is not trusted ([`ViewState::Syncing`] at start, or `Rebuilding`),
+//!   verification asks Redis directly; if Redis cannot answer, it fails closed with 503 and
+//!   `Retry-After` ([`AuthError::RevocationUnknown`]), never open.
+//! - Login, refresh, logout and session routes need Redis: 503 with `Retry-After` while it is
+//!   down.
+//! - Limits: a half-open subscription (no FIN) is only noticed when Redis is next reconnected.
+
+mod actor;
+mod config;
+mod error;
+mod extractor;
+mod handle;
+mod messages;
+mod revocation;
+pub(crate) mod routes;
+mod sessions;
+mod tokens;
+pub mod users;
+
+pub use actor::UsersActor;
+pub use config::{
+    ACCESS_COOKIE, AuthConfig, Clock, DEFAULT_ACCESS_TTL_SECS, DEFAULT_ISSUER, DEFAULT_LEEWAY_SECS,
+    DEFAULT_REFRESH_TTL_SECS, MAX_LEEWAY_SECS, MIN_SECRET_LEN, ManualClock, SecretKey, SystemClock,
+};
+pub use error::{AuthError, RejectReason};
+pub use extractor::{AuthUser, OptionalAuthUser};
+pub use handle::{AuthHandle, ClientInfo, PrincipalStatus, TokenPair};
+pub use messages::{CreateUser, GetUser, VerifyCredentials};
+pub use revocation::ViewState;
+pub use sessions::Session;
+pub use tokens::{MAX_TOKEN_LEN, Principal, TokenType, UserId};
+pub use users::User;

@@ -1,0 +1,410 @@
+//! The local, exact view of revocations, and the subscriber that keeps it in step with Redis.
+//!
+//! Revocations only ever add (a jti, a session, a user's "revoked before" time) and expire, so
+//! the view merges: events and rebuilds may arrive in any order and the result is the same.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock, Weak,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+
+use super::{Clock, Principal, RejectReason, UserId};
+use crate::redis::RedisHandle;
+
+/// How far the local view can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ViewState {
+    /// Never synchronised (Redis not reached yet): verification asks Redis, and fails closed.
+    Syncing,
+    /// Subscribed and rebuilt: verification is local.
+    InSync,
+    /// Was in sync when the subscription dropped (Redis went away): verification stays local,
+    /// since nobody can revoke through a Redis that is down.
+    Detached,
+    /// Resubscribed after a drop, rebuilding: verification asks Redis until done.
+    Rebuilding,
+}
+
+impl ViewState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::InSync,
+            2 => Self::Detached,
+            3 => Self::Rebuilding,
+            _ => Self::Syncing,
+        }
+    }
+
+    /// Whether tokens can be checked locally.
+    pub fn is_local(self) -> bool {
+        matches!(self, Self::InSync | Self::Detached)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Sets {
+    /// jti -> expiry (ms).
+    jtis: HashMap<String, i64>,
+    /// sid -> expiry (ms).
+    sids: HashMap<String, i64>,
+    /// user -> tokens issued before this second are revoked.
+    users: HashMap<UserId, i64>,
+    next_prune_ms: i64,
+}
+
+/// The revocation view shared by every worker: a read lock and hash lookups per request.
+#[derive(Debug)]
+pub(crate) struct RevocationView {
+    state: AtomicU8,
+    sets: RwLock<Sets>,
+    clock: Arc<dyn Clock>,
+    /// How long a user's "revoked before" entry matters (refresh lifetime + leeway), ms.
+    horizon_ms: i64,
+}
+
+/// One revocation, as published on the channel (`j|s|u <id> <number>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Revocation {
+    /// jti, expiry ms.
+    Token(String, i64),
+    /// sid, expiry ms.
+    Session(String, i64),
+    /// user, revoked-before seconds.
+    User(UserId, i64),
+}
+
+impl Revocation {
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Token(jti, ms) => format!("j {jti} {ms}"),
+            Self::Session(sid, ms) => format!("s {sid} {ms}"),
+            Self::User(uid, before) => format!("u {uid} {before}"),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split(' ');
+        let kind = parts.next()?;
+        let id = parts.next()?;
+        let n: i64 = parts.next()?.parse().ok()?;
+        match kind {
+            "j" => Some(Self::Token(id.to_owned(), n)),
+            "s" => Some(Self::Session(id.to_owned(), n)),
+            "u" => Some(Self::User(id.parse().ok()?, n)),
+            _ => None,
+        }
+    }
+}
+
+impl RevocationView {
+    pub fn new(clock: Arc<dyn Clock>, horizon: Duration, state: ViewState) -> Self {
+        Self {
+            state: AtomicU8::new(state as u8),
+            sets: RwLock::new(Sets::default()),
+            clock,
+            horizon_ms: i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX / 4),
+        }
+    }
+
+    pub fn state(&self) -> ViewState {
+        ViewState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub fn set_state(&self, state: ViewState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Checks `p` against the local view only.
+    pub fn check(&self, p: &Principal) -> Result<(), RejectReason> {
+        let now = self.clock.now_ms();
+        // A poisoned lock only means a writer panicked mid-insert; the maps are still valid.
+        let sets = self
+            .sets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sets.jtis.get(&p.jti).is_some_and(|exp| *exp > now) {
+            return Err(RejectReason::RevokedToken);
+        }
+        if sets.sids.get(&p.sid).is_some_and(|exp| *exp > now) {
+            return Err(RejectReason::RevokedSession);
+        }
+        if sets
+            .users
+            .get(&p.user_id)
+            .is_some_and(|before| p.iat < *before)
+        {
+            return Err(RejectReason::RevokedUser);
+        }
+        Ok(())
+    }
+
+    pub fn apply(&self, revocations: impl IntoIterator<Item = Revocation>) {
+        let now = self.clock.now_ms();
+        let mut sets = self
+            .sets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in revocations {
+            match r {
+                Revocation::Token(jti, exp) => {
+                    let e = sets.jtis.entry(jti).or_insert(exp);
+                    *e = (*e).max(exp);
+                }
+                Revocation::Session(sid, exp) => {
+                    let e = sets.sids.entry(sid).or_insert(exp);
+                    *e = (*e).max(exp);
+                }
+                Revocation::User(uid, before) => {
+                    let e = sets.users.entry(uid).or_insert(before);
+                    *e = (*e).max(before);
+                }
+            }
+        }
+        if now >= sets.next_prune_ms {
+            let horizon = self.horizon_ms;
+            sets.jtis.retain(|_, exp| *exp > now);
+            sets.sids.retain(|_, exp| *exp > now);
+            sets.users
+                .retain(|_, before| before.saturating_mul(1000) + horizon > now);
+            sets.next_prune_ms = now + 60_000;
+        }
+    }
+}
+
+/// Redis names used by revocation.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub prefix: String,
+    pub channel: String,
+    pub jtis: String,
+    pub sids: String,
+    pub users: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            channel: format!("{prefix}auth:revocations"),
+            jtis: format!("{prefix}revoked:jti"),
+            sids: format!("{prefix}revoked:sid"),
+            users: format!("{prefix}revoked:user"),
+        }
+    }
+
+    pub fn denylist(&self, jti: &str) -> String {
+        format!("{}denylist:{jti}", self.prefix)
+    }
+
+    pub fn session(&self, sid: &str) -> String {
+        format!("{}session:{sid}", self.prefix)
+    }
+
+    pub fn user_sessions(&self, uid: UserId) -> String {
+        format!("{}user_sessions:{uid}", self.prefix)
+    }
+}
+
+/// Reads every live revocation from Redis.
+async fn load(
+    redis: &RedisHandle,
+    keys: &Keys,
+    now_ms: i64,
+) -> Result<Vec<Revocation>, crate::redis::RedisError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZRANGE")
+        .arg(&keys.jtis)
+        .arg(now_ms)
+        .arg("+inf")
+        .arg("BYSCORE")
+        .arg("WITHSCORES")
+        .cmd("ZRANGE")
+        .arg(&keys.sids)
+        .arg(now_ms)
+        .arg("+inf")
+        .arg("BYSCORE")
+        .arg("WITHSCORES")
+        .cmd("ZRANGE")
+        .arg(&keys.users)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES");
+    type Scored = Vec<(String, i64)>;
+    let (jtis, sids, users): (Scored, Scored, Vec<(UserId, i64)>) = redis.query_pipe(&pipe).await?;
+    Ok(jtis
+        .into_iter()
+        .map(|(j, e)| Revocation::Token(j, e))
+        .chain(sids.into_iter().map(|(s, e)| Revocation::Session(s, e)))
+        .chain(users.into_iter().map(|(u, b)| Revocation::User(u, b)))
+        .collect())
+}
+
+/// Asks Redis directly whether `p` is revoked (used while the view is not trusted).
+pub(crate) async fn check_remote(
+    redis: &RedisHandle,
+    keys: &Keys,
+    p: &Principal,
+) -> Result<Result<(), RejectReason>, crate::redis::RedisError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("EXISTS")
+        .arg(keys.denylist(&p.jti))
+        .cmd("ZSCORE")
+        .arg(&keys.sids)
+        .arg(&p.sid)
+        .cmd("ZSCORE")
+        .arg(&keys.users)
+        .arg(p.user_id);
+    let (denied, sid, user): (bool, Option<f64>, Option<f64>) = redis.query_pipe(&pipe).await?;
+    if denied {
+        return Ok(Err(RejectReason::RevokedToken));
+    }
+    if sid.is_some() {
+        return Ok(Err(RejectReason::RevokedSession));
+    }
+    #[allow(clippy::cast_precision_loss)]
+    if user.is_some_and(|before| (p.iat as f64) < before) {
+        return Ok(Err(RejectReason::RevokedUser));
+    }
+    Ok(Ok(()))
+}
+
+/// Keeps `view` in step with Redis on a dedicated pub/sub connection (never the command
+/// connection, never the events feature's): subscribe, then rebuild, then apply events; on any
+/// drop, reconnect with backoff and rebuild again. Ends when the view is dropped.
+pub(crate) async fn subscribe_loop(
+    view: Weak<RevocationView>,
+    client: redis::Client,
+    redis: RedisHandle,
+    keys: Keys,
+    connect_timeout: Duration,
+) {
+    let mut backoff = Duration::from_millis(25);
+    loop {
+        let Some(strong) = view.upgrade() else { return };
+        let clock = strong.clock.clone();
+        drop(strong);
+        let connected = tokio::time::timeout(connect_timeout, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&keys.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        let mut pubsub = match connected {
+            Ok(Ok(p)) => p,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "auth: revocation subscription failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+        };
+        // Subscribed first, then read the state: nothing revoked in between is missed.
+        {
+            let Some(v) = view.upgrade() else { return };
+            if v.state() != ViewState::Syncing {
+                v.set_state(ViewState::Rebuilding);
+            }
+        }
+        match load(&redis, &keys, clock.now_ms()).await {
+            Ok(all) => {
+                let Some(v) = view.upgrade() else { return };
+                v.apply(all);
+                v.set_state(ViewState::InSync);
+                tracing::info!("auth: revocation view in sync");
+                backoff = Duration::from_millis(25);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "auth: revocation rebuild failed; retrying");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        }
+        let mut stream = pubsub.on_message();
+        while let Some(msg) = stream.next().await {
+            let Some(v) = view.upgrade() else { return };
+            let payload: String = msg.get_payload().unwrap_or_default();
+            match Revocation::decode(&payload) {
+                Some(r) => v.apply([r]),
+                None => tracing::warn!(payload, "auth: ignoring a malformed revocation event"),
+            }
+        }
+        let Some(v) = view.upgrade() else { return };
+        if v.state() == ViewState::InSync {
+            v.set_state(ViewState::Detached);
+        }
+        tracing::warn!("auth: revocation subscription lost; reconnecting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::ManualClock;
+
+    fn principal(jti: &str, sid: &str, user: UserId, iat: i64) -> Principal {
+        Principal {
+            user_id: user,
+            sid: sid.into(),
+            jti: jti.into(),
+            iat,
+            exp: iat + 60,
+        }
+    }
+
+    /// Events survive their wire encoding; garbage is refused.
+    #[test]
+    fn events_round_trip() {
+        for r in [
+            Revocation::Token("abc".into(), 17),
+            Revocation::Session("s1".into(), 42),
+            Revocation::User(7, 1_700_000_000),
+        ] {
+            assert_eq!(Revocation::decode(&r.encode()), Some(r));
+        }
+        for bad in ["", "x a 1", "j abc", "u notanumber 1", "s id notanumber"] {
+            assert_eq!(Revocation::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Each kind of entry revokes exactly what it names, until it expires.
+    #[test]
+    fn entries_revoke_until_expiry() {
+        let clock = Arc::new(ManualClock::new());
+        let now = clock.now_ms();
+        let view = RevocationView::new(clock.clone(), Duration::from_secs(60), ViewState::InSync);
+        view.apply([
+            Revocation::Token("j1".into(), now + 1000),
+            Revocation::Session("s1".into(), now + 1000),
+            Revocation::User(9, now / 1000),
+        ]);
+        let t = now / 1000;
+        assert_eq!(
+            view.check(&principal("j1", "s0", 1, t)),
+            Err(RejectReason::RevokedToken)
+        );
+        assert_eq!(
+            view.check(&principal("j0", "s1", 1, t)),
+            Err(RejectReason::RevokedSession)
+        );
+        assert_eq!(
+            view.check(&principal("j0", "s0", 9, t - 1)),
+            Err(RejectReason::RevokedUser)
+        );
+        assert_eq!(view.check(&principal("j0", "s0", 9, t)), Ok(()));
+        assert_eq!(view.check(&principal("j0", "s0", 1, t)), Ok(()));
+        clock.advance(Duration::from_millis(1001));
+        assert_eq!(view.check(&principal("j1", "s1", 1, t)), Ok(()));
+    }
+}

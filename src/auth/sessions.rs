@@ -1,0 +1,460 @@
+//! Sessions (one per login) and revocation writes, in Redis or in process with the same rules.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use serde::Serialize;
+
+use super::{
+    AuthError, Clock, UserId,
+    revocation::{Keys, Revocation, RevocationView},
+};
+use crate::redis::RedisHandle;
+
+/// A live session as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Session {
+    /// Session id.
+    pub sid: String,
+    /// Owner.
+    #[serde(skip)]
+    pub user_id: UserId,
+    /// Owner's username at login.
+    #[serde(skip)]
+    pub username: String,
+    /// Owner's email at login.
+    #[serde(skip)]
+    pub email: String,
+    /// Login time, Unix seconds.
+    pub created_at: i64,
+    /// Client address at login.
+    pub ip: String,
+    /// `User-Agent` at login.
+    pub user_agent: String,
+    /// The one refresh jti that may still be spent.
+    #[serde(skip)]
+    pub refresh_jti: String,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Rotation {
+    /// The presented jti was current; it is now spent and `new` is current.
+    Rotated(Session),
+    /// The jti was already spent: the session is now revoked.
+    Reused,
+    /// No such session (expired or revoked).
+    Gone,
+}
+
+// Compare-and-swap of the session's current refresh jti; a mismatch revokes the session.
+const ROTATE: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'rjti')
+if not cur then return {0, false} end
+if cur ~= ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+  redis.call('SREM', KEYS[3], ARGV[5])
+  redis.call('PUBLISH', ARGV[6], 's ' .. ARGV[5] .. ' ' .. ARGV[4])
+  return {-1, false}
+end
+redis.call('HSET', KEYS[1], 'rjti', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return {1, redis.call('HGETALL', KEYS[1])}
+";
+
+// Revokes every session of a user and sets their revoked-before time, atomically.
+const REVOKE_USER: &str = r"
+local sids = redis.call('SMEMBERS', KEYS[1])
+for _, sid in ipairs(sids) do
+  redis.call('DEL', ARGV[1] .. 'session:' .. sid)
+  redis.call('ZADD', KEYS[2], ARGV[2], sid)
+  redis.call('PUBLISH', ARGV[3], 's ' .. sid .. ' ' .. ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZADD', KEYS[3], 'GT', ARGV[5], ARGV[4])
+redis.call('PUBLISH', ARGV[3], 'u ' .. ARGV[4] .. ' ' .. ARGV[5])
+return #sids
+";
+
+/// Session storage and revocation writes.
+#[derive(Clone, Debug)]
+pub(crate) enum Store {
+    /// In process (single instance).
+    Memory(Arc<Mutex<MemoryState>>),
+    /// Redis (shared by instances).
+    Redis(RedisStore),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoryState {
+    sessions: HashMap<String, (Session, i64)>,
+    by_user: HashMap<UserId, HashSet<String>>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct RedisStore {
+    pub redis: RedisHandle,
+    pub keys: Keys,
+    rotate: Arc<redis::Script>,
+    revoke_user: Arc<redis::Script>,
+}
+
+impl RedisStore {
+    pub fn new(redis: RedisHandle, keys: Keys) -> Self {
+        Self {
+            redis,
+            keys,
+            rotate: Arc::new(redis::Script::new(ROTATE)),
+            revoke_user: Arc::new(redis::Script::new(REVOKE_USER)),
+        }
+    }
+}
+
+fn from_hash(sid: &str, map: &HashMap<String, String>) -> Option<Session> {
+    Some(Session {
+        sid: sid.to_owned(),
+        user_id: map.get("uid")?.parse().ok()?,
+        username: map.get("username")?.clone(),
+        email: map.get("email")?.clone(),
+        created_at: map.get("created_at")?.parse().ok()?,
+        ip: map.get("ip").cloned().unwrap_or_default(),
+        user_agent: map.get("ua").cloned().unwrap_or_default(),
+        refresh_jti: map.get("rjti")?.clone(),
+    })
+}
+
+/// Times the store needs, all from the auth clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Times {
+    pub now_ms: i64,
+    /// Session lifetime (refresh TTL), ms.
+    pub ttl_ms: i64,
+    /// How long a revoked session's tokens could still verify: refresh TTL + leeway, ms.
+    pub revoke_for_ms: i64,
+}
+
+impl Store {
+    pub fn memory() -> Self {
+        Self::Memory(Arc::default())
+    }
+
+    fn lock(state: &Mutex<MemoryState>) -> std::sync::MutexGuard<'_, MemoryState> {
+        state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a new session.
+    pub async fn create(&self, s: &Session, t: Times) -> Result<(), AuthError> {
+        match self {
+            Self::Memory(state) => {
+                let mut st = Self::lock(state);
+                st.sessions
+                    .insert(s.sid.clone(), (s.clone(), t.now_ms + t.ttl_ms));
+                st.by_user
+                    .entry(s.user_id)
+                    .or_default()
+                    .insert(s.sid.clone());
+                Ok(())
+            }
+            Self::Redis(r) => {
+                let key = r.keys.session(&s.sid);
+                let index = r.keys.user_sessions(s.user_id);
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hset_multiple(
+                        &key,
+                        &[
+                            ("uid", s.user_id.to_string()),
+                            ("username", s.username.clone()),
+                            ("email", s.email.clone()),
+                            ("created_at", s.created_at.to_string()),
+                            ("ip", s.ip.clone()),
+                            ("ua", s.user_agent.clone()),
+                            ("rjti", s.refresh_jti.clone()),
+                        ],
+                    )
+                    .ignore()
+                    .pexpire(&key, t.ttl_ms)
+                    .ignore()
+                    .sadd(&index, &s.sid)
+                    .ignore()
+                    .pexpire(&index, t.ttl_ms)
+                    .ignore();
+                r.redis.query_pipe::<()>(&pipe).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Spends `presented` and makes `new` the session's current refresh jti, atomically.
+    pub async fn rotate(
+        &self,
+        sid: &str,
+        presented: &str,
+        new: &str,
+        t: Times,
+        view: &RevocationView,
+    ) -> Result<Rotation, AuthError> {
+        match self {
+            Self::Memory(state) => {
+                let mut st = Self::lock(state);
+                let Some((session, expires)) = st.sessions.get_mut(sid) else {
+                    return Ok(Rotation::Gone);
+                };
+                if *expires <= t.now_ms {
+                    return Ok(Rotation::Gone);
+                }
+                if session.refresh_jti != presented {
+                    let uid = session.user_id;
+                    st.sessions.remove(sid);
+                    if let Some(set) = st.by_user.get_mut(&uid) {
+                        set.remove(sid);
+                    }
+                    view.apply([Revocation::Session(
+                        sid.to_owned(),
+                        t.now_ms + t.revoke_for_ms,
+                    )]);
+                    return Ok(Rotation::Reused);
+                }
+                session.refresh_jti = new.to_owned();
+                *expires = t.now_ms + t.ttl_ms;
+                Ok(Rotation::Rotated(session.clone()))
+            }
+            Self::Redis(r) => {
+                // The index key needs the user id; it is read from the session hash first.
+                let uid: Option<String> = r
+                    .redis
+                    .query(redis::cmd("HGET").arg(r.keys.session(sid)).arg("uid"))
+                    .await?;
+                let Some(uid) = uid.and_then(|u| u.parse::<UserId>().ok()) else {
+                    return Ok(Rotation::Gone);
+                };
+                let revoked_until = t.now_ms + t.revoke_for_ms;
+                let mut inv = r.rotate.prepare_invoke();
+                inv.key(r.keys.session(sid))
+                    .key(&r.keys.sids)
+                    .key(r.keys.user_sessions(uid))
+                    .arg(presented)
+                    .arg(new)
+                    .arg(t.ttl_ms)
+                    .arg(revoked_until)
+                    .arg(sid)
+                    .arg(&r.keys.channel);
+                let (code, fields): (i64, Option<HashMap<String, String>>) =
+                    r.redis.invoke(&inv).await?;
+                match code {
+                    1 => Ok(fields
+                        .and_then(|f| from_hash(sid, &f))
+                        .map_or(Rotation::Gone, Rotation::Rotated)),
+                    -1 => {
+                        view.apply([Revocation::Session(sid.to_owned(), revoked_until)]);
+                        Ok(Rotation::Reused)
+                    }
+                    _ => Ok(Rotation::Gone),
+                }
+            }
+        }
+    }
+
+    /// One session, if live.
+    pub async fn get(&self, sid: &str, now_ms: i64) -> Result<Option<Session>, AuthError> {
+        match self {
+            Self::Memory(state) => Ok(Self::lock(state)
+                .sessions
+                .get(sid)
+                .filter(|(_, exp)| *exp > now_ms)
+                .map(|(s, _)| s.clone())),
+            Self::Redis(r) => {
+                let map: HashMap<String, String> = r
+                    .redis
+                    .query(redis::cmd("HGETALL").arg(r.keys.session(sid)))
+                    .await?;
+                Ok(from_hash(sid, &map))
+            }
+        }
+    }
+
+    /// The user's live sessions, oldest first.
+    pub async fn list(&self, uid: UserId, now_ms: i64) -> Result<Vec<Session>, AuthError> {
+        let mut out = match self {
+            Self::Memory(state) => {
+                let st = Self::lock(state);
+                st.by_user
+                    .get(&uid)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|sid| st.sessions.get(sid))
+                    .filter(|(_, exp)| *exp > now_ms)
+                    .map(|(s, _)| s.clone())
+                    .collect::<Vec<_>>()
+            }
+            Self::Redis(r) => {
+                let sids: Vec<String> = r
+                    .redis
+                    .query(redis::cmd("SMEMBERS").arg(r.keys.user_sessions(uid)))
+                    .await?;
+                if sids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut pipe = redis::pipe();
+                for sid in &sids {
+                    pipe.hgetall(r.keys.session(sid));
+                }
+                let maps: Vec<HashMap<String, String>> = r.redis.query_pipe(&pipe).await?;
+                sids.iter()
+                    .zip(&maps)
+                    .filter_map(|(sid, map)| from_hash(sid, map))
+                    .collect()
+            }
+        };
+        out.sort_by(|a, b| (a.created_at, &a.sid).cmp(&(b.created_at, &b.sid)));
+        Ok(out)
+    }
+
+    /// Revokes session `sid` of `uid`, and denylists `access` (jti, exp ms) if given.
+    /// Answers whether the session existed.
+    pub async fn revoke_session(
+        &self,
+        uid: UserId,
+        sid: &str,
+        access: Option<(&str, i64)>,
+        t: Times,
+        view: &RevocationView,
+    ) -> Result<bool, AuthError> {
+        let revoked_until = t.now_ms + t.revoke_for_ms;
+        let mut events = vec![Revocation::Session(sid.to_owned(), revoked_until)];
+        if let Some((jti, until)) = access {
+            events.push(Revocation::Token(jti.to_owned(), until));
+        }
+        let existed = match self {
+            Self::Memory(state) => {
+                let mut st = Self::lock(state);
+                let existed = st
+                    .sessions
+                    .get(sid)
+                    .is_some_and(|(s, exp)| s.user_id == uid && *exp > t.now_ms);
+                if !existed && access.is_none() {
+                    // Not the caller's session: nothing to revoke (and no touching others').
+                    return Ok(false);
+                }
+                st.sessions.remove(sid);
+                if let Some(set) = st.by_user.get_mut(&uid) {
+                    set.remove(sid);
+                }
+                existed
+            }
+            Self::Redis(r) => {
+                let owner: Option<String> = r
+                    .redis
+                    .query(redis::cmd("HGET").arg(r.keys.session(sid)).arg("uid"))
+                    .await?;
+                let existed = owner.as_deref() == Some(uid.to_string().as_str());
+                if !existed && access.is_none() {
+                    // Not the caller's session: nothing to revoke (and no probing of others').
+                    return Ok(false);
+                }
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                if existed {
+                    pipe.del(r.keys.session(sid))
+                        .ignore()
+                        .srem(r.keys.user_sessions(uid), sid)
+                        .ignore();
+                }
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(&r.keys.sids)
+                    .arg("-inf")
+                    .arg(t.now_ms)
+                    .ignore()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&r.keys.jtis)
+                    .arg("-inf")
+                    .arg(t.now_ms)
+                    .ignore();
+                for ev in &events {
+                    match ev {
+                        Revocation::Session(sid, until) => {
+                            pipe.zadd(&r.keys.sids, sid, *until).ignore();
+                        }
+                        Revocation::Token(jti, until) => {
+                            let key = r.keys.denylist(jti);
+                            pipe.set(&key, 1)
+                                .ignore()
+                                .cmd("PEXPIREAT")
+                                .arg(&key)
+                                .arg(*until)
+                                .ignore()
+                                .zadd(&r.keys.jtis, jti, *until)
+                                .ignore();
+                        }
+                        Revocation::User(..) => {}
+                    }
+                    pipe.publish(&r.keys.channel, ev.encode()).ignore();
+                }
+                r.redis.query_pipe::<()>(&pipe).await?;
+                existed
+            }
+        };
+        view.apply(events);
+        Ok(existed)
+    }
+
+    /// Revokes every session of `uid` and every token issued before `before` (seconds).
+    pub async fn revoke_user(
+        &self,
+        uid: UserId,
+        before: i64,
+        t: Times,
+        view: &RevocationView,
+    ) -> Result<(), AuthError> {
+        let revoked_until = t.now_ms + t.revoke_for_ms;
+        let sids: Vec<String> = match self {
+            Self::Memory(state) => {
+                let mut st = Self::lock(state);
+                let sids: Vec<String> = st.by_user.remove(&uid).into_iter().flatten().collect();
+                for sid in &sids {
+                    st.sessions.remove(sid);
+                }
+                sids
+            }
+            Self::Redis(r) => {
+                let sids: Vec<String> = r
+                    .redis
+                    .query(redis::cmd("SMEMBERS").arg(r.keys.user_sessions(uid)))
+                    .await?;
+                let mut inv = r.revoke_user.prepare_invoke();
+                inv.key(r.keys.user_sessions(uid))
+                    .key(&r.keys.sids)
+                    .key(&r.keys.users)
+                    .arg(&r.keys.prefix)
+                    .arg(revoked_until)
+                    .arg(&r.keys.channel)
+                    .arg(uid)
+                    .arg(before);
+                r.redis.invoke::<i64>(&inv).await?;
+                sids
+            }
+        };
+        view.apply(
+            sids.into_iter()
+                .map(|sid| Revocation::Session(sid, revoked_until))
+                .chain([Revocation::User(uid, before)]),
+        );
+        Ok(())
+    }
+}
+
+/// Times for a store call, from the clock and lifetimes.
+pub(crate) fn times(clock: &dyn Clock, refresh_ttl_s: i64, leeway_s: i64) -> Times {
+    Times {
+        now_ms: clock.now_ms(),
+        ttl_ms: refresh_ttl_s.saturating_mul(1000),
+        revoke_for_ms: (refresh_ttl_s + leeway_s).saturating_mul(1000),
+    }
+}
