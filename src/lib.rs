@@ -48,6 +48,7 @@
 pub mod cache;
 pub mod catalog;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod redis;
 mod server;

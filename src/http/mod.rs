@@ -21,6 +21,7 @@ use crate::{
     cache::CacheHandle,
     catalog::{CatalogError, CatalogHandle},
     config::Config,
+    events::{EventsError, EventsHandle},
     redis::{RedisActor, RedisError, RedisHandle},
 };
 
@@ -52,6 +53,8 @@ pub struct Services {
     pub cache: CacheHandle,
     /// The product catalog.
     pub catalog: CatalogHandle,
+    /// Live events (SSE).
+    pub events: EventsHandle,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
 }
@@ -69,6 +72,9 @@ pub enum StartError {
     /// The database cannot be opened.
     #[error(transparent)]
     Database(#[from] CatalogError),
+    /// The events subscriber cannot be set up (invalid settings, not: Redis is down).
+    #[error("cannot start live events: {0}")]
+    Events(#[from] EventsError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -101,10 +107,15 @@ impl Services {
         };
         let cache = CacheHandle::start(config.cache.clone(), redis.clone());
         let catalog = CatalogHandle::start(&config.database)?;
+        let events = EventsHandle::start(
+            &config.events,
+            config.redis.as_ref().zip(redis.clone()),
+        )?;
         Ok(Self {
             redis,
             cache,
             catalog,
+            events,
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
@@ -121,13 +132,15 @@ impl Services {
         cfg.app_data(web::Data::new(self.clone()))
             .app_data(web::Data::new(self.cache.clone()))
             .app_data(web::Data::new(self.catalog.clone()))
+            .app_data(web::Data::new(self.events.clone()))
             .app_data(json_config(self.settings.body_limit))
             .app_data(web::PayloadConfig::new(self.settings.body_limit))
             .app_data(path_config())
             .app_data(query_config())
             .configure(health::configure)
             .configure(crate::cache::routes::configure)
-            .configure(crate::catalog::routes::configure);
+            .configure(crate::catalog::routes::configure)
+            .configure(crate::events::routes::configure);
     }
 }
 
