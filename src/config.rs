@@ -292,7 +292,10 @@ impl Config {
             ));
         }
         for (name, value) in [
-            ("--events-history-len/EVENTS_HISTORY_LEN", args.events_history_len),
+            (
+                "--events-history-len/EVENTS_HISTORY_LEN",
+                args.events_history_len,
+            ),
             ("--events-queue/EVENTS_QUEUE", args.events_queue),
         ] {
             if value == 0 {
@@ -301,7 +304,10 @@ impl Config {
         }
         for (name, value) in [
             ("--events-ttl/EVENTS_TTL", args.events_ttl),
-            ("--events-heartbeat-ms/EVENTS_HEARTBEAT_MS", args.events_heartbeat_ms),
+            (
+                "--events-heartbeat-ms/EVENTS_HEARTBEAT_MS",
+                args.events_heartbeat_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));

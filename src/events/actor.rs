@@ -137,7 +137,9 @@ impl EventsActor {
             return;
         }
         let subscribed = sub.subscribed.contains(channel);
-        if wanted && !subscribed {
+        // A channel whose clients all left and came back before the unsubscribe ran is still
+        // subscribed but lost its baseline: sync it again.
+        if wanted && (!subscribed || self.hub.last_id(channel).is_none()) {
             let task = sync_channels(
                 sub.conn.clone(),
                 self.hub.clone(),

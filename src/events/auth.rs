@@ -148,7 +148,9 @@ impl Tickets {
             }
             Self::Memory(map) => {
                 let now = tokio::time::Instant::now();
-                let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut map = map
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 map.retain(|_, (_, expires)| *expires > now);
                 map.insert(ticket.clone(), (token.to_owned(), now + TICKET_TTL));
             }
@@ -170,7 +172,9 @@ impl Tickets {
             }
             Self::Memory(map) => {
                 let now = tokio::time::Instant::now();
-                let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut map = map
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 Ok(map
                     .remove(ticket)
                     .filter(|(_, expires)| *expires > now)

@@ -104,7 +104,11 @@ pub fn encode_event(id: EventId, kind: &str, data: &str) -> Bytes {
         if end == rest.len() {
             break;
         }
-        let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
         rest = &rest[end + skip..];
     }
     buf.put_u8(b'\n');
@@ -146,7 +150,13 @@ mod tests {
         assert!("1-".parse::<EventId>().is_err());
         assert!("-1".parse::<EventId>().is_err());
         assert_eq!(id.next(5), EventId { ms: id.ms, seq: 4 });
-        assert_eq!(id.next(id.ms + 1), EventId { ms: id.ms + 1, seq: 0 });
+        assert_eq!(
+            id.next(id.ms + 1),
+            EventId {
+                ms: id.ms + 1,
+                seq: 0
+            }
+        );
     }
 
     /// Line breaks in data become separate `data:` lines, never new fields.

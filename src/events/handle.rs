@@ -77,7 +77,12 @@ impl EventsHandle {
     ) -> Result<Self, EventsError> {
         let hub = Arc::new(Hub::new(config.queue_size));
         let auth: Arc<RwLock<Arc<dyn EventsAuth>>> = Arc::new(RwLock::new(Arc::new(DenyAll)));
-        let actor = EventsActor::new(config, redis.as_ref().map(|(s, _)| *s), hub.clone(), auth.clone())?;
+        let actor = EventsActor::new(
+            config,
+            redis.as_ref().map(|(s, _)| *s),
+            hub.clone(),
+            auth.clone(),
+        )?;
         let addr = actor.start();
         let (history, tickets, redis) = match redis {
             Some((_, handle)) => (

@@ -83,7 +83,7 @@ fn millis(d: Duration) -> u64 {
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| millis(d))
+        .map_or(0, millis)
 }
 
 impl History {
@@ -138,7 +138,9 @@ impl History {
                 ttl,
             } => {
                 let now = tokio::time::Instant::now();
-                let mut rings = rings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut rings = rings
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let ring = rings.entry(channel.to_owned()).or_insert_with(|| Ring {
                     events: VecDeque::new(),
                     last: EventId::ZERO,
@@ -174,7 +176,9 @@ impl History {
                 parse_range(redis.query(&cmd).await?)
             }
             Self::Memory { rings, ttl, .. } => {
-                let rings = rings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let rings = rings
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match rings.get(channel) {
                     Some(ring) if ring.written.elapsed() < *ttl => ring
                         .events
@@ -201,7 +205,9 @@ impl History {
                 Ok(redis.query(&cmd).await?)
             }
             Self::Memory { rings, ttl, .. } => {
-                let rings = rings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let rings = rings
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 Ok(rings
                     .get(channel)
                     .filter(|ring| ring.written.elapsed() < *ttl)

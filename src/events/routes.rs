@@ -39,11 +39,11 @@ fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>)
     let cookie = req
         .cookie(events.auth().cookie_name())
         .map(|c| c.value().to_owned());
-    let mut credentials = Credentials::default();
-    credentials.bearer = bearer;
-    credentials.cookie = cookie;
-    credentials.ticket = ticket;
-    credentials
+    Credentials {
+        bearer,
+        cookie,
+        ticket,
+    }
 }
 
 /// `POST /events/{channel}?event=TYPE` → 202 `{"id": ...}`.
@@ -54,7 +54,9 @@ async fn publish(
     query: web::Query<PublishQuery>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, EventsError> {
-    events.authenticate(&credentials(&req, &events, None)).await?;
+    events
+        .authenticate(&credentials(&req, &events, None))
+        .await?;
     let kind = query
         .event
         .as_deref()

@@ -107,10 +107,7 @@ impl Services {
         };
         let cache = CacheHandle::start(config.cache.clone(), redis.clone());
         let catalog = CatalogHandle::start(&config.database)?;
-        let events = EventsHandle::start(
-            &config.events,
-            config.redis.as_ref().zip(redis.clone()),
-        )?;
+        let events = EventsHandle::start(&config.events, config.redis.as_ref().zip(redis.clone()))?;
         Ok(Self {
             redis,
             cache,
