@@ -36,6 +36,16 @@ pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Default graceful-shutdown deadline for in-flight requests, in seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// Default number of events kept per channel's history.
+pub const DEFAULT_EVENTS_HISTORY_LEN: usize = 1000;
+/// Default TTL of a channel's history after its last publish, in seconds (one day).
+pub const DEFAULT_EVENTS_TTL_SECS: u64 = 24 * 3600;
+/// Default per-client queue of events before a slow consumer is cut.
+pub const DEFAULT_EVENTS_QUEUE: usize = 256;
+/// Default interval of SSE heartbeat comments, in milliseconds.
+pub const DEFAULT_EVENTS_HEARTBEAT_MS: u64 = 15_000;
+/// Default SSE `retry:` hint, in milliseconds.
+pub const DEFAULT_EVENTS_RETRY_MS: u64 = 3_000;
 
 /// The command line of the `redkit` binary.
 #[derive(Debug, Parser)]
@@ -193,6 +203,21 @@ pub struct ServeArgs {
     /// `iss` and `aud` of issued tokens (the only ones accepted).
     #[arg(long, env = "TOKEN_ISSUER", default_value = crate::auth::DEFAULT_ISSUER, value_name = "NAME")]
     pub token_issuer: String,
+    /// Events kept per channel's history.
+    #[arg(long, env = "EVENTS_HISTORY_LEN", default_value_t = DEFAULT_EVENTS_HISTORY_LEN, value_name = "N")]
+    pub events_history_len: usize,
+    /// TTL of a channel's history after its last publish, in seconds.
+    #[arg(long, env = "EVENTS_TTL", default_value_t = DEFAULT_EVENTS_TTL_SECS, value_name = "SECS")]
+    pub events_ttl: u64,
+    /// Events queued per SSE client before it is cut as a slow consumer.
+    #[arg(long, env = "EVENTS_QUEUE", default_value_t = DEFAULT_EVENTS_QUEUE, value_name = "N")]
+    pub events_queue: usize,
+    /// Interval of SSE heartbeat comments, in milliseconds.
+    #[arg(long, env = "EVENTS_HEARTBEAT_MS", default_value_t = DEFAULT_EVENTS_HEARTBEAT_MS, value_name = "MS")]
+    pub events_heartbeat_ms: u64,
+    /// SSE `retry:` hint sent to clients, in milliseconds.
+    #[arg(long, env = "EVENTS_RETRY_MS", default_value_t = DEFAULT_EVENTS_RETRY_MS, value_name = "MS")]
+    pub events_retry_ms: u64,
 }
 
 impl Default for ServeArgs {
@@ -224,6 +249,11 @@ impl Default for ServeArgs {
             refresh_token_ttl: crate::auth::DEFAULT_REFRESH_TTL_SECS,
             token_leeway: crate::auth::DEFAULT_LEEWAY_SECS,
             token_issuer: crate::auth::DEFAULT_ISSUER.to_owned(),
+            events_history_len: DEFAULT_EVENTS_HISTORY_LEN,
+            events_ttl: DEFAULT_EVENTS_TTL_SECS,
+            events_queue: DEFAULT_EVENTS_QUEUE,
+            events_heartbeat_ms: DEFAULT_EVENTS_HEARTBEAT_MS,
+            events_retry_ms: DEFAULT_EVENTS_RETRY_MS,
         }
     }
 }
@@ -278,6 +308,8 @@ pub struct Config {
     pub rate_limit: crate::ratelimit::RateLimitConfig,
     /// Users, tokens and sessions.
     pub auth: crate::auth::AuthConfig,
+    /// Live events settings.
+    pub events: crate::events::EventsConfig,
 }
 
 /// How to reach Redis.
@@ -368,6 +400,35 @@ impl Config {
             ));
         }
         let auth = auth_config(args)?;
+        for (name, value) in [
+            (
+                "--events-history-len/EVENTS_HISTORY_LEN",
+                args.events_history_len,
+            ),
+            ("--events-queue/EVENTS_QUEUE", args.events_queue),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        for (name, value) in [
+            ("--events-ttl/EVENTS_TTL", args.events_ttl),
+            (
+                "--events-heartbeat-ms/EVENTS_HEARTBEAT_MS",
+                args.events_heartbeat_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        let mut events = crate::events::EventsConfig::default();
+        events.key_prefix.clone_from(&args.key_prefix);
+        events.history_len = args.events_history_len;
+        events.stream_ttl = Duration::from_secs(args.events_ttl);
+        events.queue_size = args.events_queue;
+        events.heartbeat = Duration::from_millis(args.events_heartbeat_ms);
+        events.retry = Duration::from_millis(args.events_retry_ms);
         let cache = crate::cache::CacheConfig::builder()
             .key_prefix(&args.key_prefix)
             .l1_max_bytes(args.l1_max_bytes)
@@ -396,6 +457,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
             rate_limit,
             auth,
+            events,
         })
     }
 

@@ -49,6 +49,7 @@ pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod ratelimit;

@@ -55,6 +55,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             source,
         })?;
     let addrs = server.addrs();
+    {
+        // Open SSE streams never finish by themselves: end them as soon as a shutdown signal
+        // arrives, so that the server's graceful stop is not held up until its deadline.
+        let events = services.events.clone();
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            events.shutdown();
+        });
+    }
     tracing::info!(
         addr = ?addrs,
         backend = config.backend_name(),
@@ -65,4 +74,27 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("redkit stopped: in-flight requests finished, connections closed");
     drop(services);
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM (the signals actix-web's server stops on).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -47,3 +47,34 @@ async fn health_degraded_when_redis_down() {
         200
     );
 }
+
+/// A known path with the wrong method is a 405 problem with `Allow`, on every feature's routes.
+#[actix_web::test]
+async fn wrong_method_is_405_everywhere() {
+    let services = services(&Backend::memory().config());
+    let app = app(&services).await;
+    for (method, path, allow) in [
+        ("POST", "/health", "GET"),
+        ("DELETE", "/products", "GET, POST"),
+        ("PATCH", "/cache/k", "GET, HEAD, PUT, DELETE"),
+        ("GET", "/auth/login", "POST"),
+        ("POST", "/auth/me", "GET"),
+        ("GET", "/auth/sessions/abc", "DELETE"),
+        ("PUT", "/events/demo", "GET, POST"),
+        ("GET", "/events/ticket", "POST"),
+        ("GET", "/expensive-operation", "POST"),
+        ("POST", "/ratelimit/status", "GET"),
+        ("POST", "/metrics", "GET"),
+    ] {
+        let req = TestRequest::default()
+            .method(method.parse().unwrap())
+            .uri(path);
+        let reply = call(&app, req).await;
+        assert_eq!(
+            reply.problem(405)["type"],
+            "https://redkit.dev/problems/method-not-allowed",
+            "{method} {path}"
+        );
+        assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
+    }
+}

@@ -168,6 +168,11 @@ impl AuthHandle {
         super::sessions::times(&*t.clock, t.refresh_ttl, t.leeway)
     }
 
+    /// Times the local revocation view was (re)built from Redis since start.
+    pub fn view_resyncs(&self) -> u64 {
+        self.inner.view.resyncs()
+    }
+
     /// How far the local revocation view is trusted right now.
     pub fn view_state(&self) -> ViewState {
         self.inner.view.state()

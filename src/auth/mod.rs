@@ -35,6 +35,7 @@
 //! - Limits: a half-open subscription (no FIN) is only noticed when Redis is next reconnected.
 
 mod actor;
+mod bridge;
 mod config;
 mod error;
 mod extractor;
@@ -47,6 +48,7 @@ mod tokens;
 pub mod users;
 
 pub use actor::UsersActor;
+pub use bridge::{EventsBridge, user_resolver};
 pub use config::{
     ACCESS_COOKIE, AuthConfig, Clock, DEFAULT_ACCESS_TTL_SECS, DEFAULT_ISSUER, DEFAULT_LEEWAY_SECS,
     DEFAULT_REFRESH_TTL_SECS, MAX_LEEWAY_SECS, MIN_SECRET_LEN, ManualClock, SecretKey, SystemClock,

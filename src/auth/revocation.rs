@@ -63,6 +63,7 @@ struct Sets {
 #[derive(Debug)]
 pub(crate) struct RevocationView {
     state: AtomicU8,
+    resyncs: std::sync::atomic::AtomicU64,
     sets: RwLock<Sets>,
     clock: Arc<dyn Clock>,
     /// How long a user's "revoked before" entry matters (refresh lifetime + leeway), ms.
@@ -107,6 +108,7 @@ impl RevocationView {
     pub fn new(clock: Arc<dyn Clock>, horizon: Duration, state: ViewState) -> Self {
         Self {
             state: AtomicU8::new(state as u8),
+            resyncs: std::sync::atomic::AtomicU64::new(0),
             sets: RwLock::new(Sets::default()),
             clock,
             horizon_ms: i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX / 4),
@@ -118,7 +120,15 @@ impl RevocationView {
     }
 
     pub fn set_state(&self, state: ViewState) {
+        if state == ViewState::InSync {
+            self.resyncs.fetch_add(1, Ordering::Relaxed);
+        }
         self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Times the view was (re)built from Redis since start.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
     }
 
     /// Checks `p` against the local view only.

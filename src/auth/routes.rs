@@ -10,17 +10,15 @@ use serde::{Deserialize, Serialize};
 use super::{ACCESS_COOKIE, AuthError, AuthHandle, AuthUser, ClientInfo, RejectReason, Session};
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/auth")
-            .route("/register", web::post().to(register))
-            .route("/login", web::post().to(login))
-            .route("/refresh", web::post().to(refresh))
-            .route("/logout", web::post().to(logout))
-            .route("/logout-all", web::post().to(logout_all))
-            .route("/me", web::get().to(me))
-            .route("/sessions", web::get().to(sessions))
-            .route("/sessions/{sid}", web::delete().to(delete_session)),
-    );
+    // Resources, not bare routes: a wrong method is then a 405 (with `Allow`), not a 404.
+    cfg.service(web::resource("/auth/register").route(web::post().to(register)))
+        .service(web::resource("/auth/login").route(web::post().to(login)))
+        .service(web::resource("/auth/refresh").route(web::post().to(refresh)))
+        .service(web::resource("/auth/logout").route(web::post().to(logout)))
+        .service(web::resource("/auth/logout-all").route(web::post().to(logout_all)))
+        .service(web::resource("/auth/me").route(web::get().to(me)))
+        .service(web::resource("/auth/sessions").route(web::get().to(sessions)))
+        .service(web::resource("/auth/sessions/{sid}").route(web::delete().to(delete_session)));
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,11 +56,33 @@ struct CookieQuery {
 async fn login(
     req: HttpRequest,
     auth: web::Data<AuthHandle>,
+    limiter: Option<web::Data<crate::ratelimit::RateLimitHandle>>,
     query: web::Query<CookieQuery>,
     body: web::Json<Login>,
-) -> Result<HttpResponse, AuthError> {
+) -> Result<HttpResponse, actix_web::Error> {
     let Login { username, password } = body.into_inner();
-    let pair = auth.login(username, password, ClientInfo::of(&req)).await?;
+    // Failed attempts are limited per (username, client IP): checked before the password.
+    let ip = limiter
+        .as_ref()
+        .and_then(|l| crate::ratelimit::client_ip(&req, &l.config().trusted_proxies));
+    if let (Some(limiter), Some(ip)) = (&limiter, ip) {
+        let decision = limiter.login_blocked(&username, ip).await;
+        if !decision.allowed {
+            return Ok(limiter.login_denied(&decision));
+        }
+    }
+    let pair = match auth
+        .login(username.clone(), password, ClientInfo::of(&req))
+        .await
+    {
+        Ok(pair) => pair,
+        Err(err) => {
+            if let (Some(limiter), Some(ip), AuthError::InvalidCredentials) = (&limiter, ip, &err) {
+                limiter.record_login_failure(&username, ip).await;
+            }
+            return Err(err.into());
+        }
+    };
     let mut res = HttpResponse::Ok();
     res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
     if query.cookie {

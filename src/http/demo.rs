@@ -46,6 +46,10 @@ pub struct StatsSnapshot {
     pub redis_up: bool,
     /// Cache counters.
     pub cache: CacheStats,
+    /// Rate-limit counters.
+    pub ratelimit: crate::ratelimit::RateLimitStats,
+    /// Live-events counters.
+    pub events: crate::events::EventsStats,
 }
 
 impl StatsSnapshot {
@@ -55,6 +59,8 @@ impl StatsSnapshot {
             backend: services.settings.backend,
             redis_up: services.redis.as_ref().is_some_and(|r| r.is_up()),
             cache: services.cache.stats(),
+            ratelimit: services.ratelimit.stats_now(),
+            events: services.events.stats(),
         }
     }
 }
@@ -72,6 +78,10 @@ async fn stats_stream(services: web::Data<Services>) -> impl Responder {
         async move {
             if !first {
                 tokio::time::sleep(STATS_PERIOD).await;
+            }
+            // Shutdown ends this stream like the event streams, so it cannot hold the server up.
+            if services.events.is_shut_down() {
+                return None;
             }
             let data = sse::Data::new_json(StatsSnapshot::read(&services))
                 .ok()?

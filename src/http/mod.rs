@@ -24,6 +24,7 @@ use crate::{
     cache::CacheHandle,
     catalog::{CatalogError, CatalogHandle},
     config::Config,
+    events::{EventsError, EventsHandle},
     redis::{RedisActor, RedisError, RedisHandle},
 };
 
@@ -59,6 +60,8 @@ pub struct Services {
     pub ratelimit: crate::ratelimit::RateLimitHandle,
     /// Users, tokens, sessions and revocation.
     pub auth: AuthHandle,
+    /// Live events (SSE).
+    pub events: EventsHandle,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
     /// The metrics registry behind `GET /metrics`.
@@ -81,6 +84,9 @@ pub enum StartError {
     /// The users table cannot be opened.
     #[error("cannot start auth: {0}")]
     Auth(#[from] AuthError),
+    /// The events subscriber cannot be set up (invalid settings, not: Redis is down).
+    #[error("cannot start live events: {0}")]
+    Events(#[from] EventsError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -125,13 +131,22 @@ impl Services {
                 redis.latency_histogram(),
             );
         }
-        let ratelimit =
-            crate::ratelimit::RateLimitHandle::start(config.rate_limit.clone(), redis.clone());
         let auth = AuthHandle::start(
             &config.auth,
             &config.database,
             redis.as_ref().zip(config.redis.as_ref()),
         )?;
+        // The limiter keys requests by their verified user (never an unverified claim).
+        let ratelimit =
+            crate::ratelimit::RateLimitHandle::start(config.rate_limit.clone(), redis.clone())
+                .with_user_resolver(crate::auth::user_resolver(auth.clone()));
+        let events = EventsHandle::start(&config.events, config.redis.as_ref().zip(redis.clone()))?;
+        events.set_auth(Arc::new(crate::auth::EventsBridge::new(auth.clone())));
+        metrics.register_collector(crate::metrics::FeatureCollector {
+            ratelimit: ratelimit.clone(),
+            events: events.clone(),
+            auth: auth.clone(),
+        });
         Ok(Self {
             redis,
             cache,
@@ -139,6 +154,7 @@ impl Services {
             metrics,
             ratelimit,
             auth,
+            events,
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
@@ -159,17 +175,19 @@ impl Services {
             .app_data(web::Data::new(self.ratelimit.clone()))
             .app_data(self.auth.clone())
             .app_data(web::Data::new(self.auth.clone()))
+            .app_data(web::Data::new(self.events.clone()))
             .app_data(json_config(self.settings.body_limit))
             .app_data(web::PayloadConfig::new(self.settings.body_limit))
             .app_data(path_config())
             .app_data(query_config())
             .configure(health::configure)
             .configure(demo::configure)
-            .route("/metrics", web::get().to(crate::metrics::metrics_route))
+            .service(web::resource("/metrics").route(web::get().to(crate::metrics::metrics_route)))
             .configure(crate::cache::routes::configure)
             .configure(crate::catalog::routes::configure)
             .configure(crate::ratelimit::routes::configure)
-            .configure(crate::auth::routes::configure);
+            .configure(crate::auth::routes::configure)
+            .configure(crate::events::routes::configure);
     }
 }
 

@@ -243,3 +243,110 @@ impl Collector for CoreCollector {
         Ok(())
     }
 }
+
+/// Labels of the rate-limit decision counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    policy: String,
+    outcome: &'static str,
+}
+
+/// Rate-limit, live-events and auth counters, read from the handles at scrape time.
+#[derive(Debug)]
+pub struct FeatureCollector {
+    /// The rate limiter.
+    pub ratelimit: crate::ratelimit::RateLimitHandle,
+    /// Live events.
+    pub events: crate::events::EventsHandle,
+    /// Auth (revocation view).
+    pub auth: crate::auth::AuthHandle,
+}
+
+impl Collector for FeatureCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        {
+            let mut family = encoder.encode_descriptor(
+                "ratelimit_decisions",
+                "Rate-limit decisions by policy and outcome",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (policy, counts) in self.ratelimit.decisions_by_policy() {
+                for (outcome, value) in [
+                    ("allowed", counts[0]),
+                    ("denied", counts[1]),
+                    ("shadow_denied", counts[2]),
+                ] {
+                    let labels = DecisionLabels {
+                        policy: policy.clone(),
+                        outcome,
+                    };
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let r = self.ratelimit.stats_now();
+        counter(
+            &mut encoder,
+            "ratelimit_blocked_locally",
+            "Denials answered from the local block, without the store",
+            r.blocked_locally,
+        )?;
+        counter(
+            &mut encoder,
+            "ratelimit_fail_open",
+            "Decisions made in process because Redis could not be asked (fail-open)",
+            r.fallback_decisions,
+        )?;
+        counter(
+            &mut encoder,
+            "ratelimit_fail_closed",
+            "Requests refused with 503 because Redis could not be asked (fail-closed)",
+            r.fail_closed,
+        )?;
+        counter(
+            &mut encoder,
+            "ratelimit_store_errors",
+            "Rate-limit store calls that failed",
+            r.store_errors,
+        )?;
+        let e = self.events.stats();
+        gauge(
+            &mut encoder,
+            "sse_clients",
+            "SSE clients connected to this instance",
+            i64::try_from(e.clients).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            &mut encoder,
+            "sse_published",
+            "Events published through this instance",
+            e.published,
+        )?;
+        counter(
+            &mut encoder,
+            "sse_deliveries",
+            "Events handed to local SSE clients",
+            e.deliveries,
+        )?;
+        counter(
+            &mut encoder,
+            "sse_slow_consumer_drops",
+            "SSE clients cut for not keeping up",
+            e.slow_consumers,
+        )?;
+        counter(
+            &mut encoder,
+            "sse_resubscribes",
+            "Resubscribe-and-replay runs after the subscriber connection was lost",
+            e.resyncs,
+        )?;
+        counter(
+            &mut encoder,
+            "auth_revocation_view_resyncs",
+            "Times the local revocation view was (re)built from Redis",
+            self.auth.view_resyncs(),
+        )?;
+        Ok(())
+    }
+}

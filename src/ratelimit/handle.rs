@@ -31,6 +31,36 @@ pub(crate) struct Counters {
     pub(crate) fallback: AtomicU64,
     pub(crate) fail_closed: AtomicU64,
     pub(crate) store_errors: AtomicU64,
+    /// Decisions per policy name: `[allowed, denied, shadow_denied]`.
+    pub(crate) by_policy: std::sync::Mutex<std::collections::HashMap<String, [u64; 3]>>,
+}
+
+impl Counters {
+    fn count(&self, policy: &str, outcome: usize) {
+        let mut map = self
+            .by_policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get_mut(policy) {
+            Some(counts) => counts[outcome] += 1,
+            None => {
+                let mut counts = [0; 3];
+                counts[outcome] = 1;
+                map.insert(policy.to_owned(), counts);
+            }
+        }
+    }
+
+    /// Decisions per policy: `(name, allowed, denied, shadow_denied)`.
+    pub(crate) fn per_policy(&self) -> Vec<(String, [u64; 3])> {
+        let map = self
+            .by_policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        all.sort();
+        all
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -195,6 +225,12 @@ impl RateLimitHandle {
         }
     }
 
+    /// The 429 `quota-exceeded` response (with `Retry-After`) for a login refused by
+    /// [`login_blocked`](Self::login_blocked).
+    pub fn login_denied(&self, decision: &Decision) -> actix_web::HttpResponse {
+        super::middleware::too_many_requests(&self.inner.config.login, decision)
+    }
+
     /// Records one failed login for `username` from `ip`; answers the state after it.
     pub async fn record_login_failure(&self, username: &str, ip: IpAddr) -> Decision {
         let policy = &self.inner.config.login;
@@ -203,6 +239,28 @@ impl RateLimitHandle {
             Ok(decision) => decision,
             Err(_) => fail_closed_decision(policy),
         }
+    }
+
+    /// Counters since start, read directly (no actor message): for scrapes and stats streams.
+    pub fn stats_now(&self) -> RateLimitStats {
+        let c = &self.inner.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        RateLimitStats {
+            allowed: get(&c.allowed),
+            denied: get(&c.denied),
+            shadow_denied: get(&c.shadow_denied),
+            blocked_locally: get(&c.blocked_locally),
+            fallback_decisions: get(&c.fallback),
+            fail_closed: get(&c.fail_closed),
+            store_errors: get(&c.store_errors),
+            memory_keys: (self.inner.memory.len() + self.inner.fallback.len()) as u64,
+            blocked_identities: self.inner.blocked.len() as u64,
+        }
+    }
+
+    /// Decisions per policy since start: `(policy name, [allowed, denied, shadow_denied])`.
+    pub fn decisions_by_policy(&self) -> Vec<(String, [u64; 3])> {
+        self.inner.counters.per_policy()
     }
 
     /// Counters since start, from the actor.
@@ -334,6 +392,7 @@ impl RateLimitHandle {
             None => None,
         })?;
         bump(&self.inner.counters.blocked_locally);
+        self.inner.counters.count(&policy.name, 1);
         let wait = Duration::from_micros(until - now);
         Some(Decision {
             allowed: false,
@@ -355,10 +414,13 @@ impl RateLimitHandle {
         let counters = &self.inner.counters;
         if decision.allowed {
             bump(&counters.allowed);
+            counters.count(&policy.name, 0);
         } else if policy.shadow {
             bump(&counters.shadow_denied);
+            counters.count(&policy.name, 2);
         } else {
             bump(&counters.denied);
+            counters.count(&policy.name, 1);
             let until = args.now + u64::try_from(decision.retry_after.as_micros()).unwrap_or(0);
             self.inner.blocked.with(key, |map| {
                 map.insert(key.to_owned(), until);

@@ -6,8 +6,9 @@ use serde_json::json;
 use super::{RateLimitError, RateLimitHandle};
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/expensive-operation", web::post().to(expensive_operation))
-        .route("/ratelimit/status", web::get().to(status));
+    // Resources, not bare routes: a wrong method is then a 405 (with `Allow`), not a 404.
+    cfg.service(web::resource("/expensive-operation").route(web::post().to(expensive_operation)))
+        .service(web::resource("/ratelimit/status").route(web::get().to(status)));
 }
 
 /// The demo of a costly route: the middleware applies its policy (10 per 60 s by default).

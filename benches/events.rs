@@ -1,0 +1,491 @@
+//! Live events at scale: 10,000 concurrent SSE clients on one channel of one redkit instance.
+//!
+//! `cargo bench --bench events` — one command: starts a private redis-server (unix socket, temp
+//! dir), runs redkit in a child process (this binary re-executed, so that the server has its own
+//! fd budget and its own RSS), connects the clients over loopback from this process and checks:
+//! every client receives every one of 20 published events; redkit holds ≤ 3 Redis connections
+//! (`CLIENT LIST`); publish → delivery p99 ≤ 50 ms; RSS growth per idle client ≤ 16 KiB.
+//! Latencies are also printed as a ratio against a single-client baseline measured in the same
+//! run, and a burst of 20 back-to-back events gives deliveries per second.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const CLIENTS: usize = 10_000;
+const EVENTS: usize = 20;
+const CHANNEL: &str = "bench";
+const TOKEN: &str = "bench-token";
+const ROLE_ENV: &str = "REDKIT_EVENTS_BENCH_REDIS";
+const RELAUNCHED_ENV: &str = "REDKIT_EVENTS_BENCH_RELAUNCHED";
+
+fn main() {
+    if let Ok(url) = std::env::var(ROLE_ENV) {
+        serve(&url);
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    ensure_fd_limit();
+    let (redis, dir) = start_redis();
+    let url = format!("unix://{}", dir.path().join("redis.sock").display());
+    let (mut server, addr) = start_server(&url);
+    let result = std::panic::catch_unwind(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(run(addr, server.id(), &url))
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(redis);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Re-executes the bench under `prlimit` when the soft fd limit cannot hold 10,000 clients.
+fn ensure_fd_limit() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max open files"));
+    let nums: Vec<u64> = line
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (soft, hard) = (
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+    );
+    let needed = CLIENTS as u64 + 500;
+    if soft >= needed {
+        return;
+    }
+    assert!(
+        hard >= needed,
+        "the hard fd limit ({hard}) cannot hold {CLIENTS} clients"
+    );
+    assert!(
+        std::env::var(RELAUNCHED_ENV).is_err(),
+        "prlimit did not raise the fd limit"
+    );
+    let status = Command::new("prlimit")
+        .arg(format!("--nofile={hard}:{hard}"))
+        .arg(std::env::current_exe().expect("current exe"))
+        .args(std::env::args().skip(1))
+        .env(RELAUNCHED_ENV, "1")
+        .status()
+        .expect("prlimit (util-linux) is needed to raise the fd limit");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+struct RedisChild(Child);
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> (RedisChild, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket"])
+        .arg(dir.path().join("redis.sock"))
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxclients",
+            "1000",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed");
+    let client = redis::Client::open(format!(
+        "unix://{}",
+        dir.path().join("redis.sock").display()
+    ))
+    .expect("url");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .get_connection()
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (RedisChild(child), dir)
+}
+
+fn start_server(url: &str) -> (Child, SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        .env(ROLE_ENV, url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("port line");
+    let addr = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("server did not start: {line:?}"));
+    (child, addr)
+}
+
+/// The server role: redkit with Redis, a static bench token, two workers.
+fn serve(url: &str) {
+    redkit::init_tracing(redkit::config::LogFormat::Text);
+    actix_web::rt::System::new().block_on(async move {
+        let mut config = redkit::Config::for_tests();
+        config.redis = Some(redkit::config::RedisSettings::new(url));
+        let services = redkit::http::Services::start(&config).expect("services");
+        let tokens = redkit::events::StaticTokens::new();
+        tokens.insert(
+            TOKEN,
+            redkit::events::Principal::new("bench", "bench", u64::MAX),
+        );
+        services.events.set_auth(Arc::new(tokens));
+        let factory = {
+            let services = services.clone();
+            move || redkit::http::app(services.clone())
+        };
+        let server = actix_web::HttpServer::new(factory)
+            .workers(workers())
+            .backlog(4096)
+            .bind(("127.0.0.1", 0))
+            .expect("bind");
+        let addr = server.addrs()[0];
+        println!("LISTENING {addr}");
+        let _ = std::io::stdout().flush();
+        server.run().await.expect("server");
+    });
+}
+
+/// User + system CPU seconds of a process so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields after the command: state is 0, utime is 11, stime is 12; 100 ticks per second.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// HTTP workers of the bench server (`EVENTS_BENCH_WORKERS`, default 2: one per core here).
+fn workers() -> usize {
+    std::env::var("EVENTS_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Publish times (ns since `epoch`) of each event index, shared with the clients.
+struct Clock {
+    epoch: Instant,
+    sent: Vec<AtomicU64>,
+}
+
+impl Clock {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+async fn publish(addr: SocketAddr, clock: &Clock, n: usize) {
+    let body = format!("{{\"n\":{n}}}");
+    let req = format!(
+        "POST /events/{CHANNEL} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    clock.sent[n].store(clock.now_ns(), Ordering::Release);
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.expect("read");
+    assert!(
+        reply.starts_with(b"HTTP/1.1 202"),
+        "publish failed: {}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
+/// One SSE client: connects, reports readiness after the `retry:` block, then records the
+/// latency (µs) of each event index until it has `expect` events.
+async fn client(
+    addr: SocketAddr,
+    clock: Arc<Clock>,
+    ready: Arc<AtomicUsize>,
+    expect: usize,
+) -> Vec<(u32, u64)> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /events/{CHANNEL} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let mut seen_ready = false;
+    let mut got = Vec::with_capacity(expect);
+    while got.len() < expect {
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "server closed a stream");
+        let now = clock.now_ns();
+        buf.extend_from_slice(&chunk[..n]);
+        if !seen_ready && find(&buf, b"retry: ").is_some() {
+            seen_ready = true;
+            ready.fetch_add(1, Ordering::AcqRel);
+        }
+        // Parse complete SSE blocks; keep the tail.
+        let mut consumed = 0;
+        while let Some(end) = find(&buf[consumed..], b"\n\n") {
+            let block = &buf[consumed..consumed + end];
+            if let Some(at) = find(block, b"data: {\"n\":") {
+                let digits: String = block[at + 11..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .map(|&b| b as char)
+                    .collect();
+                let index: usize = digits.parse().expect("event index");
+                let sent = clock.sent[index].load(Ordering::Acquire);
+                got.push((index as u32, now.saturating_sub(sent) / 1000));
+            }
+            consumed += end + 2;
+        }
+        buf.drain(..consumed);
+    }
+    got
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn wait_ready(ready: &AtomicUsize, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while ready.load(Ordering::Acquire) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} clients connected",
+            ready.load(Ordering::Acquire)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn run(addr: SocketAddr, server_pid: u32, url: &str) {
+    let started = Instant::now();
+    let total_events = 2 * EVENTS + EVENTS;
+    let clock = Arc::new(Clock {
+        epoch: Instant::now(),
+        sent: (0..total_events).map(|_| AtomicU64::new(0)).collect(),
+    });
+
+    // Baseline: one client, 20 events, same path.
+    let ready = Arc::new(AtomicUsize::new(0));
+    let solo = tokio::spawn(client(addr, clock.clone(), ready.clone(), EVENTS));
+    wait_ready(&ready, 1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 0..EVENTS {
+        publish(addr, &clock, n).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut base: Vec<u64> = solo
+        .await
+        .expect("solo")
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    base.sort_unstable();
+    let base_p50 = percentile(&base, 0.50).max(1);
+    let base_p99 = percentile(&base, 0.99).max(1);
+
+    // 10,000 idle clients: RSS before and after.
+    let rss_before = rss_kib(server_pid);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let connect_started = Instant::now();
+    let mut tasks = Vec::with_capacity(CLIENTS);
+    for batch in 0..CLIENTS / 500 {
+        for _ in 0..500 {
+            tasks.push(tokio::spawn(client(
+                addr,
+                clock.clone(),
+                ready.clone(),
+                2 * EVENTS,
+            )));
+        }
+        wait_ready(&ready, (batch + 1) * 500, Duration::from_secs(20)).await;
+    }
+    let connect_time = connect_started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = rss_kib(server_pid);
+    let per_client_kib = (rss_after.saturating_sub(rss_before)) as f64 / CLIENTS as f64;
+
+    let mut inspect = redis::Client::open(url)
+        .expect("url")
+        .get_connection()
+        .expect("inspect connection");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut inspect)
+        .expect("CLIENT LIST");
+    let redkit_conns = list.lines().count() - 1; // minus this inspection connection
+
+    // Latency: 20 events, 50 ms apart.
+    for n in EVENTS..2 * EVENTS {
+        publish(addr, &clock, n).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Throughput: 20 more events back to back, to the same clients.
+    let cpu_server_before = cpu_secs(server_pid);
+    let cpu_self_before = cpu_secs(std::process::id());
+    let burst_started = Instant::now();
+    for n in 2 * EVENTS..3 * EVENTS {
+        publish(addr, &clock, n).await;
+    }
+    let mut latencies = Vec::with_capacity(CLIENTS * EVENTS);
+    let mut complete = 0;
+    let mut last_delivery = 0u64;
+    for task in tasks {
+        let got = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("clients finished in time")
+            .expect("client task");
+        let indices: Vec<u32> = got.iter().map(|(i, _)| *i).collect();
+        if indices == (EVENTS as u32..3 * EVENTS as u32).collect::<Vec<_>>() {
+            complete += 1;
+        }
+        for (index, latency) in got {
+            let index = index as usize;
+            if index < 2 * EVENTS {
+                latencies.push(latency);
+            } else {
+                let sent = clock.sent[index].load(Ordering::Acquire) / 1000;
+                last_delivery = last_delivery.max(sent + latency);
+            }
+        }
+    }
+    latencies.sort_unstable();
+    let p50 = percentile(&latencies, 0.50);
+    let p99 = percentile(&latencies, 0.99);
+    let max = latencies.last().copied().unwrap_or(0);
+    let cpu_server = cpu_secs(server_pid) - cpu_server_before;
+    let cpu_self = cpu_secs(std::process::id()) - cpu_self_before;
+    let burst_start_us = clock.sent[2 * EVENTS].load(Ordering::Acquire) / 1000;
+    let _ = burst_started;
+    let burst = Duration::from_micros(last_delivery.saturating_sub(burst_start_us));
+
+    let deliveries_per_sec = (CLIENTS * EVENTS) as f64 / burst.as_secs_f64();
+
+    println!(
+        "events bench: {CLIENTS} SSE clients on one channel, one redkit instance ({} workers), loopback",
+        workers()
+    );
+    println!(
+        "  connect {CLIENTS} clients:        {:>8.2} s",
+        connect_time.as_secs_f64()
+    );
+    println!(
+        "  clients with all {} events:   {complete:>8} / {CLIENTS}",
+        2 * EVENTS
+    );
+    println!("  redis connections of redkit:  {redkit_conns:>8}   (limit 3)");
+    println!(
+        "  publish->delivery p50:        {:>8.2} ms  ({:.1}x the 1-client baseline {:.2} ms)",
+        p50 as f64 / 1000.0,
+        p50 as f64 / base_p50 as f64,
+        base_p50 as f64 / 1000.0
+    );
+    println!(
+        "  publish->delivery p99:        {:>8.2} ms  ({:.1}x the 1-client baseline {:.2} ms; limit 50 ms)",
+        p99 as f64 / 1000.0,
+        p99 as f64 / base_p99 as f64,
+        base_p99 as f64 / 1000.0
+    );
+    println!(
+        "  publish->delivery max:        {:>8.2} ms",
+        max as f64 / 1000.0
+    );
+    println!(
+        "  RSS growth per idle client:   {per_client_kib:>8.2} KiB (limit 16; {rss_before} -> {rss_after} KiB)"
+    );
+    println!(
+        "  burst deliveries per second:  {deliveries_per_sec:>8.0}   ({} deliveries in {:.3} s)",
+        CLIENTS * EVENTS,
+        burst.as_secs_f64()
+    );
+    println!("  burst CPU: server {cpu_server:.2} s, bench clients {cpu_self:.2} s");
+    println!(
+        "  total bench time:             {:>8.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut failed = Vec::new();
+    if complete != CLIENTS {
+        failed.push("not every client received every event");
+    }
+    if redkit_conns > 3 {
+        failed.push("redkit holds more than 3 Redis connections");
+    }
+    if p99 > 50_000 {
+        failed.push("p99 publish->delivery above 50 ms");
+    }
+    if per_client_kib > 16.0 {
+        failed.push("RSS growth per idle client above 16 KiB");
+    }
+    assert!(failed.is_empty(), "targets missed: {failed:?}");
+    println!("  all targets met");
+}

@@ -1,0 +1,408 @@
+use std::{
+    collections::HashSet,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, SpawnHandle,
+    StreamHandler, WrapFuture,
+};
+use redis::{
+    PushInfo, PushKind, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    streams::StreamRangeReply,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    EventsConfig, EventsError, Join, Left, Shutdown,
+    auth::{EventsAuth, unix_now},
+    frame::{EventId, encode_event, split_payload},
+    history::{parse_range, stream_key},
+    hub::Hub,
+};
+use crate::{config::RedisSettings, redis::RedisError};
+
+/// Pause between attempts to resubscribe while Redis is unreachable.
+const RESYNC_RETRY: Duration = Duration::from_millis(250);
+/// How often private streams are checked for expired tokens and revoked sessions.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The process's pub/sub subscriber: see the [module docs](super).
+pub struct EventsActor {
+    hub: Arc<Hub>,
+    auth: Arc<RwLock<Arc<dyn EventsAuth>>>,
+    heartbeat: Duration,
+    redis: Option<Subscriber>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The dedicated subscriber connection and what is subscribed on it.
+struct Subscriber {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    pushes: Option<mpsc::UnboundedReceiver<PushInfo>>,
+    subscribed: HashSet<String>,
+    /// The connection was lost (or never made): every channel must be resubscribed and caught up.
+    dirty: bool,
+    resync: Option<SpawnHandle>,
+}
+
+impl EventsActor {
+    pub(crate) fn new(
+        config: &EventsConfig,
+        redis: Option<&RedisSettings>,
+        hub: Arc<Hub>,
+        auth: Arc<RwLock<Arc<dyn EventsAuth>>>,
+    ) -> Result<Self, EventsError> {
+        let redis = match redis {
+            None => None,
+            Some(settings) => Some(Subscriber::new(settings, &config.key_prefix)?),
+        };
+        Ok(Self {
+            hub,
+            auth,
+            heartbeat: config.heartbeat,
+            redis,
+            ticker: None,
+        })
+    }
+
+    /// Schedules a resubscription (and catch-up) unless one is pending.
+    fn schedule_resync(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        let Some(sub) = self.redis.as_mut() else {
+            return;
+        };
+        sub.dirty = true;
+        if sub.resync.is_none() {
+            sub.resync = Some(ctx.run_later(delay, Self::resync));
+        }
+    }
+
+    /// Resubscribes every channel with local clients and replays what they may have missed.
+    /// Runs with the mailbox and the push stream paused (`ctx.wait`), so that a replay is always
+    /// fanned out before any live event that follows it.
+    fn resync(&mut self, ctx: &mut Context<Self>) {
+        let Some(sub) = self.redis.as_mut() else {
+            return;
+        };
+        sub.resync = None;
+        if !sub.dirty {
+            return;
+        }
+        self.hub
+            .counters
+            .resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let channels: Vec<String> = self.hub.channels().into_iter().map(|(c, _)| c).collect();
+        let task = sync_channels(
+            sub.conn.clone(),
+            self.hub.clone(),
+            sub.prefix.clone(),
+            sub.timeout,
+            channels.clone(),
+            true,
+        );
+        ctx.wait(task.into_actor(self).map(move |result, actor, ctx| {
+            match result {
+                Ok(replayed) => {
+                    if let Some(sub) = actor.redis.as_mut() {
+                        sub.dirty = false;
+                        sub.subscribed = channels.iter().cloned().collect();
+                    }
+                    tracing::info!(
+                        channels = channels.len(),
+                        replayed,
+                        "events subscriber (re)connected; channels resubscribed and caught up"
+                    );
+                    // Channels whose last client left during the resync.
+                    for channel in channels {
+                        actor.reconcile(&channel, ctx);
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "events resubscription failed; retrying");
+                    actor.schedule_resync(ctx, RESYNC_RETRY);
+                }
+            }
+        }));
+    }
+
+    /// Subscribes or unsubscribes `channel` so that Redis matches the local client count.
+    fn reconcile(&mut self, channel: &str, ctx: &mut Context<Self>) {
+        let wanted = self.hub.count(channel) > 0;
+        let Some(sub) = self.redis.as_mut() else {
+            return;
+        };
+        if sub.dirty {
+            // The pending resync covers every channel with clients.
+            return;
+        }
+        let subscribed = sub.subscribed.contains(channel);
+        // A channel whose clients all left and came back before the unsubscribe ran is still
+        // subscribed but lost its baseline: sync it again.
+        if wanted && (!subscribed || self.hub.last_id(channel).is_none()) {
+            let task = sync_channels(
+                sub.conn.clone(),
+                self.hub.clone(),
+                sub.prefix.clone(),
+                sub.timeout,
+                vec![channel.to_owned()],
+                false,
+            );
+            let channel = channel.to_owned();
+            ctx.wait(
+                task.into_actor(self)
+                    .map(move |result, actor, ctx| match result {
+                        Ok(_) => {
+                            if let Some(sub) = actor.redis.as_mut() {
+                                sub.subscribed.insert(channel);
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, %channel, "cannot subscribe; retrying");
+                            actor.schedule_resync(ctx, RESYNC_RETRY);
+                        }
+                    }),
+            );
+        } else if !wanted && subscribed {
+            sub.subscribed.remove(channel);
+            let mut conn = sub.conn.clone();
+            let key = stream_key(&sub.prefix, channel);
+            let timeout = sub.timeout;
+            ctx.wait(
+                async move {
+                    match tokio::time::timeout(timeout, conn.unsubscribe(&key)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => tracing::debug!(error = %err, "unsubscribe failed"),
+                        Err(_) => tracing::debug!("unsubscribe timed out"),
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+    }
+
+    fn on_message(&self, push: &PushInfo) {
+        let Some(sub) = self.redis.as_ref() else {
+            return;
+        };
+        let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
+            (push.data.first(), push.data.get(1))
+        else {
+            return;
+        };
+        let Some(channel) = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| n.strip_prefix(sub.prefix.as_str()))
+            .and_then(|n| n.strip_prefix("events:"))
+        else {
+            return;
+        };
+        let Some((id, kind, data)) = split_payload(payload) else {
+            tracing::warn!(channel, "ignoring a malformed event payload");
+            return;
+        };
+        let fan = self
+            .hub
+            .fan_out(channel, id, &encode_event(id, kind, data), true);
+        if fan.cut > 0 {
+            tracing::info!(
+                channel,
+                cut = fan.cut,
+                "slow consumers disconnected (queue full)"
+            );
+        }
+    }
+}
+
+impl Subscriber {
+    fn new(settings: &RedisSettings, prefix: &str) -> Result<Self, EventsError> {
+        let classify = |err| EventsError::Unavailable(RedisError::Command(err));
+        let client = redis::Client::open(settings.url.as_str()).map_err(classify)?;
+        // Push messages (and the `Disconnection` notice) need RESP3.
+        let info = client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(classify)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(200))
+            .set_push_sender(tx)
+            .set_automatic_resubscription();
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(classify)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            timeout: settings.response_timeout,
+            pushes: Some(rx),
+            subscribed: HashSet::new(),
+            dirty: false,
+            resync: None,
+        })
+    }
+}
+
+/// Subscribes `channels` and fans out what was published since each channel's last delivered id
+/// (for a channel new to this process: since just before the subscription). Answers how many
+/// events were replayed.
+async fn sync_channels(
+    mut conn: ConnectionManager,
+    hub: Arc<Hub>,
+    prefix: String,
+    timeout: Duration,
+    channels: Vec<String>,
+    ping: bool,
+) -> Result<usize, RedisError> {
+    let bounded = async move {
+        if ping {
+            redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        }
+        // 1. Baseline: where live delivery starts for channels that never had it.
+        for channel in &channels {
+            if hub.last_id(channel).is_none() {
+                let mut cmd = redis::cmd("XREVRANGE");
+                cmd.arg(stream_key(&prefix, channel))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1);
+                let reply: StreamRangeReply = cmd.query_async(&mut conn).await?;
+                let last = reply
+                    .ids
+                    .first()
+                    .and_then(|e| e.id.parse().ok())
+                    .unwrap_or(EventId::ZERO);
+                hub.baseline(channel, last);
+            }
+        }
+        // 2. Subscribe: from here on, pushes carry every new event.
+        if !channels.is_empty() {
+            let keys: Vec<String> = channels.iter().map(|c| stream_key(&prefix, c)).collect();
+            conn.subscribe(keys).await?;
+        }
+        // 3. Catch up on what was published between the baseline and the subscription.
+        let mut replayed = 0;
+        for channel in &channels {
+            let Some(last) = hub.last_id(channel) else {
+                continue;
+            };
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(stream_key(&prefix, channel))
+                .arg(last.to_string())
+                .arg("+");
+            let reply: StreamRangeReply = cmd.query_async(&mut conn).await?;
+            for (id, bytes) in parse_range(reply) {
+                replayed += hub.fan_out(channel, id, &bytes, true).delivered.min(1);
+            }
+        }
+        Ok::<_, redis::RedisError>(replayed)
+    };
+    // Three round trips per channel at most, each bounded by the manager's response timeout;
+    // this outer bound keeps a stalled server from pausing the actor for long.
+    match tokio::time::timeout(timeout * 4, bounded).await {
+        Ok(Ok(replayed)) => Ok(replayed),
+        Ok(Err(err)) => Err(RedisError::classify(err)),
+        Err(_) => Err(RedisError::Timeout(timeout * 4)),
+    }
+}
+
+impl Actor for EventsActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(pushes) = self.redis.as_mut().and_then(|s| s.pushes.take()) {
+            let mut pushes = pushes;
+            ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
+                pushes.poll_recv(cx)
+            }));
+        }
+        // Heartbeats and token sweeps run beside the actor, not in it: a resync pauses the
+        // actor while Redis is unreachable, and clients must keep getting heartbeats meanwhile.
+        let hub = self.hub.clone();
+        let auth = self.auth.clone();
+        let every = self.heartbeat;
+        self.ticker = Some(tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut beat = tokio::time::interval_at(start + every, every);
+            let mut sweep = tokio::time::interval_at(start + SWEEP_INTERVAL, SWEEP_INTERVAL);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => hub.heartbeat(),
+                    _ = sweep.tick() => {
+                        let auth = auth
+                            .read()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .clone();
+                        let closed = hub.sweep(&*auth, unix_now());
+                        if closed > 0 {
+                            tracing::info!(closed, "private streams closed: token expired or session revoked");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+        self.hub.close();
+    }
+}
+
+impl StreamHandler<PushInfo> for EventsActor {
+    fn handle(&mut self, push: PushInfo, ctx: &mut Self::Context) {
+        match push.kind {
+            PushKind::Message => self.on_message(&push),
+            PushKind::Disconnection => {
+                tracing::warn!(
+                    "events subscriber connection lost; resubscribing and catching up from history"
+                );
+                self.schedule_resync(ctx, Duration::ZERO);
+            }
+            _ => {}
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // The connection manager is gone: nothing more will be pushed. Keep serving heartbeats.
+    }
+}
+
+impl Handler<Join> for EventsActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) -> Self::Result {
+        // The reconcile future (if any) runs under `ctx.wait`, before the answer below.
+        self.reconcile(&msg.channel, ctx);
+        AtomicResponse::new(Box::pin(async {}.into_actor(self)))
+    }
+}
+
+impl Handler<Left> for EventsActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Left, ctx: &mut Self::Context) {
+        self.reconcile(&msg.channel, ctx);
+    }
+}
+
+impl Handler<Shutdown> for EventsActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) {
+        self.hub.close();
+    }
+}

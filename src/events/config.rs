@@ -1,0 +1,38 @@
+use std::time::Duration;
+
+use crate::config::{
+    DEFAULT_EVENTS_HEARTBEAT_MS, DEFAULT_EVENTS_HISTORY_LEN, DEFAULT_EVENTS_QUEUE,
+    DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS, DEFAULT_KEY_PREFIX,
+};
+
+/// Settings of live events. Defaults come from the `DEFAULT_EVENTS_*` constants in
+/// [`crate::config`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EventsConfig {
+    /// Prefix of the Redis keys: streams are `<prefix>events:{channel}`.
+    pub key_prefix: String,
+    /// Events kept per channel (`XADD MAXLEN ~`; the memory ring keeps exactly this many).
+    pub history_len: usize,
+    /// A channel's history expires this long after its last publish.
+    pub stream_ttl: Duration,
+    /// Events queued per client before it is cut as a slow consumer.
+    pub queue_size: usize,
+    /// Interval of heartbeat comments.
+    pub heartbeat: Duration,
+    /// The `retry:` hint sent first on every stream.
+    pub retry: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            history_len: DEFAULT_EVENTS_HISTORY_LEN,
+            stream_ttl: Duration::from_secs(DEFAULT_EVENTS_TTL_SECS),
+            queue_size: DEFAULT_EVENTS_QUEUE,
+            heartbeat: Duration::from_millis(DEFAULT_EVENTS_HEARTBEAT_MS),
+            retry: Duration::from_millis(DEFAULT_EVENTS_RETRY_MS),
+        }
+    }
+}

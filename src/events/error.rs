@@ -1,0 +1,92 @@
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+
+use super::frame::{MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN};
+use crate::{http::Problem, redis::RedisError};
+
+/// A failed events operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventsError {
+    /// The channel name is empty, too long, or has a character outside `[A-Za-z0-9:_.-]`.
+    #[error("invalid channel name")]
+    InvalidChannel,
+    /// The event type is empty, too long, or has a character outside `[A-Za-z0-9_.-]`.
+    #[error("invalid event type")]
+    InvalidEventType,
+    /// No valid access token (or ticket) came with a request that needs one.
+    #[error("missing or invalid access token")]
+    Unauthorized,
+    /// The token is valid but belongs to someone else than the private channel's owner.
+    #[error("private channel of another user")]
+    Forbidden,
+    /// Redis is needed (publish, ticket) and cannot be reached.
+    #[error(transparent)]
+    Unavailable(#[from] RedisError),
+    /// The server is shutting down and accepts no new subscribers.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// Something that should not happen (an unparsable id from Redis, no randomness).
+    #[error("internal events error: {0}")]
+    Internal(&'static str),
+}
+
+impl ResponseError for EventsError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidChannel | Self::InvalidEventType => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unavailable(err) => err.status_code(),
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::InvalidChannel => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-channel",
+                "Invalid channel name",
+            )
+            .with_detail(format!(
+                "Channel names are 1 to {MAX_CHANNEL_LEN} characters of A-Z a-z 0-9 : _ . -"
+            ))
+            .into_response(),
+            Self::InvalidEventType => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-event-type",
+                "Invalid event type",
+            )
+            .with_detail(format!(
+                "Event types are 1 to {MAX_EVENT_TYPE_LEN} characters of A-Z a-z 0-9 _ . -"
+            ))
+            .into_response(),
+            Self::Unauthorized => {
+                let problem =
+                    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+                        .with_detail("A valid access token is required.");
+                // unwrap: a struct of strings and integers always serializes.
+                let body = serde_json::to_vec(&problem).unwrap();
+                problem
+                    .response_builder()
+                    .insert_header(("www-authenticate", "Bearer"))
+                    .body(body)
+            }
+            Self::Forbidden => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+                .with_detail("This private channel belongs to another user.")
+                .into_response(),
+            Self::Unavailable(err) => {
+                tracing::warn!(error = %err, "events operation needs redis");
+                err.error_response()
+            }
+            Self::ShuttingDown => {
+                Problem::unavailable("The server is shutting down.").into_response()
+            }
+            Self::Internal(what) => {
+                tracing::error!(error = what, "events operation failed");
+                Problem::internal().into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Per-channel history: a Redis Stream per channel (or an in-process ring), appended to by every
+//! publish and read back to resume a client or to catch up after a reconnect.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use redis::streams::StreamRangeReply;
+
+use super::{
+    EventsError,
+    frame::{EventId, encode_event},
+    hub::Hub,
+};
+use crate::redis::RedisHandle;
+
+/// XADD (trimmed) + PEXPIRE + PUBLISH in one round trip; the published payload carries the new
+/// id so that subscribers and history agree on it.
+const PUBLISH_LUA: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[2], 'data', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', KEYS[1], id .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
+return id
+";
+
+/// What a resuming client gets from history.
+#[derive(Debug)]
+pub(crate) enum Replay {
+    /// The id is unknown or older than what history holds: the client must refetch state.
+    Reset,
+    /// The encoded events after the id, oldest first (possibly none).
+    Events(Vec<(EventId, Bytes)>),
+}
+
+pub(crate) struct Ring {
+    events: VecDeque<(EventId, Bytes)>,
+    last: EventId,
+    written: tokio::time::Instant,
+}
+
+/// The history backend.
+pub(crate) enum History {
+    Redis {
+        redis: RedisHandle,
+        script: redis::Script,
+        prefix: String,
+        max_len: usize,
+        ttl: Duration,
+    },
+    Memory {
+        rings: Mutex<HashMap<String, Ring>>,
+        max_len: usize,
+        ttl: Duration,
+    },
+}
+
+/// The Redis key (and pub/sub channel) of `channel`.
+pub(crate) fn stream_key(prefix: &str, channel: &str) -> String {
+    format!("{prefix}events:{channel}")
+}
+
+/// Parses an `XRANGE` reply into encoded events.
+pub(crate) fn parse_range(reply: StreamRangeReply) -> Vec<(EventId, Bytes)> {
+    reply
+        .ids
+        .into_iter()
+        .filter_map(|entry| {
+            let id: EventId = entry.id.parse().ok()?;
+            let kind: String = entry.get("event")?;
+            let data: String = entry.get("data")?;
+            Some((id, encode_event(id, &kind, &data)))
+        })
+        .collect()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+impl History {
+    pub(crate) fn redis(redis: RedisHandle, prefix: &str, max_len: usize, ttl: Duration) -> Self {
+        Self::Redis {
+            redis,
+            script: redis::Script::new(PUBLISH_LUA),
+            prefix: prefix.to_owned(),
+            max_len,
+            ttl,
+        }
+    }
+
+    pub(crate) fn memory(max_len: usize, ttl: Duration) -> Self {
+        Self::Memory {
+            rings: Mutex::new(HashMap::new()),
+            max_len,
+            ttl,
+        }
+    }
+
+    /// Appends an event and delivers it: published through Redis to every instance, or fanned
+    /// out to `hub` directly (under the ring's lock, so local order is id order).
+    pub(crate) async fn publish(
+        &self,
+        hub: &Hub,
+        channel: &str,
+        kind: &str,
+        data: &str,
+    ) -> Result<EventId, EventsError> {
+        match self {
+            Self::Redis {
+                redis,
+                script,
+                prefix,
+                max_len,
+                ttl,
+            } => {
+                let mut invocation = script.key(stream_key(prefix, channel));
+                invocation
+                    .arg(*max_len)
+                    .arg(kind)
+                    .arg(data)
+                    .arg(millis(*ttl).max(1));
+                let id: String = redis.invoke(&invocation).await?;
+                id.parse()
+                    .map_err(|()| EventsError::Internal("redis returned an unparsable stream id"))
+            }
+            Self::Memory {
+                rings,
+                max_len,
+                ttl,
+            } => {
+                let now = tokio::time::Instant::now();
+                let mut rings = rings
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let ring = rings.entry(channel.to_owned()).or_insert_with(|| Ring {
+                    events: VecDeque::new(),
+                    last: EventId::ZERO,
+                    written: now,
+                });
+                if now.duration_since(ring.written) >= *ttl {
+                    // Expired like the Redis key would have: history starts over.
+                    ring.events.clear();
+                }
+                let id = ring.last.next(now_ms());
+                let bytes = encode_event(id, kind, data);
+                ring.last = id;
+                ring.written = now;
+                ring.events.push_back((id, bytes.clone()));
+                while ring.events.len() > *max_len {
+                    ring.events.pop_front();
+                }
+                hub.fan_out(channel, id, &bytes, false);
+                Ok(id)
+            }
+        }
+    }
+
+    /// The events after `last` for a resuming client, or [`Replay::Reset`] if `last` is not in
+    /// history.
+    pub(crate) async fn replay(&self, channel: &str, last: EventId) -> Result<Replay, EventsError> {
+        let events = match self {
+            Self::Redis { redis, prefix, .. } => {
+                let mut cmd = redis::cmd("XRANGE");
+                cmd.arg(stream_key(prefix, channel))
+                    .arg(last.to_string())
+                    .arg("+");
+                parse_range(redis.query(&cmd).await?)
+            }
+            Self::Memory { rings, ttl, .. } => {
+                let rings = rings
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match rings.get(channel) {
+                    Some(ring) if ring.written.elapsed() < *ttl => ring
+                        .events
+                        .iter()
+                        .filter(|(id, _)| *id >= last)
+                        .cloned()
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            }
+        };
+        match events.first() {
+            Some((first, _)) if *first == last => Ok(Replay::Events(events[1..].to_vec())),
+            _ => Ok(Replay::Reset),
+        }
+    }
+
+    /// How many events history holds for `channel`.
+    pub(crate) async fn len(&self, channel: &str) -> Result<u64, EventsError> {
+        match self {
+            Self::Redis { redis, prefix, .. } => {
+                let mut cmd = redis::cmd("XLEN");
+                cmd.arg(stream_key(prefix, channel));
+                Ok(redis.query(&cmd).await?)
+            }
+            Self::Memory { rings, ttl, .. } => {
+                let rings = rings
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Ok(rings
+                    .get(channel)
+                    .filter(|ring| ring.written.elapsed() < *ttl)
+                    .map_or(0, |ring| ring.events.len() as u64))
+            }
+        }
+    }
+}

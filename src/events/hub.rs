@@ -1,0 +1,397 @@
+//! Local fan-out: every SSE client of this process, by channel, each behind a bounded queue.
+//!
+//! The hub is plain shared state (`Arc` + a short `std` mutex), not an actor: joining, leaving and
+//! fanning out are a few pointer copies each, done from whichever task has the event, with no
+//! mailbox hop. A client is a bounded [`mpsc`] sender of pre-encoded frames plus a flag; no task,
+//! no timer and no buffer of its own, so an idle client costs a few hundred bytes here.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    convert::Infallible,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+use super::{
+    auth::{EventsAuth, Principal},
+    frame::{EventId, HEARTBEAT, encode_control},
+};
+
+/// One queued frame: pre-encoded bytes shared by every client, and the event id for de-duplication
+/// at the history/live handover (`None` for heartbeats).
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    pub(crate) id: Option<EventId>,
+    pub(crate) bytes: Bytes,
+}
+
+struct Client {
+    tx: mpsc::Sender<Frame>,
+    overflowed: Arc<AtomicBool>,
+    principal: Option<Principal>,
+}
+
+#[derive(Default)]
+struct Channel {
+    clients: HashMap<u64, Client>,
+    /// Last id fanned out from Redis; `None` until the channel's subscription is baselined.
+    last_id: Option<EventId>,
+}
+
+#[derive(Default)]
+struct Inner {
+    channels: HashMap<String, Channel>,
+    next_client: u64,
+    closed: bool,
+}
+
+/// What [`Hub::fan_out`] did with one event.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FanOut {
+    pub(crate) delivered: usize,
+    pub(crate) cut: usize,
+}
+
+/// Counters of the hub and its actor (monotonic, except `clients`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) clients: std::sync::atomic::AtomicU64,
+    pub(crate) deliveries: std::sync::atomic::AtomicU64,
+    pub(crate) slow_consumers: std::sync::atomic::AtomicU64,
+    pub(crate) published: std::sync::atomic::AtomicU64,
+    pub(crate) resyncs: std::sync::atomic::AtomicU64,
+}
+
+/// The registry of local clients. See the module docs.
+pub(crate) struct Hub {
+    inner: Mutex<Inner>,
+    queue_size: usize,
+    pub(crate) counters: Counters,
+}
+
+/// A newly registered client: its id and the receiving half of its queue.
+pub(crate) struct Joined {
+    pub(crate) id: u64,
+    pub(crate) rx: mpsc::Receiver<Frame>,
+    pub(crate) overflowed: Arc<AtomicBool>,
+}
+
+impl Hub {
+    pub(crate) fn new(queue_size: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            queue_size: queue_size.max(1),
+            counters: Counters::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves maps that are still consistent (every update is
+        // a single insert or remove), so a poisoned lock is safe to keep using.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a client on `channel`; `None` once the hub is closed (shutting down).
+    pub(crate) fn join(&self, channel: &str, principal: Option<Principal>) -> Option<Joined> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(self.queue_size);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        inner.next_client += 1;
+        let id = inner.next_client;
+        inner
+            .channels
+            .entry(channel.to_owned())
+            .or_default()
+            .clients
+            .insert(
+                id,
+                Client {
+                    tx,
+                    overflowed: overflowed.clone(),
+                    principal,
+                },
+            );
+        self.counters.clients.fetch_add(1, Ordering::Relaxed);
+        Some(Joined { id, rx, overflowed })
+    }
+
+    /// Removes a client; answers whether it was the channel's last.
+    pub(crate) fn leave(&self, channel: &str, id: u64) -> bool {
+        let mut inner = self.lock();
+        let Some(entry) = inner.channels.get_mut(channel) else {
+            return false;
+        };
+        if entry.clients.remove(&id).is_none() {
+            return false;
+        }
+        self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+        if entry.clients.is_empty() {
+            inner.channels.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    /// Local clients of `channel`.
+    pub(crate) fn count(&self, channel: &str) -> usize {
+        self.lock()
+            .channels
+            .get(channel)
+            .map_or(0, |c| c.clients.len())
+    }
+
+    /// Every channel with at least one local client, and its last fanned-out id.
+    pub(crate) fn channels(&self) -> Vec<(String, Option<EventId>)> {
+        self.lock()
+            .channels
+            .iter()
+            .map(|(name, c)| (name.clone(), c.last_id))
+            .collect()
+    }
+
+    /// The last id fanned out on `channel` (`None`: no clients, or not yet baselined).
+    pub(crate) fn last_id(&self, channel: &str) -> Option<EventId> {
+        self.lock().channels.get(channel).and_then(|c| c.last_id)
+    }
+
+    /// Sets the point after which Redis events are fanned out, unless one is already set.
+    pub(crate) fn baseline(&self, channel: &str, id: EventId) {
+        if let Some(c) = self.lock().channels.get_mut(channel) {
+            c.last_id.get_or_insert(id);
+        }
+    }
+
+    /// Hands one encoded event to every client of `channel`, at most once per id: an id not
+    /// after the channel's last (a replay overlapping live delivery) is dropped, and so is any
+    /// event of a channel not yet baselined when `require_baseline` is set. A client whose
+    /// queue is full is cut (it will see `event: overflow`).
+    pub(crate) fn fan_out(
+        &self,
+        channel: &str,
+        id: EventId,
+        bytes: &Bytes,
+        require_baseline: bool,
+    ) -> FanOut {
+        let mut inner = self.lock();
+        let Some(entry) = inner.channels.get_mut(channel) else {
+            return FanOut::default();
+        };
+        match entry.last_id {
+            Some(last) if id <= last => return FanOut::default(),
+            None if require_baseline => return FanOut::default(),
+            _ => {}
+        }
+        entry.last_id = Some(id);
+        let before = entry.clients.len();
+        let mut result = FanOut::default();
+        entry.clients.retain(|_, client| {
+            let frame = Frame {
+                id: Some(id),
+                bytes: bytes.clone(),
+            };
+            match client.tx.try_send(frame) {
+                Ok(()) => {
+                    result.delivered += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    client.overflowed.store(true, Ordering::Release);
+                    result.cut += 1;
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        // An emptied channel stays registered until its clients' guards leave (and unsubscribe).
+        let c = &self.counters;
+        c.deliveries
+            .fetch_add(result.delivered as u64, Ordering::Relaxed);
+        c.slow_consumers
+            .fetch_add(result.cut as u64, Ordering::Relaxed);
+        c.clients
+            .fetch_sub((before - entry.clients.len()) as u64, Ordering::Relaxed);
+        result
+    }
+
+    /// Queues a heartbeat comment to every client that has room (a full queue is not cut for a
+    /// heartbeat: the next event will do that).
+    pub(crate) fn heartbeat(&self) {
+        let beat = Frame {
+            id: None,
+            bytes: Bytes::from_static(HEARTBEAT),
+        };
+        for entry in self.lock().channels.values() {
+            for client in entry.clients.values() {
+                let _ = client.tx.try_send(beat.clone());
+            }
+        }
+    }
+
+    /// Closes the streams of private clients whose token expired (`now` in Unix seconds) or whose
+    /// session `auth` no longer accepts. Answers how many were closed.
+    pub(crate) fn sweep(&self, auth: &dyn EventsAuth, now: u64) -> usize {
+        let mut closed = 0;
+        for entry in self.lock().channels.values_mut() {
+            entry.clients.retain(|_, client| {
+                let keep = client
+                    .principal
+                    .as_ref()
+                    .is_none_or(|p| p.expires_at > now && auth.still_valid(p));
+                if !keep {
+                    closed += 1;
+                }
+                keep
+            });
+        }
+        self.counters
+            .clients
+            .fetch_sub(closed as u64, Ordering::Relaxed);
+        closed
+    }
+
+    /// Ends every stream (after what is already queued) and refuses new clients.
+    pub(crate) fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        for entry in inner.channels.values_mut() {
+            self.counters
+                .clients
+                .fetch_sub(entry.clients.len() as u64, Ordering::Relaxed);
+            entry.clients.clear();
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+/// Called when a stream is dropped, with the channel and whether it was its last local client.
+pub(crate) type OnLeave = Box<dyn Fn(&str, bool) + Send + Sync>;
+
+/// Unregisters a client when its stream is dropped (client gone, or stream ended).
+struct LeaveGuard {
+    hub: Arc<Hub>,
+    channel: Box<str>,
+    id: u64,
+    on_leave: Option<Arc<OnLeave>>,
+}
+
+impl Drop for LeaveGuard {
+    fn drop(&mut self) {
+        let last = self.hub.leave(&self.channel, self.id);
+        if let Some(on_leave) = &self.on_leave {
+            on_leave(&self.channel, last);
+        }
+    }
+}
+
+/// A subscriber's event stream: the SSE bytes to send, in order (the `retry:` hint, a replay from
+/// history, then live events and heartbeats). Ends after `event: overflow` when the client fell
+/// too far behind, or cleanly when the server shuts down or a private stream's token lapses.
+/// Use it as a streaming response body ([`into_response`](Self::into_response)).
+pub struct EventStream {
+    prelude: VecDeque<Bytes>,
+    rx: mpsc::Receiver<Frame>,
+    /// Live events up to this id were already replayed from history.
+    skip_through: Option<EventId>,
+    overflowed: Arc<AtomicBool>,
+    done: bool,
+    _guard: LeaveGuard,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("channel", &self._guard.channel)
+            .field("skip_through", &self.skip_through)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    pub(crate) fn new(
+        hub: Arc<Hub>,
+        channel: &str,
+        joined: Joined,
+        on_leave: Option<Arc<OnLeave>>,
+    ) -> Self {
+        Self {
+            prelude: VecDeque::new(),
+            rx: joined.rx,
+            skip_through: None,
+            overflowed: joined.overflowed,
+            done: false,
+            _guard: LeaveGuard {
+                hub,
+                channel: channel.into(),
+                id: joined.id,
+                on_leave,
+            },
+        }
+    }
+
+    /// Queues frames to send before anything live, and the last id they cover.
+    pub(crate) fn set_prelude(&mut self, frames: Vec<Bytes>, skip_through: Option<EventId>) {
+        self.prelude.extend(frames);
+        self.skip_through = skip_through;
+    }
+
+    /// The streaming `200 text/event-stream` response for this stream.
+    pub fn into_response(self) -> actix_web::HttpResponse {
+        actix_web::HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"))
+            .insert_header(("x-accel-buffering", "no"))
+            .streaming(self)
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(bytes) = this.prelude.pop_front() {
+            return Poll::Ready(Some(Ok(bytes)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(frame)) => {
+                    if let (Some(id), Some(through)) = (frame.id, this.skip_through) {
+                        if id <= through {
+                            continue;
+                        }
+                        this.skip_through = None;
+                    }
+                    return Poll::Ready(Some(Ok(frame.bytes)));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    if this.overflowed.load(Ordering::Acquire) {
+                        return Poll::Ready(Some(Ok(encode_control("overflow"))));
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}

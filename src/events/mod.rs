@@ -1,0 +1,69 @@
+//! Live events: one Redis subscription per process, fanned out to thousands of Server-Sent-Events
+//! clients, with per-channel history so that a reconnecting client misses nothing.
+//!
+//! - **Publish** appends to a per-channel Redis Stream (`XADD MAXLEN ~`, TTL refreshed) and
+//!   `PUBLISH`es the event with its stream id, in one round trip (a Lua script).
+//! - **Subscribe**: [`EventsActor`] owns the process's one subscriber connection. It subscribes a
+//!   channel when its first local client arrives and unsubscribes when the last leaves, and
+//!   hands each event, encoded once, to every local client's bounded queue.
+//! - **Resume**: a client sending `Last-Event-ID` is subscribed live first, then gets the events
+//!   after its id from history; live events already replayed are dropped, so the handover has
+//!   neither gap nor duplicate. An id history no longer holds gets `event: reset`.
+//! - Without Redis, the same semantics in-process: fan-out and a history ring per channel.
+//!
+//! # The subscriber connection
+//! A redis-rs `ConnectionManager` on RESP3 with a push sender and automatic resubscription, not a
+//! hand-made reconnect loop. The manager reports a lost connection as a `Disconnection` push and
+//! reconnects (resubscribing) by itself; on that notice the actor also runs a *resync*: `PING`
+//! until Redis answers (which drives the manager's reconnect while Redis is down), `SUBSCRIBE`
+//! every channel with local clients, then replay from each channel's stream everything after the
+//! last id it fanned out. The resync runs with the actor's mailbox and push stream paused, so a
+//! replay always precedes the live events that follow it; per-channel de-duplication by id drops
+//! what arrives twice. Clients stay connected throughout and lose nothing.
+//!
+//! # Where the work happens
+//! Per-event work is one pass over the channel's clients under a short mutex (a `Bytes` clone
+//! and a `try_send` each), done by the actor for Redis events and by the publisher's own task for
+//! the memory backend. Per-client work has no actor hop at all: a client is a bounded `mpsc`
+//! queue read by its response body. Joining costs one message to the actor (to subscribe before
+//! history is read); heartbeats and token sweeps are one shared timer, not one per client.
+//!
+//! # Why not actix-web-lab's `Sse`
+//! `Sse` gives every client its own keep-alive `Interval` and formats each event per client; the
+//! body here is a small custom stream over the client's queue of pre-encoded frames
+//! ([`EventStream`]), which is what keeps 10,000 idle clients within a few KiB each
+//! (`benches/events.rs`).
+//!
+//! # Behavior when Redis fails
+//! Subscribers always get `200`: the stream opens, heartbeats flow, and events are delivered once
+//! Redis is back (a resume that cannot read history gets `event: reset`). Publishing answers 503.
+//!
+//! # Access
+//! Publishing needs a valid access token; channels `user:{id}` are readable only by that user.
+//! Tokens come from `Authorization: Bearer`, the login cookie, or a single-use ticket
+//! (`POST /events/ticket`, redeemable once within 60 s). Verification is pluggable
+//! ([`EventsAuth`]); a private stream closes within a second of its token expiring or its session
+//! being revoked.
+
+mod actor;
+mod auth;
+mod config;
+mod error;
+mod frame;
+mod handle;
+mod history;
+mod hub;
+mod messages;
+pub(crate) mod routes;
+
+pub use actor::EventsActor;
+pub use auth::{DenyAll, EventsAuth, Principal, StaticTokens, TICKET_TTL};
+pub use config::EventsConfig;
+pub use error::EventsError;
+pub use frame::{
+    DEFAULT_EVENT_TYPE, EventId, MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, encode_event, valid_channel,
+    valid_event_type,
+};
+pub use handle::{ChannelInfo, Credentials, EventsHandle, EventsStats};
+pub use hub::EventStream;
+pub use messages::{Join, Left, Shutdown};

@@ -1,0 +1,785 @@
+//! Live events end to end: real SSE clients over TCP against a running server, both backends.
+
+mod common;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use actix_web::HttpServer;
+use common::{Backend, services};
+use redkit::{
+    Config,
+    events::{Principal, StaticTokens},
+    http::Services,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
+const TOKEN: &str = "alice-token";
+const BOB: &str = "bob-token";
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A redkit server on 127.0.0.1:0, with a static token table (alice, bob).
+struct TestApp {
+    addr: SocketAddr,
+    services: Services,
+    tokens: Arc<StaticTokens>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl TestApp {
+    fn start(config: &Config) -> Self {
+        let services = services(config);
+        let tokens = Arc::new(StaticTokens::new());
+        let far = redkit_now() + 3600;
+        tokens.insert(TOKEN, Principal::new("alice", "s-alice", far));
+        tokens.insert(BOB, Principal::new("bob", "s-bob", far));
+        services.events.set_auth(tokens.clone());
+        let factory = {
+            let services = services.clone();
+            move || redkit::http::app(services.clone())
+        };
+        let server = HttpServer::new(factory)
+            .workers(1)
+            .shutdown_timeout(1)
+            .disable_signals()
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self {
+            addr,
+            services,
+            tokens,
+            server: handle,
+        }
+    }
+
+    async fn publish(&self, channel: &str, body: &str) -> String {
+        let reply = http(
+            self.addr,
+            "POST",
+            &format!("/events/{channel}"),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            Some(body),
+        )
+        .await;
+        assert_eq!(reply.0, 202, "{}", reply.1);
+        let json: serde_json::Value = serde_json::from_str(&reply.1).unwrap();
+        json["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn sse(&self, path: &str, headers: &[(&str, &str)]) -> Sse {
+        Sse::connect(self.addr, path, headers).await
+    }
+
+    async fn wait_subscribers(&self, channel: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let info = self.services.events.info(channel).await;
+            if info.as_ref().is_ok_and(|i| i.subscribers == n) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "subscribers never reached {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn redkit_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A one-shot HTTP/1.1 request; answers status and body.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(body) = body {
+        req.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// One parsed SSE block.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Event {
+    id: Option<String>,
+    event: Option<String>,
+    data: Vec<String>,
+    retry: Option<u64>,
+    comment: bool,
+}
+
+/// A minimal SSE client: HTTP/1.1 over TCP, chunked decoding, SSE block parsing.
+struct Sse {
+    reader: BufReader<TcpStream>,
+    status: u16,
+    headers: String,
+    pending: String,
+    ended: bool,
+}
+
+impl Sse {
+    async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut req = format!("GET {path} HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        reader.get_mut().write_all(req.as_bytes()).await.unwrap();
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(WAIT, reader.read_line(&mut line))
+                .await
+                .expect("headers in time")
+                .unwrap();
+            assert!(n > 0, "connection closed before headers");
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let status = head[9..12].parse().unwrap();
+        let mut sse = Self {
+            reader,
+            status,
+            headers: head.to_ascii_lowercase(),
+            pending: String::new(),
+            ended: false,
+        };
+        if status != 200 {
+            // Read the (small) error body.
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                sse.reader.read_to_end(&mut rest),
+            )
+            .await;
+            sse.pending = String::from_utf8_lossy(&rest).into_owned();
+        }
+        sse
+    }
+
+    /// Reads one chunk into `pending`; false at the end of the body.
+    async fn read_chunk(&mut self) -> bool {
+        let mut size = String::new();
+        if self.reader.read_line(&mut size).await.unwrap_or(0) == 0 {
+            return false;
+        }
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let mut data = vec![0; size + 2];
+        if self.reader.read_exact(&mut data).await.is_err() {
+            return false;
+        }
+        if size == 0 {
+            return false;
+        }
+        data.truncate(size);
+        self.pending.push_str(&String::from_utf8(data).unwrap());
+        true
+    }
+
+    /// The next SSE block, or `None` when the stream ended; panics after `timeout`.
+    async fn next_within(&mut self, timeout: Duration) -> Option<Event> {
+        tokio::time::timeout(timeout, self.next())
+            .await
+            .expect("an SSE block in time")
+    }
+
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                let mut event = Event::default();
+                for line in block.lines() {
+                    if let Some(rest) = line.strip_prefix(':') {
+                        let _ = rest;
+                        event.comment = true;
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        event.id = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event.event = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        event.data.push(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("retry: ") {
+                        event.retry = Some(v.parse().unwrap());
+                    } else if !line.is_empty() {
+                        panic!("unexpected SSE line {line:?}");
+                    }
+                }
+                return Some(event);
+            }
+            if self.ended || !self.read_chunk().await {
+                self.ended = true;
+                return None;
+            }
+        }
+    }
+
+    /// The next block that is not a heartbeat comment.
+    async fn next_event(&mut self) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = self.next_within(remaining).await?;
+            if !event.comment {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Skips the opening `retry:` block and asserts it.
+    async fn opened(mut self) -> Self {
+        assert_eq!(self.status, 200, "{}", self.pending);
+        assert!(self.headers.contains("content-type: text/event-stream"));
+        assert!(self.headers.contains("x-accel-buffering: no"));
+        let first = self.next_event().await.unwrap();
+        assert_eq!(first.retry, Some(3000));
+        self
+    }
+}
+
+fn config(backend: &Backend) -> Config {
+    let mut config = backend.config();
+    config.events.heartbeat = Duration::from_millis(200);
+    config
+}
+
+fn data_n(event: &Event) -> u64 {
+    let value: serde_json::Value = serde_json::from_str(&event.data.join("\n")).unwrap();
+    value["n"].as_u64().unwrap()
+}
+
+/// Every one of 10 clients gets all 50 events exactly once, in publish order, with ids and types.
+async fn order_and_exactly_once(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(app.sse("/events/news", &[]).await.opened().await);
+    }
+    app.wait_subscribers("news", 10).await;
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        ids.push(app.publish("news", &format!("{{\"n\":{n}}}")).await);
+    }
+    for client in &mut clients {
+        for (n, id) in ids.iter().enumerate() {
+            let event = client.next_event().await.unwrap();
+            assert_eq!(event.id.as_deref(), Some(id.as_str()));
+            assert_eq!(event.event.as_deref(), Some("message"));
+            assert_eq!(data_n(&event), n as u64);
+        }
+        // Nothing more than the heartbeat follows.
+        let next = client
+            .next_within(Duration::from_millis(400))
+            .await
+            .unwrap();
+        assert!(next.comment, "{next:?}");
+    }
+}
+
+/// Resuming with Last-Event-ID k (header or query) gets exactly k+1.. in order, then live events,
+/// with no duplicate at the handover.
+async fn resume_replays_after_id(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(app.publish("feed", &format!("{{\"n\":{n}}}")).await);
+    }
+    let mut by_header = app
+        .sse("/events/feed", &[("last-event-id", &ids[3])])
+        .await
+        .opened()
+        .await;
+    let mut by_query = app
+        .sse(&format!("/events/feed?last_event_id={}", ids[3]), &[])
+        .await
+        .opened()
+        .await;
+    app.wait_subscribers("feed", 2).await;
+    ids.push(app.publish("feed", r#"{"n":10}"#).await);
+    for client in [&mut by_header, &mut by_query] {
+        for (n, id) in ids.iter().enumerate().skip(4) {
+            let event = client.next_event().await.unwrap();
+            assert_eq!(event.id.as_deref(), Some(id.as_str()));
+            assert_eq!(data_n(&event), n as u64);
+        }
+        let next = client
+            .next_within(Duration::from_millis(400))
+            .await
+            .unwrap();
+        assert!(next.comment, "duplicate or extra event: {next:?}");
+    }
+}
+
+/// An id older than history (or unknown, or malformed) gets `event: reset` first, then live.
+async fn too_old_id_gets_reset(backend: Backend) {
+    let mut config = config(&backend);
+    config.events.history_len = 5;
+    let app = TestApp::start(&config);
+    // Redis trims approximately (whole 100-entry nodes): publish enough to drop the first.
+    let first = app.publish("old", r#"{"n":0}"#).await;
+    for n in 1..250 {
+        app.publish("old", &format!("{{\"n\":{n}}}")).await;
+    }
+    for id in [first.as_str(), "1-0", "not-an-id"] {
+        let mut client = app
+            .sse("/events/old", &[("last-event-id", id)])
+            .await
+            .opened()
+            .await;
+        let reset = client.next_event().await.unwrap();
+        assert_eq!(reset.event.as_deref(), Some("reset"), "for {id}");
+        assert_eq!(reset.id, None);
+        app.wait_subscribers("old", 1).await;
+        app.publish("old", r#"{"n":999}"#).await;
+        let live = client.next_event().await.unwrap();
+        assert_eq!(data_n(&live), 999);
+        drop(client);
+        app.wait_subscribers("old", 0).await;
+    }
+}
+
+/// A client that stops reading is cut with a final `event: overflow`; a reading client gets all.
+async fn slow_consumer_is_cut(backend: Backend) {
+    let mut config = config(&backend);
+    config.events.queue_size = 4;
+    config.body_limit = 1024 * 1024;
+    let app = TestApp::start(&config);
+    let mut fast = app.sse("/events/big", &[]).await.opened().await;
+    let mut slow = app.sse("/events/big", &[]).await.opened().await;
+    app.wait_subscribers("big", 2).await;
+    let blob = "x".repeat(256 * 1024);
+    let total = 60;
+    let reader = actix_web::rt::spawn(async move {
+        let mut got = 0;
+        while let Some(event) = fast.next_event().await {
+            if event.event.as_deref() == Some("message") {
+                got += 1;
+                if got == total {
+                    break;
+                }
+            }
+        }
+        got
+    });
+    for n in 0..total {
+        app.publish("big", &format!("{{\"n\":{n},\"blob\":\"{blob}\"}}"))
+            .await;
+        // Let the fast reader keep up with its queue of 4.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(reader.await.unwrap(), total);
+    // The slow client now reads what reached it: fewer than all, then overflow, then the end.
+    let mut messages = 0;
+    let last = loop {
+        let event = slow.next_event().await.expect("overflow before the end");
+        if event.event.as_deref() == Some("message") {
+            messages += 1;
+        } else {
+            break event;
+        }
+    };
+    assert_eq!(last.event.as_deref(), Some("overflow"));
+    assert!(messages < total, "slow client got all {messages}");
+    assert!(
+        slow.next_within(WAIT).await.is_none(),
+        "stream ends after overflow"
+    );
+    app.wait_subscribers("big", 0).await;
+}
+
+/// Private channels: 401 without a valid token, 403 for another user's, 200 for the owner by
+/// bearer, cookie or single-use ticket; a revoked session's stream closes.
+async fn private_channel_rules(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    let path = "/events/user:alice";
+    assert_eq!(app.sse(path, &[]).await.status, 401);
+    assert_eq!(
+        app.sse(path, &[("authorization", "Bearer nope")])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.sse(path, &[("authorization", &format!("Bearer {BOB}"))])
+            .await
+            .status,
+        403
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    app.sse(path, &[("authorization", &bearer)])
+        .await
+        .opened()
+        .await;
+    app.sse(path, &[("cookie", &format!("access_token={TOKEN}"))])
+        .await
+        .opened()
+        .await;
+    // Tickets: issued for a valid token only, redeemable once.
+    let (status, _) = http(app.addr, "POST", "/events/ticket", &[], None).await;
+    assert_eq!(status, 401);
+    let (status, body) = http(
+        app.addr,
+        "POST",
+        "/events/ticket",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ticket: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ticket["expires_in"], 60);
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    let mut by_ticket = app
+        .sse(&format!("{path}?ticket={ticket}"), &[])
+        .await
+        .opened()
+        .await;
+    assert_eq!(
+        app.sse(&format!("{path}?ticket={ticket}"), &[])
+            .await
+            .status,
+        401
+    );
+    // Info follows the same rule.
+    let (status, _) = http(app.addr, "GET", &format!("{path}/info"), &[], None).await;
+    assert_eq!(status, 401);
+    app.wait_subscribers("user:alice", 3).await;
+    // Revoking the session closes the stream (swept about once a second).
+    app.tokens.revoke_session("s-alice");
+    let mut ended = false;
+    while let Some(event) = by_ticket.next_within(Duration::from_secs(3)).await {
+        assert!(event.comment, "{event:?}");
+    }
+    ended |= by_ticket.ended;
+    assert!(ended);
+    app.wait_subscribers("user:alice", 0).await;
+}
+
+/// Publishing needs a token; bad channel names and CR/LF in event types are 400 problems;
+/// a JSON body with newlines arrives as one event whose data is that JSON.
+async fn publish_rules_and_injection(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    let (status, _) = http(app.addr, "POST", "/events/a", &[], Some("{}")).await;
+    assert_eq!(status, 401);
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    for path in [
+        "/events/a%0D%0Aevent:%20x".to_owned(),
+        format!("/events/{}", "a".repeat(129)),
+        "/events/a%20b".to_owned(),
+    ] {
+        let (status, body) = http(app.addr, "POST", &path, &auth, Some("{}")).await;
+        assert_eq!(status, 400, "{path}");
+        assert!(body.contains("invalid-channel"), "{body}");
+    }
+    for kind in ["a%0D%0Adata:%20evil", "a%0Ab", "a:b", ""] {
+        let (status, body) = http(
+            app.addr,
+            "POST",
+            &format!("/events/a?event={kind}"),
+            &auth,
+            Some("{}"),
+        )
+        .await;
+        assert_eq!(status, 400, "{kind}");
+        assert!(body.contains("invalid-event-type"), "{body}");
+    }
+    let (status, _) = http(app.addr, "GET", "/events/a%20b", &[], None).await;
+    assert_eq!(status, 400);
+    let mut client = app.sse("/events/a", &[]).await.opened().await;
+    app.wait_subscribers("a", 1).await;
+    let body = "{\n  \"text\": \"line1\\nid: 9-9\\n\\ndata: evil\",\n  \"n\": 1\n}";
+    let (status, _) = http(
+        app.addr,
+        "POST",
+        "/events/a?event=note.v2",
+        &auth,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let event = client.next_event().await.unwrap();
+    assert_eq!(event.event.as_deref(), Some("note.v2"));
+    assert_eq!(event.data.len(), 1, "{event:?}");
+    let got: serde_json::Value = serde_json::from_str(&event.data[0]).unwrap();
+    let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(got, sent);
+    let next = client
+        .next_within(Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert!(next.comment);
+}
+
+/// `/info` counts local subscribers and history; a shut-down handle ends every stream cleanly.
+async fn info_and_shutdown(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    let (status, body) = http(app.addr, "GET", "/events/room/info", &[], None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, r#"{"subscribers":0,"history":0}"#);
+    let mut a = app.sse("/events/room", &[]).await.opened().await;
+    let mut b = app.sse("/events/room", &[]).await.opened().await;
+    app.wait_subscribers("room", 2).await;
+    app.publish("room", "{}").await;
+    app.publish("room", "{}").await;
+    let (_, body) = http(app.addr, "GET", "/events/room/info", &[], None).await;
+    assert_eq!(body, r#"{"subscribers":2,"history":2}"#);
+    app.services.events.shutdown();
+    for client in [&mut a, &mut b] {
+        assert_eq!(
+            client.next_event().await.unwrap().event.as_deref(),
+            Some("message")
+        );
+        assert_eq!(
+            client.next_event().await.unwrap().event.as_deref(),
+            Some("message")
+        );
+        assert!(client.next_within(WAIT).await.is_none());
+    }
+    assert_eq!(app.sse("/events/room", &[]).await.status, 503);
+    app.server.stop(true).await;
+}
+
+backend_suite!(
+    order_and_exactly_once,
+    resume_replays_after_id,
+    too_old_id_gets_reset,
+    slow_consumer_is_cut,
+    private_channel_rules,
+    publish_rules_and_injection,
+    info_and_shutdown,
+);
+
+fn redis_count(server: &common::RedisServer, kind: &str) -> usize {
+    let list: String = ::redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg(kind)
+        .query(&mut server.conn())
+        .unwrap();
+    list.lines().count()
+}
+
+/// Two instances sharing one redis-server deliver each other's publishes, each with one
+/// subscriber connection whatever its client count.
+#[actix_web::test]
+async fn two_instances_share_events() {
+    let backend = Backend::redis();
+    let a = TestApp::start(&config(&backend));
+    let b = TestApp::start(&config(&backend));
+    let mut on_a: Vec<Sse> = Vec::new();
+    for _ in 0..5 {
+        on_a.push(a.sse("/events/shared", &[]).await.opened().await);
+    }
+    let mut on_b = b.sse("/events/shared", &[]).await.opened().await;
+    a.wait_subscribers("shared", 5).await;
+    b.wait_subscribers("shared", 1).await;
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    assert_eq!(
+        redis_count(server, "pubsub"),
+        4,
+        "per instance: one events subscriber (whatever the number of clients) and auth's revocation subscriber"
+    );
+    let from_b = b.publish("shared", r#"{"n":1}"#).await;
+    let from_a = a.publish("shared", r#"{"n":2}"#).await;
+    for client in on_a.iter_mut().chain([&mut on_b]) {
+        assert_eq!(client.next_event().await.unwrap().id, Some(from_b.clone()));
+        assert_eq!(client.next_event().await.unwrap().id, Some(from_a.clone()));
+    }
+    // The last client leaving unsubscribes.
+    drop(on_b);
+    b.wait_subscribers("shared", 0).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let numsub: (String, u64) = ::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("redkit:events:shared")
+            .query(&mut server.conn())
+            .unwrap();
+        if numsub.1 == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `CLIENT KILL TYPE pubsub`: the subscriber reconnects, resubscribes and delivers within 1 s,
+/// including what was published while it was gone; no client is disconnected.
+#[actix_web::test]
+async fn pubsub_kill_resubscribes_without_loss() {
+    let backend = Backend::redis();
+    let app = TestApp::start(&config(&backend));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(app.sse("/events/k", &[]).await.opened().await);
+    }
+    app.wait_subscribers("k", 3).await;
+    let before = app.publish("k", r#"{"n":0}"#).await;
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    let killed: u64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut server.conn())
+        .unwrap();
+    // The events subscriber and auth's revocation subscriber.
+    assert_eq!(killed, 2);
+    let started = tokio::time::Instant::now();
+    // Published at once: likely while the subscriber is reconnecting.
+    let gap = app.publish("k", r#"{"n":1}"#).await;
+    let mut after = Vec::new();
+    for n in 2..5 {
+        after.push(app.publish("k", &format!("{{\"n\":{n}}}")).await);
+    }
+    for client in &mut clients {
+        let mut ids = Vec::new();
+        while ids.len() < 5 {
+            let event = client
+                .next_within(Duration::from_secs(1))
+                .await
+                .expect("still connected");
+            if !event.comment {
+                ids.push(event.id.unwrap());
+            }
+        }
+        let mut expected = vec![before.clone(), gap.clone()];
+        expected.extend(after.iter().cloned());
+        assert_eq!(ids, expected);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        redis_count(server, "pubsub"),
+        2,
+        "both subscribers came back"
+    );
+    assert_eq!(app.services.events.info("k").await.unwrap().subscribers, 3);
+}
+
+/// With Redis down, subscribers still get 200 and heartbeats; once Redis is back, events flow.
+#[actix_web::test]
+async fn redis_down_keeps_streams_open() {
+    let mut backend = Backend::redis();
+    let app = TestApp::start(&config(&backend));
+    let mut early = app.sse("/events/d", &[]).await.opened().await;
+    app.wait_subscribers("d", 1).await;
+    backend.server().unwrap().kill();
+    let mut late = app.sse("/events/d", &[]).await.opened().await;
+    for client in [&mut early, &mut late] {
+        for _ in 0..2 {
+            assert!(
+                client
+                    .next_within(Duration::from_secs(1))
+                    .await
+                    .unwrap()
+                    .comment
+            );
+        }
+    }
+    let (status, body) = http(
+        app.addr,
+        "POST",
+        "/events/d",
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        !body.contains("redis.sock") && !body.contains("refused"),
+        "{body}"
+    );
+    backend.server().unwrap().restart();
+    // Publishing works again once the command connection has reconnected.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        let (status, body) = http(
+            app.addr,
+            "POST",
+            "/events/d",
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            Some(r#"{"n":7}"#),
+        )
+        .await;
+        if status == 202 {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            break json["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publish never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for client in [&mut early, &mut late] {
+        let event = client.next_event().await.expect("still open");
+        assert_eq!(event.id, Some(id.clone()));
+        assert_eq!(data_n(&event), 7);
+    }
+}
+
+/// The embedding API: publish and subscribe through the handle, without HTTP.
+#[actix_web::test]
+async fn handle_publish_and_subscribe() {
+    use futures_util::StreamExt;
+    let backend = Backend::memory();
+    let services = services(&backend.config());
+    let events = services.events.clone();
+    let mut stream = events.subscribe("embed", None).await.unwrap();
+    let retry = stream.next().await.unwrap().unwrap();
+    assert_eq!(&retry[..], b"retry: 3000\n\n");
+    let id = events
+        .publish("embed", &serde_json::json!({"hello": "world"}))
+        .await
+        .unwrap();
+    let frame = stream.next().await.unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8(frame.to_vec()).unwrap(),
+        format!("id: {id}\nevent: message\ndata: {{\"hello\":\"world\"}}\n\n")
+    );
+}
