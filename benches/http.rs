@@ -38,6 +38,10 @@ fn serve_all(redis_url: String) -> Addrs {
                     .l1_max_bytes(l1_bytes)
                     .build()
                     .unwrap();
+                // This bench measures the cache path; `benches/ratelimit.rs` measures the limiter.
+                config.rate_limit =
+                    redkit::ratelimit::RateLimitConfig::parse(&["default=off"], &[] as &[&str])
+                        .unwrap();
                 config
             };
             let with_l1 = Services::start(&config(redkit::config::DEFAULT_L1_MAX_BYTES)).unwrap();

@@ -71,10 +71,24 @@ fn help_documents_every_option_and_variable() {
         ("--redis-connect-timeout-ms", "REDIS_CONNECT_TIMEOUT_MS"),
         ("--body-limit", "BODY_LIMIT"),
         ("--shutdown-timeout", "SHUTDOWN_TIMEOUT"),
+        ("--rate-limit", "RATE_LIMITS"),
+        ("--trusted-proxies", "TRUSTED_PROXIES"),
+        ("--secret-key", "SECRET_KEY"),
+        ("--secret-key-file", "SECRET_KEY_FILE"),
+        ("--access-token-ttl", "ACCESS_TOKEN_TTL"),
+        ("--refresh-token-ttl", "REFRESH_TOKEN_TTL"),
+        ("--token-leeway", "TOKEN_LEEWAY"),
+        ("--token-issuer", "TOKEN_ISSUER"),
+        ("--events-history-len", "EVENTS_HISTORY_LEN"),
+        ("--events-ttl", "EVENTS_TTL"),
+        ("--events-queue", "EVENTS_QUEUE"),
+        ("--events-heartbeat-ms", "EVENTS_HEARTBEAT_MS"),
+        ("--events-retry-ms", "EVENTS_RETRY_MS"),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
+        // The secret's value is hidden: `[env: SECRET_KEY]`, no `=`.
         assert!(
-            help.contains(&format!("[env: {var}=")),
+            help.contains(&format!("[env: {var}=")) || help.contains(&format!("[env: {var}]")),
             "--help lacks the variable {var}"
         );
     }

@@ -50,23 +50,6 @@ pub async fn observe(
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), header);
     }
     let elapsed = started.elapsed();
-    if let Some(metrics) = metrics {
-        metrics
-            .requests
-            .get_or_create(&HttpLabels {
-                method: method.to_string(),
-                route: route.clone(),
-                status,
-            })
-            .inc();
-        metrics
-            .latency
-            .get_or_create(&RouteLabels {
-                method: method.to_string(),
-                route: route.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-    }
     span.in_scope(|| {
         tracing::debug!(
             target: "redkit::access",
@@ -77,5 +60,39 @@ pub async fn observe(
             "request"
         );
     });
+    if let Some(metrics) = metrics {
+        let labels = RouteLabels {
+            method: method_label(&method),
+            route,
+        };
+        metrics
+            .latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        let RouteLabels { method, route } = labels;
+        metrics
+            .requests
+            .get_or_create(&HttpLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
+    }
     Ok(res)
+}
+
+/// The method as a static label (no allocation per request); rare methods share `OTHER`.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }

@@ -31,7 +31,7 @@ use crate::{cache::CacheHandle, redis::RedisHandle};
 /// Labels of `http_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HttpLabels {
-    pub(crate) method: String,
+    pub(crate) method: &'static str,
     pub(crate) route: String,
     pub(crate) status: u16,
 }
@@ -39,7 +39,7 @@ pub(crate) struct HttpLabels {
 /// Labels of `http_request_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RouteLabels {
-    pub(crate) method: String,
+    pub(crate) method: &'static str,
     pub(crate) route: String,
 }
 
