@@ -266,7 +266,7 @@ fn log_lines_carry_the_request_id() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(event["target"], "redkit::access");
-    assert_eq!(event["span"]["id"], "trace-me-42", "{event}");
+    assert_eq!(event["request_id"], "trace-me-42", "{event}");
     assert_eq!(event["status"], 200);
     assert_eq!(event["route"], "/products/{id}");
 }

@@ -10,7 +10,6 @@ use actix_web::{
     middleware::Next,
     web,
 };
-use tracing::Instrument;
 
 use super::{HttpLabels, Metrics, REQUEST_ID_HEADER, RequestId, RouteLabels};
 
@@ -34,12 +33,11 @@ pub async fn observe(
             .get(REQUEST_ID_HEADER)
             .map(HeaderValue::as_bytes),
     );
-    let header = HeaderValue::from_str(&id.0).ok();
-    let span = tracing::info_span!("request", id = %id.0);
-    req.extensions_mut().insert(id);
+    let header = HeaderValue::from_str(id.as_str()).ok();
+    req.extensions_mut().insert(id.clone());
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let method = req.method().clone();
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let mut res = super::request_id::scope(id.clone(), next.call(req)).await?;
     let route = res
         .request()
         .match_pattern()
@@ -50,7 +48,7 @@ pub async fn observe(
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), header);
     }
     let elapsed = started.elapsed();
-    span.in_scope(|| {
+    super::request_id::scope(id, async {
         tracing::debug!(
             target: "redkit::access",
             %method,
@@ -59,7 +57,8 @@ pub async fn observe(
             micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             "request"
         );
-    });
+    })
+    .await;
     if let Some(metrics) = metrics {
         let labels = RouteLabels {
             method: method_label(&method),

@@ -24,7 +24,7 @@ use prometheus_client::{
 };
 
 pub use middleware::observe;
-pub use request_id::{REQUEST_ID_HEADER, RequestId};
+pub use request_id::{REQUEST_ID_HEADER, RequestId, current_request_id};
 
 use crate::{cache::CacheHandle, redis::RedisHandle};
 

@@ -11,12 +11,27 @@ use std::{
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload};
 
+tokio::task_local! {
+    /// The id of the request whose future is being polled (set by `observe`).
+    static CURRENT: RequestId;
+}
+
+/// The id of the request being served on this task, if any (for log formatting).
+pub fn current_request_id() -> Option<RequestId> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `fut` with `id` as the current request id.
+pub(crate) async fn scope<F: std::future::Future>(id: RequestId, fut: F) -> F::Output {
+    CURRENT.scope(id, fut).await
+}
+
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The id of the current request; extract it in a handler or read it from the request extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub struct RequestId(std::sync::Arc<str>);
 
 impl RequestId {
     /// An incoming id if it is 1–128 characters of `[A-Za-z0-9._:-]`, else a fresh one.
@@ -29,7 +44,7 @@ impl RequestId {
                         .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b)) =>
             {
                 // unwrap: checked to be ASCII just above.
-                Self(String::from_utf8(v.to_vec()).unwrap())
+                Self(String::from_utf8(v.to_vec()).unwrap().into())
             }
             _ => Self::generate(),
         }
@@ -47,7 +62,14 @@ impl RequestId {
             hasher.finish()
         });
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        Self(format!("{:08x}{n:016x}", prefix >> 32))
+        Self(format!("{:08x}{n:016x}", prefix >> 32).into())
+    }
+}
+
+impl RequestId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
