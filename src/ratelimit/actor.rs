@@ -1,11 +1,8 @@
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use actix::{Actor, AsyncContext, Context, Handler, MessageResult};
 
-use super::{GetStats, RateLimitStats, Sweep, handle::Inner};
+use super::{GetStats, Sweep, handle::Inner};
 
 /// How often expired in-process state is forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -59,18 +56,6 @@ impl Handler<GetStats> for RateLimitActor {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _msg: GetStats, _ctx: &mut Self::Context) -> Self::Result {
-        let c = &self.inner.counters;
-        let get = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
-        MessageResult(RateLimitStats {
-            allowed: get(&c.allowed),
-            denied: get(&c.denied),
-            shadow_denied: get(&c.shadow_denied),
-            blocked_locally: get(&c.blocked_locally),
-            fallback_decisions: get(&c.fallback),
-            fail_closed: get(&c.fail_closed),
-            store_errors: get(&c.store_errors),
-            memory_keys: (self.inner.memory.len() + self.inner.fallback.len()) as u64,
-            blocked_identities: self.inner.blocked.len() as u64,
-        })
+        MessageResult(self.inner.stats())
     }
 }

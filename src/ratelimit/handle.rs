@@ -35,6 +35,25 @@ pub(crate) struct Counters {
     pub(crate) by_policy: std::sync::Mutex<std::collections::HashMap<String, [u64; 3]>>,
 }
 
+impl Inner {
+    /// A snapshot of the counters and store sizes.
+    pub(crate) fn stats(&self) -> RateLimitStats {
+        let c = &self.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        RateLimitStats {
+            allowed: get(&c.allowed),
+            denied: get(&c.denied),
+            shadow_denied: get(&c.shadow_denied),
+            blocked_locally: get(&c.blocked_locally),
+            fallback_decisions: get(&c.fallback),
+            fail_closed: get(&c.fail_closed),
+            store_errors: get(&c.store_errors),
+            memory_keys: (self.memory.len() + self.fallback.len()) as u64,
+            blocked_identities: self.blocked.len() as u64,
+        }
+    }
+}
+
 impl Counters {
     fn count(&self, policy: &str, outcome: usize) {
         let mut map = self
@@ -243,19 +262,7 @@ impl RateLimitHandle {
 
     /// Counters since start, read directly (no actor message): for scrapes and stats streams.
     pub fn stats_now(&self) -> RateLimitStats {
-        let c = &self.inner.counters;
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        RateLimitStats {
-            allowed: get(&c.allowed),
-            denied: get(&c.denied),
-            shadow_denied: get(&c.shadow_denied),
-            blocked_locally: get(&c.blocked_locally),
-            fallback_decisions: get(&c.fallback),
-            fail_closed: get(&c.fail_closed),
-            store_errors: get(&c.store_errors),
-            memory_keys: (self.inner.memory.len() + self.inner.fallback.len()) as u64,
-            blocked_identities: self.inner.blocked.len() as u64,
-        }
+        self.inner.stats()
     }
 
     /// Decisions per policy since start: `(policy name, [allowed, denied, shadow_denied])`.
