@@ -32,7 +32,7 @@ const EXEMPT: [&str; 3] = ["/health", "/health/live", "/ratelimit/status"];
 /// The rate-limit middleware; build it with [`RateLimitHandle::middleware`] and `App::wrap` it,
 /// or with [`RateLimitHandle::middleware_for`] and wrap one scope or resource with it.
 ///
-/// For each request (except `OPTIONS` preflights and [health/status paths](EXEMPT)) the global
+/// For each request (except `OPTIONS` preflights and the health and `/ratelimit/status` paths) the global
 /// form decides the matching route policy, then the global policy, for the request's identity.
 /// Admitted requests get the most restrictive enforcing policy's headers; a denied request gets
 /// 429 with `Retry-After` and a `quota-exceeded` problem naming the policy. The scoped form
