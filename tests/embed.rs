@@ -195,8 +195,8 @@ fn from(ip: &str, uri: &str) -> TestRequest {
 }
 
 /// Only the `/search` scope is limited (5 per minute per client, its own policy): the sixth
-/// search is a 429 problem while the app's other routes keep answering 200 without limit headers;
-/// other clients are unaffected, and the window frees up on the limiter's clock.
+/// search is a 429 problem while the app's other routes answer as before without limit headers;
+/// other clients and verified users are counted apart, and the window frees up on the clock.
 async fn search_scope_limited_alone(backend: Backend) {
     let mut config = backend.config();
     let clock = ManualClock::new(1_700_000_040_000_000);
@@ -228,6 +228,10 @@ async fn search_scope_limited_alone(backend: Backend) {
         call(&app, from("10.0.0.2", "/search?q=x")).await.status,
         200
     );
+    // A verified user is limited as that user, not by the exhausted address it comes from.
+    let (_, token) = signup_and_login(&app, "ada").await;
+    let as_ada = from("10.0.0.1", "/search?q=x").insert_header(bearer(&token));
+    assert_eq!(call(&app, as_ada).await.status, 200);
     clock.advance(embed::SEARCH_WINDOW);
     assert_eq!(
         call(&app, from("10.0.0.1", "/search?q=x")).await.status,
@@ -235,7 +239,7 @@ async fn search_scope_limited_alone(backend: Backend) {
     );
     assert_eq!(
         services.ratelimit.decisions_by_policy(),
-        vec![("notes-search".to_owned(), [7, 1, 0])]
+        vec![("notes-search".to_owned(), [8, 1, 0])]
     );
 }
 
