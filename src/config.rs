@@ -1,7 +1,7 @@
 //! Configuration: one [`Config`] struct, filled from the command line and the environment by clap.
 //!
 //! Every default lives in a `DEFAULT_*` constant here, so the `--help` text, the README table and
-//! the library builders agree. [`Config::validate`] turns the raw strings into checked values and
+//! the library builders agree. [`Config::from_args`] turns the raw strings into checked values and
 //! reports the first problem as one human-readable line.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

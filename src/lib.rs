@@ -1,39 +1,75 @@
-//! redkit: Redis-backed caching (and, as it grows, sessions, rate limiting and live events) for
-//! actix-web services, as a library of actors and a ready-to-run server.
+//! redkit: Redis-backed caching, authentication, rate limiting and live events for actix-web
+//! services, as a library of actors to embed in your own app and as a ready-to-run server.
 //!
-//! Dedicated actors own the resources: [`redis::RedisActor`] the Redis connection,
-//! [`cache::CacheActor`] the two-tier cache's write path, [`catalog::CatalogActor`] the SQLite
-//! catalog. Handlers and embedding apps talk to them through cloneable handles
-//! ([`cache::CacheHandle`], [`catalog::CatalogHandle`], [`redis::RedisHandle`]).
+//! Each feature is an actor that owns its resources, reached through a cloneable handle whose
+//! async methods run in the caller's task wherever the hot path allows it (a message to an actor
+//! on another thread costs about a third of a trivial request's throughput).
+//! [`Services::start`](http::Services::start) starts them all from one [`Config`]. Without Redis
+//! (no `REDIS_URL`) every feature runs in process with the same semantics, for one instance.
 //!
 //! # Embedding
+//! Start the actors once, then mount what you need in your existing `App`: the handles in your
+//! own handlers, the rate-limit middleware on a scope, the [`AuthUser`](auth::AuthUser)
+//! extractor, and, if you want them, redkit's own routes. `examples/embed.rs` is a complete
+//! app built this way (`cargo run --example embed`).
+//!
 //! ```no_run
+//! use std::time::Duration;
+//!
 //! use actix_web::{App, HttpResponse, HttpServer, web};
-//! use redkit::{Config, http::Services};
+//! use redkit::{
+//!     Config,
+//!     auth::AuthUser,
+//!     cache::{CacheError, CacheHandle},
+//!     config::RedisSettings,
+//!     events::{EventsError, EventsHandle},
+//!     http::Services,
+//!     ratelimit::Policy,
+//! };
+//!
+//! /// Computed once a minute, whichever instance asks.
+//! async fn prices(cache: web::Data<CacheHandle>) -> Result<HttpResponse, CacheError> {
+//!     let ttl = Duration::from_secs(60);
+//!     let prices: Vec<u32> = redkit::cache::cached(&cache, "prices", &(), ttl, || async {
+//!         Ok::<_, CacheError>(vec![3, 5, 8]) // a slow query in real life
+//!     })
+//!     .await?;
+//!     Ok(HttpResponse::Ok().json(prices))
+//! }
+//!
+//! /// Needs a valid access token (else 401 problem+json); tells every `orders` subscriber.
+//! async fn order(
+//!     user: AuthUser,
+//!     events: web::Data<EventsHandle>,
+//! ) -> Result<HttpResponse, EventsError> {
+//!     let event = serde_json::json!({ "user": user.0.user_id });
+//!     let id = events.publish("orders", &event).await?;
+//!     Ok(HttpResponse::Accepted().json(serde_json::json!({ "event": id.to_string() })))
+//! }
 //!
 //! #[actix_web::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let mut config = Config::default();
-//!     config.redis = Some(redkit::config::RedisSettings::new("redis://127.0.0.1:6379"));
-//!     // Starts the Redis, cache and catalog actors on this system; never waits for Redis.
+//!     config.redis = Some(RedisSettings::new("redis://127.0.0.1:6379"));
+//!     // Starts every actor on this actix system; never waits for Redis.
 //!     let services = Services::start(&config)?;
 //!
 //!     HttpServer::new(move || {
-//!         let cache = services.cache.clone();
+//!         // 10 orders a minute per verified user (else per client IP), on this scope only.
+//!         let orders = Policy::new("orders", 10, Duration::from_secs(60));
 //!         App::new()
-//!             // redkit's routes under /kit, problem+json errors included.
+//!             .app_data(web::Data::new(services.cache.clone()))
+//!             .app_data(web::Data::new(services.auth.clone())) // what `AuthUser` verifies with
+//!             .app_data(web::Data::new(services.events.clone()))
+//!             .route("/prices", web::get().to(prices))
+//!             .service(
+//!                 web::scope("/orders")
+//!                     .wrap(services.ratelimit.middleware_for(orders))
+//!                     .route("", web::post().to(order)),
+//!             )
+//!             // redkit's own routes (/auth/login, /events/{channel}, /metrics, ...) under /kit.
 //!             .service(web::scope("/kit").configure(|cfg| services.configure(cfg)))
-//!             // Your own routes use the cache handle directly.
-//!             .route("/greeting", web::get().to(move || {
-//!                 let cache = cache.clone();
-//!                 async move {
-//!                     let greeting: String = redkit::cache::cached(
-//!                         &cache, "greeting", &(), std::time::Duration::from_secs(60),
-//!                         || async { Ok::<_, redkit::cache::CacheError>("hello".to_owned()) },
-//!                     ).await?;
-//!                     Ok::<_, redkit::cache::CacheError>(HttpResponse::Ok().body(greeting))
-//!                 }
-//!             }))
+//!             // Errors from extractors and handlers as application/problem+json.
 //!             .wrap(redkit::http::problem_errors())
 //!     })
 //!     .bind(("127.0.0.1", 8080))?
@@ -42,6 +78,44 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Features
+//! - [`cache`]: a two-tier cache, moka in process (L1) in front of Redis (L2).
+//!   [`CacheHandle`](cache::CacheHandle) has `get`/`set`/`delete`/`flush_pattern` and
+//!   `remember` (runs a loader on a miss, once per process for concurrent cold calls, and caches
+//!   "absent" as a short negative entry); [`cached`](cache::cached) is the decorator form. A
+//!   cached `null` is a hit. Redis down: reads fall back to L1 and the loader, writes answer 503.
+//! - [`auth`]: users in SQLite (argon2id), HS256 JWT access and refresh tokens (a refresh token
+//!   is spent when used; reuse revokes its session), sessions in Redis, and revocation checked
+//!   against a local view kept exact by pub/sub, so verifying a token needs no I/O.
+//!   [`AuthUser`](auth::AuthUser) and [`OptionalAuthUser`](auth::OptionalAuthUser) are the
+//!   extractors; [`AuthHandle`](auth::AuthHandle) registers, logs in, refreshes and revokes.
+//! - [`ratelimit`]: sliding-window log (exact), sliding-window counter or GCRA, one atomic Lua
+//!   call per decision, per verified user or client IP, with `X-RateLimit-*`/`RateLimit`
+//!   headers and 429 problem bodies. [`RateLimitHandle::middleware`](ratelimit::RateLimitHandle::middleware)
+//!   applies the configured global and per-route policies to a whole app;
+//!   [`middleware_for`](ratelimit::RateLimitHandle::middleware_for) applies one policy to one
+//!   scope. Redis down: fail open on an in-process limiter, or fail closed (503) per policy.
+//! - [`events`]: Server-Sent Events fanned out from one Redis subscription per process to many
+//!   clients, with per-channel history (Redis Streams) so a client resuming with
+//!   `Last-Event-ID` misses nothing. [`EventsHandle`](events::EventsHandle) publishes
+//!   (`publish`) and subscribes (`subscribe`, or `open` with access checks); `user:{id}`
+//!   channels are private to their user.
+//! - [`metrics`]: Prometheus text exposition. [`Metrics::render`](metrics::Metrics::render)
+//!   reads every feature's counters at scrape time; the [`observe`](metrics::observe)
+//!   middleware adds `X-Request-Id` and counts HTTP requests by route, status and latency.
+//! - [`http`]: assembly. [`Services`](http::Services) holds every handle,
+//!   [`Services::configure`](http::Services::configure) mounts redkit's routes in any `App` or
+//!   scope, [`app`](http::app) is the complete server app, and [`Problem`](http::Problem) with
+//!   [`problem_errors`](http::problem_errors) make every error `application/problem+json`
+//!   (RFC 9457) without leaking internal details.
+//! - Also: [`redis`] (the shared, auto-reconnecting connection and its health), [`catalog`]
+//!   (the sample SQLite product catalog, read through the cache) and [`config`] (every option,
+//!   from the command line or the environment).
+//!
+//! # Running the server
+//! `redkit serve` (or [`run`] with a [`Config`]) serves all of the above: set `REDIS_URL` to
+//! share state between instances; `redkit --help` lists every option and variable.
 
 #![forbid(unsafe_code)]
 

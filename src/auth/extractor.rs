@@ -39,8 +39,8 @@ pub(crate) fn token_from(headers: &HeaderMap) -> Option<&str> {
 ///
 /// Add it as a handler argument to require a token: a missing, invalid, expired or revoked
 /// token answers 401 `application/problem+json` with `WWW-Authenticate: Bearer
-/// error="invalid_token"`; the reason is logged, never sent. Needs [`AuthHandle`] in app data
-/// (`Services::configure` registers it).
+/// error="invalid_token"`; the reason is logged, never sent. Needs [`AuthHandle`] in app data,
+/// as itself or as `web::Data<AuthHandle>` (`Services::configure` registers both).
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Principal);
 
@@ -53,7 +53,12 @@ type AuthFuture<T> =
     Either<Ready<Result<T, AuthError>>, LocalBoxFuture<'static, Result<T, AuthError>>>;
 
 fn extract(req: &HttpRequest, optional: bool) -> AuthFuture<Option<Principal>> {
-    let Some(auth) = req.app_data::<AuthHandle>() else {
+    // Either form of app data: `App::app_data(handle)` or `App::app_data(web::Data::new(handle))`.
+    let auth = req.app_data::<AuthHandle>().or_else(|| {
+        req.app_data::<actix_web::web::Data<AuthHandle>>()
+            .map(|data| data.get_ref())
+    });
+    let Some(auth) = auth else {
         tracing::error!("auth: AuthHandle is not in app data; refusing the request");
         return Either::Left(ready(Err(AuthError::Internal(
             "auth not configured".into(),

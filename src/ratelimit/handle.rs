@@ -176,9 +176,37 @@ impl RateLimitHandle {
         &self.inner.config
     }
 
-    /// The global middleware for this limiter.
+    /// The global middleware for this limiter: the configured route policies and the global
+    /// one. `App::wrap` it.
     pub fn middleware(&self) -> super::RateLimit {
         super::RateLimit::new(self.clone())
+    }
+
+    /// A middleware that applies `policy` alone to every request it sees (except `OPTIONS`
+    /// preflights): wrap one `web::scope` or `web::resource` of your own app with it.
+    ///
+    /// It shares this limiter's stores (Redis, or the in-process backend and fallback), identity
+    /// (the verified user, else the client IP), clock, counters and metrics; it ignores the
+    /// configured route and global policies. The policy's name is part of its storage key: give
+    /// each scope its own name. Combined with the global [`middleware`](Self::middleware), each
+    /// counts its own policy and the outer one's headers win.
+    ///
+    /// ```no_run
+    /// # fn demo(limiter: redkit::ratelimit::RateLimitHandle) {
+    /// use std::time::Duration;
+    /// use actix_web::{App, HttpResponse, web};
+    /// use redkit::ratelimit::Policy;
+    ///
+    /// let search = Policy::new("search", 10, Duration::from_secs(60));
+    /// let app = App::new().service(
+    ///     web::scope("/search")
+    ///         .wrap(limiter.middleware_for(search))
+    ///         .route("", web::get().to(HttpResponse::Ok)),
+    /// );
+    /// # }
+    /// ```
+    pub fn middleware_for(&self, policy: Policy) -> super::RateLimit {
+        super::RateLimit::with_policy(self.clone(), policy)
     }
 
     /// The identity `req` is limited as: `user:<id>` when the resolver verifies a user, else

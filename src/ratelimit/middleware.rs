@@ -1,9 +1,11 @@
-//! The global middleware: applies the route's policy and the global one, adds the headers, and
-//! answers 429 (or 503 for a fail-closed policy without Redis) as a normal response.
+//! The middleware: applies the route's policy and the global one (or, for a scope, one policy of
+//! its own), adds the headers, and answers 429 (or 503 for a fail-closed policy without Redis) as
+//! a normal response.
 
 use std::{
     future::{Ready, ready},
     rc::Rc,
+    sync::Arc,
 };
 
 use actix_web::{
@@ -27,21 +29,32 @@ use crate::http::Problem;
 /// Paths never counted: health probes, and the status route (which must not spend quota).
 const EXEMPT: [&str; 3] = ["/health", "/health/live", "/ratelimit/status"];
 
-/// The rate-limit middleware; build it with [`RateLimitHandle::middleware`] and `App::wrap` it.
+/// The rate-limit middleware; build it with [`RateLimitHandle::middleware`] and `App::wrap` it,
+/// or with [`RateLimitHandle::middleware_for`] and wrap one scope or resource with it.
 ///
-/// For each request (except `OPTIONS` preflights and [health/status paths](EXEMPT)) it decides
-/// the matching route policy, then the global policy, for the request's identity. Admitted
-/// requests get the most restrictive enforcing policy's headers; a denied request gets 429 with
-/// `Retry-After` and a `quota-exceeded` problem naming the policy.
+/// For each request (except `OPTIONS` preflights and the health and `/ratelimit/status` paths) the global
+/// form decides the matching route policy, then the global policy, for the request's identity.
+/// Admitted requests get the most restrictive enforcing policy's headers; a denied request gets
+/// 429 with `Retry-After` and a `quota-exceeded` problem naming the policy. The scoped form
+/// decides only its own policy, for every request it sees except `OPTIONS` preflights.
 #[derive(Debug, Clone)]
 pub struct RateLimit {
     handle: RateLimitHandle,
+    only: Option<Arc<Policy>>,
 }
 
 impl RateLimit {
-    /// The middleware for `handle`'s policies.
+    /// The middleware for `handle`'s configured policies (route policies and the global one).
     pub fn new(handle: RateLimitHandle) -> Self {
-        Self { handle }
+        Self { handle, only: None }
+    }
+
+    /// The middleware applying `policy` alone, on `handle`'s stores, identity and clock.
+    pub fn with_policy(handle: RateLimitHandle, policy: Policy) -> Self {
+        Self {
+            handle,
+            only: Some(Arc::new(policy)),
+        }
     }
 }
 
@@ -60,6 +73,7 @@ where
         ready(Ok(RateLimitMiddleware {
             service: Rc::new(service),
             handle: self.handle.clone(),
+            only: self.only.clone(),
         }))
     }
 }
@@ -68,6 +82,8 @@ where
 pub struct RateLimitMiddleware<S> {
     service: Rc<S>,
     handle: RateLimitHandle,
+    /// The scoped form's policy; `None` for the global form.
+    only: Option<Arc<Policy>>,
 }
 
 impl<S> RateLimitMiddleware<S> {
@@ -104,6 +120,18 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        if let Some(policy) = &self.only {
+            if req.method() == Method::OPTIONS {
+                let fut = self.service.call(req);
+                return Box::pin(async move { fut.await.map(ServiceResponse::map_into_left_body) });
+            }
+            return Box::pin(scoped(
+                self.handle.clone(),
+                policy.clone(),
+                self.service.clone(),
+                req,
+            ));
+        }
         let ids = self.policies(&req);
         if ids.is_empty() {
             let fut = self.service.call(req);
@@ -135,6 +163,39 @@ where
             Ok(res.map_into_left_body())
         })
     }
+}
+
+/// The scoped form: one policy, decided for the request's identity; headers unless shadow.
+async fn scoped<S, B>(
+    handle: RateLimitHandle,
+    policy: Arc<Policy>,
+    service: Rc<S>,
+    req: ServiceRequest,
+) -> Result<ServiceResponse<EitherBody<B>>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    let identity = handle.identity(req.request());
+    let decision = match handle.check(&policy, &identity, 1).await {
+        Ok(decision) => decision,
+        Err(err) => {
+            return Ok(req
+                .into_response(err.error_response())
+                .map_into_right_body());
+        }
+    };
+    let now_us = handle.config().clock.now_us();
+    if !decision.allowed && !policy.shadow {
+        let mut response = too_many_requests(&policy, &decision);
+        write_headers(response.headers_mut(), &policy, &decision, now_us);
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    let mut res = service.call(req).await?;
+    if !policy.shadow {
+        write_headers(res.headers_mut(), &policy, &decision, now_us);
+    }
+    Ok(res.map_into_left_body())
 }
 
 /// The denying decision, else the enforcing one with the fewest units left (then the longest
