@@ -125,6 +125,14 @@ impl Modify for Conventions {
             ))),
         );
         for (path, item) in &mut openapi.paths.paths {
+            // One handler serving GET and HEAD is one operation under both methods; operation
+            // ids must be unique, so the HEAD copy gets its own.
+            if let (Some(get), Some(head)) = (&item.get, &mut item.head)
+                && head.operation_id.is_some()
+                && head.operation_id == get.operation_id
+            {
+                head.operation_id = get.operation_id.as_ref().map(|id| format!("{id}_head"));
+            }
             let limited = !crate::ratelimit::EXEMPT.contains(&path.as_str());
             for method in [
                 HttpMethod::Get,
