@@ -37,23 +37,25 @@ async fn probed_app(
     Response = ServiceResponse<impl actix_web::body::MessageBody>,
     Error = actix_web::Error,
 > {
-    test::init_service(redkit::http::app(services.clone()).wrap_fn(move |req, srv| {
-        let map = map.clone();
-        let fut = srv.call(req);
-        async move {
-            let mut res = fut.await?;
-            if map.borrow().is_none() {
-                *map.borrow_mut() = Some(format!("{:?}", res.request().resource_map()));
+    test::init_service(
+        redkit::http::app(services.clone()).wrap_fn(move |req, srv| {
+            let map = map.clone();
+            let fut = srv.call(req);
+            async move {
+                let mut res = fut.await?;
+                if map.borrow().is_none() {
+                    *map.borrow_mut() = Some(format!("{:?}", res.request().resource_map()));
+                }
+                if let Some(pattern) = res.request().match_pattern() {
+                    res.headers_mut().insert(
+                        HeaderName::from_static(PATTERN),
+                        HeaderValue::from_str(&pattern).unwrap(),
+                    );
+                }
+                Ok(res)
             }
-            if let Some(pattern) = res.request().match_pattern() {
-                res.headers_mut().insert(
-                    HeaderName::from_static(PATTERN),
-                    HeaderValue::from_str(&pattern).unwrap(),
-                );
-            }
-            Ok(res)
-        }
-    }))
+        }),
+    )
     .await
 }
 
@@ -159,6 +161,9 @@ fn collect_refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
 async fn document_is_openapi_31_and_refs_resolve() {
     let services = services(&Backend::memory().config());
     let doc = document(&services).await;
+    if let Ok(path) = std::env::var("OPENAPI_DUMP") {
+        std::fs::write(path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    }
     let version = doc["openapi"].as_str().unwrap();
     assert!(version.starts_with("3.1."), "openapi {version}");
     assert_eq!(doc["info"]["title"], "redkit");
@@ -381,6 +386,43 @@ fn known_properties(doc: &Value, schema: &Value) -> BTreeSet<String> {
     out
 }
 
+/// The schema check is not vacuous: it refuses a missing required property, a wrong type, an
+/// undocumented property (also through `allOf`), and accepts a conforming body.
+#[actix_web::test]
+async fn schema_check_rejects_mismatches() {
+    let services = services(&Backend::memory().config());
+    let doc = document(&services).await;
+    let product = json!({"$ref": "#/components/schemas/Product"});
+    let ok = json!({"id": 1, "name": "Lamp", "price": 2.5, "description": null});
+    assert_eq!(check(&doc, &product, &ok, true, "body"), Ok(()));
+    for bad in [
+        json!({"id": 1, "price": 2.5}),
+        json!({"id": 1, "name": "Lamp", "price": "2.5"}),
+        json!({"id": 1.5, "name": "Lamp", "price": 2.5}),
+        json!({"id": 1, "name": "Lamp", "price": 2.5, "secret": true}),
+        json!([ok.clone()]),
+    ] {
+        assert!(check(&doc, &product, &bad, true, "body").is_err(), "{bad}");
+    }
+    let list = json!({"$ref": "#/components/schemas/SessionList"});
+    let session = json!({"sid": "s", "created_at": 1, "ip": "::1", "user_agent": "t"});
+    let mut item = session.clone();
+    item["current"] = json!(true);
+    assert_eq!(
+        check(
+            &doc,
+            &list,
+            &json!({"sessions": [item.clone()]}),
+            true,
+            "body"
+        ),
+        Ok(())
+    );
+    item["refresh_jti"] = json!("leak");
+    assert!(check(&doc, &list, &json!({"sessions": [item]}), true, "body").is_err());
+    assert!(check(&doc, &list, &json!({"sessions": [session]}), true, "body").is_err());
+}
+
 /// Asserts that `reply` to `method path` is documented: its status, its content type, and a
 /// body that matches the schema (strictly: no undocumented properties). Answers the body.
 fn conforms(doc: &Value, method: &str, path: &str, reply: &Reply) -> Value {
@@ -572,7 +614,13 @@ async fn responses_match_their_schemas(backend: Backend) {
     let reply = call(&app, get("/cache/schema/missing")).await;
     reply.problem(404);
     conforms(&doc, "get", "/cache/{key}", &reply);
-    let reply = call(&app, TestRequest::default().method(Method::HEAD).uri("/cache/schema/a")).await;
+    let reply = call(
+        &app,
+        TestRequest::default()
+            .method(Method::HEAD)
+            .uri("/cache/schema/a"),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     conforms(&doc, "head", "/cache/{key}", &reply);
     let reply = call(
@@ -608,7 +656,11 @@ async fn responses_match_their_schemas(backend: Backend) {
     .await;
     assert_eq!(reply.status, 200);
     conforms(&doc, "post", "/events/ticket", &reply);
-    let reply = call(&app, get("/events/user:999999/info").insert_header(bearer(&token))).await;
+    let reply = call(
+        &app,
+        get("/events/user:999999/info").insert_header(bearer(&token)),
+    )
+    .await;
     reply.problem(403);
     conforms(&doc, "get", "/events/{channel}/info", &reply);
 
@@ -650,7 +702,10 @@ async fn docs_are_served_offline() {
     let app = common::app(&services).await;
     let page = call(&app, TestRequest::get().uri("/docs")).await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let csp = page.header("content-security-policy").unwrap();
     assert!(csp.contains("script-src 'self';"), "{csp}");
     assert!(csp.contains("connect-src 'self'"), "{csp}");
@@ -669,7 +724,10 @@ async fn docs_are_served_offline() {
     assert_eq!(urls.len(), 3, "{urls:?}");
     let expected = [
         ("docs/swagger-ui.css", "text/css; charset=utf-8"),
-        ("docs/swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+        (
+            "docs/swagger-ui-bundle.js",
+            "text/javascript; charset=utf-8",
+        ),
         (
             "docs/swagger-initializer.js",
             "text/javascript; charset=utf-8",
@@ -693,7 +751,9 @@ async fn docs_are_served_offline() {
             Some("public, max-age=31536000, immutable")
         );
         let on_disk = match *file {
-            "docs/swagger-ui.css" => Some(include_bytes!("../assets/swagger-ui/swagger-ui.css").len()),
+            "docs/swagger-ui.css" => {
+                Some(include_bytes!("../assets/swagger-ui/swagger-ui.css").len())
+            }
             "docs/swagger-ui-bundle.js" => {
                 Some(include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js").len())
             }

@@ -33,6 +33,7 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 #[non_exhaustive]
 pub struct User {
     /// Database id.
+    #[schema(value_type = i64)]
     pub id: UserId,
     /// Unique login name.
     pub username: String,
