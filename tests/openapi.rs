@@ -18,7 +18,7 @@ use actix_web::{
     },
     test::{self, TestRequest},
 };
-use common::{Backend, Reply, bearer, call, register_and_login, services};
+use common::{Backend, Reply, bearer, call, services};
 use serde_json::{Value, json};
 
 /// The methods probed on every path.
