@@ -15,7 +15,7 @@ use super::{
 use crate::{config::DatabaseLocation, redis::RedisHandle};
 
 /// A new access/refresh pair, as `/auth/login` and `/auth/refresh` answer it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct TokenPair {
     /// Bearer token for requests.

@@ -6,8 +6,13 @@ use actix_web::{
     web,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ACCESS_COOKIE, AuthError, AuthHandle, AuthUser, ClientInfo, RejectReason, Session};
+use super::{
+    ACCESS_COOKIE, AuthError, AuthHandle, AuthUser, ClientInfo, RejectReason, Session, TokenPair,
+    users::User,
+};
+use crate::http::Problem;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     // Resources, not bare routes: a wrong method is then a 405 (with `Allow`), not a 404.
@@ -21,13 +26,33 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/auth/sessions/{sid}").route(web::delete().to(delete_session)));
 }
 
-#[derive(Debug, Deserialize)]
-struct Register {
+/// The body of `POST /auth/register`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Register {
+    /// 3 to 32 characters of `a-z`, `0-9`, `_`, `.` and `-`.
+    #[schema(example = "alice")]
     username: String,
+    /// An email address.
+    #[schema(example = "alice@example.com")]
     email: String,
+    /// 8 to 1024 bytes.
+    #[schema(example = "correct horse")]
     password: String,
 }
 
+/// Creates an account (it does not log in).
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    operation_id = "auth_register",
+    tag = "auth",
+    request_body = Register,
+    responses(
+        (status = 201, description = "Created.", body = User),
+        (status = 409, description = "The username is taken (`username-taken`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks a rule (`validation-failed`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn register(
     auth: web::Data<AuthHandle>,
     body: web::Json<Register>,
@@ -41,18 +66,42 @@ async fn register(
     Ok(HttpResponse::Created().json(user))
 }
 
-#[derive(Debug, Deserialize)]
-struct Login {
+/// The body of `POST /auth/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Login {
+    /// The account's username.
+    #[schema(example = "alice")]
     username: String,
+    /// Its password.
+    #[schema(example = "correct horse")]
     password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CookieQuery {
+    /// Also set the access token as the `redkit_access` cookie (HttpOnly, SameSite=Strict).
     #[serde(default)]
     cookie: bool,
 }
 
+/// Logs in: a new session and its access/refresh token pair.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    operation_id = "auth_login",
+    tag = "auth",
+    params(CookieQuery),
+    request_body = Login,
+    responses(
+        (status = 200, description = "Logged in.", body = TokenPair,
+            headers(("Set-Cookie" = String, description = "`redkit_access=<token>` with `?cookie=true`."))),
+        (status = 401, description = "Unknown user or wrong password (`invalid-credentials`).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins for this username from this \
+            address (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn login(
     req: HttpRequest,
     auth: web::Data<AuthHandle>,
@@ -98,11 +147,26 @@ async fn login(
     Ok(res.json(pair))
 }
 
-#[derive(Debug, Deserialize)]
-struct Refresh {
+/// The body of `POST /auth/refresh`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Refresh {
+    /// The current refresh token of the session (it is spent by this call).
     refresh_token: String,
 }
 
+/// Spends a refresh token for a new pair; presenting a spent one revokes its session.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    operation_id = "auth_refresh",
+    tag = "auth",
+    request_body = Refresh,
+    responses(
+        (status = 200, description = "A new pair.", body = TokenPair),
+        (status = 401, description = "The refresh token is invalid, expired, spent or revoked.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn refresh(
     auth: web::Data<AuthHandle>,
     body: web::Json<Refresh>,
@@ -123,11 +187,37 @@ fn cleared_cookie() -> Cookie<'static> {
     cookie
 }
 
+/// Revokes the caller's session and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    operation_id = "auth_logout",
+    tag = "auth",
+    responses(
+        (status = 204, description = "Logged out (the cookie is cleared)."),
+        (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn logout(auth: web::Data<AuthHandle>, user: AuthUser) -> Result<HttpResponse, AuthError> {
     auth.logout(&user.0).await?;
     Ok(HttpResponse::NoContent().cookie(cleared_cookie()).finish())
 }
 
+/// Revokes every session of the caller and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/auth/logout-all",
+    operation_id = "auth_logout_all",
+    tag = "auth",
+    responses(
+        (status = 204, description = "Every session is revoked (the cookie is cleared)."),
+        (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn logout_all(
     auth: web::Data<AuthHandle>,
     user: AuthUser,
@@ -136,14 +226,32 @@ async fn logout_all(
     Ok(HttpResponse::NoContent().cookie(cleared_cookie()).finish())
 }
 
-#[derive(Serialize)]
-struct Me<'a> {
+/// The body of `GET /auth/me`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Me<'a> {
+    /// The user's id.
     id: i64,
+    /// The user's username.
     username: &'a str,
+    /// The user's email.
     email: &'a str,
+    /// The session of the token.
     session: &'a Session,
 }
 
+/// The caller and the session of their token.
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    operation_id = "auth_me",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The caller.", body = Me<'static>),
+        (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn me(auth: web::Data<AuthHandle>, user: AuthUser) -> Result<HttpResponse, AuthError> {
     let session = auth
         .session(&user.0)
@@ -157,18 +265,35 @@ async fn me(auth: web::Data<AuthHandle>, user: AuthUser) -> Result<HttpResponse,
     }))
 }
 
-#[derive(Serialize)]
-struct SessionList<'a> {
+/// The body of `GET /auth/sessions`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionList<'a> {
+    /// The caller's live sessions.
     sessions: Vec<SessionItem<'a>>,
 }
 
-#[derive(Serialize)]
-struct SessionItem<'a> {
+/// A session in `GET /auth/sessions`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionItem<'a> {
     #[serde(flatten)]
     session: &'a Session,
+    /// Whether this is the session of the request's token.
     current: bool,
 }
 
+/// The caller's live sessions.
+#[utoipa::path(
+    get,
+    path = "/auth/sessions",
+    operation_id = "auth_sessions",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The sessions.", body = SessionList<'static>),
+        (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn sessions(auth: web::Data<AuthHandle>, user: AuthUser) -> Result<HttpResponse, AuthError> {
     let list = auth.sessions(user.0.user_id).await?;
     Ok(HttpResponse::Ok().json(SessionList {
@@ -182,6 +307,21 @@ async fn sessions(auth: web::Data<AuthHandle>, user: AuthUser) -> Result<HttpRes
     }))
 }
 
+/// Revokes one of the caller's sessions.
+#[utoipa::path(
+    delete,
+    path = "/auth/sessions/{sid}",
+    operation_id = "auth_delete_session",
+    tag = "auth",
+    params(("sid" = String, Path, description = "A session id from `GET /auth/sessions`.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such session of the caller.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn delete_session(
     auth: web::Data<AuthHandle>,
     user: AuthUser,

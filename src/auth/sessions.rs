@@ -14,7 +14,7 @@ use super::{
 use crate::redis::RedisHandle;
 
 /// A live session as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct Session {
     /// Session id.

@@ -29,10 +29,11 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// A user account, without its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct User {
     /// Database id.
+    #[schema(value_type = i64)]
     pub id: UserId,
     /// Unique login name.
     pub username: String,

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, http::StatusCode, web};
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{CacheError, CacheHandle};
 use crate::{
@@ -24,6 +25,19 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// The body of `GET /cache/{key}` (for the API document; the handler writes the bytes itself).
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes a body assembled from raw bytes by `entry_body`"
+)]
+pub(crate) struct CacheEntry {
+    /// The key.
+    key: String,
+    /// The stored JSON value, as it was stored.
+    value: serde_json::Value,
+}
+
 /// `{"key": .., "value": <stored JSON>}`, assembled without re-parsing the value.
 fn entry_body(key: &str, json: &[u8]) -> Bytes {
     // unwrap: serializing a string cannot fail.
@@ -37,6 +51,24 @@ fn entry_body(key: &str, json: &[u8]) -> Bytes {
     body.freeze()
 }
 
+/// The JSON value stored under `key` (`X-Cache` says which tier answered).
+#[utoipa::path(
+    get,
+    path = "/cache/{key}",
+    operation_id = "cache_get",
+    tag = "cache",
+    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`.")),
+    responses(
+        (status = 200, description = "The stored value.", body = CacheEntry,
+            headers(("X-Cache" = String, description = "`L1` or `L2`: the tier that answered."))),
+        (status = 400, description = "Invalid key (`invalid-key`).", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "Nothing is cached under this key (`X-Cache: MISS`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "L1 misses and Redis cannot be reached.", body = Problem,
+            content_type = "application/problem+json"),
+    )
+)]
 async fn get(
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
@@ -57,6 +89,20 @@ async fn get(
     }
 }
 
+/// Whether a value is cached under `key`, without its body.
+#[utoipa::path(
+    head,
+    path = "/cache/{key}",
+    operation_id = "cache_head",
+    tag = "cache",
+    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`.")),
+    responses(
+        (status = 200, description = "A value is cached under this key."),
+        (status = 400, description = "Invalid key."),
+        (status = 404, description = "Nothing is cached under this key."),
+        (status = 503, description = "L1 misses and Redis cannot be reached."),
+    )
+)]
 async fn head(
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
@@ -69,11 +115,45 @@ async fn head(
     Ok(HttpResponse::build(status).finish())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TtlQuery {
+    /// Seconds to keep the value, from 1 to the configured maximum (default: the configured
+    /// default TTL).
+    #[param(minimum = 1)]
     ttl: Option<u64>,
 }
 
+/// The body of `PUT /cache/{key}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CachePut<'a> {
+    /// The key.
+    key: &'a str,
+    /// The TTL applied, in seconds.
+    ttl: u64,
+}
+
+/// Stores any JSON value under `key` in both tiers.
+#[utoipa::path(
+    put,
+    path = "/cache/{key}",
+    operation_id = "cache_put",
+    tag = "cache",
+    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`."),
+        TtlQuery),
+    request_body(content = inline(serde_json::Value), content_type = "application/json",
+        description = "Any JSON value."),
+    responses(
+        (status = 200, description = "Stored.", body = CachePut<'static>),
+        (status = 400, description = "Invalid key (`invalid-key`), `ttl` out of range, or a \
+            malformed body.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token.", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be written (or revocation cannot be checked).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn put(
     _user: AuthUser,
     services: web::Data<Services>,
@@ -97,9 +177,32 @@ async fn put(
     };
     let json = Bytes::copy_from_slice(value.get().as_bytes());
     services.cache.set_json(&key, json, ttl).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"key": key.as_str(), "ttl": ttl.as_secs()})))
+    Ok(HttpResponse::Ok().json(CachePut {
+        key: key.as_str(),
+        ttl: ttl.as_secs(),
+    }))
 }
 
+/// Removes `key` from both tiers.
+#[utoipa::path(
+    delete,
+    path = "/cache/{key}",
+    operation_id = "cache_delete",
+    tag = "cache",
+    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "Invalid key (`invalid-key`).", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token.", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "Nothing was cached under this key.", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be written (or revocation cannot be checked).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn delete(
     _user: AuthUser,
     cache: web::Data<CacheHandle>,
@@ -112,16 +215,43 @@ async fn delete(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FlushQuery {
+    /// A glob (`*`, `?`, `[..]`) over keys; required.
     pattern: String,
 }
 
+/// The body of `DELETE /cache?pattern=`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Flushed {
+    /// How many keys were removed.
+    deleted: u64,
+}
+
+/// Removes every key matching a glob pattern, from both tiers.
+#[utoipa::path(
+    delete,
+    path = "/cache",
+    operation_id = "cache_flush",
+    tag = "cache",
+    params(FlushQuery),
+    responses(
+        (status = 200, description = "Removed.", body = Flushed),
+        (status = 400, description = "`pattern` missing or invalid.", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token.", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be written (or revocation cannot be checked).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn flush(
     _user: AuthUser,
     cache: web::Data<CacheHandle>,
     query: web::Query<FlushQuery>,
 ) -> Result<HttpResponse, CacheError> {
     let deleted = cache.flush_pattern(&query.pattern).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": deleted})))
+    Ok(HttpResponse::Ok().json(Flushed { deleted }))
 }

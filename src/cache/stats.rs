@@ -15,7 +15,7 @@ pub(crate) struct Stats {
 }
 
 /// A snapshot of the cache's counters.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct CacheStats {
     /// Lookups answered by L1.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use super::CatalogError;
 
 /// A product of the catalog.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Product {
     /// Identifier, assigned by the database.
     pub id: i64,
@@ -18,7 +18,7 @@ pub struct Product {
 }
 
 /// The body of `POST /products`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
     /// Display name, 1 to 200 characters.
@@ -31,7 +31,7 @@ pub struct NewProduct {
 }
 
 /// The body of `PUT /products/{id}`: only the fields present change.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {
     /// New display name.

@@ -3,8 +3,9 @@
 use actix_web::{HttpResponse, http::header, web};
 use bytes::Bytes;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
-use super::{CatalogError, NewProduct, ProductPatch};
+use super::{CatalogError, NewProduct, Product, ProductPatch};
 use crate::{
     auth::AuthUser,
     cache::{Remembered, Tier},
@@ -26,9 +27,10 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The body of `GET /products`.
-#[derive(serde::Serialize)]
-struct ProductList<'a> {
-    products: &'a [super::Product],
+#[derive(serde::Serialize, ToSchema)]
+pub(crate) struct ProductList<'a> {
+    /// Every product, by id.
+    products: &'a [Product],
 }
 
 const LIST_KEY: &str = "products:list";
@@ -75,6 +77,18 @@ fn cached_json(remembered: Remembered<Bytes>) -> HttpResponse {
     }
 }
 
+/// Every product (read through the cache; `X-Cache` says which tier answered).
+#[utoipa::path(
+    get,
+    path = "/products",
+    operation_id = "products_list",
+    tag = "products",
+    responses(
+        (status = 200, description = "The products.", body = ProductList<'static>,
+            headers(("X-Cache" = String, description = "`L1`, `L2` or `MISS` (loaded)."))),
+        (status = 503, description = "The server is shutting down.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn list(services: web::Data<Services>) -> Result<HttpResponse, CatalogError> {
     let catalog = &services.catalog;
     let remembered = services
@@ -91,6 +105,22 @@ async fn list(services: web::Data<Services>) -> Result<HttpResponse, CatalogErro
     Ok(cached_json(remembered))
 }
 
+/// One product (read through the cache; `X-Cache` says which tier answered).
+#[utoipa::path(
+    get,
+    path = "/products/{id}",
+    operation_id = "products_get",
+    tag = "products",
+    params(("id" = i64, Path, minimum = 1, description = "A product id: a positive integer.")),
+    responses(
+        (status = 200, description = "The product.", body = Product,
+            headers(("X-Cache" = String, description = "`L1`, `L2` or `MISS` (loaded)."))),
+        (status = 400, description = "The id is not a positive integer (`invalid-parameter`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No product with this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server is shutting down.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn get(
     services: web::Data<Services>,
     path: web::Path<ProductId>,
@@ -125,6 +155,23 @@ async fn invalidate(services: &Services, id: i64) {
     }
 }
 
+/// Adds a product and invalidates the cached list.
+#[utoipa::path(
+    post,
+    path = "/products",
+    operation_id = "products_create",
+    tag = "products",
+    request_body = NewProduct,
+    responses(
+        (status = 201, description = "Created.", body = Product,
+            headers(("Location" = String, description = "`/products/{id}` of the new product."))),
+        (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks a rule (`validation-failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be written, so the cache could not be \
+            invalidated (or revocation cannot be checked).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn create(
     _user: AuthUser,
     services: web::Data<Services>,
@@ -140,6 +187,26 @@ async fn create(
         .json(product))
 }
 
+/// Changes the fields present in the body and invalidates the cached copies.
+#[utoipa::path(
+    put,
+    path = "/products/{id}",
+    operation_id = "products_update",
+    tag = "products",
+    params(("id" = i64, Path, minimum = 1, description = "A product id: a positive integer.")),
+    request_body = ProductPatch,
+    responses(
+        (status = 200, description = "The product as changed.", body = Product),
+        (status = 400, description = "The id is not a positive integer, or the body is \
+            malformed.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No product with this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks a rule (`validation-failed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be written, so the cache could not be \
+            invalidated (or revocation cannot be checked).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn update(
     _user: AuthUser,
     services: web::Data<Services>,
@@ -157,6 +224,23 @@ async fn update(
     Ok(HttpResponse::Ok().json(product))
 }
 
+/// Removes a product and invalidates the cached copies.
+#[utoipa::path(
+    delete,
+    path = "/products/{id}",
+    operation_id = "products_delete",
+    tag = "products",
+    params(("id" = i64, Path, minimum = 1, description = "A product id: a positive integer.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "The id is not a positive integer.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No product with this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be written, so the cache could not be \
+            invalidated (or revocation cannot be checked).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn delete(
     _user: AuthUser,
     services: web::Data<Services>,

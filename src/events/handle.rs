@@ -30,7 +30,7 @@ pub struct Credentials {
 }
 
 /// `GET /events/{channel}/info`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct ChannelInfo {
     /// Clients of this process subscribed to the channel.
@@ -396,7 +396,7 @@ impl EventsHandle {
 }
 
 /// A snapshot of the live-events counters.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct EventsStats {
     /// SSE clients connected to this instance now.

@@ -1,9 +1,11 @@
 //! `/events` routes: thin handlers over [`EventsHandle`].
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{Credentials, EventsError, EventsHandle, TICKET_TTL};
+use super::{ChannelInfo, Credentials, EventsError, EventsHandle, TICKET_TTL};
+use crate::http::Problem;
 
 /// Registers the events routes (the ticket route first: `ticket` is not a channel to POST to).
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -17,15 +19,37 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PublishQuery {
+    /// The event type (`event:` field), 1 to 64 characters of `A-Z a-z 0-9 _ . -`; default
+    /// `message`.
     event: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SubscribeQuery {
+    /// Resume after this event id (the `Last-Event-ID` header wins when both are sent).
     last_event_id: Option<String>,
+    /// A single-use ticket from `POST /events/ticket`, for clients that cannot send headers.
     ticket: Option<String>,
+}
+
+/// The body of `POST /events/{channel}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Published {
+    /// The event's id in the channel's history (a Redis stream id such as `1700000000000-0`).
+    id: String,
+}
+
+/// The body of `POST /events/ticket`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Ticket {
+    /// Redeem as `?ticket=` on `GET /events/{channel}`, once.
+    ticket: String,
+    /// Seconds the ticket stays valid.
+    expires_in: u64,
 }
 
 /// The request's token sources. The ticket is taken from the query by the caller; it is never
@@ -51,6 +75,25 @@ fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>)
 }
 
 /// `POST /events/{channel}?event=TYPE` → 202 `{"id": ...}`.
+///
+/// Publishes the JSON body as one event to every subscriber of the channel (and its history).
+#[utoipa::path(
+    post,
+    path = "/events/{channel}",
+    operation_id = "events_publish",
+    tag = "events",
+    params(("channel" = String, Path, description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), PublishQuery),
+    request_body(content = inline(serde_json::Value), content_type = "application/json",
+        description = "Any JSON value: the event's data."),
+    responses(
+        (status = 202, description = "Published.", body = Published),
+        (status = 400, description = "Invalid channel name or event type, or a malformed body.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn publish(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
@@ -66,10 +109,32 @@ async fn publish(
         .as_deref()
         .unwrap_or(super::frame::DEFAULT_EVENT_TYPE);
     let id = events.publish_event(&channel, kind, &body).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id.to_string() })))
+    Ok(HttpResponse::Accepted().json(Published { id: id.to_string() }))
 }
 
 /// `GET /events/{channel}` → `text/event-stream`.
+///
+/// Subscribes to a channel: events as Server-Sent Events (`id`, `event`, JSON `data`), with
+/// heartbeats; `Last-Event-ID` resumes without gaps (or sends `event: reset`). Private channels
+/// (`user:{id}`) need that user's token, cookie or ticket.
+#[utoipa::path(
+    get,
+    path = "/events/{channel}",
+    operation_id = "events_subscribe",
+    tag = "events",
+    params(("channel" = String, Path, description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), SubscribeQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id.")),
+    responses(
+        (status = 200, description = "The event stream (stays open).",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid channel name.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server is shutting down (or a ticket cannot be \
+            checked).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []), ("cookie" = []))
+)]
 async fn subscribe(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
@@ -91,6 +156,22 @@ async fn subscribe(
 }
 
 /// `GET /events/{channel}/info` → `{"subscribers": n, "history": n}`.
+#[utoipa::path(
+    get,
+    path = "/events/{channel}/info",
+    operation_id = "events_info",
+    tag = "events",
+    params(("channel" = String, Path, description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user.")),
+    responses(
+        (status = 200, description = "The channel's local subscribers and history length.",
+            body = ChannelInfo),
+        (status = 400, description = "Invalid channel name.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []), ("cookie" = []))
+)]
 async fn info(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
@@ -103,6 +184,20 @@ async fn info(
 }
 
 /// `POST /events/ticket` → `{"ticket": ..., "expires_in": 60}`.
+///
+/// A single-use ticket for `EventSource` clients, which cannot send `Authorization`.
+#[utoipa::path(
+    post,
+    path = "/events/ticket",
+    operation_id = "events_ticket",
+    tag = "events",
+    responses(
+        (status = 200, description = "A ticket.", body = Ticket),
+        (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
 async fn ticket(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
@@ -112,5 +207,8 @@ async fn ticket(
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "ticket": ticket, "expires_in": TICKET_TTL.as_secs() })))
+        .json(Ticket {
+            ticket,
+            expires_in: TICKET_TTL.as_secs(),
+        }))
 }

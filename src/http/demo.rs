@@ -26,6 +26,15 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/stats/stream").route(web::get().to(stats_stream)));
 }
 
+/// The demo page: log in, subscribe to a channel, publish, and watch redkit's own stats.
+#[utoipa::path(
+    method(get, head),
+    path = "/",
+    operation_id = "demo_page",
+    tag = "demo",
+    responses((status = 200, description = "The demo page (self-contained HTML).",
+        content_type = "text/html; charset=utf-8", body = String))
+)]
 async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -37,7 +46,7 @@ async fn page() -> HttpResponse {
 }
 
 /// A point-in-time view of what redkit is doing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
     /// `"redis"` or `"memory"`.
@@ -65,12 +74,29 @@ impl StatsSnapshot {
     }
 }
 
+/// A snapshot of redkit's counters: cache, rate limiting, live events.
+#[utoipa::path(
+    get,
+    path = "/stats",
+    operation_id = "stats",
+    tag = "demo",
+    responses((status = 200, description = "The counters now.", body = StatsSnapshot))
+)]
 async fn stats(services: web::Data<Services>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(StatsSnapshot::read(&services))
 }
 
+/// The same snapshot as `GET /stats`, as Server-Sent Events (`event: stats`, one per second).
+#[utoipa::path(
+    get,
+    path = "/stats/stream",
+    operation_id = "stats_stream",
+    tag = "demo",
+    responses((status = 200, description = "An endless stream of `stats` events whose `data` is a \
+        `StatsSnapshot` JSON object.", content_type = "text/event-stream", body = String))
+)]
 async fn stats_stream(services: web::Data<Services>) -> impl Responder {
     let services = services.into_inner();
     let ticks = futures_util::stream::unfold(true, move |first| {

@@ -1,7 +1,8 @@
 //! `GET /health` (readiness, with Redis' state) and `GET /health/live` (liveness).
 
 use actix_web::{HttpResponse, http::StatusCode, web};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::Services;
 
@@ -10,32 +11,90 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/live").route(web::get().to(live)));
 }
 
-/// 200 `healthy` when every configured backend answers; 503 `degraded` when Redis is configured
-/// and does not answer a `PING` within the response timeout.
+/// The body of `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `healthy`, or `degraded` when Redis does not answer.
+    #[schema(example = "healthy")]
+    status: &'static str,
+    /// `redis` or `memory`.
+    #[schema(example = "redis")]
+    backend: &'static str,
+    /// Redis' state; absent on the memory backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<RedisHealth>,
+}
+
+/// Redis' state in `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RedisHealth {
+    /// `up` or `down`.
+    status: &'static str,
+    /// Round trip of the `PING`, in milliseconds (when up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+    /// Redis errors seen since start (when down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<u64>,
+}
+
+/// The body of `GET /health/live`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Live {
+    /// Always `alive`.
+    #[schema(example = "alive")]
+    status: &'static str,
+}
+
+/// Readiness: 200 `healthy` when every configured backend answers; 503 `degraded` when Redis is
+/// configured and does not answer a `PING` within the response timeout.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "health",
+    responses(
+        (status = 200, description = "Every configured backend answers.", body = Health),
+        (status = 503, description = "Redis is configured and does not answer (a JSON health \
+            body, not a problem).", body = Health),
+    )
+)]
 async fn health(services: web::Data<Services>) -> HttpResponse {
     let Some(redis) = &services.redis else {
         return HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
-            .json(json!({"status": "healthy", "backend": "memory"}));
+            .json(Health {
+                status: "healthy",
+                backend: "memory",
+                redis: None,
+            });
     };
     let (status, body) = match redis.ping().await {
         Ok(rtt) => (
             StatusCode::OK,
-            json!({
-                "status": "healthy",
-                "backend": "redis",
-                "redis": {"status": "up", "latency_ms": rtt.as_secs_f64() * 1000.0},
-            }),
+            Health {
+                status: "healthy",
+                backend: "redis",
+                redis: Some(RedisHealth {
+                    status: "up",
+                    latency_ms: Some(rtt.as_secs_f64() * 1000.0),
+                    errors: None,
+                }),
+            },
         ),
         Err(err) => {
             tracing::debug!(error = %err, "health check: redis ping failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({
-                    "status": "degraded",
-                    "backend": "redis",
-                    "redis": {"status": "down", "errors": redis.status().errors},
-                }),
+                Health {
+                    status: "degraded",
+                    backend: "redis",
+                    redis: Some(RedisHealth {
+                        status: "down",
+                        latency_ms: None,
+                        errors: Some(redis.status().errors),
+                    }),
+                },
             )
         }
     };
@@ -44,9 +103,16 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
         .json(body)
 }
 
-/// 200 whenever the process serves requests.
+/// Liveness: 200 whenever the process serves requests.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "live",
+    tag = "health",
+    responses((status = 200, description = "The process serves requests.", body = Live))
+)]
 async fn live() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(json!({"status": "alive"}))
+        .json(Live { status: "alive" })
 }

@@ -2,8 +2,10 @@
 //! the error plumbing that turns every failure into an `application/problem+json` body.
 
 mod demo;
+mod docs;
 mod errors;
 mod health;
+pub mod openapi;
 mod problem;
 
 use std::{sync::Arc, time::Duration};
@@ -17,6 +19,7 @@ use actix_web::{
 
 pub use demo::StatsSnapshot;
 pub use errors::{json_config, path_config, problem_errors, query_config};
+pub use openapi::ApiDoc;
 pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
 
 use crate::{
@@ -187,7 +190,9 @@ impl Services {
             .configure(crate::catalog::routes::configure)
             .configure(crate::ratelimit::routes::configure)
             .configure(crate::auth::routes::configure)
-            .configure(crate::events::routes::configure);
+            .configure(crate::events::routes::configure)
+            .configure(openapi::configure)
+            .configure(docs::configure);
     }
 }
 

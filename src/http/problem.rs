@@ -13,7 +13,7 @@ pub const PROBLEM_BASE: &str = "https://redkit.dev/problems/";
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An `application/problem+json` body (RFC 9457) with its status and optional headers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct Problem {
     /// A URI naming the kind of problem: [`PROBLEM_BASE`] + a stable slug.

@@ -119,6 +119,14 @@ impl Metrics {
 }
 
 /// `GET /metrics` in the OpenMetrics/Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "observability",
+    responses((status = 200, description = "Every metric, in the OpenMetrics text format.",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
+)]
 pub(crate) async fn metrics_route(metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

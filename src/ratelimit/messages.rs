@@ -13,7 +13,7 @@ pub struct Sweep;
 pub struct GetStats;
 
 /// The limiter's counters since start, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct RateLimitStats {
     /// Decisions that admitted a request.

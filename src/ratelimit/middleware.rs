@@ -27,7 +27,7 @@ use super::{
 use crate::http::Problem;
 
 /// Paths never counted: health probes, and the status route (which must not spend quota).
-const EXEMPT: [&str; 3] = ["/health", "/health/live", "/ratelimit/status"];
+pub(crate) const EXEMPT: [&str; 3] = ["/health", "/health/live", "/ratelimit/status"];
 
 /// The rate-limit middleware; build it with [`RateLimitHandle::middleware`] and `App::wrap` it,
 /// or with [`RateLimitHandle::middleware_for`] and wrap one scope or resource with it.

@@ -55,6 +55,7 @@ pub use error::RateLimitError;
 pub use handle::RateLimitHandle;
 pub use identity::{UserResolver, client_ip};
 pub use messages::{GetStats, RateLimitStats, Sweep};
+pub(crate) use middleware::EXEMPT;
 pub use middleware::{RateLimit, RateLimitMiddleware};
 pub use policy::{
     Algorithm, DEFAULT_EXPENSIVE_LIMIT, DEFAULT_EXPENSIVE_WINDOW_SECS, DEFAULT_GLOBAL_LIMIT,
