@@ -204,6 +204,9 @@ fn main() {
             delta.join(" ")
         );
 
+        if std::env::var("REDKIT_BENCH_ONLY").as_deref() == Ok("l1") {
+            return;
+        }
         let (l2, l2_base) = compare((addrs.l2, get_key), (addrs.l2_base, get_key), 64, ROUNDS, EACH).await;
         report("2. L2 GET /cache/{key} (L1 off) vs GET handler", 0.85, l2, l2_base);
 

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use actix_web::{
-    Error, HttpMessage,
+    Error,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     http::header::{HeaderName, HeaderValue},
@@ -34,7 +34,6 @@ pub async fn observe(
             .map(HeaderValue::as_bytes),
     );
     let header = HeaderValue::from_str(id.as_str()).ok();
-    req.extensions_mut().insert(id.clone());
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let method = req.method().clone();
     let mut res = super::request_id::scope(id.clone(), next.call(req)).await?;
@@ -48,17 +47,19 @@ pub async fn observe(
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), header);
     }
     let elapsed = started.elapsed();
-    super::request_id::scope(id, async {
-        tracing::debug!(
-            target: "redkit::access",
-            %method,
-            route,
-            status,
-            micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
-    })
-    .await;
+    if tracing::enabled!(target: "redkit::access", tracing::Level::DEBUG) {
+        super::request_id::scope(id, async {
+            tracing::debug!(
+                target: "redkit::access",
+                %method,
+                route,
+                status,
+                micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                "request"
+            );
+        })
+        .await;
+    }
     if let Some(metrics) = metrics {
         let labels = RouteLabels {
             method: method_label(&method),

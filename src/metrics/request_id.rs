@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload};
+use actix_web::{FromRequest, HttpRequest, dev::Payload};
 
 tokio::task_local! {
     /// The id of the request whose future is being polled (set by `observe`).
@@ -84,11 +84,10 @@ impl FromRequest for RequestId {
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let id = req
-            .extensions()
-            .get::<Self>()
-            .cloned()
-            .unwrap_or_else(Self::generate);
+        // `observe` runs every request inside its id's task-local scope; outside it (an app
+        // without the middleware) each extraction mints a fresh id.
+        let _ = req;
+        let id = current_request_id().unwrap_or_else(Self::generate);
         std::future::ready(Ok(id))
     }
 }
