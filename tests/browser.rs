@@ -285,3 +285,108 @@ async fn demo_page_shows_published_events(backend: Backend) {
 }
 
 backend_suite!(demo_page_shows_published_events);
+
+/// The page shows a dropped connection, and after it resumes (Last-Event-ID) it holds the event
+/// published while it was away, exactly once: the server restarts on the same address and
+/// replays from the channel's history in Redis.
+#[actix_web::test]
+async fn demo_page_resumes_without_losing_events() {
+    let backend = Backend::redis();
+    let config = || {
+        let mut config = common::with_test_secret(backend.config());
+        config.events.retry = Duration::from_millis(300);
+        config
+    };
+    let server = TestServer::start(services(&config()), 1);
+    let addr = server.addr;
+    let browser = Browser::start().await;
+    browser
+        .session(
+            "POST",
+            "/url",
+            Some(json!({"url": format!("http://{addr}/")})),
+        )
+        .await;
+    browser.type_into("#channel", "resume").await;
+    browser.click("#subscribe").await;
+    assert!(
+        browser
+            .wait_text("#stream-status", "Connected to resume")
+            .await
+            .contains("Connected")
+    );
+
+    // A publisher instance sharing the Redis (its own port), with its own user.
+    let publisher = TestServer::start(services(&config()), 1);
+    let register = json!({"username": "pub_user", "email": "p@example.com", "password": "correct horse battery"});
+    let headers = [("content-type", "application/json")];
+    assert_eq!(
+        http(
+            publisher.addr,
+            "POST",
+            "/auth/register",
+            &headers,
+            register.to_string().as_bytes()
+        )
+        .await
+        .status,
+        201
+    );
+    let login = json!({"username": "pub_user", "password": "correct horse battery"});
+    let tokens = http(
+        publisher.addr,
+        "POST",
+        "/auth/login",
+        &headers,
+        login.to_string().as_bytes(),
+    )
+    .await;
+    let bearer = format!("Bearer {}", tokens.json()["access_token"].as_str().unwrap());
+    let publish = |text: &'static str| {
+        let bearer = bearer.clone();
+        async move {
+            let body = format!(r#"{{"text":"{text}"}}"#);
+            let reply = http(
+                publisher.addr,
+                "POST",
+                "/events/resume",
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &bearer),
+                ],
+                body.as_bytes(),
+            )
+            .await;
+            assert_eq!(reply.status, 202, "{:?}", reply.json());
+        }
+    };
+    publish("before-the-drop").await;
+    assert!(
+        browser
+            .wait_text("#events", "before-the-drop")
+            .await
+            .contains("before-the-drop")
+    );
+
+    // The page's server goes away: the page says so.
+    server.services.events.shutdown();
+    server.stop().await;
+    let status = browser.wait_text("#stream-status", "Connection lost").await;
+    assert!(status.contains("Connection lost"), "{status}");
+    publish("while-away").await;
+
+    // Back on the same address: the browser reconnects with Last-Event-ID and gets the replay.
+    let restarted = TestServer::start_at(services(&config()), 1, addr);
+    let events = browser.wait_text("#events", "while-away").await;
+    assert!(events.contains("while-away"), "{events}");
+    assert_eq!(events.matches("before-the-drop").count(), 1, "{events}");
+    assert_eq!(events.matches("while-away").count(), 1, "{events}");
+    let status = browser
+        .wait_text("#stream-status", "Connected to resume")
+        .await;
+    assert!(status.contains("Connected"), "{status}");
+    browser.screenshot("demo-resumed").await;
+    browser.session("DELETE", "", None).await;
+    restarted.stop().await;
+    publisher.stop().await;
+}

@@ -320,6 +320,11 @@ pub struct TestServer {
 impl TestServer {
     /// Serves `services` with `workers` worker threads. Call from an actix system (actix_web::test).
     pub fn start(services: Services, workers: usize) -> Self {
+        Self::start_at(services, workers, ([127, 0, 0, 1], 0).into())
+    }
+
+    /// As [`start`](Self::start), on a given address (e.g. the one a stopped server used).
+    pub fn start_at(services: Services, workers: usize, addr: std::net::SocketAddr) -> Self {
         let factory = {
             let services = services.clone();
             move || redkit::http::app(services.clone())
@@ -328,7 +333,7 @@ impl TestServer {
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(1)
-            .bind(("127.0.0.1", 0))
+            .bind(addr)
             .unwrap();
         let addr = server.addrs()[0];
         let server = server.run();
