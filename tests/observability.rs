@@ -111,6 +111,26 @@ async fn metrics_exposition(backend: Backend) {
     } else {
         assert!(!text.contains("redis_up"));
     }
+    // Every family the operators' dashboards need is exported, whatever happened so far
+    // (OpenMetrics names counter families without `_total`).
+    for family in [
+        "cache_l1_evictions",
+        "cache_l1_bytes",
+        "cache_l2_errors",
+        "ratelimit_decisions",
+        "ratelimit_fail_open",
+        "ratelimit_fail_closed",
+        "sse_clients",
+        "sse_deliveries",
+        "sse_slow_consumer_drops",
+        "sse_resubscribes",
+        "auth_revocation_view_resyncs",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{text}"
+        );
+    }
     assert!(text.ends_with("# EOF\n"));
 }
 
