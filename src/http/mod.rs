@@ -183,11 +183,13 @@ impl Services {
             .app_data(web::PayloadConfig::new(self.settings.body_limit))
             .app_data(path_config())
             .app_data(query_config())
+            // The router tries resources in order, with a regex per dynamic one: the hot cached
+            // routes go first.
+            .configure(crate::catalog::routes::configure)
+            .configure(crate::cache::routes::configure)
             .configure(health::configure)
             .configure(demo::configure)
             .service(web::resource("/metrics").route(web::get().to(crate::metrics::metrics_route)))
-            .configure(crate::cache::routes::configure)
-            .configure(crate::catalog::routes::configure)
             .configure(crate::ratelimit::routes::configure)
             .configure(crate::auth::routes::configure)
             .configure(crate::events::routes::configure)
