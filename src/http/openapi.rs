@@ -219,6 +219,13 @@ fn add_shared_responses(operation: &mut Operation, limited: bool, head: bool) {
             false,
         ));
     }
+    // Any handler can fail unexpectedly (a caught panic, a database error): the body is an
+    // opaque problem, the details are logged with the request id.
+    extra.push((
+        "500",
+        "Unexpected server failure (`internal`); details are in the server log, not the body.",
+        false,
+    ));
     let responses = &mut operation.responses.responses;
     for (status, description, retry) in extra {
         if responses.contains_key(status) {
