@@ -102,7 +102,7 @@
 //!   (`publish`) and subscribes (`subscribe`, or `open` with access checks); `user:{id}`
 //!   channels are private to their user.
 //! - [`metrics`]: Prometheus text exposition. [`Metrics::render`](metrics::Metrics::render)
-//!   reads every feature's counters at scrape time; the [`observe`](metrics::observe)
+//!   reads every feature's counters at scrape time; the [`Observe`](metrics::Observe)
 //!   middleware adds `X-Request-Id` and counts HTTP requests by route, status and latency.
 //! - [`http`]: assembly. [`Services`](http::Services) holds every handle,
 //!   [`Services::configure`](http::Services::configure) mounts redkit's routes in any `App` or

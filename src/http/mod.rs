@@ -219,7 +219,7 @@ pub fn app(
         .wrap(actix_web_lab::middleware::CatchPanic::default())
         .wrap(problem_errors())
         // Outermost: sees the final status, and its span covers everything inside.
-        .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
+        .wrap(crate::metrics::Observe)
 }
 
 async fn not_found() -> HttpResponse {

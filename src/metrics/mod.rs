@@ -23,7 +23,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-pub use middleware::observe;
+pub use middleware::{Observe, ObserveMiddleware};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, current_request_id};
 
 use crate::{cache::CacheHandle, redis::RedisHandle};
@@ -91,6 +91,11 @@ impl Metrics {
             requests,
             latency,
         }
+    }
+
+    /// Identifies this registry (its address), e.g. to key per-thread caches of its handles.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.registry) as usize
     }
 
     /// Adds a collector read at every scrape (features register theirs at start-up).

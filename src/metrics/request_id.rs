@@ -12,7 +12,7 @@ use std::{
 use actix_web::{FromRequest, HttpRequest, dev::Payload};
 
 tokio::task_local! {
-    /// The id of the request whose future is being polled (set by `observe`).
+    /// The id of the request whose future is being polled (set by `Observe`).
     static CURRENT: RequestId;
 }
 

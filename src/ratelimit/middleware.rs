@@ -215,19 +215,64 @@ fn most_restrictive(handle: &RateLimitHandle, verdict: &Verdict) -> Option<(Poli
 /// The 429 `quota-exceeded` problem naming the violated policy.
 pub(crate) fn too_many_requests(policy: &Policy, decision: &Decision) -> HttpResponse {
     let retry = decision.retry_after_secs();
-    Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "quota-exceeded",
-        "Too many requests",
-    )
-    .with_detail(format!(
-        "Rate limit policy \"{}\" allows {} requests per {} seconds; retry after {retry} seconds.",
-        policy.name,
-        policy.limit,
-        policy.window.as_secs()
-    ))
-    .with_retry_after(retry)
-    .into_response()
+    let body = denial_body(policy, retry);
+    let mut response = HttpResponse::build(StatusCode::TOO_MANY_REQUESTS);
+    response
+        .insert_header((
+            actix_web::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::http::PROBLEM_JSON),
+        ))
+        .insert_header((
+            actix_web::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .insert_header((
+            actix_web::http::header::RETRY_AFTER,
+            HeaderValue::from(retry),
+        ));
+    response.body(body)
+}
+
+/// Problem bodies of denials, per (policy, limit, window, retry seconds), rendered once per
+/// thread: a client hammering a blocked route is answered without serializing anything.
+type DenialKey = (String, u64, u64, u64);
+
+thread_local! {
+    static DENIALS: std::cell::RefCell<Vec<(DenialKey, bytes::Bytes)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Distinct bodies kept per thread (retry seconds vary; policies are few).
+const MAX_CACHED_DENIALS: usize = 256;
+
+fn denial_body(policy: &Policy, retry: u64) -> bytes::Bytes {
+    let (limit, window) = (policy.limit, policy.window.as_secs());
+    DENIALS.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        let hit = cache.iter().find(|((name, l, w, r), _)| {
+            *l == limit && *w == window && *r == retry && *name == policy.name
+        });
+        if let Some((_, body)) = hit {
+            return body.clone();
+        }
+        let problem = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota-exceeded",
+            "Too many requests",
+        )
+        .with_detail(format!(
+            "Rate limit policy \"{}\" allows {limit} requests per {window} seconds; retry after {retry} seconds.",
+            policy.name
+        ))
+        .with_retry_after(retry);
+        // unwrap: a struct of strings and integers always serializes.
+        let body = bytes::Bytes::from(serde_json::to_vec(&problem).unwrap());
+        if cache.len() >= MAX_CACHED_DENIALS {
+            cache.clear();
+        }
+        cache.push(((policy.name.clone(), limit, window, retry), body.clone()));
+        body
+    })
 }
 
 /// `X-RateLimit-*` and the draft-ietf-httpapi-ratelimit-headers-11 `RateLimit-Policy` and
