@@ -5,158 +5,44 @@
 //!
 //! Run: `cargo bench --bench auth` (release build; ~15 s).
 
-use std::{
-    collections::BTreeMap,
-    process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use common::RedisServer;
 use redkit::{
     Config,
     auth::{AuthUser, ClientInfo, SecretKey, ViewState},
     config::RedisSettings,
     http::Services,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CASE: Duration = Duration::from_secs(3);
 const CONNECTIONS: usize = 32;
 
-struct Redis {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(dir.path().join("redis.sock"))
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let redis = Self { child, dir };
-        for _ in 0..500 {
-            if redis.conn().is_some() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("unix://{}", self.dir.path().join("redis.sock").display())
-    }
-
-    fn conn(&self) -> Option<redis::Connection> {
-        redis::Client::open(self.url()).ok()?.get_connection().ok()
-    }
-
-    /// Calls per command since start (`INFO commandstats`).
-    fn commandstats(&self) -> BTreeMap<String, u64> {
-        let mut conn = self.conn().expect("redis");
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut conn)
-            .unwrap();
-        info.lines()
-            .filter_map(|line| {
-                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest
-                    .strip_prefix("calls=")?
-                    .split(',')
-                    .next()?
-                    .parse()
-                    .ok()?;
-                Some((name.to_owned(), calls))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Keep-alive GETs of `path` with `token` on `CONNECTIONS` connections for `CASE`; answers
-/// requests per second.
-fn load(addr: std::net::SocketAddr, path: &str, token: &str) -> f64 {
+/// requests per second (every answer must be a 200).
+fn run(addr: std::net::SocketAddr, path: &str, token: &str) -> f64 {
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n")
-            .into_bytes();
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    rt.block_on(async {
-        let mut tasks = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let (request, done, count) = (request.clone(), done.clone(), count.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let mut buf = vec![0u8; 4096];
-                while !done.load(Ordering::Relaxed) {
-                    stream.write_all(&request).await.unwrap();
-                    let mut have = 0;
-                    loop {
-                        let n = stream.read(&mut buf[have..]).await.unwrap();
-                        assert!(n > 0, "server closed the connection");
-                        have += n;
-                        if let Some(end) = complete(&buf[..have]) {
-                            assert!(
-                                buf.starts_with(b"HTTP/1.1 200"),
-                                "{}",
-                                String::from_utf8_lossy(&buf[..end])
-                            );
-                            break;
-                        }
-                    }
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
-        }
-        tokio::time::sleep(CASE).await;
-        done.store(true, Ordering::Relaxed);
-        for t in tasks {
-            t.await.unwrap();
-        }
-    });
-    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-}
-
-/// The length of a complete response in `buf`, if there is one.
-fn complete(buf: &[u8]) -> Option<usize> {
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    (buf.len() >= head_end + len).then_some(head_end + len)
+    let result = rt.block_on(support::load(addr, request.as_bytes(), CONNECTIONS, CASE));
+    assert_eq!(
+        result.non_200 + result.errors,
+        0,
+        "{path}: every request must be a 200"
+    );
+    result.per_sec
 }
 
 fn main() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let mut config = Config::for_tests();
     config.redis = Some(RedisSettings::new(redis.url()));
     config.auth.secret = SecretKey::given(&[7u8; 32]).unwrap();
@@ -213,10 +99,10 @@ fn main() {
     let mut diff: BTreeMap<String, i64> = BTreeMap::new();
     let mut authed_requests = 0.0;
     for _ in 0..2 {
-        plain.push(load(addr, "/bench/plain", &token));
-        let before = redis.commandstats();
-        let rps = load(addr, "/bench/auth", &token);
-        let after = redis.commandstats();
+        plain.push(run(addr, "/bench/plain", &token));
+        let before = redis.command_calls();
+        let rps = run(addr, "/bench/auth", &token);
+        let after = redis.command_calls();
         authed_requests += rps * CASE.as_secs_f64();
         authed.push(rps);
         for (name, calls) in &after {

@@ -8,13 +8,16 @@
 //!    multiplexed connection. Target ≥ 0.85.
 //! 3. No errors at 64 and 256 concurrent connections on both paths.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod support;
 
 use std::{net::SocketAddr, time::Duration};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use common::RedisServer;
 use redkit::{Config, config::RedisSettings, http::Services};
-use support::{Load, Redis, compare, load};
+use support::{Load, compare, load};
 
 const ROUNDS: usize = 3;
 const EACH: Duration = Duration::from_secs(2);
@@ -175,7 +178,7 @@ fn report(name: &str, target: f64, redkit: Load, base: Load) -> bool {
 }
 
 fn main() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let addrs = serve_all(redis.url());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -11,7 +11,7 @@
 mod common;
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{
         Arc,
@@ -179,27 +179,7 @@ async fn load(addr: SocketAddr, path: &'static str, duration: Duration) -> Run {
     }
 }
 
-/// `calls` per command from `INFO commandstats`.
-fn command_calls(server: &RedisServer) -> HashMap<String, u64> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut server.conn())
-        .expect("INFO");
-    info.lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .collect()
-}
-
-fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> Vec<(String, u64)> {
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
     let mut out: Vec<_> = after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
@@ -216,9 +196,9 @@ async fn case(
     path: &'static str,
 ) -> (Run, Vec<(String, u64)>) {
     load(addr, path, WARMUP).await;
-    let before = command_calls(server);
+    let before = server.command_calls();
     let run = load(addr, path, MEASURE).await;
-    let after = command_calls(server);
+    let after = server.command_calls();
     let commands = delta(&before, &after);
     println!(
         "{name:>8}: {:>9.0} req/s  (200: {}, 429: {}, other: {})",

@@ -141,48 +141,10 @@ fn start_up_failures_are_one_line() {
 fn sigterm_shuts_down_gracefully() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = redkit()
-        .args([
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--workers",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .env("REDIS_URL", redis.url())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/c.db", dir.path().display()),
-        )
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let line = lines.next().expect("server log").unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if event["message"] == "redkit listening" {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-    }
+    let redis_url = redis.url();
+    let (mut child, port, lines) = serve(&dir, &[("REDIS_URL", &redis_url)]);
     // One real request so the Redis connection exists.
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    std::io::Write::write_all(
-        &mut stream,
-        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    let response = get(port, "/health", "");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
     let status = Command::new("kill")
@@ -217,44 +179,8 @@ fn sigterm_shuts_down_gracefully() {
 #[test]
 fn log_lines_carry_the_request_id() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = redkit()
-        .args([
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--workers",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "info,redkit::access=debug")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/c.db", dir.path().display()),
-        )
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("server log").unwrap();
-        if line.contains("redkit listening") {
-            break;
-        }
-    }
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    std::io::Write::write_all(
-        &mut stream,
-        b"GET /products/1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: trace-me-42\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    let (mut child, port, mut lines) = serve(&dir, &[("RUST_LOG", "info,redkit::access=debug")]);
+    let response = get(port, "/products/1", "X-Request-Id: trace-me-42\r\n");
     assert!(response.contains("x-request-id: trace-me-42"), "{response}");
     let event = loop {
         let line = lines.next().expect("an access line").unwrap();
@@ -269,4 +195,70 @@ fn log_lines_carry_the_request_id() {
     assert_eq!(event["request_id"], "trace-me-42", "{event}");
     assert_eq!(event["status"], 200);
     assert_eq!(event["route"], "/products/{id}");
+}
+
+/// Starts the binary on a free port with JSON logs, a database in `dir` and `env`; waits until it
+/// listens. Answers the child, its port and the rest of its log lines.
+fn serve(
+    dir: &tempfile::TempDir,
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    u16,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = redkit();
+    cmd.args([
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--workers",
+        "1",
+        "--log-format",
+        "json",
+    ])
+    .env(
+        "DATABASE_URL",
+        format!("sqlite://{}/c.db", dir.path().display()),
+    )
+    .stdin(Stdio::null())
+    .stderr(Stdio::piped());
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listening = loop {
+        let Some(Ok(line)) = lines.next() else {
+            break false;
+        };
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if event["message"] == "redkit listening" {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+    };
+    if !listening {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server did not start");
+    }
+    (child, port, lines)
+}
+
+/// One `GET` over a fresh connection, with `extra` header lines; answers the raw response.
+fn get(port: u16, path: &str, extra: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    response
 }

@@ -4,7 +4,6 @@ mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use actix_web::HttpServer;
 use common::{Backend, services};
 use redkit::{
     Config,
@@ -25,7 +24,7 @@ struct TestApp {
     addr: SocketAddr,
     services: Services,
     tokens: Arc<StaticTokens>,
-    server: actix_web::dev::ServerHandle,
+    server: common::TestServer,
 }
 
 impl TestApp {
@@ -36,25 +35,12 @@ impl TestApp {
         tokens.insert(TOKEN, Principal::new("alice", "s-alice", far));
         tokens.insert(BOB, Principal::new("bob", "s-bob", far));
         services.events.set_auth(tokens.clone());
-        let factory = {
-            let services = services.clone();
-            move || redkit::http::app(services.clone())
-        };
-        let server = HttpServer::new(factory)
-            .workers(1)
-            .shutdown_timeout(1)
-            .disable_signals()
-            .bind(("127.0.0.1", 0))
-            .unwrap();
-        let addr = server.addrs()[0];
-        let server = server.run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let server = common::TestServer::start(services.clone(), 1);
         Self {
-            addr,
+            addr: server.addr,
             services,
             tokens,
-            server: handle,
+            server,
         }
     }
 
@@ -574,7 +560,7 @@ async fn info_and_shutdown(backend: Backend) {
         assert!(client.next_within(WAIT).await.is_none());
     }
     assert_eq!(app.sse("/events/room", &[]).await.status, 503);
-    app.server.stop(true).await;
+    app.server.stop().await;
 }
 
 backend_suite!(

@@ -1,9 +1,9 @@
-//! Shared bench plumbing: a private redis-server and a keep-alive HTTP/1.1 load generator.
+//! Shared bench plumbing: a keep-alive HTTP/1.1 load generator. The private redis-server is the
+//! test harness's (`tests/common`).
 #![allow(dead_code)]
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -15,91 +15,6 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-
-/// A private redis-server on a free loopback port, killed on drop.
-pub struct Redis {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let redis = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.conn_sync().is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn conn_sync(&self) -> redis::RedisResult<redis::Connection> {
-        let mut conn = redis::Client::open(self.url())?.get_connection()?;
-        redis::cmd("PING").query::<String>(&mut conn)?;
-        Ok(conn)
-    }
-
-    pub fn conn(&self) -> redis::Connection {
-        self.conn_sync().unwrap()
-    }
-
-    /// Total calls of each command so far, from `INFO commandstats`.
-    pub fn command_calls(&self) -> std::collections::BTreeMap<String, u64> {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut self.conn())
-            .unwrap();
-        info.lines()
-            .filter_map(|line| {
-                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix("calls="))?
-                    .parse()
-                    .ok()?;
-                Some((name.to_owned(), calls))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What a load run measured.
 #[derive(Debug, Clone, Copy)]
@@ -113,10 +28,11 @@ pub struct Load {
 /// Drives `connections` keep-alive connections sending `request` back to back for `duration`.
 pub async fn load(
     addr: SocketAddr,
-    request: &'static [u8],
+    request: &[u8],
     connections: usize,
     duration: Duration,
 ) -> Load {
+    let request: Arc<[u8]> = Arc::from(request);
     let done = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let non_200 = Arc::new(AtomicU64::new(0));
@@ -125,6 +41,7 @@ pub async fn load(
     for _ in 0..connections {
         let (done, ok, non_200, errors) =
             (done.clone(), ok.clone(), non_200.clone(), errors.clone());
+        let request = Arc::clone(&request);
         tasks.push(tokio::spawn(async move {
             let Ok(mut stream) = TcpStream::connect(addr).await else {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +51,7 @@ pub async fn load(
             let mut buf = vec![0u8; 64 * 1024];
             let mut filled = 0;
             while !done.load(Ordering::Relaxed) {
-                if stream.write_all(request).await.is_err() {
+                if stream.write_all(&request).await.is_err() {
                     errors.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

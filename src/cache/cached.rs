@@ -80,8 +80,9 @@ where
     let remembered = cache
         .remember(key, ttl, || async { compute().await.map(Some) })
         .await?;
-    // A `Some` loader answer is never remembered as absent; a missing value means the key held a
-    // negative entry written by someone else's `remember`: recompute rather than fail.
+    // A `Some` loader answer is never remembered as absent: a missing value means the key holds
+    // a negative entry another `remember` wrote under the same key, a namespace clash the caller
+    // must fix; it is reported as `InvalidValue`, never as a fabricated value.
     match remembered.value {
         Some(value) => Ok(value),
         None => Err(CacheError::InvalidValue.into()),

@@ -563,3 +563,26 @@ pub fn with_token(req: test::TestRequest) -> test::TestRequest {
         None => req,
     }
 }
+
+impl RedisServer {
+    /// Calls per command since start, from `INFO commandstats` (commands run inside scripts
+    /// included).
+    pub fn command_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
+}
