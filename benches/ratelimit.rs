@@ -2,25 +2,35 @@
 //! same run, with a private redis-server:
 //!
 //! - `limited`: every request admitted by a sliding-log policy (one `EVALSHA` each);
-//! - `blocked`: every request denied from the local block (zero Redis commands).
+//! - `blocked`: every request denied from the local block (zero Redis commands);
+//! - `round-trip`: a control, the unlimited handler making one Redis `PING` per request: the
+//!   floor for any limiter that decides in Redis on this machine;
+//! - `same-bytes`: a control, the unlimited handler answering a denial's exact headers and body,
+//!   which separates the limiter's own work from the cost of the bytes a 429 must carry.
 //!
 //! Prints requests/s per case, the ratios to the unlimited route, and Redis command counts per
 //! request from `INFO commandstats` deltas. Run with `cargo bench --bench ratelimit`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{
+    App, HttpResponse, HttpServer,
+    http::header::{HeaderName, HeaderValue},
+    web,
+};
+use bytes::Bytes;
 use common::RedisServer;
 use redkit::{Config, config::RedisSettings, http::Services, ratelimit::RateLimitConfig};
 use tokio::{
@@ -32,6 +42,75 @@ const CONNECTIONS: usize = 32;
 const WARMUP: Duration = Duration::from_millis(500);
 const MEASURE: Duration = Duration::from_millis(2500);
 const ROUNDS: usize = 2;
+
+/// The exact headers and body of a denial from `/bench/blocked`, captured once at start-up.
+static DENIAL: OnceLock<(Vec<(HeaderName, HeaderValue)>, Bytes)> = OnceLock::new();
+
+/// The control: an unlimited handler answering the bytes of a denial (as 200), so the ratio
+/// against it isolates the limiter's work from the size of what a 429 must carry.
+async fn same_bytes() -> HttpResponse {
+    let (headers, body) = DENIAL.get().expect("denial captured before the cases run");
+    let mut response = HttpResponse::Ok();
+    for (name, value) in headers {
+        if name != "content-length" && name != "date" {
+            response.insert_header((name.clone(), value.clone()));
+        }
+    }
+    response.body(body.clone())
+}
+
+/// Fetches one denial from `/bench/blocked` for [`same_bytes`] (an identity of its own).
+async fn capture_denial(addr: SocketAddr) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = b"GET /bench/blocked HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 10.255.255.255\r\n\r\n";
+    let mut buf = vec![0u8; 16 * 1024];
+    for _ in 0..2 {
+        stream.write_all(request).await.expect("write");
+        let mut filled = 0;
+        let total = loop {
+            if let Some((_, total)) = support::parse(&buf[..filled]) {
+                break total;
+            }
+            let n = stream.read(&mut buf[filled..]).await.expect("read");
+            assert!(n > 0, "server closed the connection");
+            filled += n;
+        };
+        assert_eq!(filled, total, "one response at a time");
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head)) = response.parse(&buf) else {
+        panic!("unparsable denial");
+    };
+    assert_eq!(response.code, Some(429), "the second request is denied");
+    let captured = response
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                HeaderName::from_bytes(h.name.as_bytes()).expect("name"),
+                HeaderValue::from_bytes(h.value).expect("value"),
+            )
+        })
+        .collect::<Vec<_>>();
+    let length: usize = captured
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.to_str().ok()?.parse().ok())
+        .expect("content-length");
+    let body = Bytes::copy_from_slice(&buf[head..head + length]);
+    DENIAL.set((captured, body)).expect("captured once");
+}
+
+/// The control for `limited`: an unlimited handler making one Redis round trip (`PING`) on the
+/// limiter's own connection: what any design deciding in Redis pays per request, before any
+/// script runs.
+async fn round_trip(redis: web::Data<redkit::redis::RedisHandle>) -> HttpResponse {
+    match redis.query::<String>(&redis::cmd("PING")).await {
+        Ok(_) => HttpResponse::Ok().body("ok"),
+        Err(_) => HttpResponse::ServiceUnavailable().finish(),
+    }
+}
 
 async fn ok() -> HttpResponse {
     HttpResponse::Ok().body("ok")
@@ -57,9 +136,15 @@ fn start_server(redis_url: String) -> SocketAddr {
             .expect("bench specs");
             let services = Services::start(&config).expect("services");
             let limiter = services.ratelimit.clone();
+            // unwrap: the config above names a Redis.
+            let redis = services.redis.clone().expect("redis handle");
             let server = HttpServer::new(move || {
+                let redis = redis.clone();
                 App::new()
+                    .app_data(web::Data::new(redis))
                     .route("/bench/open", web::get().to(ok))
+                    .route("/bench/same-bytes", web::get().to(same_bytes))
+                    .route("/bench/round-trip", web::get().to(round_trip))
                     .route("/bench/limited", web::get().to(ok))
                     .route("/bench/blocked", web::get().to(ok))
                     .route("/bench/gcra", web::get().to(ok))
@@ -95,8 +180,8 @@ async fn connection(
     stream.set_nodelay(true).expect("nodelay");
     let mut request = String::new();
     let mut sent = 0u64;
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut filled = 0;
     while !stop.load(Ordering::Relaxed) {
         if sent.is_multiple_of(PER_CLIENT) && (rotate || sent == 0) {
             let client: u64 = if rotate {
@@ -111,30 +196,16 @@ async fn connection(
         }
         sent += 1;
         stream.write_all(request.as_bytes()).await.expect("write");
-        buf.clear();
         let (status, total) = loop {
-            let n = stream.read(&mut chunk).await.expect("read");
-            assert!(n > 0, "server closed the connection");
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = std::str::from_utf8(&buf[..end]).expect("utf-8 head");
-                let status: u16 = head[9..12].parse().expect("status");
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                break (status, end + 4 + length);
+            if let Some(parsed) = support::parse(&buf[..filled]) {
+                break parsed;
             }
-        };
-        while buf.len() < total {
-            let n = stream.read(&mut chunk).await.expect("read body");
+            let n = stream.read(&mut buf[filled..]).await.expect("read");
             assert!(n > 0, "server closed the connection");
-            buf.extend_from_slice(&chunk[..n]);
-        }
+            filled += n;
+        };
+        buf.copy_within(total..filled, 0);
+        filled -= total;
         let slot = match status {
             200 => 0,
             429 => 1,
@@ -220,13 +291,16 @@ fn main() {
             "rate-limit bench: {CONNECTIONS} keep-alive connections, {:.1}s per case, {ROUNDS} rounds, 1 server worker, loopback",
             MEASURE.as_secs_f64()
         );
+        capture_denial(addr).await;
         // Other processes share this machine's two cores: interleave the cases over rounds and
         // keep each case's best round, so a burst of foreign load does not decide a ratio.
-        let mut best: Vec<Option<Measured>> = vec![None, None, None, None];
+        let mut best: Vec<Option<Measured>> = vec![None, None, None, None, None, None];
         for round in 1..=ROUNDS {
             println!("round {round}");
             for (i, (name, path)) in [
                 ("open", "/bench/open"),
+                ("same-bytes", "/bench/same-bytes"),
+                ("round-trip", "/bench/round-trip"),
                 ("limited", "/bench/limited"),
                 ("blocked", "/bench/blocked"),
                 ("gcra", "/bench/gcra"),
@@ -241,7 +315,7 @@ fn main() {
             }
         }
         // unwrap: ROUNDS >= 1 filled every slot.
-        let [open, limited, blocked, gcra] = [0, 1, 2, 3].map(|i| best[i].take().unwrap());
+        let [open, same, trip, limited, blocked, gcra] = [0, 1, 2, 3, 4, 5].map(|i| best[i].take().unwrap());
         let (baseline, (limited, limited_cmds), (blocked, blocked_cmds)) = (open.0.rps, limited, blocked);
         println!(
             "best: open {baseline:.0} req/s, limited {:.0} req/s, blocked {:.0} req/s",
@@ -259,8 +333,18 @@ fn main() {
             limited.rps / baseline
         );
         println!(
+            "limited / round-trip: {:.2}  (control: the unlimited route making one Redis PING, {:.2} of unlimited)",
+            limited.rps / trip.0.rps,
+            trip.0.rps / baseline
+        );
+        println!(
             "blocked / unlimited: {:.2}  (target >= 0.90)",
             blocked.rps / baseline
+        );
+        println!(
+            "blocked / same-bytes: {:.2}  (control: the unlimited route answering a denial's exact headers and body, {:.2} of unlimited)",
+            blocked.rps / same.0.rps,
+            same.0.rps / baseline
         );
         println!(
             "gcra limited / unlimited: {:.2}  (same as `limited` with algorithm=gcra)",

@@ -94,20 +94,23 @@ pub async fn load(
     }
 }
 
-/// Parses a complete response at the start of `buf`: (status, total length).
-fn parse(buf: &[u8]) -> Option<(u16, usize)> {
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
-    let status = head.get(9..12)?.parse().ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
+/// Parses a complete response at the start of `buf`: (status, total length). httparse (what
+/// actix itself parses with) keeps the load generator's share of the two cores small, so the
+/// server's cost decides the ratios.
+pub fn parse(buf: &[u8]) -> Option<(u16, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = response.parse(buf).ok()? else {
+        return None;
+    };
+    let length: usize = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
         .unwrap_or(0);
-    (buf.len() >= head_end + length).then_some((status, head_end + length))
+    let total = head + length;
+    (buf.len() >= total).then_some((response.code?, total))
 }
 
 /// Runs `a` and `b` alternately `rounds` times; answers the median rate of each.

@@ -212,11 +212,18 @@ impl RateLimitHandle {
     /// The identity `req` is limited as: `user:<id>` when the resolver verifies a user, else
     /// `ip:<client address>` (`ip:unknown` without a peer address).
     pub fn identity(&self, req: &HttpRequest) -> String {
+        use std::fmt::Write;
         if let Some(user) = self.users.as_ref().and_then(|resolve| resolve(req)) {
-            return format!("user:{user}");
+            return ["user:", &user].concat();
         }
         match client_ip(req, &self.inner.config.trusted_proxies) {
-            Some(ip) => format!("ip:{ip}"),
+            Some(ip) => {
+                let mut identity = String::with_capacity(48);
+                identity.push_str("ip:");
+                // Writing to a String cannot fail.
+                let _ = write!(identity, "{ip}");
+                identity
+            }
             None => "ip:unknown".to_owned(),
         }
     }
@@ -386,13 +393,16 @@ impl RateLimitHandle {
 
     fn key(&self, policy: &Policy, identity: &str) -> String {
         // The algorithm is part of the key: switching it never meets the other one's data type.
-        format!(
-            "{}rl:{}:{}:{}",
-            self.inner.config.key_prefix,
+        [
+            self.inner.config.key_prefix.as_str(),
+            "rl:",
             policy.algorithm.name(),
-            policy.name,
-            identity
-        )
+            ":",
+            &policy.name,
+            ":",
+            identity,
+        ]
+        .concat()
     }
 
     fn args(&self, policy: &Policy, cost: u64, mode: Mode) -> Args {

@@ -215,7 +215,6 @@ fn most_restrictive(handle: &RateLimitHandle, verdict: &Verdict) -> Option<(Poli
 /// The 429 `quota-exceeded` problem naming the violated policy.
 pub(crate) fn too_many_requests(policy: &Policy, decision: &Decision) -> HttpResponse {
     let retry = decision.retry_after_secs();
-    let body = denial_body(policy, retry);
     let mut response = HttpResponse::build(StatusCode::TOO_MANY_REQUESTS);
     response
         .insert_header((
@@ -230,31 +229,50 @@ pub(crate) fn too_many_requests(policy: &Policy, decision: &Decision) -> HttpRes
             actix_web::http::header::RETRY_AFTER,
             HeaderValue::from(retry),
         ));
-    response.body(body)
+    response.body(with_policy(policy, |cached| cached.denial(policy, retry)))
 }
 
-/// Problem bodies of denials, per (policy, limit, window, retry seconds), rendered once per
-/// thread: a client hammering a blocked route is answered without serializing anything.
-type DenialKey = (String, u64, u64, u64);
-
-thread_local! {
-    static DENIALS: std::cell::RefCell<Vec<(DenialKey, bytes::Bytes)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+/// What is rendered once per policy and thread: the `RateLimit-Policy` value, the name as a
+/// structured-field string, and the problem bodies of its denials by retry seconds. A client
+/// hammering a blocked route is answered without serializing or formatting anything but a few
+/// integers.
+struct Rendered {
+    name: String,
+    limit: u64,
+    window: u64,
+    policy_header: HeaderValue,
+    sf_name: Vec<u8>,
+    denials: Vec<(u64, bytes::Bytes)>,
 }
 
-/// Distinct bodies kept per thread (retry seconds vary; policies are few).
-const MAX_CACHED_DENIALS: usize = 256;
+impl Rendered {
+    fn new(policy: &Policy) -> Self {
+        let (limit, window) = (policy.limit, policy.window.as_secs());
+        let sf_name = sf_string(&policy.name);
+        let policy_header = HeaderValue::try_from(format!("{sf_name};q={limit};w={window}"))
+            // sf_string keeps printable ASCII only, which is always a valid header value.
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        Self {
+            name: policy.name.clone(),
+            limit,
+            window,
+            policy_header,
+            sf_name: sf_name.into_bytes(),
+            denials: Vec::new(),
+        }
+    }
 
-fn denial_body(policy: &Policy, retry: u64) -> bytes::Bytes {
-    let (limit, window) = (policy.limit, policy.window.as_secs());
-    DENIALS.with(|cell| {
-        let mut cache = cell.borrow_mut();
-        let hit = cache.iter().find(|((name, l, w, r), _)| {
-            *l == limit && *w == window && *r == retry && *name == policy.name
-        });
-        if let Some((_, body)) = hit {
+    fn matches(&self, policy: &Policy) -> bool {
+        self.limit == policy.limit
+            && self.window == policy.window.as_secs()
+            && self.name == policy.name
+    }
+
+    fn denial(&mut self, policy: &Policy, retry: u64) -> bytes::Bytes {
+        if let Some((_, body)) = self.denials.iter().find(|(r, _)| *r == retry) {
             return body.clone();
         }
+        let (limit, window) = (self.limit, self.window);
         let problem = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "quota-exceeded",
@@ -267,36 +285,67 @@ fn denial_body(policy: &Policy, retry: u64) -> bytes::Bytes {
         .with_retry_after(retry);
         // unwrap: a struct of strings and integers always serializes.
         let body = bytes::Bytes::from(serde_json::to_vec(&problem).unwrap());
-        if cache.len() >= MAX_CACHED_DENIALS {
-            cache.clear();
+        if self.denials.len() >= MAX_CACHED_DENIALS {
+            self.denials.clear();
         }
-        cache.push(((policy.name.clone(), limit, window, retry), body.clone()));
+        self.denials.push((retry, body.clone()));
         body
+    }
+}
+
+thread_local! {
+    static RENDERED: std::cell::RefCell<Vec<Rendered>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Policies kept per thread (configured ones are few; scoped ones are made by the app).
+const MAX_CACHED_POLICIES: usize = 64;
+/// Denial bodies kept per policy and thread (one per distinct retry-after).
+const MAX_CACHED_DENIALS: usize = 256;
+
+fn with_policy<T>(policy: &Policy, f: impl FnOnce(&mut Rendered) -> T) -> T {
+    RENDERED.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        let i = match cache.iter().position(|r| r.matches(policy)) {
+            Some(i) => i,
+            None => {
+                if cache.len() >= MAX_CACHED_POLICIES {
+                    cache.clear();
+                }
+                cache.push(Rendered::new(policy));
+                cache.len() - 1
+            }
+        };
+        f(&mut cache[i])
     })
 }
+
+const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// `X-RateLimit-*` and the draft-ietf-httpapi-ratelimit-headers-11 `RateLimit-Policy` and
 /// `RateLimit` fields for one policy's decision.
 pub(crate) fn write_headers(headers: &mut HeaderMap, policy: &Policy, d: &Decision, now_us: u64) {
-    let name = sf_string(&policy.name);
     let reset_at = ceil_secs(std::time::Duration::from_micros(now_us) + d.reset);
-    let values = [
-        ("x-ratelimit-limit", d.limit.to_string()),
-        ("x-ratelimit-remaining", d.remaining.to_string()),
-        ("x-ratelimit-reset", reset_at.to_string()),
-        (
-            "ratelimit-policy",
-            format!("{name};q={};w={}", policy.limit, policy.window.as_secs()),
-        ),
-        (
-            "ratelimit",
-            format!("{name};r={};t={}", d.remaining, d.reset_secs()),
-        ),
-    ];
-    for (header, value) in values {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(HeaderName::from_static(header), value);
-        }
+    let (policy_header, ratelimit) = with_policy(policy, |cached| {
+        let mut itoa = itoa::Buffer::new();
+        let mut value = Vec::with_capacity(cached.sf_name.len() + 24);
+        value.extend_from_slice(&cached.sf_name);
+        value.extend_from_slice(b";r=");
+        value.extend_from_slice(itoa.format(d.remaining).as_bytes());
+        value.extend_from_slice(b";t=");
+        value.extend_from_slice(itoa.format(d.reset_secs()).as_bytes());
+        (cached.policy_header.clone(), value)
+    });
+    headers.insert(X_LIMIT, HeaderValue::from(d.limit));
+    headers.insert(X_REMAINING, HeaderValue::from(d.remaining));
+    headers.insert(X_RESET, HeaderValue::from(reset_at));
+    headers.insert(RATELIMIT_POLICY, policy_header);
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ratelimit)) {
+        headers.insert(RATELIMIT, value);
     }
 }
 
