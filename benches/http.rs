@@ -64,12 +64,42 @@ fn serve_all(redis_url: String) -> Addrs {
 
             let l1 = {
                 let s = with_l1.clone();
-                let server = HttpServer::new(move || redkit::http::app(s.clone()))
-                    .workers(1)
-                    .bind("127.0.0.1:0")
-                    .unwrap();
-                let addr = server.addrs()[0];
-                actix_web::rt::spawn(server.run());
+                // `REDKIT_BENCH_MIDDLEWARE=none|observe|errors|ratelimit|catch` serves the L1
+                // route with only that one of redkit's middlewares (a breakdown of the ratio);
+                // unset, the complete `redkit::http::app`.
+                let (addr, server) = match std::env::var("REDKIT_BENCH_MIDDLEWARE") {
+                    Ok(only) => {
+                        let server = HttpServer::new(move || {
+                            use actix_web::middleware::Condition;
+                            let s = s.clone();
+                            let limiter = s.ratelimit.middleware();
+                            actix_web::App::new()
+                                .configure(move |cfg| s.configure(cfg))
+                                .wrap(Condition::new(only == "ratelimit", limiter))
+                                .wrap(Condition::new(
+                                    only == "catch",
+                                    actix_web_lab::middleware::CatchPanic::default(),
+                                ))
+                                .wrap(Condition::new(
+                                    only == "errors",
+                                    redkit::http::problem_errors(),
+                                ))
+                                .wrap(Condition::new(only == "observe", redkit::metrics::Observe))
+                        })
+                        .workers(1)
+                        .bind("127.0.0.1:0")
+                        .unwrap();
+                        (server.addrs()[0], server.run())
+                    }
+                    Err(_) => {
+                        let server = HttpServer::new(move || redkit::http::app(s.clone()))
+                            .workers(1)
+                            .bind("127.0.0.1:0")
+                            .unwrap();
+                        (server.addrs()[0], server.run())
+                    }
+                };
+                actix_web::rt::spawn(server);
                 addr
             };
             let l2 = {
@@ -91,9 +121,12 @@ fn serve_all(redis_url: String) -> Addrs {
                         web::get().to(move || {
                             let body = body.clone();
                             async move {
+                                // The same headers as redkit's answer, request id included
+                                // (same length; its value differs per request there).
                                 HttpResponse::Ok()
                                     .content_type("application/json")
                                     .insert_header(("X-Cache", "HIT-L1"))
+                                    .insert_header(("X-Request-Id", "bc7297220000000000000001"))
                                     .body(body)
                             }
                         }),
