@@ -82,12 +82,18 @@ where
                     .insert(HeaderName::from_static(REQUEST_ID_HEADER), header);
             }
             let elapsed = started.elapsed();
-            let route = res.request().match_pattern();
-            let route = route.as_deref().unwrap_or("unmatched");
             if let Some(metrics) = metrics {
-                record(&metrics, method, route, status, elapsed.as_secs_f64());
+                record(
+                    &metrics,
+                    method,
+                    res.request(),
+                    status,
+                    elapsed.as_secs_f64(),
+                );
             }
             if tracing::enabled!(target: "redkit::access", tracing::Level::DEBUG) {
+                let route = res.request().match_pattern();
+                let route = route.as_deref().unwrap_or("unmatched");
                 let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
                 super::request_id::scope(id, async {
                     tracing::debug!(
@@ -119,40 +125,66 @@ struct RouteHandles {
 /// Routes are patterns (bounded); the cap only guards against a misbehaving embedder.
 const MAX_CACHED_ROUTES: usize = 512;
 
-thread_local! {
-    static HANDLES: RefCell<Vec<RouteHandles>> = const { RefCell::new(Vec::new()) };
+/// Request paths remembered per thread, each with the handles its route resolved to: a repeated
+/// path (`/products/1`) skips actix's route-pattern walk and its `String`. Paths are bounded in
+/// number and length, so distinct paths cannot grow it without limit.
+const MAX_CACHED_PATHS: usize = 4096;
+const MAX_CACHED_PATH_LEN: usize = 256;
+
+#[derive(Default)]
+struct Handles {
+    routes: Vec<RouteHandles>,
+    /// Path → `(registry, method, index in routes)`.
+    paths: std::collections::HashMap<Box<str>, Vec<(usize, &'static str, usize)>>,
 }
 
-fn record(metrics: &Metrics, method: &'static str, route: &str, status: u16, secs: f64) {
+thread_local! {
+    static HANDLES: RefCell<Option<Handles>> = const { RefCell::new(None) };
+}
+
+fn record(
+    metrics: &Metrics,
+    method: &'static str,
+    req: &actix_web::HttpRequest,
+    status: u16,
+    secs: f64,
+) {
     let registry = metrics.id();
+    let path = req.path();
     HANDLES.with(|cell| {
-        let mut handles = cell.borrow_mut();
-        let found = handles
-            .iter()
-            .position(|h| h.registry == registry && h.method == method && &*h.route == route);
-        let index = match found {
+        let mut cell = cell.borrow_mut();
+        let Handles { routes, paths } = cell.get_or_insert_with(Handles::default);
+        let cached = paths.get(path).and_then(|seen| {
+            seen.iter()
+                .find(|(r, m, _)| *r == registry && *m == method)
+                .map(|(_, _, index)| *index)
+        });
+        let index = match cached {
             Some(index) => index,
             None => {
-                if handles.len() >= MAX_CACHED_ROUTES {
-                    handles.clear();
+                let route = req.match_pattern();
+                let route = route.as_deref().unwrap_or("unmatched");
+                let before = routes.len();
+                let index = route_index(routes, metrics, registry, method, route);
+                if routes.len() < before {
+                    // The routes were reset: the cached indices point into the old ones.
+                    paths.clear();
                 }
-                let labels = RouteLabels {
-                    method,
-                    route: route.to_owned(),
-                };
-                let latency = metrics.latency.get_or_create(&labels).clone();
-                handles.push(RouteHandles {
-                    registry,
-                    method,
-                    route: route.into(),
-                    latency,
-                    counts: Vec::new(),
-                });
-                handles.len() - 1
+                if path.len() <= MAX_CACHED_PATH_LEN {
+                    if paths.len() >= MAX_CACHED_PATHS {
+                        paths.clear();
+                    }
+                    paths
+                        .entry(path.into())
+                        .or_default()
+                        .push((registry, method, index));
+                }
+                index
             }
         };
-        let entry = &mut handles[index];
+        let entry = &mut routes[index];
         entry.latency.observe(secs);
+        let route = &entry.route;
         match entry.counts.iter().find(|(s, _)| *s == status) {
             Some((_, counter)) => {
                 counter.inc();
@@ -160,7 +192,7 @@ fn record(metrics: &Metrics, method: &'static str, route: &str, status: u16, sec
             None => {
                 let labels = HttpLabels {
                     method,
-                    route: route.to_owned(),
+                    route: route.to_string(),
                     status,
                 };
                 let counter = metrics.requests.get_or_create(&labels).clone();
@@ -169,6 +201,39 @@ fn record(metrics: &Metrics, method: &'static str, route: &str, status: u16, sec
             }
         }
     });
+}
+
+/// The index in `handles` of `(registry, method, route)`, created on first sight (a full list is
+/// emptied first).
+fn route_index(
+    handles: &mut Vec<RouteHandles>,
+    metrics: &Metrics,
+    registry: usize,
+    method: &'static str,
+    route: &str,
+) -> usize {
+    let found = handles
+        .iter()
+        .position(|h| h.registry == registry && h.method == method && &*h.route == route);
+    if let Some(index) = found {
+        return index;
+    }
+    if handles.len() >= MAX_CACHED_ROUTES {
+        handles.clear();
+    }
+    let labels = RouteLabels {
+        method,
+        route: route.to_owned(),
+    };
+    let latency = metrics.latency.get_or_create(&labels).clone();
+    handles.push(RouteHandles {
+        registry,
+        method,
+        route: route.into(),
+        latency,
+        counts: Vec::new(),
+    });
+    handles.len() - 1
 }
 
 /// The method as a static label (no allocation per request); rare methods share `OTHER`.

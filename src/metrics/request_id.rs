@@ -62,7 +62,12 @@ impl RequestId {
             hasher.finish()
         });
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        Self(format!("{:08x}{n:016x}", prefix >> 32).into())
+        // Minted on every request: hex by hand rather than through `format!`'s machinery.
+        let mut id = [0u8; 24];
+        put_hex(&mut id[..8], prefix >> 32);
+        put_hex(&mut id[8..], n);
+        // unwrap: hex digits are ASCII.
+        Self(std::str::from_utf8(&id).unwrap().into())
     }
 }
 
@@ -89,5 +94,45 @@ impl FromRequest for RequestId {
         let _ = req;
         let id = current_request_id().unwrap_or_else(Self::generate);
         std::future::ready(Ok(id))
+    }
+}
+
+/// Writes the low `4 * out.len()` bits of `value` into `out` as lower-case hex, zero-padded.
+fn put_hex(out: &mut [u8], mut value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_ids_are_24_hex_digits_with_one_prefix_and_a_counter() {
+        let a = RequestId::generate();
+        let b = RequestId::generate();
+        for id in [&a, &b] {
+            assert_eq!(id.as_str().len(), 24);
+            assert!(
+                id.as_str()
+                    .bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
+        assert_eq!(a.as_str()[..8], b.as_str()[..8]);
+        let n = |id: &RequestId| u64::from_str_radix(&id.as_str()[8..], 16).unwrap();
+        assert!(n(&b) > n(&a));
+    }
+
+    #[test]
+    fn hex_is_zero_padded() {
+        let mut out = [0u8; 8];
+        put_hex(&mut out, 0xab);
+        assert_eq!(&out, b"000000ab");
+        put_hex(&mut out, 0x1234_5678_9abc_def0);
+        assert_eq!(&out, b"9abcdef0");
     }
 }
