@@ -6,7 +6,10 @@
 //! every client receives every one of 20 published events; redkit holds ≤ 3 Redis connections
 //! (`CLIENT LIST`); publish → delivery p99 ≤ 50 ms; RSS growth per idle client ≤ 16 KiB.
 //! Latencies are also printed as a ratio against a single-client baseline measured in the same
-//! run, and a burst of 20 back-to-back events gives deliveries per second.
+//! run, and a burst of 20 back-to-back events gives deliveries per second. Two references put
+//! the p99 in context: the CPU floor of one event's fan-out (server plus client CPU per delivery,
+//! from the burst, times 10,000 over the cores the clients share with the server), and a control
+//! server (bare threads, one `write` per client, no runtime) measured with the same clients.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -30,10 +33,16 @@ const CHANNEL: &str = "bench";
 const TOKEN: &str = "bench-token";
 const ROLE_ENV: &str = "REDKIT_EVENTS_BENCH_REDIS";
 const RELAUNCHED_ENV: &str = "REDKIT_EVENTS_BENCH_RELAUNCHED";
+/// [`ROLE_ENV`]'s value that makes the child the control server instead of redkit.
+const CONTROL_ROLE: &str = "control";
 
 fn main() {
     if let Ok(url) = std::env::var(ROLE_ENV) {
-        serve(&url);
+        if url == CONTROL_ROLE {
+            serve_control();
+        } else {
+            serve(&url);
+        }
         return;
     }
     if std::env::args().any(|a| a == "--list") {
@@ -195,6 +204,129 @@ fn serve(url: &str) {
     });
 }
 
+/// The control role: the least work an SSE fan-out can do on this machine, to measure redkit's
+/// latency against. No async runtime, no HTTP framework, no Redis, no queue: one accept thread
+/// answers the stream heads and hands each socket to one of [`workers`] fan-out threads; a `POST`
+/// is framed once (an SSE event in an HTTP/1.1 chunk, as redkit sends it) and each fan-out thread
+/// writes it to its sockets in a loop, one `write` per client.
+fn serve_control() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    println!("LISTENING {}", listener.local_addr().expect("addr"));
+    let _ = std::io::stdout().flush();
+    let chunked = |payload: &str| format!("{:x}\r\n{payload}\r\n", payload.len());
+    let fan_out: Vec<_> = (0..workers())
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::channel::<Arc<[u8]>>();
+            let streams = Arc::new(std::sync::Mutex::new(Vec::<std::net::TcpStream>::new()));
+            let mine = streams.clone();
+            std::thread::spawn(move || {
+                for frame in rx {
+                    let mut streams = mine.lock().expect("streams");
+                    streams.retain_mut(|s| s.write_all(&frame).is_ok());
+                }
+            });
+            (tx, streams)
+        })
+        .collect();
+    let mut next = 0usize;
+    let mut id = 0u64;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_nodelay(true);
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        let head_end = loop {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                break Some(end + 4);
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let Some(head_end) = head_end else { continue };
+        if !buf.starts_with(b"POST") {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{}",
+                chunked("retry: 3000\n\n")
+            );
+            if stream.write_all(head.as_bytes()).is_ok() {
+                fan_out[next % fan_out.len()]
+                    .1
+                    .lock()
+                    .expect("streams")
+                    .push(stream);
+                next += 1;
+            }
+            continue;
+        }
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end..(head_end + length).min(buf.len())]);
+        id += 1;
+        let frame: Arc<[u8]> = chunked(&format!("id: {id}\nevent: message\ndata: {body}\n\n"))
+            .into_bytes()
+            .into();
+        for (tx, _) in &fan_out {
+            let _ = tx.send(frame.clone());
+        }
+        let reply = "HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+        let _ = stream.write_all(reply.as_bytes());
+    }
+}
+
+/// Latency of the control server under the same 10,000 clients and 20 events 250 ms apart:
+/// `(p50, p99)` in µs.
+async fn control_latency() -> (u64, u64) {
+    let (mut child, addr) = start_server(CONTROL_ROLE);
+    let clock = Arc::new(Clock {
+        epoch: Instant::now(),
+        sent: (0..EVENTS).map(|_| AtomicU64::new(0)).collect(),
+    });
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(CLIENTS);
+    for batch in 0..CLIENTS / 500 {
+        for _ in 0..500 {
+            tasks.push(tokio::spawn(client(
+                addr,
+                clock.clone(),
+                ready.clone(),
+                EVENTS,
+            )));
+        }
+        wait_ready(&ready, (batch + 1) * 500, Duration::from_secs(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 0..EVENTS {
+        publish(addr, &clock, n).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut latencies = Vec::with_capacity(CLIENTS * EVENTS);
+    for task in tasks {
+        let got = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("control clients finished in time")
+            .expect("control client task");
+        assert_eq!(got.len(), EVENTS, "the control delivers every event");
+        latencies.extend(got.into_iter().map(|(_, l)| l));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    latencies.sort_unstable();
+    (percentile(&latencies, 0.50), percentile(&latencies, 0.99))
+}
+
 /// User + system CPU seconds of a process so far.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -291,12 +423,10 @@ async fn client(
         while let Some(end) = find(&buf[consumed..], b"\n\n") {
             let block = &buf[consumed..consumed + end];
             if let Some(at) = find(block, b"data: {\"n\":") {
-                let digits: String = block[at + 11..]
+                let index = block[at + 11..]
                     .iter()
                     .take_while(|b| b.is_ascii_digit())
-                    .map(|&b| b as char)
-                    .collect();
-                let index: usize = digits.parse().expect("event index");
+                    .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
                 let sent = clock.sent[index].load(Ordering::Acquire);
                 got.push((index as u32, now.saturating_sub(sent) / 1000));
             }
@@ -308,7 +438,9 @@ async fn client(
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    // SIMD search: the 10,000 clients share the cores with the server under test, so their
+    // parsing must cost little.
+    memchr::memmem::find(hay, needle)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -437,6 +569,8 @@ async fn run(addr: SocketAddr, server_pid: u32, url: &str) {
     let burst = Duration::from_micros(last_delivery.saturating_sub(burst_start_us));
 
     let deliveries_per_sec = (CLIENTS * EVENTS) as f64 / burst.as_secs_f64();
+    // The redkit clients are done (their streams closed): the same load against the control.
+    let (control_p50, control_p99) = control_latency().await;
 
     println!(
         "events bench: {CLIENTS} SSE clients on one channel, one redkit instance ({} workers), loopback",
@@ -464,6 +598,12 @@ async fn run(addr: SocketAddr, server_pid: u32, url: &str) {
         base_p99 as f64 / 1000.0
     );
     println!(
+        "  control (bare threads writing to sockets, same clients): p50 {:.2} ms, p99 {:.2} ms; redkit p99 / control p99 = {:.2}",
+        control_p50 as f64 / 1000.0,
+        control_p99 as f64 / 1000.0,
+        p99 as f64 / control_p99.max(1) as f64
+    );
+    println!(
         "  publish->delivery max:        {:>8.2} ms",
         max as f64 / 1000.0
     );
@@ -476,6 +616,15 @@ async fn run(addr: SocketAddr, server_pid: u32, url: &str) {
         burst.as_secs_f64()
     );
     println!("  burst CPU: server {cpu_server:.2} s, bench clients {cpu_self:.2} s");
+    // Server and clients share the cores: one event's 10,000 deliveries cannot all land before
+    // their CPU time (as measured in the burst) divided by the cores.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let per_delivery = (cpu_server + cpu_self) / (CLIENTS * EVENTS) as f64;
+    println!(
+        "  CPU floor of one event's fan-out: {:.1} ms ({:.1} µs of server + client CPU per delivery x {CLIENTS} / {cores} cores)",
+        per_delivery * CLIENTS as f64 / cores as f64 * 1000.0,
+        per_delivery * 1e6
+    );
     println!(
         "  total bench time:             {:>8.1} s",
         started.elapsed().as_secs_f64()
