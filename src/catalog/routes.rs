@@ -36,7 +36,7 @@ pub(crate) struct ProductList<'a> {
 const LIST_KEY: &str = "products:list";
 
 fn product_key(id: i64) -> String {
-    format!("products:{id}")
+    ["products:", itoa::Buffer::new().format(id)].concat()
 }
 
 /// A product id from the path: a positive integer.
@@ -133,9 +133,14 @@ async fn list(services: web::Data<Services>) -> Result<HttpResponse, CatalogErro
 )]
 async fn get(
     services: web::Data<Services>,
-    path: web::Path<ProductId>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let id = path.checked()?;
+    // The hot cached route reads its one segment directly (no serde path deserializer); the
+    // answers are `web::Path<ProductId>`'s, as on the other product routes.
+    let id = match req.match_info().get("id").map(str::parse::<i64>) {
+        Some(Ok(id)) => ProductId { id }.checked()?,
+        _ => return Err(crate::http::invalid_path_parameter().into()),
+    };
     let catalog = &services.catalog;
     let remembered = services
         .cache

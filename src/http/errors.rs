@@ -56,14 +56,18 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
 /// Path extractor settings: a path segment of the wrong type is a 400 problem.
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err, _req| {
-        let problem = Problem::new(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "invalid-parameter",
-            "Invalid path parameter",
-        )
-        .with_detail("A path parameter has the wrong type or range.");
-        InternalError::from_response(err, problem.into_response()).into()
+        InternalError::from_response(err, invalid_path_parameter().into_response()).into()
     })
+}
+
+/// The 400 `invalid-parameter` problem of a path parameter of the wrong type or range.
+pub(crate) fn invalid_path_parameter() -> Problem {
+    Problem::new(
+        actix_web::http::StatusCode::BAD_REQUEST,
+        "invalid-parameter",
+        "Invalid path parameter",
+    )
+    .with_detail("A path parameter has the wrong type or range.")
 }
 
 /// Query extractor settings: a query parameter of the wrong type is a 400 problem.

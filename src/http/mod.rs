@@ -18,6 +18,7 @@ use actix_web::{
 };
 
 pub use demo::StatsSnapshot;
+pub(crate) use errors::invalid_path_parameter;
 pub use errors::{json_config, path_config, problem_errors, query_config};
 pub use openapi::ApiDoc;
 pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};

@@ -17,7 +17,10 @@ use actix_web::{
         header::{HeaderMap, HeaderName, HeaderValue},
     },
 };
-use futures_util::future::LocalBoxFuture;
+use futures_util::{
+    FutureExt,
+    future::{Either, LocalBoxFuture, Map},
+};
 
 use super::{
     Decision, Policy, RateLimitHandle,
@@ -115,31 +118,35 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+    /// Requests no policy applies to pass through unboxed; the others are decided in a boxed
+    /// future.
+    type Future = Either<
+        Map<S::Future, PassThrough<B>>,
+        LocalBoxFuture<'static, Result<Self::Response, Self::Error>>,
+    >;
 
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        let pass: PassThrough<B> = |res| res.map(ServiceResponse::map_into_left_body);
         if let Some(policy) = &self.only {
             if req.method() == Method::OPTIONS {
-                let fut = self.service.call(req);
-                return Box::pin(async move { fut.await.map(ServiceResponse::map_into_left_body) });
+                return Either::Left(self.service.call(req).map(pass));
             }
-            return Box::pin(scoped(
+            return Either::Right(Box::pin(scoped(
                 self.handle.clone(),
                 policy.clone(),
                 self.service.clone(),
                 req,
-            ));
+            )));
         }
         let ids = self.policies(&req);
         if ids.is_empty() {
-            let fut = self.service.call(req);
-            return Box::pin(async move { fut.await.map(ServiceResponse::map_into_left_body) });
+            return Either::Left(self.service.call(req).map(pass));
         }
         let handle = self.handle.clone();
         let service = self.service.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let identity = handle.identity(req.request());
             let verdict = match handle.check_request(&ids, &identity).await {
                 Ok(verdict) => verdict,
@@ -161,9 +168,13 @@ where
                 write_headers(res.headers_mut(), handle.policy(id), &decision, now_us);
             }
             Ok(res.map_into_left_body())
-        })
+        }))
     }
 }
+
+/// How a response no policy applied to leaves the middleware.
+pub type PassThrough<B> =
+    fn(Result<ServiceResponse<B>, Error>) -> Result<ServiceResponse<EitherBody<B>>, Error>;
 
 /// The scoped form: one policy, decided for the request's identity; headers unless shadow.
 async fn scoped<S, B>(
