@@ -14,6 +14,10 @@ use crate::{
     http::{Problem, Services},
 };
 
+/// `X-Cache`, parsed once at compile time.
+pub(crate) const X_CACHE: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("x-cache");
+
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/cache").route(web::delete().to(flush)))
         .service(
@@ -81,7 +85,7 @@ async fn get(
         None => {
             let mut res = Problem::not_found("No value is cached under this key.").into_response();
             res.headers_mut().insert(
-                actix_web::http::header::HeaderName::from_static("x-cache"),
+                X_CACHE,
                 actix_web::http::header::HeaderValue::from_static("MISS"),
             );
             Ok(res)

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::{CatalogError, NewProduct, Product, ProductPatch};
 use crate::{
     auth::AuthUser,
-    cache::{Remembered, Tier},
+    cache::{Remembered, Tier, routes::X_CACHE},
     http::{Problem, Services},
 };
 
@@ -71,7 +71,7 @@ fn cached_json(remembered: Remembered<Bytes>) -> HttpResponse {
                 header::HeaderValue::from_static("application/json"),
             );
             headers.insert(
-                header::HeaderName::from_static("x-cache"),
+                X_CACHE,
                 header::HeaderValue::from_static(remembered.tier.header_value()),
             );
             res
@@ -79,7 +79,7 @@ fn cached_json(remembered: Remembered<Bytes>) -> HttpResponse {
         None => {
             let mut res = Problem::not_found("No product with this id.").into_response();
             res.headers_mut().insert(
-                header::HeaderName::from_static("x-cache"),
+                X_CACHE,
                 header::HeaderValue::from_static(remembered.tier.header_value()),
             );
             res

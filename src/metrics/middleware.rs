@@ -31,6 +31,9 @@ use super::{HttpLabels, Metrics, REQUEST_ID_HEADER, RequestId, RouteLabels};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Observe;
 
+/// Parsed once, at compile time (a `&str` name is parsed again on every lookup).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
 impl<S, B> Transform<S, ServiceRequest> for Observe
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
@@ -65,11 +68,8 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
-        let id = RequestId::from_header(
-            req.headers()
-                .get(REQUEST_ID_HEADER)
-                .map(HeaderValue::as_bytes),
-        );
+        let id =
+            RequestId::from_header(req.headers().get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
         let header = HeaderValue::from_str(id.as_str()).ok();
         let metrics = req.app_data::<web::Data<Metrics>>().cloned();
         let method = method_label(req.method());
@@ -78,8 +78,7 @@ where
             let mut res = fut.await?;
             let status = res.status().as_u16();
             if let Some(header) = header {
-                res.headers_mut()
-                    .insert(HeaderName::from_static(REQUEST_ID_HEADER), header);
+                res.headers_mut().insert(X_REQUEST_ID, header);
             }
             let elapsed = started.elapsed();
             if let Some(metrics) = metrics {
