@@ -749,6 +749,53 @@ async fn redis_down_keeps_streams_open() {
     }
 }
 
+/// A client that arrives while Redis is down gets what is published as soon as Redis is back,
+/// even when the publish beats the events subscriber's resubscription (it retries every 250 ms;
+/// the command connection reconnects on the first publish attempt).
+#[actix_web::test]
+async fn joined_while_down_misses_nothing_after_restart() {
+    let mut backend = Backend::redis();
+    let app = TestApp::start(&config(&backend));
+    backend.server().unwrap().kill();
+    let mut client = app.sse("/events/late-join", &[]).await.opened().await;
+    // A heartbeat: the stream is open and its client joined (`info` needs Redis).
+    assert!(
+        client
+            .next_within(Duration::from_secs(1))
+            .await
+            .unwrap()
+            .comment
+    );
+    backend.server().unwrap().restart();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        let (status, body) = http(
+            app.addr,
+            "POST",
+            "/events/late-join",
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            Some(r#"{"n":1}"#),
+        )
+        .await;
+        if status == 202 {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            break json["id"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publish never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let event = client
+        .next_event()
+        .await
+        .expect("delivered after the restart");
+    assert_eq!(event.id, Some(id));
+    assert_eq!(data_n(&event), 1);
+}
+
 /// The embedding API: publish and subscribe through the handle, without HTTP.
 #[actix_web::test]
 async fn handle_publish_and_subscribe() {

@@ -39,11 +39,30 @@ struct Client {
     principal: Option<Principal>,
 }
 
-#[derive(Default)]
 struct Channel {
     clients: HashMap<u64, Client>,
     /// Last id fanned out from Redis; `None` until the channel's subscription is baselined.
     last_id: Option<EventId>,
+    /// The id just before this channel's first client joined (wall clock, milliseconds): a
+    /// baseline taken late, after Redis was unreachable at the join, starts no later than this,
+    /// so nothing published meanwhile is skipped.
+    joined: EventId,
+}
+
+impl Channel {
+    fn new() -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            clients: HashMap::new(),
+            last_id: None,
+            joined: EventId {
+                ms: now_ms.saturating_sub(1),
+                seq: u64::MAX,
+            },
+        }
+    }
 }
 
 #[derive(Default)]
@@ -114,7 +133,7 @@ impl Hub {
         inner
             .channels
             .entry(channel.to_owned())
-            .or_default()
+            .or_insert_with(Channel::new)
             .clients
             .insert(
                 id,
@@ -167,10 +186,15 @@ impl Hub {
         self.lock().channels.get(channel).and_then(|c| c.last_id)
     }
 
-    /// Sets the point after which Redis events are fanned out, unless one is already set.
-    pub(crate) fn baseline(&self, channel: &str, id: EventId) {
+    /// Sets the point after which Redis events are fanned out, unless one is already set:
+    /// `stream_last` (the stream's newest id when the subscription is made), or the moment the
+    /// channel's first client joined if that is earlier. The subscription can come late (Redis
+    /// was unreachable when the client arrived): events published between the join and the
+    /// subscription are then replayed, not skipped.
+    pub(crate) fn baseline(&self, channel: &str, stream_last: EventId) {
         if let Some(c) = self.lock().channels.get_mut(channel) {
-            c.last_id.get_or_insert(id);
+            let start = stream_last.min(c.joined);
+            c.last_id.get_or_insert(start);
         }
     }
 
