@@ -254,16 +254,21 @@ impl Subscriber {
 /// Subscribes `channels` and fans out what was published since each channel's last delivered id
 /// (for a channel new to this process: since just before the subscription). Answers how many
 /// events were replayed.
+///
+/// `after_outage` (a resync after the connection was lost, or after a failed subscription):
+/// checks the connection first, and a channel that has never been baselined starts from when
+/// its first client joined rather than from the stream's newest event, since its clients have
+/// been waiting through the outage and anything published since Redis returned is theirs.
 async fn sync_channels(
     mut conn: ConnectionManager,
     hub: Arc<Hub>,
     prefix: String,
     timeout: Duration,
     channels: Vec<String>,
-    ping: bool,
+    after_outage: bool,
 ) -> Result<usize, RedisError> {
     let bounded = async move {
-        if ping {
+        if after_outage {
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
         }
         // 1. Baseline: where live delivery starts for channels that never had it.
@@ -281,7 +286,7 @@ async fn sync_channels(
                     .first()
                     .and_then(|e| e.id.parse().ok())
                     .unwrap_or(EventId::ZERO);
-                hub.baseline(channel, last);
+                hub.baseline(channel, last, after_outage);
             }
         }
         // 2. Subscribe: from here on, pushes carry every new event.

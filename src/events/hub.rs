@@ -44,8 +44,7 @@ struct Channel {
     /// Last id fanned out from Redis; `None` until the channel's subscription is baselined.
     last_id: Option<EventId>,
     /// The id just before this channel's first client joined (wall clock, milliseconds): a
-    /// baseline taken late, after Redis was unreachable at the join, starts no later than this,
-    /// so nothing published meanwhile is skipped.
+    /// baseline taken late, after Redis was unreachable at the join, starts no later than this.
     joined: EventId,
 }
 
@@ -187,13 +186,17 @@ impl Hub {
     }
 
     /// Sets the point after which Redis events are fanned out, unless one is already set:
-    /// `stream_last` (the stream's newest id when the subscription is made), or the moment the
-    /// channel's first client joined if that is earlier. The subscription can come late (Redis
-    /// was unreachable when the client arrived): events published between the join and the
-    /// subscription are then replayed, not skipped.
-    pub(crate) fn baseline(&self, channel: &str, stream_last: EventId) {
+    /// `stream_last`, the stream's newest id when the subscription is made. A subscription made
+    /// `late` (Redis was unreachable when the channel's first client arrived) starts instead at
+    /// that client's arrival if it is earlier, so events published between Redis's return and
+    /// the subscription are replayed, not skipped.
+    pub(crate) fn baseline(&self, channel: &str, stream_last: EventId, late: bool) {
         if let Some(c) = self.lock().channels.get_mut(channel) {
-            let start = stream_last.min(c.joined);
+            let start = if late {
+                stream_last.min(c.joined)
+            } else {
+                stream_last
+            };
             c.last_id.get_or_insert(start);
         }
     }
