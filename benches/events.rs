@@ -294,19 +294,7 @@ async fn control_latency() -> (u64, u64) {
         epoch: Instant::now(),
         sent: (0..EVENTS).map(|_| AtomicU64::new(0)).collect(),
     });
-    let ready = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::with_capacity(CLIENTS);
-    for batch in 0..CLIENTS / 500 {
-        for _ in 0..500 {
-            tasks.push(tokio::spawn(client(
-                addr,
-                clock.clone(),
-                ready.clone(),
-                EVENTS,
-            )));
-        }
-        wait_ready(&ready, (batch + 1) * 500, Duration::from_secs(20)).await;
-    }
+    let tasks = connect_clients(addr, &clock, EVENTS).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for n in 0..EVENTS {
         publish(addr, &clock, n).await;
@@ -437,6 +425,29 @@ async fn client(
     got
 }
 
+/// Connects [`CLIENTS`] SSE clients, 500 at a time, each expecting `expect` events; answers
+/// once all are subscribed.
+async fn connect_clients(
+    addr: SocketAddr,
+    clock: &Arc<Clock>,
+    expect: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<(u32, u64)>>> {
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(CLIENTS);
+    for batch in 0..CLIENTS / 500 {
+        for _ in 0..500 {
+            tasks.push(tokio::spawn(client(
+                addr,
+                clock.clone(),
+                ready.clone(),
+                expect,
+            )));
+        }
+        wait_ready(&ready, (batch + 1) * 500, Duration::from_secs(20)).await;
+    }
+    tasks
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     // SIMD search: the 10,000 clients share the cores with the server under test, so their
     // parsing must cost little.
@@ -492,20 +503,8 @@ async fn run(addr: SocketAddr, server_pid: u32, url: &str) {
 
     // 10,000 idle clients: RSS before and after.
     let rss_before = rss_kib(server_pid);
-    let ready = Arc::new(AtomicUsize::new(0));
     let connect_started = Instant::now();
-    let mut tasks = Vec::with_capacity(CLIENTS);
-    for batch in 0..CLIENTS / 500 {
-        for _ in 0..500 {
-            tasks.push(tokio::spawn(client(
-                addr,
-                clock.clone(),
-                ready.clone(),
-                2 * EVENTS,
-            )));
-        }
-        wait_ready(&ready, (batch + 1) * 500, Duration::from_secs(20)).await;
-    }
+    let tasks = connect_clients(addr, &clock, 2 * EVENTS).await;
     let connect_time = connect_started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = rss_kib(server_pid);

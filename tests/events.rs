@@ -44,18 +44,39 @@ impl TestApp {
         }
     }
 
-    async fn publish(&self, channel: &str, body: &str) -> String {
-        let reply = http(
+    /// `POST /events/{channel}` with the test token: (status, body).
+    async fn try_publish(&self, channel: &str, body: &str) -> (u16, String) {
+        http(
             self.addr,
             "POST",
             &format!("/events/{channel}"),
             &[("authorization", &format!("Bearer {TOKEN}"))],
             Some(body),
         )
-        .await;
+        .await
+    }
+
+    async fn publish(&self, channel: &str, body: &str) -> String {
+        let reply = self.try_publish(channel, body).await;
         assert_eq!(reply.0, 202, "{}", reply.1);
-        let json: serde_json::Value = serde_json::from_str(&reply.1).unwrap();
-        json["id"].as_str().unwrap().to_owned()
+        published_id(&reply.1)
+    }
+
+    /// Publishes as soon as Redis answers again (503 until then); the event's id.
+    async fn publish_when_back(&self, channel: &str, body: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, reply) = self.try_publish(channel, body).await;
+            if status == 202 {
+                return published_id(&reply);
+            }
+            assert_eq!(status, 503, "{reply}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "publish never recovered"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn sse(&self, path: &str, headers: &[(&str, &str)]) -> Sse {
@@ -235,6 +256,12 @@ impl Sse {
                 return None;
             }
         }
+    }
+
+    /// Asserts that the next block, within a second, is a heartbeat comment.
+    async fn expect_heartbeat(&mut self) {
+        let block = self.next_within(Duration::from_secs(1)).await;
+        assert!(block.is_some_and(|b| b.comment), "a heartbeat");
     }
 
     /// The next block that is not a heartbeat comment.
@@ -687,6 +714,12 @@ async fn pubsub_kill_resubscribes_without_loss() {
     assert_eq!(app.services.events.info("k").await.unwrap().subscribers, 3);
 }
 
+/// The id in a 202 publish answer.
+fn published_id(reply: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(reply).unwrap();
+    json["id"].as_str().unwrap().to_owned()
+}
+
 /// With Redis down, subscribers still get 200 and heartbeats; once Redis is back, events flow.
 #[actix_web::test]
 async fn redis_down_keeps_streams_open() {
@@ -698,13 +731,7 @@ async fn redis_down_keeps_streams_open() {
     let mut late = app.sse("/events/d", &[]).await.opened().await;
     for client in [&mut early, &mut late] {
         for _ in 0..2 {
-            assert!(
-                client
-                    .next_within(Duration::from_secs(1))
-                    .await
-                    .unwrap()
-                    .comment
-            );
+            client.expect_heartbeat().await;
         }
     }
     let (status, body) = http(
@@ -722,26 +749,7 @@ async fn redis_down_keeps_streams_open() {
     );
     backend.server().unwrap().restart();
     // Publishing works again once the command connection has reconnected.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let id = loop {
-        let (status, body) = http(
-            app.addr,
-            "POST",
-            "/events/d",
-            &[("authorization", &format!("Bearer {TOKEN}"))],
-            Some(r#"{"n":7}"#),
-        )
-        .await;
-        if status == 202 {
-            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-            break json["id"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publish never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let id = app.publish_when_back("d", r#"{"n":7}"#).await;
     for client in [&mut early, &mut late] {
         let event = client.next_event().await.expect("still open");
         assert_eq!(event.id, Some(id.clone()));
@@ -759,35 +767,9 @@ async fn joined_while_down_misses_nothing_after_restart() {
     backend.server().unwrap().kill();
     let mut client = app.sse("/events/late-join", &[]).await.opened().await;
     // A heartbeat: the stream is open and its client joined (`info` needs Redis).
-    assert!(
-        client
-            .next_within(Duration::from_secs(1))
-            .await
-            .unwrap()
-            .comment
-    );
+    client.expect_heartbeat().await;
     backend.server().unwrap().restart();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let id = loop {
-        let (status, body) = http(
-            app.addr,
-            "POST",
-            "/events/late-join",
-            &[("authorization", &format!("Bearer {TOKEN}"))],
-            Some(r#"{"n":1}"#),
-        )
-        .await;
-        if status == 202 {
-            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-            break json["id"].as_str().unwrap().to_owned();
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "publish never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let id = app.publish_when_back("late-join", r#"{"n":1}"#).await;
     let event = client
         .next_event()
         .await
