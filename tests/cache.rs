@@ -472,8 +472,50 @@ async fn cached_helper(backend: Backend) {
     );
 }
 
+/// With L1 off every read is an L2 hit (falsy values included), and on Redis it is one `GET`:
+/// no `PTTL`, since there is no L1 whose life it would bound.
+async fn l1_off_reads_l2_with_one_command(mut backend: Backend) {
+    let mut config = backend.config();
+    config.cache = redkit::cache::CacheConfig::builder()
+        .l1_max_bytes(0)
+        .build()
+        .unwrap();
+    let services = services(&config);
+    let app = app_for(&services).await;
+    for (key, value) in [("nothing", json!(null)), ("obj", json!({"a": 1}))] {
+        services
+            .cache
+            .set(key, &value, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let before = backend.server().map(|s| s.command_calls());
+    for _ in 0..3 {
+        assert_hit(
+            &call(&app, get("nothing")).await,
+            "nothing",
+            json!(null),
+            "HIT-L2",
+        );
+        assert_hit(
+            &call(&app, get("obj")).await,
+            "obj",
+            json!({"a": 1}),
+            "HIT-L2",
+        );
+    }
+    if let (Some(before), Some(server)) = (before, backend.server()) {
+        let after = server.command_calls();
+        let delta =
+            |c: &str| after.get(c).copied().unwrap_or(0) - before.get(c).copied().unwrap_or(0);
+        assert_eq!(delta("get"), 6);
+        assert_eq!(delta("pttl"), 0);
+    }
+}
+
 backend_suite!(
     falsy_values_are_hits,
+    l1_off_reads_l2_with_one_command,
     miss_and_head,
     l2_read_fills_l1,
     writes_keep_l1_consistent,

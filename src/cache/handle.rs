@@ -380,7 +380,7 @@ impl CacheHandle {
             Stats::bump(&self.inner.stats.l2_errors);
             return Err(self.unavailable());
         }
-        match self.inner.store.get(key).await {
+        match self.inner.store.get(key, self.inner.l1.enabled()).await {
             Ok(Some((bytes, left))) => {
                 Stats::bump(&self.inner.stats.l2_hits);
                 let value = (bytes.as_ref() != NEGATIVE_MARKER).then_some(bytes);

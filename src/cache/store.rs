@@ -34,10 +34,15 @@ impl Store {
         }
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<L2Value>, RedisError> {
+    /// The value and, when `with_ttl` (an L1 will keep it), its remaining life.
+    pub(crate) async fn get(
+        &self,
+        key: &str,
+        with_ttl: bool,
+    ) -> Result<Option<L2Value>, RedisError> {
         match self {
             Self::Memory(m) => Ok(m.get(key)),
-            Self::Redis(r) => r.get(key).await,
+            Self::Redis(r) => r.get(key, with_ttl).await,
         }
     }
 
@@ -99,8 +104,13 @@ impl RedisStore {
         full
     }
 
-    async fn get(&self, key: &str) -> Result<Option<L2Value>, RedisError> {
+    async fn get(&self, key: &str, with_ttl: bool) -> Result<Option<L2Value>, RedisError> {
         let full = self.key(key);
+        if !with_ttl {
+            // No L1 to bound: the value alone, one command.
+            let value: Option<Vec<u8>> = self.redis.query(redis::cmd("GET").arg(&full)).await?;
+            return Ok(value.map(|v| (Bytes::from(v), None)));
+        }
         // One round trip: the value and its remaining life (L1 must not outlive it).
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
