@@ -189,6 +189,12 @@ impl EventsActor {
         let Some(sub) = self.redis.as_ref() else {
             return;
         };
+        if sub.dirty {
+            // The connection manager resubscribes on its own after a reconnect, before the resync
+            // has caught up from history; fanning such a push out would move the channel's last
+            // id past events the catch-up has yet to replay. The resync's `XRANGE` delivers it.
+            return;
+        }
         let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
             (push.data.first(), push.data.get(1))
         else {

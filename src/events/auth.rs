@@ -141,6 +141,12 @@ pub(crate) enum Tickets {
     Memory(Mutex<HashMap<String, (String, tokio::time::Instant)>>),
 }
 
+/// A ticket's key: outside `<prefix>events:`, where every channel name (`ticket:…` included) has
+/// its stream, so no channel can ever meet a ticket's string.
+fn ticket_key(prefix: &str, ticket: &str) -> String {
+    format!("{prefix}events-ticket:{ticket}")
+}
+
 impl Tickets {
     /// Stores `token` under a fresh random ticket; answers the ticket.
     pub(crate) async fn issue(&self, token: &str) -> Result<String, EventsError> {
@@ -150,7 +156,7 @@ impl Tickets {
         match self {
             Self::Redis { redis, prefix } => {
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(format!("{prefix}events:ticket:{ticket}"))
+                cmd.arg(ticket_key(prefix, &ticket))
                     .arg(token)
                     .arg("NX")
                     .arg("PX")
@@ -181,7 +187,7 @@ impl Tickets {
         match self {
             Self::Redis { redis, prefix } => {
                 let mut cmd = redis::cmd("GETDEL");
-                cmd.arg(format!("{prefix}events:ticket:{ticket}"));
+                cmd.arg(ticket_key(prefix, ticket));
                 Ok(redis.query(&cmd).await?)
             }
             Self::Memory(map) => {

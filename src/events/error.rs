@@ -63,15 +63,15 @@ impl ResponseError for EventsError {
             ))
             .into_response(),
             Self::Unauthorized => {
-                let problem =
+                let mut response =
                     Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                        .with_detail("A valid access token is required.");
-                // unwrap: a struct of strings and integers always serializes.
-                let body = serde_json::to_vec(&problem).unwrap();
-                problem
-                    .response_builder()
-                    .insert_header(("www-authenticate", "Bearer"))
-                    .body(body)
+                        .with_detail("A valid access token is required.")
+                        .into_response();
+                response.headers_mut().insert(
+                    actix_web::http::header::WWW_AUTHENTICATE,
+                    actix_web::http::header::HeaderValue::from_static("Bearer"),
+                );
+                response
             }
             Self::Forbidden => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
                 .with_detail("This private channel belongs to another user.")

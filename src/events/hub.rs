@@ -146,16 +146,17 @@ impl Hub {
         Some(Joined { id, rx, overflowed })
     }
 
-    /// Removes a client; answers whether it was the channel's last.
+    /// Removes a client; answers whether the channel is now empty and was dropped (the caller
+    /// unsubscribes it). A client that was cut (slow consumer) or swept (token lapsed) is already
+    /// gone: its leaving still drops the channel it emptied.
     pub(crate) fn leave(&self, channel: &str, id: u64) -> bool {
         let mut inner = self.lock();
         let Some(entry) = inner.channels.get_mut(channel) else {
             return false;
         };
-        if entry.clients.remove(&id).is_none() {
-            return false;
+        if entry.clients.remove(&id).is_some() {
+            self.counters.clients.fetch_sub(1, Ordering::Relaxed);
         }
-        self.counters.clients.fetch_sub(1, Ordering::Relaxed);
         if entry.clients.is_empty() {
             inner.channels.remove(channel);
             return true;
