@@ -52,7 +52,7 @@ async fn same_bytes() -> HttpResponse {
     let (headers, body) = DENIAL.get().expect("denial captured before the cases run");
     let mut response = HttpResponse::Ok();
     for (name, value) in headers {
-        if name != "content-length" && name != "date" {
+        if name != "content-length" && name != "date" && name != "connection" {
             response.insert_header((name.clone(), value.clone()));
         }
     }
@@ -360,5 +360,16 @@ fn main() {
             "blocked: Redis commands per request {:.3} ({blocked_requests} requests; deltas: {blocked_cmds:?})",
             blocked_cmds.iter().map(|(_, v)| *v).sum::<u64>() as f64 / blocked_requests.max(1) as f64,
         );
+        // What the ratios rest on: every limited request admitted with exactly one EVALSHA, every
+        // blocked one denied with none. (The ratio targets are reported, not asserted.)
+        assert!(limited.ok > 0 && blocked.denied > 0, "no requests measured");
+        assert_eq!((limited.denied, limited.other), (0, 0), "limited route refused requests");
+        assert_eq!((blocked.ok, blocked.other), (0, 0), "blocked route admitted requests");
+        assert_eq!(
+            limited_cmds.iter().find(|(k, _)| k == "evalsha").map(|(_, v)| *v),
+            Some(limited_requests),
+            "one EVALSHA per limited request"
+        );
+        assert!(blocked_cmds.is_empty(), "blocked requests reached Redis: {blocked_cmds:?}");
     });
 }

@@ -176,6 +176,9 @@ async fn frozen_redis_times_out() {
         Backend::Memory => unreachable!(),
     };
     server.pause();
+    // A warm key is answered from L1 while Redis is frozen (a read asking Redis would time out).
+    let warm = call(&app, TestRequest::get().uri("/cache/k")).await;
+    assert_eq!((warm.status, warm.header("x-cache")), (200, Some("HIT-L1")));
     let started = Instant::now();
     let reply = call(&app, put("k2", "2")).await;
     let took = started.elapsed();
@@ -184,11 +187,6 @@ async fn frozen_redis_times_out() {
     assert!(
         took < Duration::from_secs(2),
         "answered in {took:?}, the timeout is 500 ms"
-    );
-    // Reads of warm keys did not need Redis at all.
-    assert_eq!(
-        call(&app, TestRequest::get().uri("/cache/k")).await.status,
-        200
     );
 }
 

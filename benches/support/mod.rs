@@ -47,7 +47,7 @@ pub async fn load(
                 errors.fetch_add(1, Ordering::Relaxed);
                 return;
             };
-            stream.set_nodelay(true).unwrap();
+            stream.set_nodelay(true).expect("nodelay");
             let mut buf = vec![0u8; 64 * 1024];
             let mut filled = 0;
             while !done.load(Ordering::Relaxed) {
@@ -83,7 +83,7 @@ pub async fn load(
     done.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     for task in tasks {
-        let _ = task.await;
+        task.await.expect("load connection task");
     }
     let requests = ok.load(Ordering::Relaxed) + non_200.load(Ordering::Relaxed);
     Load {
