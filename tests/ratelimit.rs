@@ -187,7 +187,7 @@ async fn headers_and_retry_after(backend: Backend) {
 
 /// Denied requests spend nothing: not on the denying policy, and units an earlier policy of
 /// the same request spent are given back.
-async fn denied_requests_do_not_consume(backend: Backend) {
+async fn denied_requests_do_not_consume(mut backend: Backend) {
     for algorithm in ALGORITHMS {
         // The route denies first: the global policy is never touched.
         let specs = vec![
@@ -216,6 +216,20 @@ async fn denied_requests_do_not_consume(backend: Backend) {
             assert_eq!(call(&app2, post("10.0.0.5")).await.status, 200);
         }
         assert_eq!(call(&app2, post("10.0.0.5")).await.status, 429);
+        // Now blocked on the global policy: later requests are denied before any store is
+        // asked, so the route's unit is neither spent nor refunded (no Redis command at all).
+        let before = backend.server().map(|s| s.command_calls());
+        for _ in 0..5 {
+            assert_eq!(call(&app2, post("10.0.0.5")).await.status, 429);
+        }
+        if let (Some(before), Some(server)) = (before, backend.server()) {
+            let after = server.command_calls();
+            let changed: Vec<_> = after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(*v) && *k != "ping" && *k != "info")
+                .collect();
+            assert!(changed.is_empty(), "{algorithm}: {changed:?}");
+        }
         let status = call(&app2, status_req("10.0.0.5")).await.json();
         assert_eq!(status["policies"][0]["remaining"], 0);
         assert_eq!(status["policies"][1]["remaining"], 2, "{algorithm}");

@@ -12,8 +12,8 @@ use actix::{Actor, Addr};
 use actix_web::HttpRequest;
 
 use super::{
-    Decision, GetStats, Policy, RateLimitActor, RateLimitConfig, RateLimitError, RateLimitStats,
-    Sweep, UserResolver,
+    Decision, GetStats, MAX_LIMIT, MAX_WINDOW_SECS, Policy, RateLimitActor, RateLimitConfig,
+    RateLimitError, RateLimitStats, Sweep, UserResolver,
     algo::{Args, MemoryStore, Mode, Raw, Sharded},
     identity::client_ip,
     lua,
@@ -241,7 +241,7 @@ impl RateLimitHandle {
     ) -> Result<Decision, RateLimitError> {
         let key = self.key(policy, identity);
         let args = self.args(policy, cost, Mode::Consume);
-        if let Some(decision) = self.locally_blocked(policy, &key, args.now) {
+        if let Some(decision) = self.blocked_now(policy, &key, args.now) {
             return Ok(decision);
         }
         let (decision, _) = self.consume(policy, &key, &args).await?;
@@ -335,18 +335,26 @@ impl RateLimitHandle {
         ids: &[PolicyId],
         identity: &str,
     ) -> Result<Verdict, RateLimitError> {
+        let keyed: Vec<(PolicyId, String)> = ids
+            .iter()
+            .map(|&id| (id, self.key(self.policy(id), identity)))
+            .collect();
+        // A block on any of them answers before any store is asked: nothing to spend or refund.
+        let now = self.inner.config.clock.now_us();
+        for (id, key) in &keyed {
+            if let Some(decision) = self.blocked_now(self.policy(*id), key, now) {
+                return Ok(Verdict {
+                    decisions: vec![(*id, decision)],
+                    denied: Some(0),
+                });
+            }
+        }
         let mut decisions = Vec::with_capacity(ids.len());
         let mut spent: Vec<(PolicyId, String, Args, Source)> = Vec::new();
         let mut denied = None;
-        for &id in ids {
+        for (id, key) in keyed {
             let policy = self.policy(id);
-            let key = self.key(policy, identity);
             let args = self.args(policy, 1, Mode::Consume);
-            if let Some(decision) = self.locally_blocked(policy, &key, args.now) {
-                denied = Some(decisions.len());
-                decisions.push((id, decision));
-                break;
-            }
             match self.consume(policy, &key, &args).await {
                 Ok((decision, source)) => {
                     if decision.allowed {
@@ -415,12 +423,25 @@ impl RateLimitHandle {
         Args {
             algorithm: policy.algorithm,
             now: self.inner.config.clock.now_us(),
-            window: policy.window_us(),
-            limit: policy.limit,
-            cost: cost.max(1),
+            // Bounded like parsed specs, whatever a caller put in the public fields, so the
+            // arithmetic on epoch microseconds cannot overflow (nor divide by zero).
+            window: policy
+                .window_us()
+                .clamp(1_000_000, MAX_WINDOW_SECS * 1_000_000),
+            limit: policy.limit.clamp(1, MAX_LIMIT),
+            // More than the limit is denied either way; bounding it bounds the script's loops.
+            cost: cost.clamp(1, policy.limit.clamp(1, MAX_LIMIT) + 1),
             mode,
             member,
         }
+    }
+
+    /// [`locally_blocked`](Self::locally_blocked), counted as a denial (a decision, not a peek).
+    fn blocked_now(&self, policy: &Policy, key: &str, now: u64) -> Option<Decision> {
+        let decision = self.locally_blocked(policy, key, now)?;
+        bump(&self.inner.counters.blocked_locally);
+        self.inner.counters.count(&policy.name, 1);
+        Some(decision)
     }
 
     /// The local denial of an identity still inside a retry-after it was given (no store asked).
@@ -436,8 +457,6 @@ impl RateLimitHandle {
             }
             None => None,
         })?;
-        bump(&self.inner.counters.blocked_locally);
-        self.inner.counters.count(&policy.name, 1);
         let wait = Duration::from_micros(until - now);
         Some(Decision {
             allowed: false,

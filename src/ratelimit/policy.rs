@@ -79,12 +79,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// A sliding-log, enforcing, fail-open policy.
+    /// A sliding-log, enforcing, fail-open policy; `limit` is kept within 1..=[`MAX_LIMIT`] and
+    /// `window` within 1 s..=[`MAX_WINDOW_SECS`], as in parsed specs.
     pub fn new(name: impl Into<String>, limit: u64, window: Duration) -> Self {
         Self {
             name: name.into(),
-            limit: limit.max(1),
-            window: window.max(Duration::from_secs(1)),
+            limit: limit.clamp(1, MAX_LIMIT),
+            window: window.clamp(Duration::from_secs(1), Duration::from_secs(MAX_WINDOW_SECS)),
             algorithm: Algorithm::default(),
             shadow: false,
             fail_mode: FailMode::default(),
