@@ -53,6 +53,10 @@ pub struct Release {
     pub key: String,
     /// The loaded JSON (`Some(None)`: the source has no value) and its TTL.
     pub outcome: Option<(Option<Bytes>, Duration)>,
+    /// Dropped once the actor has handled the release (L1 filled): a sender waits on its
+    /// receiver. The message itself is queued at once (`do_send`), never held in a future
+    /// that a cancelled caller could drop with it.
+    pub handled: Option<oneshot::Sender<()>>,
 }
 
 /// The answer to [`Acquire`].
@@ -80,12 +84,17 @@ impl LoadGuard {
     /// actor has put it in L1, so the caller's next read in this process is a hit.
     pub async fn complete(mut self, value: Option<Bytes>, ttl: Duration) {
         self.armed = false;
-        let release = Release {
+        let (handled, done) = oneshot::channel();
+        // Queued before anything can cancel this call (`send` would hold the message in its
+        // future while the mailbox is full, and a dropped caller would lose it, leaving every
+        // follower of the key waiting).
+        self.addr.do_send(Release {
             key: std::mem::take(&mut self.key),
             outcome: Some((value, ttl)),
-        };
-        // An error means the actor is gone (shutdown): nothing left to tell.
-        let _ = self.addr.send(release).await;
+            handled: Some(handled),
+        });
+        // Resolves when the actor drops the message (handled, or the actor is gone).
+        let _ = done.await;
     }
 }
 
@@ -95,6 +104,7 @@ impl Drop for LoadGuard {
             self.addr.do_send(Release {
                 key: std::mem::take(&mut self.key),
                 outcome: None,
+                handled: None,
             });
         }
     }

@@ -18,6 +18,25 @@ use crate::{
 pub(crate) const X_CACHE: actix_web::http::header::HeaderName =
     actix_web::http::header::HeaderName::from_static("x-cache");
 
+/// `res` with `X-Cache: tier` (static name and value: no parsing or allocation per request).
+pub(crate) fn with_tier(mut res: HttpResponse, tier: &'static str) -> HttpResponse {
+    res.headers_mut().insert(
+        X_CACHE,
+        actix_web::http::header::HeaderValue::from_static(tier),
+    );
+    res
+}
+
+/// A 200 `application/json` answer of cached bytes, with the tier that answered.
+pub(crate) fn cached_json(body: Bytes, tier: &'static str) -> HttpResponse {
+    let mut res = HttpResponse::Ok().body(body);
+    res.headers_mut().insert(
+        actix_web::http::header::CONTENT_TYPE,
+        actix_web::http::header::HeaderValue::from_static("application/json"),
+    );
+    with_tier(res, tier)
+}
+
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/cache").route(web::delete().to(flush)))
         .service(
@@ -78,18 +97,14 @@ async fn get(
     key: web::Path<String>,
 ) -> Result<HttpResponse, CacheError> {
     match cache.get_raw(&key).await? {
-        Some(hit) => Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .insert_header(("X-Cache", hit.tier.header_value()))
-            .body(entry_body(&key, &hit.json))),
-        None => {
-            let mut res = Problem::not_found("No value is cached under this key.").into_response();
-            res.headers_mut().insert(
-                X_CACHE,
-                actix_web::http::header::HeaderValue::from_static("MISS"),
-            );
-            Ok(res)
-        }
+        Some(hit) => Ok(cached_json(
+            entry_body(&key, &hit.json),
+            hit.tier.header_value(),
+        )),
+        None => Ok(with_tier(
+            Problem::not_found("No value is cached under this key.").into_response(),
+            "MISS",
+        )),
     }
 }
 

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::{CatalogError, NewProduct, Product, ProductPatch};
 use crate::{
     auth::AuthUser,
-    cache::{Remembered, Tier, routes::X_CACHE},
+    cache::{Remembered, Tier, routes::with_tier},
     http::{Problem, Services},
 };
 
@@ -50,40 +50,20 @@ impl ProductId {
         if self.id > 0 {
             Ok(self.id)
         } else {
-            Err(Problem::new(
-                actix_web::http::StatusCode::BAD_REQUEST,
-                "invalid-parameter",
-                "Invalid path parameter",
-            )
-            .with_detail("The product id must be a positive integer."))
+            Err(crate::http::invalid_path_parameter()
+                .with_detail("The product id must be a positive integer."))
         }
     }
 }
 
 fn cached_json(remembered: Remembered<Bytes>) -> HttpResponse {
+    let tier = remembered.tier.header_value();
     match remembered.value {
-        Some(json) => {
-            // Static header names and values: this is the L1-hit hot path.
-            let mut res = HttpResponse::Ok().body(json);
-            let headers = res.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            headers.insert(
-                X_CACHE,
-                header::HeaderValue::from_static(remembered.tier.header_value()),
-            );
-            res
-        }
-        None => {
-            let mut res = Problem::not_found("No product with this id.").into_response();
-            res.headers_mut().insert(
-                X_CACHE,
-                header::HeaderValue::from_static(remembered.tier.header_value()),
-            );
-            res
-        }
+        Some(json) => crate::cache::routes::cached_json(json, tier),
+        None => with_tier(
+            Problem::not_found("No product with this id.").into_response(),
+            tier,
+        ),
     }
 }
 
