@@ -68,9 +68,13 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
-        let id =
-            RequestId::from_header(req.headers().get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
-        let header = HeaderValue::from_str(id.as_str()).ok();
+        let incoming = req.headers().get(&X_REQUEST_ID);
+        let id = RequestId::from_header(incoming.map(HeaderValue::as_bytes));
+        // An accepted incoming id is echoed as it came (a reference count, not a copy).
+        let header = match incoming {
+            Some(value) if value.as_bytes() == id.as_str().as_bytes() => Some(value.clone()),
+            _ => HeaderValue::from_str(id.as_str()).ok(),
+        };
         let metrics = req.app_data::<web::Data<Metrics>>().cloned();
         let method = method_label(req.method());
         let fut = super::request_id::scope(id.clone(), self.service.call(req));

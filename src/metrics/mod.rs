@@ -52,6 +52,8 @@ pub fn latency_histogram() -> Histogram {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
+    /// Unique per registry for the process's life (an address could be reused by a later one).
+    id: usize,
     pub(crate) requests: Family<HttpLabels, Counter>,
     pub(crate) latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
@@ -86,16 +88,19 @@ impl Metrics {
             "HTTP request latency by route pattern and method",
             latency.clone(),
         );
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         Self {
             registry: Arc::new(Mutex::new(registry)),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests,
             latency,
         }
     }
 
-    /// Identifies this registry (its address), e.g. to key per-thread caches of its handles.
+    /// Identifies this registry (shared by its clones, never reused), e.g. to key per-thread
+    /// caches of its handles.
     pub(crate) fn id(&self) -> usize {
-        Arc::as_ptr(&self.registry) as usize
+        self.id
     }
 
     /// Adds a collector read at every scrape (features register theirs at start-up).

@@ -44,7 +44,7 @@ impl RequestId {
                         .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b)) =>
             {
                 // unwrap: checked to be ASCII just above.
-                Self(String::from_utf8(v.to_vec()).unwrap().into())
+                Self(std::str::from_utf8(v).unwrap().into())
             }
             _ => Self::generate(),
         }
