@@ -5,8 +5,8 @@ use std::{
 };
 
 use actix::{
-    Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, SpawnHandle,
-    StreamHandler, WrapFuture,
+    Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, ResponseActFuture,
+    SpawnHandle, StreamHandler, WrapFuture,
 };
 use redis::{
     PushInfo, PushKind, Value,
@@ -132,13 +132,19 @@ impl EventsActor {
 
     /// Subscribes or unsubscribes `channel` so that Redis matches the local client count.
     fn reconcile(&mut self, channel: &str, ctx: &mut Context<Self>) {
+        if let Some(task) = self.reconcile_task(channel) {
+            ctx.wait(task);
+        }
+    }
+
+    /// The work [`reconcile`](Self::reconcile) waits on, if any: a subscription (with its
+    /// baseline and catch-up) or an unsubscription.
+    fn reconcile_task(&mut self, channel: &str) -> Option<ResponseActFuture<Self, ()>> {
         let wanted = self.hub.count(channel) > 0;
-        let Some(sub) = self.redis.as_mut() else {
-            return;
-        };
+        let sub = self.redis.as_mut()?;
         if sub.dirty {
             // The pending resync covers every channel with clients.
-            return;
+            return None;
         }
         let subscribed = sub.subscribed.contains(channel);
         // A channel whose clients all left and came back before the unsubscribe ran is still
@@ -153,26 +159,26 @@ impl EventsActor {
                 false,
             );
             let channel = channel.to_owned();
-            ctx.wait(
-                task.into_actor(self)
-                    .map(move |result, actor, ctx| match result {
-                        Ok(_) => {
-                            if let Some(sub) = actor.redis.as_mut() {
-                                sub.subscribed.insert(channel);
-                            }
+            return Some(Box::pin(task.into_actor(self).map(
+                move |result, actor, ctx| match result {
+                    Ok(_) => {
+                        if let Some(sub) = actor.redis.as_mut() {
+                            sub.subscribed.insert(channel);
                         }
-                        Err(err) => {
-                            tracing::warn!(error = %err, %channel, "cannot subscribe; retrying");
-                            actor.schedule_resync(ctx, RESYNC_RETRY);
-                        }
-                    }),
-            );
-        } else if !wanted && subscribed {
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, %channel, "cannot subscribe; retrying");
+                        actor.schedule_resync(ctx, RESYNC_RETRY);
+                    }
+                },
+            )));
+        }
+        if !wanted && subscribed {
             sub.subscribed.remove(channel);
             let mut conn = sub.conn.clone();
             let key = stream_key(&sub.prefix, channel);
             let timeout = sub.timeout;
-            ctx.wait(
+            return Some(Box::pin(
                 async move {
                     match tokio::time::timeout(timeout, conn.unsubscribe(&key)).await {
                         Ok(Ok(())) => {}
@@ -181,8 +187,9 @@ impl EventsActor {
                     }
                 }
                 .into_actor(self),
-            );
+            ));
         }
+        None
     }
 
     fn on_message(&self, push: &PushInfo) {
@@ -395,10 +402,14 @@ impl StreamHandler<PushInfo> for EventsActor {
 impl Handler<Join> for EventsActor {
     type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) -> Self::Result {
-        // The reconcile future (if any) runs under `ctx.wait`, before the answer below.
-        self.reconcile(&msg.channel, ctx);
-        AtomicResponse::new(Box::pin(async {}.into_actor(self)))
+    fn handle(&mut self, msg: Join, _ctx: &mut Self::Context) -> Self::Result {
+        // The answer is the subscription itself (baseline and catch-up included), run
+        // atomically: a resuming client reads history only once live delivery has its start.
+        // (A separate `ctx.wait` would run after this answer: actix polls waits last-first.)
+        AtomicResponse::new(
+            self.reconcile_task(&msg.channel)
+                .unwrap_or_else(|| Box::pin(async {}.into_actor(self))),
+        )
     }
 }
 
