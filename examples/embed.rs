@@ -259,7 +259,8 @@ pub fn app(
                 .wrap(services.ratelimit.middleware_for(searches))
                 .route("", web::get().to(search)),
         )
-        .wrap(redkit::http::problem_errors())
+        // Request ids, metrics, problem+json errors and caught panics, in one layer.
+        .wrap(redkit::http::Frame)
 }
 
 /// Starts redkit's actors and binds the notes server to `config.bind`; answers the server (to

@@ -69,8 +69,8 @@
 //!             )
 //!             // redkit's own routes (/auth/login, /events/{channel}, /metrics, ...) under /kit.
 //!             .service(web::scope("/kit").configure(|cfg| services.configure(cfg)))
-//!             // Errors from extractors and handlers as application/problem+json.
-//!             .wrap(redkit::http::problem_errors())
+//!             // Request ids, metrics, errors and panics as application/problem+json.
+//!             .wrap(redkit::http::Frame)
 //!     })
 //!     .bind(("127.0.0.1", 8080))?
 //!     .run()
@@ -104,11 +104,12 @@
 //! - [`metrics`]: Prometheus text exposition. [`Metrics::render`](metrics::Metrics::render)
 //!   reads every feature's counters at scrape time; the [`Observe`](metrics::Observe)
 //!   middleware adds `X-Request-Id` and counts HTTP requests by route, status and latency.
+//!   [`Frame`](http::Frame) is `Observe` plus problem bodies and panic catching, in one layer.
 //! - [`http`]: assembly. [`Services`](http::Services) holds every handle,
 //!   [`Services::configure`](http::Services::configure) mounts redkit's routes in any `App` or
 //!   scope, [`app`](http::app) is the complete server app, and [`Problem`](http::Problem) with
-//!   [`problem_errors`](http::problem_errors) make every error `application/problem+json`
-//!   (RFC 9457) without leaking internal details.
+//!   [`Frame`](http::Frame) (or [`problem_errors`](http::problem_errors) alone) make every error
+//!   `application/problem+json` (RFC 9457) without leaking internal details.
 //! - Also: [`redis`] (the shared, auto-reconnecting connection and its health), [`catalog`]
 //!   (the sample SQLite product catalog, read through the cache) and [`config`] (every option,
 //!   from the command line or the environment).

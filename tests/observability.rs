@@ -2,8 +2,8 @@
 
 mod common;
 
-use actix_web::test::TestRequest;
-use common::{Backend, app, call, services};
+use actix_web::{App, HttpServer, test::TestRequest, web};
+use common::{Backend, app, call, http, services};
 
 /// An incoming `X-Request-Id` is echoed; a missing or unsafe one is replaced by a fresh id.
 async fn request_ids(backend: Backend) {
@@ -134,4 +134,82 @@ async fn metrics_exposition(backend: Backend) {
     assert!(text.ends_with("# EOF\n"));
 }
 
-backend_suite!(request_ids, metrics_exposition);
+/// Behind [`redkit::http::Frame`], a handler that panics answers a 500 problem with the request's
+/// id, is counted under its route, and the worker goes on serving; an error an inner middleware
+/// returns gets a problem body, the id and a count too.
+async fn panics_and_middleware_errors_are_problems(backend: Backend) {
+    let services = services(&backend.config());
+    let server = {
+        let services = services.clone();
+        HttpServer::new(move || {
+            let services = services.clone();
+            App::new()
+                .configure(move |cfg| services.configure(cfg))
+                .route(
+                    "/boom",
+                    web::get().to(|| async {
+                        if true {
+                            panic!("boom");
+                        }
+                        "unreachable"
+                    }),
+                )
+                .service(
+                    web::scope("/guarded")
+                        .wrap_fn(|_req, _srv| async {
+                            Err::<actix_web::dev::ServiceResponse, _>(
+                                actix_web::error::ErrorForbidden("internal reason"),
+                            )
+                        })
+                        .route("/x", web::get().to(|| async { "never" })),
+                )
+                .wrap(redkit::http::Frame)
+        })
+        // One worker: the request after the panic is served by the same one.
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap()
+    };
+    let addr = server.addrs()[0];
+    let handle = server.run();
+    let stop = handle.handle();
+    actix_web::rt::spawn(handle);
+
+    let boom = http(addr, "GET", "/boom", &[("x-request-id", "panic-1")], b"").await;
+    let body = boom.problem(500);
+    assert_eq!(body["type"], "https://redkit.dev/problems/internal");
+    assert_eq!(boom.header("x-request-id"), Some("panic-1"));
+    assert!(!String::from_utf8_lossy(&boom.body).contains("boom"));
+    let after = http(addr, "GET", "/products/1", &[], b"").await;
+    assert_eq!(after.status, 200);
+
+    let guarded = http(addr, "GET", "/guarded/x", &[("x-request-id", "mw-1")], b"").await;
+    let body = guarded.problem(403);
+    assert_eq!(body["type"], "https://redkit.dev/problems/forbidden");
+    assert_eq!(guarded.header("x-request-id"), Some("mw-1"));
+    assert!(!String::from_utf8_lossy(&guarded.body).contains("internal reason"));
+
+    let metrics = http(addr, "GET", "/metrics", &[], b"").await;
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    let has = |line: &str| text.lines().any(|l| l == line);
+    assert!(
+        has(r#"http_requests_total{method="GET",route="/boom",status="500"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"http_requests_total{method="GET",route="/guarded/x",status="403"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"http_requests_total{method="GET",route="/products/{id}",status="200"} 1"#),
+        "{text}"
+    );
+    stop.stop(true).await;
+}
+
+backend_suite!(
+    request_ids,
+    metrics_exposition,
+    panics_and_middleware_errors_are_problems
+);

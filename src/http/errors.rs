@@ -2,7 +2,7 @@
 
 use actix_web::{
     HttpResponse,
-    body::MessageBody,
+    body::{EitherBody, MessageBody},
     dev::ServiceResponse,
     error::{InternalError, JsonPayloadError},
     http::header,
@@ -87,40 +87,56 @@ pub fn query_config() -> web::QueryConfig {
 }
 
 /// Middleware that replaces the body of any 4xx/5xx response that is not already JSON
-/// (actix's own 404/405/413, a caught panic, an error from another crate) with a problem body
-/// for its status. Internal error text is logged, never sent.
+/// (actix's own 404/405/413, an error from another crate) with a problem body for its status.
+/// Internal error text is logged, never sent. [`Frame`](crate::http::Frame) does this too, in
+/// the same layer as request ids, metrics and panic catching.
 pub fn problem_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
-        // Bodies a handler chose on purpose (problem+json, or JSON such as a degraded /health)
-        // stay; actix's plain-text and empty error bodies are replaced.
-        let deliberate = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
-            let v = v.as_bytes();
-            v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"application/json")
-        });
-        if deliberate {
-            return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
-        }
-        let status = res.status();
-        if status.is_server_error() {
-            match res.response().error() {
-                Some(err) => tracing::error!(%status, error = %err, path = res.request().path(), "request failed"),
-                None => tracing::error!(%status, path = res.request().path(), "request failed"),
-            }
-        }
-        let mut problem = Problem::for_status(status);
-        if let Some(retry) = res.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
-            problem.retry_after = retry.parse().ok();
-        }
-        let allow = res.headers().get(header::ALLOW).cloned();
-        let (req, _) = res.into_parts();
-        let mut response: HttpResponse = problem.into_response();
-        if let Some(allow) = allow {
-            response.headers_mut().insert(header::ALLOW, allow);
-        }
-        Ok(ErrorHandlerResponse::Response(
-            ServiceResponse::new(req, response).map_into_right_body(),
-        ))
+        Ok(ErrorHandlerResponse::Response(with_problem_body(res)))
     })
+}
+
+/// Whether a response's body was chosen on purpose: problem+json, or JSON such as a degraded
+/// `/health`. actix's plain-text and empty error bodies are not.
+pub(crate) fn is_deliberate(headers: &actix_web::http::header::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"application/json")
+    })
+}
+
+/// `res` as it is, unless it is an error response without a deliberate body: then the problem
+/// for its status (keeping `Retry-After` and `Allow`), and a 5xx is logged with its cause.
+pub(crate) fn with_problem_body<B: MessageBody>(
+    res: ServiceResponse<B>,
+) -> ServiceResponse<EitherBody<B>> {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_deliberate(res.headers()) {
+        return res.map_into_left_body();
+    }
+    if status.is_server_error() {
+        match res.response().error() {
+            Some(err) => {
+                tracing::error!(%status, error = %err, path = res.request().path(), "request failed");
+            }
+            None => tracing::error!(%status, path = res.request().path(), "request failed"),
+        }
+    }
+    let mut problem = Problem::for_status(status);
+    if let Some(retry) = res
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    {
+        problem.retry_after = retry.parse().ok();
+    }
+    let allow = res.headers().get(header::ALLOW).cloned();
+    let (req, _) = res.into_parts();
+    let mut response: HttpResponse = problem.into_response();
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    ServiceResponse::new(req, response).map_into_right_body()
 }
 
 /// The client-facing part of a query error: serde's text about the client's own input.

@@ -17,8 +17,9 @@ use actix_web::{
     web,
 };
 
+pub use crate::metrics::Frame;
 pub use demo::StatsSnapshot;
-pub(crate) use errors::invalid_path_parameter;
+pub(crate) use errors::{invalid_path_parameter, is_deliberate, with_problem_body};
 pub use errors::{json_config, path_config, problem_errors, query_config};
 pub use openapi::ApiDoc;
 pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
@@ -199,8 +200,9 @@ impl Services {
     }
 }
 
-/// The complete redkit application: routes, problem+json error handling, panic catching and a
-/// problem+json 404 for unknown paths.
+/// The complete redkit application: routes, the rate limiter, a problem+json 404 for unknown
+/// paths, and [`Frame`] outermost (request ids, metrics, problem+json error bodies, panic
+/// catching).
 pub fn app(
     services: Services,
 ) -> App<
@@ -216,11 +218,8 @@ pub fn app(
         .configure(|cfg| services.configure(cfg))
         .default_service(web::to(not_found))
         .wrap(services.ratelimit.middleware())
-        // Outermost last: a caught panic (500) still gets a problem body.
-        .wrap(actix_web_lab::middleware::CatchPanic::default())
-        .wrap(problem_errors())
-        // Outermost: sees the final status, and its span covers everything inside.
-        .wrap(crate::metrics::Observe)
+        // Outermost: sees the final status of everything inside, panics included.
+        .wrap(Frame)
 }
 
 async fn not_found() -> HttpResponse {

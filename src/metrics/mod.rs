@@ -23,7 +23,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-pub use middleware::{Observe, ObserveMiddleware};
+pub use middleware::{Frame, Observe, ObserveFuture, ObserveMiddleware};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, current_request_id};
 
 use crate::{cache::CacheHandle, redis::RedisHandle};

@@ -1,7 +1,8 @@
 //! Request ids: honour a sane incoming `X-Request-Id`, otherwise mint one; echo it on the response
-//! and attach it to every log line of the request through a `tracing` span.
+//! and attach it to every log line of the request through a task-local.
 
 use std::{
+    cell::RefCell,
     hash::{BuildHasher, Hasher},
     sync::{
         OnceLock,
@@ -9,11 +10,12 @@ use std::{
     },
 };
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload};
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header::HeaderValue};
+use bytes::{BufMut, BytesMut};
 
 tokio::task_local! {
     /// The id of the request whose future is being polled (set by `Observe`).
-    static CURRENT: RequestId;
+    pub(crate) static CURRENT: RequestId;
 }
 
 /// The id of the request being served on this task, if any (for log formatting).
@@ -21,33 +23,53 @@ pub fn current_request_id() -> Option<RequestId> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
-/// Runs `fut` with `id` as the current request id.
-pub(crate) async fn scope<F: std::future::Future>(id: RequestId, fut: F) -> F::Output {
-    CURRENT.scope(id, fut).await
-}
-
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The id of the current request; extract it in a handler or read it from the request extensions.
+/// The id of the current request; extract it in a handler.
+///
+/// It is held as the header value it is echoed in: cloning it, echoing it and minting one cost no
+/// allocation of their own (minted ids are cut from a per-thread buffer).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(std::sync::Arc<str>);
+pub struct RequestId(HeaderValue);
+
+/// Whether `v` is an id worth keeping: 1–128 characters of `[A-Za-z0-9._:-]`.
+fn acceptable(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
+}
+
+/// Minted ids are cut from this thread's buffer: one allocation per `MINTED_PER_BUFFER` ids.
+const MINTED_PER_BUFFER: usize = 256;
+const MINTED_LEN: usize = 24;
+
+thread_local! {
+    static MINT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
 
 impl RequestId {
     /// An incoming id if it is 1–128 characters of `[A-Za-z0-9._:-]`, else a fresh one.
     pub fn from_header(value: Option<&[u8]>) -> Self {
         match value {
-            Some(v)
-                if !v.is_empty()
-                    && v.len() <= 128
-                    && v.iter()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b)) =>
-            {
-                // unwrap: checked to be ASCII just above.
-                Self(std::str::from_utf8(v).unwrap().into())
-            }
+            // unwrap: checked to be ASCII letters, digits and punctuation.
+            Some(v) if acceptable(v) => Self(HeaderValue::from_bytes(v).unwrap()),
             _ => Self::generate(),
         }
+    }
+
+    /// The incoming header's id (shared, not copied) if it is acceptable, else a fresh one.
+    pub(crate) fn from_header_value(value: Option<&HeaderValue>) -> Self {
+        match value {
+            Some(v) if acceptable(v.as_bytes()) => Self(v.clone()),
+            _ => Self::generate(),
+        }
+    }
+
+    /// The id as the `X-Request-Id` value that echoes it.
+    pub(crate) fn header_value(&self) -> &HeaderValue {
+        &self.0
     }
 
     /// A fresh id: a random per-process prefix and a counter, 24 hex digits, unique per process
@@ -63,24 +85,33 @@ impl RequestId {
         });
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         // Minted on every request: hex by hand rather than through `format!`'s machinery.
-        let mut id = [0u8; 24];
+        let mut id = [0u8; MINTED_LEN];
         put_hex(&mut id[..8], prefix >> 32);
         put_hex(&mut id[8..], n);
-        // unwrap: hex digits are ASCII.
-        Self(std::str::from_utf8(&id).unwrap().into())
+        let bytes = MINT.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.capacity() < MINTED_LEN {
+                *buf = BytesMut::with_capacity(MINTED_LEN * MINTED_PER_BUFFER);
+            }
+            buf.put_slice(&id);
+            buf.split_to(MINTED_LEN).freeze()
+        });
+        // unwrap: hex digits are valid header bytes.
+        Self(HeaderValue::from_maybe_shared(bytes).unwrap())
     }
 }
 
 impl RequestId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Every id is checked (or made) to be ASCII: `to_str` cannot fail.
+        self.0.to_str().unwrap_or_default()
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
