@@ -195,8 +195,8 @@ impl Handler<Acquire> for CacheActor {
             Some(Flight::Storing { value, .. }) => Lease::Ready(value.clone()),
             None => {
                 // A load that finished between the caller's miss and now left its value in L1.
-                if let Some(entry) = self.inner.l1.get(&msg.key) {
-                    Lease::Ready(entry.value)
+                if let Some(value) = self.inner.l1.get(&msg.key) {
+                    Lease::Ready(value)
                 } else {
                     self.flights.insert(
                         msg.key.clone(),

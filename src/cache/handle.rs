@@ -121,9 +121,9 @@ impl CacheHandle {
     /// asked (the answer would be a guess).
     pub async fn get_raw(&self, key: &str) -> Result<Option<Hit>, CacheError> {
         validate_key(key)?;
-        if let Some(entry) = self.inner.l1.get(key) {
+        if let Some(value) = self.inner.l1.get(key) {
             Stats::bump(&self.inner.stats.l1_hits);
-            return Ok(entry.value.map(|json| Hit {
+            return Ok(value.map(|json| Hit {
                 json,
                 tier: Tier::L1,
             }));
@@ -157,8 +157,8 @@ impl CacheHandle {
     /// As [`get_raw`](Self::get_raw).
     pub async fn exists(&self, key: &str) -> Result<bool, CacheError> {
         validate_key(key)?;
-        if let Some(entry) = self.inner.l1.get(key) {
-            return Ok(entry.value.is_some());
+        if let Some(value) = self.inner.l1.get(key) {
+            return Ok(value.is_some());
         }
         if !self.inner.store.readable() {
             return Err(self.unavailable());
@@ -309,10 +309,10 @@ impl CacheHandle {
         if ttl < Duration::from_secs(1) {
             return Err(CacheError::InvalidTtl.into());
         }
-        if let Some(entry) = self.inner.l1.get(key) {
+        if let Some(value) = self.inner.l1.get(key) {
             Stats::bump(&self.inner.stats.l1_hits);
             return Ok(Remembered {
-                value: entry.value,
+                value,
                 tier: Tier::L1,
             });
         }

@@ -1,7 +1,30 @@
 //! The L1 tier: a moka cache in this process, bounded by bytes, each entry with its own TTL.
+//!
+//! In front of moka, each thread keeps the entries it read most recently ([`Front`]): a hit there
+//! is a thread-local map lookup, with no shared state touched but one atomic load. moka's read
+//! path (hashing, an epoch pin, recording the read for its eviction policy, housekeeping) costs
+//! about 2.5 % of an L1 hit's throughput end to end (`benches/http.rs`: 0.875 → 0.90 against
+//! a static handler). Consistency:
+//! - every change to a key (insert, remove) bumps the generation counter of the key's stripe
+//!   (one of [`STRIPES`], by a hash of the key; a flush bumps them all) *after* moka has the
+//!   change; a front entry is served only while the generation it was read at is current, so no
+//!   thread serves a value that was replaced or deleted before its read began, and a change to
+//!   one key leaves the fronts of most others alone;
+//! - a front entry is never served past its expiry (the moka entry's own, known at insert);
+//! - every [`FRONT_TOUCH_EVERY`]th hit on a front entry goes to moka instead, which keeps moka's
+//!   frequency sketch aware of hot keys and drops front entries moka has evicted;
+//! - a front holds at most [`FRONT_MAX_ENTRIES`] entries of [`FRONT_MAX_VALUE`] bytes or less,
+//!   [`FRONT_MAX_BYTES`] in all, and empties itself when full. Its values are shared with moka
+//!   (`Bytes`), so it costs memory only for entries moka evicted meanwhile: at most
+//!   `FRONT_MAX_BYTES` per worker thread beyond the L1 budget.
 
 use std::{
-    sync::{Arc, atomic::Ordering},
+    cell::RefCell,
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -15,6 +38,8 @@ use super::{glob::glob_match, stats::Stats, store::weight};
 pub(crate) struct L1Entry {
     pub(crate) value: Option<Bytes>,
     ttl: Duration,
+    /// When moka drops it (at the latest: moka starts its clock a moment later).
+    expires_at: Instant,
 }
 
 struct L1Expiry;
@@ -45,6 +70,112 @@ impl Expiry<String, L1Entry> for L1Expiry {
 pub(crate) struct L1 {
     cache: Option<Cache<String, L1Entry>>,
     max_ttl: Duration,
+    /// Tells this L1's front entries from other instances' (tests and embedders run several).
+    id: u64,
+    /// Per stripe of keys, bumped after every change to one of them; front entries of an older
+    /// generation are not served.
+    generations: Arc<[AtomicU64; STRIPES]>,
+}
+
+/// Keys are spread over this many generation counters.
+const STRIPES: usize = 64;
+
+/// The stripe of `key`: a fixed hash (collisions only cost front misses).
+fn stripe(key: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    // The modulo keeps it below STRIPES: the cast cannot truncate.
+    (BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % STRIPES as u64) as usize
+}
+
+/// Front entries served between two reads through moka.
+const FRONT_TOUCH_EVERY: u32 = 64;
+/// Entries per thread.
+const FRONT_MAX_ENTRIES: usize = 256;
+/// Largest value kept in a front.
+const FRONT_MAX_VALUE: usize = 16 * 1024;
+/// Value bytes per thread.
+const FRONT_MAX_BYTES: usize = 1024 * 1024;
+
+/// One thread's most recently read L1 entries.
+#[derive(Default)]
+struct Front {
+    entries: HashMap<Box<str>, FrontEntry>,
+    bytes: usize,
+}
+
+struct FrontEntry {
+    l1: u64,
+    stripe: usize,
+    generation: u64,
+    value: Option<Bytes>,
+    expires_at: Instant,
+    hits: u32,
+}
+
+thread_local! {
+    static FRONT: RefCell<Front> = RefCell::new(Front::default());
+}
+
+impl Front {
+    /// The entry's value if it may be served now; `None` sends the read to moka.
+    fn hit(&mut self, l1: &L1, key: &str, now: Instant) -> Option<Option<Bytes>> {
+        let entry = self.entries.get_mut(key)?;
+        if entry.l1 != l1.id
+            || entry.generation != l1.generations[entry.stripe].load(Ordering::Acquire)
+            || now >= entry.expires_at
+        {
+            return None;
+        }
+        entry.hits += 1;
+        if entry.hits >= FRONT_TOUCH_EVERY {
+            entry.hits = 0;
+            return None;
+        }
+        Some(entry.value.clone())
+    }
+
+    /// Keeps `entry` (read from moka at `generation` of `stripe`) for the next reads of `key`.
+    fn fill(&mut self, l1: u64, (stripe, generation): (usize, u64), key: &str, entry: &L1Entry) {
+        let size = entry.value.as_ref().map_or(0, Bytes::len);
+        if size > FRONT_MAX_VALUE {
+            return;
+        }
+        if let Some(old) = self.entries.get_mut(key) {
+            self.bytes -= old.value.as_ref().map_or(0, Bytes::len);
+            self.bytes += size;
+            *old = FrontEntry {
+                l1,
+                stripe,
+                generation,
+                value: entry.value.clone(),
+                expires_at: entry.expires_at,
+                hits: 0,
+            };
+            return;
+        }
+        if self.entries.len() >= FRONT_MAX_ENTRIES || self.bytes + size > FRONT_MAX_BYTES {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        self.entries.insert(
+            key.into(),
+            FrontEntry {
+                l1,
+                stripe,
+                generation,
+                value: entry.value.clone(),
+                expires_at: entry.expires_at,
+                hits: 0,
+            },
+        );
+    }
+
+    fn forget(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.bytes -= old.value.as_ref().map_or(0, Bytes::len);
+        }
+    }
 }
 
 impl L1 {
@@ -63,15 +194,57 @@ impl L1 {
                 })
                 .build()
         });
-        Self { cache, max_ttl }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            cache,
+            max_ttl,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
     }
 
     pub(crate) fn enabled(&self) -> bool {
         self.cache.is_some()
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<L1Entry> {
-        self.cache.as_ref()?.get(key)
+    /// The entry's value (`None` inside: a negative entry), from this thread's front or moka.
+    pub(crate) fn get(&self, key: &str) -> Option<Option<Bytes>> {
+        let cache = self.cache.as_ref()?;
+        let now = Instant::now();
+        if let Some(value) = FRONT.with(|front| front.borrow_mut().hit(self, key, now)) {
+            return Some(value);
+        }
+        // Read before moka: a change that lands after this load bumps it past what the front
+        // entry records.
+        let stripe = stripe(key);
+        let generation = self.generations[stripe].load(Ordering::Acquire);
+        let Some(entry) = cache.get(key) else {
+            FRONT.with(|front| front.borrow_mut().forget(key));
+            return None;
+        };
+        if now < entry.expires_at {
+            FRONT.with(|front| {
+                front
+                    .borrow_mut()
+                    .fill(self.id, (stripe, generation), key, &entry);
+            });
+        }
+        Some(entry.value)
+    }
+
+    /// Marks the front entries of `key` (of every key: `None`) stale; called after each change
+    /// has reached moka.
+    fn changed(&self, key: Option<&str>) {
+        match key {
+            Some(key) => {
+                self.generations[stripe(key)].fetch_add(1, Ordering::Release);
+            }
+            None => {
+                for generation in self.generations.iter() {
+                    generation.fetch_add(1, Ordering::Release);
+                }
+            }
+        }
     }
 
     /// Stores `value` for at most `ttl` (itself capped by the L1 TTL): L1 never outlives L2.
@@ -79,13 +252,26 @@ impl L1 {
         if let Some(cache) = &self.cache {
             let ttl = ttl.min(self.max_ttl);
             if !ttl.is_zero() {
-                cache.insert(key.to_owned(), L1Entry { value, ttl });
+                let now = Instant::now();
+                // An unrepresentable expiry is never served from a front.
+                let expires_at = now.checked_add(ttl).unwrap_or(now);
+                cache.insert(
+                    key.to_owned(),
+                    L1Entry {
+                        value,
+                        ttl,
+                        expires_at,
+                    },
+                );
+                self.changed(Some(key));
             }
         }
     }
 
     pub(crate) fn remove(&self, key: &str) -> bool {
-        self.cache.as_ref().is_some_and(|c| c.remove(key).is_some())
+        let removed = self.cache.as_ref().is_some_and(|c| c.remove(key).is_some());
+        self.changed(Some(key));
+        removed
     }
 
     pub(crate) fn remove_matching(&self, glob: &str) -> u64 {
@@ -98,6 +284,7 @@ impl L1 {
         for key in &doomed {
             cache.invalidate(key.as_str());
         }
+        self.changed(None);
         doomed.len() as u64
     }
 
@@ -107,5 +294,104 @@ impl L1 {
             c.run_pending_tasks();
             c.weighted_size()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l1() -> L1 {
+        L1::new(1 << 20, Duration::from_secs(60), Arc::new(Stats::default()))
+    }
+
+    fn front_len() -> usize {
+        FRONT.with(|front| front.borrow().entries.len())
+    }
+
+    fn value(text: &str) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    #[test]
+    fn changes_are_seen_through_the_front() {
+        let l1 = l1();
+        let ttl = Duration::from_secs(60);
+        l1.insert("k", value("1"), ttl);
+        assert_eq!(l1.get("k"), Some(value("1")));
+        // Served from the front now.
+        assert_eq!(l1.get("k"), Some(value("1")));
+        assert!(FRONT.with(|f| f.borrow().entries.contains_key("k")));
+        l1.insert("k", value("2"), ttl);
+        assert_eq!(l1.get("k"), Some(value("2")));
+        assert_eq!(l1.get("k"), Some(value("2")));
+        l1.insert("k", None, ttl);
+        assert_eq!(l1.get("k"), Some(None));
+        assert!(l1.remove("k"));
+        assert_eq!(l1.get("k"), None);
+        l1.insert("k", value("3"), ttl);
+        assert_eq!(l1.get("k"), Some(value("3")));
+        assert_eq!(l1.get("k"), Some(value("3")));
+        assert_eq!(l1.remove_matching("*"), 1);
+        assert_eq!(l1.get("k"), None);
+    }
+
+    #[test]
+    fn another_threads_change_is_seen_at_once() {
+        let l1 = l1();
+        let ttl = Duration::from_secs(60);
+        l1.insert("shared", value("old"), ttl);
+        for _ in 0..3 {
+            assert_eq!(l1.get("shared"), Some(value("old")));
+        }
+        let writer = l1.clone();
+        std::thread::spawn(move || writer.insert("shared", value("new"), ttl))
+            .join()
+            .unwrap();
+        assert_eq!(l1.get("shared"), Some(value("new")));
+        let writer = l1.clone();
+        std::thread::spawn(move || writer.remove("shared"))
+            .join()
+            .unwrap();
+        assert_eq!(l1.get("shared"), None);
+    }
+
+    #[test]
+    fn instances_do_not_share_front_entries() {
+        let (a, b) = (l1(), l1());
+        let ttl = Duration::from_secs(60);
+        a.insert("same", value("a"), ttl);
+        b.insert("same", value("b"), ttl);
+        for _ in 0..3 {
+            assert_eq!(a.get("same"), Some(value("a")));
+            assert_eq!(b.get("same"), Some(value("b")));
+        }
+    }
+
+    #[test]
+    fn front_entries_expire_with_their_l1_entry() {
+        let l1 = l1();
+        l1.insert("brief", value("x"), Duration::from_millis(100));
+        assert_eq!(l1.get("brief"), Some(value("x")));
+        assert_eq!(l1.get("brief"), Some(value("x")));
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(l1.get("brief"), None);
+    }
+
+    #[test]
+    fn front_is_bounded() {
+        let l1 = l1();
+        let ttl = Duration::from_secs(60);
+        for i in 0..(FRONT_MAX_ENTRIES + 10) {
+            let key = format!("key:{i}");
+            l1.insert(&key, value("v"), ttl);
+            assert_eq!(l1.get(&key), Some(value("v")));
+            assert!(front_len() <= FRONT_MAX_ENTRIES);
+        }
+        let big = Bytes::from(vec![b'1'; FRONT_MAX_VALUE + 1]);
+        l1.insert("big", Some(big.clone()), ttl);
+        assert_eq!(l1.get("big"), Some(Some(big)));
+        assert!(!FRONT.with(|f| f.borrow().entries.contains_key("big")));
+        assert!(FRONT.with(|f| f.borrow().bytes) <= FRONT_MAX_BYTES);
     }
 }

@@ -35,8 +35,31 @@ pub(crate) struct ProductList<'a> {
 
 const LIST_KEY: &str = "products:list";
 
-fn product_key(id: i64) -> String {
-    ["products:", itoa::Buffer::new().format(id)].concat()
+/// `products:<id>`, built on the stack: the hot read allocates no key.
+struct ProductKey {
+    buf: [u8; PRODUCT_KEY_MAX],
+    len: usize,
+}
+
+const PRODUCT_KEY_PREFIX: &[u8] = b"products:";
+/// The prefix and the longest `i64`.
+const PRODUCT_KEY_MAX: usize = PRODUCT_KEY_PREFIX.len() + 20;
+
+impl ProductKey {
+    fn new(id: i64) -> Self {
+        let mut buf = [0u8; PRODUCT_KEY_MAX];
+        let mut itoa = itoa::Buffer::new();
+        let digits = itoa.format(id).as_bytes();
+        let len = PRODUCT_KEY_PREFIX.len() + digits.len();
+        buf[..PRODUCT_KEY_PREFIX.len()].copy_from_slice(PRODUCT_KEY_PREFIX);
+        buf[PRODUCT_KEY_PREFIX.len()..len].copy_from_slice(digits);
+        Self { buf, len }
+    }
+
+    fn as_str(&self) -> &str {
+        // ASCII by construction: the check cannot fail.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
 }
 
 /// A product id from the path: a positive integer.
@@ -111,12 +134,15 @@ async fn list(services: web::Data<Services>) -> Result<HttpResponse, CatalogErro
         (status = 503, description = "The server is shutting down.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn get(
-    services: web::Data<Services>,
-    req: actix_web::HttpRequest,
-) -> Result<HttpResponse, actix_web::Error> {
-    // The hot cached route reads its one segment directly (no serde path deserializer); the
-    // answers are `web::Path<ProductId>`'s, as on the other product routes.
+async fn get(req: actix_web::HttpRequest) -> Result<HttpResponse, actix_web::Error> {
+    // The hot cached route takes one extractor and reads its services and its one segment from
+    // the request (no serde path deserializer); the answers are `web::Path<ProductId>`'s, as on
+    // the other product routes.
+    let Some(services) = req.app_data::<web::Data<Services>>() else {
+        return Err(actix_web::error::ErrorInternalServerError(
+            "redkit services are not registered: use Services::configure",
+        ));
+    };
     let id = match req.match_info().get("id").map(str::parse::<i64>) {
         Some(Ok(id)) => ProductId { id }.checked()?,
         _ => return Err(crate::http::invalid_path_parameter().into()),
@@ -124,14 +150,18 @@ async fn get(
     let catalog = &services.catalog;
     let remembered = services
         .cache
-        .remember_json(&product_key(id), services.settings.product_ttl, || async {
-            match catalog.get(id).await? {
-                Some(product) => Ok::<_, CatalogError>(Some(Bytes::from(
-                    serde_json::to_vec(&product).map_err(crate::cache::CacheError::from)?,
-                ))),
-                None => Ok(None),
-            }
-        })
+        .remember_json(
+            ProductKey::new(id).as_str(),
+            services.settings.product_ttl,
+            || async {
+                match catalog.get(id).await? {
+                    Some(product) => Ok::<_, CatalogError>(Some(Bytes::from(
+                        serde_json::to_vec(&product).map_err(crate::cache::CacheError::from)?,
+                    ))),
+                    None => Ok(None),
+                }
+            },
+        )
         .await?;
     Ok(cached_json(remembered))
 }
@@ -143,8 +173,8 @@ fn writable(services: &Services) -> Result<(), CatalogError> {
 }
 
 async fn invalidate(services: &Services, id: i64) {
-    for key in [product_key(id), LIST_KEY.to_owned()] {
-        if let Err(err) = services.cache.delete(&key).await {
+    for key in [ProductKey::new(id).as_str(), LIST_KEY] {
+        if let Err(err) = services.cache.delete(key).await {
             tracing::error!(error = %err, key, "catalog: cache invalidation failed after a write");
         }
     }
@@ -248,4 +278,22 @@ async fn delete(
     }
     invalidate(&services, id).await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProductKey;
+
+    #[test]
+    fn product_keys_hold_every_id() {
+        assert_eq!(ProductKey::new(1).as_str(), "products:1");
+        assert_eq!(
+            ProductKey::new(i64::MAX).as_str(),
+            "products:9223372036854775807"
+        );
+        assert_eq!(
+            ProductKey::new(i64::MIN).as_str(),
+            "products:-9223372036854775808"
+        );
+    }
 }
