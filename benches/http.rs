@@ -1,5 +1,5 @@
 //! Foundation benchmark: redkit's cached read paths against minimal actix-web handlers doing the
-//! same work, measured alternately in one run on loopback, reported as ratios.
+//! same work, loaded side by side in one run on loopback, reported as ratios.
 //!
 //! Run: `cargo bench --bench http`
 //!
@@ -17,10 +17,10 @@ use std::{net::SocketAddr, time::Duration};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use common::RedisServer;
 use redkit::{Config, config::RedisSettings, http::Services};
-use support::{Load, compare, load};
+use support::{Comparison, compare, load};
 
-const ROUNDS: usize = 3;
-const EACH: Duration = Duration::from_secs(2);
+const ROUNDS: usize = 8;
+const EACH: Duration = Duration::from_secs(1);
 
 struct Addrs {
     l1: SocketAddr,
@@ -62,59 +62,50 @@ fn serve_all(redis_url: String) -> Addrs {
                 .await
                 .unwrap();
 
-            let l1 = {
-                let s = with_l1.clone();
-                // `REDKIT_BENCH_MIDDLEWARE=none|observe|errors|ratelimit|catch` serves the L1
-                // route with only that one of redkit's middlewares (a breakdown of the ratio);
-                // unset, the complete `redkit::http::app`.
-                let (addr, server) = match std::env::var("REDKIT_BENCH_MIDDLEWARE") {
-                    Ok(only) => {
-                        let server = HttpServer::new(move || {
-                            use actix_web::middleware::Condition;
-                            let s = s.clone();
-                            let limiter = s.ratelimit.middleware();
-                            actix_web::App::new()
-                                .configure(move |cfg| s.configure(cfg))
-                                .wrap(Condition::new(only == "ratelimit", limiter))
-                                .wrap(Condition::new(
-                                    only == "catch",
-                                    actix_web_lab::middleware::CatchPanic::default(),
-                                ))
-                                .wrap(Condition::new(
-                                    only == "errors",
-                                    redkit::http::problem_errors(),
-                                ))
-                                .wrap(Condition::new(only == "observe", redkit::metrics::Observe))
-                        })
+            // One single-worker server per app, on a free loopback port.
+            macro_rules! serve {
+                ($factory:expr) => {{
+                    let server = HttpServer::new($factory)
                         .workers(1)
                         .bind("127.0.0.1:0")
                         .unwrap();
-                        (server.addrs()[0], server.run())
-                    }
-                    Err(_) => {
-                        let server = HttpServer::new(move || redkit::http::app(s.clone()))
-                            .workers(1)
-                            .bind("127.0.0.1:0")
-                            .unwrap();
-                        (server.addrs()[0], server.run())
-                    }
-                };
-                actix_web::rt::spawn(server);
-                addr
+                    let addr = server.addrs()[0];
+                    actix_web::rt::spawn(server.run());
+                    addr
+                }};
+            }
+            // `REDKIT_BENCH_MIDDLEWARE=none|frame|ratelimit` serves the L1 route with only that
+            // middleware of the complete app (a breakdown of the ratio); unset, the complete
+            // `redkit::http::app`.
+            let s = with_l1.clone();
+            let l1 = match std::env::var("REDKIT_BENCH_MIDDLEWARE").as_deref() {
+                Ok("none") => serve!(move || {
+                    let s = s.clone();
+                    App::new().configure(move |cfg| s.configure(cfg))
+                }),
+                Ok("frame") => serve!(move || {
+                    let s = s.clone();
+                    App::new()
+                        .configure(move |cfg| s.configure(cfg))
+                        .wrap(redkit::http::Frame)
+                }),
+                Ok("ratelimit") => serve!(move || {
+                    let s = s.clone();
+                    let limiter = s.ratelimit.middleware();
+                    App::new()
+                        .configure(move |cfg| s.configure(cfg))
+                        .wrap(limiter)
+                }),
+                Ok(other) => panic!("REDKIT_BENCH_MIDDLEWARE={other}: none, frame or ratelimit"),
+                Err(_) => serve!(move || redkit::http::app(s.clone())),
             };
             let l2 = {
                 let s = without_l1.clone();
-                let server = HttpServer::new(move || redkit::http::app(s.clone()))
-                    .workers(1)
-                    .bind("127.0.0.1:0")
-                    .unwrap();
-                let addr = server.addrs()[0];
-                actix_web::rt::spawn(server.run());
-                addr
+                serve!(move || redkit::http::app(s.clone()))
             };
             let l1_base = {
                 let body = product.clone();
-                let server = HttpServer::new(move || {
+                serve!(move || {
                     let body = body.clone();
                     App::new().route(
                         "/products/{id}",
@@ -132,17 +123,11 @@ fn serve_all(redis_url: String) -> Addrs {
                         }),
                     )
                 })
-                .workers(1)
-                .bind("127.0.0.1:0")
-                .unwrap();
-                let addr = server.addrs()[0];
-                actix_web::rt::spawn(server.run());
-                addr
             };
             let l2_base = {
                 let client = redis::Client::open(redis_url.as_str()).unwrap();
                 let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
-                let server = HttpServer::new(move || {
+                serve!(move || {
                     let conn = conn.clone();
                     App::new().route(
                         "/cache/{key}",
@@ -169,12 +154,6 @@ fn serve_all(redis_url: String) -> Addrs {
                         }),
                     )
                 })
-                .workers(1)
-                .bind("127.0.0.1:0")
-                .unwrap();
-                let addr = server.addrs()[0];
-                actix_web::rt::spawn(server.run());
-                addr
             };
             tx.send(Addrs {
                 l1,
@@ -190,12 +169,14 @@ fn serve_all(redis_url: String) -> Addrs {
     rx.recv().unwrap()
 }
 
-fn report(name: &str, target: f64, redkit: Load, base: Load) {
-    let ratio = redkit.per_sec / base.per_sec;
+fn report(name: &str, target: f64, run: &Comparison) {
+    let (redkit, base) = (run.a, run.b);
+    let ratio = run.ratio();
     println!(
-        "{name:<44} redkit {:>9.0} req/s   baseline {:>9.0} req/s   ratio {ratio:.3} (target >= {target:.2}) {}",
+        "{name:<44} redkit {:>9.0} req/s   baseline {:>9.0} req/s   ratio {ratio:.3} (rounds {}; target >= {target:.2}) {}",
         redkit.per_sec,
         base.per_sec,
+        run.spread(),
         if ratio >= target {
             "OK"
         } else {
@@ -223,7 +204,17 @@ fn main() {
     rt.block_on(async {
         let get_product: &'static [u8] = b"GET /products/1 HTTP/1.1\r\nHost: bench\r\n\r\n";
         let get_key: &'static [u8] = b"GET /cache/bench HTTP/1.1\r\nHost: bench\r\n\r\n";
-        println!("redkit foundation bench: {ROUNDS} alternating rounds of {EACH:?}, median rates, 64 connections, 1 server worker each");
+        // `REDKIT_BENCH_PIN=0` leaves the threads where the scheduler puts them.
+        let pinned = std::env::var("REDKIT_BENCH_PIN").as_deref() != Ok("0")
+            && support::pin_load_generator_apart(&redis.pid().into_iter().collect::<Vec<_>>());
+        println!(
+            "redkit foundation bench: {ROUNDS} rounds of {EACH:?}, redkit and its baseline loaded together (64 connections each), median of the per-round ratios, 1 server worker each, {}",
+            if pinned {
+                "load generator and redis-server on CPU 1, servers on CPU 0"
+            } else {
+                "threads not pinned"
+            }
+        );
         // Each path answers what it is meant to measure: the L1 route from L1, with the product's
         // bytes; the L2 route from L2 (the first read of each fills L1 where there is one).
         common::http(addrs.l1, "GET", "/products/1", &[], b"").await;
@@ -234,9 +225,9 @@ fn main() {
         assert_eq!((hit.status, hit.header("x-cache")), (200, Some("HIT-L2")));
 
         let before = redis.command_calls();
-        let (l1, l1_base) = compare((addrs.l1, get_product), (addrs.l1_base, get_product), 64, ROUNDS, EACH).await;
+        let l1 = compare((addrs.l1, get_product), (addrs.l1_base, get_product), 64, ROUNDS, EACH).await;
         let after = redis.command_calls();
-        report("1. L1 hit GET /products/1 vs static handler", 0.90, l1, l1_base);
+        report("1. L1 hit GET /products/1 vs static handler", 0.90, &l1);
         let delta: Vec<String> = after
             .iter()
             .filter_map(|(k, v)| {
@@ -245,8 +236,8 @@ fn main() {
             })
             .collect();
         println!(
-            "   Redis commands during the L1 runs ({} requests): {} (watchdog pings and this probe only)",
-            l1.requests * ROUNDS as u64,
+            "   Redis commands during the L1 runs (about {} requests): {} (watchdog pings and this probe only)",
+            l1.a.requests * ROUNDS as u64,
             delta.join(" ")
         );
         assert!(
@@ -257,8 +248,8 @@ fn main() {
         if std::env::var("REDKIT_BENCH_ONLY").as_deref() == Ok("l1") {
             return;
         }
-        let (l2, l2_base) = compare((addrs.l2, get_key), (addrs.l2_base, get_key), 64, ROUNDS, EACH).await;
-        report("2. L2 GET /cache/{key} (L1 off) vs GET handler", 0.85, l2, l2_base);
+        let l2 = compare((addrs.l2, get_key), (addrs.l2_base, get_key), 64, ROUNDS, EACH).await;
+        report("2. L2 GET /cache/{key} (L1 off) vs GET handler", 0.85, &l2);
 
         for connections in [64, 256] {
             for (name, addr, req) in [("L1", addrs.l1, get_product), ("L2", addrs.l2, get_key)] {

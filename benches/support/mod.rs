@@ -25,6 +25,57 @@ pub struct Load {
     pub per_sec: f64,
 }
 
+/// The ids of this process's threads other than the calling one (`/proc/self/task`).
+fn other_threads() -> Vec<u32> {
+    let own: Option<u32> = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok());
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| task.file_name().to_str()?.parse().ok())
+        .filter(|tid| Some(*tid) != own)
+        .collect()
+}
+
+/// Pins this thread (the load generator) and the `beside` processes (the private redis-server)
+/// to CPU 1, and every other thread of this process (the servers, their actors and Redis clients)
+/// to CPU 0, with `taskset` (util-linux). The servers compared then share one core and nothing
+/// else. Answers whether it could.
+pub fn pin_load_generator_apart(beside: &[u32]) -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if cpus < 2 {
+        return false;
+    }
+    let own: Option<u32> = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok());
+    let Some(own) = own else { return false };
+    let pin = |tid: u32, cpu: &str| {
+        std::process::Command::new("taskset")
+            .args(["-p", "-c", cpu, &tid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut ok = pin(own, "1");
+    for pid in beside {
+        ok &= std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    }
+    for tid in other_threads() {
+        ok &= pin(tid, "0");
+    }
+    ok
+}
+
 /// Drives `connections` keep-alive connections sending `request` back to back for `duration`.
 pub async fn load(
     addr: SocketAddr,
@@ -113,24 +164,83 @@ pub fn parse(buf: &[u8]) -> Option<(u16, usize)> {
     (buf.len() >= total).then_some((response.code?, total))
 }
 
-/// Runs `a` and `b` alternately `rounds` times; answers the median rate of each.
+/// `a` measured against `b`: each round loads both at once.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// Median rates of each side (error counts summed over every round).
+    pub a: Load,
+    pub b: Load,
+    /// Per round: `a`'s throughput over `b`'s, measured over the same interval.
+    pub ratios: Vec<f64>,
+}
+
+impl Comparison {
+    /// The median per-round throughput ratio: the headline figure.
+    pub fn ratio(&self) -> f64 {
+        let mut sorted = self.ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        match sorted.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => sorted[n / 2],
+            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        }
+    }
+
+    /// `min–max` of the per-round ratios.
+    pub fn spread(&self) -> String {
+        let min = self.ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.ratios.iter().copied().fold(0.0, f64::max);
+        format!("{min:.3}–{max:.3}")
+    }
+}
+
+/// Loads `a` and `b` at the same time, `connections` each, `rounds` times.
+///
+/// Measured side by side rather than one after the other: on these machines the speed of the
+/// CPU drifts by tens of percent within seconds, which swamps a sequential comparison (measured:
+/// per-round ratios from 0.6 to 1.0 for two unchanged servers). Loaded together, on one core (see
+/// [`pin_load_generator_apart`]), both servers see the same machine, the scheduler gives each
+/// half of it, and their throughput ratio is the inverse ratio of their cost per request.
 pub async fn compare(
     a: (SocketAddr, &'static [u8]),
     b: (SocketAddr, &'static [u8]),
     connections: usize,
     rounds: usize,
     each: Duration,
-) -> (Load, Load) {
+) -> Comparison {
+    // Warm-up, not counted.
+    tokio::join!(
+        load(a.0, a.1, connections, Duration::from_millis(300)),
+        load(b.0, b.1, connections, Duration::from_millis(300))
+    );
     let mut ra = Vec::new();
     let mut rb = Vec::new();
-    // Warm-up, not counted.
-    load(a.0, a.1, connections, Duration::from_millis(300)).await;
-    load(b.0, b.1, connections, Duration::from_millis(300)).await;
     for _ in 0..rounds {
-        ra.push(load(a.0, a.1, connections, each).await);
-        rb.push(load(b.0, b.1, connections, each).await);
+        let (x, y) = tokio::join!(
+            load(a.0, a.1, connections, each),
+            load(b.0, b.1, connections, each)
+        );
+        ra.push(x);
+        rb.push(y);
     }
-    (median(ra), median(rb))
+    if std::env::var_os("REDKIT_BENCH_VERBOSE").is_some() {
+        for (x, y) in ra.iter().zip(&rb) {
+            println!(
+                "   round: a {:>9.0} req/s   b {:>9.0} req/s",
+                x.per_sec, y.per_sec
+            );
+        }
+    }
+    let ratios = ra
+        .iter()
+        .zip(&rb)
+        .map(|(x, y)| x.per_sec / y.per_sec)
+        .collect();
+    Comparison {
+        a: median(ra),
+        b: median(rb),
+        ratios,
+    }
 }
 
 fn median(mut runs: Vec<Load>) -> Load {
