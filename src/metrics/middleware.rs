@@ -171,7 +171,8 @@ where
         let elapsed = state.started.elapsed();
         let result = match outcome {
             Ok(Ok(res)) => {
-                let mut res = if state.frame {
+                // Successes skip the problem check's call altogether.
+                let mut res = if state.frame && res.status().as_u16() >= 400 {
                     crate::http::with_problem_body(res)
                 } else {
                     res.map_into_left_body()

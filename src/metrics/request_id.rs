@@ -44,9 +44,39 @@ fn acceptable(v: &[u8]) -> bool {
 /// Minted ids are cut from this thread's buffer: one allocation per `MINTED_PER_BUFFER` ids.
 const MINTED_PER_BUFFER: usize = 256;
 const MINTED_LEN: usize = 24;
+/// Counter values a thread takes from the process-wide counter at a time.
+const MINTED_PER_BLOCK: u64 = 4096;
+
+/// This thread's minting state.
+struct Mint {
+    buf: BytesMut,
+    /// The process prefix, as hex.
+    prefix: [u8; 8],
+    next: u64,
+    end: u64,
+}
 
 thread_local! {
-    static MINT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    static MINT: RefCell<Mint> = RefCell::new(Mint {
+        buf: BytesMut::new(),
+        prefix: process_prefix(),
+        next: 0,
+        end: 0,
+    });
+}
+
+/// 32 random bits per process, as 8 hex digits.
+fn process_prefix() -> [u8; 8] {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    let prefix = *PREFIX.get_or_init(|| {
+        // std's RandomState is seeded from the OS RNG: no extra dependency for 64 random bits.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(u64::from(std::process::id()));
+        hasher.finish()
+    });
+    let mut hex = [0u8; 8];
+    put_hex(&mut hex, prefix >> 32);
+    hex
 }
 
 impl RequestId {
@@ -73,28 +103,28 @@ impl RequestId {
     }
 
     /// A fresh id: a random per-process prefix and a counter, 24 hex digits, unique per process
-    /// and (with overwhelming likelihood) across processes.
+    /// and (with overwhelming likelihood) across processes. Each thread takes counter values
+    /// from the process-wide counter a block at a time, so ids increase per thread (not across
+    /// threads) and workers do not contend on one atomic per request.
     pub fn generate() -> Self {
-        static PREFIX: OnceLock<u64> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let prefix = *PREFIX.get_or_init(|| {
-            // std's RandomState is seeded from the OS RNG: no extra dependency for 64 random bits.
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u64(u64::from(std::process::id()));
-            hasher.finish()
-        });
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // Minted on every request: hex by hand rather than through `format!`'s machinery.
-        let mut id = [0u8; MINTED_LEN];
-        put_hex(&mut id[..8], prefix >> 32);
-        put_hex(&mut id[8..], n);
         let bytes = MINT.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            if buf.capacity() < MINTED_LEN {
-                *buf = BytesMut::with_capacity(MINTED_LEN * MINTED_PER_BUFFER);
+            let mint = &mut *cell.borrow_mut();
+            if mint.next == mint.end {
+                mint.next = COUNTER.fetch_add(MINTED_PER_BLOCK, Ordering::Relaxed);
+                mint.end = mint.next + MINTED_PER_BLOCK;
             }
-            buf.put_slice(&id);
-            buf.split_to(MINTED_LEN).freeze()
+            let n = mint.next;
+            mint.next += 1;
+            // Minted on every request: hex by hand rather than through `format!`'s machinery.
+            let mut id = [0u8; MINTED_LEN];
+            id[..8].copy_from_slice(&mint.prefix);
+            put_hex(&mut id[8..], n);
+            if mint.buf.capacity() < MINTED_LEN {
+                mint.buf = BytesMut::with_capacity(MINTED_LEN * MINTED_PER_BUFFER);
+            }
+            mint.buf.put_slice(&id);
+            mint.buf.split_to(MINTED_LEN).freeze()
         });
         // unwrap: hex digits are valid header bytes.
         Self(HeaderValue::from_maybe_shared(bytes).unwrap())
@@ -156,6 +186,29 @@ mod tests {
         assert_eq!(a.as_str()[..8], b.as_str()[..8]);
         let n = |id: &RequestId| u64::from_str_radix(&id.as_str()[8..], 16).unwrap();
         assert!(n(&b) > n(&a));
+    }
+
+    #[test]
+    fn ids_minted_on_many_threads_are_distinct() {
+        // Past one buffer and one counter block per thread.
+        let per_thread = MINTED_PER_BLOCK as usize + MINTED_PER_BUFFER + 1;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..per_thread)
+                        .map(|_| RequestId::generate().as_str().to_owned())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = std::collections::HashSet::new();
+        for thread in threads {
+            for id in thread.join().unwrap() {
+                assert_eq!(id.len(), MINTED_LEN);
+                assert!(all.insert(id), "minted twice");
+            }
+        }
+        assert_eq!(all.len(), 4 * per_thread);
     }
 
     #[test]
