@@ -20,7 +20,7 @@ use actix_web::{
     web,
 };
 use futures_util::{FutureExt, future::CatchUnwind};
-use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::task::futures::TaskLocalFuture;
 
 use super::{HttpLabels, Metrics, REQUEST_ID_HEADER, RequestId, RouteLabels, request_id::CURRENT};
@@ -190,7 +190,7 @@ where
             Err(err) => err.as_response_error().status_code(),
         };
         if let Some(route) = state.route {
-            record(route, status.as_u16(), elapsed.as_secs_f64());
+            record(route, status.as_u16(), elapsed);
         }
         if tracing::enabled!(target: "redkit::access", tracing::Level::DEBUG) {
             let route = match &result {
@@ -257,7 +257,7 @@ struct RouteHandles {
     registry: usize,
     method: &'static str,
     route: Box<str>,
-    latency: Histogram,
+    latency: super::latency::LatencyHistogram,
     /// The family new status codes' counters come from.
     requests: Family<HttpLabels, Counter>,
     counts: Vec<(u16, Counter)>,
@@ -342,7 +342,7 @@ fn route_slot(metrics: &Metrics, method: &'static str, req: &actix_web::HttpRequ
 
 /// Counts a finished request on the route `slot` resolved to. A slot whose handles were dropped
 /// meanwhile (more than [`MAX_CACHED_ROUTES`] routes seen on this thread) is not counted.
-fn record(slot: RouteSlot, status: u16, secs: f64) {
+fn record(slot: RouteSlot, status: u16, elapsed: std::time::Duration) {
     HANDLES.with(|cell| {
         let mut cell = cell.borrow_mut();
         let Some(handles) = cell.as_mut() else { return };
@@ -352,7 +352,7 @@ fn record(slot: RouteSlot, status: u16, secs: f64) {
         let Some(entry) = handles.routes.get_mut(slot.index) else {
             return;
         };
-        entry.latency.observe(secs);
+        entry.latency.observe(elapsed);
         match entry.counts.iter().find(|(s, _)| *s == status) {
             Some((_, counter)) => {
                 counter.inc();

@@ -5,6 +5,7 @@
 //! evictions, Redis errors and reconnects, ...) is read at scrape time by [`Collector`]s, so the
 //! hot paths pay nothing extra for being observable.
 
+mod latency;
 mod middleware;
 mod request_id;
 
@@ -55,7 +56,7 @@ pub struct Metrics {
     /// Unique per registry for the process's life (an address could be reused by a later one).
     id: usize,
     pub(crate) requests: Family<HttpLabels, Counter>,
-    pub(crate) latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub(crate) latency: Family<RouteLabels, latency::LatencyHistogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -75,9 +76,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<HttpLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
+        let latency = Family::<RouteLabels, latency::LatencyHistogram>::default();
         registry.register(
             "http_requests",
             "HTTP requests by route pattern, method and status",

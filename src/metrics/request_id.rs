@@ -11,7 +11,7 @@ use std::{
 };
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header::HeaderValue};
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 tokio::task_local! {
     /// The id of the request whose future is being polled (set by `Observe`).
@@ -41,7 +41,8 @@ fn acceptable(v: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b))
 }
 
-/// Minted ids are cut from this thread's buffer: one allocation per `MINTED_PER_BUFFER` ids.
+/// Minted ids are rendered this many at a time into one buffer, then handed out as slices of it:
+/// one allocation and one formatting loop per `MINTED_PER_BUFFER` ids.
 const MINTED_PER_BUFFER: usize = 256;
 const MINTED_LEN: usize = 24;
 /// Counter values a thread takes from the process-wide counter at a time.
@@ -49,7 +50,9 @@ const MINTED_PER_BLOCK: u64 = 4096;
 
 /// This thread's minting state.
 struct Mint {
-    buf: BytesMut,
+    /// Rendered ids; those before `used` are handed out.
+    ids: Bytes,
+    used: usize,
     /// The process prefix, as hex.
     prefix: [u8; 8],
     next: u64,
@@ -58,7 +61,8 @@ struct Mint {
 
 thread_local! {
     static MINT: RefCell<Mint> = RefCell::new(Mint {
-        buf: BytesMut::new(),
+        ids: Bytes::new(),
+        used: 0,
         prefix: process_prefix(),
         next: 0,
         end: 0,
@@ -110,21 +114,26 @@ impl RequestId {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let bytes = MINT.with(|cell| {
             let mint = &mut *cell.borrow_mut();
-            if mint.next == mint.end {
-                mint.next = COUNTER.fetch_add(MINTED_PER_BLOCK, Ordering::Relaxed);
-                mint.end = mint.next + MINTED_PER_BLOCK;
+            if mint.used == mint.ids.len() {
+                let mut buf = BytesMut::with_capacity(MINTED_LEN * MINTED_PER_BUFFER);
+                for _ in 0..MINTED_PER_BUFFER {
+                    if mint.next == mint.end {
+                        mint.next = COUNTER.fetch_add(MINTED_PER_BLOCK, Ordering::Relaxed);
+                        mint.end = mint.next + MINTED_PER_BLOCK;
+                    }
+                    // Hex by hand rather than through `format!`'s machinery.
+                    let mut id = [0u8; MINTED_LEN];
+                    id[..8].copy_from_slice(&mint.prefix);
+                    put_hex(&mut id[8..], mint.next);
+                    mint.next += 1;
+                    buf.put_slice(&id);
+                }
+                mint.ids = buf.freeze();
+                mint.used = 0;
             }
-            let n = mint.next;
-            mint.next += 1;
-            // Minted on every request: hex by hand rather than through `format!`'s machinery.
-            let mut id = [0u8; MINTED_LEN];
-            id[..8].copy_from_slice(&mint.prefix);
-            put_hex(&mut id[8..], n);
-            if mint.buf.capacity() < MINTED_LEN {
-                mint.buf = BytesMut::with_capacity(MINTED_LEN * MINTED_PER_BUFFER);
-            }
-            mint.buf.put_slice(&id);
-            mint.buf.split_to(MINTED_LEN).freeze()
+            let id = mint.ids.slice(mint.used..mint.used + MINTED_LEN);
+            mint.used += MINTED_LEN;
+            id
         });
         // unwrap: hex digits are valid header bytes.
         Self(HeaderValue::from_maybe_shared(bytes).unwrap())
