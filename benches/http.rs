@@ -3,6 +3,10 @@
 //!
 //! Run: `cargo bench --bench http`
 //!
+//! Each comparison loads redkit and its baseline at the same time (`support::compare`), both
+//! servers on CPU 0 and the load generator and redis-server on CPU 1: the servers share one core
+//! and the machine's drifting speed, so their throughput ratio is their inverse cost ratio.
+//!
 //! 1. L1 hit: `GET /products/1` (warm) vs a handler returning the same bytes. Target ≥ 0.90.
 //! 2. L2 read: `GET /cache/{key}` with L1 off vs a handler doing one Redis GET over a shared
 //!    multiplexed connection. Target ≥ 0.85.

@@ -51,11 +51,34 @@ pub(crate) enum History {
         ttl: Duration,
     },
     Memory {
-        rings: Mutex<HashMap<String, Ring>>,
+        rings: Mutex<Rings>,
         max_len: usize,
         ttl: Duration,
     },
 }
+
+/// The memory backend's histories, and when expired ones were last dropped.
+pub(crate) struct Rings {
+    map: HashMap<String, Ring>,
+    swept: tokio::time::Instant,
+}
+
+impl Rings {
+    /// Drops the histories idle for `ttl` (as Redis expires their keys), at most once per
+    /// `ttl` (and at least once a minute): channels come and go (`user:{id}`), and a history
+    /// nobody publishes to again would otherwise stay for the life of the process.
+    fn sweep(&mut self, now: tokio::time::Instant, ttl: Duration) {
+        if now.duration_since(self.swept) < ttl.min(SWEEP_EVERY) {
+            return;
+        }
+        self.swept = now;
+        self.map
+            .retain(|_, ring| now.duration_since(ring.written) < ttl);
+    }
+}
+
+/// The longest time between two sweeps of the memory backend's expired histories.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The Redis key (and pub/sub channel) of `channel`.
 pub(crate) fn stream_key(prefix: &str, channel: &str) -> String {
@@ -99,7 +122,10 @@ impl History {
 
     pub(crate) fn memory(max_len: usize, ttl: Duration) -> Self {
         Self::Memory {
-            rings: Mutex::new(HashMap::new()),
+            rings: Mutex::new(Rings {
+                map: HashMap::new(),
+                swept: tokio::time::Instant::now(),
+            }),
             max_len,
             ttl,
         }
@@ -141,7 +167,8 @@ impl History {
                 let mut rings = rings
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let ring = rings.entry(channel.to_owned()).or_insert_with(|| Ring {
+                rings.sweep(now, *ttl);
+                let ring = rings.map.entry(channel.to_owned()).or_insert_with(|| Ring {
                     events: VecDeque::new(),
                     last: EventId::ZERO,
                     written: now,
@@ -179,7 +206,7 @@ impl History {
                 let rings = rings
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match rings.get(channel) {
+                match rings.map.get(channel) {
                     Some(ring) if ring.written.elapsed() < *ttl => ring
                         .events
                         .iter()
@@ -209,10 +236,49 @@ impl History {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 Ok(rings
+                    .map
                     .get(channel)
                     .filter(|ring| ring.written.elapsed() < *ttl)
                     .map_or(0, |ring| ring.events.len() as u64))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channels(history: &History) -> usize {
+        match history {
+            History::Memory { rings, .. } => rings.lock().unwrap().map.len(),
+            History::Redis { .. } => unreachable!("a memory history"),
+        }
+    }
+
+    /// Histories nobody publishes to again are dropped once expired, as Redis expires the keys.
+    #[tokio::test(start_paused = true)]
+    async fn memory_histories_of_idle_channels_are_dropped() {
+        let hub = Hub::new(8);
+        let ttl = Duration::from_secs(30);
+        let history = History::memory(10, ttl);
+        for channel in ["a", "b", "c"] {
+            history
+                .publish(&hub, channel, "message", "{}")
+                .await
+                .unwrap();
+        }
+        assert_eq!(channels(&history), 3);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        history.publish(&hub, "c", "message", "{}").await.unwrap();
+        // Not idle for the TTL yet: kept.
+        assert_eq!(channels(&history), 3);
+        assert_eq!(history.len("a").await.unwrap(), 1);
+        tokio::time::advance(Duration::from_secs(15)).await;
+        history.publish(&hub, "d", "message", "{}").await.unwrap();
+        // `a` and `b` idle for 35 s: dropped; `c` (written 15 s ago) and `d` stay.
+        assert_eq!(channels(&history), 2);
+        assert_eq!(history.len("a").await.unwrap(), 0);
+        assert_eq!(history.len("c").await.unwrap(), 2);
     }
 }
