@@ -573,6 +573,37 @@ async fn access_expires(backend: Backend) {
     assert!(logs.take().contains("reason=\"expired\""));
 }
 
+/// A token is verified once per request: the rate limiter's identity hook keeps the principal
+/// it verified, and `AuthUser` in the same request reuses it (shown by expiring the token in
+/// between: the same request still extracts, a new one with the same token is refused).
+async fn verified_once_per_request(backend: Backend) {
+    use actix_web::FromRequest;
+    let clock = Arc::new(ManualClock::new());
+    let mut config = with_test_secret(backend.config());
+    config.auth.clock = clock.clone();
+    let services = services(&config);
+    wait_in_sync(&services).await;
+    let app = app_with_whoami(&services).await;
+    let (access, _) = register_and_login(&app, "alice").await;
+    let request = || {
+        test::TestRequest::get()
+            .uri("/whoami")
+            .insert_header(bearer(&access))
+            .app_data(services.auth.clone())
+            .to_http_request()
+    };
+    let req = request();
+    let user = services.auth.verified_user(&req).expect("a valid token");
+    clock.advance(Duration::from_secs(31 * 60));
+    let extracted = AuthUser::extract(&req)
+        .await
+        .expect("verified earlier in this request");
+    assert_eq!(extracted.0.user_id, user);
+    let fresh = request();
+    assert_eq!(services.auth.verified_user(&fresh), None);
+    assert!(AuthUser::extract(&fresh).await.is_err());
+}
+
 // ---------- refresh ----------
 
 /// Refresh rotates: the new pair works, the old refresh token is spent, and presenting it
@@ -767,6 +798,7 @@ backend_suite!(
     revoked_tokens,
     revoked_before,
     access_expires,
+    verified_once_per_request,
     refresh_rotation,
     concurrent_refresh,
     me_and_sessions,

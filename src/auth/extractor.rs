@@ -1,7 +1,7 @@
 use std::future::{Ready, ready};
 
 use actix_web::{
-    FromRequest, HttpRequest,
+    FromRequest, HttpMessage, HttpRequest,
     dev::Payload,
     http::header::{self, HeaderMap},
 };
@@ -49,6 +49,12 @@ pub struct AuthUser(pub Principal);
 #[derive(Debug, Clone)]
 pub struct OptionalAuthUser(pub Option<Principal>);
 
+/// A principal verified earlier in this request (by the rate limiter's identity hook,
+/// [`AuthHandle::verified_user`]), kept in the request's extensions so that the extractors do not
+/// verify the same token a second time.
+#[derive(Clone)]
+pub(crate) struct Verified(pub(crate) Principal);
+
 type AuthFuture<T> =
     Either<Ready<Result<T, AuthError>>, LocalBoxFuture<'static, Result<T, AuthError>>>;
 
@@ -64,6 +70,9 @@ fn extract(req: &HttpRequest, optional: bool) -> AuthFuture<Option<Principal>> {
             "auth not configured".into(),
         ))));
     };
+    if let Some(Verified(principal)) = req.extensions().get::<Verified>() {
+        return Either::Left(ready(Ok(Some(principal.clone()))));
+    }
     let Some(token) = token_from(req.headers()) else {
         // A malformed Authorization header is a bad token, not an absent one.
         if req.headers().contains_key(header::AUTHORIZATION) {

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use actix::Addr;
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage, HttpRequest};
 use serde::Serialize;
 
 use super::{
@@ -442,10 +442,17 @@ impl AuthHandle {
 
     /// For the rate limiter: the user id of a request's access token, only if it verifies
     /// locally (signature, claims, revocation view) — no Redis round trip. `None` for anonymous,
-    /// invalid, or not locally verifiable requests.
+    /// invalid, or not locally verifiable requests. A verified principal is kept in the request's
+    /// extensions, where [`AuthUser`](super::AuthUser) and
+    /// [`OptionalAuthUser`](super::OptionalAuthUser) find it instead of verifying the token again.
     pub fn verified_user(&self, req: &HttpRequest) -> Option<UserId> {
         let token = super::extractor::token_from(req.headers())?;
-        self.verify_local(token).ok().flatten().map(|p| p.user_id)
+        let principal = self.verify_local(token).ok().flatten()?;
+        let user = principal.user_id;
+        // `AuthUser` later in the same request reads this instead of verifying again.
+        req.extensions_mut()
+            .insert(super::extractor::Verified(principal));
+        Some(user)
     }
 
     /// For long-lived connections (live events): is `p`, verified earlier, still good?
