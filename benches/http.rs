@@ -216,7 +216,7 @@ fn main() {
             if pinned {
                 "load generator and redis-server on CPU 1, servers on CPU 0"
             } else {
-                "threads not pinned"
+                "threads not (all) pinned: taskset unavailable or refused"
             }
         );
         // Each path answers what it is meant to measure: the L1 route from L1, with the product's

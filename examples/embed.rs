@@ -241,6 +241,8 @@ pub fn app(
         .app_data(web::Data::new(services.cache.clone()))
         .app_data(web::Data::new(services.auth.clone()))
         .app_data(web::Data::new(services.events.clone()))
+        // At the app's level, where `Frame` counts every route into it.
+        .app_data(web::Data::new(services.metrics.clone()))
         // Bad JSON, queries and paths answer problem+json like redkit's own routes.
         .app_data(redkit::http::json_config(services.settings.body_limit))
         .app_data(redkit::http::query_config())

@@ -61,6 +61,7 @@
 //!             .app_data(web::Data::new(services.cache.clone()))
 //!             .app_data(web::Data::new(services.auth.clone())) // what `AuthUser` verifies with
 //!             .app_data(web::Data::new(services.events.clone()))
+//!             .app_data(web::Data::new(services.metrics.clone())) // what `Frame` counts into
 //!             .route("/prices", web::get().to(prices))
 //!             .service(
 //!                 web::scope("/orders")

@@ -154,6 +154,29 @@ async fn panics_and_middleware_errors_are_problems(backend: Backend) {
                         "unreachable"
                     }),
                 )
+                .route(
+                    "/challenge",
+                    web::get().to(|| async {
+                        actix_web::HttpResponse::Unauthorized()
+                            .insert_header(("WWW-Authenticate", "Bearer realm=\"x\""))
+                            .finish()
+                    }),
+                )
+                .service(
+                    web::scope("/moved")
+                        .wrap_fn(|_req, _srv| async {
+                            Err::<actix_web::dev::ServiceResponse, _>(
+                                actix_web::error::InternalError::from_response(
+                                    "moved",
+                                    actix_web::HttpResponse::Found()
+                                        .insert_header(("Location", "/login"))
+                                        .finish(),
+                                )
+                                .into(),
+                            )
+                        })
+                        .route("/x", web::get().to(|| async { "never" })),
+                )
                 .service(
                     web::scope("/guarded")
                         .wrap_fn(|_req, _srv| async {
@@ -189,6 +212,25 @@ async fn panics_and_middleware_errors_are_problems(backend: Backend) {
     assert_eq!(body["type"], "https://redkit.dev/problems/forbidden");
     assert_eq!(guarded.header("x-request-id"), Some("mw-1"));
     assert!(!String::from_utf8_lossy(&guarded.body).contains("internal reason"));
+
+    // A problem body replaces only the body: the challenge header stays.
+    let challenge = http(addr, "GET", "/challenge", &[], b"").await;
+    challenge.problem(401);
+    assert_eq!(
+        challenge.header("www-authenticate"),
+        Some("Bearer realm=\"x\"")
+    );
+    // A redirect from a middleware is not an error: answered as it was, with the id.
+    let moved = http(addr, "GET", "/moved/x", &[("x-request-id", "mv-1")], b"").await;
+    assert_eq!(
+        (
+            moved.status,
+            moved.header("location"),
+            moved.header("x-request-id")
+        ),
+        (302, Some("/login"), Some("mv-1"))
+    );
+    assert!(moved.body.is_empty());
 
     let metrics = http(addr, "GET", "/metrics", &[], b"").await;
     let text = String::from_utf8(metrics.body.to_vec()).unwrap();

@@ -52,8 +52,14 @@ pub struct OptionalAuthUser(pub Option<Principal>);
 /// A principal verified earlier in this request (by the rate limiter's identity hook,
 /// [`AuthHandle::verified_user`]), kept in the request's extensions so that the extractors do not
 /// verify the same token a second time.
+/// It names the handle that verified it and the token it came from: another handle (a scope with
+/// its own) or a rewritten `Authorization` header verifies afresh.
 #[derive(Clone)]
-pub(crate) struct Verified(pub(crate) Principal);
+pub(crate) struct Verified {
+    pub(crate) by: usize,
+    pub(crate) token: Box<str>,
+    pub(crate) principal: Principal,
+}
 
 type AuthFuture<T> =
     Either<Ready<Result<T, AuthError>>, LocalBoxFuture<'static, Result<T, AuthError>>>;
@@ -70,9 +76,6 @@ fn extract(req: &HttpRequest, optional: bool) -> AuthFuture<Option<Principal>> {
             "auth not configured".into(),
         ))));
     };
-    if let Some(Verified(principal)) = req.extensions().get::<Verified>() {
-        return Either::Left(ready(Ok(Some(principal.clone()))));
-    }
     let Some(token) = token_from(req.headers()) else {
         // A malformed Authorization header is a bad token, not an absent one.
         if req.headers().contains_key(header::AUTHORIZATION) {
@@ -84,6 +87,12 @@ fn extract(req: &HttpRequest, optional: bool) -> AuthFuture<Option<Principal>> {
             Err(AuthError::Unauthorized(RejectReason::Missing))
         }));
     };
+    if let Some(verified) = req.extensions().get::<Verified>()
+        && verified.by == auth.identity()
+        && *verified.token == *token
+    {
+        return Either::Left(ready(Ok(Some(verified.principal.clone()))));
+    }
     match auth.verify_local(token) {
         Ok(Some(p)) => Either::Left(ready(Ok(Some(p)))),
         Err(reason) => Either::Left(ready(Err(AuthError::Unauthorized(reason)))),

@@ -450,9 +450,17 @@ impl AuthHandle {
         let principal = self.verify_local(token).ok().flatten()?;
         let user = principal.user_id;
         // `AuthUser` later in the same request reads this instead of verifying again.
-        req.extensions_mut()
-            .insert(super::extractor::Verified(principal));
+        req.extensions_mut().insert(super::extractor::Verified {
+            by: self.identity(),
+            token: token.into(),
+            principal,
+        });
         Some(user)
+    }
+
+    /// Tells this handle (and its clones) from another one.
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// For long-lived connections (live events): is `p`, verified earlier, still good?

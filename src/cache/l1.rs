@@ -15,8 +15,9 @@
 //!   frequency sketch aware of hot keys and drops front entries moka has evicted;
 //! - a front holds at most [`FRONT_MAX_ENTRIES`] entries of [`FRONT_MAX_VALUE`] bytes or less,
 //!   [`FRONT_MAX_BYTES`] in all, and empties itself when full. Its values are shared with moka
-//!   (`Bytes`), so it costs memory only for entries moka evicted meanwhile: at most
-//!   `FRONT_MAX_BYTES` per worker thread beyond the L1 budget.
+//!   (`Bytes`), so it costs memory only for values moka no longer holds (evicted, replaced or
+//!   removed, until the front entry is overwritten or dropped): at most `FRONT_MAX_BYTES` per
+//!   worker thread beyond the L1 budget.
 
 use std::{
     cell::RefCell,
@@ -138,20 +139,25 @@ impl Front {
     fn fill(&mut self, l1: u64, (stripe, generation): (usize, u64), key: &str, entry: &L1Entry) {
         let size = entry.value.as_ref().map_or(0, Bytes::len);
         if size > FRONT_MAX_VALUE {
+            // Not kept; nor is an older value of the key.
+            self.forget(key);
             return;
         }
         if let Some(old) = self.entries.get_mut(key) {
-            self.bytes -= old.value.as_ref().map_or(0, Bytes::len);
-            self.bytes += size;
-            *old = FrontEntry {
-                l1,
-                stripe,
-                generation,
-                value: entry.value.clone(),
-                expires_at: entry.expires_at,
-                hits: 0,
-            };
-            return;
+            let old_size = old.value.as_ref().map_or(0, Bytes::len);
+            if self.bytes - old_size + size <= FRONT_MAX_BYTES {
+                self.bytes = self.bytes - old_size + size;
+                *old = FrontEntry {
+                    l1,
+                    stripe,
+                    generation,
+                    value: entry.value.clone(),
+                    expires_at: entry.expires_at,
+                    hits: 0,
+                };
+                return;
+            }
+            self.forget(key);
         }
         if self.entries.len() >= FRONT_MAX_ENTRIES || self.bytes + size > FRONT_MAX_BYTES {
             self.entries.clear();
@@ -388,6 +394,23 @@ mod tests {
             assert_eq!(l1.get(&key), Some(value("v")));
             assert!(front_len() <= FRONT_MAX_ENTRIES);
         }
+        // Replacing small values with large ones never takes the front past its byte cap.
+        let large = Bytes::from(vec![b'2'; FRONT_MAX_VALUE]);
+        for i in 0..(FRONT_MAX_ENTRIES - 10) {
+            let key = format!("key:{}", i + 10);
+            l1.insert(&key, Some(large.clone()), ttl);
+            assert_eq!(l1.get(&key), Some(Some(large.clone())));
+            assert!(FRONT.with(|f| f.borrow().bytes) <= FRONT_MAX_BYTES);
+        }
+        FRONT.with(|f| {
+            let f = f.borrow();
+            let held: usize = f
+                .entries
+                .values()
+                .map(|e| e.value.as_ref().map_or(0, Bytes::len))
+                .sum();
+            assert_eq!(f.bytes, held);
+        });
         let big = Bytes::from(vec![b'1'; FRONT_MAX_VALUE + 1]);
         l1.insert("big", Some(big.clone()), ttl);
         assert_eq!(l1.get("big"), Some(Some(big)));

@@ -64,9 +64,10 @@ pub(crate) struct Rings {
 }
 
 impl Rings {
-    /// Drops the histories idle for `ttl` (as Redis expires their keys), at most once per
-    /// `ttl` (and at least once a minute): channels come and go (`user:{id}`), and a history
-    /// nobody publishes to again would otherwise stay for the life of the process.
+    /// Drops the histories idle for `ttl` (as Redis expires their keys): channels come and go
+    /// (`user:{id}`), and a history nobody publishes to again would otherwise stay for the life of
+    /// the process. Called on publish; it sweeps when `ttl` or a minute (the shorter) has passed
+    /// since the last sweep.
     fn sweep(&mut self, now: tokio::time::Instant, ttl: Duration) {
         if now.duration_since(self.swept) < ttl.min(SWEEP_EVERY) {
             return;

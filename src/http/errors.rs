@@ -122,21 +122,38 @@ pub(crate) fn with_problem_body<B: MessageBody>(
             None => tracing::error!(%status, path = res.request().path(), "request failed"),
         }
     }
+    let response = problem_for(status, res.headers());
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, response).map_into_right_body()
+}
+
+/// The problem response for an error `status` whose own body is replaced, keeping every header
+/// of the original but those describing its body (`Allow`, `Retry-After`, `WWW-Authenticate`,
+/// rate-limit and CORS headers stay).
+pub(crate) fn problem_for(
+    status: actix_web::http::StatusCode,
+    original: &actix_web::http::header::HeaderMap,
+) -> HttpResponse {
     let mut problem = Problem::for_status(status);
-    if let Some(retry) = res
-        .headers()
+    if let Some(retry) = original
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
     {
         problem.retry_after = retry.parse().ok();
     }
-    let allow = res.headers().get(header::ALLOW).cloned();
-    let (req, _) = res.into_parts();
     let mut response: HttpResponse = problem.into_response();
-    if let Some(allow) = allow {
-        response.headers_mut().insert(header::ALLOW, allow);
+    let headers = response.headers_mut();
+    for name in original.keys() {
+        if *name != header::CONTENT_TYPE && *name != header::CONTENT_LENGTH {
+            headers.remove(name);
+        }
     }
-    ServiceResponse::new(req, response).map_into_right_body()
+    for (name, value) in original.iter() {
+        if *name != header::CONTENT_TYPE && *name != header::CONTENT_LENGTH {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    response
 }
 
 /// The client-facing part of a query error: serde's text about the client's own input.

@@ -34,7 +34,9 @@ use super::{HttpLabels, Metrics, REQUEST_ID_HEADER, RequestId, RouteLabels, requ
 /// access line under the `redkit::access` target. An error an inner middleware returns is turned
 /// into its response here, so that it is counted and carries the id too.
 ///
-/// The metrics are read from the app's `web::Data<Metrics>`; without it only ids are handled.
+/// The metrics are read from `web::Data<Metrics>` in app data: register it on the `App` so that
+/// every route is counted (data registered only in a scope counts that scope's completed
+/// requests); without it only ids are handled.
 /// [`Frame`](crate::http::Frame) is this plus problem bodies and panic catching.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Observe;
@@ -120,10 +122,12 @@ where
         let id = RequestId::from_header_value(req.headers().get(&X_REQUEST_ID));
         let method = method_label(req.method());
         // The route is resolved now, while the request is at hand: a panicking handler takes it
-        // down with it.
+        // down with it. It is resolved again at the end if an inner middleware rewrote the path
+        // (NormalizePath), or if the metrics are only in a scope's data.
         let route = req
             .app_data::<web::Data<Metrics>>()
             .map(|metrics| route_slot(metrics, method, req.request()));
+        let path = path_identity(req.path());
         let inner = AssertUnwindSafe(self.service.call(req)).catch_unwind();
         ObserveFuture {
             inner: CURRENT.scope(id, inner),
@@ -131,6 +135,7 @@ where
                 started,
                 method,
                 route,
+                path,
                 frame: self.frame,
             }),
         }
@@ -142,7 +147,15 @@ struct State {
     started: Instant,
     method: &'static str,
     route: Option<RouteSlot>,
+    /// The request path as routed when it arrived (see [`path_identity`]).
+    path: (usize, usize),
     frame: bool,
+}
+
+/// Where a path's text lives and how long it is: it changes only if the request's URI was
+/// replaced, so comparing it tells a rewritten path without comparing text.
+fn path_identity(path: &str) -> (usize, usize) {
+    (path.as_ptr() as usize, path.len())
 }
 
 pin_project_lite::pin_project! {
@@ -173,7 +186,8 @@ where
             Ok(Ok(res)) => {
                 // Successes skip the problem check's call altogether.
                 let mut res = if state.frame && res.status().as_u16() >= 400 {
-                    crate::http::with_problem_body(res)
+                    // Inside the id's scope: a 5xx is logged with it.
+                    CURRENT.sync_scope(id.clone(), || crate::http::with_problem_body(res))
                 } else {
                     res.map_into_left_body()
                 };
@@ -189,7 +203,17 @@ where
             Ok(res) => res.status(),
             Err(err) => err.as_response_error().status_code(),
         };
-        if let Some(route) = state.route {
+        let route = match &result {
+            Ok(res)
+                if state.route.is_none() || path_identity(res.request().path()) != state.path =>
+            {
+                res.request()
+                    .app_data::<web::Data<Metrics>>()
+                    .map(|metrics| route_slot(metrics, state.method, res.request()))
+            }
+            _ => state.route,
+        };
+        if let Some(route) = route {
             record(route, status.as_u16(), elapsed);
         }
         if tracing::enabled!(target: "redkit::access", tracing::Level::DEBUG) {
@@ -218,14 +242,15 @@ where
 /// it is counted and carries the id; with `frame`, a body that is not JSON becomes a problem.
 fn answer_error(err: Error, id: &RequestId, frame: bool) -> Error {
     let mut response = err.error_response();
-    if frame && !crate::http::is_deliberate(response.headers()) {
-        let status = response.status();
+    let status = response.status();
+    let failed = status.is_client_error() || status.is_server_error();
+    if frame && failed && !crate::http::is_deliberate(response.headers()) {
         if status.is_server_error() {
             CURRENT.sync_scope(id.clone(), || {
                 tracing::error!(%status, error = %err, "request failed in a middleware");
             });
         }
-        response = crate::http::Problem::for_status(status).into_response();
+        response = crate::http::problem_for(status, response.headers());
     }
     response
         .headers_mut()

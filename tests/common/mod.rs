@@ -72,13 +72,13 @@ impl RedisServer {
         }
     }
 
-    /// The URL redkit connects with.
     /// The server's process id, while it runs.
     #[allow(dead_code)]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The URL redkit connects with.
     pub fn url(&self) -> String {
         format!("unix://{}", self.socket().display())
     }
