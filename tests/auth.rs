@@ -550,16 +550,25 @@ impl NowSecs for ManualClock {
     }
 }
 
-/// An access token dies 30 minutes (plus leeway) after issue: time moved by a test clock.
-async fn access_expires(backend: Backend) {
-    let (logs, _guard) = capture();
+/// Services on a test clock, in sync, with alice logged in: (clock, services, her access token).
+async fn alice_on_test_clock(backend: &Backend) -> (Arc<ManualClock>, Services, String) {
     let clock = Arc::new(ManualClock::new());
     let mut config = with_test_secret(backend.config());
     config.auth.clock = clock.clone();
     let services = services(&config);
     wait_in_sync(&services).await;
+    let access = {
+        let app = app_with_whoami(&services).await;
+        register_and_login(&app, "alice").await.0
+    };
+    (clock, services, access)
+}
+
+/// An access token dies 30 minutes (plus leeway) after issue: time moved by a test clock.
+async fn access_expires(backend: Backend) {
+    let (logs, _guard) = capture();
+    let (clock, services, access) = alice_on_test_clock(&backend).await;
     let app = app_with_whoami(&services).await;
-    let (access, _) = register_and_login(&app, "alice").await;
     let get = || {
         test::TestRequest::get()
             .uri("/whoami")
@@ -578,13 +587,7 @@ async fn access_expires(backend: Backend) {
 /// between: the same request still extracts, a new one with the same token is refused).
 async fn verified_once_per_request(backend: Backend) {
     use actix_web::FromRequest;
-    let clock = Arc::new(ManualClock::new());
-    let mut config = with_test_secret(backend.config());
-    config.auth.clock = clock.clone();
-    let services = services(&config);
-    wait_in_sync(&services).await;
-    let app = app_with_whoami(&services).await;
-    let (access, _) = register_and_login(&app, "alice").await;
+    let (clock, services, access) = alice_on_test_clock(&backend).await;
     let request = || {
         test::TestRequest::get()
             .uri("/whoami")

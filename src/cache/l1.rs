@@ -143,18 +143,19 @@ impl Front {
             self.forget(key);
             return;
         }
+        let fresh = FrontEntry {
+            l1,
+            stripe,
+            generation,
+            value: entry.value.clone(),
+            expires_at: entry.expires_at,
+            hits: 0,
+        };
         if let Some(old) = self.entries.get_mut(key) {
             let old_size = old.value.as_ref().map_or(0, Bytes::len);
             if self.bytes - old_size + size <= FRONT_MAX_BYTES {
                 self.bytes = self.bytes - old_size + size;
-                *old = FrontEntry {
-                    l1,
-                    stripe,
-                    generation,
-                    value: entry.value.clone(),
-                    expires_at: entry.expires_at,
-                    hits: 0,
-                };
+                *old = fresh;
                 return;
             }
             self.forget(key);
@@ -164,17 +165,7 @@ impl Front {
             self.bytes = 0;
         }
         self.bytes += size;
-        self.entries.insert(
-            key.into(),
-            FrontEntry {
-                l1,
-                stripe,
-                generation,
-                value: entry.value.clone(),
-                expires_at: entry.expires_at,
-                hits: 0,
-            },
-        );
+        self.entries.insert(key.into(), fresh);
     }
 
     fn forget(&mut self, key: &str) {
