@@ -38,8 +38,7 @@ use super::{glob::glob_match, stats::Stats, store::weight};
 #[derive(Clone, Debug)]
 pub(crate) struct L1Entry {
     pub(crate) value: Option<Bytes>,
-    ttl: Duration,
-    /// When moka drops it (at the latest: moka starts its clock a moment later).
+    /// When moka drops it; fronts serve it until then at most.
     expires_at: Instant,
 }
 
@@ -50,19 +49,19 @@ impl Expiry<String, L1Entry> for L1Expiry {
         &self,
         _key: &String,
         value: &L1Entry,
-        _now: Instant,
+        now: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.expires_at.saturating_duration_since(now))
     }
 
     fn expire_after_update(
         &self,
         _key: &String,
         value: &L1Entry,
-        _now: Instant,
+        now: Instant,
         _left: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.expires_at.saturating_duration_since(now))
     }
 }
 
@@ -250,16 +249,9 @@ impl L1 {
             let ttl = ttl.min(self.max_ttl);
             if !ttl.is_zero() {
                 let now = Instant::now();
-                // An unrepresentable expiry is never served from a front.
+                // An unrepresentable expiry (beyond any configurable TTL) is not cached.
                 let expires_at = now.checked_add(ttl).unwrap_or(now);
-                cache.insert(
-                    key.to_owned(),
-                    L1Entry {
-                        value,
-                        ttl,
-                        expires_at,
-                    },
-                );
+                cache.insert(key.to_owned(), L1Entry { value, expires_at });
                 self.changed(Some(key));
             }
         }

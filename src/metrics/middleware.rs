@@ -61,43 +61,32 @@ pub struct Frame;
 /// Parsed once, at compile time (a `&str` name is parsed again on every lookup).
 const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
-impl<S, B> Transform<S, ServiceRequest> for Observe
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = Error;
-    type Transform = ObserveMiddleware<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+/// `Observe` and `Frame` make the same service; `frame` says whether it does the whole frame.
+macro_rules! observe_transform {
+    ($ty:ty, $frame:expr) => {
+        impl<S, B> Transform<S, ServiceRequest> for $ty
+        where
+            S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+            B: MessageBody + 'static,
+        {
+            type Response = ServiceResponse<EitherBody<B>>;
+            type Error = Error;
+            type Transform = ObserveMiddleware<S>;
+            type InitError = ();
+            type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(ObserveMiddleware {
-            service,
-            frame: false,
-        }))
-    }
+            fn new_transform(&self, service: S) -> Self::Future {
+                ready(Ok(ObserveMiddleware {
+                    service,
+                    frame: $frame,
+                }))
+            }
+        }
+    };
 }
 
-impl<S, B> Transform<S, ServiceRequest> for Frame
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = Error;
-    type Transform = ObserveMiddleware<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(ObserveMiddleware {
-            service,
-            frame: true,
-        }))
-    }
-}
+observe_transform!(Observe, false);
+observe_transform!(Frame, true);
 
 /// The service [`Observe`] and [`Frame`] wrap around the app.
 pub struct ObserveMiddleware<S> {
