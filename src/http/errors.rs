@@ -128,8 +128,8 @@ pub(crate) fn with_problem_body<B: MessageBody>(
 }
 
 /// The problem response for an error `status` whose own body is replaced, keeping every header
-/// of the original but those describing its body (`Allow`, `Retry-After`, `WWW-Authenticate`,
-/// rate-limit and CORS headers stay).
+/// of the original but those describing its body (`Content-*`, `ETag`, `Last-Modified`):
+/// `Allow`, `Retry-After`, `WWW-Authenticate`, rate-limit and CORS headers stay.
 pub(crate) fn problem_for(
     status: actix_web::http::StatusCode,
     original: &actix_web::http::header::HeaderMap,
@@ -142,16 +142,17 @@ pub(crate) fn problem_for(
         problem.retry_after = retry.parse().ok();
     }
     let mut response: HttpResponse = problem.into_response();
+    let describes_body = |name: &header::HeaderName| {
+        name.as_str().starts_with("content-")
+            || *name == header::ETAG
+            || *name == header::LAST_MODIFIED
+    };
     let headers = response.headers_mut();
-    for name in original.keys() {
-        if *name != header::CONTENT_TYPE && *name != header::CONTENT_LENGTH {
-            headers.remove(name);
-        }
+    for name in original.keys().filter(|name| !describes_body(name)) {
+        headers.remove(name);
     }
-    for (name, value) in original.iter() {
-        if *name != header::CONTENT_TYPE && *name != header::CONTENT_LENGTH {
-            headers.append(name.clone(), value.clone());
-        }
+    for (name, value) in original.iter().filter(|(name, _)| !describes_body(name)) {
+        headers.append(name.clone(), value.clone());
     }
     response
 }
