@@ -14,8 +14,8 @@
 //! - every [`FRONT_TOUCH_EVERY`]th hit on a front entry goes to moka instead, which keeps moka's
 //!   frequency sketch aware of hot keys and drops front entries moka has evicted;
 //! - a front holds at most [`FRONT_MAX_ENTRIES`] entries of [`FRONT_MAX_VALUE`] bytes or less,
-//!   [`FRONT_MAX_BYTES`] in all, and empties itself when full. Its values are shared with moka
-//!   (`Bytes`), so it costs memory only for values moka no longer holds (evicted, replaced or
+//!   [`FRONT_MAX_BYTES`] in all, and drops an entry to make room when full. Its values are
+//!   shared with moka (`Bytes`), so it costs memory only for values moka no longer holds (evicted, replaced or
 //!   removed, until the front entry is overwritten or dropped): at most `FRONT_MAX_BYTES` per
 //!   worker thread beyond the L1 budget.
 
@@ -159,9 +159,13 @@ impl Front {
             }
             self.forget(key);
         }
-        if self.entries.len() >= FRONT_MAX_ENTRIES || self.bytes + size > FRONT_MAX_BYTES {
-            self.entries.clear();
-            self.bytes = 0;
+        // Full: make room by dropping entries one at a time (emptying the whole front would make
+        // a thread reading more hot keys than it holds miss on nearly every read).
+        while self.entries.len() >= FRONT_MAX_ENTRIES || self.bytes + size > FRONT_MAX_BYTES {
+            let Some(victim) = self.entries.keys().next().cloned() else {
+                break;
+            };
+            self.forget(&victim);
         }
         self.bytes += size;
         self.entries.insert(key.into(), fresh);
@@ -377,6 +381,8 @@ mod tests {
             assert_eq!(l1.get(&key), Some(value("v")));
             assert!(front_len() <= FRONT_MAX_ENTRIES);
         }
+        // Full, it made room one entry at a time rather than emptying itself.
+        assert_eq!(front_len(), FRONT_MAX_ENTRIES);
         // Replacing small values with large ones never takes the front past its byte cap.
         let large = Bytes::from(vec![b'2'; FRONT_MAX_VALUE]);
         for i in 0..(FRONT_MAX_ENTRIES - 10) {
