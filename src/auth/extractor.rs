@@ -1,7 +1,7 @@
 use std::future::{Ready, ready};
 
 use actix_web::{
-    FromRequest, HttpMessage, HttpRequest,
+    FromRequest, HttpRequest,
     dev::Payload,
     http::header::{self, HeaderMap},
 };
@@ -87,11 +87,8 @@ fn extract(req: &HttpRequest, optional: bool) -> AuthFuture<Option<Principal>> {
             Err(AuthError::Unauthorized(RejectReason::Missing))
         }));
     };
-    if let Some(verified) = req.extensions().get::<Verified>()
-        && verified.by == auth.identity()
-        && *verified.token == *token
-    {
-        return Either::Left(ready(Ok(Some(verified.principal.clone()))));
+    if let Some(principal) = auth.verified_before(req, token) {
+        return Either::Left(ready(Ok(Some(principal))));
     }
     match auth.verify_local(token) {
         Ok(Some(p)) => Either::Left(ready(Ok(Some(p)))),

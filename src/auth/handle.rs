@@ -447,6 +447,10 @@ impl AuthHandle {
     /// [`OptionalAuthUser`](super::OptionalAuthUser) find it instead of verifying the token again.
     pub fn verified_user(&self, req: &HttpRequest) -> Option<UserId> {
         let token = super::extractor::token_from(req.headers())?;
+        // A second limiter on the same request (a scope's own) reads the first one's result.
+        if let Some(principal) = self.verified_before(req, token) {
+            return Some(principal.user_id);
+        }
         let principal = self.verify_local(token).ok().flatten()?;
         let user = principal.user_id;
         // `AuthUser` later in the same request reads this instead of verifying again.
@@ -458,8 +462,16 @@ impl AuthHandle {
         Some(user)
     }
 
+    /// The principal this handle verified for `token` earlier in this request, if any.
+    pub(crate) fn verified_before(&self, req: &HttpRequest, token: &str) -> Option<Principal> {
+        let extensions = req.extensions();
+        let verified = extensions.get::<super::extractor::Verified>()?;
+        (verified.by == self.identity() && *verified.token == *token)
+            .then(|| verified.principal.clone())
+    }
+
     /// Tells this handle (and its clones) from another one.
-    pub(crate) fn identity(&self) -> usize {
+    fn identity(&self) -> usize {
         Arc::as_ptr(&self.inner) as usize
     }
 
