@@ -420,6 +420,7 @@ impl RateLimitHandle {
         } else {
             String::new()
         };
+        let limit = policy.limit.clamp(1, MAX_LIMIT);
         Args {
             algorithm: policy.algorithm,
             now: self.inner.config.clock.now_us(),
@@ -428,9 +429,9 @@ impl RateLimitHandle {
             window: policy
                 .window_us()
                 .clamp(1_000_000, MAX_WINDOW_SECS * 1_000_000),
-            limit: policy.limit.clamp(1, MAX_LIMIT),
+            limit,
             // More than the limit is denied either way; bounding it bounds the script's loops.
-            cost: cost.clamp(1, policy.limit.clamp(1, MAX_LIMIT) + 1),
+            cost: cost.clamp(1, limit + 1),
             mode,
             member,
         }

@@ -173,7 +173,7 @@ where
 }
 
 /// How a response no policy applied to leaves the middleware.
-pub type PassThrough<B> =
+pub(crate) type PassThrough<B> =
     fn(Result<ServiceResponse<B>, Error>) -> Result<ServiceResponse<EitherBody<B>>, Error>;
 
 /// The scoped form: one policy, decided for the request's identity; headers unless shadow.

@@ -56,7 +56,7 @@ pub use handle::RateLimitHandle;
 pub use identity::{UserResolver, client_ip};
 pub use messages::{GetStats, RateLimitStats, Sweep};
 pub(crate) use middleware::EXEMPT;
-pub use middleware::{PassThrough, RateLimit, RateLimitMiddleware};
+pub use middleware::{RateLimit, RateLimitMiddleware};
 pub use policy::{
     Algorithm, DEFAULT_EXPENSIVE_LIMIT, DEFAULT_EXPENSIVE_WINDOW_SECS, DEFAULT_GLOBAL_LIMIT,
     DEFAULT_GLOBAL_WINDOW_SECS, DEFAULT_LOGIN_LIMIT, DEFAULT_LOGIN_WINDOW_SECS, FailMode, IpNet,
