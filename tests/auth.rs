@@ -602,6 +602,13 @@ async fn verified_once_per_request(backend: Backend) {
         .await
         .expect("verified earlier in this request");
     assert_eq!(extracted.0.user_id, user);
+    // The same handle asked again in this request (a second limiter) reuses it too.
+    assert_eq!(services.auth.verified_user(&req), Some(user));
+    // Another handle (a scope's own, same secret and clock) verifies afresh: expired.
+    let mut config = with_test_secret(backend.config());
+    config.auth.clock = clock.clone();
+    let other = common::services(&config);
+    assert_eq!(other.auth.verified_user(&req), None);
     let fresh = request();
     assert_eq!(services.auth.verified_user(&fresh), None);
     assert!(AuthUser::extract(&fresh).await.is_err());
