@@ -50,9 +50,7 @@ struct Channel {
 
 impl Channel {
     fn new() -> Self {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = super::history::now_ms();
         Self {
             clients: HashMap::new(),
             last_id: None,
