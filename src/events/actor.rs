@@ -281,9 +281,15 @@ async fn sync_channels(
     after_outage: bool,
 ) -> Result<usize, RedisError> {
     let bounded = async move {
-        if after_outage {
-            redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        }
+        // After an outage the connection is checked first, with `TIME`: stream ids come from
+        // Redis's clock, and join times from ours, so a late baseline needs the difference.
+        let skew_ms = if after_outage {
+            let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+            let local = i64::try_from(super::history::now_ms()).unwrap_or(i64::MAX);
+            Some(secs.saturating_mul(1000).saturating_add(micros / 1000) - local)
+        } else {
+            None
+        };
         // 1. Baseline: where live delivery starts for channels that never had it.
         for channel in &channels {
             if hub.last_id(channel).is_none() {
@@ -299,7 +305,7 @@ async fn sync_channels(
                     .first()
                     .and_then(|e| e.id.parse().ok())
                     .unwrap_or(EventId::ZERO);
-                hub.baseline(channel, last, after_outage);
+                hub.baseline(channel, last, skew_ms);
             }
         }
         // 2. Subscribe: from here on, pushes carry every new event.

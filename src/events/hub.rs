@@ -186,15 +186,27 @@ impl Hub {
 
     /// Sets the point after which Redis events are fanned out, unless one is already set:
     /// `stream_last`, the stream's newest id when the subscription is made. A subscription made
-    /// `late` (Redis was unreachable when the channel's first client arrived) starts instead at
-    /// that client's arrival if it is earlier, so events published between Redis's return and
-    /// the subscription are replayed, not skipped.
-    pub(crate) fn baseline(&self, channel: &str, stream_last: EventId, late: bool) {
+    /// late (Redis was unreachable when the channel's first client arrived; `late` holds Redis's
+    /// clock minus this process's, in milliseconds, as stream ids come from Redis's clock) starts
+    /// instead at that client's arrival if it is earlier, so events published between Redis's
+    /// return and the subscription are replayed, not skipped.
+    pub(crate) fn baseline(&self, channel: &str, stream_last: EventId, late: Option<i64>) {
         if let Some(c) = self.lock().channels.get_mut(channel) {
-            let start = if late {
-                stream_last.min(c.joined)
-            } else {
-                stream_last
+            let start = match late {
+                // The join time on Redis's clock (`skew_ms`: Redis's clock minus ours).
+                Some(skew_ms) => {
+                    let joined_ms = i64::try_from(c.joined.ms)
+                        .unwrap_or(i64::MAX)
+                        .saturating_add(skew_ms)
+                        .max(0);
+                    let joined = EventId {
+                        // Not negative: the cast cannot wrap.
+                        ms: joined_ms as u64,
+                        seq: c.joined.seq,
+                    };
+                    stream_last.min(joined)
+                }
+                None => stream_last,
             };
             c.last_id.get_or_insert(start);
         }
@@ -419,5 +431,40 @@ impl Stream for EventStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined_ms(hub: &Hub, channel: &str) -> u64 {
+        hub.lock().channels[channel].joined.ms
+    }
+
+    /// A late baseline starts at the first client's arrival on Redis's clock: with Redis's
+    /// clock 5 s behind ours, events Redis stamps after the arrival are not skipped.
+    #[test]
+    fn late_baseline_is_taken_on_redis_clock() {
+        let hub = Hub::new(8);
+        let _client = hub.join("behind", None).unwrap();
+        let joined = joined_ms(&hub, "behind");
+        let far = EventId {
+            ms: u64::MAX,
+            seq: 0,
+        };
+        hub.baseline("behind", far, Some(-5_000));
+        assert_eq!(hub.last_id("behind").unwrap().ms, joined - 5_000);
+
+        let _client = hub.join("on-time", None).unwrap();
+        let joined = joined_ms(&hub, "on-time");
+        hub.baseline("on-time", far, Some(0));
+        assert_eq!(hub.last_id("on-time").unwrap().ms, joined);
+
+        // Not late: the stream's newest id, whatever the clocks say.
+        let _client = hub.join("live", None).unwrap();
+        let newest = EventId { ms: 42, seq: 7 };
+        hub.baseline("live", newest, None);
+        assert_eq!(hub.last_id("live"), Some(newest));
     }
 }
