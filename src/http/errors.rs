@@ -110,21 +110,34 @@ pub(crate) fn is_deliberate(headers: &actix_web::http::header::HeaderMap) -> boo
 pub(crate) fn with_problem_body<B: MessageBody>(
     res: ServiceResponse<B>,
 ) -> ServiceResponse<EitherBody<B>> {
-    let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_deliberate(res.headers()) {
-        return res.map_into_left_body();
+    let cause = res.response().error().map(|e| e as &dyn std::fmt::Display);
+    match problem_replacing(res.response().head(), cause, Some(res.request().path())) {
+        Some(response) => {
+            let (req, _) = res.into_parts();
+            ServiceResponse::new(req, response).map_into_right_body()
+        }
+        None => res.map_into_left_body(),
+    }
+}
+
+/// The problem response that replaces an error response's body, or `None` when it keeps its
+/// own (not an error, or a body chosen on purpose). A replaced 5xx is logged with its cause.
+pub(crate) fn problem_replacing(
+    head: &actix_web::dev::ResponseHead,
+    cause: Option<&dyn std::fmt::Display>,
+    path: Option<&str>,
+) -> Option<HttpResponse> {
+    let status = head.status;
+    if !(status.is_client_error() || status.is_server_error()) || is_deliberate(&head.headers) {
+        return None;
     }
     if status.is_server_error() {
-        match res.response().error() {
-            Some(err) => {
-                tracing::error!(%status, error = %err, path = res.request().path(), "request failed");
-            }
-            None => tracing::error!(%status, path = res.request().path(), "request failed"),
+        match cause {
+            Some(cause) => tracing::error!(%status, error = %cause, path, "request failed"),
+            None => tracing::error!(%status, path, "request failed"),
         }
     }
-    let response = problem_for(status, res.headers());
-    let (req, _) = res.into_parts();
-    ServiceResponse::new(req, response).map_into_right_body()
+    Some(problem_for(status, &head.headers))
 }
 
 /// The problem response for an error `status` whose own body is replaced, keeping every header

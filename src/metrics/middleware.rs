@@ -231,15 +231,13 @@ where
 /// it is counted and carries the id; with `frame`, a body that is not JSON becomes a problem.
 fn answer_error(err: Error, id: &RequestId, frame: bool) -> Error {
     let mut response = err.error_response();
-    let status = response.status();
-    let failed = status.is_client_error() || status.is_server_error();
-    if frame && failed && !crate::http::is_deliberate(response.headers()) {
-        if status.is_server_error() {
-            CURRENT.sync_scope(id.clone(), || {
-                tracing::error!(%status, error = %err, "request failed in a middleware");
-            });
+    if frame {
+        let replaced = CURRENT.sync_scope(id.clone(), || {
+            crate::http::problem_replacing(response.head(), Some(&err), None)
+        });
+        if let Some(problem) = replaced {
+            response = problem;
         }
-        response = crate::http::problem_for(status, response.headers());
     }
     response
         .headers_mut()
