@@ -25,11 +25,26 @@ pub struct Load {
     pub per_sec: f64,
 }
 
+/// The calling thread's id (`/proc/thread-self`).
+fn current_tid() -> Option<u32> {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+}
+
+/// `taskset ARGS`, quietly; whether it succeeded.
+fn taskset(args: &[&str]) -> bool {
+    std::process::Command::new("taskset")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The ids of this process's threads other than the calling one (`/proc/self/task`).
 fn other_threads() -> Vec<u32> {
-    let own: Option<u32> = std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name()?.to_str()?.parse().ok());
+    let own = current_tid();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -49,29 +64,16 @@ pub fn pin_load_generator_apart(beside: &[u32]) -> bool {
     if cpus < 2 {
         return false;
     }
-    let own: Option<u32> = std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name()?.to_str()?.parse().ok());
-    let Some(own) = own else { return false };
-    let pin = |tid: u32, cpu: &str| {
-        std::process::Command::new("taskset")
-            .args(["-p", "-c", cpu, &tid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    let Some(own) = current_tid() else {
+        return false;
     };
-    let mut ok = pin(own, "1");
+    let mut ok = taskset(&["-p", "-c", "1", &own.to_string()]);
     for pid in beside {
-        ok &= std::process::Command::new("taskset")
-            .args(["-a", "-p", "-c", "1", &pid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        // `-a`: every thread of the process.
+        ok &= taskset(&["-a", "-p", "-c", "1", &pid.to_string()]);
     }
     for tid in other_threads() {
-        ok &= pin(tid, "0");
+        ok &= taskset(&["-p", "-c", "0", &tid.to_string()]);
     }
     ok
 }

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// `X-Cache`, parsed once at compile time.
-pub(crate) const X_CACHE: actix_web::http::header::HeaderName =
+const X_CACHE: actix_web::http::header::HeaderName =
     actix_web::http::header::HeaderName::from_static("x-cache");
 
 /// `res` with `X-Cache: tier` (static name and value: no parsing or allocation per request).

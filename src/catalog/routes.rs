@@ -206,10 +206,10 @@ async fn create(
     let product = services.catalog.create(body.into_inner()).await?;
     // The id may have been cached as absent before it existed.
     invalidate(&services, product.id).await;
-    Ok(HttpResponse::Created()
+    let created = HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/products/{}", product.id)))
-        .insert_header(("X-Cache", Tier::Miss.header_value()))
-        .json(product))
+        .json(product);
+    Ok(with_tier(created, Tier::Miss.header_value()))
 }
 
 /// Changes the fields present in the body and invalidates the cached copies.

@@ -56,7 +56,7 @@ impl TypedMetric for LatencyHistogram {
 impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         let buckets: Vec<(f64, u64)> =
-            exponential_buckets(1e-9 * FIRST_BOUND_NANOS as f64, 2.0, 16)
+            exponential_buckets(1e-9 * FIRST_BOUND_NANOS as f64, 2.0, FINITE as u16)
                 .chain(std::iter::once(f64::INFINITY))
                 .zip(&self.0.buckets)
                 .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
