@@ -391,3 +391,269 @@ async fn demo_page_resumes_without_losing_events() {
     restarted.stop().await;
     publisher.stop().await;
 }
+
+/// What the page's charts hold, per chart: for each series (after the time axis) its label, the
+/// number of points, the largest value, and how many canvas pixels have the series' colour.
+const CHART_STATE: &str = r#"
+const hex = (c) => [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16));
+const out = {};
+for (const [name, u] of Object.entries(window.redkitCharts)) {
+  const ctx = u.ctx, { width, height } = ctx.canvas;
+  const pixels = ctx.getImageData(0, 0, width, height).data;
+  out[name] = {
+    xs: u.data[0],
+    series: u.series.slice(1).map((s, i) => {
+      const values = u.data[i + 1].filter((v) => v != null);
+      const rgb = hex(typeof s.stroke === "function" ? s.stroke(u, i + 1) : s.stroke);
+      let painted = 0;
+      for (let p = 0; p < pixels.length; p += 4) {
+        if (pixels[p + 3] > 200 && rgb.every((c, k) => Math.abs(pixels[p + k] - c) < 24)) painted++;
+      }
+      return { label: s.label, points: values.length, max: values.length ? Math.max(...values) : null, painted };
+    }),
+  };
+}
+return out;
+"#;
+
+impl Browser {
+    async fn charts(&self) -> Value {
+        self.session(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": CHART_STATE, "args": []})),
+        )
+        .await
+    }
+
+    /// Waits until `check` holds for the charts' state; answers the last state seen.
+    async fn wait_charts(&self, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let state = self.charts().await;
+            if check(&state) || Instant::now() > deadline {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The largest value a chart's series holds over the window (0 when it has no point).
+fn series_max(state: &Value, chart: &str, label: &str) -> f64 {
+    series(state, chart, label)["max"].as_f64().unwrap_or(0.0)
+}
+
+fn series<'a>(state: &'a Value, chart: &str, label: &str) -> &'a Value {
+    state[chart]["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no chart {chart}: {state}"))
+        .iter()
+        .find(|s| s["label"] == label)
+        .unwrap_or_else(|| panic!("no series {label} in {chart}: {state}"))
+}
+
+/// Every series the traffic below must make non-zero: (chart, series label).
+const DRIVEN: [(&str, &str); 12] = [
+    ("requests", "2xx"),
+    ("requests", "4xx"),
+    ("requests", "429"),
+    ("cache", "L1 hit %"),
+    ("cache", "L2 hit %"),
+    ("cache", "miss %"),
+    ("ratelimit", "allowed"),
+    ("ratelimit", "denied"),
+    ("events", "clients"),
+    ("events", "deliveries/s"),
+    ("redis", "latency ms"),
+    ("redis", "up"),
+];
+
+/// The live charts draw what happens: with the page open and subscribed, L1 hits, L2 hits
+/// (values another instance stored), a miss (404), two allowed calls and a 429 denial of a
+/// route policy, and a published event make each of those series non-zero and painted on its
+/// canvas, while 5xx and fail-open stay at zero; after the server restarts on the same address
+/// the stream reconnects and the charts go on scrolling.
+///
+/// The screenshot is kept at `target/tmp/screenshots/demo-charts.png` (the README's
+/// `assets/demo-charts.png` is a copy of it).
+#[actix_web::test]
+async fn demo_page_charts_live_traffic() {
+    let backend = Backend::redis();
+    let config = || {
+        let mut config = common::with_test_secret(backend.config());
+        config.rate_limit = redkit::ratelimit::RateLimitConfig::parse(
+            &["default=off", "POST /expensive-operation=2/60s"],
+            &[] as &[&str],
+        )
+        .unwrap();
+        config
+    };
+    let server = TestServer::start(services(&config()), 1);
+    let addr = server.addr;
+    // A second instance on the same Redis: what it stores is an L2 hit for the first.
+    let other = TestServer::start(services(&config()), 1);
+    let json_headers = [("content-type", "application/json")];
+    let register = json!({"username": "chart_user", "email": "c@example.com", "password": "correct horse battery"});
+    let reply = http(
+        addr,
+        "POST",
+        "/auth/register",
+        &json_headers,
+        register.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.json());
+    let login = json!({"username": "chart_user", "password": "correct horse battery"});
+    let tokens = http(
+        addr,
+        "POST",
+        "/auth/login",
+        &json_headers,
+        login.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(tokens.status, 200);
+    let bearer = format!("Bearer {}", tokens.json()["access_token"].as_str().unwrap());
+    let authed = [
+        ("content-type", "application/json"),
+        ("authorization", bearer.as_str()),
+    ];
+
+    let browser = Browser::start().await;
+    browser
+        .session(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": 1280, "height": 1400})),
+        )
+        .await;
+    browser
+        .session(
+            "POST",
+            "/url",
+            Some(json!({"url": format!("http://{addr}/")})),
+        )
+        .await;
+    browser.type_into("#channel", "charts").await;
+    browser.click("#subscribe").await;
+    let status = browser
+        .wait_text("#stream-status", "Connected to charts")
+        .await;
+    assert!(status.contains("Connected to charts"), "{status}");
+    assert!(
+        browser
+            .wait_text("#stats-status", "Live.")
+            .await
+            .contains("Live.")
+    );
+
+    // Cache: three L1 hits, two L2 hits, a miss (unequal shares: their lines do not overlap).
+    let put = |addr, key: &'static str| {
+        let authed = authed.clone();
+        async move {
+            let path = format!("/cache/{key}");
+            let reply = http(addr, "PUT", &path, &authed, br#"{"n":1}"#).await;
+            assert_eq!(reply.status, 200, "{:?}", reply.json());
+        }
+    };
+    put(addr, "mine").await;
+    for _ in 0..3 {
+        let hit = http(addr, "GET", "/cache/mine", &[], b"").await;
+        assert_eq!(hit.header("x-cache"), Some("HIT-L1"));
+    }
+    for key in ["theirs-1", "theirs-2"] {
+        put(other.addr, key).await;
+        let hit = http(addr, "GET", &format!("/cache/{key}"), &[], b"").await;
+        assert_eq!(hit.status, 200);
+        assert_eq!(hit.header("x-cache"), Some("HIT-L2"));
+    }
+    assert_eq!(
+        http(addr, "GET", "/cache/nothing", &[], b"").await.status,
+        404
+    );
+    // Rate limiting: two allowed, one denied.
+    for expected in [200, 200, 429] {
+        let reply = http(addr, "POST", "/expensive-operation", &[], b"").await;
+        assert_eq!(reply.status, expected);
+    }
+    // An event for the page's subscription.
+    let published = http(
+        addr,
+        "POST",
+        "/events/charts",
+        &authed,
+        br#"{"text":"chart me"}"#,
+    )
+    .await;
+    assert_eq!(published.status, 202, "{:?}", published.json());
+    assert!(
+        browser
+            .wait_text("#events", "chart me")
+            .await
+            .contains("chart me")
+    );
+
+    let state = browser
+        .wait_charts(|state| {
+            state["requests"]["xs"].as_array().unwrap().len() >= 6
+                && DRIVEN.iter().all(|(chart, label)| {
+                    series_max(state, chart, label) > 0.0
+                        && series(state, chart, label)["painted"].as_u64() > Some(0)
+                })
+        })
+        .await;
+    for (chart, label) in DRIVEN {
+        assert!(
+            series_max(&state, chart, label) > 0.0,
+            "{chart}/{label}: {state}"
+        );
+        assert!(
+            series(&state, chart, label)["painted"].as_u64().unwrap() > 0,
+            "{chart}/{label} not drawn: {state}"
+        );
+    }
+    assert_eq!(series_max(&state, "requests", "5xx"), 0.0, "{state}");
+    assert_eq!(series_max(&state, "ratelimit", "fallback"), 0.0, "{state}");
+    assert_eq!(series_max(&state, "events", "clients"), 1.0, "{state}");
+    assert_eq!(series_max(&state, "redis", "up"), 1.0, "{state}");
+    // One point a second.
+    let xs: Vec<f64> = serde_json::from_value(state["requests"]["xs"].clone()).unwrap();
+    assert!(xs.len() >= 2, "{state}");
+    for pair in xs.windows(2) {
+        let step = pair[1] - pair[0];
+        assert!((0.5..=1.6).contains(&step), "points {step} s apart: {xs:?}");
+    }
+    let shot = browser.screenshot("demo-charts").await;
+    assert!(std::fs::metadata(shot).unwrap().len() > 30_000);
+
+    // The server restarts on the same address: the stream reconnects and points keep coming.
+    server.services.events.shutdown();
+    server.stop().await;
+    let status = browser.wait_text("#stats-status", "lost").await;
+    assert!(status.contains("Stats stream lost"), "{status}");
+    let stopped = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let restarted = TestServer::start_at(services(&config()), 1, addr);
+    assert!(
+        browser
+            .wait_text("#stats-status", "Live.")
+            .await
+            .contains("Live.")
+    );
+    let points_since = |state: &Value| {
+        state["requests"]["xs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x.as_f64().unwrap() > stopped)
+            .count()
+    };
+    let state = browser.wait_charts(|state| points_since(state) >= 2).await;
+    assert!(points_since(&state) >= 2, "{state}");
+    browser.session("DELETE", "", None).await;
+    restarted.stop().await;
+    other.stop().await;
+}

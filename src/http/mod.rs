@@ -71,6 +71,8 @@ pub struct Services {
     pub settings: Arc<RouteSettings>,
     /// The metrics registry behind `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The snapshot `/stats/stream` shares among its clients.
+    pub(crate) stats_feed: demo::StatsFeed,
 }
 
 /// A start-up failure, reported as one line.
@@ -160,6 +162,7 @@ impl Services {
             ratelimit,
             auth,
             events,
+            stats_feed: demo::StatsFeed::default(),
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,

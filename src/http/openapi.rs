@@ -52,6 +52,8 @@ Authenticated operations take the access token from `POST /auth/login` as \
         super::demo::page,
         super::demo::stats,
         super::demo::stats_stream,
+        super::demo::uplot_js,
+        super::demo::uplot_css,
         crate::metrics::metrics_route,
         openapi_json,
         super::docs::page,

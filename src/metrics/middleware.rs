@@ -20,7 +20,7 @@ use actix_web::{
     web,
 };
 use futures_util::{FutureExt, future::CatchUnwind};
-use prometheus_client::metrics::{counter::Counter, family::Family};
+use prometheus_client::metrics::counter::Counter;
 use tokio::task::futures::TaskLocalFuture;
 
 use super::{HttpLabels, Metrics, REQUEST_ID_HEADER, RequestId, RouteLabels, request_id::CURRENT};
@@ -270,8 +270,8 @@ struct RouteHandles {
     method: &'static str,
     route: Box<str>,
     latency: super::latency::LatencyHistogram,
-    /// The family new status codes' counters come from.
-    requests: Family<HttpLabels, Counter>,
+    /// The registry new status codes' counters come from.
+    metrics: Metrics,
     counts: Vec<(u16, Counter)>,
 }
 
@@ -375,7 +375,7 @@ fn record(slot: RouteSlot, status: u16, elapsed: std::time::Duration) {
                     route: entry.route.to_string(),
                     status,
                 };
-                let counter = entry.requests.get_or_create(&labels).clone();
+                let counter = entry.metrics.request_counter(labels);
                 counter.inc();
                 entry.counts.push((status, counter));
             }
@@ -411,7 +411,7 @@ fn route_index(
         method,
         route: route.into(),
         latency,
-        requests: metrics.requests.clone(),
+        metrics: metrics.clone(),
         counts: Vec::new(),
     });
     handles.len() - 1

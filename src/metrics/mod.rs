@@ -9,7 +9,10 @@ mod latency;
 mod middleware;
 mod request_id;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use actix_web::{HttpResponse, web};
 use prometheus_client::{
@@ -23,6 +26,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+use serde::Serialize;
 
 pub use middleware::{Frame, Observe, ObserveFuture, ObserveMiddleware};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, current_request_id};
@@ -57,6 +61,26 @@ pub struct Metrics {
     id: usize,
     pub(crate) requests: Family<HttpLabels, Counter>,
     pub(crate) latency: Family<RouteLabels, latency::LatencyHistogram>,
+    /// Every counter of `requests`, by labels, so that [`Metrics::http_outcomes`] can sum them
+    /// (a prometheus-client `Family` cannot be iterated). Filled when a thread first counts a
+    /// `(route, method, status)`, never on the per-request path; as bounded as the family.
+    request_counters: Arc<Mutex<HashMap<HttpLabels, Counter>>>,
+}
+
+/// HTTP requests answered since start, by status class (what the demo page charts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct HttpOutcomes {
+    /// 2xx answers.
+    pub status_2xx: u64,
+    /// 4xx answers other than 429.
+    pub status_4xx: u64,
+    /// 429 answers (rate limited).
+    pub status_429: u64,
+    /// 5xx answers.
+    pub status_5xx: u64,
+    /// 1xx and 3xx answers.
+    pub other: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,7 +117,35 @@ impl Metrics {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests,
             latency,
+            request_counters: Arc::default(),
         }
+    }
+
+    /// The `http_requests_total` counter of `labels` (created on first use).
+    pub(crate) fn request_counter(&self, labels: HttpLabels) -> Counter {
+        let counter = self.requests.get_or_create_owned(&labels);
+        if let Ok(mut all) = self.request_counters.lock() {
+            all.entry(labels).or_insert_with(|| counter.clone());
+        }
+        counter
+    }
+
+    /// `http_requests_total` summed by status class.
+    pub fn http_outcomes(&self) -> HttpOutcomes {
+        let mut out = HttpOutcomes::default();
+        if let Ok(all) = self.request_counters.lock() {
+            for (labels, counter) in all.iter() {
+                let slot = match labels.status {
+                    200..=299 => &mut out.status_2xx,
+                    429 => &mut out.status_429,
+                    400..=499 => &mut out.status_4xx,
+                    500..=599 => &mut out.status_5xx,
+                    _ => &mut out.other,
+                };
+                *slot += counter.get();
+            }
+        }
+        out
     }
 
     /// Identifies this registry (shared by its clones, never reused), e.g. to key per-thread
