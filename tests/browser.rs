@@ -525,7 +525,7 @@ async fn demo_page_charts_live_traffic() {
         .session(
             "POST",
             "/window/rect",
-            Some(json!({"width": 1280, "height": 1400})),
+            Some(json!({"width": 1280, "height": 1100})),
         )
         .await;
     browser
@@ -593,10 +593,24 @@ async fn demo_page_charts_live_traffic() {
             .await
             .contains("chart me")
     );
+    // A few more seconds of varying traffic, so that the lines (and the screenshot) move.
+    for round in 1..=3 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        for _ in 0..2 * round {
+            assert_eq!(http(addr, "GET", "/cache/mine", &[], b"").await.status, 200);
+        }
+        assert_eq!(
+            http(addr, "GET", "/cache/nothing", &[], b"").await.status,
+            404
+        );
+        let body = format!(r#"{{"round":{round}}}"#);
+        let published = http(addr, "POST", "/events/charts", &authed, body.as_bytes()).await;
+        assert_eq!(published.status, 202);
+    }
 
     let state = browser
         .wait_charts(|state| {
-            state["requests"]["xs"].as_array().unwrap().len() >= 6
+            state["requests"]["xs"].as_array().unwrap().len() >= 8
                 && DRIVEN.iter().all(|(chart, label)| {
                     series_max(state, chart, label) > 0.0
                         && series(state, chart, label)["painted"].as_u64() > Some(0)
