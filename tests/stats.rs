@@ -199,3 +199,45 @@ async fn stats_stream_shares_one_snapshot_per_second() {
     assert!(times[1] > times[0] && times[2] > times[1], "{times:?}");
     server.stop().await;
 }
+
+/// The page loads its chart library from this server, versioned and cacheable, byte for byte the
+/// vendored files; its Content-Security-Policy admits scripts from this origin.
+#[actix_web::test]
+async fn demo_page_serves_its_chart_library() {
+    let services = services(&Backend::memory().config());
+    let app = app(&services).await;
+    let page = call(&app, TestRequest::get().uri("/")).await;
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    assert!(html.contains(r#"<script src="demo/uplot.iife.min.js?v=1.6.32"></script>"#));
+    assert!(html.contains(r#"href="demo/uplot.min.css?v=1.6.32""#));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    for (uri, file, kind) in [
+        (
+            "/demo/uplot.iife.min.js?v=1.6.32",
+            "uPlot.iife.min.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/demo/uplot.min.css?v=1.6.32",
+            "uPlot.min.css",
+            "text/css; charset=utf-8",
+        ),
+    ] {
+        let reply = call(&app, TestRequest::get().uri(uri)).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some(kind));
+        assert_eq!(
+            reply.header("cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+        let vendored = std::fs::read(format!(
+            "{}/assets/uplot/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        assert_eq!(reply.body, vendored);
+    }
+}
