@@ -549,13 +549,10 @@ async fn demo_page_charts_live_traffic() {
     );
 
     // Cache: three L1 hits, two L2 hits, a miss (unequal shares: their lines do not overlap).
-    let put = |addr, key: &'static str| {
-        let authed = authed.clone();
-        async move {
-            let path = format!("/cache/{key}");
-            let reply = http(addr, "PUT", &path, &authed, br#"{"n":1}"#).await;
-            assert_eq!(reply.status, 200, "{:?}", reply.json());
-        }
+    let put = |addr, key: &'static str| async move {
+        let path = format!("/cache/{key}");
+        let reply = http(addr, "PUT", &path, &authed, br#"{"n":1}"#).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json());
     };
     put(addr, "mine").await;
     for _ in 0..3 {
