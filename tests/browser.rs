@@ -89,6 +89,16 @@ impl Browser {
         browser
     }
 
+    /// Loads the demo page of the server at `addr`.
+    async fn open(&self, addr: SocketAddr) {
+        self.session(
+            "POST",
+            "/url",
+            Some(json!({"url": format!("http://{addr}/")})),
+        )
+        .await;
+    }
+
     async fn wd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let reply = http(
@@ -179,6 +189,33 @@ impl Drop for Browser {
     }
 }
 
+/// Registers `username` on the server at `addr` and logs in; answers `Bearer <access token>`.
+async fn registered_bearer(addr: SocketAddr, username: &str) -> String {
+    let headers = [("content-type", "application/json")];
+    let register = json!({"username": username, "email": format!("{username}@example.com"),
+        "password": "correct horse battery"});
+    let reply = http(
+        addr,
+        "POST",
+        "/auth/register",
+        &headers,
+        register.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.json());
+    let login = json!({"username": username, "password": "correct horse battery"});
+    let tokens = http(
+        addr,
+        "POST",
+        "/auth/login",
+        &headers,
+        login.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(tokens.status, 200, "{:?}", tokens.json());
+    format!("Bearer {}", tokens.json()["access_token"].as_str().unwrap())
+}
+
 fn base64_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
@@ -215,13 +252,7 @@ async fn demo_page_shows_published_events(backend: Backend) {
     assert_eq!(reply.status, 201, "{:?}", reply.json());
 
     let browser = Browser::start().await;
-    browser
-        .session(
-            "POST",
-            "/url",
-            Some(json!({"url": format!("http://{addr}/")})),
-        )
-        .await;
+    browser.open(addr).await;
     browser.type_into("#username", "demo_user").await;
     browser
         .type_into("#password", "correct horse battery")
@@ -301,13 +332,7 @@ async fn demo_page_resumes_without_losing_events() {
     let server = TestServer::start(services(&config()), 1);
     let addr = server.addr;
     let browser = Browser::start().await;
-    browser
-        .session(
-            "POST",
-            "/url",
-            Some(json!({"url": format!("http://{addr}/")})),
-        )
-        .await;
+    browser.open(addr).await;
     browser.type_into("#channel", "resume").await;
     browser.click("#subscribe").await;
     assert!(
@@ -319,30 +344,7 @@ async fn demo_page_resumes_without_losing_events() {
 
     // A publisher instance sharing the Redis (its own port), with its own user.
     let publisher = TestServer::start(services(&config()), 1);
-    let register = json!({"username": "pub_user", "email": "p@example.com", "password": "correct horse battery"});
-    let headers = [("content-type", "application/json")];
-    assert_eq!(
-        http(
-            publisher.addr,
-            "POST",
-            "/auth/register",
-            &headers,
-            register.to_string().as_bytes()
-        )
-        .await
-        .status,
-        201
-    );
-    let login = json!({"username": "pub_user", "password": "correct horse battery"});
-    let tokens = http(
-        publisher.addr,
-        "POST",
-        "/auth/login",
-        &headers,
-        login.to_string().as_bytes(),
-    )
-    .await;
-    let bearer = format!("Bearer {}", tokens.json()["access_token"].as_str().unwrap());
+    let bearer = registered_bearer(publisher.addr, "pub_user").await;
     let publish = |text: &'static str| {
         let bearer = bearer.clone();
         async move {
@@ -493,28 +495,7 @@ async fn demo_page_charts_live_traffic() {
     let addr = server.addr;
     // A second instance on the same Redis: what it stores is an L2 hit for the first.
     let other = TestServer::start(services(&config()), 1);
-    let json_headers = [("content-type", "application/json")];
-    let register = json!({"username": "chart_user", "email": "c@example.com", "password": "correct horse battery"});
-    let reply = http(
-        addr,
-        "POST",
-        "/auth/register",
-        &json_headers,
-        register.to_string().as_bytes(),
-    )
-    .await;
-    assert_eq!(reply.status, 201, "{:?}", reply.json());
-    let login = json!({"username": "chart_user", "password": "correct horse battery"});
-    let tokens = http(
-        addr,
-        "POST",
-        "/auth/login",
-        &json_headers,
-        login.to_string().as_bytes(),
-    )
-    .await;
-    assert_eq!(tokens.status, 200);
-    let bearer = format!("Bearer {}", tokens.json()["access_token"].as_str().unwrap());
+    let bearer = registered_bearer(addr, "chart_user").await;
     let authed = [
         ("content-type", "application/json"),
         ("authorization", bearer.as_str()),
@@ -528,13 +509,7 @@ async fn demo_page_charts_live_traffic() {
             Some(json!({"width": 1280, "height": 1100})),
         )
         .await;
-    browser
-        .session(
-            "POST",
-            "/url",
-            Some(json!({"url": format!("http://{addr}/")})),
-        )
-        .await;
+    browser.open(addr).await;
     browser.type_into("#channel", "charts").await;
     browser.click("#subscribe").await;
     let status = browser

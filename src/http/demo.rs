@@ -16,7 +16,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use actix_web::{HttpResponse, Responder, http::header, web};
+use actix_web::{HttpResponse, Responder, web};
 use actix_web_lab::sse;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -67,15 +67,6 @@ async fn page() -> HttpResponse {
         .body(PAGE.as_str())
 }
 
-fn asset(content_type: &'static str, body: &'static [u8]) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(content_type)
-        // The URLs carry the version: a year.
-        .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(body)
-}
-
 /// The chart library the demo page draws with (uPlot 1.6.32, MIT).
 #[utoipa::path(
     get,
@@ -86,7 +77,7 @@ fn asset(content_type: &'static str, body: &'static [u8]) -> HttpResponse {
         content_type = "text/javascript; charset=utf-8", body = String))
 )]
 async fn uplot_js() -> HttpResponse {
-    asset("text/javascript; charset=utf-8", UPLOT_JS)
+    super::docs::asset("text/javascript; charset=utf-8", UPLOT_JS)
 }
 
 /// uPlot's stylesheet.
@@ -99,7 +90,7 @@ async fn uplot_js() -> HttpResponse {
         content_type = "text/css; charset=utf-8", body = String))
 )]
 async fn uplot_css() -> HttpResponse {
-    asset("text/css; charset=utf-8", UPLOT_CSS)
+    super::docs::asset("text/css; charset=utf-8", UPLOT_CSS)
 }
 
 /// A point-in-time view of what redkit is doing.

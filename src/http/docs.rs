@@ -85,7 +85,8 @@ async fn page() -> HttpResponse {
         .body(html())
 }
 
-fn asset(content_type: &'static str, body: &'static [u8]) -> HttpResponse {
+/// A static asset whose URL carries its version: cacheable for a year (the demo page's too).
+pub(super) fn asset(content_type: &'static str, body: &'static [u8]) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(content_type)
         .insert_header((header::CACHE_CONTROL, IMMUTABLE))
