@@ -394,8 +394,9 @@ async fn demo_page_resumes_without_losing_events() {
     publisher.stop().await;
 }
 
-/// What the page's charts hold, per chart: for each series (after the time axis) its label, the
-/// number of points, the largest value, and how many canvas pixels have the series' colour.
+/// What the page's charts hold, per chart: the times of its points, each series' last value, and
+/// for each series its label, number of points, largest value, and how many canvas pixels have
+/// the series' colour.
 const CHART_STATE: &str = r#"
 const hex = (c) => [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16));
 const out = {};
@@ -404,6 +405,7 @@ for (const [name, u] of Object.entries(window.redkitCharts)) {
   const pixels = ctx.getImageData(0, 0, width, height).data;
   out[name] = {
     xs: u.data[0],
+    last: u.data.slice(1).map((values) => values.length ? values[values.length - 1] : null),
     series: u.series.slice(1).map((s, i) => {
       const values = u.data[i + 1].filter((v) => v != null);
       const rgb = hex(typeof s.stroke === "function" ? s.stroke(u, i + 1) : s.stroke);
@@ -475,22 +477,21 @@ const DRIVEN: [(&str, &str); 12] = [
 /// (values another instance stored), a miss (404), two allowed calls and a 429 denial of a
 /// route policy, and a published event make each of those series non-zero and painted on its
 /// canvas, while 5xx and fail-open stay at zero; after the server restarts on the same address
-/// the stream reconnects and the charts go on scrolling.
+/// the stream reconnects and the charts go on scrolling; when Redis dies the Redis chart shows it
+/// down and the rate limiter's in-process fallback decisions are drawn.
 ///
-/// The screenshot is kept at `target/tmp/screenshots/demo-charts.png` (the README's
-/// `assets/demo-charts.png` is a copy of it).
+/// The screenshots are kept in `target/tmp/screenshots/`: `demo-charts.png` (the README's
+/// `assets/demo-charts.png` is a copy of it) and `demo-charts-redis-down.png`.
 #[actix_web::test]
 async fn demo_page_charts_live_traffic() {
-    let backend = Backend::redis();
-    let config = || {
-        let mut config = common::with_test_secret(backend.config());
-        config.rate_limit = redkit::ratelimit::RateLimitConfig::parse(
-            &["default=off", "POST /expensive-operation=2/60s"],
-            &[] as &[&str],
-        )
-        .unwrap();
-        config
-    };
+    let mut backend = Backend::redis();
+    let mut base = common::with_test_secret(backend.config());
+    base.rate_limit = redkit::ratelimit::RateLimitConfig::parse(
+        &["default=off", "POST /expensive-operation=2/60s"],
+        &[] as &[&str],
+    )
+    .unwrap();
+    let config = || base.clone();
     let server = TestServer::start(services(&config()), 1);
     let addr = server.addr;
     // A second instance on the same Redis: what it stores is an L2 hit for the first.
@@ -639,6 +640,36 @@ async fn demo_page_charts_live_traffic() {
     };
     let state = browser.wait_charts(|state| points_since(state) >= 2).await;
     assert!(points_since(&state) >= 2, "{state}");
+
+    // Redis goes away: the Redis chart shows it down, and the route policy decides in process.
+    backend.server().unwrap().kill();
+    let reply = http(addr, "POST", "/expensive-operation", &[], b"").await;
+    assert_eq!(reply.status, 200);
+    let last = |state: &Value, chart: &str, label: &str| {
+        let values = state[chart]["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|s| s["label"] == label)
+            .map(|i| state[chart]["last"][i].clone());
+        values.unwrap_or(Value::Null)
+    };
+    let state = browser
+        .wait_charts(|state| {
+            last(state, "redis", "up") == 0.0 && series_max(state, "ratelimit", "fallback") > 0.0
+        })
+        .await;
+    assert_eq!(last(&state, "redis", "up"), 0.0, "{state}");
+    assert_eq!(last(&state, "redis", "latency ms"), Value::Null, "{state}");
+    assert!(series_max(&state, "ratelimit", "fallback") > 0.0, "{state}");
+    assert!(series(&state, "ratelimit", "fallback")["painted"].as_u64() > Some(0));
+    assert!(
+        browser
+            .wait_text("#stat-redis", "DOWN")
+            .await
+            .contains("DOWN")
+    );
+    browser.screenshot("demo-charts-redis-down").await;
     browser.session("DELETE", "", None).await;
     restarted.stop().await;
     other.stop().await;
