@@ -478,7 +478,8 @@ const DRIVEN: [(&str, &str); 12] = [
 /// route policy, and a published event make each of those series non-zero and painted on its
 /// canvas, while 5xx and fail-open stay at zero; after the server restarts on the same address
 /// the stream reconnects and the charts go on scrolling; when Redis dies the Redis chart shows it
-/// down and the rate limiter's in-process fallback decisions are drawn.
+/// down and the rate limiter's in-process fallback decisions are drawn; the charts keep the
+/// last five minutes (300 points).
 ///
 /// The screenshots are kept in `target/tmp/screenshots/`: `demo-charts.png` (the README's
 /// `assets/demo-charts.png` is a copy of it) and `demo-charts-redis-down.png`.
@@ -670,6 +671,31 @@ async fn demo_page_charts_live_traffic() {
             .contains("DOWN")
     );
     browser.screenshot("demo-charts-redis-down").await;
+
+    // Five minutes scroll by: fed 310 more seconds of snapshots (a real one, advanced one second
+    // and one 2xx at a time), every chart keeps the last 300 points.
+    let script = r#"const done = arguments[arguments.length - 1];
+      fetch("/stats").then((r) => r.json()).then((s) => {
+        for (let i = 0; i < 310; i++) { s.time_ms += 1000; s.http.status_2xx += 1; plot(s); }
+        const u = redkitCharts.requests;
+        done({ lengths: Object.values(redkitCharts).map((c) => c.data[0].length),
+               span: u.data[0][299] - u.data[0][0], last2xx: u.data[1][299] });
+      });"#;
+    let scrolled = browser
+        .session(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await;
+    assert_eq!(
+        scrolled["lengths"],
+        json!([300, 300, 300, 300, 300]),
+        "{scrolled}"
+    );
+    let span = scrolled["span"].as_f64().unwrap();
+    assert!((span - 299.0).abs() < 1e-6, "{scrolled}");
+    assert_eq!(scrolled["last2xx"], 1.0, "{scrolled}");
     browser.session("DELETE", "", None).await;
     restarted.stop().await;
     other.stop().await;
