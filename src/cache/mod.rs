@@ -39,4 +39,5 @@ pub use error::{CacheError, MAX_KEY_BYTES, validate_key};
 pub use glob::{escape as escape_glob, glob_match};
 pub use handle::{CacheHandle, Hit, Remembered, Tier};
 pub use messages::{Acquire, Delete, FlushPattern, Lease, LoadGuard, Release, Set};
-pub use stats::CacheStats;
+pub use stats::{CacheStats, L1Feed};
+pub use store::{FILL_GUARD_TTL, FillGuard};
