@@ -4,8 +4,8 @@
 //! # Behavior
 //! - The connection is a redis-rs [`ConnectionManager`] on RESP3 with a push sender: it
 //!   reconnects by itself (with backoff) after a drop; no hand-made reconnect loop here.
-//! - Tracking is armed with `CLIENT TRACKING ON BCAST PREFIX <p>...` in the same round trip as
-//!   `CLIENT ID`; the listener hears [`FeedEvent::Up`] only once that answered. Redis forgets
+//! - Tracking is armed with `CLIENT TRACKING OFF` then `CLIENT TRACKING ON BCAST PREFIX <p>...`
+//!   in the same round trip as `CLIENT ID`; the listener hears [`FeedEvent::Up`] only once that answered. Redis forgets
 //!   tracking with the connection, so it is re-armed after every reconnect.
 //! - Liveness: every [`FEED_CHECK_INTERVAL`] the feed asks `CLIENT ID` with a deadline (the
 //!   response timeout). No answer in time, or another id than the armed connection's (the
@@ -86,6 +86,10 @@ async fn run(
 ) {
     let mut arm = redis::pipe();
     arm.cmd("CLIENT").arg("ID");
+    // After a missed deadline the connection may be the same one, still tracking: Redis refuses
+    // the same prefix twice, so tracking is switched off first. What changes in between is
+    // covered by the flush that follows `Up`.
+    arm.cmd("CLIENT").arg("TRACKING").arg("OFF").ignore();
     {
         let cmd = arm.cmd("CLIENT").arg("TRACKING").arg("ON").arg("BCAST");
         for prefix in &prefixes {
