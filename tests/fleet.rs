@@ -98,11 +98,17 @@ async fn product_write_reaches_the_other_instance() {
     new["price"] = json!(1.0);
     assert_eq!(updated.json(), new);
 
-    let seen = until((200, Some(new.clone())), || call(&app_b, get("/products/1"))).await;
+    let seen = until((200, Some(new.clone())), || {
+        call(&app_b, get("/products/1"))
+    })
+    .await;
     assert_eq!(seen.json(), new);
     // And B caches the new row again.
     let again = call(&app_b, get("/products/1")).await;
-    assert_eq!((again.json(), again.header("x-cache")), (new, Some("HIT-L1")));
+    assert_eq!(
+        (again.json(), again.header("x-cache")),
+        (new, Some("HIT-L1"))
+    );
 }
 
 /// `PUT`, `DELETE` and a pattern flush of `/cache` on A reach B's L1, each read back exactly.
@@ -117,14 +123,26 @@ async fn cache_writes_reach_the_other_instance() {
     common::authorize(&app_a).await;
     let body = |v: &str| Some(json!({"key": "k1", "value": v}));
 
-    assert_eq!(call(&app_a, put_json("/cache/k1", r#""v1""#)).await.status, 200);
+    assert_eq!(
+        call(&app_a, put_json("/cache/k1", r#""v1""#)).await.status,
+        200
+    );
     // The writer's own L1 holds its write when the write answers.
-    assert_eq!(call(&app_a, get("/cache/k1")).await.header("x-cache"), Some("HIT-L1"));
+    assert_eq!(
+        call(&app_a, get("/cache/k1")).await.header("x-cache"),
+        Some("HIT-L1")
+    );
     let read = call(&app_b, get("/cache/k1")).await;
     assert_eq!((read.status, Some(read.json())), (200, body("v1")));
-    assert_eq!(call(&app_b, get("/cache/k1")).await.header("x-cache"), Some("HIT-L1"));
+    assert_eq!(
+        call(&app_b, get("/cache/k1")).await.header("x-cache"),
+        Some("HIT-L1")
+    );
 
-    assert_eq!(call(&app_a, put_json("/cache/k1", r#""v2""#)).await.status, 200);
+    assert_eq!(
+        call(&app_a, put_json("/cache/k1", r#""v2""#)).await.status,
+        200
+    );
     let read = until((200, body("v2")), || call(&app_b, get("/cache/k1"))).await;
     assert_eq!(read.json(), body("v2").unwrap());
 
@@ -138,7 +156,10 @@ async fn cache_writes_reach_the_other_instance() {
         let uri = format!("/cache/{key}");
         assert_eq!(call(&app_a, put_json(&uri, "1")).await.status, 200);
         assert_eq!(call(&app_b, get(&uri)).await.status, 200);
-        assert_eq!(call(&app_b, get(&uri)).await.header("x-cache"), Some("HIT-L1"));
+        assert_eq!(
+            call(&app_b, get(&uri)).await.header("x-cache"),
+            Some("HIT-L1")
+        );
     }
     let flushed = call(
         &app_a,
@@ -279,7 +300,10 @@ async fn killed_connections_are_never_stale() {
         .unwrap();
     warm(cache, cache, "victim").await;
     let read = call(&app, get("/cache/victim")).await;
-    assert_eq!((read.json()["value"].clone(), read.header("x-cache")), (json!("old"), Some("HIT-L1")));
+    assert_eq!(
+        (read.json()["value"].clone(), read.header("x-cache")),
+        (json!("old"), Some("HIT-L1"))
+    );
 
     for kind in ["normal", "pubsub"] {
         redis::cmd("CLIENT")
@@ -319,12 +343,21 @@ async fn killed_connections_are_never_stale() {
     assert_eq!(cache.stats().l1_feed_flushes, 1);
     warm(cache, cache, "victim").await;
     let hit = call(&app, get("/cache/victim")).await;
-    assert_eq!((hit.json()["value"].clone(), hit.header("x-cache")), (json!("new"), Some("HIT-L1")));
+    assert_eq!(
+        (hit.json()["value"].clone(), hit.header("x-cache")),
+        (json!("new"), Some("HIT-L1"))
+    );
 
     let metrics = String::from_utf8(call(&app, get("/metrics")).await.body.to_vec()).unwrap();
-    assert!(metrics.contains("\nredkit_l1_feed_flushes_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nredkit_l1_feed_flushes_total 1\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("\nredkit_l1_feed_up 1\n"), "{metrics}");
-    assert!(metrics.contains("\nredkit_l1_invalidations_total "), "{metrics}");
+    assert!(
+        metrics.contains("\nredkit_l1_invalidations_total "),
+        "{metrics}"
+    );
     let health = call(&app, get("/health")).await;
     assert_eq!(health.json()["l1_feed"], "up");
     let stats = call(&app, get("/stats")).await;
@@ -346,7 +379,10 @@ async fn a_silent_feed_is_detected_by_its_deadline() {
         .set("quiet", &1, Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(cache.get_raw("quiet").await.unwrap().unwrap().tier, Tier::L1);
+    assert_eq!(
+        cache.get_raw("quiet").await.unwrap().unwrap().tier,
+        Tier::L1
+    );
     let Backend::Redis(server) = &backend else {
         unreachable!()
     };
@@ -360,7 +396,10 @@ async fn a_silent_feed_is_detected_by_its_deadline() {
     assert!(down, "the feed was not declared down");
     assert_eq!(cache.stats().l1_feed_flushes, 1);
     assert!(
-        common::eventually(Duration::from_secs(5), || async { cache.feed() == L1Feed::Up }).await
+        common::eventually(Duration::from_secs(5), || async {
+            cache.feed() == L1Feed::Up
+        })
+        .await
     );
     assert_eq!(
         cache.get::<i64>("quiet").await.unwrap(),
@@ -369,15 +408,19 @@ async fn a_silent_feed_is_detected_by_its_deadline() {
     );
 }
 
+/// What a held loader answers.
+type Loaded =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, CacheError>>>>;
+
 /// A loader the test holds: `entered` fires when it starts, and it answers what `release` sends.
 fn held_loader() -> (
     oneshot::Receiver<()>,
     oneshot::Sender<Bytes>,
-    impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, CacheError>>>>,
+    impl FnOnce() -> Loaded,
 ) {
     let (entered_tx, entered) = oneshot::channel();
     let (release, release_rx) = oneshot::channel::<Bytes>();
-    let loader = move || -> std::pin::Pin<Box<dyn std::future::Future<Output = _>>> {
+    let loader = move || -> Loaded {
         Box::pin(async move {
             let _ = entered_tx.send(());
             Ok(Some(release_rx.await.expect("released")))

@@ -73,7 +73,11 @@ const ECHO_WAIT: Duration = Duration::from_millis(250);
 impl Inner {
     /// After this instance's write of `key` reached L2: waits (bounded) for the feed to report
     /// it, then fills L1 from a fresh L2 read, which no reported change has overtaken.
-    pub(crate) async fn refill_after_echo(&self, key: &str, echo: tokio::sync::oneshot::Receiver<()>) {
+    pub(crate) async fn refill_after_echo(
+        &self,
+        key: &str,
+        echo: tokio::sync::oneshot::Receiver<()>,
+    ) {
         // The sender is dropped when the echo (or a flush, or a feed change) is reported.
         if tokio::time::timeout(ECHO_WAIT, echo).await.is_err() {
             return;

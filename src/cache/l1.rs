@@ -38,16 +38,15 @@ use std::{
     cell::RefCell,
     collections::HashMap,
     sync::{
-        Arc,
-        Mutex, PoisonError,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use moka::{Expiry, notification::RemovalCause, sync::Cache};
+use tokio::sync::oneshot;
 
 use super::{glob::glob_match, stats::Stats, store::weight};
 
@@ -98,8 +97,11 @@ pub(crate) struct L1 {
     /// Whether L1 may serve and be filled (false while the invalidation feed is down).
     live: Arc<AtomicBool>,
     /// Writers waiting for the feed to report a change of their key; `None` without a feed.
-    echoes: Option<Arc<Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>>>,
+    echoes: Option<Arc<Mutex<EchoWaiters>>>,
 }
+
+/// Per key, the writers waiting for the feed to report a change of it.
+type EchoWaiters = HashMap<String, Vec<oneshot::Sender<()>>>;
 
 /// The epoch of a key's stripe, taken before reading the value a [`L1::fill`] will insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,10 +247,7 @@ impl L1 {
         self
     }
 
-    fn with_echoes<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<String, Vec<oneshot::Sender<()>>>) -> T,
-    ) -> Option<T> {
+    fn with_echoes<T>(&self, f: impl FnOnce(&mut EchoWaiters) -> T) -> Option<T> {
         let echoes = self.echoes.as_ref()?;
         // Each closure leaves the map consistent: a poisoned lock is still usable.
         let mut echoes = echoes.lock().unwrap_or_else(PoisonError::into_inner);
@@ -306,7 +305,13 @@ impl L1 {
 
     /// Stores `value` read under `ticket`, unless an invalidation of its stripe (or a flush, or
     /// the feed going down) came after the ticket; answers whether it stayed.
-    pub(crate) fn fill(&self, key: &str, value: Option<Bytes>, ttl: Duration, ticket: Ticket) -> bool {
+    pub(crate) fn fill(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        ttl: Duration,
+        ticket: Ticket,
+    ) -> bool {
         if self.cache.is_none() || !self.current(ticket) {
             return false;
         }
@@ -480,6 +485,67 @@ mod tests {
         assert_eq!(l1.get("k"), Some(value("3")));
         assert_eq!(l1.remove_matching("*"), 1);
         assert_eq!(l1.get("k"), None);
+    }
+
+    /// A fill whose ticket an invalidation (of its key, of its stripe, or a flush) overtook is
+    /// refused; one taken afterwards is kept.
+    #[test]
+    fn overtaken_fills_are_refused() {
+        let l1 = l1();
+        let ttl = Duration::from_secs(60);
+        let ticket = l1.ticket("k");
+        l1.invalidate("k");
+        assert!(!l1.fill("k", value("old"), ttl, ticket));
+        assert_eq!(l1.get("k"), None);
+        let ticket = l1.ticket("k");
+        l1.invalidate_all();
+        assert!(!l1.fill("k", value("old"), ttl, ticket));
+        assert_eq!(l1.get("k"), None);
+        let ticket = l1.ticket("k");
+        assert!(l1.fill("k", value("new"), ttl, ticket));
+        assert_eq!(l1.get("k"), Some(value("new")));
+        assert_eq!(l1.get("k"), Some(value("new")));
+    }
+
+    /// While bypassed, L1 answers nothing (fronts included) and keeps nothing; going live
+    /// flushes, and refuses fills whose ticket predates it.
+    #[test]
+    fn bypassed_l1_serves_and_keeps_nothing() {
+        let l1 = l1();
+        let ttl = Duration::from_secs(60);
+        l1.fill("k", value("1"), ttl, l1.ticket("k"));
+        assert_eq!(l1.get("k"), Some(value("1")));
+        assert_eq!(l1.get("k"), Some(value("1")));
+        l1.set_live(false);
+        assert_eq!(l1.get("k"), None);
+        let during = l1.ticket("k");
+        assert!(!l1.fill("k", value("2"), ttl, during));
+        l1.set_live(true);
+        assert_eq!(l1.get("k"), None);
+        assert!(!l1.fill("k", value("2"), ttl, during));
+        assert!(l1.fill("k", value("3"), ttl, l1.ticket("k")));
+        assert_eq!(l1.get("k"), Some(value("3")));
+    }
+
+    /// A writer waiting for its echo is woken by the key's invalidation, or by a flush.
+    #[test]
+    fn echoes_wake_their_writers() {
+        let l1 = l1().fed();
+        let mut echo = l1.echo("k").unwrap();
+        let mut other = l1.echo("other").unwrap();
+        l1.invalidate_reported("k");
+        assert!(
+            echo.try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
+        assert_eq!(other.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+        l1.invalidate_all_reported();
+        assert_eq!(other.try_recv(), Err(oneshot::error::TryRecvError::Closed));
+        assert!(
+            L1::new(1, Duration::from_secs(1), Arc::default())
+                .echo("k")
+                .is_none()
+        );
     }
 
     #[test]

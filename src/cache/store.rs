@@ -307,7 +307,10 @@ impl RedisStore {
         let Some(marker) = self.marker(&full) else {
             // No load ever fills such a key into L2: nothing to guard.
             let mut cmd = redis::cmd("SET");
-            cmd.arg(&full).arg(value.as_ref()).arg("PX").arg(millis(ttl));
+            cmd.arg(&full)
+                .arg(value.as_ref())
+                .arg("PX")
+                .arg(millis(ttl));
             return self.redis.query::<()>(&cmd).await;
         };
         let mut invocation = self.scripts[0].prepare_invoke();
