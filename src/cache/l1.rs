@@ -255,8 +255,12 @@ impl L1 {
     }
 
     /// Resolves once the feed reports a change of `key` (or a flush, or the feed going down or
-    /// up) after this call; `None` without a feed. Call before sending the write.
+    /// up) after this call; `None` without a feed, or while it is down (no echo would come).
+    /// Call before sending the write.
     pub(crate) fn echo(&self, key: &str) -> Option<oneshot::Receiver<()>> {
+        if !self.is_live() {
+            return None;
+        }
         let (tx, rx) = oneshot::channel();
         self.with_echoes(|e| e.entry(key.to_owned()).or_default().push(tx))?;
         Some(rx)
