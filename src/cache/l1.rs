@@ -535,6 +535,11 @@ mod tests {
     #[test]
     fn echoes_wake_their_writers() {
         let l1 = l1().fed();
+        assert!(
+            l1.echo("k").is_none(),
+            "no echo comes while the feed is down"
+        );
+        l1.set_live(true);
         let mut echo = l1.echo("k").unwrap();
         let mut other = l1.echo("other").unwrap();
         l1.invalidate_reported("k");
