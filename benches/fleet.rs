@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::HttpServer;
 use common::RedisServer;
 use redkit::{Config, cache::CacheHandle, config::RedisSettings, http::Services};
 use support::{Load, load};
@@ -75,26 +75,7 @@ fn serve_all(redis_url: String) -> Fleet {
             }
             let serve_app = |s: Services| serve!(move || redkit::http::app(s.clone()));
             let (addr_a, addr_b) = (serve_app(a.clone()), serve_app(b.clone()));
-            let base = {
-                let body = product.clone();
-                serve!(move || {
-                    let body = body.clone();
-                    App::new().route(
-                        "/products/{id}",
-                        web::get().to(move || {
-                            let body = body.clone();
-                            async move {
-                                // The same headers as redkit's answer (see benches/http.rs).
-                                HttpResponse::Ok()
-                                    .content_type("application/json")
-                                    .insert_header(("X-Cache", "HIT-L1"))
-                                    .insert_header(("X-Request-Id", "bc7297220000000000000001"))
-                                    .body(body)
-                            }
-                        }),
-                    )
-                })
-            };
+            let base = support::serve_product_baseline(product.clone());
             tx.send(Fleet {
                 a: addr_a,
                 b: addr_b,

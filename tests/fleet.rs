@@ -28,19 +28,46 @@ use tokio::sync::oneshot;
 /// the 100 ms target (`benches/fleet.rs` measures the lag), tight next to the 60 s L1 TTL.
 const REACH: Duration = Duration::from_secs(1);
 
-/// Two instances' configs on `server`, sharing one SQLite file (the catalog's source of truth).
-fn fleet_configs(backend: &Backend, dir: &tempfile::TempDir) -> (Config, Config) {
-    let mut config = backend.config();
-    config.database = DatabaseLocation::File(dir.path().join("catalog.sqlite"));
-    (config.clone(), config)
+/// Instances on one private Redis, sharing one SQLite file (the catalog's source of truth).
+struct Fleet {
+    backend: Backend,
+    _dir: tempfile::TempDir,
+    config: Config,
 }
 
-/// Starts one instance and waits for its feed.
-async fn instance(config: &Config) -> Services {
-    let services = common::services(config);
-    common::feed_ready(&services).await;
-    assert_eq!(services.cache.feed(), L1Feed::Up);
-    services
+impl Fleet {
+    fn new() -> Self {
+        let backend = Backend::redis();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = backend.config();
+        config.database = DatabaseLocation::File(dir.path().join("catalog.sqlite"));
+        Self {
+            backend,
+            _dir: dir,
+            config,
+        }
+    }
+
+    /// Starts one more instance and waits for its feed.
+    async fn instance(&self) -> Services {
+        let services = common::services(&self.config);
+        common::feed_ready(&services).await;
+        assert_eq!(services.cache.feed(), L1Feed::Up);
+        services
+    }
+
+    /// Two instances' caches.
+    async fn two_caches(&self) -> (CacheHandle, CacheHandle) {
+        let (a, b) = (self.instance().await, self.instance().await);
+        (a.cache.clone(), b.cache.clone())
+    }
+
+    fn server(&self) -> &common::RedisServer {
+        match &self.backend {
+            Backend::Redis(server) => server,
+            Backend::Memory => unreachable!("a fleet runs on Redis"),
+        }
+    }
 }
 
 fn get(uri: &str) -> TestRequest {
@@ -77,10 +104,8 @@ where
 /// A product write on A reaches B's L1 (which served the old price from L1 before).
 #[actix_web::test]
 async fn product_write_reaches_the_other_instance() {
-    let backend = Backend::redis();
-    let dir = tempfile::tempdir().unwrap();
-    let (config_a, config_b) = fleet_configs(&backend, &dir);
-    let (a, b) = (instance(&config_a).await, instance(&config_b).await);
+    let fleet = Fleet::new();
+    let (a, b) = (fleet.instance().await, fleet.instance().await);
     let app_a = common::app(&a).await;
     let app_b = common::app(&b).await;
     common::authorize(&app_a).await;
@@ -114,10 +139,8 @@ async fn product_write_reaches_the_other_instance() {
 /// `PUT`, `DELETE` and a pattern flush of `/cache` on A reach B's L1, each read back exactly.
 #[actix_web::test]
 async fn cache_writes_reach_the_other_instance() {
-    let backend = Backend::redis();
-    let dir = tempfile::tempdir().unwrap();
-    let (config_a, config_b) = fleet_configs(&backend, &dir);
-    let (a, b) = (instance(&config_a).await, instance(&config_b).await);
+    let fleet = Fleet::new();
+    let (a, b) = (fleet.instance().await, fleet.instance().await);
     let app_a = common::app(&a).await;
     let app_b = common::app(&b).await;
     common::authorize(&app_a).await;
@@ -218,15 +241,10 @@ async fn warm(a: &CacheHandle, b: &CacheHandle, key: &str) {
 /// under the cache prefix reach both instances' L1; values stay plain JSON both ways.
 #[actix_web::test]
 async fn changes_by_other_programs_reach_every_l1() {
-    let backend = Backend::redis();
-    let dir = tempfile::tempdir().unwrap();
-    let (config_a, config_b) = fleet_configs(&backend, &dir);
-    let (a, b) = (instance(&config_a).await, instance(&config_b).await);
-    let (a, b) = (&a.cache, &b.cache);
-    let Backend::Redis(server) = &backend else {
-        unreachable!()
-    };
-    let mut conn = server.conn();
+    let fleet = Fleet::new();
+    let (a, b) = fleet.two_caches().await;
+    let (a, b) = (&a, &b);
+    let mut conn = fleet.server().conn();
     let ns = a.config().namespace();
     let redis = |args: &[&str], conn: &mut redis::Connection| {
         let mut cmd = redis::cmd(args[0]);
@@ -280,16 +298,11 @@ async fn changes_by_other_programs_reach_every_l1() {
 /// per loss, and says so in `/metrics`, `/health` and `/stats`.
 #[actix_web::test]
 async fn killed_connections_are_never_stale() {
-    let backend = Backend::redis();
-    let dir = tempfile::tempdir().unwrap();
-    let (config, _) = fleet_configs(&backend, &dir);
-    let services = instance(&config).await;
+    let fleet = Fleet::new();
+    let services = fleet.instance().await;
     let app = common::app(&services).await;
     let cache = &services.cache;
-    let Backend::Redis(server) = &backend else {
-        unreachable!()
-    };
-    let mut conn = server.conn();
+    let mut conn = fleet.server().conn();
     let key = format!("{}victim", cache.config().namespace());
     redis::cmd("SET")
         .arg(&key)
@@ -370,10 +383,8 @@ async fn killed_connections_are_never_stale() {
 /// once Redis answers again.
 #[actix_web::test]
 async fn a_silent_feed_is_detected_by_its_deadline() {
-    let backend = Backend::redis();
-    let dir = tempfile::tempdir().unwrap();
-    let (config, _) = fleet_configs(&backend, &dir);
-    let services = instance(&config).await;
+    let fleet = Fleet::new();
+    let services = fleet.instance().await;
     let cache = &services.cache;
     cache
         .set("quiet", &1, Duration::from_secs(60))
@@ -383,9 +394,7 @@ async fn a_silent_feed_is_detected_by_its_deadline() {
         cache.get_raw("quiet").await.unwrap().unwrap().tier,
         Tier::L1
     );
-    let Backend::Redis(server) = &backend else {
-        unreachable!()
-    };
+    let server = fleet.server();
     server.pause();
     // Interval (0.5 s) + deadline (the tests' 0.5 s response timeout), with slack.
     let down = common::eventually(Duration::from_secs(3), || async {
@@ -429,6 +438,28 @@ fn held_loader() -> (
     (entered, release, loader)
 }
 
+/// Starts `cache.remember_json(key)` with a held loader; answers when the loader has begun, with
+/// the sender that releases it and the running call.
+async fn held_load(
+    cache: &CacheHandle,
+    key: &'static str,
+) -> (
+    oneshot::Sender<Bytes>,
+    tokio::task::JoinHandle<Result<redkit::cache::Remembered<Bytes>, CacheError>>,
+) {
+    let (entered, release, loader) = held_loader();
+    let load = {
+        let cache = cache.clone();
+        actix_web::rt::spawn(async move {
+            cache
+                .remember_json::<CacheError, _, _>(key, Duration::from_secs(60), loader)
+                .await
+        })
+    };
+    entered.await.unwrap();
+    (release, load)
+}
+
 /// Waits until `cache` has applied more than `before` invalidations from its feed.
 async fn invalidations_past(cache: &CacheHandle, before: u64) {
     assert!(
@@ -443,21 +474,10 @@ async fn invalidations_past(cache: &CacheHandle, before: u64) {
 /// old value and L1.
 #[actix_web::test]
 async fn an_overtaken_load_stays_out_of_l1() {
-    let backend = Backend::redis();
-    let dir = tempfile::tempdir().unwrap();
-    let (config_a, config_b) = fleet_configs(&backend, &dir);
-    let (a, b) = (instance(&config_a).await, instance(&config_b).await);
-    let (a, b) = (a.cache.clone(), b.cache.clone());
+    let fleet = Fleet::new();
+    let (a, b) = fleet.two_caches().await;
     let key = "race}l1";
-    let (entered, release, loader) = held_loader();
-    let load = {
-        let a = a.clone();
-        actix_web::rt::spawn(async move {
-            a.remember_json::<CacheError, _, _>(key, Duration::from_secs(60), loader)
-                .await
-        })
-    };
-    entered.await.unwrap();
+    let (release, load) = held_load(&a, key).await;
     let before = a.stats().l1_invalidations;
     b.set_json(key, Bytes::from_static(b"\"new\""), Duration::from_secs(60))
         .await
@@ -479,32 +499,18 @@ async fn an_overtaken_load_stays_out_of_l1() {
 /// Redis (the fill-guard marker), so no instance serves it afterwards.
 #[actix_web::test]
 async fn a_slow_load_does_not_write_back_over_a_delete() {
-    let backend = Backend::redis();
-    let dir = tempfile::tempdir().unwrap();
-    let (config_a, config_b) = fleet_configs(&backend, &dir);
-    let (a, b) = (instance(&config_a).await, instance(&config_b).await);
-    let (a, b) = (a.cache.clone(), b.cache.clone());
+    let fleet = Fleet::new();
+    let (a, b) = fleet.two_caches().await;
     let key = "products:42";
-    let (entered, release, loader) = held_loader();
-    let load = {
-        let a = a.clone();
-        actix_web::rt::spawn(async move {
-            a.remember_json::<CacheError, _, _>(key, Duration::from_secs(60), loader)
-                .await
-        })
-    };
-    entered.await.unwrap();
+    let (release, load) = held_load(&a, key).await;
     // B's write to the source happened; its invalidation of the key follows.
     assert!(!b.delete(key).await.unwrap());
     release.send(Bytes::from_static(b"\"old row\"")).unwrap();
     load.await.unwrap().unwrap();
 
-    let Backend::Redis(server) = &backend else {
-        unreachable!()
-    };
     let stored: Option<String> = redis::cmd("GET")
         .arg(format!("{}{key}", a.config().namespace()))
-        .query(&mut server.conn())
+        .query(&mut fleet.server().conn())
         .unwrap();
     assert_eq!(stored, None, "the old row was written back to L2");
     assert_eq!(a.stats().fills_refused, 1);
@@ -515,11 +521,8 @@ async fn a_slow_load_does_not_write_back_over_a_delete() {
 /// Without a concurrent change, a load fills both tiers: the guard refuses nothing.
 #[actix_web::test]
 async fn an_unchallenged_load_fills_both_tiers() {
-    let backend = Backend::redis();
-    let dir = tempfile::tempdir().unwrap();
-    let (config_a, config_b) = fleet_configs(&backend, &dir);
-    let (a, b) = (instance(&config_a).await, instance(&config_b).await);
-    let (a, b) = (a.cache.clone(), b.cache.clone());
+    let fleet = Fleet::new();
+    let (a, b) = fleet.two_caches().await;
     let loads = Arc::new(AtomicU64::new(0));
     let remember = |cache: CacheHandle| {
         let loads = Arc::clone(&loads);
