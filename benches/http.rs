@@ -107,27 +107,7 @@ fn serve_all(redis_url: String) -> Addrs {
                 let s = without_l1.clone();
                 serve!(move || redkit::http::app(s.clone()))
             };
-            let l1_base = {
-                let body = product.clone();
-                serve!(move || {
-                    let body = body.clone();
-                    App::new().route(
-                        "/products/{id}",
-                        web::get().to(move || {
-                            let body = body.clone();
-                            async move {
-                                // The same headers as redkit's answer, request id included
-                                // (same length; its value differs per request there).
-                                HttpResponse::Ok()
-                                    .content_type("application/json")
-                                    .insert_header(("X-Cache", "HIT-L1"))
-                                    .insert_header(("X-Request-Id", "bc7297220000000000000001"))
-                                    .body(body)
-                            }
-                        }),
-                    )
-                })
-            };
+            let l1_base = support::serve_product_baseline(product.clone());
             let l2_base = {
                 let client = redis::Client::open(redis_url.as_str()).unwrap();
                 let conn = redis::aio::ConnectionManager::new(client).await.unwrap();

@@ -16,6 +16,36 @@ use tokio::{
     net::TcpStream,
 };
 
+/// Serves the minimal handler redkit's L1 hit is measured against: `GET /products/{id}`
+/// answering `body` with the same headers as redkit's answer, request id included (same length;
+/// its value differs per request there). One worker on a free loopback port; call inside an
+/// actix system.
+pub fn serve_product_baseline(body: bytes::Bytes) -> SocketAddr {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let server = HttpServer::new(move || {
+        let body = body.clone();
+        App::new().route(
+            "/products/{id}",
+            web::get().to(move || {
+                let body = body.clone();
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .insert_header(("X-Cache", "HIT-L1"))
+                        .insert_header(("X-Request-Id", "bc7297220000000000000001"))
+                        .body(body)
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    actix_web::rt::spawn(server.run());
+    addr
+}
+
 /// What a load run measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Load {

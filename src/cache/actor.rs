@@ -5,7 +5,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{
     Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, Release, Set, glob::glob_match,
-    handle::Inner, stats::Stats,
+    handle::Inner, l1::Ticket, stats::Stats,
 };
 
 /// A load in progress for one key.
@@ -14,6 +14,8 @@ enum Flight {
     Loading {
         waiters: Vec<oneshot::Sender<Option<Option<bytes::Bytes>>>>,
         stale: bool,
+        /// Taken before the load began: an invalidation since refuses its L1 fill.
+        ticket: Ticket,
     },
     /// The result is in L1 and on its way to L2; writes to the key wait for it to land first.
     Storing {
@@ -27,8 +29,10 @@ enum Flight {
 ///
 /// Reads never pass through here (see the [module docs](super)). Writes do, so that one place
 /// orders them against loads in flight: a load that a write overtakes is not cached (it would be
-/// stale), and a write waits for an earlier load's L2 store to land before it runs. This is also
-/// the one place a later cross-instance invalidation channel publishes from.
+/// stale), and a write waits for an earlier load's L2 store to land before it runs. Changes made
+/// by other instances and programs reach L1 through the invalidation feed instead (see the
+/// [module docs](super)); loads and writes here carry an L1 ticket so that such a change
+/// overtaking them is not undone by their fill.
 pub struct CacheActor {
     inner: Arc<Inner>,
     flights: HashMap<String, Flight>,
@@ -96,27 +100,38 @@ impl Handler<Set> for CacheActor {
     fn handle(&mut self, msg: Set, _ctx: &mut Self::Context) -> Self::Result {
         let pending = self.barrier(|k| k == msg.key);
         let seq = self.sequence(&msg.key);
-        let store = self.inner.store.clone();
+        let ticket = self.inner.l1.ticket(&msg.key);
+        // Registered before the write is sent: its echo cannot be missed.
+        let echo = self.inner.l1.echo(&msg.key);
+        let fed = echo.is_some();
+        let inner = Arc::clone(&self.inner);
         let (key, value, ttl) = (msg.key, msg.value, msg.ttl);
         let write = {
             let (key, value) = (key.clone(), value.clone());
             async move {
                 wait_all(pending).await;
-                store.set(&key, value, ttl).await
+                inner.store.set(&key, value, ttl).await?;
+                if let Some(echo) = echo {
+                    inner.refill_after_echo(&key, echo).await;
+                }
+                Ok(())
             }
         };
         Box::pin(write.into_actor(self).map(move |result, act, _| {
             let latest = act.is_latest(&key, seq);
             match result {
                 Ok(()) => {
-                    if latest {
-                        act.inner.l1.insert(&key, Some(value), ttl);
+                    // With a feed, L1 was refilled from L2 after the write's echo; without one
+                    // (one instance), the newest write fills it, unless a change was reported
+                    // meanwhile, which drops the key instead.
+                    if !fed && latest && !act.inner.l1.fill(&key, Some(value), ttl, ticket) {
+                        act.inner.l1.invalidate(&key);
                     }
                     Ok(())
                 }
                 Err(err) => {
                     // L2 now holds an unknown value: drop ours rather than guess.
-                    act.inner.l1.remove(&key);
+                    act.inner.l1.invalidate(&key);
                     Stats::bump(&act.inner.stats.l2_errors);
                     Err(CacheError::Unavailable(err))
                 }
@@ -134,7 +149,7 @@ impl Handler<Delete> for CacheActor {
         let store = self.inner.store.clone();
         let key = msg.key;
         // Drop L1 at once: readers of this process stop seeing the value before L2 answers.
-        self.inner.l1.remove(&key);
+        self.inner.l1.invalidate(&key);
         let write = {
             let key = key.clone();
             async move {
@@ -144,7 +159,7 @@ impl Handler<Delete> for CacheActor {
         };
         Box::pin(write.into_actor(self).map(move |result, act, _| {
             if act.is_latest(&key, seq) {
-                act.inner.l1.remove(&key);
+                act.inner.l1.invalidate(&key);
             }
             match result {
                 Ok(existed) => Ok(existed),
@@ -198,17 +213,20 @@ impl Handler<Acquire> for CacheActor {
                 if let Some(value) = self.inner.l1.get(&msg.key) {
                     Lease::Ready(value)
                 } else {
+                    let ticket = self.inner.l1.ticket(&msg.key);
                     self.flights.insert(
                         msg.key.clone(),
                         Flight::Loading {
                             waiters: Vec::new(),
                             stale: false,
+                            ticket,
                         },
                     );
                     Lease::Leader(LoadGuard {
                         key: msg.key,
                         addr: ctx.address(),
                         armed: true,
+                        fill: None,
                     })
                 }
             }
@@ -221,7 +239,12 @@ impl Handler<Release> for CacheActor {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
-        let Some(Flight::Loading { waiters, stale }) = self.flights.remove(&msg.key) else {
+        let Some(Flight::Loading {
+            waiters,
+            stale,
+            ticket,
+        }) = self.flights.remove(&msg.key)
+        else {
             return;
         };
         let Some((value, ttl)) = msg.outcome else {
@@ -238,7 +261,11 @@ impl Handler<Release> for CacheActor {
             return;
         }
         let key = msg.key;
-        self.inner.l1.insert(&key, value.clone(), ttl);
+        self.inner.l1.fill(&key, value.clone(), ttl, ticket);
+        // L2 is filled only under the guard taken before the load (see `Store::fill`).
+        let Some(guard) = msg.fill else {
+            return;
+        };
         if !self.inner.store.readable() {
             Stats::bump(&self.inner.stats.l2_errors);
             return;
@@ -257,20 +284,43 @@ impl Handler<Release> for CacheActor {
         let store = self.inner.store.clone();
         let bytes =
             value.unwrap_or_else(|| bytes::Bytes::from_static(super::store::NEGATIVE_MARKER));
+        let echo = self.inner.l1.echo(&key);
+        // The caller's `complete` returns once L1 holds what L2 holds (or L1 gave up).
+        let handled = msg.handled;
         let write = {
             let key = key.clone();
-            async move { store.set(&key, bytes, ttl).await }
+            async move { store.fill(&key, bytes, ttl, &guard).await }
         };
-        ctx.spawn(write.into_actor(self).map(move |result, act, _| {
-            if let Err(err) = result {
-                Stats::bump(&act.inner.stats.l2_errors);
-                tracing::warn!(error = %err, "cache: storing a loaded value in L2 failed");
-            }
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
             if matches!(act.flights.get(&key), Some(Flight::Storing { generation: g, .. }) if *g == generation)
             {
                 act.flights.remove(&key);
             }
             let _ = done_tx.send(true);
+            match result {
+                Ok(true) => {
+                    if let Some(echo) = echo {
+                        let inner = Arc::clone(&act.inner);
+                        ctx.spawn(
+                            async move {
+                                inner.refill_after_echo(&key, echo).await;
+                                drop(handled);
+                            }
+                            .into_actor(act),
+                        );
+                    }
+                }
+                Ok(false) => {
+                    // L2 holds another value (or none): ours may be stale.
+                    act.inner.l1.invalidate(&key);
+                    Stats::bump(&act.inner.stats.fills_refused);
+                }
+                Err(err) => {
+                    act.inner.l1.invalidate(&key);
+                    Stats::bump(&act.inner.stats.l2_errors);
+                    tracing::warn!(error = %err, "cache: storing a loaded value in L2 failed");
+                }
+            }
         }));
     }
 }

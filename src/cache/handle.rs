@@ -8,10 +8,10 @@ use super::{
     Acquire, CacheActor, CacheConfig, CacheError, CacheStats, Delete, FlushPattern, Lease, Set,
     error::validate_key,
     l1::L1,
-    stats::Stats,
+    stats::{L1Feed, Stats},
     store::{MemoryStore, NEGATIVE_MARKER, RedisStore, Store},
 };
-use crate::redis::RedisHandle;
+use crate::redis::{FeedEvent, InvalidationFeed, RedisHandle};
 
 /// Which tier answered a lookup; sent to HTTP clients as `X-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,37 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) stats: Arc<Stats>,
     pub(crate) config: CacheConfig,
+    /// Keeps L1 coherent with Redis; stops when the cache is dropped.
+    _feed: Option<InvalidationFeed>,
+}
+
+/// How long a writer waits for the feed to report its own write before it leaves L1 to the
+/// next read (the echo takes well under a millisecond on a live feed).
+const ECHO_WAIT: Duration = Duration::from_millis(250);
+
+impl Inner {
+    /// After this instance's write of `key` reached L2: waits (bounded) for the feed to report
+    /// it, then fills L1 from a fresh L2 read, which no reported change has overtaken.
+    pub(crate) async fn refill_after_echo(
+        &self,
+        key: &str,
+        echo: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        // The sender is dropped when the echo (or a flush, or a feed change) is reported.
+        if tokio::time::timeout(ECHO_WAIT, echo).await.is_err() {
+            return;
+        }
+        let ticket = self.l1.ticket(key);
+        match self.store.get(key, true).await {
+            Ok(Some((bytes, left))) => {
+                let value = (bytes.as_ref() != NEGATIVE_MARKER).then_some(bytes);
+                let ttl = left.unwrap_or(self.config.l1_ttl());
+                self.l1.fill(key, value, ttl, ticket);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::debug!(error = %err, "cache: refilling L1 after a write failed"),
+        }
+    }
 }
 
 /// A cloneable handle to the two-tier cache. Reads run in the caller's task (L1, then L2);
@@ -83,17 +114,33 @@ impl std::fmt::Debug for CacheHandle {
 impl CacheHandle {
     /// Starts the cache actor on the current arbiter, with Redis as L2 when `redis` is given
     /// and the in-process store otherwise.
+    ///
+    /// With Redis and L1 on, it also starts the invalidation feed (see the
+    /// [module docs](super)): L1 is bypassed until the feed is armed.
     pub fn start(config: CacheConfig, redis: Option<RedisHandle>) -> Self {
         let stats = Arc::new(Stats::default());
+        let mut l1 = L1::new(config.l1_max_bytes(), config.l1_ttl(), Arc::clone(&stats));
+        let mut feed = None;
         let store = match redis {
-            Some(redis) => Store::Redis(RedisStore::new(redis, config.namespace())),
+            Some(redis) => {
+                if l1.enabled() {
+                    l1 = l1.fed();
+                    feed = start_feed(&redis, &config, &l1, &stats);
+                }
+                Store::Redis(RedisStore::new(
+                    redis,
+                    config.key_prefix(),
+                    config.namespace(),
+                ))
+            }
             None => Store::Memory(MemoryStore::new(config.memory_l2_max_bytes())),
         };
         let inner = Arc::new(Inner {
-            l1: L1::new(config.l1_max_bytes(), config.l1_ttl(), Arc::clone(&stats)),
+            l1,
             store,
             stats,
             config,
+            _feed: feed,
         });
         let addr = CacheActor::new(Arc::clone(&inner)).start();
         Self { inner, addr }
@@ -214,7 +261,7 @@ impl CacheHandle {
         validate_key(key)?;
         if let Err(err) = self.fail_fast_when_down() {
             // Still drop our own copy: it may be about to go stale.
-            self.inner.l1.remove(key);
+            self.inner.l1.invalidate(key);
             return Err(err);
         }
         self.send(Delete {
@@ -353,9 +400,11 @@ impl CacheHandle {
                     }
                     // The leader failed or gave up: acquire again.
                 }
-                Lease::Leader(guard) => {
+                Lease::Leader(mut guard) => {
                     // unwrap: a caller becomes leader at most once, then returns.
                     let load = loader.take().unwrap();
+                    // Before the load: a change to the key from now on forbids the L2 fill.
+                    guard.fill = self.inner.store.fill_guard(key).await;
                     Stats::bump(&self.inner.stats.loads);
                     // On error (or cancellation) the guard drops unreported and waiters retry.
                     let value = load().await?;
@@ -380,17 +429,14 @@ impl CacheHandle {
             Stats::bump(&self.inner.stats.l2_errors);
             return Err(self.unavailable());
         }
+        // Before the read: a change reported after it keeps this value out of L1.
+        let ticket = self.inner.l1.ticket(key);
         match self.inner.store.get(key, self.inner.l1.enabled()).await {
             Ok(Some((bytes, left))) => {
                 Stats::bump(&self.inner.stats.l2_hits);
                 let value = (bytes.as_ref() != NEGATIVE_MARKER).then_some(bytes);
-                if let Some(left) = left {
-                    self.inner.l1.insert(key, value.clone(), left);
-                } else {
-                    self.inner
-                        .l1
-                        .insert(key, value.clone(), self.inner.config.l1_ttl());
-                }
+                let ttl = left.unwrap_or(self.inner.config.l1_ttl());
+                self.inner.l1.fill(key, value.clone(), ttl, ticket);
                 Ok(Some(value))
             }
             Ok(None) => Ok(None),
@@ -438,5 +484,64 @@ impl CacheHandle {
     /// Whether L1 is enabled.
     pub fn l1_enabled(&self) -> bool {
         self.inner.l1.enabled()
+    }
+
+    /// The invalidation feed's state (`Off` on the memory backend or with L1 off).
+    pub fn feed(&self) -> L1Feed {
+        self.stats().l1_feed
+    }
+}
+
+/// Starts the feed that applies every change under the cache namespace to `l1`.
+fn start_feed(
+    redis: &RedisHandle,
+    config: &CacheConfig,
+    l1: &L1,
+    stats: &Arc<Stats>,
+) -> Option<InvalidationFeed> {
+    use std::sync::atomic::Ordering;
+
+    // Bypassed (`L1::fed`) until the feed is armed.
+    stats.feed.store(L1Feed::Down.as_u8(), Ordering::Relaxed);
+    let namespace = config.namespace();
+    let (l1, stats) = (l1.clone(), Arc::clone(stats));
+    let listener = {
+        let namespace = namespace.clone();
+        move |event: FeedEvent| match event {
+            FeedEvent::Invalidated(keys) => {
+                for key in keys {
+                    // Keys outside the namespace or not UTF-8 were never cached here.
+                    if let Some(key) = key.strip_prefix(namespace.as_bytes())
+                        && let Ok(key) = std::str::from_utf8(key)
+                    {
+                        l1.invalidate_reported(key);
+                        Stats::bump(&stats.l1_invalidations);
+                    }
+                }
+            }
+            FeedEvent::FlushedAll => {
+                l1.invalidate_all_reported();
+                Stats::bump(&stats.l1_invalidations);
+            }
+            FeedEvent::Down => {
+                l1.set_live(false);
+                let was = stats.feed.swap(L1Feed::Down.as_u8(), Ordering::Relaxed);
+                if was == L1Feed::Up.as_u8() {
+                    Stats::bump(&stats.l1_feed_flushes);
+                }
+            }
+            FeedEvent::Up => {
+                l1.set_live(true);
+                stats.feed.store(L1Feed::Up.as_u8(), Ordering::Relaxed);
+            }
+        }
+    };
+    match redis.invalidation_feed(vec![namespace], listener) {
+        Ok(feed) => Some(feed),
+        Err(err) => {
+            // L1 stays bypassed: correct, only slower.
+            tracing::error!(error = %err, "cache: the invalidation feed cannot start; L1 stays bypassed");
+            None
+        }
     }
 }

@@ -18,19 +18,35 @@
 //!   shared with moka (`Bytes`), so it costs memory only for values moka no longer holds (evicted, replaced or
 //!   removed, until the front entry is overwritten or dropped): at most `FRONT_MAX_BYTES` per
 //!   worker thread beyond the L1 budget.
+//!
+//! Coherence across instances (see the cache's [module docs](super)):
+//! - an invalidation (a remote change reported by the feed, a local write or delete) bumps the
+//!   key's stripe *epoch* before it removes the key; a fill ([`L1::fill`]) carries the
+//!   [`Ticket`] (stripe epoch) taken before its value was read, inserts, then checks the epoch
+//!   again and takes its entry back out if it moved: whichever of the two comes second removes
+//!   the value, so a load that an invalidation overtook never stays in L1;
+//! - this instance's own writes (a `Set`, a load's L2 fill) come back through the feed as
+//!   invalidations too (Redis merges the invalidations of one key within an event-loop turn, so
+//!   an echo cannot be told from another client's change and is never skipped). A writer
+//!   therefore waits for its write's echo ([`L1::echo`]) and then fills L1 from a fresh L2 read:
+//!   its next read is an L1 hit, and the value is one no reported change has overtaken;
+//! - while the feed is down, L1 is *bypassed*: reads miss (one relaxed atomic load on the hit
+//!   path, no lock, no allocation) and fills are dropped; going down and coming back up both
+//!   flush (every epoch and generation bumped, moka emptied).
 
 use std::{
     cell::RefCell,
     collections::HashMap,
     sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use moka::{Expiry, notification::RemovalCause, sync::Cache};
+use tokio::sync::oneshot;
 
 use super::{glob::glob_match, stats::Stats, store::weight};
 
@@ -75,6 +91,23 @@ pub(crate) struct L1 {
     /// Per stripe of keys, bumped after every change to one of them; front entries of an older
     /// generation are not served.
     generations: Arc<[AtomicU64; STRIPES]>,
+    /// Per stripe of keys, bumped before every invalidation of one of them; fills taken at an
+    /// older epoch are taken back out.
+    epochs: Arc<[AtomicU64; STRIPES]>,
+    /// Whether L1 may serve and be filled (false while the invalidation feed is down).
+    live: Arc<AtomicBool>,
+    /// Writers waiting for the feed to report a change of their key; `None` without a feed.
+    echoes: Option<Arc<Mutex<EchoWaiters>>>,
+}
+
+/// Per key, the writers waiting for the feed to report a change of it.
+type EchoWaiters = HashMap<String, Vec<oneshot::Sender<()>>>;
+
+/// The epoch of a key's stripe, taken before reading the value a [`L1::fill`] will insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    stripe: usize,
+    epoch: u64,
 }
 
 /// Keys are spread over this many generation counters.
@@ -200,7 +233,125 @@ impl L1 {
             max_ttl,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             generations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            epochs: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            live: Arc::new(AtomicBool::new(true)),
+            echoes: None,
         }
+    }
+
+    /// This L1 as kept coherent by an invalidation feed: bypassed until the feed is up, and
+    /// expecting echoes of its own writes.
+    pub(crate) fn fed(mut self) -> Self {
+        self.echoes = Some(Arc::default());
+        self.set_live(false);
+        self
+    }
+
+    fn with_echoes<T>(&self, f: impl FnOnce(&mut EchoWaiters) -> T) -> Option<T> {
+        let echoes = self.echoes.as_ref()?;
+        // Each closure leaves the map consistent: a poisoned lock is still usable.
+        let mut echoes = echoes.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(f(&mut echoes))
+    }
+
+    /// Resolves once the feed reports a change of `key` (or a flush, or the feed going down or
+    /// up) after this call; `None` without a feed, or while it is down (no echo would come).
+    /// Call before sending the write.
+    pub(crate) fn echo(&self, key: &str) -> Option<oneshot::Receiver<()>> {
+        if !self.is_live() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.with_echoes(|e| e.entry(key.to_owned()).or_default().push(tx))?;
+        Some(rx)
+    }
+
+    /// Applies an invalidation reported by the feed and wakes the writers waiting for it.
+    pub(crate) fn invalidate_reported(&self, key: &str) {
+        self.invalidate(key);
+        // Dropping the senders wakes the receivers.
+        self.with_echoes(|e| e.remove(key));
+    }
+
+    /// Whether L1 serves now (false while bypassed).
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Empties L1 and bypasses it (`live: false`) or empties it and serves again (`live: true`).
+    /// Going live flushes *before* serving: values filled while bypassed, or by loads that began
+    /// before, are gone.
+    pub(crate) fn set_live(&self, live: bool) {
+        if !live {
+            self.live.store(false, Ordering::SeqCst);
+        }
+        self.invalidate_all();
+        if live {
+            self.live.store(true, Ordering::SeqCst);
+        }
+        // Writers waiting for an echo read L2 again (and find L1 bypassed while it is).
+        self.with_echoes(HashMap::clear);
+    }
+
+    /// The ticket a fill of `key` must carry: take it before reading the value.
+    pub(crate) fn ticket(&self, key: &str) -> Ticket {
+        let stripe = stripe(key);
+        Ticket {
+            stripe,
+            epoch: self.epochs[stripe].load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether `ticket` is still current (no invalidation of its stripe since, L1 live).
+    fn current(&self, ticket: Ticket) -> bool {
+        self.is_live() && self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch
+    }
+
+    /// Stores `value` read under `ticket`, unless an invalidation of its stripe (or a flush, or
+    /// the feed going down) came after the ticket; answers whether it stayed.
+    pub(crate) fn fill(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        ttl: Duration,
+        ticket: Ticket,
+    ) -> bool {
+        if self.cache.is_none() || !self.current(ticket) {
+            return false;
+        }
+        self.insert(key, value, ttl);
+        // An invalidation that bumped the epoch before this check is seen here; one that bumps
+        // it after removes the entry itself (it removes after bumping).
+        if self.current(ticket) {
+            return true;
+        }
+        self.discard(key);
+        false
+    }
+
+    /// Drops `key` because a change to it was reported (or is being made): later fills that
+    /// began before are refused.
+    pub(crate) fn invalidate(&self, key: &str) -> bool {
+        self.epochs[stripe(key)].fetch_add(1, Ordering::SeqCst);
+        self.discard(key)
+    }
+
+    /// Drops every entry as the feed asked (a flush): as [`invalidate_all`](Self::invalidate_all),
+    /// and wakes every writer waiting for an echo.
+    pub(crate) fn invalidate_all_reported(&self) {
+        self.invalidate_all();
+        self.with_echoes(HashMap::clear);
+    }
+
+    /// Drops every entry; fills that began before are refused.
+    pub(crate) fn invalidate_all(&self) {
+        for epoch in self.epochs.iter() {
+            epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+        self.changed(None);
     }
 
     pub(crate) fn enabled(&self) -> bool {
@@ -210,6 +361,12 @@ impl L1 {
     /// The entry's value (`None` inside: a negative entry), from this thread's front or moka.
     pub(crate) fn get(&self, key: &str) -> Option<Option<Bytes>> {
         let cache = self.cache.as_ref()?;
+        // Bypassed while the feed is down: one relaxed load of a flag that rarely changes (its
+        // cache line stays shared across threads). A read racing the switch may serve what was
+        // current when the feed went down.
+        if !self.live.load(Ordering::Relaxed) {
+            return None;
+        }
         let now = Instant::now();
         if let Some(value) = FRONT.with(|front| front.borrow_mut().hit(self, key, now)) {
             return Some(value);
@@ -248,7 +405,8 @@ impl L1 {
     }
 
     /// Stores `value` for at most `ttl` (itself capped by the L1 TTL): L1 never outlives L2.
-    pub(crate) fn insert(&self, key: &str, value: Option<Bytes>, ttl: Duration) {
+    /// Unchecked: callers that read the value from elsewhere use [`fill`](Self::fill).
+    fn insert(&self, key: &str, value: Option<Bytes>, ttl: Duration) {
         if let Some(cache) = &self.cache {
             let ttl = ttl.min(self.max_ttl);
             if !ttl.is_zero() {
@@ -261,7 +419,7 @@ impl L1 {
         }
     }
 
-    pub(crate) fn remove(&self, key: &str) -> bool {
+    fn discard(&self, key: &str) -> bool {
         let removed = self.cache.as_ref().is_some_and(|c| c.remove(key).is_some());
         self.changed(Some(key));
         removed
@@ -274,6 +432,10 @@ impl L1 {
             .filter(|(k, _)| glob_match(glob.as_bytes(), k.as_bytes()))
             .map(|(k, _)| k)
             .collect();
+        // Every stripe: loads of matching keys in flight must not fill afterwards.
+        for epoch in self.epochs.iter() {
+            epoch.fetch_add(1, Ordering::SeqCst);
+        }
         for key in &doomed {
             cache.invalidate(key.as_str());
         }
@@ -320,13 +482,79 @@ mod tests {
         assert_eq!(l1.get("k"), Some(value("2")));
         l1.insert("k", None, ttl);
         assert_eq!(l1.get("k"), Some(None));
-        assert!(l1.remove("k"));
+        assert!(l1.invalidate("k"));
         assert_eq!(l1.get("k"), None);
         l1.insert("k", value("3"), ttl);
         assert_eq!(l1.get("k"), Some(value("3")));
         assert_eq!(l1.get("k"), Some(value("3")));
         assert_eq!(l1.remove_matching("*"), 1);
         assert_eq!(l1.get("k"), None);
+    }
+
+    /// A fill whose ticket an invalidation (of its key, of its stripe, or a flush) overtook is
+    /// refused; one taken afterwards is kept.
+    #[test]
+    fn overtaken_fills_are_refused() {
+        let l1 = l1();
+        let ttl = Duration::from_secs(60);
+        let ticket = l1.ticket("k");
+        l1.invalidate("k");
+        assert!(!l1.fill("k", value("old"), ttl, ticket));
+        assert_eq!(l1.get("k"), None);
+        let ticket = l1.ticket("k");
+        l1.invalidate_all();
+        assert!(!l1.fill("k", value("old"), ttl, ticket));
+        assert_eq!(l1.get("k"), None);
+        let ticket = l1.ticket("k");
+        assert!(l1.fill("k", value("new"), ttl, ticket));
+        assert_eq!(l1.get("k"), Some(value("new")));
+        assert_eq!(l1.get("k"), Some(value("new")));
+    }
+
+    /// While bypassed, L1 answers nothing (fronts included) and keeps nothing; going live
+    /// flushes, and refuses fills whose ticket predates it.
+    #[test]
+    fn bypassed_l1_serves_and_keeps_nothing() {
+        let l1 = l1();
+        let ttl = Duration::from_secs(60);
+        l1.fill("k", value("1"), ttl, l1.ticket("k"));
+        assert_eq!(l1.get("k"), Some(value("1")));
+        assert_eq!(l1.get("k"), Some(value("1")));
+        l1.set_live(false);
+        assert_eq!(l1.get("k"), None);
+        let during = l1.ticket("k");
+        assert!(!l1.fill("k", value("2"), ttl, during));
+        l1.set_live(true);
+        assert_eq!(l1.get("k"), None);
+        assert!(!l1.fill("k", value("2"), ttl, during));
+        assert!(l1.fill("k", value("3"), ttl, l1.ticket("k")));
+        assert_eq!(l1.get("k"), Some(value("3")));
+    }
+
+    /// A writer waiting for its echo is woken by the key's invalidation, or by a flush.
+    #[test]
+    fn echoes_wake_their_writers() {
+        let l1 = l1().fed();
+        assert!(
+            l1.echo("k").is_none(),
+            "no echo comes while the feed is down"
+        );
+        l1.set_live(true);
+        let mut echo = l1.echo("k").unwrap();
+        let mut other = l1.echo("other").unwrap();
+        l1.invalidate_reported("k");
+        assert!(
+            echo.try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed)
+        );
+        assert_eq!(other.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+        l1.invalidate_all_reported();
+        assert_eq!(other.try_recv(), Err(oneshot::error::TryRecvError::Closed));
+        assert!(
+            L1::new(1, Duration::from_secs(1), Arc::default())
+                .echo("k")
+                .is_none()
+        );
     }
 
     #[test]
@@ -343,7 +571,7 @@ mod tests {
             .unwrap();
         assert_eq!(l1.get("shared"), Some(value("new")));
         let writer = l1.clone();
-        std::thread::spawn(move || writer.remove("shared"))
+        std::thread::spawn(move || writer.invalidate("shared"))
             .join()
             .unwrap();
         assert_eq!(l1.get("shared"), None);

@@ -4,7 +4,7 @@ use actix::{Addr, Message};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{CacheActor, CacheError};
+use super::{CacheActor, CacheError, FillGuard};
 
 /// Stores JSON `value` under `key` for `ttl` in L2, then L1; answers once L2 holds it.
 #[derive(Debug, Message)]
@@ -57,6 +57,8 @@ pub struct Release {
     /// receiver. The message itself is queued at once (`do_send`), never held in a future
     /// that a cancelled caller could drop with it.
     pub handled: Option<oneshot::Sender<()>>,
+    /// The L2 guard taken before the load began; `None`: the result is not written to L2.
+    pub fill: Option<FillGuard>,
 }
 
 /// The answer to [`Acquire`].
@@ -77,6 +79,8 @@ pub struct LoadGuard {
     pub(super) key: String,
     pub(super) addr: Addr<CacheActor>,
     pub(super) armed: bool,
+    /// Taken by the leader before it runs its loader.
+    pub(super) fill: Option<FillGuard>,
 }
 
 impl LoadGuard {
@@ -92,6 +96,7 @@ impl LoadGuard {
             key: std::mem::take(&mut self.key),
             outcome: Some((value, ttl)),
             handled: Some(handled),
+            fill: self.fill.take(),
         });
         // Resolves when the actor drops the message (handled, or the actor is gone).
         let _ = done.await;
@@ -105,6 +110,7 @@ impl Drop for LoadGuard {
                 key: std::mem::take(&mut self.key),
                 outcome: None,
                 handled: None,
+                fill: None,
             });
         }
     }

@@ -1,24 +1,31 @@
 //! The two-tier cache: moka in this process (L1) in front of Redis (L2).
 //!
 //! - **L1** is bounded by bytes (a weigher over key and value sizes) and gives each entry its own
-//!   TTL, never longer than what the entry has left in L2, nor than the configured L1 TTL (which
-//!   bounds how stale another instance's write can look here).
+//!   TTL, never longer than what the entry has left in L2, nor than the configured L1 TTL.
+//! - **Coherence** (Redis): an invalidation feed (see [`crate::redis::feed`]) reports every
+//!   change to a key under `<prefix>cache:`, by any instance or any other Redis client; L1 drops
+//!   the key. While the feed is down or cannot be shown alive, L1 is flushed and bypassed. Fills
+//!   carry an epoch ticket so an overtaken load never stays in L1, and loads' L2 fills are
+//!   guarded by a per-key marker (see the README's "Consistency" section for what is and is not
+//!   guaranteed).
 //! - **L2** is Redis: values as JSON, every key written with a TTL, all under `<prefix>cache:`.
 //!   Without Redis, an in-process store with the same semantics stands in (single instance).
 //! - A cached JSON `null`, `[]`, `0` or `""` is a hit. `remember` caches "absent" as a negative
 //!   entry with its own short TTL, and runs the loader once per process for concurrent cold calls.
 //!
 //! # Where the work happens
-//! Reads run in the caller's task: an L1 hit is a lock-free moka lookup on the worker's own
-//! thread, and an L2 read is one pipelined round trip over the shared multiplexed connection.
+//! Reads run in the caller's task: an L1 hit is a per-thread front (or moka) lookup on the
+//! worker's own thread, and an L2 read is one pipelined round trip over the shared multiplexed connection.
 //! A message to the actor on every read would cost about a third of an L1 hit's throughput
 //! (`benches/http.rs` measures the path as it is). Writes, loads and invalidations go through the
 //! [`CacheActor`], which orders them (see its docs) and is the single place invalidation happens.
 //!
 //! # Behavior when Redis fails
-//! Reads degrade to L1 and the loader (logged, counted in [`CacheStats::l2_errors`]); a plain
-//! [`get`](CacheHandle::get) that L1 cannot answer fails with [`CacheError::Unavailable`] rather
-//! than guess. Writes fail fast with [`CacheError::Unavailable`] (HTTP 503) and drop the key from L1.
+//! The feed is lost with Redis, so L1 is flushed and bypassed: reads degrade to the loader
+//! (logged, counted in [`CacheStats::l2_errors`]); a plain [`get`](CacheHandle::get) fails with
+//! [`CacheError::Unavailable`] rather than guess. Writes fail fast with
+//! [`CacheError::Unavailable`] (HTTP 503) and drop the key from L1. Without Redis (the memory
+//! backend) there is no feed and L1 always serves.
 
 mod actor;
 mod cached;
@@ -39,4 +46,5 @@ pub use error::{CacheError, MAX_KEY_BYTES, validate_key};
 pub use glob::{escape as escape_glob, glob_match};
 pub use handle::{CacheHandle, Hit, Remembered, Tier};
 pub use messages::{Acquire, Delete, FlushPattern, Lease, LoadGuard, Release, Set};
-pub use stats::CacheStats;
+pub use stats::{CacheStats, L1Feed};
+pub use store::{FILL_GUARD_TTL, FillGuard};

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -12,6 +12,42 @@ pub(crate) struct Stats {
     pub(crate) coalesced: AtomicU64,
     pub(crate) l2_errors: AtomicU64,
     pub(crate) evictions: AtomicU64,
+    pub(crate) l1_invalidations: AtomicU64,
+    pub(crate) l1_feed_flushes: AtomicU64,
+    pub(crate) fills_refused: AtomicU64,
+    /// [`L1Feed`] as a number (0 off, 1 down, 2 up).
+    pub(crate) feed: AtomicU8,
+}
+
+/// The state of the invalidation feed that keeps this instance's L1 coherent with Redis.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum L1Feed {
+    /// No feed: the memory backend (one instance), or L1 is off.
+    Off,
+    /// Lost or not yet armed: L1 is flushed and bypassed (every read goes to Redis).
+    Down,
+    /// Armed and shown alive: L1 serves.
+    Up,
+}
+
+impl L1Feed {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Down,
+            2 => Self::Up,
+            _ => Self::Off,
+        }
+    }
+
+    pub(crate) fn as_u8(self) -> u8 {
+        match self {
+            Self::Off => 0,
+            Self::Down => 1,
+            Self::Up => 2,
+        }
+    }
 }
 
 /// A snapshot of the cache's counters.
@@ -34,6 +70,14 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Bytes held by L1.
     pub l1_bytes: u64,
+    /// Invalidations L1 received from the feed (a key changed in Redis, by anyone, or a flush).
+    pub l1_invalidations: u64,
+    /// Times L1 was flushed and bypassed because the invalidation feed was lost.
+    pub l1_feed_flushes: u64,
+    /// Loaded values not written to L2 because the key changed while they loaded.
+    pub fills_refused: u64,
+    /// The invalidation feed's state.
+    pub l1_feed: L1Feed,
 }
 
 impl Stats {
@@ -48,6 +92,10 @@ impl Stats {
             l2_errors: get(&self.l2_errors),
             evictions: get(&self.evictions),
             l1_bytes,
+            l1_invalidations: get(&self.l1_invalidations),
+            l1_feed_flushes: get(&self.l1_feed_flushes),
+            fills_refused: get(&self.fills_refused),
+            l1_feed: L1Feed::from_u8(self.feed.load(Ordering::Relaxed)),
         }
     }
 

@@ -1,6 +1,20 @@
 //! The L2 tier: Redis, or an in-process stand-in with the same semantics for the memory backend.
+//!
+//! # Fill guard (Redis)
+//! A slow load must not write an old value back to L2 over another instance's change. Every
+//! write and delete made through redkit also sets the key's *fill-guard marker* to a fresh
+//! random token for [`FILL_GUARD_TTL`]; a loader reads the marker before it loads
+//! ([`Store::fill_guard`]), and its fill ([`Store::fill`]) is one script that writes the value
+//! only if the marker is unchanged and the key still absent (`SET NX`). A load that took longer
+//! than half the marker's life does not fill (the marker set after it began could have
+//! expired). Markers live outside the cache namespace (so the invalidation feed ignores them),
+//! as `<prefix>fillguard:{<tag>}:<key>`, under the same hash tag as the key they guard; a key
+//! whose slot no marker can share (a `}` without a hash tag) is never filled into L2 by a load.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use moka::{Expiry, sync::Cache};
@@ -17,6 +31,72 @@ pub(crate) const NEGATIVE_MARKER: &[u8] = b"!absent";
 
 /// An L2 read: the stored bytes and how long they have left (`None`: no expiry known).
 pub(crate) type L2Value = (Bytes, Option<Duration>);
+
+/// Lifetime of a fill-guard marker: loads slower than half of it do not fill L2.
+pub const FILL_GUARD_TTL: Duration = Duration::from_secs(30);
+
+/// What a load's L2 fill is checked against: the key's fill-guard marker as it was before the
+/// load began. Opaque; taken by [`CacheHandle::remember`](super::CacheHandle::remember).
+#[derive(Debug, Clone)]
+pub struct FillGuard {
+    /// The marker's token then (empty: none); `None` on the memory backend (no guard needed).
+    marker: Option<Vec<u8>>,
+    taken: Instant,
+}
+
+/// Sets a key and its fill-guard marker.
+const SET_SCRIPT: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+return 1
+";
+
+/// Deletes a key and sets its fill-guard marker; answers how many keys were deleted.
+const DELETE_SCRIPT: &str = r"
+local n = redis.call('UNLINK', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return n
+";
+
+/// A load's fill: only while the marker is what the loader saw and the key is absent.
+const FILL_SCRIPT: &str = r"
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+return 0
+";
+
+/// A fresh marker token: random per process, then a counter (never empty).
+fn marker_token() -> String {
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nonce = NONCE.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // Should the OS source ever fail, the process id and the clock still tell processes
+        // apart.
+        let _ = getrandom::fill(&mut bytes);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        u64::from_le_bytes(bytes) ^ (u64::from(std::process::id()) << 32) ^ u64::from(nanos)
+    });
+    format!("{nonce:016x}.{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The part of `key` Redis Cluster hashes: its hash tag, or the whole key.
+fn slot_part(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
 
 /// The second tier, shared by every instance when it is Redis.
 #[derive(Clone)]
@@ -68,6 +148,37 @@ impl Store {
         }
     }
 
+    /// The guard a load of `key` takes before it begins; `None`: its result must not be written
+    /// to L2 (the marker cannot be read now, or the key cannot have one).
+    pub(crate) async fn fill_guard(&self, key: &str) -> Option<FillGuard> {
+        match self {
+            Self::Memory(_) => Some(FillGuard {
+                marker: None,
+                taken: Instant::now(),
+            }),
+            Self::Redis(r) => r.fill_guard(key).await,
+        }
+    }
+
+    /// Writes a loaded value unless a change since `guard` was taken forbids it; answers
+    /// whether it was written.
+    pub(crate) async fn fill(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        guard: &FillGuard,
+    ) -> Result<bool, RedisError> {
+        match self {
+            // One instance: the actor's barrier orders its loads and writes.
+            Self::Memory(m) => {
+                m.set(key, value, ttl);
+                Ok(true)
+            }
+            Self::Redis(r) => r.fill(key, value, ttl, guard).await,
+        }
+    }
+
     /// Whether a positive (non-negative) entry exists.
     pub(crate) async fn exists(&self, key: &str) -> Result<bool, RedisError> {
         match self {
@@ -90,11 +201,77 @@ impl Store {
 pub(crate) struct RedisStore {
     pub(crate) redis: RedisHandle,
     namespace: String,
+    /// `<prefix>fillguard:`.
+    guards: String,
+    scripts: std::sync::Arc<[redis::Script; 3]>,
 }
 
 impl RedisStore {
-    pub(crate) fn new(redis: RedisHandle, namespace: String) -> Self {
-        Self { redis, namespace }
+    pub(crate) fn new(redis: RedisHandle, prefix: &str, namespace: String) -> Self {
+        Self {
+            redis,
+            namespace,
+            guards: format!("{prefix}fillguard:"),
+            scripts: std::sync::Arc::new([
+                redis::Script::new(SET_SCRIPT),
+                redis::Script::new(DELETE_SCRIPT),
+                redis::Script::new(FILL_SCRIPT),
+            ]),
+        }
+    }
+
+    /// The fill-guard marker of the whole key `full`, in its hash slot; `None` when no key can
+    /// share its slot under the guard prefix.
+    fn marker(&self, full: &str) -> Option<String> {
+        let part = slot_part(full);
+        let marker = format!("{}{{{part}}}:{full}", self.guards);
+        (slot_part(&marker) == part).then_some(marker)
+    }
+
+    async fn fill_guard(&self, key: &str) -> Option<FillGuard> {
+        let marker = self.marker(&self.key(key))?;
+        let taken = Instant::now();
+        match self
+            .redis
+            .query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&marker))
+            .await
+        {
+            Ok(token) => Some(FillGuard {
+                marker: Some(token.unwrap_or_default()),
+                taken,
+            }),
+            Err(err) => {
+                tracing::debug!(error = %err, "cache: fill guard unreadable; the load will not fill L2");
+                None
+            }
+        }
+    }
+
+    async fn fill(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        guard: &FillGuard,
+    ) -> Result<bool, RedisError> {
+        let full = self.key(key);
+        let (Some(marker), Some(seen)) = (self.marker(&full), guard.marker.as_ref()) else {
+            return Ok(false);
+        };
+        // The marker set by a change after the guard was taken lives FILL_GUARD_TTL: past half
+        // of it (a margin for clock rates), its absence proves nothing.
+        if guard.taken.elapsed() >= FILL_GUARD_TTL / 2 {
+            return Ok(false);
+        }
+        let mut invocation = self.scripts[2].prepare_invoke();
+        invocation
+            .key(&full)
+            .key(&marker)
+            .arg(value.as_ref())
+            .arg(millis(ttl))
+            .arg(seen.as_slice());
+        let filled: i64 = self.redis.invoke(&invocation).await?;
+        Ok(filled == 1)
     }
 
     fn key(&self, key: &str) -> String {
@@ -126,20 +303,41 @@ impl RedisStore {
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), RedisError> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(key))
+        let full = self.key(key);
+        let Some(marker) = self.marker(&full) else {
+            // No load ever fills such a key into L2: nothing to guard.
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&full)
+                .arg(value.as_ref())
+                .arg("PX")
+                .arg(millis(ttl));
+            return self.redis.query::<()>(&cmd).await;
+        };
+        let mut invocation = self.scripts[0].prepare_invoke();
+        invocation
+            .key(&full)
+            .key(&marker)
             .arg(value.as_ref())
-            .arg("PX")
-            .arg(millis);
-        self.redis.query::<()>(&cmd).await
+            .arg(millis(ttl))
+            .arg(marker_token())
+            .arg(millis(FILL_GUARD_TTL));
+        self.redis.invoke::<()>(&invocation).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, RedisError> {
-        let n: u64 = self
-            .redis
-            .query(redis::cmd("UNLINK").arg(self.key(key)))
-            .await?;
+        let full = self.key(key);
+        let n: u64 = match self.marker(&full) {
+            Some(marker) => {
+                let mut invocation = self.scripts[1].prepare_invoke();
+                invocation
+                    .key(&full)
+                    .key(&marker)
+                    .arg(marker_token())
+                    .arg(millis(FILL_GUARD_TTL));
+                self.redis.invoke(&invocation).await?
+            }
+            None => self.redis.query(redis::cmd("UNLINK").arg(&full)).await?,
+        };
         Ok(n > 0)
     }
 

@@ -23,6 +23,11 @@ pub(crate) struct Health {
     /// Redis' state; absent on the memory backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<RedisHealth>,
+    /// The cache's invalidation feed: `up` (L1 serves) or `down` (L1 flushed and bypassed,
+    /// reads go to Redis); absent without one (memory backend, or L1 off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "up")]
+    l1_feed: Option<crate::cache::L1Feed>,
 }
 
 /// Redis' state in `GET /health`.
@@ -67,8 +72,10 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
                 status: "healthy",
                 backend: "memory",
                 redis: None,
+                l1_feed: None,
             });
     };
+    let l1_feed = Some(services.cache.feed()).filter(|f| *f != crate::cache::L1Feed::Off);
     let (status, body) = match redis.ping().await {
         Ok(rtt) => (
             StatusCode::OK,
@@ -80,6 +87,7 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
                     latency_ms: Some(rtt.as_secs_f64() * 1000.0),
                     errors: None,
                 }),
+                l1_feed,
             },
         ),
         Err(err) => {
@@ -94,6 +102,7 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
                         latency_ms: None,
                         errors: Some(redis.status().errors),
                     }),
+                    l1_feed,
                 },
             )
         }

@@ -282,6 +282,27 @@ impl Collector for CoreCollector {
             "Bytes held by L1",
             i64::try_from(s.l1_bytes).unwrap_or(i64::MAX),
         )?;
+        // The L1 invalidation feed (issue 15); `dashboards/redkit.json` queries these names.
+        counter(
+            &mut encoder,
+            "cache_l1_invalidations",
+            "Invalidations L1 received from the feed (a key changed in Redis, or a flush)",
+            s.l1_invalidations,
+        )?;
+        counter(
+            &mut encoder,
+            "cache_l1_feed_flushes",
+            "L1 flushes because the invalidation feed was lost",
+            s.l1_feed_flushes,
+        )?;
+        if s.l1_feed != crate::cache::L1Feed::Off {
+            gauge(
+                &mut encoder,
+                "cache_l1_feed_up",
+                "1 while the invalidation feed is armed and alive (L1 serves), 0 while L1 is bypassed",
+                i64::from(s.l1_feed == crate::cache::L1Feed::Up),
+            )?;
+        }
         if let Some(redis) = &self.redis {
             let r = redis.status();
             gauge(

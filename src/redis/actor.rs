@@ -3,7 +3,7 @@ use std::time::Duration;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseFuture, WrapFuture};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{GetStatus, Ping, RedisError, RedisHandle};
+use super::{GetStatus, Ping, RedisError, RedisHandle, feed::FeedTarget};
 use crate::config::RedisSettings;
 
 /// How often the watchdog pings Redis.
@@ -32,10 +32,27 @@ impl RedisActor {
             .set_max_delay(Duration::from_millis(200))
             // Hundreds of concurrent requests share this connection.
             .set_pipeline_buffer_size(4096);
+        // The feed's own connection: the same target and timeouts, on RESP3 (pushes).
+        let info = client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let feed = FeedTarget {
+            client: redis::Client::open(info.set_redis_settings(resp3))
+                .map_err(RedisError::Command)?,
+            settings: ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(Some(settings.response_timeout))
+                .set_number_of_retries(2)
+                .set_min_delay(Duration::from_millis(20))
+                .set_max_delay(Duration::from_millis(200)),
+            deadline: settings.response_timeout,
+        };
         let manager =
             ConnectionManager::new_lazy_with_config(client, config).map_err(RedisError::Command)?;
         Ok(Self {
-            handle: RedisHandle::new(manager, settings.response_timeout),
+            handle: RedisHandle::new(manager, settings.response_timeout, feed),
             pinging: false,
         })
     }

@@ -10,7 +10,10 @@ use std::{
 use redis::{Cmd, FromRedisValue, Pipeline, aio::ConnectionManager};
 use serde::Serialize;
 
-use super::RedisError;
+use super::{
+    RedisError,
+    feed::{self, FeedEvent, FeedTarget, InvalidationFeed},
+};
 
 /// A cloneable handle to the process's Redis connection, handed out by
 /// [`RedisActor`](super::RedisActor). Cheap to clone; every clone shares one multiplexed
@@ -29,6 +32,15 @@ pub(super) struct Shared {
     errors: AtomicU64,
     reconnects: AtomicU64,
     latency: prometheus_client::metrics::histogram::Histogram,
+    feed: FeedTarget,
+}
+
+impl std::fmt::Debug for FeedTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedTarget")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What is known about the Redis connection, without asking Redis.
@@ -55,7 +67,7 @@ impl std::fmt::Debug for RedisHandle {
 }
 
 impl RedisHandle {
-    pub(super) fn new(conn: ConnectionManager, timeout: Duration) -> Self {
+    pub(super) fn new(conn: ConnectionManager, timeout: Duration, feed: FeedTarget) -> Self {
         Self {
             conn,
             timeout,
@@ -66,6 +78,7 @@ impl RedisHandle {
                 errors: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
                 latency: crate::metrics::latency_histogram(),
+                feed,
             }),
         }
     }
@@ -116,6 +129,22 @@ impl RedisHandle {
             Ordering::Relaxed,
         );
         Ok(rtt)
+    }
+
+    /// Starts an [`InvalidationFeed`] on its own RESP3 connection (see [`feed`](super::feed)):
+    /// `listener` hears about every change to a key under one of `prefixes`, made by any client,
+    /// and whether the feed is up. Call from a Tokio runtime (an actix system). Does not wait for
+    /// Redis: the listener hears [`FeedEvent::Up`] once tracking is armed.
+    ///
+    /// # Errors
+    /// [`RedisError::Command`] when the connection cannot be configured (never for an
+    /// unreachable server).
+    pub fn invalidation_feed(
+        &self,
+        prefixes: Vec<String>,
+        listener: impl Fn(FeedEvent) + Send + Sync + 'static,
+    ) -> Result<InvalidationFeed, RedisError> {
+        feed::start(&self.shared.feed, prefixes, Arc::new(listener))
     }
 
     /// A clone of the underlying manager, for commands this handle has no method for.

@@ -24,13 +24,20 @@
 //!   a restart.
 //! - Every command is bounded by the response timeout: a stalled Redis yields
 //!   [`RedisError::Timeout`], never a hang.
+//!
+//! # Push connections
+//! [`RedisHandle::invalidation_feed`] opens the cache's invalidation feed (see [`feed`]): its own
+//! RESP3 connection with redis-rs's reconnection, Redis's key tracking re-armed after every
+//! reconnect, and a liveness check with a deadline.
 
 mod actor;
 mod error;
+pub mod feed;
 mod handle;
 mod messages;
 
 pub use actor::RedisActor;
 pub use error::RedisError;
+pub use feed::{FeedEvent, InvalidationFeed};
 pub use handle::{RedisHandle, RedisStatus};
 pub use messages::{GetStatus, Ping};

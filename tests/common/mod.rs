@@ -204,7 +204,24 @@ pub async fn app(
     Response = ServiceResponse<impl MessageBody>,
     Error = actix_web::Error,
 > {
+    feed_ready(services).await;
     test::init_service(redkit::http::app(services.clone())).await
+}
+
+/// Waits (at most 3 s) until the cache's invalidation feed is armed, so that L1 serves from the
+/// first request, as it does on a long-running instance; returns at once without a feed, or
+/// when Redis does not answer (tests of outages).
+pub async fn feed_ready(services: &Services) {
+    use redkit::cache::L1Feed;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while services.cache.feed() == L1Feed::Down && Instant::now() < deadline {
+        if let Some(redis) = &services.redis
+            && redis.ping().await.is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A response read whole: status, headers and body.
@@ -331,6 +348,7 @@ impl TestServer {
 
     /// As [`start`](Self::start), on a given address (e.g. the one a stopped server used).
     pub fn start_at(services: Services, workers: usize, addr: std::net::SocketAddr) -> Self {
+        // Callers that need L1 from the first request await `feed_ready` first.
         let factory = {
             let services = services.clone();
             move || redkit::http::app(services.clone())

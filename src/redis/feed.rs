@@ -1,0 +1,222 @@
+//! The invalidation feed: a dedicated RESP3 connection on which Redis reports every change to
+//! keys under some prefixes (server-assisted client-side caching, `CLIENT TRACKING ... BCAST`).
+//!
+//! # Behavior
+//! - The connection is a redis-rs [`ConnectionManager`] on RESP3 with a push sender: it
+//!   reconnects by itself (with backoff) after a drop; no hand-made reconnect loop here.
+//! - Tracking is armed with `CLIENT TRACKING OFF` then `CLIENT TRACKING ON BCAST PREFIX <p>...`
+//!   in the same round trip as `CLIENT ID`; the listener hears [`FeedEvent::Up`] only once that answered. Redis forgets
+//!   tracking with the connection, so it is re-armed after every reconnect.
+//! - Liveness: every [`FEED_CHECK_INTERVAL`] the feed asks `CLIENT ID` with a deadline (the
+//!   response timeout). No answer in time, or another id than the armed connection's (the
+//!   manager reconnected without our noticing, so nothing is tracked), and the listener hears
+//!   [`FeedEvent::Down`] before the feed re-arms. A `Disconnection` push (the socket closed) does
+//!   the same at once.
+//! - `NOLOOP` is not used: the listener also hears about this process's own writes (harmless,
+//!   and it keeps one connection's changes ordered with everyone else's).
+//!
+//! The feed is the seam a Redis Cluster variant plugs into: there, one such connection per
+//! primary, and the feed is up only while all of them are.
+
+use std::{sync::Arc, time::Duration};
+
+use redis::{PushInfo, PushKind, Value, aio::ConnectionManager};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::RedisError;
+
+/// How often the feed proves its connection alive.
+pub const FEED_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Pause between two failed attempts to arm tracking (the manager's own backoff comes first).
+const REARM_PAUSE: Duration = Duration::from_millis(100);
+
+/// What an [`InvalidationFeed`] tells its listener, in the order it learns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FeedEvent {
+    /// These keys (whole Redis keys, prefix included) changed or expired.
+    Invalidated(Vec<Vec<u8>>),
+    /// Every key may have changed (`FLUSHDB`/`FLUSHALL`: Redis sends a null payload).
+    FlushedAll,
+    /// The feed is lost or could not be shown alive: changes from now on may go unreported.
+    Down,
+    /// Tracking is armed: every change from now on is reported.
+    Up,
+}
+
+/// A running feed; stops (and closes its connection) when dropped.
+#[derive(Debug)]
+pub struct InvalidationFeed {
+    task: JoinHandle<()>,
+}
+
+impl Drop for InvalidationFeed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Settings of a feed's connection.
+pub(super) struct FeedTarget {
+    pub(super) client: redis::Client,
+    pub(super) settings: redis::aio::ConnectionManagerConfig,
+    pub(super) deadline: Duration,
+}
+
+/// Opens the connection (lazily) and starts the feed's task on the current Tokio runtime.
+pub(super) fn start(
+    target: &FeedTarget,
+    prefixes: Vec<String>,
+    listener: Arc<dyn Fn(FeedEvent) + Send + Sync>,
+) -> Result<InvalidationFeed, RedisError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let config = target.settings.clone().set_push_sender(tx);
+    let conn = ConnectionManager::new_lazy_with_config(target.client.clone(), config)
+        .map_err(RedisError::Command)?;
+    let task = tokio::spawn(run(conn, rx, prefixes, target.deadline, listener));
+    Ok(InvalidationFeed { task })
+}
+
+async fn run(
+    mut conn: ConnectionManager,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    prefixes: Vec<String>,
+    deadline: Duration,
+    listener: Arc<dyn Fn(FeedEvent) + Send + Sync>,
+) {
+    let mut arm = redis::pipe();
+    arm.cmd("CLIENT").arg("ID");
+    // After a missed deadline the connection may be the same one, still tracking: Redis refuses
+    // the same prefix twice, so tracking is switched off first. What changes in between is
+    // covered by the flush that follows `Up`.
+    arm.cmd("CLIENT").arg("TRACKING").arg("OFF").ignore();
+    {
+        let cmd = arm.cmd("CLIENT").arg("TRACKING").arg("ON").arg("BCAST");
+        for prefix in &prefixes {
+            cmd.arg("PREFIX").arg(prefix);
+        }
+    }
+    arm.ignore();
+    let mut check = redis::cmd("CLIENT");
+    check.arg("ID");
+    let mut down_reported = false;
+    loop {
+        // Arm (again). Pushes that arrive meanwhile are applied: harmless, maybe useful.
+        let id = match tokio::time::timeout(deadline, arm.query_async::<(i64,)>(&mut conn)).await {
+            Ok(Ok((id,))) => Some(id),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "invalidation feed: arming tracking failed");
+                None
+            }
+            Err(_) => None,
+        };
+        // A disconnection queued meanwhile may be this very connection's: arm again.
+        let intact = drain(&mut pushes, &*listener);
+        let Some(id) = id.filter(|_| intact) else {
+            if !down_reported {
+                listener(FeedEvent::Down);
+                down_reported = true;
+            }
+            tokio::time::sleep(REARM_PAUSE).await;
+            continue;
+        };
+        listener(FeedEvent::Up);
+        tracing::info!(client_id = id, "invalidation feed armed");
+        let mut ticker = tokio::time::interval(FEED_CHECK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                push = pushes.recv() => {
+                    let Some(push) = push else { return };
+                    if !deliver(push, &*listener) {
+                        tracing::warn!("invalidation feed lost its connection; L1 bypassed until it is re-armed");
+                        break;
+                    }
+                }
+                _ = ticker.tick() => {
+                    let alive = tokio::time::timeout(deadline, check.query_async::<i64>(&mut conn)).await;
+                    match alive {
+                        Ok(Ok(now)) if now == id => {}
+                        Ok(Ok(_)) => {
+                            tracing::warn!("invalidation feed: the connection was replaced; re-arming");
+                            break;
+                        }
+                        Ok(Err(err)) => {
+                            tracing::warn!(error = %err, "invalidation feed: liveness check failed; L1 bypassed");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!(?deadline, "invalidation feed: no answer within the deadline; L1 bypassed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        listener(FeedEvent::Down);
+        down_reported = true;
+    }
+}
+
+/// Applies the pushes already queued (without waiting); answers false if one of them was a
+/// disconnection.
+fn drain(
+    pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
+    listener: &(dyn Fn(FeedEvent) + Send + Sync),
+) -> bool {
+    let mut intact = true;
+    while let Ok(push) = pushes.try_recv() {
+        intact &= deliver(push, listener);
+    }
+    intact
+}
+
+/// Hands one push to the listener; answers false for a disconnection.
+fn deliver(push: PushInfo, listener: &(dyn Fn(FeedEvent) + Send + Sync)) -> bool {
+    match push.kind {
+        PushKind::Invalidate => {
+            if let Some(event) = invalidation(push.data) {
+                listener(event);
+            }
+            true
+        }
+        PushKind::Disconnection => false,
+        _ => true,
+    }
+}
+
+/// The event an `invalidate` push stands for: its keys, or a flush for a null payload.
+fn invalidation(data: Vec<Value>) -> Option<FeedEvent> {
+    match data.into_iter().next()? {
+        Value::Nil => Some(FeedEvent::FlushedAll),
+        Value::Array(keys) => Some(FeedEvent::Invalidated(
+            keys.into_iter()
+                .filter_map(|key| match key {
+                    Value::BulkString(bytes) => Some(bytes),
+                    Value::SimpleString(text) => Some(text.into_bytes()),
+                    _ => None,
+                })
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_payload_is_a_flush_and_arrays_are_keys() {
+        assert_eq!(invalidation(vec![Value::Nil]), Some(FeedEvent::FlushedAll));
+        assert_eq!(
+            invalidation(vec![Value::Array(vec![
+                Value::BulkString(b"a".to_vec()),
+                Value::BulkString(b"b".to_vec()),
+            ])]),
+            Some(FeedEvent::Invalidated(vec![b"a".to_vec(), b"b".to_vec()]))
+        );
+        assert_eq!(invalidation(vec![]), None);
+    }
+}
