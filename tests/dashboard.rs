@@ -332,5 +332,5 @@ fn dashboard_is_importable() {
             );
         }
     }
-    assert_eq!(rows, 5);
+    assert_eq!(rows, 6);
 }
