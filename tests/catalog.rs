@@ -133,7 +133,10 @@ async fn missing_product_is_negatively_cached(backend: Backend) {
 
 /// 500 concurrent cold `GET /products/{id}` over TCP (2 workers) load the product exactly once.
 async fn concurrent_cold_reads_load_once(backend: Backend) {
-    let server = TestServer::start(services(&backend.config()), 2);
+    let services = services(&backend.config());
+    // As on a running instance: L1 serves (the invalidation feed is armed) from the first read.
+    common::feed_ready(&services).await;
+    let server = TestServer::start(services, 2);
     let before = server.services.catalog.load_count();
     let replies =
         join_all((0..500).map(|_| http(server.addr, "GET", "/products/5", &[], b""))).await;
