@@ -37,6 +37,25 @@ pub(crate) fn cached_json(body: Bytes, tier: &'static str) -> HttpResponse {
     with_tier(res, tier)
 }
 
+/// The part of the cache namespace that the HTTP API reads and writes: a key `k` of the API is
+/// stored as `api:k`, so API callers can neither read nor overwrite what the server caches for
+/// itself (`products:list`, [`cached`](super::cached) keys), and `DELETE /cache?pattern=` can
+/// only flush API keys. Embedders: do not give your own keys this prefix.
+pub const API_KEY_PREFIX: &str = "api:";
+
+/// Longest key of the HTTP API, in bytes: the handle's limit less [`API_KEY_PREFIX`].
+pub const MAX_API_KEY_BYTES: usize = super::MAX_KEY_BYTES - API_KEY_PREFIX.len();
+
+/// The handle key behind the API key `key`, once `key` is checked (1 to
+/// [`MAX_API_KEY_BYTES`] bytes of printable UTF-8).
+fn api_key(key: &str) -> Result<String, CacheError> {
+    if key.len() > MAX_API_KEY_BYTES {
+        return Err(CacheError::InvalidKey("key is longer than 508 bytes"));
+    }
+    super::validate_key(key)?;
+    Ok(format!("{API_KEY_PREFIX}{key}"))
+}
+
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/cache").route(web::delete().to(flush)))
         .service(
@@ -80,7 +99,8 @@ fn entry_body(key: &str, json: &[u8]) -> Bytes {
     path = "/cache/{key}",
     operation_id = "cache_get",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`.")),
+    params(("key" = String, Path, description = "1 to 508 bytes of printable UTF-8; may hold `/`. A namespace of its own: the \
+        server's cached data cannot be read or written here.")),
     responses(
         (status = 200, description = "The stored value.", body = CacheEntry,
             headers(("X-Cache" = String, description = "`L1` or `L2`: the tier that answered."))),
@@ -96,7 +116,7 @@ async fn get(
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, CacheError> {
-    match cache.get_raw(&key).await? {
+    match cache.get_raw(&api_key(&key)?).await? {
         Some(hit) => Ok(cached_json(
             entry_body(&key, &hit.json),
             hit.tier.header_value(),
@@ -114,7 +134,8 @@ async fn get(
     path = "/cache/{key}",
     operation_id = "cache_head",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`.")),
+    params(("key" = String, Path, description = "1 to 508 bytes of printable UTF-8; may hold `/`. A namespace of its own: the \
+        server's cached data cannot be read or written here.")),
     responses(
         (status = 200, description = "A value is cached under this key."),
         (status = 400, description = "Invalid key."),
@@ -126,7 +147,7 @@ async fn head(
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, CacheError> {
-    let status = if cache.exists(&key).await? {
+    let status = if cache.exists(&api_key(&key)?).await? {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
@@ -158,7 +179,8 @@ pub(crate) struct CachePut<'a> {
     path = "/cache/{key}",
     operation_id = "cache_put",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`."),
+    params(("key" = String, Path, description = "1 to 508 bytes of printable UTF-8; may hold `/`. A namespace of its own: the \
+        server's cached data cannot be read or written here."),
         TtlQuery),
     request_body(content = inline(serde_json::Value), content_type = "application/json",
         description = "Any JSON value."),
@@ -195,7 +217,7 @@ async fn put(
         }
     };
     let json = Bytes::copy_from_slice(value.get().as_bytes());
-    services.cache.set_json(&key, json, ttl).await?;
+    services.cache.set_json(&api_key(&key)?, json, ttl).await?;
     Ok(HttpResponse::Ok().json(CachePut {
         key: key.as_str(),
         ttl: ttl.as_secs(),
@@ -208,7 +230,8 @@ async fn put(
     path = "/cache/{key}",
     operation_id = "cache_delete",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`.")),
+    params(("key" = String, Path, description = "1 to 508 bytes of printable UTF-8; may hold `/`. A namespace of its own: the \
+        server's cached data cannot be read or written here.")),
     responses(
         (status = 204, description = "Removed."),
         (status = 400, description = "Invalid key (`invalid-key`).", body = Problem,
@@ -227,7 +250,7 @@ async fn delete(
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, CacheError> {
-    if cache.delete(&key).await? {
+    if cache.delete(&api_key(&key)?).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Ok(Problem::not_found("No value is cached under this key.").into_response())
@@ -271,6 +294,10 @@ async fn flush(
     cache: web::Data<CacheHandle>,
     query: web::Query<FlushQuery>,
 ) -> Result<HttpResponse, CacheError> {
-    let deleted = cache.flush_pattern(&query.pattern).await?;
+    super::validate_pattern(&query.pattern).map_err(CacheError::InvalidPattern)?;
+    // The prefix holds no glob metacharacter: the pattern can only match inside it.
+    let deleted = cache
+        .flush_pattern(&format!("{API_KEY_PREFIX}{}", query.pattern))
+        .await?;
     Ok(HttpResponse::Ok().json(Flushed { deleted }))
 }
