@@ -46,6 +46,10 @@ pub const DEFAULT_EVENTS_QUEUE: usize = 256;
 pub const DEFAULT_EVENTS_HEARTBEAT_MS: u64 = 15_000;
 /// Default SSE `retry:` hint, in milliseconds.
 pub const DEFAULT_EVENTS_RETRY_MS: u64 = 3_000;
+/// Largest event data `POST /events/{channel}` accepts, in bytes of compact JSON (64 KiB).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Largest value `PUT /cache/{key}` accepts, in bytes (64 KiB).
+pub const DEFAULT_CACHE_MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// The command line of the `redkit` binary.
 #[derive(Debug, Parser)]
@@ -218,6 +222,12 @@ pub struct ServeArgs {
     /// SSE `retry:` hint sent to clients, in milliseconds.
     #[arg(long, env = "EVENTS_RETRY_MS", default_value_t = DEFAULT_EVENTS_RETRY_MS, value_name = "MS")]
     pub events_retry_ms: u64,
+    /// Largest event data `POST /events/{channel}` accepts (compact JSON), in bytes; 413 beyond.
+    #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES, value_name = "BYTES")]
+    pub max_event_bytes: usize,
+    /// Largest value `PUT /cache/{key}` accepts, in bytes; 413 beyond.
+    #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = DEFAULT_CACHE_MAX_VALUE_BYTES, value_name = "BYTES")]
+    pub cache_max_value_bytes: usize,
 }
 
 impl Default for ServeArgs {
@@ -254,6 +264,8 @@ impl Default for ServeArgs {
             events_queue: DEFAULT_EVENTS_QUEUE,
             events_heartbeat_ms: DEFAULT_EVENTS_HEARTBEAT_MS,
             events_retry_ms: DEFAULT_EVENTS_RETRY_MS,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            cache_max_value_bytes: DEFAULT_CACHE_MAX_VALUE_BYTES,
         }
     }
 }
@@ -300,6 +312,8 @@ pub struct Config {
     pub cache_default_ttl: Duration,
     /// Largest TTL `PUT /cache/{key}` accepts.
     pub cache_max_ttl: Duration,
+    /// Largest value `PUT /cache/{key}` accepts, in bytes.
+    pub cache_max_value_bytes: usize,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// Graceful-shutdown deadline.
@@ -406,6 +420,11 @@ impl Config {
                 args.events_history_len,
             ),
             ("--events-queue/EVENTS_QUEUE", args.events_queue),
+            ("--max-event-bytes/MAX_EVENT_BYTES", args.max_event_bytes),
+            (
+                "--cache-max-value-bytes/CACHE_MAX_VALUE_BYTES",
+                args.cache_max_value_bytes,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));
@@ -429,6 +448,7 @@ impl Config {
         events.queue_size = args.events_queue;
         events.heartbeat = Duration::from_millis(args.events_heartbeat_ms);
         events.retry = Duration::from_millis(args.events_retry_ms);
+        events.max_event_bytes = args.max_event_bytes;
         let cache = crate::cache::CacheConfig::builder()
             .key_prefix(&args.key_prefix)
             .l1_max_bytes(args.l1_max_bytes)
@@ -453,6 +473,7 @@ impl Config {
             product_list_ttl: Duration::from_secs(args.product_list_ttl),
             cache_default_ttl: Duration::from_secs(args.cache_ttl),
             cache_max_ttl: Duration::from_secs(args.cache_max_ttl),
+            cache_max_value_bytes: args.cache_max_value_bytes,
             body_limit: args.body_limit,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
             rate_limit,

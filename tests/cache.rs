@@ -609,7 +609,26 @@ async fn undecodable_cached_value_is_recomputed(backend: Backend) {
     assert_eq!(services.cache.get::<f64>(&key).await.unwrap(), Some(1.08));
 }
 
+/// Issue 16 (8): cached values are capped (64 KiB by default): one byte more is a 413 problem
+/// and nothing is stored; exactly the cap is stored.
+async fn oversized_value_is_413(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    common::authorize(&app).await;
+    let at_cap = format!("\"{}\"", "x".repeat(64 * 1024 - 2));
+    let over = format!("\"{}\"", "x".repeat(64 * 1024 - 1));
+    let reply = call(&app, put("big", &over)).await;
+    assert_eq!(
+        reply.problem(413)["detail"],
+        "A cached value is at most 65536 bytes of JSON."
+    );
+    call(&app, get("big")).await.problem(404);
+    assert_eq!(call(&app, put("big", &at_cap)).await.status, 200);
+    assert_eq!(call(&app, get("big")).await.status, 200);
+}
+
 backend_suite!(
+    oversized_value_is_413,
     star_heavy_flush_answers,
     api_cannot_touch_server_keys,
     undecodable_cached_value_is_recomputed,

@@ -289,6 +289,12 @@ impl Sse {
 
 fn config(backend: &Backend) -> Config {
     let mut config = backend.config();
+    // These suites publish hundreds of events from one address; the publish policy has its own test.
+    config.rate_limit = redkit::ratelimit::RateLimitConfig::parse(
+        &["default=off", "POST /events/{channel}=off"],
+        &[] as &[&str],
+    )
+    .unwrap();
     config.events.heartbeat = Duration::from_millis(200);
     config
 }
@@ -392,6 +398,7 @@ async fn too_old_id_gets_reset(backend: Backend) {
 async fn slow_consumer_is_cut(backend: Backend) {
     let mut config = config(&backend);
     config.events.queue_size = 4;
+    config.events.max_event_bytes = 1024 * 1024;
     config.body_limit = 1024 * 1024;
     let app = TestApp::start(&config);
     let mut fast = app.sse("/events/big", &[]).await.opened().await;
@@ -604,7 +611,78 @@ async fn info_and_shutdown(backend: Backend) {
     app.server.stop().await;
 }
 
+/// Issue 16 (3): only the owner publishes into `user:{id}`: another user's token gets 403 and
+/// nothing reaches the owner's stream or history; server code still publishes there.
+async fn private_channel_publish_is_owner_only(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    let bob = format!("Bearer {BOB}");
+    let (status, body) = http(
+        app.addr,
+        "POST",
+        "/events/user:alice",
+        &[("authorization", &bob)],
+        Some(r#"{"forged":true}"#),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["type"], "https://redkit.dev/problems/forbidden");
+    assert_eq!(
+        app.services
+            .events
+            .info("user:alice")
+            .await
+            .unwrap()
+            .history,
+        0
+    );
+    let (status, _) = app.try_publish("user:alice", r#"{"mine":true}"#).await;
+    assert_eq!(status, 202);
+    app.services
+        .events
+        .publish("user:alice", &serde_json::json!({"from": "server"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.services
+            .events
+            .info("user:alice")
+            .await
+            .unwrap()
+            .history,
+        2
+    );
+    app.server.stop().await;
+}
+
+/// Issue 16 (8): event data is capped (64 KiB of compact JSON by default): one byte more is a
+/// 413 problem and is not kept; exactly the cap is accepted.
+async fn oversized_event_is_413(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    // `{"b":"…"}` is 8 bytes of framing around the string.
+    let at_cap = format!(r#"{{"b":"{}"}}"#, "x".repeat(64 * 1024 - 8));
+    let over = format!(r#"{{"b":"{}"}}"#, "x".repeat(64 * 1024 - 7));
+    let (status, body) = app.try_publish("room", &over).await;
+    assert_eq!(status, 413, "{body}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        problem,
+        serde_json::json!({
+            "type": "https://redkit.dev/problems/payload-too-large",
+            "title": "Payload too large",
+            "status": 413,
+            "detail": "An event's data is at most 65536 bytes of compact JSON.",
+        })
+    );
+    assert_eq!(app.services.events.info("room").await.unwrap().history, 0);
+    assert_eq!(app.try_publish("room", &at_cap).await.0, 202);
+    assert_eq!(app.services.events.info("room").await.unwrap().history, 1);
+    app.server.stop().await;
+}
+
 backend_suite!(
+    private_channel_publish_is_owner_only,
+    oversized_event_is_413,
     order_and_exactly_once,
     resume_replays_after_id,
     too_old_id_gets_reset,

@@ -190,6 +190,8 @@ pub(crate) struct CachePut<'a> {
             malformed body.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token.", body = Problem,
             content_type = "application/problem+json"),
+        (status = 413, description = "The value is longer than the configured maximum (64 KiB \
+            by default).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis cannot be written (or revocation cannot be checked).",
             body = Problem, content_type = "application/problem+json"),
     ),
@@ -216,6 +218,14 @@ async fn put(
             .into());
         }
     };
+    if value.get().len() > settings.cache_max_value_bytes {
+        return Err(Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+            .with_detail(format!(
+                "A cached value is at most {} bytes of JSON.",
+                settings.cache_max_value_bytes
+            ))
+            .into());
+    }
     let json = Bytes::copy_from_slice(value.get().as_bytes());
     services.cache.set_json(&api_key(&key)?, json, ttl).await?;
     Ok(HttpResponse::Ok().json(CachePut {

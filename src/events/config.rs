@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use crate::config::{
     DEFAULT_EVENTS_HEARTBEAT_MS, DEFAULT_EVENTS_HISTORY_LEN, DEFAULT_EVENTS_QUEUE,
-    DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS, DEFAULT_KEY_PREFIX,
+    DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS, DEFAULT_KEY_PREFIX, DEFAULT_MAX_EVENT_BYTES,
 };
 
 /// Settings of live events. Defaults come from the `DEFAULT_EVENTS_*` constants in
@@ -22,6 +22,9 @@ pub struct EventsConfig {
     pub heartbeat: Duration,
     /// The `retry:` hint sent first on every stream.
     pub retry: Duration,
+    /// Largest event data accepted by `publish` (compact JSON bytes): what history keeps is
+    /// bounded by this times `history_len` per channel.
+    pub max_event_bytes: usize,
 }
 
 impl Default for EventsConfig {
@@ -33,6 +36,7 @@ impl Default for EventsConfig {
             queue_size: DEFAULT_EVENTS_QUEUE,
             heartbeat: Duration::from_millis(DEFAULT_EVENTS_HEARTBEAT_MS),
             retry: Duration::from_millis(DEFAULT_EVENTS_RETRY_MS),
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }

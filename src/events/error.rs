@@ -19,6 +19,10 @@ pub enum EventsError {
     /// The token is valid but belongs to someone else than the private channel's owner.
     #[error("private channel of another user")]
     Forbidden,
+    /// The event's data (compact JSON) is longer than
+    /// [`EventsConfig::max_event_bytes`](super::EventsConfig::max_event_bytes).
+    #[error("event data longer than {0} bytes")]
+    TooLarge(usize),
     /// Redis is needed (publish, ticket) and cannot be reached.
     #[error(transparent)]
     Unavailable(#[from] RedisError),
@@ -36,6 +40,7 @@ impl ResponseError for EventsError {
             Self::InvalidChannel | Self::InvalidEventType => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(err) => err.status_code(),
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -74,7 +79,12 @@ impl ResponseError for EventsError {
                 response
             }
             Self::Forbidden => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-                .with_detail("This private channel belongs to another user.")
+                .with_detail("This private channel belongs to another user: only they may read it or publish to it.")
+                .into_response(),
+            Self::TooLarge(max) => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+                .with_detail(format!(
+                    "An event's data is at most {max} bytes of compact JSON."
+                ))
                 .into_response(),
             Self::Unavailable(err) => {
                 tracing::warn!(error = %err, "events operation needs redis");

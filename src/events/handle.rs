@@ -54,6 +54,7 @@ struct Inner {
     redis: Option<RedisHandle>,
     on_leave: Arc<OnLeave>,
     retry_ms: u64,
+    max_event_bytes: usize,
 }
 
 impl std::fmt::Debug for EventsHandle {
@@ -124,6 +125,7 @@ impl EventsHandle {
                 redis,
                 on_leave,
                 retry_ms: u64::try_from(config.retry.as_millis()).unwrap_or(u64::MAX),
+                max_event_bytes: config.max_event_bytes,
             }),
         })
     }
@@ -183,6 +185,9 @@ impl EventsHandle {
         }
         // Compact JSON escapes every line break inside strings: the data is one line.
         let data = data.to_string();
+        if data.len() > self.inner.max_event_bytes {
+            return Err(EventsError::TooLarge(self.inner.max_event_bytes));
+        }
         let id = self
             .inner
             .history
@@ -307,6 +312,27 @@ impl EventsHandle {
     ) -> Result<EventStream, EventsError> {
         let principal = self.authorize_read(channel, credentials).await?;
         self.subscribe_as(channel, last_event_id, principal).await
+    }
+
+    /// Who may publish to `channel` over HTTP: any authenticated user for a public channel, only
+    /// its owner for `user:{id}` (server code publishes anywhere through
+    /// [`publish_event`](Self::publish_event)).
+    ///
+    /// # Errors
+    /// [`EventsError::InvalidChannel`], [`EventsError::Unauthorized`], [`EventsError::Forbidden`].
+    pub async fn authorize_publish(
+        &self,
+        channel: &str,
+        credentials: &Credentials,
+    ) -> Result<Principal, EventsError> {
+        if !valid_channel(channel) {
+            return Err(EventsError::InvalidChannel);
+        }
+        let principal = self.authenticate(credentials).await?;
+        match private_owner(channel) {
+            Some(owner) if owner != principal.user_id => Err(EventsError::Forbidden),
+            _ => Ok(principal),
+        }
     }
 
     /// Who may read `channel`: anyone for a public channel (`None`), its owner for `user:{id}`.

@@ -90,6 +90,9 @@ fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>)
         (status = 400, description = "Invalid channel name or event type, or a malformed body.",
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The event's data is longer than the configured maximum \
+            (64 KiB by default).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
@@ -102,7 +105,7 @@ async fn publish(
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, EventsError> {
     events
-        .authenticate(&credentials(&req, &events, None))
+        .authorize_publish(&channel, &credentials(&req, &events, None))
         .await?;
     let kind = query
         .event

@@ -41,6 +41,8 @@ pub struct RouteSettings {
     pub cache_default_ttl: Duration,
     /// Largest accepted `?ttl=`.
     pub cache_max_ttl: Duration,
+    /// Largest value `PUT /cache/{key}` accepts, in bytes.
+    pub cache_max_value_bytes: usize,
     /// TTL of a cached product.
     pub product_ttl: Duration,
     /// TTL of the cached product list.
@@ -163,6 +165,7 @@ impl Services {
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
+                cache_max_value_bytes: config.cache_max_value_bytes,
                 product_ttl: config.product_ttl,
                 product_list_ttl: config.product_list_ttl,
                 backend: config.backend_name(),

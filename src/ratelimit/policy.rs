@@ -14,6 +14,11 @@ pub const DEFAULT_GLOBAL_WINDOW_SECS: u64 = 60;
 pub const DEFAULT_EXPENSIVE_LIMIT: u64 = 10;
 /// Window of `POST /expensive-operation`, in seconds.
 pub const DEFAULT_EXPENSIVE_WINDOW_SECS: u64 = 60;
+/// Events per window on `POST /events/{channel}` (per user, or per address without a token)
+/// unless configured otherwise.
+pub const DEFAULT_PUBLISH_LIMIT: u64 = 60;
+/// Window of `POST /events/{channel}`, in seconds.
+pub const DEFAULT_PUBLISH_WINDOW_SECS: u64 = 60;
 /// Failed logins allowed per (username, client IP) per window.
 pub const DEFAULT_LOGIN_LIMIT: u64 = 5;
 /// Window of the login-failure limiter, in seconds (15 minutes).
@@ -240,15 +245,26 @@ impl Default for RateLimitConfig {
                 DEFAULT_GLOBAL_LIMIT,
                 Duration::from_secs(DEFAULT_GLOBAL_WINDOW_SECS),
             )),
-            routes: vec![RoutePolicy::new(
-                Method::POST,
-                "/expensive-operation",
-                Policy::new(
-                    "POST /expensive-operation",
-                    DEFAULT_EXPENSIVE_LIMIT,
-                    Duration::from_secs(DEFAULT_EXPENSIVE_WINDOW_SECS),
+            routes: vec![
+                RoutePolicy::new(
+                    Method::POST,
+                    "/expensive-operation",
+                    Policy::new(
+                        "POST /expensive-operation",
+                        DEFAULT_EXPENSIVE_LIMIT,
+                        Duration::from_secs(DEFAULT_EXPENSIVE_WINDOW_SECS),
+                    ),
                 ),
-            )],
+                RoutePolicy::new(
+                    Method::POST,
+                    "/events/{channel}",
+                    Policy::new(
+                        "POST /events/{channel}",
+                        DEFAULT_PUBLISH_LIMIT,
+                        Duration::from_secs(DEFAULT_PUBLISH_WINDOW_SECS),
+                    ),
+                ),
+            ],
             login: Policy::new(
                 "login",
                 DEFAULT_LOGIN_LIMIT,
