@@ -228,6 +228,10 @@ pub struct ServeArgs {
     /// Largest value `PUT /cache/{key}` accepts, in bytes; 413 beyond.
     #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = DEFAULT_CACHE_MAX_VALUE_BYTES, value_name = "BYTES")]
     pub cache_max_value_bytes: usize,
+    /// Logins and registrations hashing a password or queued at once; beyond, 503 with
+    /// `Retry-After` (each argon2 hash in flight holds 19 MiB).
+    #[arg(long, env = "HASH_QUEUE", default_value_t = crate::auth::DEFAULT_HASH_QUEUE, value_name = "N")]
+    pub hash_queue: usize,
 }
 
 impl Default for ServeArgs {
@@ -266,6 +270,7 @@ impl Default for ServeArgs {
             events_retry_ms: DEFAULT_EVENTS_RETRY_MS,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             cache_max_value_bytes: DEFAULT_CACHE_MAX_VALUE_BYTES,
+            hash_queue: crate::auth::DEFAULT_HASH_QUEUE,
         }
     }
 }
@@ -421,6 +426,7 @@ impl Config {
             ),
             ("--events-queue/EVENTS_QUEUE", args.events_queue),
             ("--max-event-bytes/MAX_EVENT_BYTES", args.max_event_bytes),
+            ("--hash-queue/HASH_QUEUE", args.hash_queue),
             (
                 "--cache-max-value-bytes/CACHE_MAX_VALUE_BYTES",
                 args.cache_max_value_bytes,
@@ -543,6 +549,7 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
     auth.issuer.clone_from(&args.token_issuer);
     auth.audience.clone_from(&args.token_issuer);
     auth.key_prefix.clone_from(&args.key_prefix);
+    auth.hash_queue = args.hash_queue;
     Ok(auth)
 }
 

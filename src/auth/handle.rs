@@ -88,6 +88,8 @@ struct Inner {
     users: Addr<UsersActor>,
     keys: Keys,
     redis: Option<RedisHandle>,
+    /// Bounds the argon2 work in flight or queued (see [`AuthConfig::hash_queue`]).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AuthHandle {
@@ -159,6 +161,7 @@ impl AuthHandle {
                 users,
                 keys,
                 redis: redis.map(|(h, _)| h.clone()),
+                hashing: Arc::new(tokio::sync::Semaphore::new(config.hash_queue.max(1))),
             }),
         })
     }
@@ -194,6 +197,7 @@ impl AuthHandle {
         password: String,
     ) -> Result<User, AuthError> {
         super::users::validate_new_user(&username, &email, &password)?;
+        let _permit = self.hash_permit()?;
         self.inner
             .users
             .send(CreateUser::new(username, email, password))
@@ -211,6 +215,14 @@ impl AuthHandle {
             .send(GetUser(id))
             .await
             .map_err(|_| AuthError::Internal("users actor gone".into()))?
+    }
+
+    /// A place in the bounded argon2 queue, held until the users actor answers.
+    fn hash_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, AuthError> {
+        self.inner.hashing.try_acquire().map_err(|_| {
+            tracing::warn!("auth: argon2 queue full; login or registration refused");
+            AuthError::Busy
+        })
     }
 
     fn ensure_store_up(&self) -> Result<(), AuthError> {
@@ -253,10 +265,11 @@ impl AuthHandle {
         client: ClientInfo,
     ) -> Result<TokenPair, AuthError> {
         self.ensure_store_up()?;
-        if password.len() > MAX_PASSWORD_LEN || username.len() > 64 {
+        if password.len() > MAX_PASSWORD_LEN || username.len() > super::MAX_LOGIN_USERNAME_BYTES {
             tracing::info!(reason = "oversized-input", "auth: login refused");
             return Err(AuthError::InvalidCredentials);
         }
+        let _permit = self.hash_permit()?;
         let user = self
             .inner
             .users

@@ -110,28 +110,34 @@ async fn login(
     body: web::Json<Login>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let Login { username, password } = body.into_inner();
-    // Failed attempts are limited per (username, client IP): checked before the password.
+    // No registered name is longer: refused before any limiter key, store or hash sees it.
+    if username.len() > super::MAX_LOGIN_USERNAME_BYTES {
+        tracing::info!(reason = "oversized-input", "auth: login refused");
+        return Err(AuthError::InvalidCredentials.into());
+    }
+    // Attempts are limited per (username, client IP). The unit is spent before the password is
+    // verified, so concurrent guesses cannot all pass; a right password gets it back.
     let ip = limiter
         .as_ref()
         .and_then(|l| crate::ratelimit::client_ip(&req, &l.config().trusted_proxies));
-    if let (Some(limiter), Some(ip)) = (&limiter, ip) {
-        let decision = limiter.login_blocked(&username, ip).await;
-        if !decision.allowed {
-            return Ok(limiter.login_denied(&decision));
-        }
-    }
-    let pair = match auth
-        .login(username.clone(), password, ClientInfo::of(&req))
-        .await
-    {
-        Ok(pair) => pair,
-        Err(err) => {
-            if let (Some(limiter), Some(ip), AuthError::InvalidCredentials) = (&limiter, ip, &err) {
-                limiter.record_login_failure(&username, ip).await;
+    let attempt = match (&limiter, ip) {
+        (Some(limiter), Some(ip)) => {
+            let attempt = limiter.login_attempt(&username, ip).await;
+            if !attempt.decision.allowed {
+                return Ok(limiter.login_denied(&attempt.decision));
             }
-            return Err(err.into());
+            Some(attempt)
         }
+        _ => None,
     };
+    let result = auth.login(username, password, ClientInfo::of(&req)).await;
+    // Only a wrong password keeps the unit: a success, or a failure of ours (503), refunds it.
+    if let (Some(limiter), Some(attempt)) = (&limiter, attempt)
+        && !matches!(result, Err(AuthError::InvalidCredentials))
+    {
+        limiter.login_refund(attempt).await;
+    }
+    let pair = result?;
     let mut res = HttpResponse::Ok();
     res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
     if query.cookie {

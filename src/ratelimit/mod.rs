@@ -52,7 +52,7 @@ pub use actor::RateLimitActor;
 pub use algo::Decision;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::RateLimitError;
-pub use handle::RateLimitHandle;
+pub use handle::{LoginAttempt, RateLimitHandle};
 pub use identity::{UserResolver, client_ip};
 pub use messages::{GetStats, RateLimitStats, Sweep};
 pub(crate) use middleware::EXEMPT;
