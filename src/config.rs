@@ -232,6 +232,10 @@ pub struct ServeArgs {
     /// `Retry-After` (each argon2 hash in flight holds 19 MiB).
     #[arg(long, env = "HASH_QUEUE", default_value_t = crate::auth::DEFAULT_HASH_QUEUE, value_name = "N")]
     pub hash_queue: usize,
+    /// IPv6 clients are rate-limited by their first this-many bits (0 to 128): one subscriber
+    /// usually holds a whole /64.
+    #[arg(long, env = "IPV6_PREFIX", default_value_t = crate::ratelimit::DEFAULT_IPV6_PREFIX, value_name = "BITS")]
+    pub ipv6_prefix: u8,
 }
 
 impl Default for ServeArgs {
@@ -271,6 +275,7 @@ impl Default for ServeArgs {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             cache_max_value_bytes: DEFAULT_CACHE_MAX_VALUE_BYTES,
             hash_queue: crate::auth::DEFAULT_HASH_QUEUE,
+            ipv6_prefix: crate::ratelimit::DEFAULT_IPV6_PREFIX,
         }
     }
 }
@@ -466,6 +471,12 @@ impl Config {
             crate::ratelimit::RateLimitConfig::parse(&args.rate_limit, &args.trusted_proxies)
                 .map_err(ConfigError)?;
         rate_limit.key_prefix.clone_from(&args.key_prefix);
+        if args.ipv6_prefix > 128 {
+            return Err(ConfigError(
+                "--ipv6-prefix/IPV6_PREFIX must be 0 to 128 bits".into(),
+            ));
+        }
+        rate_limit.ipv6_prefix = args.ipv6_prefix;
         Ok(Self {
             bind,
             redis,

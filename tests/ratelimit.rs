@@ -313,7 +313,8 @@ async fn trusted_proxy_uses_right_hop(backend: Backend) {
         "Forwarded",
         "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https",
     ));
-    assert_eq!(call(&app, req).await.json()["identity"], "ip:2001:db8::1");
+    // IPv6 clients are grouped by /64 (issue 16).
+    assert_eq!(call(&app, req).await.json()["identity"], "ip:2001:db8::/64");
     // Two clients behind the same proxy have separate buckets; the spoofed left entry is ignored.
     let a = post("10.0.0.7").insert_header(("X-Forwarded-For", "9.9.9.9, 203.0.113.7"));
     let b = post("10.0.0.7").insert_header(("X-Forwarded-For", "203.0.113.8"));
@@ -455,7 +456,42 @@ async fn publish_is_limited_per_user_by_default(backend: Backend) {
     assert_eq!(call(&app, publish(&bob)).await.status, 202);
 }
 
+/// Issue 16 (7): IPv6 clients are limited per /64 by default: twelve addresses of one /64 share
+/// the 10 / 60 s of `/expensive-operation`, another /64 has its own; with `ipv6_prefix = 128`
+/// each address is its own client again.
+async fn ipv6_grouped_by_64(backend: Backend) {
+    let (config, _clock) = setup(
+        &backend,
+        &route_only("POST /expensive-operation=10/60s"),
+        &[],
+    );
+    let services = services(&config);
+    let app = app(&services).await;
+    let mut replies = Vec::new();
+    for i in 1..=12 {
+        replies.push(call(&app, post(&format!("[2001:db8:1:2::{i:x}]"))).await);
+    }
+    assert_eq!(statuses(&replies), (10, 2, 0));
+    assert_eq!(call(&app, post("[2001:db8:1:3::1]")).await.status, 200);
+
+    let (mut config, _clock) = setup(
+        &backend,
+        &route_only("POST /expensive-operation=10/60s"),
+        &[],
+    );
+    config.rate_limit.ipv6_prefix = 128;
+    config.rate_limit.key_prefix = "v6-128:".into();
+    let services = common::services(&config);
+    let app = common::app(&services).await;
+    let mut replies = Vec::new();
+    for i in 1..=12 {
+        replies.push(call(&app, post(&format!("[2001:db8:1:2::{i:x}]"))).await);
+    }
+    assert_eq!(statuses(&replies), (12, 0, 0));
+}
+
 backend_suite!(
+    ipv6_grouped_by_64,
     percent_encoded_path_is_limited,
     publish_is_limited_per_user_by_default,
     exact_under_concurrency,

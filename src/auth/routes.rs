@@ -117,9 +117,10 @@ async fn login(
     }
     // Attempts are limited per (username, client IP). The unit is spent before the password is
     // verified, so concurrent guesses cannot all pass; a right password gets it back.
-    let ip = limiter
-        .as_ref()
-        .and_then(|l| crate::ratelimit::client_ip(&req, &l.config().trusted_proxies));
+    let ip = limiter.as_ref().and_then(|l| {
+        crate::ratelimit::client_ip(&req, &l.config().trusted_proxies)
+            .map(|ip| crate::ratelimit::client_group(ip, l.config().ipv6_prefix))
+    });
     let attempt = match (&limiter, ip) {
         (Some(limiter), Some(ip)) => {
             let attempt = limiter.login_attempt(&username, ip).await;

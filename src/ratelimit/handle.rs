@@ -210,18 +210,26 @@ impl RateLimitHandle {
     }
 
     /// The identity `req` is limited as: `user:<id>` when the resolver verifies a user, else
-    /// `ip:<client address>` (`ip:unknown` without a peer address).
+    /// `ip:<client address>` (IPv6 addresses grouped by
+    /// [`ipv6_prefix`](RateLimitConfig::ipv6_prefix) bits, as `ip:2001:db8::/64`; `ip:unknown`
+    /// without a peer address).
     pub fn identity(&self, req: &HttpRequest) -> String {
         use std::fmt::Write;
         if let Some(user) = self.users.as_ref().and_then(|resolve| resolve(req)) {
             return ["user:", &user].concat();
         }
-        match client_ip(req, &self.inner.config.trusted_proxies) {
+        let grouped = client_ip(req, &self.inner.config.trusted_proxies)
+            .map(|ip| super::client_group(ip, self.inner.config.ipv6_prefix));
+        match grouped {
             Some(ip) => {
                 let mut identity = String::with_capacity(48);
                 identity.push_str("ip:");
                 // Writing to a String cannot fail.
                 let _ = write!(identity, "{ip}");
+                let prefix = self.inner.config.ipv6_prefix;
+                if ip.is_ipv6() && prefix < 128 {
+                    let _ = write!(identity, "/{prefix}");
+                }
                 identity
             }
             None => "ip:unknown".to_owned(),

@@ -53,7 +53,7 @@ pub use algo::Decision;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::RateLimitError;
 pub use handle::{LoginAttempt, RateLimitHandle};
-pub use identity::{UserResolver, client_ip};
+pub use identity::{DEFAULT_IPV6_PREFIX, UserResolver, client_group, client_ip};
 pub use messages::{GetStats, RateLimitStats, Sweep};
 pub(crate) use middleware::EXEMPT;
 pub use middleware::{RateLimit, RateLimitMiddleware};

@@ -233,6 +233,8 @@ pub struct RateLimitConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Prefix of every Redis key (the limiter adds `rl:`).
     pub key_prefix: String,
+    /// IPv6 clients are limited by their first this-many bits (0 to 128; 64 by default).
+    pub ipv6_prefix: u8,
     /// Where time comes from; tests substitute a [`ManualClock`](super::ManualClock).
     pub clock: Arc<dyn Clock>,
 }
@@ -272,6 +274,7 @@ impl Default for RateLimitConfig {
             ),
             trusted_proxies: Vec::new(),
             key_prefix: crate::config::DEFAULT_KEY_PREFIX.to_owned(),
+            ipv6_prefix: super::identity::DEFAULT_IPV6_PREFIX,
             clock: Arc::new(SystemClock),
         }
     }
