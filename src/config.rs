@@ -48,6 +48,12 @@ pub const DEFAULT_EVENTS_HEARTBEAT_MS: u64 = 15_000;
 pub const DEFAULT_EVENTS_RETRY_MS: u64 = 3_000;
 /// Largest event data `POST /events/{channel}` accepts, in bytes of compact JSON (64 KiB).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Most events replayed to one client resuming with `Last-Event-ID`.
+pub const DEFAULT_EVENTS_MAX_REPLAY: usize = 100;
+/// Most SSE connections open at once per process.
+pub const DEFAULT_SSE_MAX_CONNECTIONS: usize = 10_000;
+/// Most SSE connections open at once from one client address (IPv6: one /64 by default).
+pub const DEFAULT_SSE_MAX_PER_IP: usize = 32;
 /// Largest value `PUT /cache/{key}` accepts, in bytes (64 KiB).
 pub const DEFAULT_CACHE_MAX_VALUE_BYTES: usize = 64 * 1024;
 
@@ -236,6 +242,17 @@ pub struct ServeArgs {
     /// usually holds a whole /64.
     #[arg(long, env = "IPV6_PREFIX", default_value_t = crate::ratelimit::DEFAULT_IPV6_PREFIX, value_name = "BITS")]
     pub ipv6_prefix: u8,
+    /// Most events replayed to a client resuming with `Last-Event-ID` (and at most 1 MiB); a
+    /// client further behind gets `event: reset`.
+    #[arg(long, env = "EVENTS_MAX_REPLAY", default_value_t = DEFAULT_EVENTS_MAX_REPLAY, value_name = "N")]
+    pub events_max_replay: usize,
+    /// Most SSE connections open at once in this process; beyond, 503 with `Retry-After`.
+    #[arg(long, env = "SSE_MAX_CONNECTIONS", default_value_t = DEFAULT_SSE_MAX_CONNECTIONS, value_name = "N")]
+    pub sse_max_connections: usize,
+    /// Most SSE connections open at once from one client address (IPv6 grouped by
+    /// `--ipv6-prefix`); beyond, 429.
+    #[arg(long, env = "SSE_MAX_PER_IP", default_value_t = DEFAULT_SSE_MAX_PER_IP, value_name = "N")]
+    pub sse_max_per_ip: usize,
 }
 
 impl Default for ServeArgs {
@@ -276,6 +293,9 @@ impl Default for ServeArgs {
             cache_max_value_bytes: DEFAULT_CACHE_MAX_VALUE_BYTES,
             hash_queue: crate::auth::DEFAULT_HASH_QUEUE,
             ipv6_prefix: crate::ratelimit::DEFAULT_IPV6_PREFIX,
+            events_max_replay: DEFAULT_EVENTS_MAX_REPLAY,
+            sse_max_connections: DEFAULT_SSE_MAX_CONNECTIONS,
+            sse_max_per_ip: DEFAULT_SSE_MAX_PER_IP,
         }
     }
 }
@@ -433,6 +453,11 @@ impl Config {
             ("--max-event-bytes/MAX_EVENT_BYTES", args.max_event_bytes),
             ("--hash-queue/HASH_QUEUE", args.hash_queue),
             (
+                "--sse-max-connections/SSE_MAX_CONNECTIONS",
+                args.sse_max_connections,
+            ),
+            ("--sse-max-per-ip/SSE_MAX_PER_IP", args.sse_max_per_ip),
+            (
                 "--cache-max-value-bytes/CACHE_MAX_VALUE_BYTES",
                 args.cache_max_value_bytes,
             ),
@@ -460,6 +485,9 @@ impl Config {
         events.heartbeat = Duration::from_millis(args.events_heartbeat_ms);
         events.retry = Duration::from_millis(args.events_retry_ms);
         events.max_event_bytes = args.max_event_bytes;
+        events.max_replay = args.events_max_replay;
+        events.max_connections = args.sse_max_connections;
+        events.max_connections_per_ip = args.sse_max_per_ip;
         let cache = crate::cache::CacheConfig::builder()
             .key_prefix(&args.key_prefix)
             .l1_max_bytes(args.l1_max_bytes)

@@ -680,7 +680,86 @@ async fn oversized_event_is_413(backend: Backend) {
     app.server.stop().await;
 }
 
+/// Issue 16 (9): a resume replays at most `max_replay` events: a client further behind gets
+/// `event: reset` (then live), one within the bound gets exactly the missing events.
+async fn replay_is_bounded(backend: Backend) {
+    let mut config = config(&backend);
+    config.events.max_replay = 5;
+    let app = TestApp::start(&config);
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(app.publish("long", &format!("{{\"n\":{n}}}")).await);
+    }
+    // Eleven events follow the first id: more than five.
+    let mut behind = app
+        .sse("/events/long", &[("last-event-id", &ids[0])])
+        .await
+        .opened()
+        .await;
+    let reset = behind.next_event().await.unwrap();
+    assert_eq!(reset.event.as_deref(), Some("reset"));
+    let next = behind
+        .next_within(Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert!(next.comment, "only a reset is replayed: {next:?}");
+    // Exactly five follow the 7th id (n = 7..=11).
+    let mut close = app
+        .sse("/events/long", &[("last-event-id", &ids[6])])
+        .await
+        .opened()
+        .await;
+    for n in 7..12 {
+        let event = close.next_event().await.unwrap();
+        assert_eq!(event.id.as_deref(), Some(ids[n].as_str()));
+        assert_eq!(data_n(&event), n as u64);
+    }
+    app.server.stop().await;
+}
+
+/// Issue 16 (9): SSE connections are capped per address (429 `too-many-streams`) and in all
+/// (503 with `Retry-After`); a closed stream frees its place.
+async fn sse_connections_are_capped(backend: Backend) {
+    let mut config = config(&backend);
+    config.events.max_connections_per_ip = 2;
+    let app = TestApp::start(&config);
+    let first = app.sse("/events/a", &[]).await.opened().await;
+    let _second = app.sse("/events/b", &[]).await.opened().await;
+    let third = app.sse("/events/c", &[]).await;
+    assert_eq!(third.status, 429);
+    assert!(
+        third.pending.contains("too-many-streams"),
+        "{}",
+        third.pending
+    );
+    drop(first);
+    app.wait_subscribers("a", 0).await;
+    let mut opened = false;
+    for _ in 0..50 {
+        let again = app.sse("/events/c", &[]).await;
+        if again.status == 200 {
+            opened = true;
+            break;
+        }
+        assert_eq!(again.status, 429);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(opened, "a closed stream frees its place");
+    app.server.stop().await;
+
+    let mut config = self::config(&backend);
+    config.events.max_connections = 1;
+    let app = TestApp::start(&config);
+    let _only = app.sse("/events/a", &[]).await.opened().await;
+    let full = app.sse("/events/a", &[]).await;
+    assert_eq!(full.status, 503);
+    assert!(full.headers.contains("retry-after: 1"), "{}", full.headers);
+    app.server.stop().await;
+}
+
 backend_suite!(
+    replay_is_bounded,
+    sse_connections_are_capped,
     private_channel_publish_is_owner_only,
     oversized_event_is_413,
     order_and_exactly_once,

@@ -55,6 +55,8 @@ struct Inner {
     on_leave: Arc<OnLeave>,
     retry_ms: u64,
     max_event_bytes: usize,
+    max_replay: usize,
+    slots: Arc<super::slots::Slots>,
 }
 
 impl std::fmt::Debug for EventsHandle {
@@ -126,6 +128,11 @@ impl EventsHandle {
                 on_leave,
                 retry_ms: u64::try_from(config.retry.as_millis()).unwrap_or(u64::MAX),
                 max_event_bytes: config.max_event_bytes,
+                max_replay: config.max_replay,
+                slots: super::slots::Slots::new(
+                    config.max_connections,
+                    config.max_connections_per_ip,
+                ),
             }),
         })
     }
@@ -271,7 +278,7 @@ impl EventsHandle {
         let mut skip_through = None;
         if let Some(last) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
             let replay = match last.parse::<EventId>() {
-                Ok(last) => match inner.history.replay(channel, last).await {
+                Ok(last) => match inner.history.replay(channel, last, inner.max_replay).await {
                     Ok(replay) => {
                         if matches!(replay, Replay::Events(_)) {
                             skip_through = Some(last);
@@ -312,6 +319,19 @@ impl EventsHandle {
     ) -> Result<EventStream, EventsError> {
         let principal = self.authorize_read(channel, credentials).await?;
         self.subscribe_as(channel, last_event_id, principal).await
+    }
+
+    /// A place for one more SSE connection from `ip` (grouped as the caller wishes; `None` counts
+    /// in the total only). Give it to the stream with [`EventStream::with_slot`].
+    ///
+    /// # Errors
+    /// [`EventsError::TooManyConnections`] when `ip` holds the most streams allowed,
+    /// [`EventsError::ServerFull`] when the process does.
+    pub fn take_slot(
+        &self,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<super::ConnectionSlot, EventsError> {
+        self.inner.slots.take(ip)
     }
 
     /// Who may publish to `channel` over HTTP: any authenticated user for a public channel, only

@@ -133,17 +133,27 @@ async fn publish(
         (status = 400, description = "Invalid channel name.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The server is shutting down (or a ticket cannot be \
-            checked).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This address holds the most event streams allowed \
+            (`too-many-streams`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server is shutting down, holds the most event streams \
+            allowed, or a ticket cannot be checked.", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("bearer" = []), ("cookie" = []))
 )]
 async fn subscribe(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
+    limiter: Option<web::Data<crate::ratelimit::RateLimitHandle>>,
     channel: web::Path<String>,
     query: web::Query<SubscribeQuery>,
 ) -> Result<HttpResponse, EventsError> {
+    // The client's address as the rate limiter sees it (trusted proxies, IPv6 by prefix).
+    let ip = match &limiter {
+        Some(l) => crate::ratelimit::client_ip(&req, &l.config().trusted_proxies)
+            .map(|ip| crate::ratelimit::client_group(ip, l.config().ipv6_prefix)),
+        None => req.peer_addr().map(|a| a.ip()),
+    };
+    let slot = events.take_slot(ip)?;
     let query = query.into_inner();
     let last_event_id = req
         .headers()
@@ -155,7 +165,7 @@ async fn subscribe(
     let stream = events
         .open(&channel, &credentials, last_event_id.as_deref())
         .await?;
-    Ok(stream.into_response())
+    Ok(stream.with_slot(slot).into_response())
 }
 
 /// `GET /events/{channel}/info` → `{"subscribers": n, "history": n}`.
