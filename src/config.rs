@@ -190,7 +190,9 @@ pub struct ServeArgs {
         value_name = "CIDRS"
     )]
     pub trusted_proxies: Vec<String>,
-    /// HS256 token secret (at least 32 bytes). Unset: a random key per process.
+    /// HS256 token secret (at least 32 bytes). Unset: a random key per process. Warning: a
+    /// command-line value shows in process listings (`ps`, `/proc/<pid>/cmdline`) to every local
+    /// user; prefer `--secret-key-file` or the `SECRET_KEY` variable.
     #[arg(long, env = "SECRET_KEY", hide_env_values = true, value_name = "KEY")]
     pub secret_key: Option<String>,
     /// File holding the token secret (its bytes, a trailing newline removed).
@@ -571,6 +573,13 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
             "--access-token-ttl and --refresh-token-ttl must be at least 1 second".into(),
         ));
     }
+    if args.access_token_ttl > args.refresh_token_ttl {
+        // Revocations (logout, logout-all) are kept for the refresh TTL: an access token living
+        // longer would outlive its own revocation.
+        return Err(ConfigError(
+            "--access-token-ttl must not exceed --refresh-token-ttl".into(),
+        ));
+    }
     if args.token_leeway > MAX_LEEWAY_SECS {
         return Err(ConfigError(format!(
             "--token-leeway/TOKEN_LEEWAY must be at most {MAX_LEEWAY_SECS} seconds"
@@ -637,7 +646,10 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         type Mutate = fn(&mut ServeArgs);
-        let cases: [(&str, Mutate); 7] = [
+        let cases: [(&str, Mutate); 8] = [
+            ("--access-token-ttl", |a| {
+                a.access_token_ttl = a.refresh_token_ttl + 1;
+            }),
             ("--bind", |a| a.bind = "nope".into()),
             ("REDIS_URL", |a| a.redis_url = Some("http://x".into())),
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),

@@ -118,7 +118,9 @@ impl AuthHandle {
         }
         let tokens = Tokens::new(config);
         let keys = Keys::new(&config.key_prefix);
-        let horizon = config.refresh_ttl + config.leeway;
+        // Revocations must outlive every token they revoke: access tokens included, whatever
+        // an embedder configured.
+        let horizon = config.refresh_ttl.max(config.access_ttl) + config.leeway;
         let users = super::actor::start(database, config.clock.clone())?;
         let (store, view) = match redis {
             None => (
@@ -168,7 +170,12 @@ impl AuthHandle {
 
     fn times(&self) -> Times {
         let t = &self.inner.tokens;
-        super::sessions::times(&*t.clock, t.refresh_ttl, t.leeway)
+        let mut times = super::sessions::times(&*t.clock, t.refresh_ttl, t.leeway);
+        // A revocation lasts as long as any token it revokes can: access tokens too.
+        times.revoke_for_ms = times
+            .revoke_for_ms
+            .max((t.access_ttl + t.leeway).saturating_mul(1000));
+        times
     }
 
     /// Times the local revocation view was (re)built from Redis since start.
@@ -265,7 +272,8 @@ impl AuthHandle {
         client: ClientInfo,
     ) -> Result<TokenPair, AuthError> {
         self.ensure_store_up()?;
-        if password.len() > MAX_PASSWORD_LEN || username.len() > super::MAX_LOGIN_USERNAME_BYTES {
+        if password.len() > 4 * MAX_PASSWORD_LEN || username.len() > super::MAX_LOGIN_USERNAME_BYTES
+        {
             tracing::info!(reason = "oversized-input", "auth: login refused");
             return Err(AuthError::InvalidCredentials);
         }

@@ -30,13 +30,18 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct Register {
     /// 3 to 32 characters of `a-z`, `0-9`, `_`, `.` and `-`.
-    #[schema(example = "alice")]
+    #[schema(example = "alice", pattern = r"^[a-z0-9_.-]{3,32}$")]
     username: String,
-    /// An email address.
-    #[schema(example = "alice@example.com")]
+    /// An email address: printable ASCII without spaces, one `@` with text on both sides, at
+    /// most 254 characters.
+    #[schema(
+        example = "alice@example.com",
+        max_length = 254,
+        pattern = r"^[!-?A-~]+@[!-?A-~]+$"
+    )]
     email: String,
-    /// 8 to 1024 bytes.
-    #[schema(example = "correct horse")]
+    /// 8 to 1024 characters.
+    #[schema(example = "correct horse", min_length = 8, max_length = 1024)]
     password: String,
 }
 

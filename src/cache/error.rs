@@ -13,7 +13,7 @@ pub enum CacheError {
     #[error("invalid cache key: {0}")]
     InvalidKey(&'static str),
     /// The flush pattern is empty, longer than
-    /// [`MAX_PATTERN_BYTES`](super::MAX_PATTERN_BYTES), or holds a control character.
+    /// [`MAX_PATTERN_CHARS`](super::MAX_PATTERN_CHARS), or holds a control character.
     #[error("invalid cache pattern: {0}")]
     InvalidPattern(&'static str),
     /// The value is not JSON.
@@ -78,7 +78,7 @@ impl ResponseError for CacheError {
                 "Invalid cache pattern",
             )
             .with_detail(format!(
-                "Cache patterns are 1 to 128 bytes of printable UTF-8: {why}."
+                "Cache patterns are 1 to 128 characters of printable UTF-8: {why}."
             ))
             .into_response(),
             Self::InvalidTtl => {

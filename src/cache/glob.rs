@@ -17,9 +17,10 @@
 //! not match `""`). The property test `agrees_with_the_recursive_reference` checks both against
 //! a port of Redis' recursive code.
 
-/// Longest pattern [`validate_pattern`] accepts, in bytes: far more than any prefix pattern
-/// needs, and a bound on the work (and on what `SCAN MATCH` is asked to do on Redis).
-pub const MAX_PATTERN_BYTES: usize = 128;
+/// Longest pattern [`validate_pattern`] accepts, in characters (so at most 512 bytes): far more
+/// than any prefix pattern needs, and a bound on the work (and on what `SCAN MATCH` is asked to
+/// do on Redis). Characters, not bytes, so that the API document can state it exactly.
+pub const MAX_PATTERN_CHARS: usize = 128;
 
 /// Whether `text` matches the Redis glob `pattern` (linear in `text`; see the module docs).
 ///
@@ -28,7 +29,8 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     Glob::new(pattern).matches(text)
 }
 
-/// Checks a flush pattern: 1 to [`MAX_PATTERN_BYTES`] bytes without control characters.
+/// Checks a flush pattern: 1 to [`MAX_PATTERN_CHARS`] characters, none of them a control
+/// character.
 ///
 /// # Errors
 /// A sentence saying which rule the pattern breaks.
@@ -36,8 +38,8 @@ pub fn validate_pattern(pattern: &str) -> Result<(), &'static str> {
     if pattern.is_empty() {
         return Err("pattern is empty");
     }
-    if pattern.len() > MAX_PATTERN_BYTES {
-        return Err("pattern is longer than 128 bytes");
+    if pattern.chars().count() > MAX_PATTERN_CHARS {
+        return Err("pattern is longer than 128 characters");
     }
     if pattern.chars().any(char::is_control) {
         return Err("pattern holds a control character");
@@ -402,7 +404,7 @@ mod tests {
         assert_eq!(validate_pattern(""), Err("pattern is empty"));
         assert_eq!(
             validate_pattern(&"*".repeat(129)),
-            Err("pattern is longer than 128 bytes")
+            Err("pattern is longer than 128 characters")
         );
         assert_eq!(
             validate_pattern("a\nb"),

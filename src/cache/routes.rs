@@ -43,14 +43,20 @@ pub(crate) fn cached_json(body: Bytes, tier: &'static str) -> HttpResponse {
 /// only flush API keys. Embedders: do not give your own keys this prefix.
 pub const API_KEY_PREFIX: &str = "api:";
 
-/// Longest key of the HTTP API, in bytes: the handle's limit less [`API_KEY_PREFIX`].
-pub const MAX_API_KEY_BYTES: usize = super::MAX_KEY_BYTES - API_KEY_PREFIX.len();
+/// Longest key of the HTTP API, in characters: at most 508 bytes, so that with
+/// [`API_KEY_PREFIX`] it stays within the handle's 512. Characters, not bytes, so that the API
+/// document can state it exactly.
+pub const MAX_API_KEY_CHARS: usize = (super::MAX_KEY_BYTES - API_KEY_PREFIX.len()) / 4;
+
+/// Longest flush pattern of the HTTP API, in characters: the handle's limit less
+/// [`API_KEY_PREFIX`], which the API puts in front.
+pub const MAX_API_PATTERN_CHARS: usize = super::MAX_PATTERN_CHARS - API_KEY_PREFIX.len();
 
 /// The handle key behind the API key `key`, once `key` is checked (1 to
-/// [`MAX_API_KEY_BYTES`] bytes of printable UTF-8).
+/// [`MAX_API_KEY_CHARS`] characters of printable UTF-8).
 fn api_key(key: &str) -> Result<String, CacheError> {
-    if key.len() > MAX_API_KEY_BYTES {
-        return Err(CacheError::InvalidKey("key is longer than 508 bytes"));
+    if key.chars().count() > MAX_API_KEY_CHARS {
+        return Err(CacheError::InvalidKey("key is longer than 127 characters"));
     }
     super::validate_key(key)?;
     Ok(format!("{API_KEY_PREFIX}{key}"))
@@ -99,8 +105,9 @@ fn entry_body(key: &str, json: &[u8]) -> Bytes {
     path = "/cache/{key}",
     operation_id = "cache_get",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 508 bytes of printable UTF-8; may hold `/`. A namespace of its own: the \
-        server's cached data cannot be read or written here.")),
+    params(("key" = String, Path, min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 127 characters, none a control character; may hold `/`. A \
+        namespace of its own: the server's cached data cannot be read or written here.")),
     responses(
         (status = 200, description = "The stored value.", body = CacheEntry,
             headers(("X-Cache" = String, description = "`L1` or `L2`: the tier that answered."))),
@@ -134,8 +141,9 @@ async fn get(
     path = "/cache/{key}",
     operation_id = "cache_head",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 508 bytes of printable UTF-8; may hold `/`. A namespace of its own: the \
-        server's cached data cannot be read or written here.")),
+    params(("key" = String, Path, min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 127 characters, none a control character; may hold `/`. A \
+        namespace of its own: the server's cached data cannot be read or written here.")),
     responses(
         (status = 200, description = "A value is cached under this key."),
         (status = 400, description = "Invalid key."),
@@ -158,9 +166,9 @@ async fn head(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct TtlQuery {
-    /// Seconds to keep the value, from 1 to the configured maximum (default: the configured
-    /// default TTL).
-    #[param(minimum = 1)]
+    /// Seconds to keep the value, from 1 to the configured maximum (30 days unless
+    /// `--cache-max-ttl` says otherwise; default: the configured default TTL).
+    #[param(minimum = 1, maximum = 2592000)]
     ttl: Option<u64>,
 }
 
@@ -179,8 +187,9 @@ pub(crate) struct CachePut<'a> {
     path = "/cache/{key}",
     operation_id = "cache_put",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 508 bytes of printable UTF-8; may hold `/`. A namespace of its own: the \
-        server's cached data cannot be read or written here."),
+    params(("key" = String, Path, min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 127 characters, none a control character; may hold `/`. A \
+        namespace of its own: the server's cached data cannot be read or written here."),
         TtlQuery),
     request_body(content = inline(serde_json::Value), content_type = "application/json",
         description = "Any JSON value."),
@@ -240,8 +249,9 @@ async fn put(
     path = "/cache/{key}",
     operation_id = "cache_delete",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 508 bytes of printable UTF-8; may hold `/`. A namespace of its own: the \
-        server's cached data cannot be read or written here.")),
+    params(("key" = String, Path, min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 127 characters, none a control character; may hold `/`. A \
+        namespace of its own: the server's cached data cannot be read or written here.")),
     responses(
         (status = 204, description = "Removed."),
         (status = 400, description = "Invalid key (`invalid-key`).", body = Problem,
@@ -270,7 +280,13 @@ async fn delete(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct FlushQuery {
-    /// A glob (`*`, `?`, `[..]`) over keys; required.
+    /// A glob (`*`, `?`, `[..]`, `[^..]`, `\`) over the API's keys: 1 to 124 characters, none
+    /// a control character; required.
+    #[param(
+        min_length = 1,
+        max_length = 124,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pattern: String,
 }
 
@@ -305,6 +321,11 @@ async fn flush(
     query: web::Query<FlushQuery>,
 ) -> Result<HttpResponse, CacheError> {
     super::validate_pattern(&query.pattern).map_err(CacheError::InvalidPattern)?;
+    if query.pattern.chars().count() > MAX_API_PATTERN_CHARS {
+        return Err(CacheError::InvalidPattern(
+            "pattern is longer than 124 characters",
+        ));
+    }
     // The prefix holds no glob metacharacter: the pattern can only match inside it.
     let deleted = cache
         .flush_pattern(&format!("{API_KEY_PREFIX}{}", query.pattern))

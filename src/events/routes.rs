@@ -24,6 +24,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 struct PublishQuery {
     /// The event type (`event:` field), 1 to 64 characters of `A-Z a-z 0-9 _ . -`; default
     /// `message`.
+    #[param(pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
     event: Option<String>,
 }
 
@@ -82,7 +83,7 @@ fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>)
     path = "/events/{channel}",
     operation_id = "events_publish",
     tag = "events",
-    params(("channel" = String, Path, description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), PublishQuery),
+    params(("channel" = String, Path, pattern = r"^[A-Za-z0-9:_.-]{1,128}$", description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), PublishQuery),
     request_body(content = inline(serde_json::Value), content_type = "application/json",
         description = "Any JSON value: the event's data."),
     responses(
@@ -125,7 +126,7 @@ async fn publish(
     path = "/events/{channel}",
     operation_id = "events_subscribe",
     tag = "events",
-    params(("channel" = String, Path, description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), SubscribeQuery,
+    params(("channel" = String, Path, pattern = r"^[A-Za-z0-9:_.-]{1,128}$", description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), SubscribeQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id.")),
     responses(
         (status = 200, description = "The event stream (stays open).",
@@ -174,7 +175,7 @@ async fn subscribe(
     path = "/events/{channel}/info",
     operation_id = "events_info",
     tag = "events",
-    params(("channel" = String, Path, description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user.")),
+    params(("channel" = String, Path, pattern = r"^[A-Za-z0-9:_.-]{1,128}$", description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user.")),
     responses(
         (status = 200, description = "The channel's local subscribers and history length.",
             body = ChannelInfo),
