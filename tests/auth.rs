@@ -800,7 +800,56 @@ async fn writes_need_token(backend: Backend) {
     );
 }
 
+/// Issue 16 (10): body-less POSTs authenticated by the cookie (`/auth/logout`,
+/// `/auth/logout-all`, `/events/ticket`) need this site's own `Origin`: none, or another
+/// site's (a sibling subdomain included), is a 403 `cross-origin` that changes nothing; the
+/// same request with the right `Origin`, or with a bearer token, goes through.
+async fn cookie_posts_need_same_origin(backend: Backend) {
+    let services = start(&backend);
+    let app = common::app(&services).await;
+    let (access, _) = register_and_login(&app, "alice").await;
+    let cookie = format!("redkit_access={access}");
+    let post = |path: &str, origin: Option<&str>| {
+        let req = test::TestRequest::post()
+            .uri(path)
+            .insert_header(("host", "shop.example"))
+            .insert_header(("cookie", cookie.as_str()));
+        match origin {
+            Some(origin) => req.insert_header(("origin", origin)),
+            None => req,
+        }
+    };
+    for path in ["/events/ticket", "/auth/logout-all", "/auth/logout"] {
+        for origin in [
+            None,
+            Some("http://evil.example"),
+            Some("http://a.shop.example"),
+        ] {
+            let reply = call(&app, post(path, origin)).await;
+            assert_eq!(
+                reply.problem(403)["type"],
+                "https://redkit.dev/problems/cross-origin",
+                "{path} from {origin:?}"
+            );
+        }
+    }
+    // Nothing was revoked: the token still works, by bearer without any Origin too.
+    let ticket = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/events/ticket")
+            .insert_header(bearer(&access)),
+    )
+    .await;
+    assert_eq!(ticket.status, 200);
+    let ticket = call(&app, post("/events/ticket", Some("http://shop.example"))).await;
+    assert_eq!(ticket.status, 200);
+    let logout = call(&app, post("/auth/logout", Some("http://shop.example"))).await;
+    assert_eq!(logout.status, 204);
+}
+
 backend_suite!(
+    cookie_posts_need_same_origin,
     register_rules,
     login_rules,
     login_cookie,

@@ -208,11 +208,19 @@ fn cleared_cookie() -> Cookie<'static> {
     responses(
         (status = 204, description = "Logged out (the cookie is cleared)."),
         (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Authenticated by cookie without this site's `Origin` (`cross-origin`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
-async fn logout(auth: web::Data<AuthHandle>, user: AuthUser) -> Result<HttpResponse, AuthError> {
+async fn logout(
+    req: HttpRequest,
+    auth: web::Data<AuthHandle>,
+    user: AuthUser,
+) -> Result<HttpResponse, actix_web::Error> {
+    if let Some(problem) = crate::http::cross_origin_cookie(&req, ACCESS_COOKIE) {
+        return Err(problem.into());
+    }
     auth.logout(&user.0).await?;
     Ok(HttpResponse::NoContent().cookie(cleared_cookie()).finish())
 }
@@ -226,14 +234,19 @@ async fn logout(auth: web::Data<AuthHandle>, user: AuthUser) -> Result<HttpRespo
     responses(
         (status = 204, description = "Every session is revoked (the cookie is cleared)."),
         (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Authenticated by cookie without this site's `Origin` (`cross-origin`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
 async fn logout_all(
+    req: HttpRequest,
     auth: web::Data<AuthHandle>,
     user: AuthUser,
-) -> Result<HttpResponse, AuthError> {
+) -> Result<HttpResponse, actix_web::Error> {
+    if let Some(problem) = crate::http::cross_origin_cookie(&req, ACCESS_COOKIE) {
+        return Err(problem.into());
+    }
     auth.logout_all(&user.0).await?;
     Ok(HttpResponse::NoContent().cookie(cleared_cookie()).finish())
 }

@@ -208,6 +208,7 @@ async fn info(
     responses(
         (status = 200, description = "A ticket.", body = Ticket),
         (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Authenticated by cookie without this site's `Origin` (`cross-origin`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
@@ -216,6 +217,9 @@ async fn ticket(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
 ) -> Result<HttpResponse, EventsError> {
+    if let Some(problem) = crate::http::cross_origin_cookie(&req, events.auth().cookie_name()) {
+        return Ok(problem.into_response());
+    }
     let ticket = events
         .issue_ticket(&credentials(&req, &events, None))
         .await?;

@@ -19,8 +19,8 @@ use actix_web::{
 
 pub use crate::metrics::Frame;
 pub use demo::StatsSnapshot;
+pub use errors::{cross_origin_cookie, json_config, path_config, problem_errors, query_config};
 pub(crate) use errors::{invalid_path_parameter, problem_replacing, with_problem_body};
-pub use errors::{json_config, path_config, problem_errors, query_config};
 pub use openapi::ApiDoc;
 pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
 
