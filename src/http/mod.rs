@@ -69,6 +69,11 @@ pub struct Services {
     pub auth: AuthHandle,
     /// Live events (SSE).
     pub events: EventsHandle,
+    /// The last Redis probe of `GET /health` (when, and the round trip or `None` for down):
+    /// reused for [`HEALTH_PROBE_EVERY`](health::HEALTH_PROBE_EVERY), so no request rate makes
+    /// `/health` (exempt from rate limits) cost more than one `PING` per second.
+    pub(crate) health_probe:
+        Arc<tokio::sync::Mutex<Option<(std::time::Instant, Option<Duration>)>>>,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
     /// The metrics registry behind `GET /metrics`.
@@ -162,6 +167,7 @@ impl Services {
             ratelimit,
             auth,
             events,
+            health_probe: Arc::default(),
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
