@@ -255,6 +255,10 @@ pub struct ServeArgs {
     /// `--ipv6-prefix`); beyond, 429.
     #[arg(long, env = "SSE_MAX_PER_IP", default_value_t = DEFAULT_SSE_MAX_PER_IP, value_name = "N")]
     pub sse_max_per_ip: usize,
+    /// Always mark the access cookie `Secure`: set it behind a TLS-terminating proxy (without
+    /// it, only requests seen as HTTPS, directly or by `X-Forwarded-Proto`/`Forwarded`, get it).
+    #[arg(long, env = "SECURE_COOKIE")]
+    pub secure_cookie: bool,
 }
 
 impl Default for ServeArgs {
@@ -298,6 +302,7 @@ impl Default for ServeArgs {
             events_max_replay: DEFAULT_EVENTS_MAX_REPLAY,
             sse_max_connections: DEFAULT_SSE_MAX_CONNECTIONS,
             sse_max_per_ip: DEFAULT_SSE_MAX_PER_IP,
+            secure_cookie: false,
         }
     }
 }
@@ -598,6 +603,7 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
     auth.audience.clone_from(&args.token_issuer);
     auth.key_prefix.clone_from(&args.key_prefix);
     auth.hash_queue = args.hash_queue;
+    auth.secure_cookie = args.secure_cookie;
     Ok(auth)
 }
 

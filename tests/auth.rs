@@ -848,7 +848,31 @@ async fn cookie_posts_need_same_origin(backend: Backend) {
     assert_eq!(logout.status, 204);
 }
 
+/// Issue 16 (10): behind a TLS-terminating proxy (plain HTTP to us, no `X-Forwarded-Proto`),
+/// `secure_cookie` still marks the access cookie `Secure`; without it, it is not.
+async fn secure_cookie_behind_proxy(backend: Backend) {
+    for secure in [false, true] {
+        let mut config = with_test_secret(backend.config());
+        config.auth.secure_cookie = secure;
+        let services = services_of(&config);
+        let app = common::app(&services).await;
+        let (_, _) = register_and_login(&app, "alice").await;
+        let reply = call(
+            &app,
+            test::TestRequest::post()
+                .uri("/auth/login?cookie=true")
+                .set_json(json!({"username": "alice", "password": "correct horse"})),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        let set_cookie = reply.header("set-cookie").unwrap().to_owned();
+        assert!(set_cookie.starts_with("redkit_access="), "{set_cookie}");
+        assert_eq!(set_cookie.contains("; Secure"), secure, "{set_cookie}");
+    }
+}
+
 backend_suite!(
+    secure_cookie_behind_proxy,
     cookie_posts_need_same_origin,
     register_rules,
     login_rules,

@@ -161,6 +161,9 @@ pub struct AuthConfig {
     pub clock: Arc<dyn Clock>,
     /// Logins and registrations hashing or queued at once; beyond, 503 with `Retry-After`.
     pub hash_queue: usize,
+    /// Always mark the access cookie `Secure` (behind a TLS-terminating proxy that does not
+    /// say `X-Forwarded-Proto: https`); otherwise only requests seen as HTTPS get it.
+    pub secure_cookie: bool,
 }
 
 impl AuthConfig {
@@ -176,6 +179,7 @@ impl AuthConfig {
             key_prefix: crate::config::DEFAULT_KEY_PREFIX.to_owned(),
             clock: Arc::new(SystemClock),
             hash_queue: DEFAULT_HASH_QUEUE,
+            secure_cookie: false,
         }
     }
 }

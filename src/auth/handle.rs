@@ -90,6 +90,7 @@ struct Inner {
     redis: Option<RedisHandle>,
     /// Bounds the argon2 work in flight or queued (see [`AuthConfig::hash_queue`]).
     hashing: Arc<tokio::sync::Semaphore>,
+    secure_cookie: bool,
 }
 
 impl std::fmt::Debug for AuthHandle {
@@ -164,6 +165,7 @@ impl AuthHandle {
                 keys,
                 redis: redis.map(|(h, _)| h.clone()),
                 hashing: Arc::new(tokio::sync::Semaphore::new(config.hash_queue.max(1))),
+                secure_cookie: config.secure_cookie,
             }),
         })
     }
@@ -222,6 +224,11 @@ impl AuthHandle {
             .send(GetUser(id))
             .await
             .map_err(|_| AuthError::Internal("users actor gone".into()))?
+    }
+
+    /// Whether the access cookie is always `Secure` ([`AuthConfig::secure_cookie`]).
+    pub fn secure_cookie(&self) -> bool {
+        self.inner.secure_cookie
     }
 
     /// A place in the bounded argon2 queue, held until the users actor answers.

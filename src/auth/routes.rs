@@ -151,7 +151,7 @@ async fn login(
             .http_only(true)
             .same_site(SameSite::Strict)
             .path("/")
-            .secure(req.connection_info().scheme() == "https")
+            .secure(auth.secure_cookie() || req.connection_info().scheme() == "https")
             .max_age(CookieDuration::seconds(pair.expires_in))
             .finish();
         res.cookie(cookie);
