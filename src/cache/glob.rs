@@ -128,11 +128,10 @@ impl Glob {
     /// consecutive stars are one atom).
     fn close(&self, state: &mut [u64]) {
         let mut carry = 0;
-        for i in 0..state.len() {
-            let word = state[i];
-            let shifted = (word << 1) | carry;
-            carry = word >> 63;
-            state[i] = word | (shifted & self.star_into[i]);
+        for (word, star_into) in state.iter_mut().zip(&self.star_into) {
+            let shifted = (*word << 1) | carry;
+            carry = *word >> 63;
+            *word |= shifted & star_into;
         }
     }
 }

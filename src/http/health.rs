@@ -6,6 +6,9 @@ use utoipa::ToSchema;
 
 use super::Services;
 
+/// A Redis probe of `GET /health`: when, and the round trip (`None`: Redis is down).
+pub(crate) type Probe = (std::time::Instant, Option<std::time::Duration>);
+
 /// How long `GET /health` reuses its last Redis probe.
 pub(crate) const HEALTH_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 

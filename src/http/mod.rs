@@ -72,8 +72,7 @@ pub struct Services {
     /// The last Redis probe of `GET /health` (when, and the round trip or `None` for down):
     /// reused for [`HEALTH_PROBE_EVERY`](health::HEALTH_PROBE_EVERY), so no request rate makes
     /// `/health` (exempt from rate limits) cost more than one `PING` per second.
-    pub(crate) health_probe:
-        Arc<tokio::sync::Mutex<Option<(std::time::Instant, Option<Duration>)>>>,
+    pub(crate) health_probe: Arc<tokio::sync::Mutex<Option<health::Probe>>>,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
     /// The metrics registry behind `GET /metrics`.
