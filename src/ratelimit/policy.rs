@@ -474,8 +474,19 @@ mod tests {
         let global = config.global.unwrap();
         assert_eq!((global.limit, global.window.as_secs()), (50, 30));
         assert_eq!(global.algorithm, Algorithm::Gcra);
-        assert_eq!(config.routes.len(), 1);
-        let route = &config.routes[0];
+        // The built-in publish policy stays; the expensive one is off.
+        assert_eq!(config.routes.len(), 2);
+        assert!(
+            !config
+                .routes
+                .iter()
+                .any(|r| r.path == "/expensive-operation")
+        );
+        let route = config
+            .routes
+            .iter()
+            .find(|r| r.path == "/items/{id}")
+            .unwrap();
         assert_eq!(route.method, Method::GET);
         assert_eq!(route.path, "/items/{id}");
         assert_eq!(route.policy.window.as_secs(), 60);
