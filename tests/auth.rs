@@ -1075,3 +1075,38 @@ fn cli_user_add() {
     let short = run("short");
     assert!(!short.status.success());
 }
+
+/// Issue 16 (10): the per-user session index is pruned at each login: once a session expired,
+/// the next login drops it from the index (which used to keep every session ever made).
+#[actix_web::test]
+async fn session_index_is_pruned() {
+    let mut backend = Backend::redis();
+    let mut config = with_test_secret(backend.config());
+    config.auth.access_ttl = Duration::from_secs(1);
+    config.auth.refresh_ttl = Duration::from_secs(1);
+    let services = services_of(&config);
+    let app = common::app(&services).await;
+    // Sessions live 1 s; the index's TTL restarts at every login, so it never expires here.
+    register_and_login(&app, "alice").await;
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    login(&app, "alice", "correct horse").await;
+    let mut index = || {
+        let server = backend.server().unwrap();
+        let key = server
+            .keys_with_ttl()
+            .into_iter()
+            .map(|(key, _)| key)
+            .find(|key| key.contains("user_sessions:"))
+            .unwrap();
+        let members: i64 = ::redis::cmd("SCARD")
+            .arg(&key)
+            .query(&mut server.conn())
+            .unwrap();
+        members
+    };
+    assert_eq!(index(), 2);
+    // The first session is gone, the second still lives: a third login leaves two entries.
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    login(&app, "alice", "correct horse").await;
+    assert_eq!(index(), 2);
+}
