@@ -210,18 +210,26 @@ impl RateLimitHandle {
     }
 
     /// The identity `req` is limited as: `user:<id>` when the resolver verifies a user, else
-    /// `ip:<client address>` (`ip:unknown` without a peer address).
+    /// `ip:<client address>` (IPv6 addresses grouped by
+    /// [`ipv6_prefix`](RateLimitConfig::ipv6_prefix) bits, as `ip:2001:db8::/64`; `ip:unknown`
+    /// without a peer address).
     pub fn identity(&self, req: &HttpRequest) -> String {
         use std::fmt::Write;
         if let Some(user) = self.users.as_ref().and_then(|resolve| resolve(req)) {
             return ["user:", &user].concat();
         }
-        match client_ip(req, &self.inner.config.trusted_proxies) {
+        let grouped = client_ip(req, &self.inner.config.trusted_proxies)
+            .map(|ip| super::client_group(ip, self.inner.config.ipv6_prefix));
+        match grouped {
             Some(ip) => {
                 let mut identity = String::with_capacity(48);
                 identity.push_str("ip:");
                 // Writing to a String cannot fail.
                 let _ = write!(identity, "{ip}");
+                let prefix = self.inner.config.ipv6_prefix;
+                if ip.is_ipv6() && prefix < 128 {
+                    let _ = write!(identity, "/{prefix}");
+                }
                 identity
             }
             None => "ip:unknown".to_owned(),
@@ -292,6 +300,42 @@ impl RateLimitHandle {
         match self.check(policy, &identity, 1).await {
             Ok(decision) => decision,
             Err(_) => fail_closed_decision(policy),
+        }
+    }
+
+    /// Spends one login attempt for `username` from `ip` before the password is verified, so
+    /// that concurrent guesses cannot all pass a peek (5 per 15 minutes by default). On a
+    /// denial answer [`login_denied`](Self::login_denied); when the password was right, give the
+    /// unit back with [`login_refund`](Self::login_refund).
+    pub async fn login_attempt(&self, username: &str, ip: IpAddr) -> LoginAttempt {
+        let policy = &self.inner.config.login;
+        let key = self.key(policy, &login_identity(username, ip));
+        let args = self.args(policy, 1, Mode::Consume);
+        if let Some(decision) = self.blocked_now(policy, &key, args.now) {
+            return LoginAttempt {
+                decision,
+                spent: None,
+            };
+        }
+        match self.consume(policy, &key, &args).await {
+            Ok((decision, source)) => LoginAttempt {
+                spent: decision.allowed.then_some((key, args, source)),
+                decision,
+            },
+            Err(_) => LoginAttempt {
+                decision: fail_closed_decision(policy),
+                spent: None,
+            },
+        }
+    }
+
+    /// Gives back the unit a successful (or not-attempted) login spent.
+    pub async fn login_refund(&self, attempt: LoginAttempt) {
+        let Some((key, args, source)) = attempt.spent else {
+            return;
+        };
+        if let Err(err) = self.give_back(&key, args, source).await {
+            tracing::warn!(error = %err, "rate-limit: login refund failed");
         }
     }
 
@@ -380,21 +424,30 @@ impl RateLimitHandle {
     }
 
     async fn refund(&self, spent: Vec<(PolicyId, String, Args, Source)>) {
-        for (id, key, mut args, source) in spent {
-            args.mode = Mode::Refund;
-            let result = match (source, &self.inner.redis) {
-                (Source::Redis, Some(redis)) => lua::decide(redis, &key, &args).await.map(|_| ()),
-                (Source::Fallback, _) => {
-                    self.inner.fallback.decide(&key, &args);
-                    Ok(())
-                }
-                _ => {
-                    self.inner.memory.decide(&key, &args);
-                    Ok(())
-                }
-            };
-            if let Err(err) = result {
+        for (id, key, args, source) in spent {
+            if let Err(err) = self.give_back(&key, args, source).await {
                 tracing::warn!(policy = %self.policy(id).name, error = %err, "rate-limit refund failed");
+            }
+        }
+    }
+
+    /// Refunds what `args` spent on `key`, in the store that spent it.
+    async fn give_back(
+        &self,
+        key: &str,
+        mut args: Args,
+        source: Source,
+    ) -> Result<(), crate::redis::RedisError> {
+        args.mode = Mode::Refund;
+        match (source, &self.inner.redis) {
+            (Source::Redis, Some(redis)) => lua::decide(redis, key, &args).await.map(|_| ()),
+            (Source::Fallback, _) => {
+                self.inner.fallback.decide(key, &args);
+                Ok(())
+            }
+            _ => {
+                self.inner.memory.decide(key, &args);
+                Ok(())
             }
         }
     }
@@ -527,9 +580,26 @@ impl RateLimitHandle {
     }
 }
 
+/// A login attempt spent by [`RateLimitHandle::login_attempt`].
+#[derive(Debug)]
+pub struct LoginAttempt {
+    /// Whether the attempt may go on to verify the password.
+    pub decision: Decision,
+    spent: Option<(String, Args, Source)>,
+}
+
+/// Longest username kept as it is in a login key; longer ones are replaced by their SHA-1, so
+/// no input makes a longer key.
+const MAX_LOGIN_NAME_IN_KEY: usize = 64;
+
 /// One login bucket per (username, client IP); usernames compare case-insensitively.
 fn login_identity(username: &str, ip: IpAddr) -> String {
-    format!("{}|{ip}", username.trim().to_lowercase())
+    let name = username.trim().to_lowercase();
+    if name.len() > MAX_LOGIN_NAME_IN_KEY {
+        let digest = sha1_smol::Sha1::from(name.as_bytes()).digest();
+        return format!("sha1:{digest}|{ip}");
+    }
+    format!("{name}|{ip}")
 }
 
 fn fail_closed_decision(policy: &Policy) -> Decision {
