@@ -303,7 +303,8 @@ async fn killed_connections_are_never_stale() {
     let app = common::app(&services).await;
     let cache = &services.cache;
     let mut conn = fleet.server().conn();
-    let key = format!("{}victim", cache.config().namespace());
+    // `GET /cache/victim` reads the API's key `api:victim`.
+    let key = format!("{}api:victim", cache.config().namespace());
     redis::cmd("SET")
         .arg(&key)
         .arg(r#""old""#)
@@ -311,7 +312,7 @@ async fn killed_connections_are_never_stale() {
         .arg(60)
         .query::<()>(&mut conn)
         .unwrap();
-    warm(cache, cache, "victim").await;
+    warm(cache, cache, "api:victim").await;
     let read = call(&app, get("/cache/victim")).await;
     assert_eq!(
         (read.json()["value"].clone(), read.header("x-cache")),
@@ -354,7 +355,7 @@ async fn killed_connections_are_never_stale() {
         .await
     );
     assert_eq!(cache.stats().l1_feed_flushes, 1);
-    warm(cache, cache, "victim").await;
+    warm(cache, cache, "api:victim").await;
     let hit = call(&app, get("/cache/victim")).await;
     assert_eq!(
         (hit.json()["value"].clone(), hit.header("x-cache")),
