@@ -490,7 +490,33 @@ async fn ipv6_grouped_by_64(backend: Backend) {
     assert_eq!(statuses(&replies), (12, 0, 0));
 }
 
+/// `GET /ratelimit/status` asks the store once per policy, so it is counted by the global policy
+/// like any route: under `default=5/60s` the sixth read is a 429, and the fifth reports 0 left.
+async fn status_reads_are_counted(backend: Backend) {
+    let (config, _clock) = setup(&backend, &["default=5/60s".to_owned()], &[]);
+    let services = services(&config);
+    let app = app(&services).await;
+    let mut replies = Vec::new();
+    for _ in 0..6 {
+        replies.push(call(&app, status_req("10.0.0.9")).await);
+    }
+    assert_eq!(statuses(&replies), (5, 1, 0));
+    let global = |reply: &Reply| {
+        reply.json()["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "default")
+            .unwrap()["remaining"]
+            .clone()
+    };
+    assert_eq!(global(&replies[0]), 4);
+    assert_eq!(global(&replies[4]), 0);
+    replies[5].problem(429);
+}
+
 backend_suite!(
+    status_reads_are_counted,
     ipv6_grouped_by_64,
     percent_encoded_path_is_limited,
     publish_is_limited_per_user_by_default,

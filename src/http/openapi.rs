@@ -38,7 +38,7 @@ Every error body is `application/problem+json` (RFC 9457, schema `Problem`); its
 `https://redkit.dev/problems/<slug>`. A path that matches no route answers 404 `not-found`; a \
 method a path does not support answers 405 `method-not-allowed` with `Allow`. Requests are \
 rate-limited (429 with `Retry-After` and `RateLimit`/`X-RateLimit-*` headers) except \
-`/health`, `/health/live` and `/ratelimit/status`.\n\n\
+`/health` and `/health/live`.\n\n\
 Authenticated operations take the access token from `POST /auth/login` as \
 `Authorization: Bearer <token>`, or from the `redkit_access` cookie (`?cookie=true` at login).";
 

@@ -29,13 +29,15 @@ use super::{
 };
 use crate::http::Problem;
 
-/// Paths never counted: health probes, and the status route (which must not spend quota).
-pub(crate) const EXEMPT: [&str; 3] = ["/health", "/health/live", "/ratelimit/status"];
+/// Paths never counted: the health probes, which cost Redis at most one `PING` a second however
+/// often they are asked. `/ratelimit/status` is counted like any route: it asks the store once per
+/// policy, so an uncounted one would let a client make the server query Redis without bound.
+pub(crate) const EXEMPT: [&str; 2] = ["/health", "/health/live"];
 
 /// The rate-limit middleware; build it with [`RateLimitHandle::middleware`] and `App::wrap` it,
 /// or with [`RateLimitHandle::middleware_for`] and wrap one scope or resource with it.
 ///
-/// For each request (except `OPTIONS` preflights and the health and `/ratelimit/status` paths) the global
+/// For each request (except `OPTIONS` preflights and the health probes) the global
 /// form decides the matching route policy, then the global policy, for the request's identity.
 /// Admitted requests get the most restrictive enforcing policy's headers; a denied request gets
 /// 429 with `Retry-After` and a `quota-exceeded` problem naming the policy. The scoped form

@@ -63,14 +63,15 @@ pub(crate) struct PolicyStatus {
     allowed: bool,
 }
 
-/// The caller's state for every configured policy, spending nothing.
+/// The caller's state for every configured policy. The request itself is counted by the global
+/// policy (as any route is), so reading it is bounded like everything else.
 #[utoipa::path(
     get,
     path = "/ratelimit/status",
     operation_id = "ratelimit_status",
     tag = "ratelimit",
     responses(
-        (status = 200, description = "The caller's state (never counted).", body = Status),
+        (status = 200, description = "The caller's state, after this request was counted by the global policy (it spends nothing of the others).", body = Status),
         (status = 503, description = "Redis cannot be asked and a policy is fail-closed.",
             body = Problem, content_type = "application/problem+json"),
     )
