@@ -38,6 +38,7 @@
 
 mod actor;
 mod algo;
+mod batch;
 mod clock;
 mod error;
 mod handle;
@@ -59,6 +60,7 @@ pub(crate) use middleware::EXEMPT;
 pub use middleware::{RateLimit, RateLimitMiddleware};
 pub use policy::{
     Algorithm, DEFAULT_EXPENSIVE_LIMIT, DEFAULT_EXPENSIVE_WINDOW_SECS, DEFAULT_GLOBAL_LIMIT,
-    DEFAULT_GLOBAL_WINDOW_SECS, DEFAULT_LOGIN_LIMIT, DEFAULT_LOGIN_WINDOW_SECS, FailMode, IpNet,
-    MAX_LIMIT, MAX_WINDOW_SECS, Policy, RateLimitConfig, RoutePolicy,
+    DEFAULT_GLOBAL_WINDOW_SECS, DEFAULT_LOGIN_LIMIT, DEFAULT_LOGIN_WINDOW_SECS,
+    DEFAULT_REQUEST_ALGORITHM, FailMode, IpNet, MAX_LIMIT, MAX_WINDOW_SECS, Policy,
+    RateLimitConfig, RoutePolicy,
 };
