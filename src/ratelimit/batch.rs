@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use super::{
     Clock,
     algo::Raw,
-    lua::{self, Ask, MAX_DECISIONS},
+    lua::{self, Ask, MAX_DECISIONS, MAX_POLICIES, PolicyArgs},
 };
 use crate::redis::RedisHandle;
 
@@ -148,18 +148,26 @@ fn by_slot(mut pending: Vec<Pending>) -> Vec<Vec<Pending>> {
     groups
 }
 
-/// Cuts a group into calls of at most [`MAX_DECISIONS`] decisions (a request is never split).
+/// Cuts a group into calls of at most [`MAX_DECISIONS`] decisions and [`MAX_POLICIES`] distinct
+/// policies (a request is never split).
 fn chunks(group: Vec<Pending>) -> Vec<Vec<Pending>> {
     let mut calls: Vec<Vec<Pending>> = Vec::new();
     let mut size = 0;
+    let mut policies: Vec<PolicyArgs> = Vec::new();
     for p in group {
         let n = p.asks.len();
+        let mut new: Vec<PolicyArgs> = p.asks.iter().map(Ask::policy).collect();
+        new.retain(|policy| !policies.contains(policy));
+        new.dedup();
+        let fits = size + n <= MAX_DECISIONS && policies.len() + new.len() <= MAX_POLICIES;
         match calls.last_mut() {
-            Some(call) if size + n <= MAX_DECISIONS => {
+            Some(call) if fits => {
+                policies.extend(new);
                 call.push(p);
                 size += n;
             }
             _ => {
+                policies = p.asks.iter().map(Ask::policy).collect();
                 calls.push(vec![p]);
                 size = n;
             }

@@ -32,7 +32,6 @@ pub(crate) struct Counters {
     pub(crate) blocked_locally: AtomicU64,
     pub(crate) fallback: AtomicU64,
     pub(crate) fail_closed: AtomicU64,
-    pub(crate) store_errors: AtomicU64,
     /// Decisions per policy name: `[allowed, denied, shadow_denied]`.
     pub(crate) by_policy: std::sync::Mutex<std::collections::HashMap<String, [u64; 3]>>,
 }
@@ -49,8 +48,7 @@ impl Inner {
             blocked_locally: get(&c.blocked_locally),
             fallback_decisions: get(&c.fallback),
             fail_closed: get(&c.fail_closed),
-            store_errors: get(&c.store_errors)
-                + self.coalescer.as_ref().map_or(0, Coalescer::failed_calls),
+            store_errors: self.coalescer.as_ref().map_or(0, Coalescer::failed_calls),
             memory_keys: (self.memory.len() + self.fallback.len()) as u64,
             blocked_identities: self.blocked.len() as u64,
         }
