@@ -12,8 +12,10 @@
 //!
 //! Then, one case after the other (best of 2 rounds):
 //!
-//! - `limited`: every request admitted by a sliding-log policy (decisions coalesced: one
-//!   `EVALSHA` per batch of requests arriving together);
+//! - `limited`: every request admitted by a route policy without `algorithm=`, so GCRA since it
+//!   became the default (decisions coalesced: one `EVALSHA` per batch of requests arriving
+//!   together);
+//! - `gcra`: the same with `algorithm=gcra` spelled out;
 //! - `blocked`: every request denied from the local block (zero Redis commands);
 //! - `round-trip`: a control, the unlimited handler making one Redis `PING` per request: the
 //!   floor for any limiter that decides in Redis on this machine;
