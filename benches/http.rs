@@ -59,7 +59,8 @@ fn serve_all(redis_url: String) -> Addrs {
             without_l1
                 .cache
                 .set(
-                    "bench",
+                    // The HTTP API's namespace (`GET /cache/bench` reads `api:bench`).
+                    "api:bench",
                     &serde_json::json!({"hello": "world"}),
                     Duration::from_secs(3600),
                 )
@@ -139,7 +140,7 @@ fn serve_all(redis_url: String) -> Addrs {
                             let mut conn = conn.clone();
                             async move {
                                 let value: Option<Vec<u8>> = redis::cmd("GET")
-                                    .arg(format!("redkit:cache:{key}"))
+                                    .arg(format!("redkit:cache:api:{key}"))
                                     .query_async(&mut conn)
                                     .await
                                     .unwrap();

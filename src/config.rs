@@ -46,6 +46,16 @@ pub const DEFAULT_EVENTS_QUEUE: usize = 256;
 pub const DEFAULT_EVENTS_HEARTBEAT_MS: u64 = 15_000;
 /// Default SSE `retry:` hint, in milliseconds.
 pub const DEFAULT_EVENTS_RETRY_MS: u64 = 3_000;
+/// Largest event data `POST /events/{channel}` accepts, in bytes of compact JSON (64 KiB).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Most events replayed to one client resuming with `Last-Event-ID`.
+pub const DEFAULT_EVENTS_MAX_REPLAY: usize = 100;
+/// Most SSE connections open at once per process.
+pub const DEFAULT_SSE_MAX_CONNECTIONS: usize = 10_000;
+/// Most SSE connections open at once from one client address (IPv6: one /64 by default).
+pub const DEFAULT_SSE_MAX_PER_IP: usize = 32;
+/// Largest value `PUT /cache/{key}` accepts, in bytes (64 KiB).
+pub const DEFAULT_CACHE_MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// The command line of the `redkit` binary.
 #[derive(Debug, Parser)]
@@ -180,7 +190,9 @@ pub struct ServeArgs {
         value_name = "CIDRS"
     )]
     pub trusted_proxies: Vec<String>,
-    /// HS256 token secret (at least 32 bytes). Unset: a random key per process.
+    /// HS256 token secret (at least 32 bytes). Unset: a random key per process. Warning: a
+    /// command-line value shows in process listings (`ps`, `/proc/<pid>/cmdline`) to every local
+    /// user; prefer `--secret-key-file` or the `SECRET_KEY` variable.
     #[arg(long, env = "SECRET_KEY", hide_env_values = true, value_name = "KEY")]
     pub secret_key: Option<String>,
     /// File holding the token secret (its bytes, a trailing newline removed).
@@ -218,6 +230,35 @@ pub struct ServeArgs {
     /// SSE `retry:` hint sent to clients, in milliseconds.
     #[arg(long, env = "EVENTS_RETRY_MS", default_value_t = DEFAULT_EVENTS_RETRY_MS, value_name = "MS")]
     pub events_retry_ms: u64,
+    /// Largest event data `POST /events/{channel}` accepts (compact JSON), in bytes; 413 beyond.
+    #[arg(long, env = "MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES, value_name = "BYTES")]
+    pub max_event_bytes: usize,
+    /// Largest value `PUT /cache/{key}` accepts, in bytes; 413 beyond.
+    #[arg(long, env = "CACHE_MAX_VALUE_BYTES", default_value_t = DEFAULT_CACHE_MAX_VALUE_BYTES, value_name = "BYTES")]
+    pub cache_max_value_bytes: usize,
+    /// Logins and registrations hashing a password or queued at once; beyond, 503 with
+    /// `Retry-After` (each argon2 hash in flight holds 19 MiB).
+    #[arg(long, env = "HASH_QUEUE", default_value_t = crate::auth::DEFAULT_HASH_QUEUE, value_name = "N")]
+    pub hash_queue: usize,
+    /// IPv6 clients are rate-limited by their first this-many bits (0 to 128): one subscriber
+    /// usually holds a whole /64.
+    #[arg(long, env = "IPV6_PREFIX", default_value_t = crate::ratelimit::DEFAULT_IPV6_PREFIX, value_name = "BITS")]
+    pub ipv6_prefix: u8,
+    /// Most events replayed to a client resuming with `Last-Event-ID` (and at most 1 MiB); a
+    /// client further behind gets `event: reset`.
+    #[arg(long, env = "EVENTS_MAX_REPLAY", default_value_t = DEFAULT_EVENTS_MAX_REPLAY, value_name = "N")]
+    pub events_max_replay: usize,
+    /// Most SSE connections open at once in this process; beyond, 503 with `Retry-After`.
+    #[arg(long, env = "SSE_MAX_CONNECTIONS", default_value_t = DEFAULT_SSE_MAX_CONNECTIONS, value_name = "N")]
+    pub sse_max_connections: usize,
+    /// Most SSE connections open at once from one client address (IPv6 grouped by
+    /// `--ipv6-prefix`); beyond, 429.
+    #[arg(long, env = "SSE_MAX_PER_IP", default_value_t = DEFAULT_SSE_MAX_PER_IP, value_name = "N")]
+    pub sse_max_per_ip: usize,
+    /// Always mark the access cookie `Secure`: set it behind a TLS-terminating proxy (without
+    /// it, only requests seen as HTTPS, directly or by `X-Forwarded-Proto`/`Forwarded`, get it).
+    #[arg(long, env = "SECURE_COOKIE")]
+    pub secure_cookie: bool,
 }
 
 impl Default for ServeArgs {
@@ -254,6 +295,14 @@ impl Default for ServeArgs {
             events_queue: DEFAULT_EVENTS_QUEUE,
             events_heartbeat_ms: DEFAULT_EVENTS_HEARTBEAT_MS,
             events_retry_ms: DEFAULT_EVENTS_RETRY_MS,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            cache_max_value_bytes: DEFAULT_CACHE_MAX_VALUE_BYTES,
+            hash_queue: crate::auth::DEFAULT_HASH_QUEUE,
+            ipv6_prefix: crate::ratelimit::DEFAULT_IPV6_PREFIX,
+            events_max_replay: DEFAULT_EVENTS_MAX_REPLAY,
+            sse_max_connections: DEFAULT_SSE_MAX_CONNECTIONS,
+            sse_max_per_ip: DEFAULT_SSE_MAX_PER_IP,
+            secure_cookie: false,
         }
     }
 }
@@ -300,6 +349,8 @@ pub struct Config {
     pub cache_default_ttl: Duration,
     /// Largest TTL `PUT /cache/{key}` accepts.
     pub cache_max_ttl: Duration,
+    /// Largest value `PUT /cache/{key}` accepts, in bytes.
+    pub cache_max_value_bytes: usize,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// Graceful-shutdown deadline.
@@ -406,6 +457,17 @@ impl Config {
                 args.events_history_len,
             ),
             ("--events-queue/EVENTS_QUEUE", args.events_queue),
+            ("--max-event-bytes/MAX_EVENT_BYTES", args.max_event_bytes),
+            ("--hash-queue/HASH_QUEUE", args.hash_queue),
+            (
+                "--sse-max-connections/SSE_MAX_CONNECTIONS",
+                args.sse_max_connections,
+            ),
+            ("--sse-max-per-ip/SSE_MAX_PER_IP", args.sse_max_per_ip),
+            (
+                "--cache-max-value-bytes/CACHE_MAX_VALUE_BYTES",
+                args.cache_max_value_bytes,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));
@@ -429,6 +491,10 @@ impl Config {
         events.queue_size = args.events_queue;
         events.heartbeat = Duration::from_millis(args.events_heartbeat_ms);
         events.retry = Duration::from_millis(args.events_retry_ms);
+        events.max_event_bytes = args.max_event_bytes;
+        events.max_replay = args.events_max_replay;
+        events.max_connections = args.sse_max_connections;
+        events.max_connections_per_ip = args.sse_max_per_ip;
         let cache = crate::cache::CacheConfig::builder()
             .key_prefix(&args.key_prefix)
             .l1_max_bytes(args.l1_max_bytes)
@@ -440,6 +506,12 @@ impl Config {
             crate::ratelimit::RateLimitConfig::parse(&args.rate_limit, &args.trusted_proxies)
                 .map_err(ConfigError)?;
         rate_limit.key_prefix.clone_from(&args.key_prefix);
+        if args.ipv6_prefix > 128 {
+            return Err(ConfigError(
+                "--ipv6-prefix/IPV6_PREFIX must be 0 to 128 bits".into(),
+            ));
+        }
+        rate_limit.ipv6_prefix = args.ipv6_prefix;
         Ok(Self {
             bind,
             redis,
@@ -453,6 +525,7 @@ impl Config {
             product_list_ttl: Duration::from_secs(args.product_list_ttl),
             cache_default_ttl: Duration::from_secs(args.cache_ttl),
             cache_max_ttl: Duration::from_secs(args.cache_max_ttl),
+            cache_max_value_bytes: args.cache_max_value_bytes,
             body_limit: args.body_limit,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
             rate_limit,
@@ -505,6 +578,13 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
             "--access-token-ttl and --refresh-token-ttl must be at least 1 second".into(),
         ));
     }
+    if args.access_token_ttl > args.refresh_token_ttl {
+        // Revocations (logout, logout-all) are kept for the refresh TTL: an access token living
+        // longer would outlive its own revocation.
+        return Err(ConfigError(
+            "--access-token-ttl must not exceed --refresh-token-ttl".into(),
+        ));
+    }
     if args.token_leeway > MAX_LEEWAY_SECS {
         return Err(ConfigError(format!(
             "--token-leeway/TOKEN_LEEWAY must be at most {MAX_LEEWAY_SECS} seconds"
@@ -522,6 +602,8 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
     auth.issuer.clone_from(&args.token_issuer);
     auth.audience.clone_from(&args.token_issuer);
     auth.key_prefix.clone_from(&args.key_prefix);
+    auth.hash_queue = args.hash_queue;
+    auth.secure_cookie = args.secure_cookie;
     Ok(auth)
 }
 
@@ -570,7 +652,10 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         type Mutate = fn(&mut ServeArgs);
-        let cases: [(&str, Mutate); 7] = [
+        let cases: [(&str, Mutate); 8] = [
+            ("--access-token-ttl", |a| {
+                a.access_token_ttl = a.refresh_token_ttl + 1;
+            }),
             ("--bind", |a| a.bind = "nope".into()),
             ("REDIS_URL", |a| a.redis_url = Some("http://x".into())),
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),

@@ -800,7 +800,80 @@ async fn writes_need_token(backend: Backend) {
     );
 }
 
+/// Issue 16 (10): body-less POSTs authenticated by the cookie (`/auth/logout`,
+/// `/auth/logout-all`, `/events/ticket`) need this site's own `Origin`: none, or another
+/// site's (a sibling subdomain included), is a 403 `cross-origin` that changes nothing; the
+/// same request with the right `Origin`, or with a bearer token, goes through.
+async fn cookie_posts_need_same_origin(backend: Backend) {
+    let services = start(&backend);
+    let app = common::app(&services).await;
+    let (access, _) = register_and_login(&app, "alice").await;
+    let cookie = format!("redkit_access={access}");
+    let post = |path: &str, origin: Option<&str>| {
+        let req = test::TestRequest::post()
+            .uri(path)
+            .insert_header(("host", "shop.example"))
+            .insert_header(("cookie", cookie.as_str()));
+        match origin {
+            Some(origin) => req.insert_header(("origin", origin)),
+            None => req,
+        }
+    };
+    for path in ["/events/ticket", "/auth/logout-all", "/auth/logout"] {
+        for origin in [
+            None,
+            Some("http://evil.example"),
+            Some("http://a.shop.example"),
+        ] {
+            let reply = call(&app, post(path, origin)).await;
+            assert_eq!(
+                reply.problem(403)["type"],
+                "https://redkit.dev/problems/cross-origin",
+                "{path} from {origin:?}"
+            );
+        }
+    }
+    // Nothing was revoked: the token still works, by bearer without any Origin too.
+    let ticket = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/events/ticket")
+            .insert_header(bearer(&access)),
+    )
+    .await;
+    assert_eq!(ticket.status, 200);
+    let ticket = call(&app, post("/events/ticket", Some("http://shop.example"))).await;
+    assert_eq!(ticket.status, 200);
+    let logout = call(&app, post("/auth/logout", Some("http://shop.example"))).await;
+    assert_eq!(logout.status, 204);
+}
+
+/// Issue 16 (10): behind a TLS-terminating proxy (plain HTTP to us, no `X-Forwarded-Proto`),
+/// `secure_cookie` still marks the access cookie `Secure`; without it, it is not.
+async fn secure_cookie_behind_proxy(backend: Backend) {
+    for secure in [false, true] {
+        let mut config = with_test_secret(backend.config());
+        config.auth.secure_cookie = secure;
+        let services = services_of(&config);
+        let app = common::app(&services).await;
+        let (_, _) = register_and_login(&app, "alice").await;
+        let reply = call(
+            &app,
+            test::TestRequest::post()
+                .uri("/auth/login?cookie=true")
+                .set_json(json!({"username": "alice", "password": "correct horse"})),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        let set_cookie = reply.header("set-cookie").unwrap().to_owned();
+        assert!(set_cookie.starts_with("redkit_access="), "{set_cookie}");
+        assert_eq!(set_cookie.contains("; Secure"), secure, "{set_cookie}");
+    }
+}
+
 backend_suite!(
+    secure_cookie_behind_proxy,
+    cookie_posts_need_same_origin,
     register_rules,
     login_rules,
     login_cookie,
@@ -1001,4 +1074,39 @@ fn cli_user_add() {
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already taken"));
     let short = run("short");
     assert!(!short.status.success());
+}
+
+/// Issue 16 (10): the per-user session index is pruned at each login: once a session expired,
+/// the next login drops it from the index (which used to keep every session ever made).
+#[actix_web::test]
+async fn session_index_is_pruned() {
+    let mut backend = Backend::redis();
+    let mut config = with_test_secret(backend.config());
+    config.auth.access_ttl = Duration::from_secs(1);
+    config.auth.refresh_ttl = Duration::from_secs(1);
+    let services = services_of(&config);
+    let app = common::app(&services).await;
+    // Sessions live 1 s; the index's TTL restarts at every login, so it never expires here.
+    register_and_login(&app, "alice").await;
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    login(&app, "alice", "correct horse").await;
+    let mut index = || {
+        let server = backend.server().unwrap();
+        let key = server
+            .keys_with_ttl()
+            .into_iter()
+            .map(|(key, _)| key)
+            .find(|key| key.contains("user_sessions:"))
+            .unwrap();
+        let members: i64 = ::redis::cmd("SCARD")
+            .arg(&key)
+            .query(&mut server.conn())
+            .unwrap();
+        members
+    };
+    assert_eq!(index(), 2);
+    // The first session is gone, the second still lives: a third login leaves two entries.
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    login(&app, "alice", "correct horse").await;
+    assert_eq!(index(), 2);
 }

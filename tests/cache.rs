@@ -62,7 +62,7 @@ async fn falsy_values_are_hits(backend: Backend) {
         // And through the handle: Some(null), not None.
         let got: Option<serde_json::Value> = services
             .cache
-            .get(&format!("falsy-{l1_bytes}-0"))
+            .get(&format!("api:falsy-{l1_bytes}-0"))
             .await
             .unwrap();
         assert_eq!(got, Some(serde_json::Value::Null));
@@ -107,7 +107,7 @@ async fn l2_read_fills_l1(backend: Backend) {
     common::authorize(&app).await;
     services
         .cache
-        .set("warm", &json!({"a": 1}), Duration::from_secs(60))
+        .set("api:warm", &json!({"a": 1}), Duration::from_secs(60))
         .await
         .unwrap();
     // A second process-local view: another Services on the same backend (Redis only shares L2).
@@ -164,7 +164,7 @@ async fn writes_keep_l1_consistent(backend: Backend) {
     call(&app, with_token(TestRequest::delete()).uri("/cache/k"))
         .await
         .problem(404);
-    assert!(!services.cache.exists("k").await.unwrap());
+    assert!(!services.cache.exists("api:k").await.unwrap());
 }
 
 /// `remember` caches an absent result as a negative entry: the loader runs once until it expires.
@@ -272,7 +272,7 @@ async fn flush_pattern_matches_globs(backend: Backend) {
     ] {
         services
             .cache
-            .set(key, &json!(key), Duration::from_secs(60))
+            .set(&format!("api:{key}"), &json!(key), Duration::from_secs(60))
             .await
             .unwrap();
     }
@@ -298,7 +298,10 @@ async fn flush_pattern_matches_globs(backend: Backend) {
     );
     assert_eq!(call(&app, flush("*")).await.json(), json!({"deleted": 4}));
     for key in ["user:10", "item:1", "q?", "back\\slash"] {
-        assert!(!services.cache.exists(key).await.unwrap(), "{key}");
+        assert!(
+            !services.cache.exists(&format!("api:{key}")).await.unwrap(),
+            "{key}"
+        );
     }
     call(&app, with_token(TestRequest::delete()).uri("/cache"))
         .await
@@ -317,15 +320,17 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// Keys must be 1–512 bytes of printable UTF-8; anything else is a 400 problem.
+/// API keys must be 1–127 characters of printable UTF-8 (at most 508 bytes: 512 less the `api:`
+/// namespace), as the API document states; anything else is a 400 problem.
 async fn key_rules(backend: Backend) {
     let services = services(&backend.config());
     let app = app(&services).await;
     common::authorize(&app).await;
-    let longest = "k".repeat(512);
+    // 127 four-byte characters: the longest key in bytes.
+    let longest = "%F0%9F%98%80".repeat(127);
     assert_eq!(call(&app, put(&longest, "1")).await.status, 200);
     assert_eq!(call(&app, get(&longest)).await.status, 200);
-    let too_long = "k".repeat(513);
+    let too_long = "k".repeat(128);
     assert_eq!(
         call(&app, put(&too_long, "1")).await.problem(400)["type"],
         "https://redkit.dev/problems/invalid-key"
@@ -485,7 +490,7 @@ async fn l1_off_reads_l2_with_one_command(mut backend: Backend) {
     for (key, value) in [("nothing", json!(null)), ("obj", json!({"a": 1}))] {
         services
             .cache
-            .set(key, &value, Duration::from_secs(60))
+            .set(&format!("api:{key}"), &value, Duration::from_secs(60))
             .await
             .unwrap();
     }
@@ -513,7 +518,126 @@ async fn l1_off_reads_l2_with_one_command(mut backend: Backend) {
     }
 }
 
+/// Issue 16 (1): a star-heavy flush pattern against long keys answers at once (it froze the
+/// instance: exponential matching on the actors' thread), and patterns are bounded.
+async fn star_heavy_flush_answers(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    common::authorize(&app).await;
+    // 202-byte keys (longer than the API's own): written through the handle, in the API's part.
+    for i in 0..20 {
+        let key = format!("api:{i:02}{}", "a".repeat(200));
+        services
+            .cache
+            .set(&key, &json!(1), Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let flush = |pattern: &str| {
+        with_token(TestRequest::delete()).uri(&format!("/cache?pattern={}", urlencode(pattern)))
+    };
+    let reply = call(&app, flush("*a*a*a*a*a*a*a*a*a*a*b")).await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"deleted": 0})));
+    let reply = call(&app, flush("*a*a*a*a*a*a*a*a*a*a*")).await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"deleted": 20})));
+    eprintln!("two star-heavy flushes: {:?}", started.elapsed());
+    let reply = call(&app, flush(&"*".repeat(125))).await;
+    assert_eq!(
+        reply.problem(400)["type"],
+        "https://redkit.dev/problems/invalid-pattern"
+    );
+    call(&app, flush("")).await.problem(400);
+}
+
+/// Issue 16 (2): the HTTP API has its own namespace: `PUT /cache/products:list` cannot change
+/// what `GET /products` serves, and flushing `*` through the API leaves the catalog's keys.
+async fn api_cannot_touch_server_keys(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    common::authorize(&app).await;
+    let real = call(&app, TestRequest::get().uri("/products")).await;
+    assert_eq!((real.status, real.header("x-cache")), (200, Some("MISS")));
+    let forged = r#"{"products":[{"id":1,"name":"forged","price":0.01,"description":null}]}"#;
+    let reply = call(&app, put("products:list", forged)).await;
+    assert_eq!(
+        (reply.status, reply.json()),
+        (200, json!({"key": "products:list", "ttl": 300}))
+    );
+    let after = call(&app, TestRequest::get().uri("/products")).await;
+    assert_eq!(after.header("x-cache"), Some("HIT-L1"));
+    assert_eq!(after.body, real.body);
+    // The API reads back its own value, not the catalog's.
+    assert_hit(
+        &call(&app, get("products:list")).await,
+        "products:list",
+        serde_json::from_str(forged).unwrap(),
+        "HIT-L1",
+    );
+    let flushed = call(
+        &app,
+        with_token(TestRequest::delete()).uri("/cache?pattern=*"),
+    )
+    .await;
+    assert_eq!(flushed.json(), json!({"deleted": 1}));
+    let still = call(&app, TestRequest::get().uri("/products")).await;
+    assert_eq!(still.header("x-cache"), Some("HIT-L1"));
+    assert_eq!(still.body, real.body);
+}
+
+/// Issue 16 (2): a value under a `cached()` key that does not decode as the caller's type is a
+/// miss: computed again and overwritten, never an error for every caller.
+async fn undecodable_cached_value_is_recomputed(backend: Backend) {
+    let services = services(&backend.config());
+    let key = redkit::cache::key_for("fx", &("EUR", "USD")).unwrap();
+    services
+        .cache
+        .set(&key, &json!({"forged": true}), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let rate: f64 = redkit::cache::cached(
+            &services.cache,
+            "fx",
+            &("EUR", "USD"),
+            Duration::from_secs(60),
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, CacheError>(1.08)
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(rate, 1.08);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(services.cache.get::<f64>(&key).await.unwrap(), Some(1.08));
+}
+
+/// Issue 16 (8): cached values are capped (64 KiB by default): one byte more is a 413 problem
+/// and nothing is stored; exactly the cap is stored.
+async fn oversized_value_is_413(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    common::authorize(&app).await;
+    let at_cap = format!("\"{}\"", "x".repeat(64 * 1024 - 2));
+    let over = format!("\"{}\"", "x".repeat(64 * 1024 - 1));
+    let reply = call(&app, put("big", &over)).await;
+    assert_eq!(
+        reply.problem(413)["detail"],
+        "A cached value is at most 65536 bytes of JSON."
+    );
+    call(&app, get("big")).await.problem(404);
+    assert_eq!(call(&app, put("big", &at_cap)).await.status, 200);
+    assert_eq!(call(&app, get("big")).await.status, 200);
+}
+
 backend_suite!(
+    oversized_value_is_413,
+    star_heavy_flush_answers,
+    api_cannot_touch_server_keys,
+    undecodable_cached_value_is_recomputed,
     falsy_values_are_hits,
     l1_off_reads_l2_with_one_command,
     miss_and_head,

@@ -289,6 +289,12 @@ impl Sse {
 
 fn config(backend: &Backend) -> Config {
     let mut config = backend.config();
+    // These suites publish hundreds of events from one address; the publish policy has its own test.
+    config.rate_limit = redkit::ratelimit::RateLimitConfig::parse(
+        &["default=off", "POST /events/{channel}=off"],
+        &[] as &[&str],
+    )
+    .unwrap();
     config.events.heartbeat = Duration::from_millis(200);
     config
 }
@@ -392,6 +398,7 @@ async fn too_old_id_gets_reset(backend: Backend) {
 async fn slow_consumer_is_cut(backend: Backend) {
     let mut config = config(&backend);
     config.events.queue_size = 4;
+    config.events.max_event_bytes = 1024 * 1024;
     config.body_limit = 1024 * 1024;
     let app = TestApp::start(&config);
     let mut fast = app.sse("/events/big", &[]).await.opened().await;
@@ -604,7 +611,157 @@ async fn info_and_shutdown(backend: Backend) {
     app.server.stop().await;
 }
 
+/// Issue 16 (3): only the owner publishes into `user:{id}`: another user's token gets 403 and
+/// nothing reaches the owner's stream or history; server code still publishes there.
+async fn private_channel_publish_is_owner_only(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    let bob = format!("Bearer {BOB}");
+    let (status, body) = http(
+        app.addr,
+        "POST",
+        "/events/user:alice",
+        &[("authorization", &bob)],
+        Some(r#"{"forged":true}"#),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["type"], "https://redkit.dev/problems/forbidden");
+    assert_eq!(
+        app.services
+            .events
+            .info("user:alice")
+            .await
+            .unwrap()
+            .history,
+        0
+    );
+    let (status, _) = app.try_publish("user:alice", r#"{"mine":true}"#).await;
+    assert_eq!(status, 202);
+    app.services
+        .events
+        .publish("user:alice", &serde_json::json!({"from": "server"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.services
+            .events
+            .info("user:alice")
+            .await
+            .unwrap()
+            .history,
+        2
+    );
+    app.server.stop().await;
+}
+
+/// Issue 16 (8): event data is capped (64 KiB of compact JSON by default): one byte more is a
+/// 413 problem and is not kept; exactly the cap is accepted.
+async fn oversized_event_is_413(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    // `{"b":"…"}` is 8 bytes of framing around the string.
+    let at_cap = format!(r#"{{"b":"{}"}}"#, "x".repeat(64 * 1024 - 8));
+    let over = format!(r#"{{"b":"{}"}}"#, "x".repeat(64 * 1024 - 7));
+    let (status, body) = app.try_publish("room", &over).await;
+    assert_eq!(status, 413, "{body}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        problem,
+        serde_json::json!({
+            "type": "https://redkit.dev/problems/payload-too-large",
+            "title": "Payload too large",
+            "status": 413,
+            "detail": "An event's data is at most 65536 bytes of compact JSON.",
+        })
+    );
+    assert_eq!(app.services.events.info("room").await.unwrap().history, 0);
+    assert_eq!(app.try_publish("room", &at_cap).await.0, 202);
+    assert_eq!(app.services.events.info("room").await.unwrap().history, 1);
+    app.server.stop().await;
+}
+
+/// Issue 16 (9): a resume replays at most `max_replay` events: a client further behind gets
+/// `event: reset` (then live), one within the bound gets exactly the missing events.
+async fn replay_is_bounded(backend: Backend) {
+    let mut config = config(&backend);
+    config.events.max_replay = 5;
+    let app = TestApp::start(&config);
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(app.publish("long", &format!("{{\"n\":{n}}}")).await);
+    }
+    // Eleven events follow the first id: more than five.
+    let mut behind = app
+        .sse("/events/long", &[("last-event-id", &ids[0])])
+        .await
+        .opened()
+        .await;
+    let reset = behind.next_event().await.unwrap();
+    assert_eq!(reset.event.as_deref(), Some("reset"));
+    let next = behind
+        .next_within(Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert!(next.comment, "only a reset is replayed: {next:?}");
+    // Exactly five follow the 7th id (n = 7..=11).
+    let mut close = app
+        .sse("/events/long", &[("last-event-id", &ids[6])])
+        .await
+        .opened()
+        .await;
+    for (n, id) in ids.iter().enumerate().skip(7) {
+        let event = close.next_event().await.unwrap();
+        assert_eq!(event.id.as_deref(), Some(id.as_str()));
+        assert_eq!(data_n(&event), n as u64);
+    }
+    app.server.stop().await;
+}
+
+/// Issue 16 (9): SSE connections are capped per address (429 `too-many-streams`) and in all
+/// (503 with `Retry-After`); a closed stream frees its place.
+async fn sse_connections_are_capped(backend: Backend) {
+    let mut config = config(&backend);
+    config.events.max_connections_per_ip = 2;
+    let app = TestApp::start(&config);
+    let first = app.sse("/events/a", &[]).await.opened().await;
+    let _second = app.sse("/events/b", &[]).await.opened().await;
+    let third = app.sse("/events/c", &[]).await;
+    assert_eq!(third.status, 429);
+    assert!(
+        third.pending.contains("too-many-streams"),
+        "{}",
+        third.pending
+    );
+    drop(first);
+    app.wait_subscribers("a", 0).await;
+    let mut opened = false;
+    for _ in 0..50 {
+        let again = app.sse("/events/c", &[]).await;
+        if again.status == 200 {
+            opened = true;
+            break;
+        }
+        assert_eq!(again.status, 429);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(opened, "a closed stream frees its place");
+    app.server.stop().await;
+
+    let mut config = self::config(&backend);
+    config.events.max_connections = 1;
+    let app = TestApp::start(&config);
+    let _only = app.sse("/events/a", &[]).await.opened().await;
+    let full = app.sse("/events/a", &[]).await;
+    assert_eq!(full.status, 503);
+    assert!(full.headers.contains("retry-after: 1"), "{}", full.headers);
+    app.server.stop().await;
+}
+
 backend_suite!(
+    replay_is_bounded,
+    sse_connections_are_capped,
+    private_channel_publish_is_owner_only,
+    oversized_event_is_413,
     order_and_exactly_once,
     resume_replays_after_id,
     too_old_id_gets_reset,

@@ -103,7 +103,7 @@ async fn redis_killed_then_restarted() {
     assert_eq!(reread.json(), json!({"key": "new", "value": 2}));
     let mut conn = backend.server().unwrap().conn();
     let stored: String = redis::cmd("GET")
-        .arg("redkit:cache:new")
+        .arg("redkit:cache:api:new")
         .query(&mut conn)
         .unwrap();
     assert_eq!(stored, "2");

@@ -78,3 +78,40 @@ async fn wrong_method_is_405_everywhere() {
         assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
     }
 }
+
+/// Issue 16 (10): `/health` is exempt from rate limits, so its Redis cost is bounded instead:
+/// 60 requests (30 of them concurrent) cost at most one `PING` of their own (the connection's
+/// watchdog may add one).
+#[actix_web::test]
+async fn health_pings_redis_at_most_once_per_second() {
+    let mut backend = Backend::redis();
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    let pings = |backend: &mut Backend| {
+        backend
+            .server()
+            .unwrap()
+            .command_calls()
+            .get("ping")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        call(&app, TestRequest::get().uri("/health")).await.status,
+        200
+    );
+    let before = pings(&mut backend);
+    let replies = futures_util::future::join_all(
+        (0..30).map(|_| call(&app, TestRequest::get().uri("/health"))),
+    )
+    .await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    for _ in 0..30 {
+        assert_eq!(
+            call(&app, TestRequest::get().uri("/health")).await.status,
+            200
+        );
+    }
+    let spent = pings(&mut backend) - before;
+    assert!(spent <= 2, "{spent} pings for 60 health checks");
+}

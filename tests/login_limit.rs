@@ -62,4 +62,102 @@ async fn failed_logins_are_limited(backend: Backend) {
         .problem(429);
 }
 
-backend_suite!(failed_logins_are_limited);
+fn register(username: &str) -> TestRequest {
+    TestRequest::post().uri("/auth/register").set_json(json!({
+        "username": username, "email": format!("{username}@example.com"),
+        "password": "correct horse",
+    }))
+}
+
+/// Issue 16 (5): 20 concurrent wrong-password logins for one user from one address: exactly 5
+/// are checked (401), 15 are refused (429); the limit is spent before the password is verified.
+async fn concurrent_guesses_are_limited(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    assert_eq!(call(&app, register("victim")).await.status, 201);
+    let replies = futures_util::future::join_all(
+        (0..20).map(|_| call(&app, login("victim", "wrong password", "10.0.0.7"))),
+    )
+    .await;
+    let count = |status| replies.iter().filter(|r| r.status == status).count();
+    assert_eq!((count(401), count(429)), (5, 15));
+}
+
+/// Issue 16 (5): a right password gives its unit back: ten logins in a row succeed, and five
+/// wrong ones are still allowed after them.
+async fn successful_logins_are_refunded(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    assert_eq!(call(&app, register("regular")).await.status, 201);
+    for i in 0..10 {
+        let reply = call(&app, login("regular", "correct horse", "10.0.0.8")).await;
+        assert_eq!(reply.status, 200, "login {i}");
+    }
+    for _ in 0..5 {
+        call(&app, login("regular", "wrong password", "10.0.0.8"))
+            .await
+            .problem(401);
+    }
+    call(&app, login("regular", "wrong password", "10.0.0.8"))
+        .await
+        .problem(429);
+}
+
+/// Issue 16 (4): a 200 KB username is refused (401) before any limiter or store sees it: no
+/// Redis key holds it, and it spends nothing.
+async fn oversized_username_makes_no_key(backend: Backend) {
+    let services = services(&backend.config());
+    let app = app(&services).await;
+    let huge = "a".repeat(200 * 1024);
+    for _ in 0..6 {
+        let reply = call(&app, login(&huge, "x", "10.0.0.9")).await;
+        assert_eq!(
+            reply.problem(401)["type"],
+            "https://redkit.dev/problems/invalid-credentials"
+        );
+    }
+    if let Backend::Redis(server) = &backend {
+        let longest = server
+            .keys_with_ttl()
+            .into_iter()
+            .map(|(key, _)| key.len())
+            .max()
+            .unwrap_or(0);
+        assert!(longest < 200, "a key of {longest} bytes");
+    }
+}
+
+/// Issue 16 (5): argon2 work is bounded: with a queue of 2, 20 concurrent logins for unknown
+/// users are either checked (401) or refused at once with a 503 `Retry-After: 1` problem.
+async fn hash_queue_is_bounded(backend: Backend) {
+    let mut config = backend.config();
+    config.auth.hash_queue = 2;
+    let services = services(&config);
+    let app = app(&services).await;
+    let replies = futures_util::future::join_all((0..20).map(|i| {
+        call(
+            &app,
+            login(&format!("ghost{i}"), "x", &format!("10.1.0.{i}")),
+        )
+    }))
+    .await;
+    let checked = replies.iter().filter(|r| r.status == 401).count();
+    let busy: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(checked + busy.len(), 20);
+    assert!(checked >= 2, "{checked} checked");
+    assert!(busy.len() >= 10, "{} refused", busy.len());
+    let body = busy[0].problem(503);
+    assert_eq!(
+        body["detail"],
+        "Too many logins are being checked right now; retry shortly."
+    );
+    assert_eq!(busy[0].header("retry-after"), Some("1"));
+}
+
+backend_suite!(
+    failed_logins_are_limited,
+    concurrent_guesses_are_limited,
+    successful_logins_are_refunded,
+    oversized_username_makes_no_key,
+    hash_queue_is_bounded,
+);

@@ -690,6 +690,83 @@ backend_suite!(
     rate_limit_denial_is_documented
 );
 
+/// Issue 16: the document states what the server enforces (schemathesis found requests valid by
+/// the document that the server refused), and SSE answers carry no schema of one string.
+#[actix_web::test]
+async fn document_states_the_real_constraints() {
+    let services = common::services(&Backend::memory().config());
+    let doc = document(&services).await;
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    let register = schema("Register");
+    assert_eq!(
+        register["properties"]["username"]["pattern"],
+        "^[a-z0-9_.-]{3,32}$"
+    );
+    assert_eq!(register["properties"]["password"]["minLength"], 8);
+    assert_eq!(register["properties"]["password"]["maxLength"], 1024);
+    assert_eq!(register["properties"]["email"]["maxLength"], 254);
+    for name in ["NewProduct", "ProductPatch"] {
+        let product = schema(name);
+        assert_eq!(product["properties"]["name"]["minLength"], 1, "{name}");
+        assert_eq!(product["properties"]["name"]["maxLength"], 200, "{name}");
+        assert_eq!(product["properties"]["price"]["minimum"], 0, "{name}");
+    }
+    let param = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(param("/cache/{key}", "put", "ttl")["maximum"], 2_592_000);
+    assert_eq!(param("/cache/{key}", "put", "key")["maxLength"], 127);
+    assert_eq!(param("/cache", "delete", "pattern")["minLength"], 1);
+    assert_eq!(param("/cache", "delete", "pattern")["maxLength"], 124);
+    assert_eq!(
+        param("/events/{channel}", "post", "event")["pattern"],
+        "^[A-Za-z0-9_.-]{1,64}$"
+    );
+    assert_eq!(
+        param("/events/{channel}", "get", "channel")["pattern"],
+        "^[A-Za-z0-9:_.-]{1,128}$"
+    );
+    for path in ["/events/{channel}", "/stats/stream"] {
+        let content = &doc["paths"][path]["get"]["responses"]["200"]["content"];
+        assert!(content.get("text/event-stream").is_some(), "{path}");
+        assert_eq!(content["text/event-stream"].get("schema"), None, "{path}");
+    }
+}
+
+/// Issue 16: a JSON array is not a product body (serde's derive reads structs from arrays):
+/// `PUT /products/1` and `POST /products` answer 400 `invalid-body`.
+#[actix_web::test]
+async fn product_bodies_must_be_objects() {
+    let services = common::services(&Backend::memory().config());
+    let app = common::app(&services).await;
+    common::authorize(&app).await;
+    for (method, uri) in [
+        (actix_web::http::Method::PUT, "/products/1"),
+        (actix_web::http::Method::POST, "/products"),
+    ] {
+        let reply = call(
+            &app,
+            common::with_token(actix_web::test::TestRequest::default())
+                .method(method)
+                .uri(uri)
+                .insert_header(("content-type", "application/json"))
+                .set_payload(r#"["Pen", 2.5, null]"#),
+        )
+        .await;
+        assert_eq!(
+            reply.problem(400)["type"],
+            "https://redkit.dev/problems/invalid-body",
+            "{uri}"
+        );
+    }
+}
+
 /// `/docs` is an HTML page whose scripts and styles are all same-origin relative URLs, served
 /// from the binary with their content types and long cache lifetimes, pointing the UI at
 /// `openapi.json` without the online validator.

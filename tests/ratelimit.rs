@@ -12,7 +12,7 @@ use redkit::{
     Config,
     config::ServeArgs,
     http::Services,
-    ratelimit::{ManualClock, Policy, RateLimitConfig},
+    ratelimit::{Algorithm, ManualClock, Policy, RateLimitConfig, RateLimitHandle},
 };
 
 /// A whole second, so fixed windows start exactly at the clock's start.
@@ -51,6 +51,16 @@ fn status_req(ip: &str) -> TestRequest {
     TestRequest::get()
         .uri("/ratelimit/status")
         .peer_addr(peer(ip))
+}
+
+const EXPENSIVE: &str = "POST /expensive-operation";
+
+/// The `remaining` of the policy named `name` in a `/ratelimit/status` body (the built-in
+/// publish policy sits among the routes, so positions depend on the specs).
+fn remaining(status: &serde_json::Value, name: &str) -> u64 {
+    let policies = status["policies"].as_array().expect("policies");
+    let policy = policies.iter().find(|p| p["name"] == name);
+    policy.and_then(|p| p["remaining"].as_u64()).expect(name)
 }
 
 fn statuses(replies: &[Reply]) -> (usize, usize, usize) {
@@ -187,6 +197,16 @@ async fn headers_and_retry_after(backend: Backend) {
     }
 }
 
+/// The `POST /expensive-operation` entry of a `/ratelimit/status` body.
+fn expensive(status: &serde_json::Value) -> &serde_json::Value {
+    status["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "POST /expensive-operation")
+        .unwrap()
+}
+
 /// Denied requests spend nothing: not on the denying policy, and units an earlier policy of
 /// the same request spent are given back.
 async fn denied_requests_do_not_consume(mut backend: Backend) {
@@ -204,7 +224,7 @@ async fn denied_requests_do_not_consume(mut backend: Backend) {
         let status = call(&app, status_req("10.0.0.4")).await.json();
         assert_eq!(status["policies"][0]["name"], "default");
         assert_eq!(status["policies"][0]["remaining"], 2, "{algorithm}");
-        assert_eq!(status["policies"][1]["remaining"], 0);
+        assert_eq!(expensive(&status)["remaining"], 0);
 
         // The global policy denies after the route admitted: the route's unit is refunded.
         let specs = vec![
@@ -234,7 +254,7 @@ async fn denied_requests_do_not_consume(mut backend: Backend) {
         }
         let status = call(&app2, status_req("10.0.0.5")).await.json();
         assert_eq!(status["policies"][0]["remaining"], 0);
-        assert_eq!(status["policies"][1]["remaining"], 2, "{algorithm}");
+        assert_eq!(expensive(&status)["remaining"], 2, "{algorithm}");
     }
 }
 
@@ -245,7 +265,14 @@ async fn weighted_cost_and_peek(backend: Backend) {
         let (config, _clock) = setup(&backend, &route_only(&spec), &[]);
         let services = services(&config);
         let limiter = &services.ratelimit;
-        let policy: Policy = config.rate_limit.routes[0].policy.clone();
+        let policy: Policy = config
+            .rate_limit
+            .routes
+            .iter()
+            .find(|r| r.path == "/expensive-operation")
+            .unwrap()
+            .policy
+            .clone();
         let d = limiter.check(&policy, "ip:w", 3).await.unwrap();
         assert!(d.allowed);
         assert_eq!(d.remaining, 2, "{algorithm}");
@@ -298,7 +325,8 @@ async fn trusted_proxy_uses_right_hop(backend: Backend) {
         "Forwarded",
         "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https",
     ));
-    assert_eq!(call(&app, req).await.json()["identity"], "ip:2001:db8::1");
+    // IPv6 clients are grouped by /64 (issue 16).
+    assert_eq!(call(&app, req).await.json()["identity"], "ip:2001:db8::/64");
     // Two clients behind the same proxy have separate buckets; the spoofed left entry is ignored.
     let a = post("10.0.0.7").insert_header(("X-Forwarded-For", "9.9.9.9, 203.0.113.7"));
     let b = post("10.0.0.7").insert_header(("X-Forwarded-For", "203.0.113.8"));
@@ -383,7 +411,162 @@ async fn login_failures_limited(backend: Backend) {
     assert!(limiter.login_blocked("alice", ip).await.allowed);
 }
 
+/// Spends 10 login attempts that are refunded (right passwords), then 5 kept ones (wrong
+/// passwords): all allowed; the sixth is refused. Without a refund reaching the store that spent
+/// the unit, the sixth of the refunded attempts is already refused.
+async fn refunded_then_five_failures(limiter: &RateLimitHandle, user: &str) {
+    let ip = "10.1.4.1".parse().unwrap();
+    for i in 0..10 {
+        let attempt = limiter.login_attempt(user, ip).await;
+        assert!(attempt.decision.allowed, "{user}: refunded attempt {i}");
+        limiter.login_refund(attempt).await;
+    }
+    for i in 0..5 {
+        let attempt = limiter.login_attempt(user, ip).await;
+        assert!(attempt.decision.allowed, "{user}: kept attempt {i}");
+        assert_eq!(
+            attempt.decision.remaining,
+            4 - i,
+            "{user}: kept attempt {i}"
+        );
+    }
+    let refused = limiter.login_attempt(user, ip).await;
+    assert!(!refused.decision.allowed, "{user}: sixth kept attempt");
+}
+
+/// The login attempt spent before the password check is given back by `login_refund` on every
+/// algorithm the login policy may use; on Redis (a refund script of its own, outside the
+/// batched decisions) every key left behind still has a TTL.
+async fn login_refund_every_algorithm(backend: Backend) {
+    for algorithm in [
+        Algorithm::SlidingLog,
+        Algorithm::SlidingCounter,
+        Algorithm::Gcra,
+    ] {
+        let (mut config, _clock) = setup(&backend, &[] as &[String], &[]);
+        config.rate_limit.login = config.rate_limit.login.clone().with_algorithm(algorithm);
+        let services = services(&config);
+        refunded_then_five_failures(&services.ratelimit, &format!("{algorithm:?}")).await;
+    }
+    if let Backend::Redis(server) = &backend {
+        let keys = server.keys_with_ttl();
+        assert!(keys.iter().all(|(_, ttl)| *ttl > 0), "{keys:?}");
+        let logins = keys
+            .iter()
+            .filter(|(key, _)| key.contains(":login"))
+            .count();
+        assert_eq!(logins, 3, "{keys:?}");
+    }
+}
+
+/// Redis killed: the login limit falls back in process (fail-open) and a refund goes back to the
+/// fallback that spent the unit.
+#[actix_web::test]
+async fn login_refund_on_the_fallback() {
+    let mut backend = Backend::redis();
+    let (config, _clock) = setup(&backend, &[] as &[String], &[]);
+    let services = services(&config);
+    backend.server().unwrap().kill();
+    refunded_then_five_failures(&services.ratelimit, "alice").await;
+    let stats = services.ratelimit.stats().await;
+    assert_eq!(stats.fallback_decisions, 16, "{stats:?}");
+}
+
+/// Issue 16 (6): the route policy applies to what the router matches: `/expensive%2Doperation`
+/// reaches the same handler and counts against the same 10 / 60 s.
+async fn percent_encoded_path_is_limited(backend: Backend) {
+    let (config, _clock) = setup(
+        &backend,
+        &route_only("POST /expensive-operation=10/60s"),
+        &[],
+    );
+    let services = services(&config);
+    let app = app(&services).await;
+    let mut replies = Vec::new();
+    for i in 0..12 {
+        let uri = if i % 2 == 0 {
+            "/expensive%2Doperation"
+        } else {
+            "/expensive-operation"
+        };
+        replies.push(
+            call(
+                &app,
+                TestRequest::post().uri(uri).peer_addr(peer("10.0.9.1")),
+            )
+            .await,
+        );
+    }
+    assert_eq!(statuses(&replies), (10, 2, 0));
+    assert_eq!(
+        replies[11].problem(429)["type"],
+        "https://redkit.dev/problems/quota-exceeded"
+    );
+}
+
+/// Issue 16 (8): publishing has a per-user policy by default (60 / 60 s): the 61st publish of
+/// one user is a 429, while another user from the same address still publishes.
+async fn publish_is_limited_per_user_by_default(backend: Backend) {
+    let (config, _clock) = setup(&backend, &["default=off".to_owned()], &[]);
+    let services = services(&config);
+    let app = app(&services).await;
+    let (alice, _) = common::register_and_login(&app, "alice").await;
+    let (bob, _) = common::register_and_login(&app, "bob").await;
+    let publish = |token: &str| {
+        TestRequest::post()
+            .uri("/events/room")
+            .peer_addr(peer("10.0.9.2"))
+            .insert_header(common::bearer(token))
+            .set_json(serde_json::json!({"n": 1}))
+    };
+    let mut replies = Vec::new();
+    for _ in 0..61 {
+        replies.push(call(&app, publish(&alice)).await);
+    }
+    let accepted = replies.iter().filter(|r| r.status == 202).count();
+    assert_eq!(accepted, 60);
+    replies[60].problem(429);
+    assert_eq!(call(&app, publish(&bob)).await.status, 202);
+}
+
+/// Issue 16 (7): IPv6 clients are limited per /64 by default: twelve addresses of one /64 share
+/// the 10 / 60 s of `/expensive-operation`, another /64 has its own; with `ipv6_prefix = 128`
+/// each address is its own client again.
+async fn ipv6_grouped_by_64(backend: Backend) {
+    let (config, _clock) = setup(
+        &backend,
+        &route_only("POST /expensive-operation=10/60s"),
+        &[],
+    );
+    let services = services(&config);
+    let app = app(&services).await;
+    let mut replies = Vec::new();
+    for i in 1..=12 {
+        replies.push(call(&app, post(&format!("[2001:db8:1:2::{i:x}]"))).await);
+    }
+    assert_eq!(statuses(&replies), (10, 2, 0));
+    assert_eq!(call(&app, post("[2001:db8:1:3::1]")).await.status, 200);
+
+    let (mut config, _clock) = setup(
+        &backend,
+        &route_only("POST /expensive-operation=10/60s"),
+        &[],
+    );
+    config.rate_limit.ipv6_prefix = 128;
+    config.rate_limit.key_prefix = "v6-128:".into();
+    let services = common::services(&config);
+    let app = common::app(&services).await;
+    let mut replies = Vec::new();
+    for i in 1..=12 {
+        replies.push(call(&app, post(&format!("[2001:db8:1:2::{i:x}]"))).await);
+    }
+    assert_eq!(statuses(&replies), (12, 0, 0));
+}
+
 backend_suite!(
+    ipv6_grouped_by_64,
+    percent_encoded_path_is_limited,
+    publish_is_limited_per_user_by_default,
     exact_under_concurrency,
     no_self_lockout,
     headers_and_retry_after,
@@ -394,6 +577,7 @@ backend_suite!(
     shadow_and_preflight,
     expensive_operation_defaults,
     login_failures_limited,
+    login_refund_every_algorithm,
 );
 
 /// Two app instances on one redis-server share the limit exactly: 500 requests split between
@@ -448,8 +632,8 @@ async fn route_and_global_cost_one_round_trip() {
         };
         assert_eq!(scripts(&after) - scripts(&before), 4, "{algorithm}");
         let status = call(&app, status_req("10.0.4.1")).await.json();
-        assert_eq!(status["policies"][0]["remaining"], 96, "{algorithm}");
-        assert_eq!(status["policies"][1]["remaining"], 6, "{algorithm}");
+        assert_eq!(remaining(&status, "default"), 96, "{algorithm}");
+        assert_eq!(remaining(&status, EXPENSIVE), 6, "{algorithm}");
     }
 }
 
@@ -485,8 +669,8 @@ async fn two_instances_exact_when_coalesced() {
             assert_eq!(statuses(&replies), (180, 270, 0), "{algorithm} {round}");
             for ip in clients {
                 let status = call(&app1, status_req(ip)).await.json();
-                assert_eq!(status["policies"][0]["remaining"], 0, "{algorithm} {ip}");
-                assert_eq!(status["policies"][1]["remaining"], 40, "{algorithm} {ip}");
+                assert_eq!(remaining(&status, "default"), 0, "{algorithm} {ip}");
+                assert_eq!(remaining(&status, EXPENSIVE), 40, "{algorithm} {ip}");
             }
             let scripts = after.get("evalsha").copied().unwrap_or(0)
                 - before.get("evalsha").copied().unwrap_or(0);

@@ -20,6 +20,12 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 5;
 pub const MAX_LEEWAY_SECS: u64 = 5;
 /// Default `iss` and `aud` of issued tokens.
 pub const DEFAULT_ISSUER: &str = "redkit";
+/// Logins and registrations hashing or waiting to hash at once; more are refused with a 503
+/// (each argon2 hash in flight holds 19 MiB and tens of milliseconds of CPU).
+pub const DEFAULT_HASH_QUEUE: usize = 8;
+/// Longest username a login is checked for, in bytes (registration allows 32 characters of
+/// ASCII): a longer one is refused before any limiter, store or hash sees it.
+pub const MAX_LOGIN_USERNAME_BYTES: usize = 32;
 /// Name of the cookie `?cookie=true` sets and the extractor reads.
 pub const ACCESS_COOKIE: &str = "redkit_access";
 
@@ -153,6 +159,11 @@ pub struct AuthConfig {
     pub key_prefix: String,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// Logins and registrations hashing or queued at once; beyond, 503 with `Retry-After`.
+    pub hash_queue: usize,
+    /// Always mark the access cookie `Secure` (behind a TLS-terminating proxy that does not
+    /// say `X-Forwarded-Proto: https`); otherwise only requests seen as HTTPS get it.
+    pub secure_cookie: bool,
 }
 
 impl AuthConfig {
@@ -167,6 +178,8 @@ impl AuthConfig {
             audience: DEFAULT_ISSUER.to_owned(),
             key_prefix: crate::config::DEFAULT_KEY_PREFIX.to_owned(),
             clock: Arc::new(SystemClock),
+            hash_queue: DEFAULT_HASH_QUEUE,
+            secure_cookie: false,
         }
     }
 }

@@ -107,6 +107,9 @@ pub enum AuthError {
     /// The revocation view is not in sync and Redis cannot be asked (503 with `Retry-After`).
     #[error("revocation state unknown")]
     RevocationUnknown,
+    /// Too many logins and registrations are hashing or queued (503 with `Retry-After`).
+    #[error("password hashing queue full")]
+    Busy,
     /// The user database failed (500; logged).
     #[error("user database: {0}")]
     Database(#[from] rusqlite::Error),
@@ -123,7 +126,7 @@ impl ResponseError for AuthError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NoSuchSession => StatusCode::NOT_FOUND,
             Self::Redis(e) => e.status_code(),
-            Self::RevocationUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RevocationUnknown | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -167,6 +170,10 @@ impl ResponseError for AuthError {
             }
             Self::RevocationUnknown => {
                 Problem::unavailable("Token revocation cannot be checked right now; retry shortly.")
+                    .into_response()
+            }
+            Self::Busy => {
+                Problem::unavailable("Too many logins are being checked right now; retry shortly.")
                     .into_response()
             }
             Self::Database(_) | Self::Internal(_) => {

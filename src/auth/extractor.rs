@@ -137,3 +137,62 @@ impl FromRequest for OptionalAuthUser {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(pairs: &[(HeaderName, &[u8])]) -> Option<HeaderMap> {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(name.clone(), HeaderValue::from_bytes(value).ok()?);
+        }
+        Some(map)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any `Authorization` and `Cookie` bytes: never a panic, and a token is only ever a
+        /// non-empty piece of what was sent.
+        #[test]
+        fn any_headers(
+            auth in proptest::collection::vec(any::<u8>(), 0..80),
+            cookie in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let Some(map) = headers(&[
+                (header::AUTHORIZATION, &auth),
+                (header::COOKIE, &cookie),
+            ]) else {
+                return Ok(());
+            };
+            if let Some(token) = token_from(&map) {
+                prop_assert!(!token.is_empty());
+                let auth = String::from_utf8_lossy(&auth);
+                prop_assert!(auth.contains(token));
+            }
+        }
+
+        /// `Bearer <t>` (any case of the scheme) answers `t`; without `Authorization`, the
+        /// access cookie is found among other cookies, and an empty one is no token.
+        #[test]
+        fn bearer_and_cookie(
+            token in "[A-Za-z0-9._~+/=-]{1,60}",
+            scheme in proptest::sample::select(vec!["Bearer", "bearer", "BEARER"]),
+            before in "[a-z]{1,8}=[a-z0-9]{0,8}",
+        ) {
+            let bearer = format!("{scheme} {token}");
+            let map = headers(&[(header::AUTHORIZATION, bearer.as_bytes())]).unwrap();
+            prop_assert_eq!(token_from(&map), Some(token.as_str()));
+            let cookies = format!("{before}; {ACCESS_COOKIE}={token}; other=1");
+            let map = headers(&[(header::COOKIE, cookies.as_bytes())]).unwrap();
+            prop_assert_eq!(token_from(&map), Some(token.as_str()));
+            let empty = format!("{before}; {ACCESS_COOKIE}=");
+            let map = headers(&[(header::COOKIE, empty.as_bytes())]).unwrap();
+            prop_assert_eq!(token_from(&map), None);
+        }
+    }
+}

@@ -88,6 +88,9 @@ struct Inner {
     users: Addr<UsersActor>,
     keys: Keys,
     redis: Option<RedisHandle>,
+    /// Bounds the argon2 work in flight or queued (see [`AuthConfig::hash_queue`]).
+    hashing: Arc<tokio::sync::Semaphore>,
+    secure_cookie: bool,
 }
 
 impl std::fmt::Debug for AuthHandle {
@@ -116,7 +119,9 @@ impl AuthHandle {
         }
         let tokens = Tokens::new(config);
         let keys = Keys::new(&config.key_prefix);
-        let horizon = config.refresh_ttl + config.leeway;
+        // Revocations must outlive every token they revoke: access tokens included, whatever
+        // an embedder configured.
+        let horizon = config.refresh_ttl.max(config.access_ttl) + config.leeway;
         let users = super::actor::start(database, config.clock.clone())?;
         let (store, view) = match redis {
             None => (
@@ -159,13 +164,20 @@ impl AuthHandle {
                 users,
                 keys,
                 redis: redis.map(|(h, _)| h.clone()),
+                hashing: Arc::new(tokio::sync::Semaphore::new(config.hash_queue.max(1))),
+                secure_cookie: config.secure_cookie,
             }),
         })
     }
 
     fn times(&self) -> Times {
         let t = &self.inner.tokens;
-        super::sessions::times(&*t.clock, t.refresh_ttl, t.leeway)
+        let mut times = super::sessions::times(&*t.clock, t.refresh_ttl, t.leeway);
+        // A revocation lasts as long as any token it revokes can: access tokens too.
+        times.revoke_for_ms = times
+            .revoke_for_ms
+            .max((t.access_ttl + t.leeway).saturating_mul(1000));
+        times
     }
 
     /// Times the local revocation view was (re)built from Redis since start.
@@ -194,6 +206,7 @@ impl AuthHandle {
         password: String,
     ) -> Result<User, AuthError> {
         super::users::validate_new_user(&username, &email, &password)?;
+        let _permit = self.hash_permit()?;
         self.inner
             .users
             .send(CreateUser::new(username, email, password))
@@ -211,6 +224,19 @@ impl AuthHandle {
             .send(GetUser(id))
             .await
             .map_err(|_| AuthError::Internal("users actor gone".into()))?
+    }
+
+    /// Whether the access cookie is always `Secure` ([`AuthConfig::secure_cookie`]).
+    pub fn secure_cookie(&self) -> bool {
+        self.inner.secure_cookie
+    }
+
+    /// A place in the bounded argon2 queue, held until the users actor answers.
+    fn hash_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, AuthError> {
+        self.inner.hashing.try_acquire().map_err(|_| {
+            tracing::warn!("auth: argon2 queue full; login or registration refused");
+            AuthError::Busy
+        })
     }
 
     fn ensure_store_up(&self) -> Result<(), AuthError> {
@@ -253,10 +279,12 @@ impl AuthHandle {
         client: ClientInfo,
     ) -> Result<TokenPair, AuthError> {
         self.ensure_store_up()?;
-        if password.len() > MAX_PASSWORD_LEN || username.len() > 64 {
+        if password.len() > 4 * MAX_PASSWORD_LEN || username.len() > super::MAX_LOGIN_USERNAME_BYTES
+        {
             tracing::info!(reason = "oversized-input", "auth: login refused");
             return Err(AuthError::InvalidCredentials);
         }
+        let _permit = self.hash_permit()?;
         let user = self
             .inner
             .users

@@ -30,13 +30,18 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct Register {
     /// 3 to 32 characters of `a-z`, `0-9`, `_`, `.` and `-`.
-    #[schema(example = "alice")]
+    #[schema(example = "alice", pattern = r"^[a-z0-9_.-]{3,32}$")]
     username: String,
-    /// An email address.
-    #[schema(example = "alice@example.com")]
+    /// An email address: printable ASCII without spaces, one `@` with text on both sides, at
+    /// most 254 characters.
+    #[schema(
+        example = "alice@example.com",
+        max_length = 254,
+        pattern = r"^[!-?A-~]+@[!-?A-~]+$"
+    )]
     email: String,
-    /// 8 to 1024 bytes.
-    #[schema(example = "correct horse")]
+    /// 8 to 1024 characters.
+    #[schema(example = "correct horse", min_length = 8, max_length = 1024)]
     password: String,
 }
 
@@ -110,28 +115,35 @@ async fn login(
     body: web::Json<Login>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let Login { username, password } = body.into_inner();
-    // Failed attempts are limited per (username, client IP): checked before the password.
-    let ip = limiter
-        .as_ref()
-        .and_then(|l| crate::ratelimit::client_ip(&req, &l.config().trusted_proxies));
-    if let (Some(limiter), Some(ip)) = (&limiter, ip) {
-        let decision = limiter.login_blocked(&username, ip).await;
-        if !decision.allowed {
-            return Ok(limiter.login_denied(&decision));
-        }
+    // No registered name is longer: refused before any limiter key, store or hash sees it.
+    if username.len() > super::MAX_LOGIN_USERNAME_BYTES {
+        tracing::info!(reason = "oversized-input", "auth: login refused");
+        return Err(AuthError::InvalidCredentials.into());
     }
-    let pair = match auth
-        .login(username.clone(), password, ClientInfo::of(&req))
-        .await
-    {
-        Ok(pair) => pair,
-        Err(err) => {
-            if let (Some(limiter), Some(ip), AuthError::InvalidCredentials) = (&limiter, ip, &err) {
-                limiter.record_login_failure(&username, ip).await;
+    // Attempts are limited per (username, client IP). The unit is spent before the password is
+    // verified, so concurrent guesses cannot all pass; a right password gets it back.
+    let ip = limiter.as_ref().and_then(|l| {
+        crate::ratelimit::client_ip(&req, &l.config().trusted_proxies)
+            .map(|ip| crate::ratelimit::client_group(ip, l.config().ipv6_prefix))
+    });
+    let attempt = match (&limiter, ip) {
+        (Some(limiter), Some(ip)) => {
+            let attempt = limiter.login_attempt(&username, ip).await;
+            if !attempt.decision.allowed {
+                return Ok(limiter.login_denied(&attempt.decision));
             }
-            return Err(err.into());
+            Some(attempt)
         }
+        _ => None,
     };
+    let result = auth.login(username, password, ClientInfo::of(&req)).await;
+    // Only a wrong password keeps the unit: a success, or a failure of ours (503), refunds it.
+    if let (Some(limiter), Some(attempt)) = (&limiter, attempt)
+        && !matches!(result, Err(AuthError::InvalidCredentials))
+    {
+        limiter.login_refund(attempt).await;
+    }
+    let pair = result?;
     let mut res = HttpResponse::Ok();
     res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
     if query.cookie {
@@ -139,7 +151,7 @@ async fn login(
             .http_only(true)
             .same_site(SameSite::Strict)
             .path("/")
-            .secure(req.connection_info().scheme() == "https")
+            .secure(auth.secure_cookie() || req.connection_info().scheme() == "https")
             .max_age(CookieDuration::seconds(pair.expires_in))
             .finish();
         res.cookie(cookie);
@@ -196,11 +208,19 @@ fn cleared_cookie() -> Cookie<'static> {
     responses(
         (status = 204, description = "Logged out (the cookie is cleared)."),
         (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Authenticated by cookie without this site's `Origin` (`cross-origin`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
-async fn logout(auth: web::Data<AuthHandle>, user: AuthUser) -> Result<HttpResponse, AuthError> {
+async fn logout(
+    req: HttpRequest,
+    auth: web::Data<AuthHandle>,
+    user: AuthUser,
+) -> Result<HttpResponse, actix_web::Error> {
+    if let Some(problem) = crate::http::cross_origin_cookie(&req, ACCESS_COOKIE) {
+        return Err(problem.into());
+    }
     auth.logout(&user.0).await?;
     Ok(HttpResponse::NoContent().cookie(cleared_cookie()).finish())
 }
@@ -214,14 +234,19 @@ async fn logout(auth: web::Data<AuthHandle>, user: AuthUser) -> Result<HttpRespo
     responses(
         (status = 204, description = "Every session is revoked (the cookie is cleared)."),
         (status = 401, description = "No valid access token (`WWW-Authenticate: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Authenticated by cookie without this site's `Origin` (`cross-origin`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
 async fn logout_all(
+    req: HttpRequest,
     auth: web::Data<AuthHandle>,
     user: AuthUser,
-) -> Result<HttpResponse, AuthError> {
+) -> Result<HttpResponse, actix_web::Error> {
+    if let Some(problem) = crate::http::cross_origin_cookie(&req, ACCESS_COOKIE) {
+        return Err(problem.into());
+    }
     auth.logout_all(&user.0).await?;
     Ok(HttpResponse::NoContent().cookie(cleared_cookie()).finish())
 }

@@ -96,6 +96,33 @@ pub(crate) struct MemoryState {
     by_user: HashMap<UserId, HashSet<String>>,
 }
 
+impl RedisStore {
+    /// Removes from a user's session index the sessions whose keys expired: one `SMEMBERS`, one
+    /// pipeline of `EXISTS` (the session keys live on other slots than the index), one `SREM`.
+    async fn prune_index(&self, index: &str) -> Result<(), AuthError> {
+        let sids: Vec<String> = self.redis.query(redis::cmd("SMEMBERS").arg(index)).await?;
+        if sids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for sid in &sids {
+            pipe.exists(self.keys.session(sid));
+        }
+        let live: Vec<bool> = self.redis.query_pipe(&pipe).await?;
+        let dead: Vec<&String> = sids
+            .iter()
+            .zip(live)
+            .filter_map(|(sid, live)| (!live).then_some(sid))
+            .collect();
+        if !dead.is_empty() {
+            self.redis
+                .query::<i64>(redis::cmd("SREM").arg(index).arg(&dead))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct RedisStore {
     pub redis: RedisHandle,
@@ -149,11 +176,23 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a new session.
+    /// Records a new session, and drops from the user's index the sessions that expired (the
+    /// index's own TTL restarts at every login, so without this it would only ever grow, and
+    /// `logout-all` would walk every session ever created).
     pub async fn create(&self, s: &Session, t: Times) -> Result<(), AuthError> {
         match self {
             Self::Memory(state) => {
                 let mut st = Self::lock(state);
+                let MemoryState { sessions, by_user } = &mut *st;
+                if let Some(sids) = by_user.get_mut(&s.user_id) {
+                    sids.retain(|sid| {
+                        let live = sessions.get(sid).is_some_and(|(_, exp)| *exp > t.now_ms);
+                        if !live {
+                            sessions.remove(sid);
+                        }
+                        live
+                    });
+                }
                 st.sessions
                     .insert(s.sid.clone(), (s.clone(), t.now_ms + t.ttl_ms));
                 st.by_user
@@ -165,6 +204,7 @@ impl Store {
             Self::Redis(r) => {
                 let key = r.keys.session(&s.sid);
                 let index = r.keys.user_sessions(s.user_id);
+                r.prune_index(&index).await?;
                 let mut pipe = redis::pipe();
                 pipe.atomic()
                     .hset_multiple(

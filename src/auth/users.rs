@@ -23,9 +23,10 @@ const SCHEMA: &str = "
     );
 ";
 
-/// Shortest accepted password, in bytes.
+/// Shortest accepted password, in characters.
 pub const MIN_PASSWORD_LEN: usize = 8;
-/// Longest accepted password, in bytes (bounds the hashing work a request can ask for).
+/// Longest accepted password, in characters (at most 4 KiB: bounds the hashing work a request
+/// can ask for).
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// A user account, without its hash.
@@ -56,16 +57,19 @@ pub fn validate_new_user(username: &str, email: &str, password: &str) -> Result<
             "username must be 3 to 32 characters of a-z, 0-9, '_', '.' and '-'",
         ));
     }
+    // Printable ASCII without spaces, exactly one `@` with text on both sides: what the API
+    // document states as `^[!-?A-~]+@[!-?A-~]+$`, maxLength 254.
     let email_ok = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
-        && !email.chars().any(char::is_whitespace);
+        && email.bytes().all(|b| (b'!'..=b'~').contains(&b))
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
     if !email_ok {
         return Err(AuthError::Invalid("email must look like name@domain"));
     }
-    if password.len() < MIN_PASSWORD_LEN || password.len() > MAX_PASSWORD_LEN {
-        return Err(AuthError::Invalid("password must be 8 to 1024 bytes"));
+    let chars = password.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&chars) {
+        return Err(AuthError::Invalid("password must be 8 to 1024 characters"));
     }
     Ok(())
 }

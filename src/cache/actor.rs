@@ -4,7 +4,7 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFu
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, Release, Set, glob::glob_match,
+    Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, Release, Set, glob::Glob,
     handle::Inner, stats::Stats,
 };
 
@@ -162,7 +162,8 @@ impl Handler<FlushPattern> for CacheActor {
 
     fn handle(&mut self, msg: FlushPattern, _ctx: &mut Self::Context) -> Self::Result {
         let pattern = msg.pattern;
-        let pending = self.barrier(|k| glob_match(pattern.as_bytes(), k.as_bytes()));
+        let glob = Glob::new(pattern.as_bytes());
+        let pending = self.barrier(|k| glob.matches(k.as_bytes()));
         self.inner.l1.remove_matching(&pattern);
         let store = self.inner.store.clone();
         let flush = {

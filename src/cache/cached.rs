@@ -77,14 +77,40 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let remembered = cache
-        .remember(key, ttl, || async { compute().await.map(Some) })
+    let mut compute = Some(compute);
+    let mut loaded = None;
+    let raw = cache
+        .remember_json(key, ttl, || async {
+            // unwrap: remember_json calls its loader at most once, and this is the only taker.
+            let value = compute.take().expect("loader runs once")().await?;
+            let json = serde_json::to_vec(&value).map_err(CacheError::from)?;
+            loaded = Some(value);
+            Ok::<_, E>(Some(bytes::Bytes::from(json)))
+        })
         .await?;
-    // A `Some` loader answer is never remembered as absent: a missing value means the key holds
-    // a negative entry another `remember` wrote under the same key, a namespace clash the caller
-    // must fix; it is reported as `InvalidValue`, never as a fabricated value.
-    match remembered.value {
-        Some(value) => Ok(value),
-        None => Err(CacheError::InvalidValue.into()),
+    if let Some(value) = loaded {
+        return Ok(value);
     }
+    if let Some(value) = raw
+        .value
+        .and_then(|json| serde_json::from_slice(&json).ok())
+    {
+        return Ok(value);
+    }
+    // What the key holds is not a `T` (a value of another shape or another writer, or a negative
+    // entry `remember` wrote): a miss. Recompute and overwrite, so the next caller hits; never
+    // fail every caller of the key until its TTL runs out.
+    tracing::warn!(
+        key,
+        "cached: the stored value does not decode; recomputing it"
+    );
+    let Some(compute) = compute.take() else {
+        // The loader ran and still nothing decodes: only a broken Serialize/Deserialize pair.
+        return Err(CacheError::InvalidValue.into());
+    };
+    let value = compute().await?;
+    if let Err(err) = cache.set(key, &value, ttl).await {
+        tracing::warn!(key, error = %err, "cached: storing the recomputed value failed");
+    }
+    Ok(value)
 }

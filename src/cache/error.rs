@@ -12,6 +12,10 @@ pub enum CacheError {
     /// The key is empty, longer than 512 bytes, or holds a control character.
     #[error("invalid cache key: {0}")]
     InvalidKey(&'static str),
+    /// The flush pattern is empty, longer than
+    /// [`MAX_PATTERN_CHARS`](super::MAX_PATTERN_CHARS), or holds a control character.
+    #[error("invalid cache pattern: {0}")]
+    InvalidPattern(&'static str),
     /// The value is not JSON.
     #[error("cache values must be JSON")]
     InvalidValue,
@@ -49,7 +53,9 @@ pub fn validate_key(key: &str) -> Result<(), CacheError> {
 impl ResponseError for CacheError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidKey(_) | Self::InvalidTtl => StatusCode::BAD_REQUEST,
+            Self::InvalidKey(_) | Self::InvalidPattern(_) | Self::InvalidTtl => {
+                StatusCode::BAD_REQUEST
+            }
             Self::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(err) => err.status_code(),
             Self::ActorGone => StatusCode::SERVICE_UNAVAILABLE,
@@ -66,6 +72,15 @@ impl ResponseError for CacheError {
                     ))
                     .into_response()
             }
+            Self::InvalidPattern(why) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-pattern",
+                "Invalid cache pattern",
+            )
+            .with_detail(format!(
+                "Cache patterns are 1 to 128 characters of printable UTF-8: {why}."
+            ))
+            .into_response(),
             Self::InvalidTtl => {
                 Problem::bad_request("ttl must be at least 1 second.").into_response()
             }

@@ -227,10 +227,10 @@ impl CacheHandle {
     /// inside the cache namespace only; answers how many L2 held.
     ///
     /// # Errors
-    /// [`CacheError::InvalidKey`] for an empty, overlong or control-character pattern;
+    /// [`CacheError::InvalidPattern`] for an empty, overlong or control-character pattern;
     /// [`CacheError::Unavailable`] when L2 cannot be written.
     pub async fn flush_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
-        validate_key(pattern)?;
+        super::glob::validate_pattern(pattern).map_err(CacheError::InvalidPattern)?;
         self.fail_fast_when_down()?;
         self.send(FlushPattern {
             pattern: pattern.to_owned(),

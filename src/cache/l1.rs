@@ -32,7 +32,7 @@ use std::{
 use bytes::Bytes;
 use moka::{Expiry, notification::RemovalCause, sync::Cache};
 
-use super::{glob::glob_match, stats::Stats, store::weight};
+use super::{glob::Glob, stats::Stats, store::weight};
 
 /// An L1 entry: the JSON bytes, or `None` for a negative ("absent") entry.
 #[derive(Clone, Debug)]
@@ -269,9 +269,10 @@ impl L1 {
 
     pub(crate) fn remove_matching(&self, glob: &str) -> u64 {
         let Some(cache) = &self.cache else { return 0 };
+        let glob = Glob::new(glob.as_bytes());
         let doomed: Vec<_> = cache
             .iter()
-            .filter(|(k, _)| glob_match(glob.as_bytes(), k.as_bytes()))
+            .filter(|(k, _)| glob.matches(k.as_bytes()))
             .map(|(k, _)| k)
             .collect();
         for key in &doomed {

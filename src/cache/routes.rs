@@ -37,6 +37,31 @@ pub(crate) fn cached_json(body: Bytes, tier: &'static str) -> HttpResponse {
     with_tier(res, tier)
 }
 
+/// The part of the cache namespace that the HTTP API reads and writes: a key `k` of the API is
+/// stored as `api:k`, so API callers can neither read nor overwrite what the server caches for
+/// itself (`products:list`, [`cached`](super::cached) keys), and `DELETE /cache?pattern=` can
+/// only flush API keys. Embedders: do not give your own keys this prefix.
+pub const API_KEY_PREFIX: &str = "api:";
+
+/// Longest key of the HTTP API, in characters: at most 508 bytes, so that with
+/// [`API_KEY_PREFIX`] it stays within the handle's 512. Characters, not bytes, so that the API
+/// document can state it exactly.
+pub const MAX_API_KEY_CHARS: usize = (super::MAX_KEY_BYTES - API_KEY_PREFIX.len()) / 4;
+
+/// Longest flush pattern of the HTTP API, in characters: the handle's limit less
+/// [`API_KEY_PREFIX`], which the API puts in front.
+pub const MAX_API_PATTERN_CHARS: usize = super::MAX_PATTERN_CHARS - API_KEY_PREFIX.len();
+
+/// The handle key behind the API key `key`, once `key` is checked (1 to
+/// [`MAX_API_KEY_CHARS`] characters of printable UTF-8).
+fn api_key(key: &str) -> Result<String, CacheError> {
+    if key.chars().count() > MAX_API_KEY_CHARS {
+        return Err(CacheError::InvalidKey("key is longer than 127 characters"));
+    }
+    super::validate_key(key)?;
+    Ok(format!("{API_KEY_PREFIX}{key}"))
+}
+
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/cache").route(web::delete().to(flush)))
         .service(
@@ -80,7 +105,9 @@ fn entry_body(key: &str, json: &[u8]) -> Bytes {
     path = "/cache/{key}",
     operation_id = "cache_get",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`.")),
+    params(("key" = String, Path, min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 127 characters, none a control character; may hold `/`. A \
+        namespace of its own: the server's cached data cannot be read or written here.")),
     responses(
         (status = 200, description = "The stored value.", body = CacheEntry,
             headers(("X-Cache" = String, description = "`L1` or `L2`: the tier that answered."))),
@@ -96,7 +123,7 @@ async fn get(
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, CacheError> {
-    match cache.get_raw(&key).await? {
+    match cache.get_raw(&api_key(&key)?).await? {
         Some(hit) => Ok(cached_json(
             entry_body(&key, &hit.json),
             hit.tier.header_value(),
@@ -114,7 +141,9 @@ async fn get(
     path = "/cache/{key}",
     operation_id = "cache_head",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`.")),
+    params(("key" = String, Path, min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 127 characters, none a control character; may hold `/`. A \
+        namespace of its own: the server's cached data cannot be read or written here.")),
     responses(
         (status = 200, description = "A value is cached under this key."),
         (status = 400, description = "Invalid key."),
@@ -126,7 +155,7 @@ async fn head(
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, CacheError> {
-    let status = if cache.exists(&key).await? {
+    let status = if cache.exists(&api_key(&key)?).await? {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
@@ -137,9 +166,9 @@ async fn head(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct TtlQuery {
-    /// Seconds to keep the value, from 1 to the configured maximum (default: the configured
-    /// default TTL).
-    #[param(minimum = 1)]
+    /// Seconds to keep the value, from 1 to the configured maximum (30 days unless
+    /// `--cache-max-ttl` says otherwise; default: the configured default TTL).
+    #[param(minimum = 1, maximum = 2592000)]
     ttl: Option<u64>,
 }
 
@@ -158,7 +187,9 @@ pub(crate) struct CachePut<'a> {
     path = "/cache/{key}",
     operation_id = "cache_put",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`."),
+    params(("key" = String, Path, min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 127 characters, none a control character; may hold `/`. A \
+        namespace of its own: the server's cached data cannot be read or written here."),
         TtlQuery),
     request_body(content = inline(serde_json::Value), content_type = "application/json",
         description = "Any JSON value."),
@@ -168,6 +199,8 @@ pub(crate) struct CachePut<'a> {
             malformed body.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token.", body = Problem,
             content_type = "application/problem+json"),
+        (status = 413, description = "The value is longer than the configured maximum (64 KiB \
+            by default).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis cannot be written (or revocation cannot be checked).",
             body = Problem, content_type = "application/problem+json"),
     ),
@@ -194,8 +227,16 @@ async fn put(
             .into());
         }
     };
+    if value.get().len() > settings.cache_max_value_bytes {
+        return Err(Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+            .with_detail(format!(
+                "A cached value is at most {} bytes of JSON.",
+                settings.cache_max_value_bytes
+            ))
+            .into());
+    }
     let json = Bytes::copy_from_slice(value.get().as_bytes());
-    services.cache.set_json(&key, json, ttl).await?;
+    services.cache.set_json(&api_key(&key)?, json, ttl).await?;
     Ok(HttpResponse::Ok().json(CachePut {
         key: key.as_str(),
         ttl: ttl.as_secs(),
@@ -208,7 +249,9 @@ async fn put(
     path = "/cache/{key}",
     operation_id = "cache_delete",
     tag = "cache",
-    params(("key" = String, Path, description = "1 to 512 bytes of printable UTF-8; may hold `/`.")),
+    params(("key" = String, Path, min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "1 to 127 characters, none a control character; may hold `/`. A \
+        namespace of its own: the server's cached data cannot be read or written here.")),
     responses(
         (status = 204, description = "Removed."),
         (status = 400, description = "Invalid key (`invalid-key`).", body = Problem,
@@ -227,7 +270,7 @@ async fn delete(
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, CacheError> {
-    if cache.delete(&key).await? {
+    if cache.delete(&api_key(&key)?).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Ok(Problem::not_found("No value is cached under this key.").into_response())
@@ -237,7 +280,13 @@ async fn delete(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct FlushQuery {
-    /// A glob (`*`, `?`, `[..]`) over keys; required.
+    /// A glob (`*`, `?`, `[..]`, `[^..]`, `\`) over the API's keys: 1 to 124 characters, none
+    /// a control character; required.
+    #[param(
+        min_length = 1,
+        max_length = 124,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pattern: String,
 }
 
@@ -271,6 +320,15 @@ async fn flush(
     cache: web::Data<CacheHandle>,
     query: web::Query<FlushQuery>,
 ) -> Result<HttpResponse, CacheError> {
-    let deleted = cache.flush_pattern(&query.pattern).await?;
+    super::validate_pattern(&query.pattern).map_err(CacheError::InvalidPattern)?;
+    if query.pattern.chars().count() > MAX_API_PATTERN_CHARS {
+        return Err(CacheError::InvalidPattern(
+            "pattern is longer than 124 characters",
+        ));
+    }
+    // The prefix holds no glob metacharacter: the pattern can only match inside it.
+    let deleted = cache
+        .flush_pattern(&format!("{API_KEY_PREFIX}{}", query.pattern))
+        .await?;
     Ok(HttpResponse::Ok().json(Flushed { deleted }))
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::{Expiry, sync::Cache};
 
-use super::glob::{escape, glob_match};
+use super::glob::{Glob, escape};
 use crate::redis::{RedisError, RedisHandle};
 
 /// How many keys one `SCAN` step asks for while flushing.
@@ -253,10 +253,11 @@ impl MemoryStore {
 
     fn flush(&self, glob: &str) -> u64 {
         let now = Instant::now();
+        let glob = Glob::new(glob.as_bytes());
         let doomed: Vec<_> = self
             .entries
             .iter()
-            .filter(|(k, e)| e.expires_at > now && glob_match(glob.as_bytes(), k.as_bytes()))
+            .filter(|(k, e)| e.expires_at > now && glob.matches(k.as_bytes()))
             .map(|(k, _)| k)
             .collect();
         for key in &doomed {

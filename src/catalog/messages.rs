@@ -22,11 +22,14 @@ pub struct Product {
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
     /// Display name, 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
-    /// Price, a finite non-negative number.
+    /// Price, from 0 to 10^12.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_f64)]
     pub price: f64,
     /// Optional description, at most 2000 characters.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
 }
 
@@ -34,24 +37,29 @@ pub struct NewProduct {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {
-    /// New display name.
+    /// New display name, 1 to 200 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
-    /// New price.
+    /// New price, from 0 to 10^12.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_f64)]
     pub price: Option<f64>,
-    /// New description.
+    /// New description, at most 2000 characters.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
 }
 
 /// Largest product name, in characters.
 const MAX_NAME: usize = 200;
+/// Largest price.
+const MAX_PRICE: f64 = 1e12;
 /// Largest product description, in characters.
 const MAX_DESCRIPTION: usize = 2000;
 
 fn check_name(name: &str) -> Result<(), CatalogError> {
-    let n = name.trim().chars().count();
+    let n = name.chars().count();
     if n == 0 || n > MAX_NAME {
         return Err(CatalogError::Invalid("name must be 1 to 200 characters"));
     }
@@ -59,9 +67,9 @@ fn check_name(name: &str) -> Result<(), CatalogError> {
 }
 
 fn check_price(price: f64) -> Result<(), CatalogError> {
-    if !price.is_finite() || price < 0.0 {
+    if !price.is_finite() || !(0.0..=MAX_PRICE).contains(&price) {
         return Err(CatalogError::Invalid(
-            "price must be a finite number, 0 or more",
+            "price must be a number from 0 to 10^12",
         ));
     }
     Ok(())

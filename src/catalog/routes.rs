@@ -35,6 +35,28 @@ pub(crate) struct ProductList<'a> {
 
 const LIST_KEY: &str = "products:list";
 
+/// A body read only from a JSON object: serde's derive also reads a struct from an array of
+/// its fields (`["Pen", 2.5]`), which the API document does not allow and no client means.
+pub(crate) struct ObjectOnly<T>(pub(crate) T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Object(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
 /// `products:<id>`, built on the stack: the hot read allocates no key.
 struct ProductKey {
     buf: [u8; PRODUCT_KEY_MAX],
@@ -200,10 +222,10 @@ async fn invalidate(services: &Services, id: i64) {
 async fn create(
     _user: AuthUser,
     services: web::Data<Services>,
-    body: web::Json<NewProduct>,
+    body: web::Json<ObjectOnly<NewProduct>>,
 ) -> Result<HttpResponse, CatalogError> {
     writable(&services)?;
-    let product = services.catalog.create(body.into_inner()).await?;
+    let product = services.catalog.create(body.into_inner().0).await?;
     // The id may have been cached as absent before it existed.
     invalidate(&services, product.id).await;
     let created = HttpResponse::Created()
@@ -236,13 +258,13 @@ async fn update(
     _user: AuthUser,
     services: web::Data<Services>,
     path: web::Path<ProductId>,
-    body: web::Json<ProductPatch>,
+    body: web::Json<ObjectOnly<ProductPatch>>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let id = path.checked()?;
     writable(&services)?;
     let product = services
         .catalog
-        .update(id, body.into_inner())
+        .update(id, body.into_inner().0)
         .await?
         .ok_or(CatalogError::NotFound)?;
     invalidate(&services, id).await;

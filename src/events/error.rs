@@ -19,6 +19,16 @@ pub enum EventsError {
     /// The token is valid but belongs to someone else than the private channel's owner.
     #[error("private channel of another user")]
     Forbidden,
+    /// The event's data (compact JSON) is longer than
+    /// [`EventsConfig::max_event_bytes`](super::EventsConfig::max_event_bytes).
+    #[error("event data longer than {0} bytes")]
+    TooLarge(usize),
+    /// This client address holds the most SSE connections allowed (429).
+    #[error("too many event streams from this address (at most {0})")]
+    TooManyConnections(usize),
+    /// The server holds the most SSE connections allowed (503 with `Retry-After`).
+    #[error("too many event streams")]
+    ServerFull,
     /// Redis is needed (publish, ticket) and cannot be reached.
     #[error(transparent)]
     Unavailable(#[from] RedisError),
@@ -36,6 +46,9 @@ impl ResponseError for EventsError {
             Self::InvalidChannel | Self::InvalidEventType => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable(err) => err.status_code(),
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -74,8 +87,27 @@ impl ResponseError for EventsError {
                 response
             }
             Self::Forbidden => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-                .with_detail("This private channel belongs to another user.")
+                .with_detail("This private channel belongs to another user: only they may read it or publish to it.")
                 .into_response(),
+            Self::TooLarge(max) => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+                .with_detail(format!(
+                    "An event's data is at most {max} bytes of compact JSON."
+                ))
+                .into_response(),
+            Self::TooManyConnections(max) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-streams",
+                "Too many event streams",
+            )
+            .with_detail(format!(
+                "At most {max} event streams may be open from one address; close one first."
+            ))
+            .with_retry_after(1)
+            .into_response(),
+            Self::ServerFull => {
+                Problem::unavailable("The server holds as many event streams as it allows.")
+                    .into_response()
+            }
             Self::Unavailable(err) => {
                 tracing::warn!(error = %err, "events operation needs redis");
                 err.error_response()

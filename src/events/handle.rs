@@ -54,6 +54,9 @@ struct Inner {
     redis: Option<RedisHandle>,
     on_leave: Arc<OnLeave>,
     retry_ms: u64,
+    max_event_bytes: usize,
+    max_replay: usize,
+    slots: Arc<super::slots::Slots>,
 }
 
 impl std::fmt::Debug for EventsHandle {
@@ -124,6 +127,12 @@ impl EventsHandle {
                 redis,
                 on_leave,
                 retry_ms: u64::try_from(config.retry.as_millis()).unwrap_or(u64::MAX),
+                max_event_bytes: config.max_event_bytes,
+                max_replay: config.max_replay,
+                slots: super::slots::Slots::new(
+                    config.max_connections,
+                    config.max_connections_per_ip,
+                ),
             }),
         })
     }
@@ -183,6 +192,9 @@ impl EventsHandle {
         }
         // Compact JSON escapes every line break inside strings: the data is one line.
         let data = data.to_string();
+        if data.len() > self.inner.max_event_bytes {
+            return Err(EventsError::TooLarge(self.inner.max_event_bytes));
+        }
         let id = self
             .inner
             .history
@@ -266,7 +278,7 @@ impl EventsHandle {
         let mut skip_through = None;
         if let Some(last) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
             let replay = match last.parse::<EventId>() {
-                Ok(last) => match inner.history.replay(channel, last).await {
+                Ok(last) => match inner.history.replay(channel, last, inner.max_replay).await {
                     Ok(replay) => {
                         if matches!(replay, Replay::Events(_)) {
                             skip_through = Some(last);
@@ -307,6 +319,40 @@ impl EventsHandle {
     ) -> Result<EventStream, EventsError> {
         let principal = self.authorize_read(channel, credentials).await?;
         self.subscribe_as(channel, last_event_id, principal).await
+    }
+
+    /// A place for one more SSE connection from `ip` (grouped as the caller wishes; `None` counts
+    /// in the total only). Give it to the stream with [`EventStream::with_slot`].
+    ///
+    /// # Errors
+    /// [`EventsError::TooManyConnections`] when `ip` holds the most streams allowed,
+    /// [`EventsError::ServerFull`] when the process does.
+    pub fn take_slot(
+        &self,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<super::ConnectionSlot, EventsError> {
+        self.inner.slots.take(ip)
+    }
+
+    /// Who may publish to `channel` over HTTP: any authenticated user for a public channel, only
+    /// its owner for `user:{id}` (server code publishes anywhere through
+    /// [`publish_event`](Self::publish_event)).
+    ///
+    /// # Errors
+    /// [`EventsError::InvalidChannel`], [`EventsError::Unauthorized`], [`EventsError::Forbidden`].
+    pub async fn authorize_publish(
+        &self,
+        channel: &str,
+        credentials: &Credentials,
+    ) -> Result<Principal, EventsError> {
+        if !valid_channel(channel) {
+            return Err(EventsError::InvalidChannel);
+        }
+        let principal = self.authenticate(credentials).await?;
+        match private_owner(channel) {
+            Some(owner) if owner != principal.user_id => Err(EventsError::Forbidden),
+            _ => Ok(principal),
+        }
     }
 
     /// Who may read `channel`: anyone for a public channel (`None`), its owner for `user:{id}`.

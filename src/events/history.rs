@@ -27,6 +27,9 @@ return id
 ";
 
 /// What a resuming client gets from history.
+/// Largest replay one resuming client is sent, in bytes of encoded events; beyond, `reset`.
+pub const MAX_REPLAY_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug)]
 pub(crate) enum Replay {
     /// The id is unknown or older than what history holds: the client must refetch state.
@@ -194,14 +197,24 @@ impl History {
     }
 
     /// The events after `last` for a resuming client, or [`Replay::Reset`] if `last` is not in
-    /// history.
-    pub(crate) async fn replay(&self, channel: &str, last: EventId) -> Result<Replay, EventsError> {
+    /// history, or if more than `max_events` events (or more than [`MAX_REPLAY_BYTES`]) follow
+    /// it: a client that far behind refetches its state rather than pinning a large replay.
+    pub(crate) async fn replay(
+        &self,
+        channel: &str,
+        last: EventId,
+        max_events: usize,
+    ) -> Result<Replay, EventsError> {
+        // `last` itself, the events allowed, and one more to tell "exactly the cap" from "more".
+        let fetch = max_events.saturating_add(2);
         let events = match self {
             Self::Redis { redis, prefix, .. } => {
                 let mut cmd = redis::cmd("XRANGE");
                 cmd.arg(stream_key(prefix, channel))
                     .arg(last.to_string())
-                    .arg("+");
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(fetch);
                 parse_range(redis.query(&cmd).await?)
             }
             Self::Memory { rings, ttl, .. } => {
@@ -213,14 +226,22 @@ impl History {
                         .events
                         .iter()
                         .filter(|(id, _)| *id >= last)
+                        .take(fetch)
                         .cloned()
                         .collect(),
                     _ => Vec::new(),
                 }
             }
         };
+        let bytes: usize = events.iter().map(|(_, b)| b.len()).sum();
         match events.first() {
-            Some((first, _)) if *first == last => Ok(Replay::Events(events[1..].to_vec())),
+            Some((first, _))
+                if *first == last
+                    && events.len() - 1 <= max_events
+                    && bytes <= MAX_REPLAY_BYTES =>
+            {
+                Ok(Replay::Events(events[1..].to_vec()))
+            }
             _ => Ok(Replay::Reset),
         }
     }

@@ -350,6 +350,8 @@ pub struct EventStream {
     overflowed: Arc<AtomicBool>,
     done: bool,
     _guard: LeaveGuard,
+    /// The stream's place under the connection caps, released with it.
+    _slot: Option<super::ConnectionSlot>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -374,6 +376,7 @@ impl EventStream {
             skip_through: None,
             overflowed: joined.overflowed,
             done: false,
+            _slot: None,
             _guard: LeaveGuard {
                 hub,
                 channel: channel.into(),
@@ -387,6 +390,14 @@ impl EventStream {
     pub(crate) fn set_prelude(&mut self, frames: Vec<Bytes>, skip_through: Option<EventId>) {
         self.prelude.extend(frames);
         self.skip_through = skip_through;
+    }
+
+    /// This stream holding `slot` (from [`EventsHandle::take_slot`](super::EventsHandle::take_slot))
+    /// until it ends.
+    #[must_use]
+    pub fn with_slot(mut self, slot: super::ConnectionSlot) -> Self {
+        self._slot = Some(slot);
+        self
     }
 
     /// The streaming `200 text/event-stream` response for this stream.

@@ -55,6 +55,7 @@ mod history;
 mod hub;
 mod messages;
 pub(crate) mod routes;
+mod slots;
 
 pub use actor::EventsActor;
 pub use auth::{DenyAll, EventsAuth, Principal, StaticTokens, TICKET_TTL};
@@ -65,5 +66,7 @@ pub use frame::{
     valid_event_type,
 };
 pub use handle::{ChannelInfo, Credentials, EventsHandle, EventsStats};
+pub use history::MAX_REPLAY_BYTES;
 pub use hub::EventStream;
 pub use messages::{Join, Left, Shutdown};
+pub use slots::ConnectionSlot;

@@ -24,6 +24,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 struct PublishQuery {
     /// The event type (`event:` field), 1 to 64 characters of `A-Z a-z 0-9 _ . -`; default
     /// `message`.
+    #[param(pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
     event: Option<String>,
 }
 
@@ -82,7 +83,7 @@ fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>)
     path = "/events/{channel}",
     operation_id = "events_publish",
     tag = "events",
-    params(("channel" = String, Path, description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), PublishQuery),
+    params(("channel" = String, Path, pattern = r"^[A-Za-z0-9:_.-]{1,128}$", description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), PublishQuery),
     request_body(content = inline(serde_json::Value), content_type = "application/json",
         description = "Any JSON value: the event's data."),
     responses(
@@ -90,6 +91,9 @@ fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>)
         (status = 400, description = "Invalid channel name or event type, or a malformed body.",
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The event's data is longer than the configured maximum \
+            (64 KiB by default).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
@@ -102,7 +106,7 @@ async fn publish(
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, EventsError> {
     events
-        .authenticate(&credentials(&req, &events, None))
+        .authorize_publish(&channel, &credentials(&req, &events, None))
         .await?;
     let kind = query
         .event
@@ -122,7 +126,7 @@ async fn publish(
     path = "/events/{channel}",
     operation_id = "events_subscribe",
     tag = "events",
-    params(("channel" = String, Path, description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), SubscribeQuery,
+    params(("channel" = String, Path, pattern = r"^[A-Za-z0-9:_.-]{1,128}$", description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user."), SubscribeQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id.")),
     responses(
         (status = 200, description = "The event stream (stays open).",
@@ -130,17 +134,27 @@ async fn publish(
         (status = 400, description = "Invalid channel name.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The server is shutting down (or a ticket cannot be \
-            checked).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This address holds the most event streams allowed \
+            (`too-many-streams`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server is shutting down, holds the most event streams \
+            allowed, or a ticket cannot be checked.", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("bearer" = []), ("cookie" = []))
 )]
 async fn subscribe(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
+    limiter: Option<web::Data<crate::ratelimit::RateLimitHandle>>,
     channel: web::Path<String>,
     query: web::Query<SubscribeQuery>,
 ) -> Result<HttpResponse, EventsError> {
+    // The client's address as the rate limiter sees it (trusted proxies, IPv6 by prefix).
+    let ip = match &limiter {
+        Some(l) => crate::ratelimit::client_ip(&req, &l.config().trusted_proxies)
+            .map(|ip| crate::ratelimit::client_group(ip, l.config().ipv6_prefix)),
+        None => req.peer_addr().map(|a| a.ip()),
+    };
+    let slot = events.take_slot(ip)?;
     let query = query.into_inner();
     let last_event_id = req
         .headers()
@@ -152,7 +166,7 @@ async fn subscribe(
     let stream = events
         .open(&channel, &credentials, last_event_id.as_deref())
         .await?;
-    Ok(stream.into_response())
+    Ok(stream.with_slot(slot).into_response())
 }
 
 /// `GET /events/{channel}/info` → `{"subscribers": n, "history": n}`.
@@ -161,7 +175,7 @@ async fn subscribe(
     path = "/events/{channel}/info",
     operation_id = "events_info",
     tag = "events",
-    params(("channel" = String, Path, description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user.")),
+    params(("channel" = String, Path, pattern = r"^[A-Za-z0-9:_.-]{1,128}$", description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user.")),
     responses(
         (status = 200, description = "The channel's local subscribers and history length.",
             body = ChannelInfo),
@@ -194,6 +208,7 @@ async fn info(
     responses(
         (status = 200, description = "A ticket.", body = Ticket),
         (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Authenticated by cookie without this site's `Origin` (`cross-origin`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
@@ -202,6 +217,9 @@ async fn ticket(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
 ) -> Result<HttpResponse, EventsError> {
+    if let Some(problem) = crate::http::cross_origin_cookie(&req, events.auth().cookie_name()) {
+        return Ok(problem.into_response());
+    }
     let ticket = events
         .issue_ticket(&credentials(&req, &events, None))
         .await?;

@@ -12,6 +12,44 @@ use actix_web::{
 
 use super::{PROBLEM_JSON, Problem};
 
+/// The 403 `cross-origin` problem for a cookie-authenticated state-changing request that does
+/// not come from this site's own pages, or `None` when the request may go on.
+///
+/// A body-less `POST` needs no CORS preflight, so another site (a sibling subdomain included:
+/// `SameSite` does not tell them apart) can make a browser send it with the cookie attached.
+/// Such a request is let through only when its `Origin` is this server's own
+/// (`scheme://host`). Requests with `Authorization` are not affected: browsers never add that
+/// header on their own.
+pub fn cross_origin_cookie(
+    req: &actix_web::HttpRequest,
+    cookie_name: &str,
+) -> Option<super::Problem> {
+    let headers = req.headers();
+    if headers.contains_key(actix_web::http::header::AUTHORIZATION)
+        || req.cookie(cookie_name).is_none()
+    {
+        return None;
+    }
+    let info = req.connection_info();
+    let own = format!("{}://{}", info.scheme(), info.host());
+    let origin = headers
+        .get(actix_web::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if origin == Some(own.as_str()) {
+        return None;
+    }
+    Some(
+        super::Problem::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "cross-origin",
+            "Cross-origin request",
+        )
+        .with_detail(
+            "A request authenticated by cookie must come from this site's own pages (Origin).",
+        ),
+    )
+}
+
 /// JSON extractor settings: size limit, `application/json` (or `+json`) required, and problem
 /// bodies for every failure (400 malformed, 413 too large, 415 wrong type, 422 wrong shape).
 pub fn json_config(limit: usize) -> web::JsonConfig {

@@ -6,6 +6,12 @@ use utoipa::ToSchema;
 
 use super::Services;
 
+/// A Redis probe of `GET /health`: when, and the round trip (`None`: Redis is down).
+pub(crate) type Probe = (std::time::Instant, Option<std::time::Duration>);
+
+/// How long `GET /health` reuses its last Redis probe.
+pub(crate) const HEALTH_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health").route(web::get().to(health)))
         .service(web::resource("/health/live").route(web::get().to(live)));
@@ -69,8 +75,26 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
                 redis: None,
             });
     };
-    let (status, body) = match redis.ping().await {
-        Ok(rtt) => (
+    let probe = {
+        // One probe at a time; the others wait for it and share its answer.
+        let mut last = services.health_probe.lock().await;
+        match *last {
+            Some((at, result)) if at.elapsed() < HEALTH_PROBE_EVERY => result,
+            _ => {
+                let result = match redis.ping().await {
+                    Ok(rtt) => Some(rtt),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "health check: redis ping failed");
+                        None
+                    }
+                };
+                *last = Some((std::time::Instant::now(), result));
+                result
+            }
+        }
+    };
+    let (status, body) = match probe {
+        Some(rtt) => (
             StatusCode::OK,
             Health {
                 status: "healthy",
@@ -82,21 +106,18 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
                 }),
             },
         ),
-        Err(err) => {
-            tracing::debug!(error = %err, "health check: redis ping failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Health {
-                    status: "degraded",
-                    backend: "redis",
-                    redis: Some(RedisHealth {
-                        status: "down",
-                        latency_ms: None,
-                        errors: Some(redis.status().errors),
-                    }),
-                },
-            )
-        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Health {
+                status: "degraded",
+                backend: "redis",
+                redis: Some(RedisHealth {
+                    status: "down",
+                    latency_ms: None,
+                    errors: Some(redis.status().errors),
+                }),
+            },
+        ),
     };
     HttpResponse::build(status)
         .insert_header(("Cache-Control", "no-store"))

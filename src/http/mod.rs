@@ -19,8 +19,8 @@ use actix_web::{
 
 pub use crate::metrics::Frame;
 pub use demo::StatsSnapshot;
+pub use errors::{cross_origin_cookie, json_config, path_config, problem_errors, query_config};
 pub(crate) use errors::{invalid_path_parameter, problem_replacing, with_problem_body};
-pub use errors::{json_config, path_config, problem_errors, query_config};
 pub use openapi::ApiDoc;
 pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
 
@@ -41,6 +41,8 @@ pub struct RouteSettings {
     pub cache_default_ttl: Duration,
     /// Largest accepted `?ttl=`.
     pub cache_max_ttl: Duration,
+    /// Largest value `PUT /cache/{key}` accepts, in bytes.
+    pub cache_max_value_bytes: usize,
     /// TTL of a cached product.
     pub product_ttl: Duration,
     /// TTL of the cached product list.
@@ -67,6 +69,10 @@ pub struct Services {
     pub auth: AuthHandle,
     /// Live events (SSE).
     pub events: EventsHandle,
+    /// The last Redis probe of `GET /health` (when, and the round trip or `None` for down):
+    /// reused for [`HEALTH_PROBE_EVERY`](health::HEALTH_PROBE_EVERY), so no request rate makes
+    /// `/health` (exempt from rate limits) cost more than one `PING` per second.
+    pub(crate) health_probe: Arc<tokio::sync::Mutex<Option<health::Probe>>>,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
     /// The metrics registry behind `GET /metrics`.
@@ -160,9 +166,11 @@ impl Services {
             ratelimit,
             auth,
             events,
+            health_probe: Arc::default(),
             settings: Arc::new(RouteSettings {
                 cache_default_ttl: config.cache_default_ttl,
                 cache_max_ttl: config.cache_max_ttl,
+                cache_max_value_bytes: config.cache_max_value_bytes,
                 product_ttl: config.product_ttl,
                 product_list_ttl: config.product_list_ttl,
                 backend: config.backend_name(),

@@ -144,8 +144,22 @@ impl Modify for Conventions {
             ] {
                 if let Some(operation) = operation_mut(item, &method) {
                     add_shared_responses(operation, limited, method == HttpMethod::Head);
+                    unschema_event_streams(operation);
                 }
             }
+        }
+    }
+}
+
+/// A `text/event-stream` answer is a stream of SSE events, not one value: a schema there (a
+/// string) would make every event "violate" it for a checker that parses events. The media type
+/// and its description say what it is.
+fn unschema_event_streams(operation: &mut Operation) {
+    for response in operation.responses.responses.values_mut() {
+        if let RefOr::T(response) = response
+            && let Some(RefOr::T(content)) = response.content.get_mut("text/event-stream")
+        {
+            content.schema = None;
         }
     }
 }

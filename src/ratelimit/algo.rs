@@ -17,7 +17,8 @@ pub(crate) enum Mode {
     Consume,
     /// Decide without recording anything.
     Peek,
-    /// Undo a `Consume` made with the same arguments (a later policy of the request denied it).
+    /// Undo a `Consume` made with the same arguments (in process: a later policy of the request
+    /// denied it; on every backend: a login whose password was right).
     Refund,
 }
 

@@ -18,7 +18,7 @@ use super::{
     algo::{MemoryStore, Mode, Raw, Sharded},
     batch::Coalescer,
     identity::client_ip,
-    lua::Ask,
+    lua::{self, Ask},
     policy::FailMode,
 };
 use crate::redis::RedisHandle;
@@ -212,18 +212,26 @@ impl RateLimitHandle {
     }
 
     /// The identity `req` is limited as: `user:<id>` when the resolver verifies a user, else
-    /// `ip:<client address>` (`ip:unknown` without a peer address).
+    /// `ip:<client address>` (IPv6 addresses grouped by
+    /// [`ipv6_prefix`](RateLimitConfig::ipv6_prefix) bits, as `ip:2001:db8::/64`; `ip:unknown`
+    /// without a peer address).
     pub fn identity(&self, req: &HttpRequest) -> String {
         use std::fmt::Write;
         if let Some(user) = self.users.as_ref().and_then(|resolve| resolve(req)) {
             return ["user:", &user].concat();
         }
-        match client_ip(req, &self.inner.config.trusted_proxies) {
+        let grouped = client_ip(req, &self.inner.config.trusted_proxies)
+            .map(|ip| super::client_group(ip, self.inner.config.ipv6_prefix));
+        match grouped {
             Some(ip) => {
                 let mut identity = String::with_capacity(48);
                 identity.push_str("ip:");
                 // Writing to a String cannot fail.
                 let _ = write!(identity, "{ip}");
+                let prefix = self.inner.config.ipv6_prefix;
+                if ip.is_ipv6() && prefix < 128 {
+                    let _ = write!(identity, "/{prefix}");
+                }
                 identity
             }
             None => "ip:unknown".to_owned(),
@@ -241,15 +249,32 @@ impl RateLimitHandle {
         identity: &str,
         cost: u64,
     ) -> Result<Decision, RateLimitError> {
+        let (decision, _) = self.spend(policy, identity, cost).await?;
+        Ok(decision)
+    }
+
+    /// [`check`](Self::check), answering also what was spent (when allowed), for a refund.
+    async fn spend(
+        &self,
+        policy: &Policy,
+        identity: &str,
+        cost: u64,
+    ) -> Result<(Decision, Option<Spent>), RateLimitError> {
         let key = self.key(policy, identity);
         let now = self.inner.config.clock.now_us();
         if let Some(decision) = self.blocked_now(policy, &key, now) {
-            return Ok(decision);
+            return Ok((decision, None));
         }
         let ask = self.ask(policy, key, cost, Mode::Consume);
-        let (now, asks, raws) = self.decide(&[policy], vec![ask]).await?;
+        let (now, mut asks, raws, source) = self.decide(&[policy], vec![ask]).await?;
         let raw = first(policy, &raws)?;
-        Ok(self.record(policy, &asks[0].key, raw, now))
+        let decision = self.record(policy, &asks[0].key, raw, now);
+        let spent = decision.allowed.then(|| Spent {
+            ask: asks.swap_remove(0),
+            now,
+            source,
+        });
+        Ok((decision, spent))
     }
 
     /// Reads whether `identity` could spend `cost` units of `policy` now, spending nothing.
@@ -268,7 +293,7 @@ impl RateLimitHandle {
             return Ok(decision);
         }
         let ask = self.ask(policy, key, cost, Mode::Peek);
-        let (_, _, raws) = self.decide(&[policy], vec![ask]).await?;
+        let (_, _, raws, _) = self.decide(&[policy], vec![ask]).await?;
         Ok(Decision::from_raw(first(policy, &raws)?, policy.limit))
     }
 
@@ -298,6 +323,42 @@ impl RateLimitHandle {
             Ok(decision) => decision,
             Err(_) => fail_closed_decision(policy),
         }
+    }
+
+    /// Spends one login attempt for `username` from `ip` before the password is verified, so
+    /// that concurrent guesses cannot all pass a peek (5 per 15 minutes by default). On a
+    /// denial answer [`login_denied`](Self::login_denied); when the password was right, give the
+    /// unit back with [`login_refund`](Self::login_refund).
+    pub async fn login_attempt(&self, username: &str, ip: IpAddr) -> LoginAttempt {
+        let policy = &self.inner.config.login;
+        let identity = login_identity(username, ip);
+        match self.spend(policy, &identity, 1).await {
+            Ok((decision, spent)) => LoginAttempt { decision, spent },
+            Err(_) => LoginAttempt {
+                decision: fail_closed_decision(policy),
+                spent: None,
+            },
+        }
+    }
+
+    /// Gives back the unit a successful (or not-attempted) login spent, in the store that spent
+    /// it: the in-process backend, the fail-open fallback, or Redis (a small script of its own,
+    /// see `lua`). A refund Redis cannot take is logged and dropped: the attempt stays spent.
+    pub async fn login_refund(&self, attempt: LoginAttempt) {
+        let Some(Spent { ask, now, source }) = attempt.spent else {
+            return;
+        };
+        let store = match (source, &self.inner.redis) {
+            (Source::Redis, Some(redis)) => {
+                if let Err(err) = lua::refund(redis, &ask, now).await {
+                    tracing::warn!(error = %err, "rate-limit: login refund failed");
+                }
+                return;
+            }
+            (Source::Fallback, _) => &self.inner.fallback,
+            _ => &self.inner.memory,
+        };
+        store.decide(&ask.key, &ask.args(now, Mode::Refund));
     }
 
     /// Counters since start, read directly (no actor message): for scrapes and stats streams.
@@ -361,7 +422,7 @@ impl RateLimitHandle {
             .zip(&policies)
             .map(|((_, key), policy)| self.ask(policy, key, 1, Mode::Consume))
             .collect();
-        let (now, asks, raws) = self.decide(&policies, asks).await?;
+        let (now, asks, raws, _) = self.decide(&policies, asks).await?;
         let mut decisions = Vec::with_capacity(raws.len());
         let mut denied = None;
         for (i, (raw, ask)) in raws.into_iter().zip(&asks).enumerate() {
@@ -378,21 +439,21 @@ impl RateLimitHandle {
 
     /// Decides one request's `asks` (one per policy, in order, all-or-nothing) on Redis when it
     /// is up, else (or when it fails) in process: on the memory backend, or with the fail-open
-    /// fallback. Answers the time decided at, the asks, and the decisions made (stopping at the
-    /// first enforcing denial).
+    /// fallback. Answers the time decided at, the asks, the decisions made (stopping at the
+    /// first enforcing denial) and the store that made them.
     async fn decide(
         &self,
         policies: &[&Policy],
         asks: Vec<Ask>,
-    ) -> Result<(u64, Vec<Ask>, Vec<Raw>), RateLimitError> {
+    ) -> Result<(u64, Vec<Ask>, Vec<Raw>, Source), RateLimitError> {
         let (Some(redis), Some(coalescer)) = (&self.inner.redis, &self.inner.coalescer) else {
             let now = self.inner.config.clock.now_us();
             let raws = self.decide_locally(&self.inner.memory, policies, &asks, now, false)?;
-            return Ok((now, asks, raws));
+            return Ok((now, asks, raws, Source::Memory));
         };
         let asks = if redis.is_up() {
             match coalescer.decide(asks).await {
-                Ok(answer) => return Ok((answer.now, answer.asks, answer.raws)),
+                Ok(answer) => return Ok((answer.now, answer.asks, answer.raws, Source::Redis)),
                 // The flush was dropped with its runtime: nothing left to decide with.
                 Err(asks) if asks.is_empty() => {
                     return Err(RateLimitError::Unavailable {
@@ -406,7 +467,7 @@ impl RateLimitHandle {
         };
         let now = self.inner.config.clock.now_us();
         let raws = self.decide_locally(&self.inner.fallback, policies, &asks, now, true)?;
-        Ok((now, asks, raws))
+        Ok((now, asks, raws, Source::Fallback))
     }
 
     /// Decides `asks` in order on an in-process store; when an enforcing policy denies, the
@@ -571,9 +632,43 @@ fn hash_tag(identity: &str) -> Cow<'_, str> {
     Cow::Owned(tag)
 }
 
+/// A login attempt spent by [`RateLimitHandle::login_attempt`].
+#[derive(Debug)]
+pub struct LoginAttempt {
+    /// Whether the attempt may go on to verify the password.
+    pub decision: Decision,
+    spent: Option<Spent>,
+}
+
+/// Which store made a decision, so that a refund goes back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Memory,
+    Redis,
+    Fallback,
+}
+
+/// What an allowed decision spent: its ask, the time it was decided at (a log refund removes
+/// the entries stamped with it) and where.
+#[derive(Debug)]
+struct Spent {
+    ask: Ask,
+    now: u64,
+    source: Source,
+}
+
+/// Longest username kept as it is in a login key; longer ones are replaced by their SHA-1, so
+/// no input makes a longer key.
+const MAX_LOGIN_NAME_IN_KEY: usize = 64;
+
 /// One login bucket per (username, client IP); usernames compare case-insensitively.
 fn login_identity(username: &str, ip: IpAddr) -> String {
-    format!("{}|{ip}", username.trim().to_lowercase())
+    let name = username.trim().to_lowercase();
+    if name.len() > MAX_LOGIN_NAME_IN_KEY {
+        let digest = sha1_smol::Sha1::from(name.as_bytes()).digest();
+        return format!("sha1:{digest}|{ip}");
+    }
+    format!("{name}|{ip}")
 }
 
 fn fail_closed_decision(policy: &Policy) -> Decision {

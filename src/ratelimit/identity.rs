@@ -9,6 +9,9 @@ use actix_web::{HttpRequest, http::header};
 
 use super::policy::{IpNet, canonical};
 
+/// IPv6 clients are grouped by this many leading bits unless configured otherwise.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
 /// Answers the verified user id of a request, or `None` (anonymous, or a token that does not
 /// verify). Plugged in by the auth feature; it must never answer an unverified claim.
 pub type UserResolver = Arc<dyn Fn(&HttpRequest) -> Option<String> + Send + Sync>;
@@ -57,6 +60,21 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
         }
     }
     Some(client)
+}
+
+/// The address a client is limited (and counted) as: IPv4 addresses as they are, IPv6 ones by
+/// their first `v6_prefix` bits (a /64 by default: one subscriber usually holds a whole /64, so
+/// per-address limits on single IPv6 addresses are escaped by rotating inside it).
+pub fn client_group(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(v6_prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
+    }
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `"[::1]:80"`, `::1`, as in XFF and `Forwarded: for=`.

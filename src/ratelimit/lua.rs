@@ -15,6 +15,10 @@
 //! as an argument (see the [module docs](super) for why). Numbers that must stay exact (epoch
 //! microseconds, ~1.7e15) travel as strings and are written back with `%.0f`, never with Lua's
 //! default 14-digit formatting.
+//!
+//! The script consumes or peeks; it never refunds (a denied request writes nothing). The one
+//! refund there is, a successful login giving back the attempt it spent before its password was
+//! verified, is a small single-key script of its own ([`refund`]).
 
 use std::sync::LazyLock;
 
@@ -197,6 +201,48 @@ return out
 
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DECIDE));
 
+/// Gives back what one `Consume` decision spent on one key (a login whose password was right),
+/// the inverse of [`DECIDE`]'s write for that algorithm. A separate script, not a third mode of
+/// [`DECIDE`]: a refund is rare (one per successful login) and needs no batching, so the hot
+/// path stays as benchmarked.
+/// ARGV: algorithm (0 log / 1 counter / 2 GCRA), `now` of the consume, cost, and per algorithm:
+/// GCRA: emission interval; counter: the consume's fixed-window index.
+/// The log removes `cost` members scored `now` (members with one score are interchangeable: the
+/// count and the expiry only read scores). Nothing is written to a key that has gone: a refund
+/// never makes a key without a TTL. Answers 1.
+const REFUND: &str = r"
+local key = KEYS[1]
+local kind = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+if kind == 2 then
+  local stored = tonumber(redis.call('GET', key))
+  if stored then
+    local back = stored - tonumber(ARGV[4]) * cost
+    if back > now then
+      redis.call('SET', key, back, 'PX', math.ceil((back - now) / 1000))
+    else
+      redis.call('DEL', key)
+    end
+  end
+elseif kind == 1 then
+  local s = redis.call('HMGET', key, 'i', 'p', 'c')
+  local sidx = tonumber(s[1])
+  local idx = tonumber(ARGV[4])
+  if sidx == idx then
+    redis.call('HSET', key, 'c', string.format('%.0f', math.max((tonumber(s[3]) or 0) - cost, 0)))
+  elseif sidx == idx + 1 then
+    redis.call('HSET', key, 'p', string.format('%.0f', math.max((tonumber(s[2]) or 0) - cost, 0)))
+  end
+else
+  local members = redis.call('ZRANGEBYSCORE', key, ARGV[2], ARGV[2], 'LIMIT', 0, cost)
+  if #members > 0 then redis.call('ZREM', key, unpack(members)) end
+end
+return 1
+";
+
+static REFUND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND));
+
 /// Decisions per script call at most: bounds the script's work and the `MGET`'s arguments.
 pub(crate) const MAX_DECISIONS: usize = 256;
 /// Distinct policies per script call at most (a decision's policy index takes 8 bits).
@@ -318,6 +364,25 @@ pub(crate) async fn decide<'a>(
         out.push(raws);
     }
     Ok(out)
+}
+
+/// Gives back on Redis what `ask` spent at `now` (see [`REFUND`]).
+pub(crate) async fn refund(redis: &RedisHandle, ask: &Ask, now: u64) -> Result<(), RedisError> {
+    let a = ask.args(now, Mode::Refund);
+    let (code, extra) = match ask.algorithm {
+        Algorithm::SlidingCounter => (1, now / a.window),
+        Algorithm::Gcra => (2, a.interval()),
+        _ => (0, 0),
+    };
+    let mut invocation = REFUND_SCRIPT.prepare_invoke();
+    invocation
+        .key(&ask.key)
+        .arg(code)
+        .arg(now)
+        .arg(a.cost)
+        .arg(extra);
+    let _: i64 = redis.invoke(&invocation).await?;
+    Ok(())
 }
 
 fn unexpected() -> RedisError {

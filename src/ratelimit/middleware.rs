@@ -96,7 +96,11 @@ impl<S> RateLimitMiddleware<S> {
             return ids;
         }
         let config = self.handle.config();
-        if let Some(policy) = config.route_for(req.method(), req.path(), || req.match_pattern()) {
+        // The path as the router matched it (percent-decoded where decoding is safe): a policy
+        // on `/expensive-operation` also guards `/expensive%2Doperation`, which reaches the
+        // same handler.
+        let routed = req.match_info().get_ref().path();
+        if let Some(policy) = config.route_for(req.method(), routed, || req.match_pattern()) {
             let i = config
                 .routes
                 .iter()

@@ -31,9 +31,13 @@
 //! - **Redis down**: `fail_open` (default) decides with an in-process fallback limiter (same
 //!   policy, per instance); `fail_closed` answers 503 with `Retry-After`. Both are counted in
 //!   [`RateLimitStats`].
-//! - **Login**: [`RateLimitHandle::login_blocked`] and
-//!   [`record_login_failure`](RateLimitHandle::record_login_failure) limit failed logins to 5 per
-//!   (username, client IP) per 15 minutes, for the auth routes to call.
+//! - **Login**: [`RateLimitHandle::login_attempt`] spends one of 5 attempts per (username,
+//!   client IP) per 15 minutes (a sliding log) before the password is verified, and
+//!   [`login_refund`](RateLimitHandle::login_refund) gives it back when the password was right,
+//!   in the store that spent it (on Redis a small refund script outside the batched one, see
+//!   `lua`). [`login_blocked`](RateLimitHandle::login_blocked) and
+//!   [`record_login_failure`](RateLimitHandle::record_login_failure) remain for embedders who
+//!   peek first and spend after a failure.
 //!
 //! # Where the work happens
 //! Decisions run in the caller's task, not in the actor's mailbox. A message per request to an
@@ -62,8 +66,8 @@ pub use actor::RateLimitActor;
 pub use algo::Decision;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::RateLimitError;
-pub use handle::RateLimitHandle;
-pub use identity::{UserResolver, client_ip};
+pub use handle::{LoginAttempt, RateLimitHandle};
+pub use identity::{DEFAULT_IPV6_PREFIX, UserResolver, client_group, client_ip};
 pub use messages::{GetStats, RateLimitStats, Sweep};
 pub(crate) use middleware::EXEMPT;
 pub use middleware::{RateLimit, RateLimitMiddleware};

@@ -14,6 +14,11 @@ pub const DEFAULT_GLOBAL_WINDOW_SECS: u64 = 60;
 pub const DEFAULT_EXPENSIVE_LIMIT: u64 = 10;
 /// Window of `POST /expensive-operation`, in seconds.
 pub const DEFAULT_EXPENSIVE_WINDOW_SECS: u64 = 60;
+/// Events per window on `POST /events/{channel}` (per user, or per address without a token)
+/// unless configured otherwise.
+pub const DEFAULT_PUBLISH_LIMIT: u64 = 60;
+/// Window of `POST /events/{channel}`, in seconds.
+pub const DEFAULT_PUBLISH_WINDOW_SECS: u64 = 60;
 /// Failed logins allowed per (username, client IP) per window.
 pub const DEFAULT_LOGIN_LIMIT: u64 = 5;
 /// Window of the login-failure limiter, in seconds (15 minutes).
@@ -232,6 +237,8 @@ pub struct RateLimitConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Prefix of every Redis key (the limiter adds `rl:`).
     pub key_prefix: String,
+    /// IPv6 clients are limited by their first this-many bits (0 to 128; 64 by default).
+    pub ipv6_prefix: u8,
     /// Where time comes from; tests substitute a [`ManualClock`](super::ManualClock).
     pub clock: Arc<dyn Clock>,
 }
@@ -247,16 +254,28 @@ impl Default for RateLimitConfig {
                 )
                 .with_algorithm(DEFAULT_REQUEST_ALGORITHM),
             ),
-            routes: vec![RoutePolicy::new(
-                Method::POST,
-                "/expensive-operation",
-                Policy::new(
-                    "POST /expensive-operation",
-                    DEFAULT_EXPENSIVE_LIMIT,
-                    Duration::from_secs(DEFAULT_EXPENSIVE_WINDOW_SECS),
-                )
-                .with_algorithm(DEFAULT_REQUEST_ALGORITHM),
-            )],
+            routes: vec![
+                RoutePolicy::new(
+                    Method::POST,
+                    "/expensive-operation",
+                    Policy::new(
+                        "POST /expensive-operation",
+                        DEFAULT_EXPENSIVE_LIMIT,
+                        Duration::from_secs(DEFAULT_EXPENSIVE_WINDOW_SECS),
+                    )
+                    .with_algorithm(DEFAULT_REQUEST_ALGORITHM),
+                ),
+                RoutePolicy::new(
+                    Method::POST,
+                    "/events/{channel}",
+                    Policy::new(
+                        "POST /events/{channel}",
+                        DEFAULT_PUBLISH_LIMIT,
+                        Duration::from_secs(DEFAULT_PUBLISH_WINDOW_SECS),
+                    )
+                    .with_algorithm(DEFAULT_REQUEST_ALGORITHM),
+                ),
+            ],
             login: Policy::new(
                 "login",
                 DEFAULT_LOGIN_LIMIT,
@@ -264,6 +283,7 @@ impl Default for RateLimitConfig {
             ),
             trusted_proxies: Vec::new(),
             key_prefix: crate::config::DEFAULT_KEY_PREFIX.to_owned(),
+            ipv6_prefix: super::identity::DEFAULT_IPV6_PREFIX,
             clock: Arc::new(SystemClock),
         }
     }
@@ -463,8 +483,19 @@ mod tests {
         let global = config.global.unwrap();
         assert_eq!((global.limit, global.window.as_secs()), (50, 30));
         assert_eq!(global.algorithm, Algorithm::Gcra);
-        assert_eq!(config.routes.len(), 1);
-        let route = &config.routes[0];
+        // The built-in publish policy stays; the expensive one is off.
+        assert_eq!(config.routes.len(), 2);
+        assert!(
+            !config
+                .routes
+                .iter()
+                .any(|r| r.path == "/expensive-operation")
+        );
+        let route = config
+            .routes
+            .iter()
+            .find(|r| r.path == "/items/{id}")
+            .unwrap();
         assert_eq!(route.method, Method::GET);
         assert_eq!(route.path, "/items/{id}");
         assert_eq!(route.policy.window.as_secs(), 60);
@@ -485,6 +516,9 @@ mod tests {
         let config = RateLimitConfig::default();
         assert_eq!(config.global.unwrap().algorithm, Algorithm::Gcra);
         assert_eq!(config.routes[0].policy.algorithm, Algorithm::Gcra);
+        // The built-in publish policy (issue 16) too.
+        assert_eq!(config.routes[1].policy.name, "POST /events/{channel}");
+        assert_eq!(config.routes[1].policy.algorithm, Algorithm::Gcra);
         assert_eq!(config.login.algorithm, Algorithm::SlidingLog);
         let parsed = RateLimitConfig::parse(&["default=5/1m", "GET /x=1/1s"], &[] as &[&str]);
         let parsed = parsed.unwrap();
