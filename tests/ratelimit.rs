@@ -12,7 +12,7 @@ use redkit::{
     Config,
     config::ServeArgs,
     http::Services,
-    ratelimit::{ManualClock, Policy, RateLimitConfig},
+    ratelimit::{Algorithm, ManualClock, Policy, RateLimitConfig, RateLimitHandle},
 };
 
 /// A whole second, so fixed windows start exactly at the clock's start.
@@ -51,6 +51,16 @@ fn status_req(ip: &str) -> TestRequest {
     TestRequest::get()
         .uri("/ratelimit/status")
         .peer_addr(peer(ip))
+}
+
+const EXPENSIVE: &str = "POST /expensive-operation";
+
+/// The `remaining` of the policy named `name` in a `/ratelimit/status` body (the built-in
+/// publish policy sits among the routes, so positions depend on the specs).
+fn remaining(status: &serde_json::Value, name: &str) -> u64 {
+    let policies = status["policies"].as_array().expect("policies");
+    let policy = policies.iter().find(|p| p["name"] == name);
+    policy.and_then(|p| p["remaining"].as_u64()).expect(name)
 }
 
 fn statuses(replies: &[Reply]) -> (usize, usize, usize) {
@@ -126,8 +136,10 @@ async fn headers_and_retry_after(backend: Backend) {
         ("gcra", |k| 12 * k, 12),
     ];
     for (algorithm, reset, retry) in cases {
+        // Each algorithm's own global key: rounds share the Redis, and each round's clock
+        // starts again at START_US.
         let specs = vec![
-            "default=100/60s".to_owned(),
+            format!("default=100/60s,algorithm={algorithm}"),
             format!("POST /expensive-operation=5/60s,algorithm={algorithm}"),
         ];
         let (config, clock) = setup(&backend, &specs, &[]);
@@ -399,6 +411,67 @@ async fn login_failures_limited(backend: Backend) {
     assert!(limiter.login_blocked("alice", ip).await.allowed);
 }
 
+/// Spends 10 login attempts that are refunded (right passwords), then 5 kept ones (wrong
+/// passwords): all allowed; the sixth is refused. Without a refund reaching the store that spent
+/// the unit, the sixth of the refunded attempts is already refused.
+async fn refunded_then_five_failures(limiter: &RateLimitHandle, user: &str) {
+    let ip = "10.1.4.1".parse().unwrap();
+    for i in 0..10 {
+        let attempt = limiter.login_attempt(user, ip).await;
+        assert!(attempt.decision.allowed, "{user}: refunded attempt {i}");
+        limiter.login_refund(attempt).await;
+    }
+    for i in 0..5 {
+        let attempt = limiter.login_attempt(user, ip).await;
+        assert!(attempt.decision.allowed, "{user}: kept attempt {i}");
+        assert_eq!(
+            attempt.decision.remaining,
+            4 - i,
+            "{user}: kept attempt {i}"
+        );
+    }
+    let refused = limiter.login_attempt(user, ip).await;
+    assert!(!refused.decision.allowed, "{user}: sixth kept attempt");
+}
+
+/// The login attempt spent before the password check is given back by `login_refund` on every
+/// algorithm the login policy may use; on Redis (a refund script of its own, outside the
+/// batched decisions) every key left behind still has a TTL.
+async fn login_refund_every_algorithm(backend: Backend) {
+    for algorithm in [
+        Algorithm::SlidingLog,
+        Algorithm::SlidingCounter,
+        Algorithm::Gcra,
+    ] {
+        let (mut config, _clock) = setup(&backend, &[] as &[String], &[]);
+        config.rate_limit.login = config.rate_limit.login.clone().with_algorithm(algorithm);
+        let services = services(&config);
+        refunded_then_five_failures(&services.ratelimit, &format!("{algorithm:?}")).await;
+    }
+    if let Backend::Redis(server) = &backend {
+        let keys = server.keys_with_ttl();
+        assert!(keys.iter().all(|(_, ttl)| *ttl > 0), "{keys:?}");
+        let logins = keys
+            .iter()
+            .filter(|(key, _)| key.contains(":login"))
+            .count();
+        assert_eq!(logins, 3, "{keys:?}");
+    }
+}
+
+/// Redis killed: the login limit falls back in process (fail-open) and a refund goes back to the
+/// fallback that spent the unit.
+#[actix_web::test]
+async fn login_refund_on_the_fallback() {
+    let mut backend = Backend::redis();
+    let (config, _clock) = setup(&backend, &[] as &[String], &[]);
+    let services = services(&config);
+    backend.server().unwrap().kill();
+    refunded_then_five_failures(&services.ratelimit, "alice").await;
+    let stats = services.ratelimit.stats().await;
+    assert_eq!(stats.fallback_decisions, 16, "{stats:?}");
+}
+
 /// Issue 16 (6): the route policy applies to what the router matches: `/expensive%2Doperation`
 /// reaches the same handler and counts against the same 10 / 60 s.
 async fn percent_encoded_path_is_limited(backend: Backend) {
@@ -530,6 +603,7 @@ backend_suite!(
     shadow_and_preflight,
     expensive_operation_defaults,
     login_failures_limited,
+    login_refund_every_algorithm,
 );
 
 /// Two app instances on one redis-server share the limit exactly: 500 requests split between
@@ -553,8 +627,95 @@ async fn two_instances_share_the_limit() {
     }
 }
 
-/// Every key has an expiry no later than its window (the counter's: two windows), a log never
-/// holds more than `limit` members, and members stay unique within one microsecond.
+/// A request under a route policy and the global one costs one Redis script call, not two, on
+/// every algorithm: the keys of both share the identity's hash tag and are decided together.
+#[actix_web::test]
+async fn route_and_global_cost_one_round_trip() {
+    let mut backend = Backend::redis();
+    for algorithm in ALGORITHMS {
+        let specs = vec![
+            format!("default=100/60s,algorithm={algorithm}"),
+            format!("POST /expensive-operation=10/60s,algorithm={algorithm}"),
+        ];
+        let (config, _clock) = setup(&backend, &specs, &[]);
+        let services = services(&config);
+        let app = app(&services).await;
+        // Another client first: the script is loaded (`EVALSHA`, `NOSCRIPT`, `EVAL`) before counting.
+        assert_eq!(call(&app, post("10.0.4.2")).await.status, 200);
+        let before = backend.server().unwrap().command_calls();
+        for k in 1..=4u64 {
+            let reply = call(&app, post("10.0.4.1")).await;
+            assert_eq!(reply.status, 200, "{algorithm}");
+            assert_eq!(
+                reply.header("x-ratelimit-remaining"),
+                Some((10 - k).to_string().as_str()),
+                "{algorithm}"
+            );
+        }
+        let after = backend.server().unwrap().command_calls();
+        let scripts = |calls: &std::collections::BTreeMap<String, u64>| {
+            calls.get("evalsha").copied().unwrap_or(0) + calls.get("eval").copied().unwrap_or(0)
+        };
+        assert_eq!(scripts(&after) - scripts(&before), 4, "{algorithm}");
+        let status = call(&app, status_req("10.0.4.1")).await.json();
+        assert_eq!(remaining(&status, "default"), 96, "{algorithm}");
+        assert_eq!(remaining(&status, EXPENSIVE), 6, "{algorithm}");
+    }
+}
+
+/// Two instances, requests of several clients released together so that each instance decides
+/// them in a few coalesced script calls: per client exactly the global limit (60 of 150) is
+/// admitted, the route policy (limit 100) keeps only the units of admitted requests (a request the
+/// global policy denied spends nothing on the route), and the calls were coalesced.
+#[actix_web::test]
+async fn two_instances_exact_when_coalesced() {
+    let mut backend = Backend::redis();
+    for algorithm in ALGORITHMS {
+        let specs = vec![
+            format!("default=60/60s,algorithm={algorithm}"),
+            format!("POST /expensive-operation=100/60s,algorithm={algorithm}"),
+        ];
+        let (config, clock) = setup(&backend, &specs, &[]);
+        let (one, two): (Services, Services) = (services(&config), services(&config));
+        let (app1, app2) = (app(&one).await, app(&two).await);
+        let clients = ["10.0.5.1", "10.0.5.2", "10.0.5.3"];
+        for round in 0..2 {
+            let before = backend.server().unwrap().command_calls();
+            let first = clients
+                .iter()
+                .flat_map(|ip| (0..75).map(move |_| *ip))
+                .map(|ip| call(&app1, post(ip)));
+            let second = clients
+                .iter()
+                .flat_map(|ip| (0..75).map(move |_| *ip))
+                .map(|ip| call(&app2, post(ip)));
+            let (a, b) = futures_util::future::join(join_all(first), join_all(second)).await;
+            let after = backend.server().unwrap().command_calls();
+            let replies: Vec<Reply> = a.into_iter().chain(b).collect();
+            assert_eq!(statuses(&replies), (180, 270, 0), "{algorithm} {round}");
+            for ip in clients {
+                let status = call(&app1, status_req(ip)).await.json();
+                assert_eq!(remaining(&status, "default"), 0, "{algorithm} {ip}");
+                assert_eq!(remaining(&status, EXPENSIVE), 40, "{algorithm} {ip}");
+            }
+            let scripts = after.get("evalsha").copied().unwrap_or(0)
+                - before.get("evalsha").copied().unwrap_or(0);
+            assert!(
+                scripts <= 8,
+                "{algorithm}: {scripts} script calls for 450 requests"
+            );
+            clock.advance(Duration::from_secs(120));
+        }
+        for services in [&one, &two] {
+            let stats = services.ratelimit.stats().await;
+            assert_eq!((stats.fallback_decisions, stats.store_errors), (0, 0));
+        }
+    }
+}
+
+/// Every key has an expiry no later than its window (the counter's: two windows) and the
+/// client's identity as its hash tag, a log never holds more than `limit` members, and members
+/// stay unique within one microsecond.
 #[actix_web::test]
 async fn keys_expire_and_logs_stay_bounded() {
     let backend = Backend::redis();
@@ -574,6 +735,8 @@ async fn keys_expire_and_logs_stay_bounded() {
     assert_eq!(keys.len(), 3, "{keys:?}");
     let mut conn = server.conn();
     for (key, ttl) in keys {
+        // The identity is the hash tag: every key of one client lands on one cluster slot.
+        assert!(key.contains("rl:{ip:10.0.2.1}:"), "{key}");
         let kind: String = ::redis::cmd("TYPE").arg(&key).query(&mut conn).unwrap();
         let max = if kind == "hash" { 120_000 } else { 60_000 };
         assert!(ttl > 0 && ttl <= max, "{key} ({kind}) ttl {ttl}");

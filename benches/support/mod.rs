@@ -108,6 +108,15 @@ pub fn pin_load_generator_apart(beside: &[u32]) -> bool {
     ok
 }
 
+/// Writes the next request to send into the (cleared) buffer: lets a load vary its requests.
+pub type MakeRequest = Arc<dyn Fn(&mut Vec<u8>) + Send + Sync>;
+
+/// A [`MakeRequest`] sending `request` every time.
+pub fn fixed(request: &[u8]) -> MakeRequest {
+    let request: Arc<[u8]> = Arc::from(request);
+    Arc::new(move |buf: &mut Vec<u8>| buf.extend_from_slice(&request))
+}
+
 /// Drives `connections` keep-alive connections sending `request` back to back for `duration`.
 pub async fn load(
     addr: SocketAddr,
@@ -115,7 +124,16 @@ pub async fn load(
     connections: usize,
     duration: Duration,
 ) -> Load {
-    let request: Arc<[u8]> = Arc::from(request);
+    load_with(addr, fixed(request), connections, duration).await
+}
+
+/// [`load`] with each request made by `make`.
+pub async fn load_with(
+    addr: SocketAddr,
+    make: MakeRequest,
+    connections: usize,
+    duration: Duration,
+) -> Load {
     let done = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let non_200 = Arc::new(AtomicU64::new(0));
@@ -124,7 +142,7 @@ pub async fn load(
     for _ in 0..connections {
         let (done, ok, non_200, errors) =
             (done.clone(), ok.clone(), non_200.clone(), errors.clone());
-        let request = Arc::clone(&request);
+        let make = Arc::clone(&make);
         tasks.push(tokio::spawn(async move {
             let Ok(mut stream) = TcpStream::connect(addr).await else {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +151,10 @@ pub async fn load(
             stream.set_nodelay(true).expect("nodelay");
             let mut buf = vec![0u8; 64 * 1024];
             let mut filled = 0;
+            let mut request = Vec::with_capacity(256);
             while !done.load(Ordering::Relaxed) {
+                request.clear();
+                make(&mut request);
                 if stream.write_all(&request).await.is_err() {
                     errors.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -240,17 +261,30 @@ pub async fn compare(
     rounds: usize,
     each: Duration,
 ) -> Comparison {
+    let (a, b) = ((a.0, fixed(a.1)), (b.0, fixed(b.1)));
+    compare_with(a, b, connections, rounds, each).await
+}
+
+/// [`compare`] with each side's requests made by its [`MakeRequest`].
+pub async fn compare_with(
+    a: (SocketAddr, MakeRequest),
+    b: (SocketAddr, MakeRequest),
+    connections: usize,
+    rounds: usize,
+    each: Duration,
+) -> Comparison {
     // Warm-up, not counted.
+    let warm = Duration::from_millis(300);
     tokio::join!(
-        load(a.0, a.1, connections, Duration::from_millis(300)),
-        load(b.0, b.1, connections, Duration::from_millis(300))
+        load_with(a.0, a.1.clone(), connections, warm),
+        load_with(b.0, b.1.clone(), connections, warm)
     );
     let mut ra = Vec::new();
     let mut rb = Vec::new();
     for _ in 0..rounds {
         let (x, y) = tokio::join!(
-            load(a.0, a.1, connections, each),
-            load(b.0, b.1, connections, each)
+            load_with(a.0, a.1.clone(), connections, each),
+            load_with(b.0, b.1.clone(), connections, each)
         );
         ra.push(x);
         rb.push(y);

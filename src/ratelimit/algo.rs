@@ -1,5 +1,5 @@
-//! The three algorithms, in process. [`lua`](super::lua) holds the same arithmetic as Redis
-//! scripts; both take the same [`Args`] and answer the same [`Raw`] numbers.
+//! The three algorithms, in process. [`lua`](super::lua) holds the same arithmetic as a Redis
+//! script; both take the same numbers ([`Args`]) and answer the same [`Raw`] numbers.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -17,18 +17,9 @@ pub(crate) enum Mode {
     Consume,
     /// Decide without recording anything.
     Peek,
-    /// Undo a `Consume` made with the same arguments (a later policy of the request denied it).
+    /// Undo a `Consume` made with the same arguments (in process: a later policy of the request
+    /// denied it; on every backend: a login whose password was right).
     Refund,
-}
-
-impl Mode {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Consume => "consume",
-            Self::Peek => "peek",
-            Self::Refund => "refund",
-        }
-    }
 }
 
 /// The inputs of one decision, all integers in microseconds.
@@ -40,8 +31,6 @@ pub(crate) struct Args {
     pub(crate) limit: u64,
     pub(crate) cost: u64,
     pub(crate) mode: Mode,
-    /// Unique prefix of this decision's log members (Redis log only).
-    pub(crate) member: String,
 }
 
 impl Args {
@@ -58,7 +47,7 @@ impl Args {
     }
 }
 
-/// The answer of one decision, as the Lua scripts return it.
+/// The answer of one decision, as the Lua script returns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Raw {
     pub(crate) allowed: bool,

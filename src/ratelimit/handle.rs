@@ -1,4 +1,5 @@
 use std::{
+    borrow::Cow,
     hash::{BuildHasher, RandomState},
     net::IpAddr,
     sync::{
@@ -14,9 +15,10 @@ use actix_web::HttpRequest;
 use super::{
     Decision, GetStats, MAX_LIMIT, MAX_WINDOW_SECS, Policy, RateLimitActor, RateLimitConfig,
     RateLimitError, RateLimitStats, Sweep, UserResolver,
-    algo::{Args, MemoryStore, Mode, Raw, Sharded},
+    algo::{MemoryStore, Mode, Raw, Sharded},
+    batch::Coalescer,
     identity::client_ip,
-    lua,
+    lua::{self, Ask},
     policy::FailMode,
 };
 use crate::redis::RedisHandle;
@@ -30,7 +32,6 @@ pub(crate) struct Counters {
     pub(crate) blocked_locally: AtomicU64,
     pub(crate) fallback: AtomicU64,
     pub(crate) fail_closed: AtomicU64,
-    pub(crate) store_errors: AtomicU64,
     /// Decisions per policy name: `[allowed, denied, shadow_denied]`.
     pub(crate) by_policy: std::sync::Mutex<std::collections::HashMap<String, [u64; 3]>>,
 }
@@ -47,7 +48,7 @@ impl Inner {
             blocked_locally: get(&c.blocked_locally),
             fallback_decisions: get(&c.fallback),
             fail_closed: get(&c.fail_closed),
-            store_errors: get(&c.store_errors),
+            store_errors: self.coalescer.as_ref().map_or(0, Coalescer::failed_calls),
             memory_keys: (self.memory.len() + self.fallback.len()) as u64,
             blocked_identities: self.blocked.len() as u64,
         }
@@ -86,14 +87,6 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Which store answered a decision (a refund must go to the same one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Memory,
-    Redis,
-    Fallback,
-}
-
 /// State shared by the handle (hot path) and the actor (sweeping, stats).
 pub(crate) struct Inner {
     pub(crate) config: RateLimitConfig,
@@ -103,8 +96,8 @@ pub(crate) struct Inner {
     /// Storage key → microsecond until which it is denied locally.
     pub(crate) blocked: Sharded<u64>,
     pub(crate) counters: Counters,
-    member_prefix: String,
-    sequence: AtomicU64,
+    /// Batches the decisions made on Redis (present with Redis).
+    coalescer: Option<Coalescer>,
 }
 
 /// Which configured policy: the global one or a route's.
@@ -146,6 +139,16 @@ impl RateLimitHandle {
     /// Starts the limiter's actor on the current actix system; decisions use Redis when given.
     pub fn start(config: RateLimitConfig, redis: Option<RedisHandle>) -> Self {
         let random = RandomState::new().hash_one(std::process::id());
+        // No Redis Cluster connection exists yet: a standalone Redis takes a whole batch in one
+        // call. A cluster connection must set `per_slot` (see `batch`).
+        let coalescer = redis.as_ref().map(|redis| {
+            Coalescer::new(
+                redis.clone(),
+                config.clock.clone(),
+                format!("{random:016x}-"),
+                false,
+            )
+        });
         let inner = Arc::new(Inner {
             config,
             redis,
@@ -153,8 +156,7 @@ impl RateLimitHandle {
             fallback: MemoryStore::new(),
             blocked: Sharded::new(16),
             counters: Counters::default(),
-            member_prefix: format!("{random:016x}-"),
-            sequence: AtomicU64::new(0),
+            coalescer,
         });
         let addr = RateLimitActor::new(inner.clone()).start();
         Self {
@@ -247,13 +249,32 @@ impl RateLimitHandle {
         identity: &str,
         cost: u64,
     ) -> Result<Decision, RateLimitError> {
-        let key = self.key(policy, identity);
-        let args = self.args(policy, cost, Mode::Consume);
-        if let Some(decision) = self.blocked_now(policy, &key, args.now) {
-            return Ok(decision);
-        }
-        let (decision, _) = self.consume(policy, &key, &args).await?;
+        let (decision, _) = self.spend(policy, identity, cost).await?;
         Ok(decision)
+    }
+
+    /// [`check`](Self::check), answering also what was spent (when allowed), for a refund.
+    async fn spend(
+        &self,
+        policy: &Policy,
+        identity: &str,
+        cost: u64,
+    ) -> Result<(Decision, Option<Spent>), RateLimitError> {
+        let key = self.key(policy, identity);
+        let now = self.inner.config.clock.now_us();
+        if let Some(decision) = self.blocked_now(policy, &key, now) {
+            return Ok((decision, None));
+        }
+        let ask = self.ask(policy, key, cost, Mode::Consume);
+        let (now, mut asks, raws, source) = self.decide(&[policy], vec![ask]).await?;
+        let raw = first(policy, &raws)?;
+        let decision = self.record(policy, &asks[0].key, raw, now);
+        let spent = decision.allowed.then(|| Spent {
+            ask: asks.swap_remove(0),
+            now,
+            source,
+        });
+        Ok((decision, spent))
     }
 
     /// Reads whether `identity` could spend `cost` units of `policy` now, spending nothing.
@@ -267,12 +288,13 @@ impl RateLimitHandle {
         cost: u64,
     ) -> Result<Decision, RateLimitError> {
         let key = self.key(policy, identity);
-        let args = self.args(policy, cost, Mode::Peek);
-        if let Some(decision) = self.locally_blocked(policy, &key, args.now) {
+        let now = self.inner.config.clock.now_us();
+        if let Some(decision) = self.locally_blocked(policy, &key, now) {
             return Ok(decision);
         }
-        let (raw, _) = self.run(policy, &key, &args).await?;
-        Ok(Decision::from_raw(raw, policy.limit))
+        let ask = self.ask(policy, key, cost, Mode::Peek);
+        let (_, _, raws, _) = self.decide(&[policy], vec![ask]).await?;
+        Ok(Decision::from_raw(first(policy, &raws)?, policy.limit))
     }
 
     /// Whether a login for `username` from `ip` is currently refused because of earlier failures
@@ -309,19 +331,9 @@ impl RateLimitHandle {
     /// unit back with [`login_refund`](Self::login_refund).
     pub async fn login_attempt(&self, username: &str, ip: IpAddr) -> LoginAttempt {
         let policy = &self.inner.config.login;
-        let key = self.key(policy, &login_identity(username, ip));
-        let args = self.args(policy, 1, Mode::Consume);
-        if let Some(decision) = self.blocked_now(policy, &key, args.now) {
-            return LoginAttempt {
-                decision,
-                spent: None,
-            };
-        }
-        match self.consume(policy, &key, &args).await {
-            Ok((decision, source)) => LoginAttempt {
-                spent: decision.allowed.then_some((key, args, source)),
-                decision,
-            },
+        let identity = login_identity(username, ip);
+        match self.spend(policy, &identity, 1).await {
+            Ok((decision, spent)) => LoginAttempt { decision, spent },
             Err(_) => LoginAttempt {
                 decision: fail_closed_decision(policy),
                 spent: None,
@@ -329,14 +341,24 @@ impl RateLimitHandle {
         }
     }
 
-    /// Gives back the unit a successful (or not-attempted) login spent.
+    /// Gives back the unit a successful (or not-attempted) login spent, in the store that spent
+    /// it: the in-process backend, the fail-open fallback, or Redis (a small script of its own,
+    /// see `lua`). A refund Redis cannot take is logged and dropped: the attempt stays spent.
     pub async fn login_refund(&self, attempt: LoginAttempt) {
-        let Some((key, args, source)) = attempt.spent else {
+        let Some(Spent { ask, now, source }) = attempt.spent else {
             return;
         };
-        if let Err(err) = self.give_back(&key, args, source).await {
-            tracing::warn!(error = %err, "rate-limit: login refund failed");
-        }
+        let store = match (source, &self.inner.redis) {
+            (Source::Redis, Some(redis)) => {
+                if let Err(err) = lua::refund(redis, &ask, now).await {
+                    tracing::warn!(error = %err, "rate-limit: login refund failed");
+                }
+                return;
+            }
+            (Source::Fallback, _) => &self.inner.fallback,
+            _ => &self.inner.memory,
+        };
+        store.decide(&ask.key, &ask.args(now, Mode::Refund));
     }
 
     /// Counters since start, read directly (no actor message): for scrapes and stats streams.
@@ -372,8 +394,9 @@ impl RateLimitHandle {
         }
     }
 
-    /// Runs every policy of a request in order (route first, then global). When one denies,
-    /// units already spent by the earlier ones are given back: a denied request costs nothing.
+    /// Decides every policy of a request in order (route first, then global), all-or-nothing:
+    /// when one denies, nothing the earlier ones would have spent stays spent. On Redis that is
+    /// one script call, shared with the requests arriving at the same time (see `batch`).
     pub(crate) async fn check_request(
         &self,
         ids: &[PolicyId],
@@ -393,90 +416,117 @@ impl RateLimitHandle {
                 });
             }
         }
-        let mut decisions = Vec::with_capacity(ids.len());
-        let mut spent: Vec<(PolicyId, String, Args, Source)> = Vec::new();
+        let policies: Vec<&Policy> = ids.iter().map(|&id| self.policy(id)).collect();
+        let asks = keyed
+            .into_iter()
+            .zip(&policies)
+            .map(|((_, key), policy)| self.ask(policy, key, 1, Mode::Consume))
+            .collect();
+        let (now, asks, raws, _) = self.decide(&policies, asks).await?;
+        let mut decisions = Vec::with_capacity(raws.len());
         let mut denied = None;
-        for (id, key) in keyed {
-            let policy = self.policy(id);
-            let args = self.args(policy, 1, Mode::Consume);
-            match self.consume(policy, &key, &args).await {
-                Ok((decision, source)) => {
-                    if decision.allowed {
-                        spent.push((id, key, args, source));
-                    } else if !policy.shadow {
-                        denied = Some(decisions.len());
-                    }
-                    decisions.push((id, decision));
-                    if denied.is_some() {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    self.refund(spent).await;
-                    return Err(err);
-                }
+        for (i, (raw, ask)) in raws.into_iter().zip(&asks).enumerate() {
+            let policy = policies[i];
+            let decision = self.record(policy, &ask.key, raw, now);
+            decisions.push((ids[i], decision));
+            if !decision.allowed && !policy.shadow {
+                denied = Some(i);
+                break;
             }
-        }
-        if denied.is_some() {
-            self.refund(spent).await;
         }
         Ok(Verdict { decisions, denied })
     }
 
-    async fn refund(&self, spent: Vec<(PolicyId, String, Args, Source)>) {
-        for (id, key, args, source) in spent {
-            if let Err(err) = self.give_back(&key, args, source).await {
-                tracing::warn!(policy = %self.policy(id).name, error = %err, "rate-limit refund failed");
+    /// Decides one request's `asks` (one per policy, in order, all-or-nothing) on Redis when it
+    /// is up, else (or when it fails) in process: on the memory backend, or with the fail-open
+    /// fallback. Answers the time decided at, the asks, the decisions made (stopping at the
+    /// first enforcing denial) and the store that made them.
+    async fn decide(
+        &self,
+        policies: &[&Policy],
+        asks: Vec<Ask>,
+    ) -> Result<(u64, Vec<Ask>, Vec<Raw>, Source), RateLimitError> {
+        let (Some(redis), Some(coalescer)) = (&self.inner.redis, &self.inner.coalescer) else {
+            let now = self.inner.config.clock.now_us();
+            let raws = self.decide_locally(&self.inner.memory, policies, &asks, now, false)?;
+            return Ok((now, asks, raws, Source::Memory));
+        };
+        let asks = if redis.is_up() {
+            match coalescer.decide(asks).await {
+                Ok(answer) => return Ok((answer.now, answer.asks, answer.raws, Source::Redis)),
+                // The flush was dropped with its runtime: nothing left to decide with.
+                Err(asks) if asks.is_empty() => {
+                    return Err(RateLimitError::Unavailable {
+                        policy: policies.first().map(|p| p.name.clone()).unwrap_or_default(),
+                    });
+                }
+                Err(asks) => asks,
             }
-        }
+        } else {
+            asks
+        };
+        let now = self.inner.config.clock.now_us();
+        let raws = self.decide_locally(&self.inner.fallback, policies, &asks, now, true)?;
+        Ok((now, asks, raws, Source::Fallback))
     }
 
-    /// Refunds what `args` spent on `key`, in the store that spent it.
-    async fn give_back(
+    /// Decides `asks` in order on an in-process store; when an enforcing policy denies, the
+    /// units the earlier ones spent are given back. As the fallback for Redis (`fallback`), a
+    /// fail-closed policy refuses instead.
+    fn decide_locally(
         &self,
-        key: &str,
-        mut args: Args,
-        source: Source,
-    ) -> Result<(), crate::redis::RedisError> {
-        args.mode = Mode::Refund;
-        match (source, &self.inner.redis) {
-            (Source::Redis, Some(redis)) => lua::decide(redis, key, &args).await.map(|_| ()),
-            (Source::Fallback, _) => {
-                self.inner.fallback.decide(key, &args);
-                Ok(())
+        store: &MemoryStore,
+        policies: &[&Policy],
+        asks: &[Ask],
+        now: u64,
+        fallback: bool,
+    ) -> Result<Vec<Raw>, RateLimitError> {
+        let mut raws = Vec::with_capacity(asks.len());
+        let mut spent = Vec::new();
+        for (policy, ask) in policies.iter().zip(asks) {
+            if fallback && policy.fail_mode == FailMode::Closed {
+                refund(store, &spent, now);
+                bump(&self.inner.counters.fail_closed);
+                return Err(RateLimitError::Unavailable {
+                    policy: policy.name.clone(),
+                });
             }
-            _ => {
-                self.inner.memory.decide(key, &args);
-                Ok(())
+            if fallback {
+                bump(&self.inner.counters.fallback);
+            }
+            let raw = store.decide(&ask.key, &ask.args(now, ask.mode));
+            raws.push(raw);
+            if raw.allowed && ask.mode == Mode::Consume {
+                spent.push(ask);
+            } else if !raw.allowed && !policy.shadow {
+                refund(store, &spent, now);
+                break;
             }
         }
+        Ok(raws)
     }
 
     fn key(&self, policy: &Policy, identity: &str) -> String {
-        // The algorithm is part of the key: switching it never meets the other one's data type.
+        // The identity is the hash tag: every key of one request (one per policy) lands on one
+        // cluster slot, so one script call can decide them all. The algorithm is part of the
+        // key: switching it never meets the other one's data type.
         [
             self.inner.config.key_prefix.as_str(),
-            "rl:",
+            "rl:{",
+            &hash_tag(identity),
+            "}:",
             policy.algorithm.name(),
             ":",
             &policy.name,
-            ":",
-            identity,
         ]
         .concat()
     }
 
-    fn args(&self, policy: &Policy, cost: u64, mode: Mode) -> Args {
-        let member = if self.inner.redis.is_some() && mode == Mode::Consume {
-            let n = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
-            format!("{}{n:x}", self.inner.member_prefix)
-        } else {
-            String::new()
-        };
+    fn ask(&self, policy: &Policy, key: String, cost: u64, mode: Mode) -> Ask {
         let limit = policy.limit.clamp(1, MAX_LIMIT);
-        Args {
+        Ask {
+            key,
             algorithm: policy.algorithm,
-            now: self.inner.config.clock.now_us(),
             // Bounded like parsed specs, whatever a caller put in the public fields, so the
             // arithmetic on epoch microseconds cannot overflow (nor divide by zero).
             window: policy
@@ -485,8 +535,8 @@ impl RateLimitHandle {
             limit,
             // More than the limit is denied either way; bounding it bounds the script's loops.
             cost: cost.clamp(1, limit + 1),
+            shadow: policy.shadow,
             mode,
-            member,
         }
     }
 
@@ -521,13 +571,9 @@ impl RateLimitHandle {
         })
     }
 
-    async fn consume(
-        &self,
-        policy: &Policy,
-        key: &str,
-        args: &Args,
-    ) -> Result<(Decision, Source), RateLimitError> {
-        let (raw, source) = self.run(policy, key, args).await?;
+    /// The decision `raw` of a spending check, counted; an enforcing denial blocks `key` locally
+    /// until its retry-after.
+    fn record(&self, policy: &Policy, key: &str, raw: Raw, now: u64) -> Decision {
         let decision = Decision::from_raw(raw, policy.limit);
         let counters = &self.inner.counters;
         if decision.allowed {
@@ -539,45 +585,51 @@ impl RateLimitHandle {
         } else {
             bump(&counters.denied);
             counters.count(&policy.name, 1);
-            let until = args.now + u64::try_from(decision.retry_after.as_micros()).unwrap_or(0);
+            let until = now + u64::try_from(decision.retry_after.as_micros()).unwrap_or(0);
             self.inner.blocked.with(key, |map| {
                 map.insert(key.to_owned(), until);
             });
         }
-        Ok((decision, source))
+        decision
     }
+}
 
-    async fn run(
-        &self,
-        policy: &Policy,
-        key: &str,
-        args: &Args,
-    ) -> Result<(Raw, Source), RateLimitError> {
-        let Some(redis) = &self.inner.redis else {
-            return Ok((self.inner.memory.decide(key, args), Source::Memory));
-        };
-        if redis.is_up() {
-            match lua::decide(redis, key, args).await {
-                Ok(raw) => return Ok((raw, Source::Redis)),
-                Err(err) => {
-                    bump(&self.inner.counters.store_errors);
-                    tracing::warn!(policy = %policy.name, error = %err, "rate-limit decision failed on redis");
-                }
-            }
-        }
-        match policy.fail_mode {
-            FailMode::Closed => {
-                bump(&self.inner.counters.fail_closed);
-                Err(RateLimitError::Unavailable {
-                    policy: policy.name.clone(),
-                })
-            }
-            _ => {
-                bump(&self.inner.counters.fallback);
-                Ok((self.inner.fallback.decide(key, args), Source::Fallback))
-            }
+/// Gives back what `spent` took from `store` (a later policy of the request denied it).
+fn refund(store: &MemoryStore, spent: &[&Ask], now: u64) {
+    for ask in spent {
+        store.decide(&ask.key, &ask.args(now, Mode::Refund));
+    }
+}
+
+/// The first decision of a request: there is always one (only later policies can be skipped).
+fn first(policy: &Policy, raws: &[Raw]) -> Result<Raw, RateLimitError> {
+    raws.first()
+        .copied()
+        .ok_or_else(|| RateLimitError::Unavailable {
+            policy: policy.name.clone(),
+        })
+}
+
+/// The identity as a Redis hash tag: `{`, `}` and `%` percent-escaped (so the tag is the whole
+/// identity, and distinct identities stay distinct), and never empty (`%`), since an empty tag
+/// would make Redis hash the whole key and scatter one request's keys over several slots.
+fn hash_tag(identity: &str) -> Cow<'_, str> {
+    if identity.is_empty() {
+        return Cow::Borrowed("%");
+    }
+    if !identity.contains(['{', '}', '%']) {
+        return Cow::Borrowed(identity);
+    }
+    let mut tag = String::with_capacity(identity.len() + 8);
+    for c in identity.chars() {
+        match c {
+            '{' => tag.push_str("%7B"),
+            '}' => tag.push_str("%7D"),
+            '%' => tag.push_str("%25"),
+            c => tag.push(c),
         }
     }
+    Cow::Owned(tag)
 }
 
 /// A login attempt spent by [`RateLimitHandle::login_attempt`].
@@ -585,7 +637,24 @@ impl RateLimitHandle {
 pub struct LoginAttempt {
     /// Whether the attempt may go on to verify the password.
     pub decision: Decision,
-    spent: Option<(String, Args, Source)>,
+    spent: Option<Spent>,
+}
+
+/// Which store made a decision, so that a refund goes back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Memory,
+    Redis,
+    Fallback,
+}
+
+/// What an allowed decision spent: its ask, the time it was decided at (a log refund removes
+/// the entries stamped with it) and where.
+#[derive(Debug)]
+struct Spent {
+    ask: Ask,
+    now: u64,
+    source: Source,
 }
 
 /// Longest username kept as it is in a login key; longer ones are replaced by their SHA-1, so

@@ -1,11 +1,24 @@
-//! The Redis side: one Lua script per algorithm, the same arithmetic as [`algo`](super::algo).
+//! The Redis side: one Lua script deciding many requests at once, with the same arithmetic as
+//! [`algo`](super::algo).
 //!
-//! Each decision is one `EVALSHA` (redis-rs reloads the script on `NOSCRIPT`), atomic on the
-//! server, so concurrent requests from any number of instances see each other exactly.
-//! Time is the caller's: `now` arrives as an argument (see the [module docs](super) for why).
-//! Every script answers `{allowed, remaining, reset_us, retry_us}`. Numbers that must stay exact
-//! (epoch microseconds, ~1.7e15) travel as strings and are written back with `%.0f`, never with
-//! Lua's default 14-digit formatting.
+//! A call (`EVALSHA`, redis-rs reloads the script on `NOSCRIPT`) carries the decisions of several
+//! requests ([`Ask`]s grouped per request, see [`batch`](super::batch)). The script decides them
+//! one request after the other, atomically on the server, so concurrent requests from any number
+//! of instances see each other exactly, as with one call per decision. A request's decisions
+//! (its route policy, then the global one) are all-or-nothing: each is decided on the state left
+//! by the earlier ones, and when an enforcing policy denies, nothing the request's earlier
+//! decisions would have spent is written: a denied request costs nothing and needs no refund.
+//!
+//! Cost on the server: one `EVALSHA` per call whatever its size, one `MGET` for every GCRA key of
+//! the call, then one `SET ... PX` per GCRA identity admitted (the sliding log and counter keep
+//! their sorted set and hash, a few commands per decision). Time is the caller's: `now` arrives
+//! as an argument (see the [module docs](super) for why). Numbers that must stay exact (epoch
+//! microseconds, ~1.7e15) travel as strings and are written back with `%.0f`, never with Lua's
+//! default 14-digit formatting.
+//!
+//! The script consumes or peeks; it never refunds (a denied request writes nothing). The one
+//! refund there is, a successful login giving back the attempt it spent before its password was
+//! verified, is a small single-key script of its own ([`refund`]).
 
 use std::sync::LazyLock;
 
@@ -13,180 +26,406 @@ use redis::Script;
 
 use super::{
     Algorithm,
-    algo::{Args, Raw},
+    algo::{Args, Mode, Raw},
 };
 use crate::redis::{RedisError, RedisHandle};
 
-/// Sliding-window log in a sorted set: score = time, member = unique per unit.
-/// ARGV: now, window, limit, cost, mode, member prefix, cutoff (now - window), ttl ms.
-const SLIDING_LOG: &str = r"
-local key = KEYS[1]
+/// ARGV: now, member prefix, number of policies P, then P policies of 7 values (algorithm
+/// 0 log / 1 counter / 2 GCRA, window, limit, shadow 0/1, and three per algorithm: log: cutoff,
+/// ttl ms; counter: fixed-window index, elapsed, ttl ms; GCRA: emission interval), then one
+/// number per decision, `((cost * 256 + policy index) * 2 + more)`, negative to peek, where
+/// `more` is 1 when the next decision belongs to the same request (one `tonumber` per decision:
+/// on the 2-core bench machine each costs ~0.4 µs of Redis CPU).
+/// KEYS: one per decision, in the same order. Answers 4 integers per decision: allowed (1, 0, or
+/// -1 when not decided because an earlier policy of its request denied), remaining, reset_us,
+/// retry_us.
+const DECIDE: &str = r"
 local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local mode = ARGV[5]
-local member = ARGV[6]
-if mode == 'refund' then
-  for i = 1, cost do redis.call('ZREM', key, member .. ':' .. i) end
-  return {1, 0, 0, 0}
+local prefix = ARGV[2]
+local pol = {}
+local a = 4
+local any_gcra = false
+for i = 1, tonumber(ARGV[3]) do
+  pol[i] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3] == '1',
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]}
+  if pol[i][1] == 2 then any_gcra = true end
+  a = a + 7
 end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[7])
-local count = redis.call('ZCARD', key)
-local function expires_in(i)
-  local r = redis.call('ZRANGE', key, i, i, 'WITHSCORES')
-  if r[2] == nil then return window end
-  return tonumber(r[2]) + window - now
-end
-if count + cost <= limit then
-  if mode == 'consume' then
-    for i = 1, cost do redis.call('ZADD', key, ARGV[1], member .. ':' .. i) end
-    redis.call('PEXPIRE', key, ARGV[8])
-    count = count + cost
+local stored = {}
+if any_gcra then stored = redis.call('MGET', unpack(KEYS)) end
+-- GCRA: the arrival time each key holds after the requests decided so far (written at the end).
+local tat = {}
+-- A request's pending writes (applied when no enforcing policy denies it), in reused arrays:
+-- kind (0 log, 1 counter, 2 GCRA), key, and up to four values.
+local wk, wkey, w1, w2, w3, w4 = {}, {}, {}, {}, {}, {}
+local nw = 0
+
+local function log(key, p, cost, consume, k)
+  local window, limit = p[2], p[3]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', p[5])
+  local count = redis.call('ZCARD', key)
+  local function expires_in(i)
+    local r = redis.call('ZRANGE', key, i, i, 'WITHSCORES')
+    if r[2] == nil then return window end
+    return tonumber(r[2]) + window - now
   end
+  if count + cost <= limit then
+    if consume then
+      count = count + cost
+      nw = nw + 1
+      wk[nw], wkey[nw], w1[nw], w2[nw], w3[nw] = 0, key, cost, k, p[6]
+    end
+    local reset = 0
+    if count > 0 then reset = expires_in(0) end
+    return 1, limit - count, reset, 0
+  end
+  local retry = window
+  if cost <= limit then retry = expires_in(count + cost - limit - 1) end
   local reset = 0
   if count > 0 then reset = expires_in(0) end
-  return {1, limit - count, reset, 0}
+  return 0, math.max(limit - count, 0), reset, retry
 end
-local retry = window
-if cost <= limit then retry = expires_in(count + cost - limit - 1) end
-local reset = 0
-if count > 0 then reset = expires_in(0) end
-return {0, math.max(limit - count, 0), reset, retry}
+
+local function counter(key, p, cost, consume)
+  local window, limit = p[2], p[3]
+  local idx, elapsed = tonumber(p[5]), tonumber(p[6])
+  local s = redis.call('HMGET', key, 'i', 'p', 'c')
+  local sidx = tonumber(s[1]) or idx
+  local prev = tonumber(s[2]) or 0
+  local cur = tonumber(s[3]) or 0
+  if sidx < idx then
+    if sidx + 1 == idx then prev = cur else prev = 0 end
+    cur = 0
+  end
+  local estimate = prev * ((window - elapsed) / window) + cur
+  local reset = window - elapsed
+  if estimate + cost <= limit then
+    if consume then
+      cur = cur + cost
+      estimate = estimate + cost
+      nw = nw + 1
+      wk[nw], wkey[nw], w1[nw], w2[nw], w3[nw], w4[nw] = 1, key, math.max(idx, sidx), prev, cur, p[7]
+    end
+    return 1, math.max(math.floor(limit - estimate), 0), reset, 0
+  end
+  local retry = window
+  if cost <= limit then
+    local avail = limit - cost - cur
+    if avail >= 0 then
+      retry = math.max(math.ceil(window - avail * window / prev) - elapsed, 1)
+    else
+      retry = reset + math.max(math.ceil(window - (limit - cost) * window / cur), 0)
+    end
+  end
+  return 0, math.max(math.floor(limit - estimate), 0), reset, retry
+end
+
+local function gcra(key, k, p, cost, consume)
+  local window, t = p[2], tonumber(p[5])
+  local step = t * cost
+  local last = tat[key]
+  if last == nil then last = tonumber(stored[k]) or false end
+  local start = math.max(last or now, now)
+  local new_tat = start + step
+  if new_tat <= now + window then
+    local used = start
+    if consume then
+      used = new_tat
+      nw = nw + 1
+      wk[nw], wkey[nw], w1[nw] = 2, key, new_tat
+    end
+    return 1, math.floor((now + window - used) / t), used - now, 0
+  end
+  local retry = window
+  if step <= window then retry = new_tat - window - now end
+  return 0, math.floor(math.max(now + window - start, 0) / t), start - now, retry
+end
+
+local out = {}
+local o = 0
+local k = 0
+local nargs = #ARGV
+while a <= nargs do
+  nw = 0
+  local denied = false
+  local more = 1
+  while more == 1 do
+    k = k + 1
+    local code = tonumber(ARGV[a])
+    a = a + 1
+    local consume = code > 0
+    if not consume then code = -code end
+    more = code % 2
+    code = (code - more) / 2
+    local p = pol[code % 256]
+    local cost = (code - code % 256) / 256
+    if denied then
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4] = -1, 0, 0, 0
+    else
+      local key = KEYS[k]
+      local ok, remaining, reset, retry
+      if p[1] == 2 then
+        ok, remaining, reset, retry = gcra(key, k, p, cost, consume)
+      elseif p[1] == 1 then
+        ok, remaining, reset, retry = counter(key, p, cost, consume)
+      else
+        ok, remaining, reset, retry = log(key, p, cost, consume, k)
+      end
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4] = ok, remaining, reset, retry
+      if ok == 0 and not p[4] then denied = true end
+    end
+    o = o + 4
+  end
+  if not denied then
+    for i = 1, nw do
+      local key, kind = wkey[i], wk[i]
+      if kind == 2 then
+        tat[key] = w1[i]
+      elseif kind == 1 then
+        redis.call('HSET', key, 'i', string.format('%.0f', w1[i]),
+          'p', string.format('%.0f', w2[i]), 'c', string.format('%.0f', w3[i]))
+        redis.call('PEXPIRE', key, w4[i])
+      else
+        for j = 1, w1[i] do redis.call('ZADD', key, ARGV[1], prefix .. w2[i] .. ':' .. j) end
+        redis.call('PEXPIRE', key, w3[i])
+      end
+    end
+  end
+end
+-- Redis 7 passes integral Lua numbers to commands as exact integers (17 digits): no formatting.
+for key, v in pairs(tat) do
+  redis.call('SET', key, v, 'PX', math.ceil((v - now) / 1000))
+end
+return out
 ";
 
-/// Sliding-window counter in a hash: `i` fixed-window index, `p` previous count, `c` current.
-/// ARGV: now, window, limit, cost, mode, index (now / window), elapsed (now % window), ttl ms.
-const SLIDING_COUNTER: &str = r"
-local key = KEYS[1]
-local window = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local mode = ARGV[5]
-local idx = tonumber(ARGV[6])
-local elapsed = tonumber(ARGV[7])
-local s = redis.call('HMGET', key, 'i', 'p', 'c')
-local sidx = tonumber(s[1]) or idx
-local prev = tonumber(s[2]) or 0
-local cur = tonumber(s[3]) or 0
-if mode == 'refund' then
-  if sidx == idx then
-    redis.call('HSET', key, 'c', string.format('%.0f', math.max(cur - cost, 0)))
-  elseif sidx == idx + 1 then
-    redis.call('HSET', key, 'p', string.format('%.0f', math.max(prev - cost, 0)))
-  end
-  return {1, 0, 0, 0}
-end
-if sidx < idx then
-  if sidx + 1 == idx then prev = cur else prev = 0 end
-  cur = 0
-end
-local estimate = prev * ((window - elapsed) / window) + cur
-local reset = window - elapsed
-if estimate + cost <= limit then
-  if mode == 'consume' then
-    cur = cur + cost
-    estimate = estimate + cost
-    redis.call('HSET', key, 'i', string.format('%.0f', math.max(idx, sidx)),
-      'p', string.format('%.0f', prev), 'c', string.format('%.0f', cur))
-    redis.call('PEXPIRE', key, ARGV[8])
-  end
-  return {1, math.max(math.floor(limit - estimate), 0), reset, 0}
-end
-local retry = window
-if cost <= limit then
-  local avail = limit - cost - cur
-  if avail >= 0 then
-    retry = math.max(math.ceil(window - avail * window / prev) - elapsed, 1)
-  else
-    retry = reset + math.max(math.ceil(window - (limit - cost) * window / cur), 0)
-  end
-end
-return {0, math.max(math.floor(limit - estimate), 0), reset, retry}
-";
+static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DECIDE));
 
-/// GCRA in a string: the theoretical arrival time.
-/// ARGV: now, window, limit, cost, mode, emission interval.
-const GCRA: &str = r"
+/// Gives back what one `Consume` decision spent on one key (a login whose password was right),
+/// the inverse of [`DECIDE`]'s write for that algorithm. A separate script, not a third mode of
+/// [`DECIDE`]: a refund is rare (one per successful login) and needs no batching, so the hot
+/// path stays as benchmarked.
+/// ARGV: algorithm (0 log / 1 counter / 2 GCRA), `now` of the consume, cost, and per algorithm:
+/// GCRA: emission interval; counter: the consume's fixed-window index.
+/// The log removes `cost` members scored `now` (members with one score are interchangeable: the
+/// count and the expiry only read scores). Nothing is written to a key that has gone: a refund
+/// never makes a key without a TTL. Answers 1.
+const REFUND: &str = r"
 local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local cost = tonumber(ARGV[4])
-local mode = ARGV[5]
-local t = tonumber(ARGV[6])
-local step = t * cost
-local stored = tonumber(redis.call('GET', key))
-if mode == 'refund' then
+local kind = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+if kind == 2 then
+  local stored = tonumber(redis.call('GET', key))
   if stored then
-    local back = stored - step
+    local back = stored - tonumber(ARGV[4]) * cost
     if back > now then
-      redis.call('SET', key, string.format('%.0f', back), 'PX', string.format('%.0f', math.ceil((back - now) / 1000)))
+      redis.call('SET', key, back, 'PX', math.ceil((back - now) / 1000))
     else
       redis.call('DEL', key)
     end
   end
-  return {1, 0, 0, 0}
-end
-local tat = math.max(stored or now, now)
-local new_tat = tat + step
-if new_tat <= now + window then
-  local used = tat
-  if mode == 'consume' then
-    used = new_tat
-    redis.call('SET', key, string.format('%.0f', new_tat), 'PX', string.format('%.0f', math.ceil((new_tat - now) / 1000)))
+elseif kind == 1 then
+  local s = redis.call('HMGET', key, 'i', 'p', 'c')
+  local sidx = tonumber(s[1])
+  local idx = tonumber(ARGV[4])
+  if sidx == idx then
+    redis.call('HSET', key, 'c', string.format('%.0f', math.max((tonumber(s[3]) or 0) - cost, 0)))
+  elseif sidx == idx + 1 then
+    redis.call('HSET', key, 'p', string.format('%.0f', math.max((tonumber(s[2]) or 0) - cost, 0)))
   end
-  return {1, math.floor((now + window - used) / t), used - now, 0}
+else
+  local members = redis.call('ZRANGEBYSCORE', key, ARGV[2], ARGV[2], 'LIMIT', 0, cost)
+  if #members > 0 then redis.call('ZREM', key, unpack(members)) end
 end
-local retry = window
-if step <= window then retry = new_tat - window - now end
-return {0, math.floor(math.max(now + window - tat, 0) / t), tat - now, retry}
+return 1
 ";
 
-static SCRIPTS: LazyLock<[Script; 3]> = LazyLock::new(|| {
-    [
-        Script::new(SLIDING_LOG),
-        Script::new(SLIDING_COUNTER),
-        Script::new(GCRA),
-    ]
-});
+static REFUND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND));
+
+/// Decisions per script call at most: bounds the script's work and the `MGET`'s arguments.
+pub(crate) const MAX_DECISIONS: usize = 256;
+/// Distinct policies per script call at most (a decision's policy index takes 8 bits).
+pub(crate) const MAX_POLICIES: usize = 255;
+
+/// One decision of a request, as the script takes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Ask {
+    /// The storage key (the identity is its hash tag).
+    pub(crate) key: String,
+    pub(crate) algorithm: Algorithm,
+    /// Window in microseconds.
+    pub(crate) window: u64,
+    pub(crate) limit: u64,
+    pub(crate) cost: u64,
+    /// A shadow policy's denial does not stop the request.
+    pub(crate) shadow: bool,
+    /// Spend when allowed (`Consume`) or only look (`Peek`).
+    pub(crate) mode: Mode,
+}
+
+/// What the script needs of a decision's policy: two asks with the same share one entry.
+pub(crate) type PolicyArgs = (Algorithm, u64, u64, bool);
+
+impl Ask {
+    /// The policy as the script sees it.
+    pub(crate) fn policy(&self) -> PolicyArgs {
+        (self.algorithm, self.window, self.limit, self.shadow)
+    }
+
+    /// This decision's inputs at `now`, for the in-process stores and the per-algorithm numbers.
+    pub(crate) fn args(&self, now: u64, mode: Mode) -> Args {
+        Args {
+            algorithm: self.algorithm,
+            now,
+            window: self.window,
+            limit: self.limit,
+            cost: self.cost,
+            mode,
+        }
+    }
+}
 
 fn ttl_ms(us: u64) -> u64 {
     us.div_ceil(1000).max(1)
 }
 
-/// Runs one decision on Redis: exactly one `EVALSHA` (plus a `SCRIPT LOAD` after a restart).
-pub(crate) async fn decide(redis: &RedisHandle, key: &str, a: &Args) -> Result<Raw, RedisError> {
-    let (script, extra): (&Script, [u64; 3]) = match a.algorithm {
-        Algorithm::SlidingCounter => (
-            &SCRIPTS[1],
-            [a.now / a.window, a.now % a.window, ttl_ms(a.counter_ttl())],
-        ),
-        Algorithm::Gcra => (&SCRIPTS[2], [a.interval(), 0, 0]),
-        _ => (
-            &SCRIPTS[0],
-            [0, a.now.saturating_sub(a.window), ttl_ms(a.window)],
-        ),
-    };
-    let mut invocation = script.key(key);
-    invocation
-        .arg(a.now)
-        .arg(a.window)
-        .arg(a.limit)
-        .arg(a.cost)
-        .arg(a.mode.as_str());
-    match a.algorithm {
-        Algorithm::SlidingCounter | Algorithm::Gcra => {
-            invocation.arg(extra[0]).arg(extra[1]).arg(extra[2]);
-        }
-        _ => {
-            invocation.arg(&a.member).arg(extra[1]).arg(extra[2]);
+/// Decides `requests` (each a list of [`Ask`]s, all-or-nothing) at `now` in one script call.
+/// Answers, per request, the decisions made in order; a request's list stops at the first
+/// enforcing denial.
+pub(crate) async fn decide<'a>(
+    redis: &RedisHandle,
+    now: u64,
+    member_prefix: &str,
+    requests: impl Iterator<Item = &'a [Ask]> + Clone,
+) -> Result<Vec<Vec<Raw>>, RedisError> {
+    let mut policies: Vec<&Ask> = Vec::new();
+    let mut index = Vec::new();
+    for ask in requests.clone().flatten() {
+        let i = match policies.iter().position(|p| p.policy() == ask.policy()) {
+            Some(i) => i,
+            None => {
+                policies.push(ask);
+                policies.len() - 1
+            }
+        };
+        index.push(i + 1);
+    }
+    let mut invocation = SCRIPT.prepare_invoke();
+    invocation.arg(now).arg(member_prefix).arg(policies.len());
+    for p in &policies {
+        let a = p.args(now, Mode::Consume);
+        let extra = match p.algorithm {
+            Algorithm::SlidingCounter => [now / a.window, now % a.window, ttl_ms(a.counter_ttl())],
+            Algorithm::Gcra => [a.interval(), 0, 0],
+            _ => [now.saturating_sub(a.window), ttl_ms(a.window), 0],
+        };
+        let code = match p.algorithm {
+            Algorithm::SlidingCounter => 1,
+            Algorithm::Gcra => 2,
+            _ => 0,
+        };
+        invocation
+            .arg(code)
+            .arg(a.window)
+            .arg(a.limit)
+            .arg(u8::from(p.shadow))
+            .arg(extra[0])
+            .arg(extra[1])
+            .arg(extra[2]);
+    }
+    let mut index = index.into_iter();
+    let mut decisions = 0;
+    for request in requests.clone() {
+        for (j, ask) in request.iter().enumerate() {
+            invocation.key(&ask.key);
+            let more = i64::from(j + 1 < request.len());
+            // cost <= MAX_LIMIT + 1 and index < 256: far inside Lua's exact integers.
+            let cost = i64::try_from(ask.cost).unwrap_or(i64::MAX);
+            let code = (cost * 256 + index.next().unwrap_or(1) as i64) * 2 + more;
+            invocation.arg(if ask.mode == Mode::Peek { -code } else { code });
+            decisions += 1;
         }
     }
     let reply: Vec<i64> = redis.invoke(&invocation).await?;
-    Raw::from_reply(&reply).ok_or_else(|| {
-        RedisError::Command(redis::RedisError::from((
-            redis::ErrorKind::Client,
-            "unexpected rate-limit script reply",
-        )))
-    })
+    if reply.len() != decisions * 4 {
+        return Err(unexpected());
+    }
+    let mut chunks = reply.chunks_exact(4);
+    let mut out = Vec::new();
+    for request in requests {
+        let mut raws = Vec::with_capacity(request.len());
+        for _ in request {
+            let chunk = chunks.next().ok_or_else(unexpected)?;
+            if chunk[0] >= 0 {
+                raws.push(Raw::from_reply(chunk).ok_or_else(unexpected)?);
+            }
+        }
+        out.push(raws);
+    }
+    Ok(out)
+}
+
+/// Gives back on Redis what `ask` spent at `now` (see [`REFUND`]).
+pub(crate) async fn refund(redis: &RedisHandle, ask: &Ask, now: u64) -> Result<(), RedisError> {
+    let a = ask.args(now, Mode::Refund);
+    let (code, extra) = match ask.algorithm {
+        Algorithm::SlidingCounter => (1, now / a.window),
+        Algorithm::Gcra => (2, a.interval()),
+        _ => (0, 0),
+    };
+    let mut invocation = REFUND_SCRIPT.prepare_invoke();
+    invocation
+        .key(&ask.key)
+        .arg(code)
+        .arg(now)
+        .arg(a.cost)
+        .arg(extra);
+    let _: i64 = redis.invoke(&invocation).await?;
+    Ok(())
+}
+
+fn unexpected() -> RedisError {
+    RedisError::Command(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "unexpected rate-limit script reply",
+    )))
+}
+
+/// The Redis Cluster slot of `key`, computed as Redis does: CRC16 (XMODEM) of the hash tag (the
+/// text between the first `{` and the next `}`, when not empty), else of the whole key, modulo
+/// 16384.
+pub(crate) fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| {
+            let rest = &bytes[open + 1..];
+            let close = rest.iter().position(|b| *b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(bytes);
+    crc16::State::<crc16::XMODEM>::calculate(tagged) % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot;
+
+    /// The slots Redis's `CLUSTER KEYSLOT` documentation gives, and its hash-tag rules.
+    #[test]
+    fn slots_match_redis() {
+        assert_eq!(slot("somekey"), 11058);
+        assert_eq!(slot("foo{hash_tag}"), 2515);
+        assert_eq!(slot("bar{hash_tag}"), 2515);
+        assert_eq!(slot("123456789"), 12739);
+        // An empty tag hashes the whole key; only the first `{...}` counts.
+        assert_eq!(slot("{}abc"), slot_of_whole("{}abc"));
+        assert_eq!(slot("a{b}{c}"), slot("b"));
+    }
+
+    fn slot_of_whole(key: &str) -> u16 {
+        crc16::State::<crc16::XMODEM>::calculate(key.as_bytes()) % 16384
+    }
 }

@@ -1,43 +1,57 @@
-//! Rate limiting: exact across instances, one Redis round trip per decision (none while a
-//! client is blocked), standard headers, and still working when Redis does not.
+//! Rate limiting: exact across instances, at most one Redis round trip per request, shared with
+//! the requests arriving at the same time (none while a client is blocked), standard headers,
+//! and still working when Redis does not.
 //!
-//! - **Algorithms**, per policy: sliding-window log (exact; the default), sliding-window counter
-//!   (O(1) memory), GCRA (smooth). Each answers a [`Decision`]: allowed, limit, remaining, reset
-//!   and retry-after. Denials spend nothing; a weighted `cost` and a side-effect-free
-//!   [`peek`](RateLimitHandle::peek) are supported.
-//! - **Backends**: with Redis each decision is one atomic Lua script (`EVALSHA`, reloaded on
-//!   `NOSCRIPT`); without it the same arithmetic runs in process. Log members are unique
-//!   (per-process random prefix + counter), a log never holds more than `limit` members, and every
-//!   key expires within its window, except the counter's, which lives until the end of the next
-//!   fixed window because its count still weighs there (at most two windows).
+//! - **Algorithms**, per policy: GCRA (smooth, one number per identity; the default of request
+//!   policies, [`DEFAULT_REQUEST_ALGORITHM`]), sliding-window log (exact, one entry per admitted
+//!   unit; the login limiter's and [`Policy::new`]'s), sliding-window counter (O(1) memory).
+//!   Each answers a [`Decision`]: allowed, limit, remaining, reset and retry-after. Denials
+//!   spend nothing; a weighted `cost` and a side-effect-free [`peek`](RateLimitHandle::peek) are
+//!   supported.
+//! - **Backends**: with Redis, decisions are made by one atomic Lua script; the decisions that
+//!   arrive together (one turn of a worker's event loop) share one call (`EVALSHA`, reloaded on
+//!   `NOSCRIPT`), see `batch`. Without Redis the same arithmetic runs in process. Keys are
+//!   `rl:{identity}:algorithm:policy`: the identity is the hash tag, so a request's keys share
+//!   a cluster slot. Log members are unique (per-process random prefix + call counter), a log
+//!   never holds more than `limit` members, and every key expires within its window, except the
+//!   counter's, which lives until the end of the next fixed window because its count still
+//!   weighs there (at most two windows). No units are reserved ahead (no leases): an instance
+//!   never holds quota another could use, so no algorithm admits fewer than its limit.
 //! - **Time** is the caller's [`Clock`], passed to Redis as a script argument rather than read
 //!   with `TIME` inside the script. Both backends thus behave identically and tests drive time
 //!   with a [`ManualClock`] on either. The price: instances sharing a Redis must have synchronised
 //!   clocks (NTP); a skew of *s* shifts windows by *s* for requests landing on the skewed instance.
 //! - **Policies** ([`RateLimitConfig`]): a global one (100 / 60 s per identity) and per-route ones
 //!   from `--rate-limit` / `RATE_LIMITS`; `shadow` policies decide and count but never reject.
-//!   When a request matches both, the route policy is decided first; if a later policy denies,
-//!   units already spent are refunded, so a denied request costs nothing anywhere.
+//!   When a request matches both, the route policy is decided first, then the global one, in
+//!   the same script call; when one denies, the other's units are not spent (in process: given
+//!   back), so a denied request costs nothing anywhere.
 //! - **Identity**: the verified user from a pluggable [`UserResolver`], else the client IP,
 //!   with `X-Forwarded-For`/`Forwarded` believed only from `--trusted-proxies` ([`client_ip`]).
 //! - **Redis down**: `fail_open` (default) decides with an in-process fallback limiter (same
 //!   policy, per instance); `fail_closed` answers 503 with `Retry-After`. Both are counted in
 //!   [`RateLimitStats`].
-//! - **Login**: [`RateLimitHandle::login_blocked`] and
-//!   [`record_login_failure`](RateLimitHandle::record_login_failure) limit failed logins to 5 per
-//!   (username, client IP) per 15 minutes, for the auth routes to call.
+//! - **Login**: [`RateLimitHandle::login_attempt`] spends one of 5 attempts per (username,
+//!   client IP) per 15 minutes (a sliding log) before the password is verified, and
+//!   [`login_refund`](RateLimitHandle::login_refund) gives it back when the password was right,
+//!   in the store that spent it (on Redis a small refund script outside the batched one, see
+//!   `lua`). [`login_blocked`](RateLimitHandle::login_blocked) and
+//!   [`record_login_failure`](RateLimitHandle::record_login_failure) remain for embedders who
+//!   peek first and spend after a failure.
 //!
 //! # Where the work happens
 //! Decisions run in the caller's task, not in the actor's mailbox. A message per request to an
 //! actor on another thread costs about a third of a trivial request's throughput on a 2-core
-//! machine, which alone would break the target of 0.60 (allowed) and 0.90 (blocked) of an
-//! unlimited route (`benches/ratelimit.rs`). The [`RateLimitActor`] owns the state the handle
-//! works on (memory backend, fallback limiter, the local "blocked until" map, counters), sweeps
-//! it, and answers for the counters. A client inside a retry-after it was given is denied from
-//! that local map with zero Redis commands.
+//! machine, which alone would break the target of 0.70 of an unlimited route
+//! (`benches/ratelimit.rs`). The Redis calls are made by a flush task spawned on the caller's
+//! own runtime thread, one per batch. The [`RateLimitActor`] owns the state the handle works on
+//! (memory backend, fallback limiter, the local "blocked until" map, counters), sweeps it, and
+//! answers for the counters. A client inside a retry-after it was given is denied from that
+//! local map with zero Redis commands.
 
 mod actor;
 mod algo;
+mod batch;
 mod clock;
 mod error;
 mod handle;
@@ -59,6 +73,7 @@ pub(crate) use middleware::EXEMPT;
 pub use middleware::{RateLimit, RateLimitMiddleware};
 pub use policy::{
     Algorithm, DEFAULT_EXPENSIVE_LIMIT, DEFAULT_EXPENSIVE_WINDOW_SECS, DEFAULT_GLOBAL_LIMIT,
-    DEFAULT_GLOBAL_WINDOW_SECS, DEFAULT_LOGIN_LIMIT, DEFAULT_LOGIN_WINDOW_SECS, FailMode, IpNet,
-    MAX_LIMIT, MAX_WINDOW_SECS, Policy, RateLimitConfig, RoutePolicy,
+    DEFAULT_GLOBAL_WINDOW_SECS, DEFAULT_LOGIN_LIMIT, DEFAULT_LOGIN_WINDOW_SECS,
+    DEFAULT_REQUEST_ALGORITHM, FailMode, IpNet, MAX_LIMIT, MAX_WINDOW_SECS, Policy,
+    RateLimitConfig, RoutePolicy,
 };

@@ -23,6 +23,10 @@ pub const DEFAULT_PUBLISH_WINDOW_SECS: u64 = 60;
 pub const DEFAULT_LOGIN_LIMIT: u64 = 5;
 /// Window of the login-failure limiter, in seconds (15 minutes).
 pub const DEFAULT_LOGIN_WINDOW_SECS: u64 = 15 * 60;
+/// The algorithm of request policies (the shipped ones, and specs without `algorithm=`): GCRA,
+/// one small value per identity, so that limiting every request stays cheap in Redis. The login
+/// limiter and [`Policy::new`] keep the sliding log ([`Algorithm::default`]).
+pub const DEFAULT_REQUEST_ALGORITHM: Algorithm = Algorithm::Gcra;
 /// Largest accepted window (one week): keeps every timestamp well inside Lua's exact integers.
 pub const MAX_WINDOW_SECS: u64 = 7 * 24 * 3600;
 /// Largest accepted limit per window.
@@ -242,11 +246,14 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
-            global: Some(Policy::new(
-                "default",
-                DEFAULT_GLOBAL_LIMIT,
-                Duration::from_secs(DEFAULT_GLOBAL_WINDOW_SECS),
-            )),
+            global: Some(
+                Policy::new(
+                    "default",
+                    DEFAULT_GLOBAL_LIMIT,
+                    Duration::from_secs(DEFAULT_GLOBAL_WINDOW_SECS),
+                )
+                .with_algorithm(DEFAULT_REQUEST_ALGORITHM),
+            ),
             routes: vec![
                 RoutePolicy::new(
                     Method::POST,
@@ -255,7 +262,8 @@ impl Default for RateLimitConfig {
                         "POST /expensive-operation",
                         DEFAULT_EXPENSIVE_LIMIT,
                         Duration::from_secs(DEFAULT_EXPENSIVE_WINDOW_SECS),
-                    ),
+                    )
+                    .with_algorithm(DEFAULT_REQUEST_ALGORITHM),
                 ),
                 RoutePolicy::new(
                     Method::POST,
@@ -264,7 +272,8 @@ impl Default for RateLimitConfig {
                         "POST /events/{channel}",
                         DEFAULT_PUBLISH_LIMIT,
                         Duration::from_secs(DEFAULT_PUBLISH_WINDOW_SECS),
-                    ),
+                    )
+                    .with_algorithm(DEFAULT_REQUEST_ALGORITHM),
                 ),
             ],
             login: Policy::new(
@@ -363,7 +372,7 @@ impl RateLimitConfig {
             .filter(|n| (1..=MAX_LIMIT).contains(n))
             .ok_or_else(|| format!("count {count:?} must be an integer in 1..={MAX_LIMIT}"))?;
         let window = parse_window(window.trim())?;
-        let mut policy = Policy::new(name, limit, window);
+        let mut policy = Policy::new(name, limit, window).with_algorithm(DEFAULT_REQUEST_ALGORITHM);
         for option in parts {
             match option.split_once('=') {
                 Some(("algorithm", value)) => {
@@ -498,6 +507,25 @@ mod tests {
         assert!(config.trusted_proxies[1].contains("::1".parse().unwrap()));
         let off = RateLimitConfig::parse(&["default=off"], &[] as &[&str]).unwrap();
         assert!(off.global.is_none());
+    }
+
+    /// Request policies default to GCRA (the shipped ones and specs without `algorithm=`); the
+    /// login limiter stays a sliding log, and `Policy::new` too.
+    #[test]
+    fn request_policies_default_to_gcra() {
+        let config = RateLimitConfig::default();
+        assert_eq!(config.global.unwrap().algorithm, Algorithm::Gcra);
+        assert_eq!(config.routes[0].policy.algorithm, Algorithm::Gcra);
+        // The built-in publish policy (issue 16) too.
+        assert_eq!(config.routes[1].policy.name, "POST /events/{channel}");
+        assert_eq!(config.routes[1].policy.algorithm, Algorithm::Gcra);
+        assert_eq!(config.login.algorithm, Algorithm::SlidingLog);
+        let parsed = RateLimitConfig::parse(&["default=5/1m", "GET /x=1/1s"], &[] as &[&str]);
+        let parsed = parsed.unwrap();
+        assert_eq!(parsed.global.unwrap().algorithm, Algorithm::Gcra);
+        assert_eq!(parsed.routes[1].policy.algorithm, Algorithm::Gcra);
+        let policy = Policy::new("p", 1, Duration::from_secs(1));
+        assert_eq!(policy.algorithm, Algorithm::SlidingLog);
     }
 
     /// Bad specs and CIDRs are rejected with one line naming the option.
