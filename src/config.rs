@@ -240,6 +240,9 @@ pub struct ServeArgs {
     /// `Retry-After` (each argon2 hash in flight holds 19 MiB).
     #[arg(long, env = "HASH_QUEUE", default_value_t = crate::auth::DEFAULT_HASH_QUEUE, value_name = "N")]
     pub hash_queue: usize,
+    /// Live sessions one user may hold; a login beyond revokes the user's oldest sessions.
+    #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = crate::auth::DEFAULT_MAX_SESSIONS_PER_USER, value_name = "N")]
+    pub max_sessions_per_user: usize,
     /// IPv6 clients are rate-limited by their first this-many bits (0 to 128): one subscriber
     /// usually holds a whole /64.
     #[arg(long, env = "IPV6_PREFIX", default_value_t = crate::ratelimit::DEFAULT_IPV6_PREFIX, value_name = "BITS")]
@@ -298,6 +301,7 @@ impl Default for ServeArgs {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             cache_max_value_bytes: DEFAULT_CACHE_MAX_VALUE_BYTES,
             hash_queue: crate::auth::DEFAULT_HASH_QUEUE,
+            max_sessions_per_user: crate::auth::DEFAULT_MAX_SESSIONS_PER_USER,
             ipv6_prefix: crate::ratelimit::DEFAULT_IPV6_PREFIX,
             events_max_replay: DEFAULT_EVENTS_MAX_REPLAY,
             sse_max_connections: DEFAULT_SSE_MAX_CONNECTIONS,
@@ -460,6 +464,10 @@ impl Config {
             ("--max-event-bytes/MAX_EVENT_BYTES", args.max_event_bytes),
             ("--hash-queue/HASH_QUEUE", args.hash_queue),
             (
+                "--max-sessions-per-user/MAX_SESSIONS_PER_USER",
+                args.max_sessions_per_user,
+            ),
+            (
                 "--sse-max-connections/SSE_MAX_CONNECTIONS",
                 args.sse_max_connections,
             ),
@@ -603,6 +611,7 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
     auth.audience.clone_from(&args.token_issuer);
     auth.key_prefix.clone_from(&args.key_prefix);
     auth.hash_queue = args.hash_queue;
+    auth.max_sessions_per_user = args.max_sessions_per_user;
     auth.secure_cookie = args.secure_cookie;
     Ok(auth)
 }

@@ -871,7 +871,52 @@ async fn secure_cookie_behind_proxy(backend: Backend) {
     }
 }
 
+/// A user holds at most `max_sessions_per_user` live sessions: with 3, five logins (a second
+/// apart) leave the three newest listed, the two oldest revoked (their refresh tokens refused),
+/// and the newest still refreshes.
+async fn sessions_per_user_are_capped(backend: Backend) {
+    let clock = Arc::new(ManualClock::new());
+    let mut config = with_test_secret(backend.config());
+    config.auth.clock = clock.clone();
+    config.auth.max_sessions_per_user = 3;
+    let services = services(&config);
+    wait_in_sync(&services).await;
+    let app = common::app(&services).await;
+    let mut pairs = vec![register_and_login(&app, "alice").await];
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(1));
+        pairs.push(login(&app, "alice", "correct horse").await);
+    }
+    let sid = |access: &str| payload_of(access)["sid"].as_str().unwrap().to_owned();
+    let list = call(
+        &app,
+        test::TestRequest::get()
+            .uri("/auth/sessions")
+            .insert_header(bearer(&pairs[4].0)),
+    )
+    .await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let listed: Vec<String> = list.json()["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sid"].as_str().unwrap().to_owned())
+        .collect();
+    let newest: Vec<String> = pairs[2..].iter().map(|(access, _)| sid(access)).collect();
+    assert_eq!(listed, newest);
+    let refresh = |token: &str| {
+        test::TestRequest::post()
+            .uri("/auth/refresh")
+            .set_json(json!({ "refresh_token": token }))
+    };
+    for (_, old) in &pairs[..2] {
+        call(&app, refresh(old)).await.problem(401);
+    }
+    assert_eq!(call(&app, refresh(&pairs[4].1)).await.status, 200);
+}
+
 backend_suite!(
+    sessions_per_user_are_capped,
     secure_cookie_behind_proxy,
     cookie_posts_need_same_origin,
     register_rules,

@@ -23,6 +23,8 @@ pub const DEFAULT_ISSUER: &str = "redkit";
 /// Logins and registrations hashing or waiting to hash at once; more are refused with a 503
 /// (each argon2 hash in flight holds 19 MiB and tens of milliseconds of CPU).
 pub const DEFAULT_HASH_QUEUE: usize = 8;
+/// Live sessions one user may hold; a login beyond revokes the oldest.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 /// Longest username a login is checked for, in bytes (registration allows 32 characters of
 /// ASCII): a longer one is refused before any limiter, store or hash sees it.
 pub const MAX_LOGIN_USERNAME_BYTES: usize = 32;
@@ -164,6 +166,9 @@ pub struct AuthConfig {
     /// Always mark the access cookie `Secure` (behind a TLS-terminating proxy that does not
     /// say `X-Forwarded-Proto: https`); otherwise only requests seen as HTTPS get it.
     pub secure_cookie: bool,
+    /// Live sessions one user may hold (at least 1): a login beyond it revokes the user's oldest
+    /// sessions, so that logging in again and again cannot grow the store without bound.
+    pub max_sessions_per_user: usize,
 }
 
 impl AuthConfig {
@@ -180,6 +185,7 @@ impl AuthConfig {
             clock: Arc::new(SystemClock),
             hash_queue: DEFAULT_HASH_QUEUE,
             secure_cookie: false,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
         }
     }
 }

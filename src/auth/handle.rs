@@ -91,6 +91,8 @@ struct Inner {
     /// Bounds the argon2 work in flight or queued (see [`AuthConfig::hash_queue`]).
     hashing: Arc<tokio::sync::Semaphore>,
     secure_cookie: bool,
+    /// [`AuthConfig::max_sessions_per_user`], at least 1.
+    max_sessions: usize,
 }
 
 impl std::fmt::Debug for AuthHandle {
@@ -166,6 +168,7 @@ impl AuthHandle {
                 redis: redis.map(|(h, _)| h.clone()),
                 hashing: Arc::new(tokio::sync::Semaphore::new(config.hash_queue.max(1))),
                 secure_cookie: config.secure_cookie,
+                max_sessions: config.max_sessions_per_user.max(1),
             }),
         })
     }
@@ -309,7 +312,28 @@ impl AuthHandle {
             refresh_jti,
         };
         self.inner.store.create(&session, t).await?;
+        self.trim_sessions(user.id, t).await?;
         Ok(pair)
+    }
+
+    /// Revokes `user`'s oldest sessions beyond [`AuthConfig::max_sessions_per_user`]: one more
+    /// read per login (logins already cost an argon2 hash), and the store stays bounded however
+    /// often one account logs in.
+    async fn trim_sessions(&self, user: UserId, t: Times) -> Result<(), AuthError> {
+        let max = self.inner.max_sessions;
+        let live = self.inner.store.list(user, t.now_ms).await?;
+        let excess = live.len().saturating_sub(max);
+        // `list` answers oldest first.
+        for old in &live[..excess] {
+            self.inner
+                .store
+                .revoke_session(user, &old.sid, None, t, &self.inner.view)
+                .await?;
+        }
+        if excess > 0 {
+            tracing::info!(user = %user, revoked = excess, "auth: oldest sessions revoked (per-user cap)");
+        }
+        Ok(())
     }
 
     /// Spends `refresh_token` and answers a new pair. A spent token revokes its session.
