@@ -36,6 +36,9 @@ pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Default graceful-shutdown deadline for in-flight requests, in seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// Default write timeout, in seconds: how long a connection's sent data may stay unacknowledged
+/// (a peer that stopped reading) before the connection is closed.
+pub const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 60;
 /// Default number of events kept per channel's history.
 pub const DEFAULT_EVENTS_HISTORY_LEN: usize = 1000;
 /// Default TTL of a channel's history after its last publish, in seconds (one day).
@@ -172,6 +175,11 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish on SIGINT/SIGTERM.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS, value_name = "SECS")]
     pub shutdown_timeout: u64,
+    /// Seconds a connection's sent data may stay unacknowledged (a client that stopped reading,
+    /// such as a stalled SSE subscriber) before the connection is closed; 0 turns it off.
+    /// Linux only (`TCP_USER_TIMEOUT`); ignored elsewhere.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = DEFAULT_WRITE_TIMEOUT_SECS, value_name = "SECS")]
+    pub write_timeout: u64,
     /// A rate-limit policy: `default=100/60s`, `default=off` or `METHOD PATH=COUNT/WINDOW`, with
     /// optional `,algorithm=log|counter|gcra`, `,shadow`, `,fail_closed`. Repeatable; the env var
     /// separates specs with `;`.
@@ -285,6 +293,7 @@ impl Default for ServeArgs {
             redis_connect_timeout_ms: DEFAULT_REDIS_CONNECT_TIMEOUT_MS,
             body_limit: DEFAULT_BODY_LIMIT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT_SECS,
             rate_limit: Vec::new(),
             trusted_proxies: Vec::new(),
             secret_key: None,
@@ -359,6 +368,9 @@ pub struct Config {
     pub body_limit: usize,
     /// Graceful-shutdown deadline.
     pub shutdown_timeout: Duration,
+    /// Longest a connection's sent data may stay unacknowledged before the connection is closed
+    /// (`None`: no limit). Applied by [`run`](crate::server::run) on Linux (`TCP_USER_TIMEOUT`).
+    pub write_timeout: Option<Duration>,
     /// Rate-limit policies, trusted proxies and clock.
     pub rate_limit: crate::ratelimit::RateLimitConfig,
     /// Users, tokens and sessions.
@@ -536,6 +548,8 @@ impl Config {
             cache_max_value_bytes: args.cache_max_value_bytes,
             body_limit: args.body_limit,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+            write_timeout: (args.write_timeout > 0)
+                .then(|| Duration::from_secs(args.write_timeout)),
             rate_limit,
             auth,
             events,
@@ -644,6 +658,12 @@ mod tests {
         assert!(config.redis.is_none());
         assert_eq!(config.database, DatabaseLocation::File("redkit.db".into()));
         assert_eq!(config.cache.l1_max_bytes(), DEFAULT_L1_MAX_BYTES);
+        assert_eq!(config.write_timeout, Some(Duration::from_secs(60)));
+        let off = ServeArgs {
+            write_timeout: 0,
+            ..ServeArgs::default()
+        };
+        assert_eq!(Config::from_args(&off).unwrap().write_timeout, None);
     }
 
     /// `ServeArgs::default()` agrees with what clap builds from an empty command line.

@@ -104,9 +104,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let services = services.clone();
         move || app(services.clone())
     };
+    let write_timeout = config.write_timeout;
     let server = HttpServer::new(factory)
         .workers(config.workers)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
+        // Before `listen`: the callback is captured when the listener is added.
+        .on_connect(move |io, _| set_write_timeout(io, write_timeout))
         .listen(listener)
         .map_err(|source| StartError::Bind {
             addr: config.bind,
@@ -133,6 +136,33 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     drop(services);
     Ok(())
 }
+
+/// Bounds how long a connection's sent data may stay unacknowledged: `TCP_USER_TIMEOUT`.
+///
+/// actix-http has no write timeout, and stops polling a response body while the socket cannot
+/// be written, so a client that never reads (an SSE subscriber, a slow download) would hold its
+/// connection, dispatcher and buffers forever. With this option the kernel closes the socket once
+/// sent data stays unacknowledged, or the peer advertises a zero window, for longer than
+/// `timeout`; the dispatcher then sees the error and drops the response (for SSE: the stream,
+/// its hub registration and its connection slot). SSE heartbeats keep data pending, so a stalled
+/// subscriber is cut within about one heartbeat plus `timeout` once its buffers are full.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_write_timeout(io: &dyn std::any::Any, timeout: Option<std::time::Duration>) {
+    let Some(timeout) = timeout else {
+        return;
+    };
+    let Some(stream) = io.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT on a connection");
+    }
+}
+
+/// Other platforms have no `TCP_USER_TIMEOUT`: the write timeout is not applied (documented for
+/// `--write-timeout`).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_write_timeout(_io: &dyn std::any::Any, _timeout: Option<std::time::Duration>) {}
 
 /// Resolves on SIGINT or SIGTERM (the signals actix-web's server stops on).
 async fn shutdown_signal() {

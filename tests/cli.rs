@@ -84,6 +84,7 @@ fn help_documents_every_option_and_variable() {
         ("--events-queue", "EVENTS_QUEUE"),
         ("--events-heartbeat-ms", "EVENTS_HEARTBEAT_MS"),
         ("--events-retry-ms", "EVENTS_RETRY_MS"),
+        ("--write-timeout", "WRITE_TIMEOUT"),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
         // The secret's value is hidden: `[env: SECRET_KEY]`, no `=`.
@@ -195,6 +196,165 @@ fn log_lines_carry_the_request_id() {
     assert_eq!(event["request_id"], "trace-me-42", "{event}");
     assert_eq!(event["status"], 200);
     assert_eq!(event["route"], "/products/{id}");
+}
+
+/// A client that subscribes to SSE and never reads is cut by the write timeout: once its socket
+/// buffers are full, the server's kernel gives up on the unacknowledged data after
+/// `WRITE_TIMEOUT`, and the connection, its stream and its SSE slot are released. Without the
+/// timeout the stalled reader holds all three forever (the response body is no longer polled
+/// while the socket cannot be written, so no queue limit or heartbeat can notice).
+#[test]
+fn stalled_sse_reader_is_cut_by_the_write_timeout() {
+    const EVENTS: usize = 120;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port, _lines) = serve(
+        &dir,
+        &[
+            ("WRITE_TIMEOUT", "1"),
+            ("EVENTS_HEARTBEAT_MS", "100"),
+            // Larger than the events published: the hub never cuts the client as a slow
+            // consumer, so only the write timeout can end its stream.
+            ("EVENTS_QUEUE", "1000"),
+            ("SSE_MAX_PER_IP", "1"),
+            ("RATE_LIMITS", "default=off;POST /events/{channel}=off"),
+        ],
+    );
+    let (status, body) = request(
+        port,
+        "POST",
+        "/auth/register",
+        "",
+        r#"{"username":"pub","email":"pub@example.com","password":"correct horse"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = request(
+        port,
+        "POST",
+        "/auth/login",
+        "",
+        r#"{"username":"pub","password":"correct horse"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let login: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let auth = format!(
+        "Authorization: Bearer {}\r\n",
+        login["access_token"].as_str().unwrap()
+    );
+
+    // The stalled reader: a tiny receive window, one request, never a read.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut stalled = std::net::TcpStream::from(socket);
+    std::io::Write::write_all(
+        &mut stalled,
+        b"GET /events/stall HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let clients = |port| events_stats(port)["clients"].as_u64().unwrap();
+    assert!(
+        poll_until(Duration::from_secs(10), || clients(port) == 1),
+        "the subscriber never registered"
+    );
+    // It holds this address's only SSE slot.
+    assert_eq!(subscribe_status(port, "/events/stall"), 429);
+
+    // ~7 MiB of events: far more than the socket buffers on both ends hold.
+    let event = format!("\"{}\"", "x".repeat(60_000));
+    for _ in 0..EVENTS {
+        let (status, body) = request(port, "POST", "/events/stall", &auth, &event);
+        assert_eq!(status, 202, "{body}");
+    }
+    let cut = poll_until(Duration::from_secs(30), || clients(port) == 0);
+    let stats = events_stats(port);
+    // The slot left with the connection: the address may subscribe again.
+    let reopened = if cut {
+        subscribe_status(port, "/events/stall")
+    } else {
+        0
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(cut, "the stalled reader is still connected: {stats}");
+    assert_eq!(stats["clients"], 0, "{stats}");
+    assert_eq!(stats["published"], EVENTS as u64, "{stats}");
+    assert_eq!(stats["deliveries"], EVENTS as u64, "{stats}");
+    assert_eq!(stats["slow_consumers"], 0, "not cut by the queue: {stats}");
+    assert_eq!(reopened, 200);
+    drop(stalled);
+}
+
+/// Opens `GET path` (an SSE subscription), reads the response head only and answers its status.
+fn subscribe_status(port: u16, path: &str) -> u16 {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = std::io::Read::read(&mut stream, &mut byte).unwrap();
+        assert_eq!(n, 1, "the connection closed before the response head");
+        head.push(byte[0]);
+    }
+    status_of(&String::from_utf8_lossy(&head))
+}
+
+/// The `events` counters of `GET /stats`.
+fn events_stats(port: u16) -> serde_json::Value {
+    let (status, body) = request(port, "GET", "/stats", "", "");
+    assert_eq!(status, 200, "{body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    stats["events"].clone()
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; answers whether it held.
+fn poll_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One request over a fresh connection with a JSON `body` and `extra` header lines; answers the
+/// status and the body.
+fn request(port: u16, method: &str, path: &str, extra: &str, body: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    (status_of(&response), body)
+}
+
+/// The status code of a raw response.
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
 }
 
 /// Starts the binary on a free port with JSON logs, a database in `dir` and `env`; waits until it
