@@ -50,9 +50,9 @@ pub mod users;
 pub use actor::UsersActor;
 pub use bridge::{EventsBridge, user_resolver};
 pub use config::{
-    ACCESS_COOKIE, AuthConfig, Clock, DEFAULT_ACCESS_TTL_SECS, DEFAULT_HASH_QUEUE, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_ISSUER,
-    DEFAULT_LEEWAY_SECS, DEFAULT_REFRESH_TTL_SECS, MAX_LEEWAY_SECS, MAX_LOGIN_USERNAME_BYTES,
-    MIN_SECRET_LEN, ManualClock, SecretKey, SystemClock,
+    ACCESS_COOKIE, AuthConfig, Clock, DEFAULT_ACCESS_TTL_SECS, DEFAULT_HASH_QUEUE, DEFAULT_ISSUER,
+    DEFAULT_LEEWAY_SECS, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_REFRESH_TTL_SECS, MAX_LEEWAY_SECS,
+    MAX_LOGIN_USERNAME_BYTES, MIN_SECRET_LEN, ManualClock, SecretKey, SystemClock,
 };
 pub use error::{AuthError, RejectReason};
 pub use extractor::{AuthUser, OptionalAuthUser};
