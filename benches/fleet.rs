@@ -25,7 +25,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_web::HttpServer;
 use common::RedisServer;
 use redkit::{Config, cache::CacheHandle, config::RedisSettings, http::Services};
 use support::{Load, load};
@@ -62,18 +61,8 @@ fn serve_all(redis_url: String) -> Fleet {
             common::feed_ready(&b).await;
             let product = a.catalog.get(1).await.unwrap().unwrap();
             let product = bytes::Bytes::from(serde_json::to_vec(&product).unwrap());
-            macro_rules! serve {
-                ($factory:expr) => {{
-                    let server = HttpServer::new($factory)
-                        .workers(1)
-                        .bind("127.0.0.1:0")
-                        .unwrap();
-                    let addr = server.addrs()[0];
-                    actix_web::rt::spawn(server.run());
-                    addr
-                }};
-            }
-            let serve_app = |s: Services| serve!(move || redkit::http::app(s.clone()));
+            let serve_app =
+                |s: Services| support::serve_one_worker!(move || redkit::http::app(s.clone()));
             let (addr_a, addr_b) = (serve_app(a.clone()), serve_app(b.clone()));
             let base = support::serve_product_baseline(product.clone());
             tx.send(Fleet {

@@ -18,7 +18,7 @@ mod support;
 
 use std::{net::SocketAddr, time::Duration};
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, web};
 use common::RedisServer;
 use redkit::{Config, config::RedisSettings, http::Services};
 use support::{Comparison, compare, load};
@@ -67,34 +67,22 @@ fn serve_all(redis_url: String) -> Addrs {
                 .await
                 .unwrap();
 
-            // One single-worker server per app, on a free loopback port.
-            macro_rules! serve {
-                ($factory:expr) => {{
-                    let server = HttpServer::new($factory)
-                        .workers(1)
-                        .bind("127.0.0.1:0")
-                        .unwrap();
-                    let addr = server.addrs()[0];
-                    actix_web::rt::spawn(server.run());
-                    addr
-                }};
-            }
             // `REDKIT_BENCH_MIDDLEWARE=none|frame|ratelimit` serves the L1 route with only that
             // middleware of the complete app (a breakdown of the ratio); unset, the complete
             // `redkit::http::app`.
             let s = with_l1.clone();
             let l1 = match std::env::var("REDKIT_BENCH_MIDDLEWARE").as_deref() {
-                Ok("none") => serve!(move || {
+                Ok("none") => support::serve_one_worker!(move || {
                     let s = s.clone();
                     App::new().configure(move |cfg| s.configure(cfg))
                 }),
-                Ok("frame") => serve!(move || {
+                Ok("frame") => support::serve_one_worker!(move || {
                     let s = s.clone();
                     App::new()
                         .configure(move |cfg| s.configure(cfg))
                         .wrap(redkit::http::Frame)
                 }),
-                Ok("ratelimit") => serve!(move || {
+                Ok("ratelimit") => support::serve_one_worker!(move || {
                     let s = s.clone();
                     let limiter = s.ratelimit.middleware();
                     App::new()
@@ -102,17 +90,17 @@ fn serve_all(redis_url: String) -> Addrs {
                         .wrap(limiter)
                 }),
                 Ok(other) => panic!("REDKIT_BENCH_MIDDLEWARE={other}: none, frame or ratelimit"),
-                Err(_) => serve!(move || redkit::http::app(s.clone())),
+                Err(_) => support::serve_one_worker!(move || redkit::http::app(s.clone())),
             };
             let l2 = {
                 let s = without_l1.clone();
-                serve!(move || redkit::http::app(s.clone()))
+                support::serve_one_worker!(move || redkit::http::app(s.clone()))
             };
             let l1_base = support::serve_product_baseline(product.clone());
             let l2_base = {
                 let client = redis::Client::open(redis_url.as_str()).unwrap();
                 let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
-                serve!(move || {
+                support::serve_one_worker!(move || {
                     let conn = conn.clone();
                     App::new().route(
                         "/cache/{key}",

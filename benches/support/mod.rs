@@ -16,13 +16,30 @@ use tokio::{
     net::TcpStream,
 };
 
+/// Serves the app `$factory` builds with one worker on a free loopback port, spawned on the
+/// current actix system; answers its address.
+#[allow(unused_macros)]
+macro_rules! serve_one_worker {
+    ($factory:expr) => {{
+        let server = actix_web::HttpServer::new($factory)
+            .workers(1)
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.addrs()[0];
+        actix_web::rt::spawn(server.run());
+        addr
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use serve_one_worker;
+
 /// Serves the minimal handler redkit's L1 hit is measured against: `GET /products/{id}`
 /// answering `body` with the same headers as redkit's answer, request id included (same length;
 /// its value differs per request there). One worker on a free loopback port; call inside an
 /// actix system.
 pub fn serve_product_baseline(body: bytes::Bytes) -> SocketAddr {
-    use actix_web::{App, HttpResponse, HttpServer, web};
-    let server = HttpServer::new(move || {
+    use actix_web::{App, HttpResponse, web};
+    serve_one_worker!(move || {
         let body = body.clone();
         App::new().route(
             "/products/{id}",
@@ -38,12 +55,6 @@ pub fn serve_product_baseline(body: bytes::Bytes) -> SocketAddr {
             }),
         )
     })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = server.addrs()[0];
-    actix_web::rt::spawn(server.run());
-    addr
 }
 
 /// What a load run measured.
