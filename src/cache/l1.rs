@@ -103,6 +103,12 @@ pub(crate) struct L1 {
 /// Per key, the writers waiting for the feed to report a change of it.
 type EchoWaiters = HashMap<String, Vec<oneshot::Sender<()>>>;
 
+/// Echo-waiter entries kept before the abandoned ones are swept. A write whose echo never comes
+/// (it failed, or a fill found the key already set) leaves a closed sender behind once its writer
+/// stops waiting; without the sweep, a healthy feed over many distinct keys would grow the map
+/// for ever.
+const ECHO_SWEEP_AT: usize = 1024;
+
 /// The epoch of a key's stripe, taken before reading the value a [`L1::fill`] will insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ticket {
@@ -262,7 +268,15 @@ impl L1 {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        self.with_echoes(|e| e.entry(key.to_owned()).or_default().push(tx))?;
+        self.with_echoes(|e| {
+            if e.len() >= ECHO_SWEEP_AT {
+                e.retain(|_, senders| {
+                    senders.retain(|s| !s.is_closed());
+                    !senders.is_empty()
+                });
+            }
+            e.entry(key.to_owned()).or_default().push(tx);
+        })?;
         Some(rx)
     }
 
@@ -556,6 +570,22 @@ mod tests {
                 .echo("k")
                 .is_none()
         );
+    }
+
+    /// Echoes that never come (failed writes, refused fills) do not pile up: once their
+    /// writers stop waiting, the entries are swept, and waiting writers keep theirs.
+    #[test]
+    fn abandoned_echo_waiters_are_swept() {
+        let l1 = l1().fed();
+        l1.set_live(true);
+        let mut kept = l1.echo("kept").unwrap();
+        for i in 0..5 * ECHO_SWEEP_AT {
+            drop(l1.echo(&format!("k{i}")).unwrap());
+        }
+        let waiting = l1.with_echoes(|e| e.len()).unwrap();
+        assert!(waiting <= ECHO_SWEEP_AT, "{waiting} entries");
+        l1.invalidate_reported("kept");
+        assert_eq!(kept.try_recv(), Err(oneshot::error::TryRecvError::Closed));
     }
 
     #[test]
