@@ -807,3 +807,39 @@ fn bad_specs_stop_startup() {
     let err = Config::from_args(&args).unwrap_err().to_string();
     assert!(err.contains("--trusted-proxies"), "{err}");
 }
+
+/// One limiter serves every worker, so a batch's flush can be spawned on a runtime that shuts
+/// down before the flush first runs (a worker restarting): that must not freeze the limiter. On
+/// the old code the batch stayed "scheduled" and every later request waited for ever.
+#[actix_web::test]
+async fn a_dropped_flush_does_not_freeze_the_limiter() {
+    let backend = Backend::redis();
+    let (config, _clock) = setup(
+        &backend,
+        &route_only("POST /expensive-operation=100/60s"),
+        &[],
+    );
+    let services = services(&config);
+    let app = app(&services).await;
+    assert_eq!(call(&app, post("10.0.9.1")).await.status, 200);
+    let limiter = services.ratelimit.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let policy = limiter.config().routes[0].policy.clone();
+            // Polled once: the check joins a batch and spawns its flush on this runtime, which
+            // is dropped before the flush runs.
+            assert!(
+                futures_util::FutureExt::now_or_never(limiter.check(&policy, "ip:10.0.9.2", 1))
+                    .is_none()
+            );
+        });
+    })
+    .join()
+    .unwrap();
+    let later = tokio::time::timeout(Duration::from_secs(5), call(&app, post("10.0.9.1"))).await;
+    assert_eq!(later.expect("the limiter froze").status, 200);
+}

@@ -104,7 +104,7 @@ impl Coalescer {
         };
         if start {
             // A task of its own: a caller dropped mid-wait (client gone) cannot strand the others.
-            tokio::spawn(flush(self.0.clone()));
+            tokio::spawn(flush(Claim(Some(self.0.clone()))));
         }
         answer.await.unwrap_or_else(|_| Err(Vec::new()))
     }
@@ -115,12 +115,34 @@ impl Coalescer {
     }
 }
 
-async fn flush(shared: Arc<Shared>) {
-    let pending = {
-        let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.scheduled = false;
-        std::mem::take(&mut open.pending)
-    };
+/// The right to take the open batch, held by a flush task from its spawning. One handle serves
+/// every worker, so a flush may be spawned on a runtime that shuts down (a worker restarting)
+/// before the task first runs: dropped unpolled, the claim gives every pending request its asks
+/// back (each falls back as when Redis fails) and reopens batching. Without it `scheduled` would
+/// stay set, and every later request on every worker would wait for a flush that never comes.
+struct Claim(Option<Arc<Shared>>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            for pending in take_batch(&shared) {
+                let _ = pending.reply.send(Err(pending.asks));
+            }
+        }
+    }
+}
+
+/// Takes the open batch and lets the next request schedule a new flush.
+fn take_batch(shared: &Shared) -> Vec<Pending> {
+    let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
+    open.scheduled = false;
+    std::mem::take(&mut open.pending)
+}
+
+async fn flush(mut claim: Claim) {
+    // unwrap: a claim is made with its `Shared` and emptied only here or on drop.
+    let shared = claim.0.take().expect("an unused claim");
+    let pending = take_batch(&shared);
     let now = shared.clock.now_us();
     let groups = if shared.per_slot {
         by_slot(pending)
