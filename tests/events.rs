@@ -727,6 +727,14 @@ async fn sse_connections_are_capped(backend: Backend) {
     let _second = app.sse("/events/b", &[]).await.opened().await;
     let third = app.sse("/events/c", &[]).await;
     assert_eq!(third.status, 429);
+    // `/stats/stream` is an endless stream too: it counts against the same places.
+    let stats = app.sse("/stats/stream", &[]).await;
+    assert_eq!(stats.status, 429);
+    assert!(
+        stats.pending.contains("too-many-streams"),
+        "{}",
+        stats.pending
+    );
     assert!(
         third.pending.contains("too-many-streams"),
         "{}",

@@ -116,6 +116,23 @@ async fn publish(
     Ok(HttpResponse::Accepted().json(Published { id: id.to_string() }))
 }
 
+/// The address an SSE stream's connection slot is counted under: the client as the rate limiter
+/// sees it (trusted proxies, IPv6 grouped by its prefix), or without a limiter the peer, IPv6
+/// grouped by the default /64 (one host holds a whole /64: per address, the cap would bind
+/// nobody).
+pub(crate) fn stream_client(
+    req: &HttpRequest,
+    limiter: Option<&crate::ratelimit::RateLimitHandle>,
+) -> Option<std::net::IpAddr> {
+    match limiter {
+        Some(l) => crate::ratelimit::client_ip(req, &l.config().trusted_proxies)
+            .map(|ip| crate::ratelimit::client_group(ip, l.config().ipv6_prefix)),
+        None => req
+            .peer_addr()
+            .map(|a| crate::ratelimit::client_group(a.ip(), crate::ratelimit::DEFAULT_IPV6_PREFIX)),
+    }
+}
+
 /// `GET /events/{channel}` → `text/event-stream`.
 ///
 /// Subscribes to a channel: events as Server-Sent Events (`id`, `event`, JSON `data`), with
@@ -148,13 +165,7 @@ async fn subscribe(
     channel: web::Path<String>,
     query: web::Query<SubscribeQuery>,
 ) -> Result<HttpResponse, EventsError> {
-    // The client's address as the rate limiter sees it (trusted proxies, IPv6 by prefix).
-    let ip = match &limiter {
-        Some(l) => crate::ratelimit::client_ip(&req, &l.config().trusted_proxies)
-            .map(|ip| crate::ratelimit::client_group(ip, l.config().ipv6_prefix)),
-        None => req.peer_addr().map(|a| a.ip()),
-    };
-    let slot = events.take_slot(ip)?;
+    let slot = events.take_slot(stream_client(&req, limiter.as_ref().map(|l| l.get_ref())))?;
     let query = query.into_inner();
     let last_event_id = req
         .headers()

@@ -156,18 +156,35 @@ async fn stats(services: web::Data<Services>) -> HttpResponse {
     path = "/stats/stream",
     operation_id = "stats_stream",
     tag = "demo",
-    responses((status = 200, description = "An endless stream of `stats` events whose `data` is a \
+    responses(
+        (status = 200, description = "An endless stream of `stats` events whose `data` is a \
         `StatsSnapshot` JSON object: one at once, then one per second (the same one for every \
-        client of the instance).", content_type = "text/event-stream", body = String))
+        client of the instance).", content_type = "text/event-stream", body = String),
+        (status = 429, description = "This address holds as many streams (events and stats) as \
+            it may (`too-many-streams`).", body = crate::http::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The instance serves as many streams as it may \
+            (`Retry-After`).", body = crate::http::Problem, content_type = "application/problem+json"),
+    )
 )]
-async fn stats_stream(services: web::Data<Services>) -> impl Responder {
+async fn stats_stream(
+    req: actix_web::HttpRequest,
+    services: web::Data<Services>,
+) -> Result<impl Responder, crate::events::EventsError> {
+    // An endless stream like the event streams: it takes one of their connection slots (global
+    // and per address), held by the stream until it ends.
+    let slot = services
+        .events
+        .take_slot(crate::events::routes::stream_client(
+            &req,
+            Some(&services.ratelimit),
+        ))?;
     let services = services.into_inner();
     let ticks = services.stats_feed.subscribe(&services);
     // The first snapshot is read for this client: the feed's last one may be old (no watcher).
     let first = serde_json::to_string(&StatsSnapshot::read(&services)).ok();
     let events = futures_util::stream::unfold(
-        (first, ticks, services),
-        |(first, mut ticks, services)| async move {
+        (first, ticks, services, slot),
+        |(first, mut ticks, services, slot)| async move {
             let json = match first {
                 Some(json) => json,
                 None => loop {
@@ -186,13 +203,13 @@ async fn stats_stream(services: web::Data<Services>) -> impl Responder {
                 },
             };
             let event = sse::Event::Data(sse::Data::new(json).event("stats"));
-            Some((event, (None, ticks, services)))
+            Some((event, (None, ticks, services, slot)))
         },
     );
-    sse::Sse::from_infallible_stream(events)
+    Ok(sse::Sse::from_infallible_stream(events)
         .with_retry_duration(Duration::from_secs(2))
         .customize()
-        .insert_header(("X-Accel-Buffering", "no"))
+        .insert_header(("X-Accel-Buffering", "no")))
 }
 
 /// The snapshot `/stats/stream` sends, read and encoded once per second for all its clients.
