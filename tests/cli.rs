@@ -280,7 +280,10 @@ fn stalled_sse_reader_is_cut_by_the_write_timeout() {
     assert!(cut, "the stalled reader is still connected: {stats}");
     assert_eq!(stats["clients"], 0, "{stats}");
     assert_eq!(stats["published"], EVENTS as u64, "{stats}");
-    assert_eq!(stats["deliveries"], EVENTS as u64, "{stats}");
+    // How many events reached the stream before the kernel cut it depends on how fast they were
+    // published against the 1 s timeout (111 of 120 on one loaded run); none after the cut.
+    let delivered = stats["deliveries"].as_u64().unwrap_or(0);
+    assert!((1..=EVENTS as u64).contains(&delivered), "{stats}");
     assert_eq!(stats["slow_consumers"], 0, "not cut by the queue: {stats}");
     assert_eq!(reopened, 200);
     drop(stalled);
