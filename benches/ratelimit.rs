@@ -120,7 +120,7 @@ async fn capture_denial(addr: SocketAddr) {
 /// The control for `limited`: an unlimited handler making one Redis round trip (`PING`) on the
 /// limiter's own connection: what any design deciding in Redis pays per request, before any
 /// script runs.
-async fn round_trip(redis: web::Data<redkit::redis::RedisHandle>) -> HttpResponse {
+async fn round_trip(redis: web::Data<redkit::connection::RedisHandle>) -> HttpResponse {
     match redis.query::<String>(&redis::cmd("PING")).await {
         Ok(_) => HttpResponse::Ok().body("ok"),
         Err(_) => HttpResponse::ServiceUnavailable().finish(),

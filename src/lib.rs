@@ -111,7 +111,7 @@
 //!   scope, [`app`](http::app) is the complete server app, and [`Problem`](http::Problem) with
 //!   [`Frame`](http::Frame) (or [`problem_errors`](http::problem_errors) alone) make every error
 //!   `application/problem+json` (RFC 9457) without leaking internal details.
-//! - Also: [`redis`] (the shared, auto-reconnecting connection and its health), [`catalog`]
+//! - Also: [`connection`] (the Redis connection layer: the shared, auto-reconnecting connection and its health), [`catalog`]
 //!   (the sample SQLite product catalog, read through the cache) and [`config`] (every option,
 //!   from the command line or the environment).
 //!
@@ -125,11 +125,11 @@ pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod config;
+pub mod connection;
 pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod ratelimit;
-pub mod redis;
 mod server;
 
 pub use config::Config;

@@ -12,7 +12,7 @@ use super::{
     tokens::Tokens,
     users::MAX_PASSWORD_LEN,
 };
-use crate::{config::DatabaseLocation, redis::RedisHandle};
+use crate::{config::DatabaseLocation, connection::RedisHandle};
 
 /// A new access/refresh pair, as `/auth/login` and `/auth/refresh` answer it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -245,7 +245,7 @@ impl AuthHandle {
     fn ensure_store_up(&self) -> Result<(), AuthError> {
         match &self.inner.redis {
             Some(redis) if !redis.is_up() => Err(AuthError::Redis(
-                crate::redis::RedisError::Timeout(redis.timeout()),
+                crate::connection::RedisError::Timeout(redis.timeout()),
             )),
             _ => Ok(()),
         }

@@ -15,7 +15,7 @@ use std::{
 use futures_util::StreamExt;
 
 use super::{Clock, Principal, RejectReason, UserId};
-use crate::redis::RedisHandle;
+use crate::connection::RedisHandle;
 
 /// How far the local view can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +227,7 @@ async fn load(
     redis: &RedisHandle,
     keys: &Keys,
     now_ms: i64,
-) -> Result<Vec<Revocation>, crate::redis::RedisError> {
+) -> Result<Vec<Revocation>, crate::connection::RedisError> {
     let mut pipe = redis::pipe();
     pipe.cmd("ZRANGE")
         .arg(&keys.jtis)
@@ -261,7 +261,7 @@ pub(crate) async fn check_remote(
     redis: &RedisHandle,
     keys: &Keys,
     p: &Principal,
-) -> Result<Result<(), RejectReason>, crate::redis::RedisError> {
+) -> Result<Result<(), RejectReason>, crate::connection::RedisError> {
     let mut pipe = redis::pipe();
     pipe.cmd("EXISTS")
         .arg(keys.denylist(&p.jti))

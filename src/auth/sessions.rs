@@ -11,7 +11,7 @@ use super::{
     AuthError, Clock, UserId,
     revocation::{Keys, Revocation, RevocationView},
 };
-use crate::redis::RedisHandle;
+use crate::connection::RedisHandle;
 
 /// A live session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -1,6 +1,6 @@
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 
-use crate::{http::Problem, redis::RedisError};
+use crate::{connection::RedisError, http::Problem};
 
 /// Largest cache key, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;

@@ -11,7 +11,7 @@ use super::{
     stats::{L1Feed, Stats},
     store::{MemoryStore, NEGATIVE_MARKER, RedisStore, Store},
 };
-use crate::redis::{FeedEvent, InvalidationFeed, RedisHandle};
+use crate::connection::{FeedEvent, InvalidationFeed, RedisHandle};
 
 /// Which tier answered a lookup; sent to HTTP clients as `X-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,14 +444,14 @@ impl CacheHandle {
         }
     }
 
-    fn l2_failed(&self, err: crate::redis::RedisError) -> CacheError {
+    fn l2_failed(&self, err: crate::connection::RedisError) -> CacheError {
         Stats::bump(&self.inner.stats.l2_errors);
         tracing::warn!(error = %err, "cache: L2 read failed; degrading to L1 and loader");
         CacheError::Unavailable(err)
     }
 
     fn unavailable(&self) -> CacheError {
-        CacheError::Unavailable(crate::redis::RedisError::Unavailable(
+        CacheError::Unavailable(crate::connection::RedisError::Unavailable(
             redis::RedisError::from((redis::ErrorKind::Io, "redis is down (watchdog)")),
         ))
     }

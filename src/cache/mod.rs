@@ -2,7 +2,7 @@
 //!
 //! - **L1** is bounded by bytes (a weigher over key and value sizes) and gives each entry its own
 //!   TTL, never longer than what the entry has left in L2, nor than the configured L1 TTL.
-//! - **Coherence** (Redis): an invalidation feed (see [`crate::redis::feed`]) reports every
+//! - **Coherence** (Redis): an invalidation feed (see [`crate::connection::feed`]) reports every
 //!   change to a key under `<prefix>cache:`, by any instance or any other Redis client; L1 drops
 //!   the key. While the feed is down or cannot be shown alive, L1 is flushed and bypassed. Fills
 //!   carry an epoch ticket so an overtaken load never stays in L1, and loads' L2 fills are

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use moka::{Expiry, sync::Cache};
 
 use super::glob::{Glob, escape};
-use crate::redis::{RedisError, RedisHandle};
+use crate::connection::{RedisError, RedisHandle};
 
 /// How many keys one `SCAN` step asks for while flushing.
 const SCAN_COUNT: usize = 1000;

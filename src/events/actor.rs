@@ -22,7 +22,7 @@ use super::{
     history::{parse_range, stream_key},
     hub::Hub,
 };
-use crate::{config::RedisSettings, redis::RedisError};
+use crate::{config::RedisSettings, connection::RedisError};
 
 /// Pause between attempts to resubscribe while Redis is unreachable.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::EventsError;
-use crate::redis::RedisHandle;
+use crate::connection::RedisHandle;
 
 /// How long a ticket from `POST /events/ticket` stays redeemable.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);

@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 
 use super::frame::{MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN};
-use crate::{http::Problem, redis::RedisError};
+use crate::{connection::RedisError, http::Problem};
 
 /// A failed events operation.
 #[derive(Debug, thiserror::Error)]

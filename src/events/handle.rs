@@ -14,7 +14,7 @@ use super::{
     history::{History, Replay},
     hub::{EventStream, Hub, OnLeave},
 };
-use crate::{config::RedisSettings, redis::RedisHandle};
+use crate::{config::RedisSettings, connection::RedisHandle};
 
 /// Where the credentials of a request came from; at most one is used, in this order:
 /// ticket, bearer token, cookie.

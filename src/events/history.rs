@@ -15,7 +15,7 @@ use super::{
     frame::{EventId, encode_event},
     hub::Hub,
 };
-use crate::redis::RedisHandle;
+use crate::connection::RedisHandle;
 
 /// XADD (trimmed) + PEXPIRE + PUBLISH in one round trip; the published payload carries the new
 /// id so that subscribers and history agree on it.

@@ -29,8 +29,8 @@ use crate::{
     cache::CacheHandle,
     catalog::{CatalogError, CatalogHandle},
     config::Config,
+    connection::{RedisActor, RedisError, RedisHandle},
     events::{EventsError, EventsHandle},
-    redis::{RedisActor, RedisError, RedisHandle},
 };
 
 /// Route-level settings shared by the handlers.

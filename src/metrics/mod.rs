@@ -31,7 +31,7 @@ use serde::Serialize;
 pub use middleware::{Frame, Observe, ObserveFuture, ObserveMiddleware};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, current_request_id};
 
-use crate::{cache::CacheHandle, redis::RedisHandle};
+use crate::{cache::CacheHandle, connection::RedisHandle};
 
 /// Labels of `http_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -28,7 +28,7 @@ use super::{
     algo::Raw,
     lua::{self, Ask, MAX_DECISIONS, MAX_POLICIES, PolicyArgs},
 };
-use crate::redis::RedisHandle;
+use crate::connection::RedisHandle;
 
 /// What a flush answers one request: the time it was decided at, its asks (given back), and its
 /// decisions in order (stopping at the first enforcing denial).

@@ -21,7 +21,7 @@ use super::{
     lua::{self, Ask},
     policy::FailMode,
 };
-use crate::redis::RedisHandle;
+use crate::connection::RedisHandle;
 
 /// Counters behind [`RateLimitStats`].
 #[derive(Debug, Default)]

@@ -28,7 +28,7 @@ use super::{
     Algorithm,
     algo::{Args, Mode, Raw},
 };
-use crate::redis::{RedisError, RedisHandle};
+use crate::connection::{RedisError, RedisHandle};
 
 /// ARGV: now, member prefix, number of policies P, then P policies of 7 values (algorithm
 /// 0 log / 1 counter / 2 GCRA, window, limit, shadow 0/1, and three per algorithm: log: cutoff,

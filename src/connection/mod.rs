@@ -1,4 +1,4 @@
-//! The Redis connection owner.
+//! The Redis connection layer: the only module that opens connections to Redis.
 //!
 //! [`RedisActor`] owns the process's command connection, a redis-rs
 //! [`ConnectionManager`](redis::aio::ConnectionManager): one multiplexed connection that every
