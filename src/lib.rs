@@ -128,7 +128,9 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod http;
+pub mod latency;
 pub mod metrics;
+pub mod problem;
 pub mod ratelimit;
 mod server;
 

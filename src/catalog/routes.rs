@@ -95,7 +95,7 @@ impl ProductId {
         if self.id > 0 {
             Ok(self.id)
         } else {
-            Err(crate::http::invalid_path_parameter()
+            Err(crate::problem::invalid_path_parameter()
                 .with_detail("The product id must be a positive integer."))
         }
     }
@@ -167,7 +167,7 @@ async fn get(req: actix_web::HttpRequest) -> Result<HttpResponse, actix_web::Err
     };
     let id = match req.match_info().get("id").map(str::parse::<i64>) {
         Some(Ok(id)) => ProductId { id }.checked()?,
-        _ => return Err(crate::http::invalid_path_parameter().into()),
+        _ => return Err(crate::problem::invalid_path_parameter().into()),
     };
     let catalog = &services.catalog;
     let remembered = services

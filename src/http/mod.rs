@@ -3,10 +3,8 @@
 
 mod demo;
 mod docs;
-mod errors;
 mod health;
 pub mod openapi;
-mod problem;
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,10 +17,12 @@ use actix_web::{
 
 pub use crate::metrics::Frame;
 pub use demo::StatsSnapshot;
-pub use errors::{cross_origin_cookie, json_config, path_config, problem_errors, query_config};
-pub(crate) use errors::{invalid_path_parameter, problem_replacing, with_problem_body};
 pub use openapi::ApiDoc;
-pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
+
+pub use crate::problem::{
+    PROBLEM_BASE, PROBLEM_JSON, Problem, cross_origin_cookie, json_config, path_config,
+    problem_errors, query_config,
+};
 
 use crate::{
     auth::{AuthError, AuthHandle},
