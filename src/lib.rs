@@ -124,8 +124,10 @@
 pub mod auth;
 pub mod cache;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod db;
 pub mod events;
 pub mod http;
 pub mod latency;
@@ -133,6 +135,7 @@ pub mod metrics;
 pub mod problem;
 pub mod ratelimit;
 mod server;
+pub mod settings;
 
 pub use config::Config;
 pub use server::{init_tracing, run};

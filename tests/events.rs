@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use common::{Backend, services};
 use redkit::{
     Config,
-    events::{Principal, StaticTokens},
+    events::{Caller, StaticTokens},
     http::Services,
 };
 use tokio::{
@@ -32,8 +32,8 @@ impl TestApp {
         let services = services(config);
         let tokens = Arc::new(StaticTokens::new());
         let far = redkit_now() + 3600;
-        tokens.insert(TOKEN, Principal::new("alice", "s-alice", far));
-        tokens.insert(BOB, Principal::new("bob", "s-bob", far));
+        tokens.insert(TOKEN, Caller::new("alice", "s-alice", far));
+        tokens.insert(BOB, Caller::new("bob", "s-bob", far));
         services.events.set_auth(tokens.clone());
         let server = common::TestServer::start(services.clone(), 1);
         Self {

@@ -111,7 +111,7 @@ async fn publish(
     let kind = query
         .event
         .as_deref()
-        .unwrap_or(super::frame::DEFAULT_EVENT_TYPE);
+        .unwrap_or(super::wire::DEFAULT_EVENT_TYPE);
     let id = events.publish_event(&channel, kind, &body).await?;
     Ok(HttpResponse::Accepted().json(Published { id: id.to_string() }))
 }
