@@ -5,7 +5,7 @@
 //! feature its HTTP latencies, so neither imports the other.
 //!
 //! prometheus-client's `Histogram` takes a mutex and scans its bucket bounds on every
-//! observation. [`LatencyHistogram`] has the same buckets ([`latency_histogram`]'s:
+//! observation. `LatencyHistogram` has the same buckets ([`latency_histogram`]'s:
 //! 100 µs doubling to about 3.3 s, then `+Inf`) and the same exposition, but an observation is an
 //! integer bucket computation and two relaxed atomic adds on one allocation.
 
