@@ -126,9 +126,10 @@ impl Config {
         cache.max_ttl = Duration::from_secs(args.cache_max_ttl);
         cache.max_value_bytes = args.cache_max_value_bytes;
         cache.validate()?;
-        let mut catalog = crate::catalog::CatalogConfig::default();
-        catalog.product_ttl = Duration::from_secs(args.product_ttl);
-        catalog.product_list_ttl = Duration::from_secs(args.product_list_ttl);
+        let catalog = crate::catalog::CatalogConfig {
+            product_ttl: Duration::from_secs(args.product_ttl),
+            product_list_ttl: Duration::from_secs(args.product_list_ttl),
+        };
         catalog.validate()?;
         let auth = auth_config(args)?;
         let mut events = crate::events::EventsConfig::default();
@@ -208,17 +209,19 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
         }
         (None, None) => SecretKey::generate(),
     };
-    let mut auth = AuthConfig::default();
-    auth.secret = secret;
-    auth.access_ttl = Duration::from_secs(args.access_token_ttl);
-    auth.refresh_ttl = Duration::from_secs(args.refresh_token_ttl);
-    auth.leeway = Duration::from_secs(args.token_leeway);
-    auth.issuer.clone_from(&args.token_issuer);
-    auth.audience.clone_from(&args.token_issuer);
-    auth.key_prefix.clone_from(&args.key_prefix);
-    auth.hash_queue = args.hash_queue;
-    auth.max_sessions_per_user = args.max_sessions_per_user;
-    auth.secure_cookie = args.secure_cookie;
+    let auth = AuthConfig {
+        secret,
+        access_ttl: Duration::from_secs(args.access_token_ttl),
+        refresh_ttl: Duration::from_secs(args.refresh_token_ttl),
+        leeway: Duration::from_secs(args.token_leeway),
+        issuer: args.token_issuer.clone(),
+        audience: args.token_issuer.clone(),
+        key_prefix: args.key_prefix.clone(),
+        hash_queue: args.hash_queue,
+        max_sessions_per_user: args.max_sessions_per_user,
+        secure_cookie: args.secure_cookie,
+        ..AuthConfig::default()
+    };
     auth.validate()?;
     Ok(auth)
 }
