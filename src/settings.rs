@@ -5,6 +5,9 @@
 //! public fields, `Default` built from the feature's own `DEFAULT_*` constants (in its
 //! `config.rs`), and a `validate()` that reports the first bad value as a [`ConfigError`].
 //! The CLI (`redkit::config`) only fills these structs from its arguments and calls `validate()`.
+//! Two conveniences stay on top of that one style: `CacheConfig::builder()` (chained setters over
+//! the public fields, `build()` is `validate()`) and `RateLimitConfig::parse` (policy specs read
+//! onto the defaults; call `validate()` after setting the other fields).
 
 /// Default prefix of every Redis key redkit writes.
 pub const DEFAULT_KEY_PREFIX: &str = "redkit:";

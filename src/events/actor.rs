@@ -368,7 +368,7 @@ impl Actor for EventsActor {
                             .read()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .clone();
-                        let closed = hub.sweep(&*auth, u64::try_from(hub.clock().now_secs()).unwrap_or(0));
+                        let closed = hub.sweep(&*auth, hub.now_secs());
                         if closed > 0 {
                             tracing::info!(closed, "private streams closed: token expired or session revoked");
                         }

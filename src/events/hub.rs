@@ -122,6 +122,11 @@ impl Hub {
         u64::try_from(self.clock.now_ms()).unwrap_or(0)
     }
 
+    /// Wall-clock seconds since the Unix epoch, as token expiries count them.
+    pub(crate) fn now_secs(&self) -> u64 {
+        u64::try_from(self.clock.now_secs()).unwrap_or(0)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock leaves maps that are still consistent (every update is
         // a single insert or remove), so a poisoned lock is safe to keep using.

@@ -38,6 +38,11 @@
 //! Subscribers always get `200`: the stream opens, heartbeats flow, and events are delivered once
 //! Redis is back (a resume that cannot read history gets `event: reset`). Publishing answers 503.
 //!
+//! # Time
+//! Wall-clock time (the memory backend's event ids, a channel's join baseline, token expiry of
+//! open private streams) is read from [`EventsConfig::clock`], so a test with a
+//! [`ManualClock`](crate::clock::ManualClock) moves it; heartbeats and sweeps are tokio timers.
+//!
 //! # Access
 //! Publishing needs a valid access token; channels `user:{id}` are readable only by that user.
 //! Tokens come from `Authorization: Bearer`, the login cookie, or a single-use ticket
