@@ -186,7 +186,7 @@ fn serve(url: &str) {
         let tokens = redkit::events::StaticTokens::new();
         tokens.insert(
             TOKEN,
-            redkit::events::Principal::new("bench", "bench", u64::MAX),
+            redkit::events::Caller::new("bench", "bench", u64::MAX),
         );
         services.events.set_auth(Arc::new(tokens));
         let factory = {

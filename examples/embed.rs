@@ -244,8 +244,8 @@ pub fn app(
         // At the app's level, where `Frame` counts every route into it.
         .app_data(web::Data::new(services.metrics.clone()))
         // Bad JSON, queries and paths answer problem+json like redkit's own routes.
-        .app_data(redkit::http::json_config(services.settings.body_limit))
-        .app_data(redkit::http::query_config())
+        .app_data(redkit::problem::json_config(services.settings.body_limit))
+        .app_data(redkit::problem::query_config())
         .service(web::resource("/signup").route(web::post().to(signup)))
         .service(web::resource("/login").route(web::post().to(login)))
         .service(

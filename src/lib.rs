@@ -21,7 +21,7 @@
 //!     Config,
 //!     auth::AuthUser,
 //!     cache::{CacheError, CacheHandle},
-//!     config::RedisSettings,
+//!     connection::RedisSettings,
 //!     events::{EventsError, EventsHandle},
 //!     http::Services,
 //!     ratelimit::Policy,
@@ -108,12 +108,27 @@
 //!   [`Frame`](http::Frame) is `Observe` plus problem bodies and panic catching, in one layer.
 //! - [`http`]: assembly. [`Services`](http::Services) holds every handle,
 //!   [`Services::configure`](http::Services::configure) mounts redkit's routes in any `App` or
-//!   scope, [`app`](http::app) is the complete server app, and [`Problem`](http::Problem) with
-//!   [`Frame`](http::Frame) (or [`problem_errors`](http::problem_errors) alone) make every error
-//!   `application/problem+json` (RFC 9457) without leaking internal details.
-//! - Also: [`connection`] (the Redis connection layer: the shared, auto-reconnecting connection and its health), [`catalog`]
-//!   (the sample SQLite product catalog, read through the cache) and [`config`] (every option,
-//!   from the command line or the environment).
+//!   scope, [`app`](http::app) is the complete server app, and [`Problem`](problem::Problem) with
+//!   [`Frame`](http::Frame) (or [`problem_errors`](problem::problem_errors) alone) make every
+//!   error `application/problem+json` (RFC 9457) without leaking internal details.
+//! - Also: [`catalog`] (the sample SQLite product catalog, read through the cache) and [`config`]
+//!   (every option, from the command line or the environment).
+//!
+//! # Layers
+//! Each module sits in one layer and imports only from its own layer or those below
+//! (`tests/layers.rs` checks the rule on the source):
+//! - **Shared vocabulary** (bottom): [`problem`] (the problem body and the helpers that give every
+//!   error response that shape), [`clock`] (the one clock, with a manual clock for tests),
+//!   [`db`] (where the SQLite database lives), [`settings`] (the one configuration error and the
+//!   key-prefix rule), [`latency`] (the latency buckets), and [`connection`] (the Redis connection
+//!   layer and its [`RedisSettings`](connection::RedisSettings)).
+//! - **Features**: [`cache`], [`catalog`], [`auth`], [`ratelimit`], [`events`], [`metrics`]. Each
+//!   owns its settings and their `DEFAULT_*` constants in its `config.rs`, in one style: a
+//!   `#[non_exhaustive]` struct with public fields, `Default`, and `validate()` returning a
+//!   [`settings::ConfigError`]. A feature's routes take that feature's handle as app data, never
+//!   the HTTP assembly's [`Services`](http::Services).
+//! - **Assembly** (top): [`http`] (`Services`, `app()`, `Frame`, OpenAPI, docs, demo, health) and
+//!   [`config`] (the command line, which fills the features' settings).
 //!
 //! # Running the server
 //! `redkit serve` (or [`run`] with a [`Config`]) serves all of the above: set `REDIS_URL` to
@@ -124,13 +139,18 @@
 pub mod auth;
 pub mod cache;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod db;
 pub mod events;
 pub mod http;
+pub mod latency;
 pub mod metrics;
+pub mod problem;
 pub mod ratelimit;
 mod server;
+pub mod settings;
 
 pub use config::Config;
 pub use server::{init_tracing, run};

@@ -492,7 +492,7 @@ async fn revoked_tokens(backend: Backend) {
 /// the user's "revoked before" time.
 async fn revoked_before(backend: Backend) {
     let (logs, _guard) = capture();
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::starting_now());
     let mut config = with_test_secret(backend.config());
     config.auth.clock = clock.clone();
     let services = services(&config);
@@ -552,7 +552,7 @@ impl NowSecs for ManualClock {
 
 /// Services on a test clock, in sync, with alice logged in: (clock, services, her access token).
 async fn alice_on_test_clock(backend: &Backend) -> (Arc<ManualClock>, Services, String) {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::starting_now());
     let mut config = with_test_secret(backend.config());
     config.auth.clock = clock.clone();
     let services = services(&config);
@@ -875,7 +875,7 @@ async fn secure_cookie_behind_proxy(backend: Backend) {
 /// apart) leave the three newest listed, the two oldest revoked (their refresh tokens refused),
 /// and the newest still refreshes.
 async fn sessions_per_user_are_capped(backend: Backend) {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::starting_now());
     let mut config = with_test_secret(backend.config());
     config.auth.clock = clock.clone();
     config.auth.max_sessions_per_user = 3;

@@ -842,3 +842,41 @@ async fn docs_are_served_offline() {
         }
     }
 }
+
+/// Every `X-Cache` header the document describes names its values as the code sends them
+/// (`Tier::header_value`): no other value in backticks, and all of them across the routes.
+#[actix_web::test]
+async fn x_cache_values_are_the_ones_sent() {
+    use redkit::cache::Tier;
+    let sent: BTreeSet<&str> = [Tier::L1, Tier::L2, Tier::Miss]
+        .into_iter()
+        .map(Tier::header_value)
+        .collect();
+    let services = services(&Backend::memory().config());
+    let doc = document(&services).await;
+    let mut documented = BTreeSet::new();
+    let mut headers = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(responses) = op["responses"].as_object() else {
+                continue;
+            };
+            for (status, response) in responses {
+                let Some(description) = response["headers"]["X-Cache"]["description"].as_str()
+                else {
+                    continue;
+                };
+                headers += 1;
+                for value in description.split('`').skip(1).step_by(2) {
+                    assert!(
+                        sent.contains(value),
+                        "{method} {path} {status}: X-Cache `{value}` is never sent"
+                    );
+                    documented.insert(value);
+                }
+            }
+        }
+    }
+    assert_eq!(headers, 3, "X-Cache is documented on three responses");
+    assert_eq!(documented, sent);
+}

@@ -4,7 +4,7 @@ use actix::{Actor, Addr, Handler, SyncArbiter, SyncContext};
 use rusqlite::Connection;
 
 use super::{AuthError, Clock, CreateUser, GetUser, User, VerifyCredentials, users};
-use crate::config::DatabaseLocation;
+use crate::db::DatabaseLocation;
 
 /// Owns a connection to the users table on a `SyncArbiter` thread, where argon2 hashing and
 /// SQLite calls may block. See the [module docs](super).

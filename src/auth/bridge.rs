@@ -20,17 +20,14 @@ impl EventsBridge {
 }
 
 impl events::EventsAuth for EventsBridge {
-    fn verify(&self, token: &str) -> Option<events::Principal> {
+    fn verify(&self, token: &str) -> Option<events::Caller> {
         // `Ok(None)`: the view is not in sync; refuse rather than guess (fail closed).
         let p = self.auth.verify_local(token).ok()??;
         let expires_at = u64::try_from(p.exp).unwrap_or(0);
-        Some(
-            events::Principal::new(p.user_id.to_string(), p.sid, expires_at)
-                .with_token(p.jti, p.iat),
-        )
+        Some(events::Caller::new(p.user_id.to_string(), p.sid, expires_at).with_token(p.jti, p.iat))
     }
 
-    fn still_valid(&self, principal: &events::Principal) -> bool {
+    fn still_valid(&self, principal: &events::Caller) -> bool {
         let Ok(user_id) = principal.user_id.parse() else {
             return false;
         };

@@ -1,11 +1,12 @@
-//! Auth settings: the signing secret, token lifetimes, issuer/audience, and the clock.
+//! Auth settings: the signing secret, token lifetimes, issuer/audience, and the clock, with
+//! their defaults. Configured like every feature (see [`crate::settings`]): public fields,
+//! `Default`, and [`AuthConfig::validate`].
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    clock::{Clock, SystemClock},
+    settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_key_prefix},
 };
 
 /// Shortest accepted signing secret, in bytes (HS256 wants at least its output size).
@@ -31,58 +32,6 @@ pub const MAX_LOGIN_USERNAME_BYTES: usize = 32;
 /// Name of the cookie `?cookie=true` sets and the extractor reads.
 pub const ACCESS_COOKIE: &str = "redkit_access";
 
-/// Where "now" comes from. Tests substitute a [`ManualClock`] to move time without sleeping.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Milliseconds since the Unix epoch, UTC.
-    fn now_ms(&self) -> i64;
-
-    /// Whole seconds since the Unix epoch, UTC.
-    fn now_secs(&self) -> i64 {
-        self.now_ms().div_euclid(1000)
-    }
-}
-
-/// The system's wall clock (UTC, never local time).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    }
-}
-
-/// A clock that starts at the system time and moves only when told.
-#[derive(Debug)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    /// A clock frozen at the current system time.
-    pub fn new() -> Self {
-        Self(AtomicI64::new(SystemClock.now_ms()))
-    }
-
-    /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 /// The HS256 signing secret.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -98,12 +47,12 @@ impl SecretKey {
     ///
     /// # Errors
     /// A one-line message when it is shorter than [`MIN_SECRET_LEN`] bytes.
-    pub fn given(bytes: &[u8]) -> Result<Self, String> {
+    pub fn given(bytes: &[u8]) -> Result<Self, ConfigError> {
         if bytes.len() < MIN_SECRET_LEN {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "the secret key is {} bytes; at least {MIN_SECRET_LEN} are required (set SECRET_KEY or --secret-key-file to a longer random value)",
                 bytes.len()
-            ));
+            )));
         }
         Ok(Self::Given(bytes.into()))
     }
@@ -171,21 +120,67 @@ pub struct AuthConfig {
     pub max_sessions_per_user: usize,
 }
 
-impl AuthConfig {
-    /// Defaults with `secret`.
-    pub fn new(secret: SecretKey) -> Self {
+impl Default for AuthConfig {
+    /// The defaults, with a secret generated for this process (tokens die with it).
+    fn default() -> Self {
         Self {
-            secret,
+            secret: SecretKey::generate(),
             access_ttl: Duration::from_secs(DEFAULT_ACCESS_TTL_SECS),
             refresh_ttl: Duration::from_secs(DEFAULT_REFRESH_TTL_SECS),
             leeway: Duration::from_secs(DEFAULT_LEEWAY_SECS),
             issuer: DEFAULT_ISSUER.to_owned(),
             audience: DEFAULT_ISSUER.to_owned(),
-            key_prefix: crate::config::DEFAULT_KEY_PREFIX.to_owned(),
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             clock: Arc::new(SystemClock),
             hash_queue: DEFAULT_HASH_QUEUE,
             secure_cookie: false,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
         }
+    }
+}
+
+impl AuthConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// The first bad value, in one line naming its command-line option: a zero token lifetime,
+    /// an access token outliving the refresh token, a leeway above [`MAX_LEEWAY_SECS`], an empty
+    /// issuer, a bad key prefix, or a zero hash queue or session cap.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.access_ttl.as_secs() == 0 || self.refresh_ttl.as_secs() == 0 {
+            return Err(ConfigError::new(
+                "--access-token-ttl and --refresh-token-ttl must be at least 1 second",
+            ));
+        }
+        if self.access_ttl > self.refresh_ttl {
+            // Revocations (logout, logout-all) are kept for the refresh TTL: an access token
+            // living longer would outlive its own revocation.
+            return Err(ConfigError::new(
+                "--access-token-ttl must not exceed --refresh-token-ttl",
+            ));
+        }
+        if self.leeway > Duration::from_secs(MAX_LEEWAY_SECS) {
+            return Err(ConfigError(format!(
+                "--token-leeway/TOKEN_LEEWAY must be at most {MAX_LEEWAY_SECS} seconds"
+            )));
+        }
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return Err(ConfigError::new(
+                "--token-issuer/TOKEN_ISSUER must not be empty",
+            ));
+        }
+        validate_key_prefix(&self.key_prefix)?;
+        for (name, value) in [
+            ("--hash-queue/HASH_QUEUE", self.hash_queue),
+            (
+                "--max-sessions-per-user/MAX_SESSIONS_PER_USER",
+                self.max_sessions_per_user,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@ use actix_web::{
     http::{StatusCode, header},
 };
 
-use crate::{connection::RedisError, http::Problem};
+use crate::{connection::RedisError, problem::Problem};
 
 /// Why a token was refused. Logged (field `reason`), never sent to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use super::{
     tokens::Tokens,
     users::MAX_PASSWORD_LEN,
 };
-use crate::{config::DatabaseLocation, connection::RedisHandle};
+use crate::{connection::RedisHandle, db::DatabaseLocation};
 
 /// A new access/refresh pair, as `/auth/login` and `/auth/refresh` answer it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -112,7 +112,7 @@ impl AuthHandle {
     pub fn start(
         config: &AuthConfig,
         database: &DatabaseLocation,
-        redis: Option<(&RedisHandle, &crate::config::RedisSettings)>,
+        redis: Option<(&RedisHandle, &crate::connection::RedisSettings)>,
     ) -> Result<Self, AuthError> {
         if config.secret.is_generated() {
             tracing::warn!(

@@ -50,9 +50,9 @@ pub mod users;
 pub use actor::UsersActor;
 pub use bridge::{EventsBridge, user_resolver};
 pub use config::{
-    ACCESS_COOKIE, AuthConfig, Clock, DEFAULT_ACCESS_TTL_SECS, DEFAULT_HASH_QUEUE, DEFAULT_ISSUER,
+    ACCESS_COOKIE, AuthConfig, DEFAULT_ACCESS_TTL_SECS, DEFAULT_HASH_QUEUE, DEFAULT_ISSUER,
     DEFAULT_LEEWAY_SECS, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_REFRESH_TTL_SECS, MAX_LEEWAY_SECS,
-    MAX_LOGIN_USERNAME_BYTES, MIN_SECRET_LEN, ManualClock, SecretKey, SystemClock,
+    MAX_LOGIN_USERNAME_BYTES, MIN_SECRET_LEN, SecretKey,
 };
 pub use error::{AuthError, RejectReason};
 pub use extractor::{AuthUser, OptionalAuthUser};
@@ -62,3 +62,6 @@ pub use revocation::ViewState;
 pub use sessions::Session;
 pub use tokens::{MAX_TOKEN_LEN, Principal, TokenType, UserId};
 pub use users::User;
+
+/// The one clock of [`crate::clock`], re-exported where auth's settings name it.
+pub use crate::clock::{Clock, ManualClock, SystemClock};

@@ -391,7 +391,7 @@ mod tests {
     /// Each kind of entry revokes exactly what it names, until it expires.
     #[test]
     fn entries_revoke_until_expiry() {
-        let clock = Arc::new(ManualClock::new());
+        let clock = Arc::new(ManualClock::starting_now());
         let now = clock.now_ms();
         let view = RevocationView::new(clock.clone(), Duration::from_secs(60), ViewState::InSync);
         view.apply([

@@ -12,7 +12,7 @@ use super::{
     ACCESS_COOKIE, AuthError, AuthHandle, AuthUser, ClientInfo, RejectReason, Session, TokenPair,
     users::User,
 };
-use crate::http::Problem;
+use crate::problem::Problem;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     // Resources, not bare routes: a wrong method is then a 405 (with `Allow`), not a 404.
@@ -218,7 +218,7 @@ async fn logout(
     auth: web::Data<AuthHandle>,
     user: AuthUser,
 ) -> Result<HttpResponse, actix_web::Error> {
-    if let Some(problem) = crate::http::cross_origin_cookie(&req, ACCESS_COOKIE) {
+    if let Some(problem) = crate::problem::cross_origin_cookie(&req, ACCESS_COOKIE) {
         return Err(problem.into());
     }
     auth.logout(&user.0).await?;
@@ -244,7 +244,7 @@ async fn logout_all(
     auth: web::Data<AuthHandle>,
     user: AuthUser,
 ) -> Result<HttpResponse, actix_web::Error> {
-    if let Some(problem) = crate::http::cross_origin_cookie(&req, ACCESS_COOKIE) {
+    if let Some(problem) = crate::problem::cross_origin_cookie(&req, ACCESS_COOKIE) {
         return Err(problem.into());
     }
     auth.logout_all(&user.0).await?;

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{AuthError, UserId};
-use crate::config::DatabaseLocation;
+use crate::db::DatabaseLocation;
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;

@@ -1,20 +1,46 @@
+//! Cache settings and their defaults. Configured like every feature (see [`crate::settings`]):
+//! public fields, `Default`, and [`CacheConfig::validate`]; [`CacheConfig::builder`] is the same
+//! thing as chained setters.
+
 use std::time::Duration;
 
-use crate::config::{
-    DEFAULT_KEY_PREFIX, DEFAULT_L1_MAX_BYTES, DEFAULT_L1_TTL_SECS, DEFAULT_NEGATIVE_TTL_SECS,
-};
+use crate::settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_key_prefix};
 
+/// Default L1 (in-process) cache budget: 64 MiB.
+pub const DEFAULT_L1_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default upper bound on an L1 entry's lifetime, in seconds.
+pub const DEFAULT_L1_TTL_SECS: u64 = 60;
+/// Default TTL of negative ("absent") entries written by `remember`, in seconds.
+pub const DEFAULT_NEGATIVE_TTL_SECS: u64 = 30;
 /// Default budget of the memory backend's L2 store: 256 MiB.
 pub const DEFAULT_MEMORY_L2_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default TTL of `PUT /cache/{key}` without `?ttl=`, in seconds.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 300;
+/// Largest TTL accepted by `PUT /cache/{key}?ttl=`, in seconds (30 days).
+pub const DEFAULT_CACHE_MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Largest value `PUT /cache/{key}` accepts, in bytes (64 KiB).
+pub const DEFAULT_CACHE_MAX_VALUE_BYTES: usize = 64 * 1024;
 
-/// Settings of the two-tier cache. Build with [`CacheConfig::builder`].
+/// Settings of the two-tier cache and of its HTTP API (`/cache`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CacheConfig {
-    key_prefix: String,
-    l1_max_bytes: u64,
-    l1_ttl: Duration,
-    negative_ttl: Duration,
-    memory_l2_max_bytes: u64,
+    /// Prefix of every Redis key (cache keys live under `<prefix>cache:`).
+    pub key_prefix: String,
+    /// L1 budget in bytes; 0 turns L1 off.
+    pub l1_max_bytes: u64,
+    /// Upper bound of an L1 entry's lifetime.
+    pub l1_ttl: Duration,
+    /// Lifetime of negative entries written by `remember`.
+    pub negative_ttl: Duration,
+    /// Budget of the memory backend's L2 store, in bytes.
+    pub memory_l2_max_bytes: u64,
+    /// TTL of `PUT /cache/{key}` without `?ttl=`.
+    pub default_ttl: Duration,
+    /// Largest TTL `PUT /cache/{key}?ttl=` accepts.
+    pub max_ttl: Duration,
+    /// Largest value `PUT /cache/{key}` accepts, in bytes of JSON.
+    pub max_value_bytes: usize,
 }
 
 impl Default for CacheConfig {
@@ -25,6 +51,9 @@ impl Default for CacheConfig {
             l1_ttl: Duration::from_secs(DEFAULT_L1_TTL_SECS),
             negative_ttl: Duration::from_secs(DEFAULT_NEGATIVE_TTL_SECS),
             memory_l2_max_bytes: DEFAULT_MEMORY_L2_MAX_BYTES,
+            default_ttl: Duration::from_secs(DEFAULT_CACHE_TTL_SECS),
+            max_ttl: Duration::from_secs(DEFAULT_CACHE_MAX_TTL_SECS),
+            max_value_bytes: DEFAULT_CACHE_MAX_VALUE_BYTES,
         }
     }
 }
@@ -35,6 +64,36 @@ impl CacheConfig {
         CacheConfigBuilder {
             config: Self::default(),
         }
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// The first bad value, in one line naming its command-line option: a bad key prefix, a TTL
+    /// under one second, a default TTL above the largest, or a zero value limit.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_key_prefix(&self.key_prefix)?;
+        for (name, value) in [
+            ("--cache-ttl/CACHE_TTL", self.default_ttl),
+            ("--cache-max-ttl/CACHE_MAX_TTL", self.max_ttl),
+            ("--negative-ttl/NEGATIVE_TTL", self.negative_ttl),
+            ("--l1-ttl/L1_TTL", self.l1_ttl),
+        ] {
+            if value.as_secs() == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1 second")));
+            }
+        }
+        if self.default_ttl > self.max_ttl {
+            return Err(ConfigError::new(
+                "--cache-ttl must not exceed --cache-max-ttl",
+            ));
+        }
+        if self.max_value_bytes == 0 {
+            return Err(ConfigError::new(
+                "--cache-max-value-bytes/CACHE_MAX_VALUE_BYTES must be at least 1",
+            ));
+        }
+        Ok(())
     }
 
     /// Prefix of every Redis key (cache keys live under `<prefix>cache:`).
@@ -68,22 +127,10 @@ impl CacheConfig {
     }
 }
 
-/// Builder of [`CacheConfig`].
+/// Chained setters over [`CacheConfig`]'s fields, ending in [`validate`](CacheConfig::validate).
 #[derive(Debug, Clone)]
 pub struct CacheConfigBuilder {
     config: CacheConfig,
-}
-
-/// An invalid cache setting.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CacheConfigError {
-    /// The key prefix is empty or longer than 64 bytes.
-    #[error("cache key prefix must be 1 to 64 bytes")]
-    Prefix,
-    /// A TTL is zero.
-    #[error("cache TTLs must be at least one second")]
-    Ttl,
 }
 
 impl CacheConfigBuilder {
@@ -125,15 +172,9 @@ impl CacheConfigBuilder {
     /// Checks and returns the configuration.
     ///
     /// # Errors
-    /// [`CacheConfigError`] for an empty or overlong prefix, or a zero TTL.
-    pub fn build(self) -> Result<CacheConfig, CacheConfigError> {
-        let c = self.config;
-        if c.key_prefix.is_empty() || c.key_prefix.len() > 64 {
-            return Err(CacheConfigError::Prefix);
-        }
-        if c.l1_ttl.is_zero() || c.negative_ttl.is_zero() {
-            return Err(CacheConfigError::Ttl);
-        }
-        Ok(c)
+    /// What [`CacheConfig::validate`] reports.
+    pub fn build(self) -> Result<CacheConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
     }
 }

@@ -1,6 +1,6 @@
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 
-use crate::{connection::RedisError, http::Problem};
+use crate::{connection::RedisError, problem::Problem};
 
 /// Largest cache key, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;

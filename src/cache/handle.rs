@@ -9,7 +9,7 @@ use super::{
     error::validate_key,
     l1::L1,
     stats::{L1Feed, Stats},
-    store::{MemoryStore, NEGATIVE_MARKER, RedisStore, Store},
+    store::{MemoryL2, NEGATIVE_MARKER, RedisStore, Store},
 };
 use crate::connection::{FeedEvent, InvalidationFeed, RedisHandle};
 
@@ -133,7 +133,7 @@ impl CacheHandle {
                     config.namespace(),
                 ))
             }
-            None => Store::Memory(MemoryStore::new(config.memory_l2_max_bytes())),
+            None => Store::Memory(MemoryL2::new(config.memory_l2_max_bytes())),
         };
         let inner = Arc::new(Inner {
             l1,

@@ -8,34 +8,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{CacheError, CacheHandle};
-use crate::{
-    auth::AuthUser,
-    http::{Problem, Services},
+use super::{
+    CacheError, CacheHandle, Tier,
+    response::{cached_json, with_tier},
 };
-
-/// `X-Cache`, parsed once at compile time.
-const X_CACHE: actix_web::http::header::HeaderName =
-    actix_web::http::header::HeaderName::from_static("x-cache");
-
-/// `res` with `X-Cache: tier` (static name and value: no parsing or allocation per request).
-pub(crate) fn with_tier(mut res: HttpResponse, tier: &'static str) -> HttpResponse {
-    res.headers_mut().insert(
-        X_CACHE,
-        actix_web::http::header::HeaderValue::from_static(tier),
-    );
-    res
-}
-
-/// A 200 `application/json` answer of cached bytes, with the tier that answered.
-pub(crate) fn cached_json(body: Bytes, tier: &'static str) -> HttpResponse {
-    let mut res = HttpResponse::Ok().body(body);
-    res.headers_mut().insert(
-        actix_web::http::header::CONTENT_TYPE,
-        actix_web::http::header::HeaderValue::from_static("application/json"),
-    );
-    with_tier(res, tier)
-}
+use crate::{auth::AuthUser, problem::Problem};
 
 /// The part of the cache namespace that the HTTP API reads and writes: a key `k` of the API is
 /// stored as `api:k`, so API callers can neither read nor overwrite what the server caches for
@@ -110,7 +87,7 @@ fn entry_body(key: &str, json: &[u8]) -> Bytes {
         namespace of its own: the server's cached data cannot be read or written here.")),
     responses(
         (status = 200, description = "The stored value.", body = CacheEntry,
-            headers(("X-Cache" = String, description = "`L1` or `L2`: the tier that answered."))),
+            headers(("X-Cache" = String, description = "`HIT-L1` or `HIT-L2`: the tier that answered."))),
         (status = 400, description = "Invalid key (`invalid-key`).", body = Problem,
             content_type = "application/problem+json"),
         (status = 404, description = "Nothing is cached under this key (`X-Cache: MISS`).",
@@ -130,7 +107,7 @@ async fn get(
         )),
         None => Ok(with_tier(
             Problem::not_found("No value is cached under this key.").into_response(),
-            "MISS",
+            Tier::Miss.header_value(),
         )),
     }
 }
@@ -208,35 +185,33 @@ pub(crate) struct CachePut<'a> {
 )]
 async fn put(
     _user: AuthUser,
-    services: web::Data<Services>,
+    cache: web::Data<CacheHandle>,
     key: web::Path<String>,
     query: web::Query<TtlQuery>,
     value: web::Json<Box<RawValue>>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let settings = &services.settings;
+    let settings = cache.config();
     let ttl = match query.ttl {
-        None => settings.cache_default_ttl,
-        Some(secs) if secs >= 1 && secs <= settings.cache_max_ttl.as_secs() => {
-            Duration::from_secs(secs)
-        }
+        None => settings.default_ttl,
+        Some(secs) if secs >= 1 && secs <= settings.max_ttl.as_secs() => Duration::from_secs(secs),
         Some(_) => {
             return Err(Problem::bad_request(format!(
                 "ttl must be a whole number of seconds from 1 to {}.",
-                settings.cache_max_ttl.as_secs()
+                settings.max_ttl.as_secs()
             ))
             .into());
         }
     };
-    if value.get().len() > settings.cache_max_value_bytes {
+    if value.get().len() > settings.max_value_bytes {
         return Err(Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE)
             .with_detail(format!(
                 "A cached value is at most {} bytes of JSON.",
-                settings.cache_max_value_bytes
+                settings.max_value_bytes
             ))
             .into());
     }
     let json = Bytes::copy_from_slice(value.get().as_bytes());
-    services.cache.set_json(&api_key(&key)?, json, ttl).await?;
+    cache.set_json(&api_key(&key)?, json, ttl).await?;
     Ok(HttpResponse::Ok().json(CachePut {
         key: key.as_str(),
         ttl: ttl.as_secs(),

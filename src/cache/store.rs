@@ -101,7 +101,7 @@ fn millis(ttl: Duration) -> u64 {
 /// The second tier, shared by every instance when it is Redis.
 #[derive(Clone)]
 pub(crate) enum Store {
-    Memory(MemoryStore),
+    Memory(MemoryL2),
     Redis(RedisStore),
 }
 
@@ -413,11 +413,11 @@ impl Expiry<String, MemEntry> for MemExpiry {
 
 /// L2 of the memory backend: a bounded, expiring map with Redis' semantics, single-instance.
 #[derive(Clone)]
-pub(crate) struct MemoryStore {
+pub(crate) struct MemoryL2 {
     entries: Cache<String, MemEntry>,
 }
 
-impl MemoryStore {
+impl MemoryL2 {
     pub(crate) fn new(max_bytes: u64) -> Self {
         let entries = Cache::builder()
             .max_capacity(max_bytes.max(1))

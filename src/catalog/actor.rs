@@ -7,10 +7,10 @@ use actix::{Actor, Addr, Handler, SyncArbiter, SyncContext};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    CatalogError, CreateProduct, DeleteProduct, GetProduct, ListProducts, NewProduct, Product,
-    ProductPatch, UpdateProduct,
+    CatalogConfig, CatalogError, CreateProduct, DeleteProduct, GetProduct, ListProducts,
+    NewProduct, Product, ProductPatch, UpdateProduct,
 };
-use crate::config::DatabaseLocation;
+use crate::{cache::CacheHandle, db::DatabaseLocation};
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -54,11 +54,14 @@ impl Actor for CatalogActor {
     type Context = SyncContext<Self>;
 }
 
-/// A cloneable handle to the catalog actor, counting the loads it serves.
+/// A cloneable handle to the catalog actor, counting the loads it serves, with the cache the
+/// catalog is read through and its settings.
 #[derive(Clone, Debug)]
 pub struct CatalogHandle {
     addr: Addr<CatalogActor>,
     loads: Arc<AtomicU64>,
+    cache: CacheHandle,
+    config: Arc<CatalogConfig>,
 }
 
 fn open(location: &DatabaseLocation) -> Result<Connection, CatalogError> {
@@ -103,11 +106,16 @@ fn seed(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl CatalogHandle {
-    /// Opens (creating and seeding when new) the database and starts the actor.
+    /// Opens (creating and seeding when new) the database and starts the actor; reads go
+    /// through `cache`.
     ///
     /// # Errors
     /// [`CatalogError::Open`] when the database cannot be opened or created.
-    pub fn start(location: &DatabaseLocation) -> Result<Self, CatalogError> {
+    pub fn start(
+        location: &DatabaseLocation,
+        config: CatalogConfig,
+        cache: CacheHandle,
+    ) -> Result<Self, CatalogError> {
         let first = std::sync::Mutex::new(Some(open(location)?));
         let location = location.clone();
         let addr = SyncArbiter::start(1, move || {
@@ -124,7 +132,19 @@ impl CatalogHandle {
         Ok(Self {
             addr,
             loads: Arc::new(AtomicU64::new(0)),
+            cache,
+            config: Arc::new(config),
         })
+    }
+
+    /// The cache the catalog is read through.
+    pub fn cache(&self) -> &CacheHandle {
+        &self.cache
+    }
+
+    /// The catalog's settings.
+    pub fn config(&self) -> &CatalogConfig {
+        &self.config
     }
 
     /// The actor's address.

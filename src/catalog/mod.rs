@@ -2,15 +2,18 @@
 //! (an actix `SyncArbiter`, since SQLite calls block), read through the two-tier cache.
 //!
 //! Reads are cached with `remember`: `GET /products/{id}` for the product TTL (absent products
-//! as negative entries), `GET /products` for the list TTL. Every write invalidates the product and
+//! as negative entries), `GET /products` for the list TTL (both in [`CatalogConfig`]). The
+//! [`CatalogHandle`] holds the cache it reads through, so the routes need nothing else. Every write invalidates the product and
 //! the list through the cache actor.
 
 mod actor;
+mod config;
 mod error;
 mod messages;
 pub(crate) mod routes;
 
 pub use actor::{CatalogActor, CatalogHandle};
+pub use config::{CatalogConfig, DEFAULT_PRODUCT_LIST_TTL_SECS, DEFAULT_PRODUCT_TTL_SECS};
 pub use error::CatalogError;
 pub use messages::{
     CreateProduct, DeleteProduct, GetProduct, ListProducts, NewProduct, Product, ProductPatch,

@@ -5,11 +5,12 @@ use bytes::Bytes;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::CatalogHandle;
 use super::{CatalogError, NewProduct, Product, ProductPatch};
 use crate::{
     auth::AuthUser,
-    cache::{Remembered, Tier, routes::with_tier},
-    http::{Problem, Services},
+    cache::{Remembered, Tier, with_tier},
+    problem::Problem,
 };
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -95,7 +96,7 @@ impl ProductId {
         if self.id > 0 {
             Ok(self.id)
         } else {
-            Err(crate::http::invalid_path_parameter()
+            Err(crate::problem::invalid_path_parameter()
                 .with_detail("The product id must be a positive integer."))
         }
     }
@@ -104,7 +105,7 @@ impl ProductId {
 fn cached_json(remembered: Remembered<Bytes>) -> HttpResponse {
     let tier = remembered.tier.header_value();
     match remembered.value {
-        Some(json) => crate::cache::routes::cached_json(json, tier),
+        Some(json) => crate::cache::cached_json(json, tier),
         None => with_tier(
             Problem::not_found("No product with this id.").into_response(),
             tier,
@@ -120,15 +121,15 @@ fn cached_json(remembered: Remembered<Bytes>) -> HttpResponse {
     tag = "products",
     responses(
         (status = 200, description = "The products.", body = ProductList<'static>,
-            headers(("X-Cache" = String, description = "`L1`, `L2` or `MISS` (loaded)."))),
+            headers(("X-Cache" = String, description = "`HIT-L1`, `HIT-L2` or `MISS` (loaded)."))),
         (status = 503, description = "The server is shutting down.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list(services: web::Data<Services>) -> Result<HttpResponse, CatalogError> {
-    let catalog = &services.catalog;
-    let remembered = services
-        .cache
-        .remember_json(LIST_KEY, services.settings.product_list_ttl, || async {
+async fn list(catalog: web::Data<CatalogHandle>) -> Result<HttpResponse, CatalogError> {
+    let catalog = catalog.get_ref();
+    let remembered = catalog
+        .cache()
+        .remember_json(LIST_KEY, catalog.config().product_list_ttl, || async {
             let products = catalog.list().await?;
             let body = serde_json::to_vec(&ProductList {
                 products: &products,
@@ -149,7 +150,7 @@ async fn list(services: web::Data<Services>) -> Result<HttpResponse, CatalogErro
     params(("id" = i64, Path, minimum = 1, description = "A product id: a positive integer.")),
     responses(
         (status = 200, description = "The product.", body = Product,
-            headers(("X-Cache" = String, description = "`L1`, `L2` or `MISS` (loaded)."))),
+            headers(("X-Cache" = String, description = "`HIT-L1`, `HIT-L2` or `MISS` (loaded)."))),
         (status = 400, description = "The id is not a positive integer (`invalid-parameter`).",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No product with this id.", body = Problem, content_type = "application/problem+json"),
@@ -157,24 +158,24 @@ async fn list(services: web::Data<Services>) -> Result<HttpResponse, CatalogErro
     )
 )]
 async fn get(req: actix_web::HttpRequest) -> Result<HttpResponse, actix_web::Error> {
-    // The hot cached route takes one extractor and reads its services and its one segment from
+    // The hot cached route takes one extractor and reads its handle and its one segment from
     // the request (no serde path deserializer); the answers are `web::Path<ProductId>`'s, as on
     // the other product routes.
-    let Some(services) = req.app_data::<web::Data<Services>>() else {
+    let Some(catalog) = req.app_data::<web::Data<CatalogHandle>>() else {
         return Err(actix_web::error::ErrorInternalServerError(
-            "redkit services are not registered: use Services::configure",
+            "the catalog handle is not registered: use Services::configure",
         ));
     };
     let id = match req.match_info().get("id").map(str::parse::<i64>) {
         Some(Ok(id)) => ProductId { id }.checked()?,
-        _ => return Err(crate::http::invalid_path_parameter().into()),
+        _ => return Err(crate::problem::invalid_path_parameter().into()),
     };
-    let catalog = &services.catalog;
-    let remembered = services
-        .cache
+    let catalog = catalog.get_ref();
+    let remembered = catalog
+        .cache()
         .remember_json(
             ProductKey::new(id).as_str(),
-            services.settings.product_ttl,
+            catalog.config().product_ttl,
             || async {
                 match catalog.get(id).await? {
                     Some(product) => Ok::<_, CatalogError>(Some(Bytes::from(
@@ -190,13 +191,16 @@ async fn get(req: actix_web::HttpRequest) -> Result<HttpResponse, actix_web::Err
 
 /// Refuses a write up front when its invalidation could not reach L2: better a 503 before the
 /// database changes than a stale shared cache after.
-fn writable(services: &Services) -> Result<(), CatalogError> {
-    services.cache.ensure_writable().map_err(CatalogError::from)
+fn writable(catalog: &CatalogHandle) -> Result<(), CatalogError> {
+    catalog
+        .cache()
+        .ensure_writable()
+        .map_err(CatalogError::from)
 }
 
-async fn invalidate(services: &Services, id: i64) {
+async fn invalidate(catalog: &CatalogHandle, id: i64) {
     for key in [ProductKey::new(id).as_str(), LIST_KEY] {
-        if let Err(err) = services.cache.delete(key).await {
+        if let Err(err) = catalog.cache().delete(key).await {
             tracing::error!(error = %err, key, "catalog: cache invalidation failed after a write");
         }
     }
@@ -221,13 +225,13 @@ async fn invalidate(services: &Services, id: i64) {
 )]
 async fn create(
     _user: AuthUser,
-    services: web::Data<Services>,
+    catalog: web::Data<CatalogHandle>,
     body: web::Json<ObjectOnly<NewProduct>>,
 ) -> Result<HttpResponse, CatalogError> {
-    writable(&services)?;
-    let product = services.catalog.create(body.into_inner().0).await?;
+    writable(&catalog)?;
+    let product = catalog.create(body.into_inner().0).await?;
     // The id may have been cached as absent before it existed.
-    invalidate(&services, product.id).await;
+    invalidate(&catalog, product.id).await;
     let created = HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/products/{}", product.id)))
         .json(product);
@@ -256,18 +260,17 @@ async fn create(
 )]
 async fn update(
     _user: AuthUser,
-    services: web::Data<Services>,
+    catalog: web::Data<CatalogHandle>,
     path: web::Path<ProductId>,
     body: web::Json<ObjectOnly<ProductPatch>>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let id = path.checked()?;
-    writable(&services)?;
-    let product = services
-        .catalog
+    writable(&catalog)?;
+    let product = catalog
         .update(id, body.into_inner().0)
         .await?
         .ok_or(CatalogError::NotFound)?;
-    invalidate(&services, id).await;
+    invalidate(&catalog, id).await;
     Ok(HttpResponse::Ok().json(product))
 }
 
@@ -290,15 +293,15 @@ async fn update(
 )]
 async fn delete(
     _user: AuthUser,
-    services: web::Data<Services>,
+    catalog: web::Data<CatalogHandle>,
     path: web::Path<ProductId>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let id = path.checked()?;
-    writable(&services)?;
-    if !services.catalog.delete(id).await? {
+    writable(&catalog)?;
+    if !catalog.delete(id).await? {
         return Err(CatalogError::NotFound.into());
     }
-    invalidate(&services, id).await;
+    invalidate(&catalog, id).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -3,8 +3,8 @@ use std::time::Duration;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseFuture, WrapFuture};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::RedisSettings;
 use super::{GetStatus, Ping, RedisError, RedisHandle, feed::FeedTarget};
-use crate::config::RedisSettings;
 
 /// How often the watchdog pings Redis.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(1);

@@ -1,6 +1,6 @@
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 
-use crate::http::Problem;
+use crate::problem::Problem;
 
 /// A failed Redis operation, classified by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]

@@ -77,7 +77,7 @@ impl RedisHandle {
                 latency_us: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
-                latency: crate::metrics::latency_histogram(),
+                latency: crate::latency::latency_histogram(),
                 feed,
             }),
         }

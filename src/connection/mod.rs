@@ -35,9 +35,11 @@ mod error;
 pub mod feed;
 mod handle;
 mod messages;
+mod settings;
 
 pub use actor::RedisActor;
 pub use error::RedisError;
 pub use feed::{FeedEvent, InvalidationFeed};
 pub use handle::{RedisHandle, RedisStatus};
 pub use messages::{GetStatus, Ping};
+pub use settings::{DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings};

@@ -17,12 +17,12 @@ use tokio::sync::mpsc;
 
 use super::{
     EventsConfig, EventsError, Join, Left, Shutdown,
-    auth::{EventsAuth, unix_now},
-    frame::{EventId, encode_event, split_payload},
+    auth::EventsAuth,
     history::{parse_range, stream_key},
     hub::Hub,
+    wire::{EventId, encode_event, split_payload},
 };
-use crate::{config::RedisSettings, connection::RedisError};
+use crate::connection::{RedisError, RedisSettings};
 
 /// Pause between attempts to resubscribe while Redis is unreachable.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
@@ -285,7 +285,7 @@ async fn sync_channels(
         // Redis's clock, and join times from ours, so a late baseline needs the difference.
         let skew_ms = if after_outage {
             let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-            let local = i64::try_from(super::history::now_ms()).unwrap_or(i64::MAX);
+            let local = hub.clock().now_ms();
             Some(secs.saturating_mul(1000).saturating_add(micros / 1000) - local)
         } else {
             None
@@ -368,7 +368,7 @@ impl Actor for EventsActor {
                             .read()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .clone();
-                        let closed = hub.sweep(&*auth, unix_now());
+                        let closed = hub.sweep(&*auth, hub.now_secs());
                         if closed > 0 {
                             tracing::info!(closed, "private streams closed: token expired or session revoked");
                         }

@@ -3,20 +3,27 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
 use super::EventsError;
-use crate::connection::RedisHandle;
+use crate::{
+    clock::{Clock, SystemClock},
+    connection::RedisHandle,
+};
 
 /// How long a ticket from `POST /events/ticket` stays redeemable.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
 
-/// An authenticated caller, as vouched for by an [`EventsAuth`].
+/// An authenticated caller of the events routes, as vouched for by an [`EventsAuth`].
+///
+/// Not [`auth::Principal`](crate::auth::Principal): that one is auth's typed view of its own
+/// JWT claims; this is what any verifier (auth's bridge, [`StaticTokens`], an embedder's own)
+/// hands to live events, with the user id as opaque text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Principal {
+pub struct Caller {
     /// The user; owns the private channel `user:{user_id}`.
     pub user_id: String,
     /// The login session the token belongs to (revocation is checked per session).
@@ -29,7 +36,7 @@ pub struct Principal {
     pub issued_at: i64,
 }
 
-impl Principal {
+impl Caller {
     /// A principal for `user_id` in `session_id`, valid until `expires_at` (Unix seconds).
     pub fn new(user_id: impl Into<String>, session_id: impl Into<String>, expires_at: u64) -> Self {
         Self {
@@ -54,10 +61,10 @@ impl Principal {
 /// [`DenyAll`] is the default and [`StaticTokens`] serves tests and benchmarks.
 pub trait EventsAuth: Send + Sync + 'static {
     /// The principal of a valid, unexpired access token; `None` for anything else.
-    fn verify(&self, token: &str) -> Option<Principal>;
+    fn verify(&self, token: &str) -> Option<Caller>;
     /// Whether a principal verified earlier is still acceptable (its session not revoked).
     /// Checked about once a second for every open private stream.
-    fn still_valid(&self, principal: &Principal) -> bool {
+    fn still_valid(&self, principal: &Caller) -> bool {
         let _ = principal;
         true
     }
@@ -72,26 +79,45 @@ pub trait EventsAuth: Send + Sync + 'static {
 pub struct DenyAll;
 
 impl EventsAuth for DenyAll {
-    fn verify(&self, _token: &str) -> Option<Principal> {
+    fn verify(&self, _token: &str) -> Option<Caller> {
         None
     }
 }
 
 /// A fixed table of tokens, with session revocation: for tests, benchmarks and development.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StaticTokens {
-    tokens: RwLock<HashMap<String, Principal>>,
+    tokens: RwLock<HashMap<String, Caller>>,
     revoked: RwLock<HashSet<String>>,
+    /// What expiries are checked against.
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for StaticTokens {
+    fn default() -> Self {
+        Self {
+            tokens: RwLock::default(),
+            revoked: RwLock::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 impl StaticTokens {
-    /// An empty table.
+    /// An empty table, checking expiries against the system clock.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Checks expiries against `clock` (the events config's, in a test driving time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Accepts `token` as `principal` from now on.
-    pub fn insert(&self, token: impl Into<String>, principal: Principal) {
+    pub fn insert(&self, token: impl Into<String>, principal: Caller) {
         self.tokens
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -108,30 +134,24 @@ impl StaticTokens {
 }
 
 impl EventsAuth for StaticTokens {
-    fn verify(&self, token: &str) -> Option<Principal> {
+    fn verify(&self, token: &str) -> Option<Caller> {
         let principal = self
             .tokens
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(token)
             .cloned()?;
-        (principal.expires_at > unix_now() && self.still_valid(&principal)).then_some(principal)
+        let now = u64::try_from(self.clock.now_secs()).unwrap_or(0);
+        (principal.expires_at > now && self.still_valid(&principal)).then_some(principal)
     }
 
-    fn still_valid(&self, principal: &Principal) -> bool {
+    fn still_valid(&self, principal: &Caller) -> bool {
         !self
             .revoked
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .contains(&principal.session_id)
     }
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Where tickets live: Redis (`SET NX PX` / `GETDEL`, so any instance redeems them, once) or

@@ -1,13 +1,33 @@
-use std::time::Duration;
+//! Live-events settings and their defaults. Configured like every feature (see
+//! [`crate::settings`]): public fields, `Default`, and [`EventsConfig::validate`].
 
-use crate::config::{
-    DEFAULT_EVENTS_HEARTBEAT_MS, DEFAULT_EVENTS_HISTORY_LEN, DEFAULT_EVENTS_MAX_REPLAY,
-    DEFAULT_EVENTS_QUEUE, DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS, DEFAULT_KEY_PREFIX,
-    DEFAULT_MAX_EVENT_BYTES, DEFAULT_SSE_MAX_CONNECTIONS, DEFAULT_SSE_MAX_PER_IP,
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    clock::{Clock, SystemClock},
+    settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_key_prefix},
 };
 
-/// Settings of live events. Defaults come from the `DEFAULT_EVENTS_*` constants in
-/// [`crate::config`].
+/// Default number of events kept per channel's history.
+pub const DEFAULT_EVENTS_HISTORY_LEN: usize = 1000;
+/// Default TTL of a channel's history after its last publish, in seconds (one day).
+pub const DEFAULT_EVENTS_TTL_SECS: u64 = 24 * 3600;
+/// Default per-client queue of events before a slow consumer is cut.
+pub const DEFAULT_EVENTS_QUEUE: usize = 256;
+/// Default interval of SSE heartbeat comments, in milliseconds.
+pub const DEFAULT_EVENTS_HEARTBEAT_MS: u64 = 15_000;
+/// Default SSE `retry:` hint, in milliseconds.
+pub const DEFAULT_EVENTS_RETRY_MS: u64 = 3_000;
+/// Largest event data `POST /events/{channel}` accepts, in bytes of compact JSON (64 KiB).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Most events replayed to one client resuming with `Last-Event-ID`.
+pub const DEFAULT_EVENTS_MAX_REPLAY: usize = 100;
+/// Most SSE connections open at once per process.
+pub const DEFAULT_SSE_MAX_CONNECTIONS: usize = 10_000;
+/// Most SSE connections open at once from one client address (IPv6: one /64 by default).
+pub const DEFAULT_SSE_MAX_PER_IP: usize = 32;
+
+/// Settings of live events, defaulting to the `DEFAULT_*` constants of this module.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EventsConfig {
@@ -33,6 +53,8 @@ pub struct EventsConfig {
     pub max_connections: usize,
     /// Most SSE connections open at once from one client address (429 beyond).
     pub max_connections_per_ip: usize,
+    /// Where "now" comes from: the ids the memory backend mints and a channel's join baseline.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for EventsConfig {
@@ -48,6 +70,44 @@ impl Default for EventsConfig {
             max_replay: DEFAULT_EVENTS_MAX_REPLAY,
             max_connections: DEFAULT_SSE_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_SSE_MAX_PER_IP,
+            clock: Arc::new(SystemClock),
         }
+    }
+}
+
+impl EventsConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// The first bad value, in one line naming its command-line option: a bad key prefix, or a
+    /// zero history, TTL, queue, heartbeat, event size or connection cap.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_key_prefix(&self.key_prefix)?;
+        for (name, value) in [
+            ("--events-history-len/EVENTS_HISTORY_LEN", self.history_len),
+            ("--events-queue/EVENTS_QUEUE", self.queue_size),
+            ("--max-event-bytes/MAX_EVENT_BYTES", self.max_event_bytes),
+            (
+                "--sse-max-connections/SSE_MAX_CONNECTIONS",
+                self.max_connections,
+            ),
+            (
+                "--sse-max-per-ip/SSE_MAX_PER_IP",
+                self.max_connections_per_ip,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        for (name, value) in [
+            ("--events-ttl/EVENTS_TTL", self.stream_ttl),
+            ("--events-heartbeat-ms/EVENTS_HEARTBEAT_MS", self.heartbeat),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
     }
 }

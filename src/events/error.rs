@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 
-use super::frame::{MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN};
-use crate::{connection::RedisError, http::Problem};
+use super::wire::{MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN};
+use crate::{connection::RedisError, problem::Problem};
 
 /// A failed events operation.
 #[derive(Debug, thiserror::Error)]

@@ -6,15 +6,15 @@ use serde::Serialize;
 
 use super::{
     EventsActor, EventsConfig, EventsError, Join, Left, Shutdown,
-    auth::{DenyAll, EventsAuth, Principal, Tickets},
-    frame::{
+    auth::{Caller, DenyAll, EventsAuth, Tickets},
+    history::{History, Replay},
+    hub::{EventStream, Hub, OnLeave},
+    wire::{
         DEFAULT_EVENT_TYPE, EventId, encode_control, encode_retry, private_owner, valid_channel,
         valid_event_type,
     },
-    history::{History, Replay},
-    hub::{EventStream, Hub, OnLeave},
 };
-use crate::{config::RedisSettings, connection::RedisHandle};
+use crate::connection::{RedisHandle, RedisSettings};
 
 /// Where the credentials of a request came from; at most one is used, in this order:
 /// ticket, bearer token, cookie.
@@ -78,7 +78,7 @@ impl EventsHandle {
         config: &EventsConfig,
         redis: Option<(&RedisSettings, RedisHandle)>,
     ) -> Result<Self, EventsError> {
-        let hub = Arc::new(Hub::new(config.queue_size));
+        let hub = Arc::new(Hub::new(config.queue_size, config.clock.clone()));
         let auth: Arc<RwLock<Arc<dyn EventsAuth>>> = Arc::new(RwLock::new(Arc::new(DenyAll)));
         let actor = EventsActor::new(
             config,
@@ -245,7 +245,7 @@ impl EventsHandle {
         &self,
         channel: &str,
         last_event_id: Option<&str>,
-        principal: Option<Principal>,
+        principal: Option<Caller>,
     ) -> Result<EventStream, EventsError> {
         if !valid_channel(channel) {
             return Err(EventsError::InvalidChannel);
@@ -344,7 +344,7 @@ impl EventsHandle {
         &self,
         channel: &str,
         credentials: &Credentials,
-    ) -> Result<Principal, EventsError> {
+    ) -> Result<Caller, EventsError> {
         if !valid_channel(channel) {
             return Err(EventsError::InvalidChannel);
         }
@@ -363,7 +363,7 @@ impl EventsHandle {
         &self,
         channel: &str,
         credentials: &Credentials,
-    ) -> Result<Option<Principal>, EventsError> {
+    ) -> Result<Option<Caller>, EventsError> {
         if !valid_channel(channel) {
             return Err(EventsError::InvalidChannel);
         }
@@ -381,7 +381,7 @@ impl EventsHandle {
     ///
     /// # Errors
     /// [`EventsError::Unauthorized`]; [`EventsError::Unavailable`] if a ticket cannot be checked.
-    pub async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, EventsError> {
+    pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, EventsError> {
         let token = match &credentials.ticket {
             Some(ticket) => self.inner.tickets.redeem(ticket).await?,
             None => credentials
@@ -437,7 +437,7 @@ impl EventsHandle {
 
     /// A heartbeat frame, for embedding apps that write their own SSE bodies.
     pub fn heartbeat_frame() -> Bytes {
-        Bytes::from_static(super::frame::HEARTBEAT)
+        Bytes::from_static(super::wire::HEARTBEAT)
     }
 }
 

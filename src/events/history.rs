@@ -12,8 +12,8 @@ use redis::streams::StreamRangeReply;
 
 use super::{
     EventsError,
-    frame::{EventId, encode_event},
     hub::Hub,
+    wire::{EventId, encode_event},
 };
 use crate::connection::RedisHandle;
 
@@ -107,13 +107,6 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Wall-clock milliseconds since the Unix epoch (stream ids are made of them).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, millis)
-}
-
 impl History {
     pub(crate) fn redis(redis: RedisHandle, prefix: &str, max_len: usize, ttl: Duration) -> Self {
         Self::Redis {
@@ -182,7 +175,7 @@ impl History {
                     // Expired like the Redis key would have: history starts over.
                     ring.events.clear();
                 }
-                let id = ring.last.next(now_ms());
+                let id = ring.last.next(hub.now_ms());
                 let bytes = encode_event(id, kind, data);
                 ring.last = id;
                 ring.written = now;
@@ -282,7 +275,7 @@ mod tests {
     /// Histories nobody publishes to again are dropped once expired, as Redis expires the keys.
     #[tokio::test(start_paused = true)]
     async fn memory_histories_of_idle_channels_are_dropped() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, std::sync::Arc::new(crate::clock::SystemClock));
         let ttl = Duration::from_secs(30);
         let history = History::memory(10, ttl);
         for channel in ["a", "b", "c"] {

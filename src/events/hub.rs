@@ -21,22 +21,23 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use super::{
-    auth::{EventsAuth, Principal},
-    frame::{EventId, HEARTBEAT, encode_control},
+    auth::{Caller, EventsAuth},
+    wire::{EventId, HEARTBEAT, encode_control},
 };
+use crate::clock::Clock;
 
-/// One queued frame: pre-encoded bytes shared by every client, and the event id for de-duplication
+/// One outgoing SSE frame queued for clients: pre-encoded bytes shared by every client, and the event id for de-duplication
 /// at the history/live handover (`None` for heartbeats).
 #[derive(Debug, Clone)]
-pub(crate) struct Frame {
+pub(crate) struct Outgoing {
     pub(crate) id: Option<EventId>,
     pub(crate) bytes: Bytes,
 }
 
 struct Client {
-    tx: mpsc::Sender<Frame>,
+    tx: mpsc::Sender<Outgoing>,
     overflowed: Arc<AtomicBool>,
-    principal: Option<Principal>,
+    principal: Option<Caller>,
 }
 
 struct Channel {
@@ -49,8 +50,7 @@ struct Channel {
 }
 
 impl Channel {
-    fn new() -> Self {
-        let now_ms = super::history::now_ms();
+    fn new(now_ms: u64) -> Self {
         Self {
             clients: HashMap::new(),
             last_id: None,
@@ -91,22 +91,40 @@ pub(crate) struct Hub {
     inner: Mutex<Inner>,
     queue_size: usize,
     pub(crate) counters: Counters,
+    /// Wall-clock time for join baselines and the memory backend's event ids.
+    clock: Arc<dyn Clock>,
 }
 
 /// A newly registered client: its id and the receiving half of its queue.
 pub(crate) struct Joined {
     pub(crate) id: u64,
-    pub(crate) rx: mpsc::Receiver<Frame>,
+    pub(crate) rx: mpsc::Receiver<Outgoing>,
     pub(crate) overflowed: Arc<AtomicBool>,
 }
 
 impl Hub {
-    pub(crate) fn new(queue_size: usize) -> Self {
+    pub(crate) fn new(queue_size: usize, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             queue_size: queue_size.max(1),
             counters: Counters::default(),
+            clock,
         }
+    }
+
+    /// The events feature's clock (its config's).
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch, as stream ids count them.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.now_ms()).unwrap_or(0)
+    }
+
+    /// Wall-clock seconds since the Unix epoch, as token expiries count them.
+    pub(crate) fn now_secs(&self) -> u64 {
+        u64::try_from(self.clock.now_secs()).unwrap_or(0)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -118,7 +136,7 @@ impl Hub {
     }
 
     /// Registers a client on `channel`; `None` once the hub is closed (shutting down).
-    pub(crate) fn join(&self, channel: &str, principal: Option<Principal>) -> Option<Joined> {
+    pub(crate) fn join(&self, channel: &str, principal: Option<Caller>) -> Option<Joined> {
         let mut inner = self.lock();
         if inner.closed {
             return None;
@@ -130,7 +148,7 @@ impl Hub {
         inner
             .channels
             .entry(channel.to_owned())
-            .or_insert_with(Channel::new)
+            .or_insert_with(|| Channel::new(self.now_ms()))
             .clients
             .insert(
                 id,
@@ -236,7 +254,7 @@ impl Hub {
         let before = entry.clients.len();
         let mut result = FanOut::default();
         entry.clients.retain(|_, client| {
-            let frame = Frame {
+            let frame = Outgoing {
                 id: Some(id),
                 bytes: bytes.clone(),
             };
@@ -267,7 +285,7 @@ impl Hub {
     /// Queues a heartbeat comment to every client that has room (a full queue is not cut for a
     /// heartbeat: the next event will do that).
     pub(crate) fn heartbeat(&self) {
-        let beat = Frame {
+        let beat = Outgoing {
             id: None,
             bytes: Bytes::from_static(HEARTBEAT),
         };
@@ -344,7 +362,7 @@ impl Drop for LeaveGuard {
 /// Use it as a streaming response body ([`into_response`](Self::into_response)).
 pub struct EventStream {
     prelude: VecDeque<Bytes>,
-    rx: mpsc::Receiver<Frame>,
+    rx: mpsc::Receiver<Outgoing>,
     /// Live events up to this id were already replayed from history.
     skip_through: Option<EventId>,
     overflowed: Arc<AtomicBool>,
@@ -457,7 +475,7 @@ mod tests {
     /// clock 5 s behind ours, events Redis stamps after the arrival are not skipped.
     #[test]
     fn late_baseline_is_taken_on_redis_clock() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, Arc::new(crate::clock::SystemClock));
         let _client = hub.join("behind", None).unwrap();
         let joined = joined_ms(&hub, "behind");
         let far = EventId {

@@ -38,6 +38,11 @@
 //! Subscribers always get `200`: the stream opens, heartbeats flow, and events are delivered once
 //! Redis is back (a resume that cannot read history gets `event: reset`). Publishing answers 503.
 //!
+//! # Time
+//! Wall-clock time (the memory backend's event ids, a channel's join baseline, token expiry of
+//! open private streams) is read from [`EventsConfig::clock`], so a test with a
+//! [`ManualClock`](crate::clock::ManualClock) moves it; heartbeats and sweeps are tokio timers.
+//!
 //! # Access
 //! Publishing needs a valid access token; channels `user:{id}` are readable only by that user.
 //! Tokens come from `Authorization: Bearer`, the login cookie, or a single-use ticket
@@ -49,24 +54,28 @@ mod actor;
 mod auth;
 mod config;
 mod error;
-mod frame;
 mod handle;
 mod history;
 mod hub;
 mod messages;
 pub(crate) mod routes;
 mod slots;
+mod wire;
 
 pub use actor::EventsActor;
-pub use auth::{DenyAll, EventsAuth, Principal, StaticTokens, TICKET_TTL};
-pub use config::EventsConfig;
-pub use error::EventsError;
-pub use frame::{
-    DEFAULT_EVENT_TYPE, EventId, MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, encode_event, valid_channel,
-    valid_event_type,
+pub use auth::{Caller, DenyAll, EventsAuth, StaticTokens, TICKET_TTL};
+pub use config::{
+    DEFAULT_EVENTS_HEARTBEAT_MS, DEFAULT_EVENTS_HISTORY_LEN, DEFAULT_EVENTS_MAX_REPLAY,
+    DEFAULT_EVENTS_QUEUE, DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS,
+    DEFAULT_MAX_EVENT_BYTES, DEFAULT_SSE_MAX_CONNECTIONS, DEFAULT_SSE_MAX_PER_IP, EventsConfig,
 };
+pub use error::EventsError;
 pub use handle::{ChannelInfo, Credentials, EventsHandle, EventsStats};
 pub use history::MAX_REPLAY_BYTES;
 pub use hub::EventStream;
 pub use messages::{Join, Left, Shutdown};
 pub use slots::ConnectionSlot;
+pub use wire::{
+    DEFAULT_EVENT_TYPE, EventId, MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, encode_event, valid_channel,
+    valid_event_type,
+};

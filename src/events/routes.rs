@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ChannelInfo, Credentials, EventsError, EventsHandle, TICKET_TTL};
-use crate::http::Problem;
+use crate::problem::Problem;
 
 /// Registers the events routes (the ticket route first: `ticket` is not a channel to POST to).
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -111,7 +111,7 @@ async fn publish(
     let kind = query
         .event
         .as_deref()
-        .unwrap_or(super::frame::DEFAULT_EVENT_TYPE);
+        .unwrap_or(super::wire::DEFAULT_EVENT_TYPE);
     let id = events.publish_event(&channel, kind, &body).await?;
     Ok(HttpResponse::Accepted().json(Published { id: id.to_string() }))
 }
@@ -228,7 +228,7 @@ async fn ticket(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
 ) -> Result<HttpResponse, EventsError> {
-    if let Some(problem) = crate::http::cross_origin_cookie(&req, events.auth().cookie_name()) {
+    if let Some(problem) = crate::problem::cross_origin_cookie(&req, events.auth().cookie_name()) {
         return Ok(problem.into_response());
     }
     let ticket = events

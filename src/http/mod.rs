@@ -3,12 +3,10 @@
 
 mod demo;
 mod docs;
-mod errors;
 mod health;
 pub mod openapi;
-mod problem;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use actix_web::{
     App, Error, HttpResponse,
@@ -19,10 +17,12 @@ use actix_web::{
 
 pub use crate::metrics::Frame;
 pub use demo::StatsSnapshot;
-pub use errors::{cross_origin_cookie, json_config, path_config, problem_errors, query_config};
-pub(crate) use errors::{invalid_path_parameter, problem_replacing, with_problem_body};
 pub use openapi::ApiDoc;
-pub use problem::{PROBLEM_BASE, PROBLEM_JSON, Problem};
+
+pub use crate::problem::{
+    PROBLEM_BASE, PROBLEM_JSON, Problem, cross_origin_cookie, json_config, path_config,
+    problem_errors, query_config,
+};
 
 use crate::{
     auth::{AuthError, AuthHandle},
@@ -33,20 +33,11 @@ use crate::{
     events::{EventsError, EventsHandle},
 };
 
-/// Route-level settings shared by the handlers.
+/// Settings of the HTTP assembly itself (each feature's routes read their own settings from
+/// their feature's handle).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RouteSettings {
-    /// TTL of `PUT /cache/{key}` without `?ttl=`.
-    pub cache_default_ttl: Duration,
-    /// Largest accepted `?ttl=`.
-    pub cache_max_ttl: Duration,
-    /// Largest value `PUT /cache/{key}` accepts, in bytes.
-    pub cache_max_value_bytes: usize,
-    /// TTL of a cached product.
-    pub product_ttl: Duration,
-    /// TTL of the cached product list.
-    pub product_list_ttl: Duration,
     /// `"redis"` or `"memory"`.
     pub backend: &'static str,
     /// Largest request body.
@@ -131,7 +122,8 @@ impl Services {
             None => None,
         };
         let cache = CacheHandle::start(config.cache.clone(), redis.clone());
-        let catalog = CatalogHandle::start(&config.database)?;
+        let catalog =
+            CatalogHandle::start(&config.database, config.catalog.clone(), cache.clone())?;
         let metrics = crate::metrics::Metrics::new();
         metrics.register_collector(crate::metrics::CoreCollector {
             cache: cache.clone(),
@@ -171,11 +163,6 @@ impl Services {
             stats_feed: demo::StatsFeed::default(),
             health_probe: Arc::default(),
             settings: Arc::new(RouteSettings {
-                cache_default_ttl: config.cache_default_ttl,
-                cache_max_ttl: config.cache_max_ttl,
-                cache_max_value_bytes: config.cache_max_value_bytes,
-                product_ttl: config.product_ttl,
-                product_list_ttl: config.product_list_ttl,
                 backend: config.backend_name(),
                 body_limit: config.body_limit,
             }),

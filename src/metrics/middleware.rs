@@ -43,7 +43,7 @@ pub struct Observe;
 
 /// The outer layer of a redkit app, in one middleware: everything [`Observe`] does, plus an
 /// `application/problem+json` body for every error response that has none of its own (what
-/// [`problem_errors`](crate::http::problem_errors) does), plus a logged 500 problem for a
+/// [`problem_errors`](crate::problem::problem_errors) does), plus a logged 500 problem for a
 /// handler that panics (the worker and its other connections carry on).
 ///
 /// One layer instead of three saves a boxed future and two poll frames per request: measured,
@@ -176,7 +176,7 @@ where
                 // Successes skip the problem check's call altogether.
                 let mut res = if state.frame && res.status().as_u16() >= 400 {
                     // Inside the id's scope: a 5xx is logged with it.
-                    CURRENT.sync_scope(id.clone(), || crate::http::with_problem_body(res))
+                    CURRENT.sync_scope(id.clone(), || crate::problem::with_problem_body(res))
                 } else {
                     res.map_into_left_body()
                 };
@@ -233,7 +233,7 @@ fn answer_error(err: Error, id: &RequestId, frame: bool) -> Error {
     let mut response = err.error_response();
     if frame {
         let replaced = CURRENT.sync_scope(id.clone(), || {
-            crate::http::problem_replacing(response.head(), Some(&err), None)
+            crate::problem::problem_replacing(response.head(), Some(&err), None)
         });
         if let Some(problem) = replaced {
             response = problem;
@@ -255,7 +255,7 @@ fn answer_panic(panic: &(dyn std::any::Any + Send), id: &RequestId) -> Error {
     CURRENT.sync_scope(id.clone(), || {
         tracing::error!(panic = message, "a handler panicked: answered 500");
     });
-    let problem = crate::http::Problem::internal();
+    let problem = crate::problem::Problem::internal();
     let mut response = problem.clone().into_response();
     response
         .headers_mut()

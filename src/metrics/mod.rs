@@ -5,7 +5,6 @@
 //! evictions, Redis errors and reconnects, ...) is read at scrape time by [`Collector`]s, so the
 //! hot paths pay nothing extra for being observable.
 
-mod latency;
 mod middleware;
 mod request_id;
 
@@ -22,7 +21,7 @@ use prometheus_client::{
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::ConstGauge,
-        histogram::{Histogram, exponential_buckets},
+        histogram::Histogram,
     },
     registry::Registry,
 };
@@ -31,7 +30,9 @@ use serde::Serialize;
 pub use middleware::{Frame, Observe, ObserveFuture, ObserveMiddleware};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, current_request_id};
 
-use crate::{cache::CacheHandle, connection::RedisHandle};
+pub use crate::latency::latency_histogram;
+
+use crate::{cache::CacheHandle, connection::RedisHandle, latency};
 
 /// Labels of `http_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,11 +47,6 @@ pub(crate) struct HttpLabels {
 pub(crate) struct RouteLabels {
     pub(crate) method: &'static str,
     pub(crate) route: String,
-}
-
-/// The latency buckets used everywhere: 100 µs to ~3.3 s, doubling.
-pub fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
 }
 
 /// The process's metrics registry and the HTTP metrics the middleware records.

@@ -182,11 +182,11 @@ impl<V> Sharded<V> {
 
 /// The in-process store: every algorithm's state per key, with the same expiry as in Redis.
 #[derive(Debug)]
-pub(crate) struct MemoryStore {
+pub(crate) struct MemoryCounters {
     slots: Sharded<Slot>,
 }
 
-impl MemoryStore {
+impl MemoryCounters {
     pub(crate) fn new() -> Self {
         Self {
             slots: Sharded::new(16),

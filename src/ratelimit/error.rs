@@ -1,6 +1,6 @@
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 
-use crate::http::Problem;
+use crate::problem::Problem;
 
 /// A rate-limit decision that could not be made.
 #[derive(Debug, thiserror::Error)]

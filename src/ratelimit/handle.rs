@@ -15,7 +15,7 @@ use actix_web::HttpRequest;
 use super::{
     Decision, GetStats, MAX_LIMIT, MAX_WINDOW_SECS, Policy, RateLimitActor, RateLimitConfig,
     RateLimitError, RateLimitStats, Sweep, UserResolver,
-    algo::{MemoryStore, Mode, Raw, Sharded},
+    algo::{MemoryCounters, Mode, Raw, Sharded},
     batch::Coalescer,
     identity::client_ip,
     lua::{self, Ask},
@@ -91,8 +91,8 @@ fn bump(counter: &AtomicU64) {
 pub(crate) struct Inner {
     pub(crate) config: RateLimitConfig,
     redis: Option<RedisHandle>,
-    pub(crate) memory: MemoryStore,
-    pub(crate) fallback: MemoryStore,
+    pub(crate) memory: MemoryCounters,
+    pub(crate) fallback: MemoryCounters,
     /// Storage key → microsecond until which it is denied locally.
     pub(crate) blocked: Sharded<u64>,
     pub(crate) counters: Counters,
@@ -152,8 +152,8 @@ impl RateLimitHandle {
         let inner = Arc::new(Inner {
             config,
             redis,
-            memory: MemoryStore::new(),
-            fallback: MemoryStore::new(),
+            memory: MemoryCounters::new(),
+            fallback: MemoryCounters::new(),
             blocked: Sharded::new(16),
             counters: Counters::default(),
             coalescer,
@@ -475,7 +475,7 @@ impl RateLimitHandle {
     /// fail-closed policy refuses instead.
     fn decide_locally(
         &self,
-        store: &MemoryStore,
+        store: &MemoryCounters,
         policies: &[&Policy],
         asks: &[Ask],
         now: u64,
@@ -595,7 +595,7 @@ impl RateLimitHandle {
 }
 
 /// Gives back what `spent` took from `store` (a later policy of the request denied it).
-fn refund(store: &MemoryStore, spent: &[&Ask], now: u64) {
+fn refund(store: &MemoryCounters, spent: &[&Ask], now: u64) {
     for ask in spent {
         store.decide(&ask.key, &ask.args(now, Mode::Refund));
     }

@@ -27,7 +27,7 @@ use super::{
     algo::ceil_secs,
     handle::{PolicyId, Verdict},
 };
-use crate::http::Problem;
+use crate::problem::Problem;
 
 /// Paths never counted: the health probes, which cost Redis at most one `PING` a second however
 /// often they are asked. `/ratelimit/status` is counted like any route: it asks the store once per
@@ -236,7 +236,7 @@ pub(crate) fn too_many_requests(policy: &Policy, decision: &Decision) -> HttpRes
     response
         .insert_header((
             actix_web::http::header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::http::PROBLEM_JSON),
+            HeaderValue::from_static(crate::problem::PROBLEM_JSON),
         ))
         .insert_header((
             actix_web::http::header::CACHE_CONTROL,

@@ -52,7 +52,7 @@
 mod actor;
 mod algo;
 mod batch;
-mod clock;
+mod config;
 mod error;
 mod handle;
 mod identity;
@@ -64,7 +64,6 @@ pub(crate) mod routes;
 
 pub use actor::RateLimitActor;
 pub use algo::Decision;
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::RateLimitError;
 pub use handle::{LoginAttempt, RateLimitHandle};
 pub use identity::{DEFAULT_IPV6_PREFIX, UserResolver, client_group, client_ip};
@@ -77,3 +76,6 @@ pub use policy::{
     DEFAULT_REQUEST_ALGORITHM, FailMode, IpNet, MAX_LIMIT, MAX_WINDOW_SECS, Policy,
     RateLimitConfig, RoutePolicy,
 };
+
+/// The one clock of [`crate::clock`], re-exported where the limiter's settings name it.
+pub use crate::clock::{Clock, ManualClock, SystemClock};

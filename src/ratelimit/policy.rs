@@ -4,7 +4,7 @@ use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
 
 use actix_web::http::Method;
 
-use super::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 
 /// Requests per window of the global policy unless configured otherwise.
 pub const DEFAULT_GLOBAL_LIMIT: u64 = 100;
@@ -282,7 +282,7 @@ impl Default for RateLimitConfig {
                 Duration::from_secs(DEFAULT_LOGIN_WINDOW_SECS),
             ),
             trusted_proxies: Vec::new(),
-            key_prefix: crate::config::DEFAULT_KEY_PREFIX.to_owned(),
+            key_prefix: crate::settings::DEFAULT_KEY_PREFIX.to_owned(),
             ipv6_prefix: super::identity::DEFAULT_IPV6_PREFIX,
             clock: Arc::new(SystemClock),
         }

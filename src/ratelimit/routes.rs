@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{RateLimitError, RateLimitHandle};
-use crate::http::Problem;
+use crate::problem::Problem;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     // Resources, not bare routes: a wrong method is then a 405 (with `Allow`), not a 404.

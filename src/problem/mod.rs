@@ -1,10 +1,19 @@
-//! RFC 9457 problem details: the one shape of every error body redkit sends.
+//! RFC 9457 problem details: the one shape of every error body redkit sends, and the helpers
+//! that give every error response that shape.
+//!
+//! Bottom layer: every feature's error type maps itself to a [`Problem`]; the HTTP assembly
+//! (`redkit::http`) re-exports all of this and adds nothing to it.
+
+mod responses;
 
 use actix_web::{
     HttpResponse, HttpResponseBuilder,
     http::{StatusCode, header},
 };
 use serde::Serialize;
+
+pub use responses::{cross_origin_cookie, json_config, path_config, problem_errors, query_config};
+pub(crate) use responses::{invalid_path_parameter, problem_replacing, with_problem_body};
 
 /// Base of every problem `type` URI; the slug after it is stable and documented in the README.
 pub const PROBLEM_BASE: &str = "https://redkit.dev/problems/";

@@ -126,7 +126,7 @@ pub fn query_config() -> web::QueryConfig {
 
 /// Middleware that replaces the body of any 4xx/5xx response that is not already JSON
 /// (actix's own 404/405/413, an error from another crate) with a problem body for its status.
-/// Internal error text is logged, never sent. [`Frame`](crate::http::Frame) does this too, in
+/// Internal error text is logged, never sent. `redkit::http::Frame` does this too, in
 /// the same layer as request ids, metrics and panic catching.
 pub fn problem_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {

@@ -1,4 +1,4 @@
-//! Event ids, name rules and the SSE wire format. Every frame is encoded once, here.
+//! Event ids, name rules and the SSE wire format. Every event is encoded once, here.
 
 use std::{fmt, str::FromStr};
 

@@ -1,7 +1,11 @@
-//! The HTTP latency histogram, recorded without a lock.
+//! Latency histograms: the buckets every redkit latency metric uses, and the HTTP one recorded
+//! without a lock.
+//!
+//! Bottom layer: the Redis connection layer records its command round trips here and the metrics
+//! feature its HTTP latencies, so neither imports the other.
 //!
 //! prometheus-client's `Histogram` takes a mutex and scans its bucket bounds on every
-//! observation. This one has the same buckets ([`latency_histogram`](super::latency_histogram)'s:
+//! observation. `LatencyHistogram` has the same buckets ([`latency_histogram`]'s:
 //! 100 µs doubling to about 3.3 s, then `+Inf`) and the same exposition, but an observation is an
 //! integer bucket computation and two relaxed atomic adds on one allocation.
 
@@ -15,8 +19,16 @@ use std::{
 
 use prometheus_client::{
     encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
-    metrics::{MetricType, TypedMetric, histogram::exponential_buckets},
+    metrics::{
+        MetricType, TypedMetric,
+        histogram::{Histogram, exponential_buckets},
+    },
 };
+
+/// The latency buckets used everywhere: 100 µs to ~3.3 s, doubling.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+}
 
 /// Finite buckets: upper bounds 100 µs × 2^k for k in 0..16.
 const FINITE: usize = 16;
@@ -93,7 +105,7 @@ mod tests {
     #[test]
     fn encodes_as_the_prometheus_client_histogram() {
         let ours = LatencyHistogram::default();
-        let theirs = super::super::latency_histogram();
+        let theirs = latency_histogram();
         for micros in [
             0, 50, 100, 150, 250, 1_000, 7_500, 90_000, 2_000_000, 9_000_000,
         ] {

@@ -1,0 +1,290 @@
+//! Configuration of the `redkit` binary: one [`Config`] struct, filled from the command line and
+//! the environment by clap ([`ServeArgs`], in `args.rs`).
+//!
+//! Top layer: every feature owns its settings and their `DEFAULT_*` constants in its own
+//! `config.rs`, in one style (see [`crate::settings`]); this module only fills them from the
+//! arguments, has each feature `validate()` its own, and keeps the server's own settings (listen
+//! address, workers, body limit, shutdown). [`Config::from_args`] reports the first problem as
+//! one human-readable line.
+
+mod args;
+
+use std::{net::SocketAddr, time::Duration};
+
+pub use args::{Cli, Command, LogFormat, ServeArgs, UserAddArgs, UserCommand};
+
+pub use crate::{
+    cache::{
+        DEFAULT_CACHE_MAX_TTL_SECS, DEFAULT_CACHE_MAX_VALUE_BYTES, DEFAULT_CACHE_TTL_SECS,
+        DEFAULT_L1_MAX_BYTES, DEFAULT_L1_TTL_SECS, DEFAULT_NEGATIVE_TTL_SECS,
+    },
+    catalog::{DEFAULT_PRODUCT_LIST_TTL_SECS, DEFAULT_PRODUCT_TTL_SECS},
+    connection::{DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings},
+    db::{DEFAULT_DATABASE_URL, DatabaseLocation, parse_database_url},
+    events::{
+        DEFAULT_EVENTS_HEARTBEAT_MS, DEFAULT_EVENTS_HISTORY_LEN, DEFAULT_EVENTS_MAX_REPLAY,
+        DEFAULT_EVENTS_QUEUE, DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS,
+        DEFAULT_MAX_EVENT_BYTES, DEFAULT_SSE_MAX_CONNECTIONS, DEFAULT_SSE_MAX_PER_IP,
+    },
+    settings::{ConfigError, DEFAULT_KEY_PREFIX},
+};
+
+/// Default listen address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Default request body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default graceful-shutdown deadline for in-flight requests, in seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// Default write timeout, in seconds: how long a connection's sent data may stay unacknowledged
+/// (a peer that stopped reading) before the connection is closed.
+pub const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 60;
+
+impl Default for Config {
+    /// The documented defaults (memory backend, `sqlite://redkit.db`), as `redkit` with no options.
+    fn default() -> Self {
+        // unwrap: the defaults are valid by construction (checked by the `defaults_are_valid` test).
+        Self::from_args(&ServeArgs::default()).unwrap()
+    }
+}
+
+/// Checked configuration of a redkit instance, built from [`ServeArgs`] or by hand.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Redis connection, `None` for the memory backend.
+    pub redis: Option<RedisSettings>,
+    /// Catalog database.
+    pub database: DatabaseLocation,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Cache settings (with the `/cache` API's TTLs and value limit).
+    pub cache: crate::cache::CacheConfig,
+    /// Catalog settings (the product TTLs).
+    pub catalog: crate::catalog::CatalogConfig,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Graceful-shutdown deadline.
+    pub shutdown_timeout: Duration,
+    /// Longest a connection's sent data may stay unacknowledged before the connection is closed
+    /// (`None`: no limit). Applied by [`run`](crate::server::run) on Linux (`TCP_USER_TIMEOUT`).
+    pub write_timeout: Option<Duration>,
+    /// Rate-limit policies, trusted proxies and clock.
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
+    /// Users, tokens and sessions.
+    pub auth: crate::auth::AuthConfig,
+    /// Live events settings.
+    pub events: crate::events::EventsConfig,
+}
+
+impl Config {
+    /// Checks `args` and builds a [`Config`].
+    ///
+    /// # Errors
+    /// The first invalid value, described in one human-readable line.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let bind = args.bind.parse::<SocketAddr>().map_err(|_| {
+            ConfigError(format!(
+                "invalid --bind/BIND {:?}: expected HOST:PORT such as 127.0.0.1:8080",
+                args.bind
+            ))
+        })?;
+        let redis = match args.redis_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => {
+                redis::Client::open(url).map_err(|e| {
+                    ConfigError(format!(
+                        "invalid --redis-url/REDIS_URL: {}",
+                        e.detail().unwrap_or("unparsable URL")
+                    ))
+                })?;
+                Some(RedisSettings {
+                    url: url.to_owned(),
+                    response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+                    connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+                })
+            }
+        };
+        let database = parse_database_url(&args.database_url)?;
+        if args.workers == Some(0) {
+            return Err(ConfigError::new("--workers/WORKERS must be at least 1"));
+        }
+        if args.body_limit == 0 {
+            return Err(ConfigError::new(
+                "--body-limit/BODY_LIMIT must be at least 1 byte",
+            ));
+        }
+        let mut cache = crate::cache::CacheConfig::default();
+        cache.key_prefix.clone_from(&args.key_prefix);
+        cache.l1_max_bytes = args.l1_max_bytes;
+        cache.l1_ttl = Duration::from_secs(args.l1_ttl);
+        cache.negative_ttl = Duration::from_secs(args.negative_ttl);
+        cache.default_ttl = Duration::from_secs(args.cache_ttl);
+        cache.max_ttl = Duration::from_secs(args.cache_max_ttl);
+        cache.max_value_bytes = args.cache_max_value_bytes;
+        cache.validate()?;
+        let catalog = crate::catalog::CatalogConfig {
+            product_ttl: Duration::from_secs(args.product_ttl),
+            product_list_ttl: Duration::from_secs(args.product_list_ttl),
+        };
+        catalog.validate()?;
+        let auth = auth_config(args)?;
+        let mut events = crate::events::EventsConfig::default();
+        events.key_prefix.clone_from(&args.key_prefix);
+        events.history_len = args.events_history_len;
+        events.stream_ttl = Duration::from_secs(args.events_ttl);
+        events.queue_size = args.events_queue;
+        events.heartbeat = Duration::from_millis(args.events_heartbeat_ms);
+        events.retry = Duration::from_millis(args.events_retry_ms);
+        events.max_event_bytes = args.max_event_bytes;
+        events.max_replay = args.events_max_replay;
+        events.max_connections = args.sse_max_connections;
+        events.max_connections_per_ip = args.sse_max_per_ip;
+        events.validate()?;
+        let mut rate_limit =
+            crate::ratelimit::RateLimitConfig::parse(&args.rate_limit, &args.trusted_proxies)
+                .map_err(ConfigError)?;
+        rate_limit.key_prefix.clone_from(&args.key_prefix);
+        rate_limit.ipv6_prefix = args.ipv6_prefix;
+        rate_limit.validate()?;
+        Ok(Self {
+            bind,
+            redis,
+            database,
+            workers: args.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+            }),
+            log_format: args.log_format,
+            cache,
+            catalog,
+            body_limit: args.body_limit,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+            write_timeout: (args.write_timeout > 0)
+                .then(|| Duration::from_secs(args.write_timeout)),
+            rate_limit,
+            auth,
+            events,
+        })
+    }
+
+    /// The defaults, with an in-memory database and port 0: a starting point for tests.
+    pub fn for_tests() -> Self {
+        Self {
+            database: DatabaseLocation::Memory,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Self::default()
+        }
+    }
+
+    /// Name of the backend in use: `"redis"` or `"memory"`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.redis.is_some() {
+            "redis"
+        } else {
+            "memory"
+        }
+    }
+}
+
+fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError> {
+    use crate::auth::{AuthConfig, SecretKey};
+    let secret = match (&args.secret_key, &args.secret_key_file) {
+        (Some(key), _) => {
+            SecretKey::given(key.as_bytes()).map_err(|e| ConfigError(format!("SECRET_KEY: {e}")))?
+        }
+        (None, Some(path)) => {
+            let mut bytes = std::fs::read(path).map_err(|e| {
+                ConfigError(format!(
+                    "cannot read --secret-key-file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            SecretKey::given(&bytes).map_err(|e| ConfigError(format!("--secret-key-file: {e}")))?
+        }
+        (None, None) => SecretKey::generate(),
+    };
+    let auth = AuthConfig {
+        secret,
+        access_ttl: Duration::from_secs(args.access_token_ttl),
+        refresh_ttl: Duration::from_secs(args.refresh_token_ttl),
+        leeway: Duration::from_secs(args.token_leeway),
+        issuer: args.token_issuer.clone(),
+        audience: args.token_issuer.clone(),
+        key_prefix: args.key_prefix.clone(),
+        hash_queue: args.hash_queue,
+        max_sessions_per_user: args.max_sessions_per_user,
+        secure_cookie: args.secure_cookie,
+        ..AuthConfig::default()
+    };
+    auth.validate()?;
+    Ok(auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The defaults parse into a valid configuration.
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::from_args(&ServeArgs::default()).unwrap();
+        assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
+        assert!(config.redis.is_none());
+        assert_eq!(config.database, DatabaseLocation::File("redkit.db".into()));
+        assert_eq!(config.cache.l1_max_bytes, DEFAULT_L1_MAX_BYTES);
+        assert_eq!(config.write_timeout, Some(Duration::from_secs(60)));
+        let off = ServeArgs {
+            write_timeout: 0,
+            ..ServeArgs::default()
+        };
+        assert_eq!(Config::from_args(&off).unwrap().write_timeout, None);
+    }
+
+    /// `ServeArgs::default()` agrees with what clap builds from an empty command line.
+    #[test]
+    fn default_args_match_clap_defaults() {
+        // The CI environment sets none of the option variables.
+        let from_clap = Cli::try_parse_from(["redkit"]).unwrap().serve;
+        assert_eq!(
+            format!("{from_clap:?}"),
+            format!("{:?}", ServeArgs::default())
+        );
+    }
+
+    /// Each kind of bad value is rejected with a message naming the option.
+    #[test]
+    fn bad_values_are_named() {
+        type Mutate = fn(&mut ServeArgs);
+        let cases: [(&str, Mutate); 8] = [
+            ("--access-token-ttl", |a| {
+                a.access_token_ttl = a.refresh_token_ttl + 1;
+            }),
+            ("--bind", |a| a.bind = "nope".into()),
+            ("REDIS_URL", |a| a.redis_url = Some("http://x".into())),
+            ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
+            ("--workers", |a| a.workers = Some(0)),
+            ("--cache-ttl", |a| a.cache_ttl = 0),
+            ("--rate-limit", |a| {
+                a.rate_limit = vec!["default=0/60s".into()]
+            }),
+            ("--trusted-proxies", |a| {
+                a.trusted_proxies = vec!["10.0.0.0/40".into()]
+            }),
+        ];
+        for (needle, mutate) in cases {
+            let mut args = ServeArgs::default();
+            mutate(&mut args);
+            let err = Config::from_args(&args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should name {needle}");
+            assert!(!err.contains('\n'), "{err:?} should be one line");
+        }
+    }
+}

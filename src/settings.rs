@@ -1,0 +1,64 @@
+//! What every feature's configuration shares: the one error type of a rejected setting, the
+//! default Redis key prefix and its rule.
+//!
+//! Bottom layer. Every feature configures itself the same way: a `#[non_exhaustive]` struct with
+//! public fields, `Default` built from the feature's own `DEFAULT_*` constants (in its
+//! `config.rs`), and a `validate()` that reports the first bad value as a [`ConfigError`].
+//! The CLI (`redkit::config`) only fills these structs from its arguments and calls `validate()`.
+//! Two conveniences stay on top of that one style: `CacheConfig::builder()` (chained setters over
+//! the public fields, `build()` is `validate()`) and `RateLimitConfig::parse` (policy specs read
+//! onto the defaults; call `validate()` after setting the other fields).
+
+/// Default prefix of every Redis key redkit writes.
+pub const DEFAULT_KEY_PREFIX: &str = "redkit:";
+
+/// Longest key prefix, in bytes.
+pub const MAX_KEY_PREFIX_BYTES: usize = 64;
+
+/// A rejected setting, described in one human-readable line (no newline).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    /// An error saying `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl std::ops::Deref for ConfigError {
+    type Target = str;
+
+    /// The message.
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks a Redis key prefix: 1 to [`MAX_KEY_PREFIX_BYTES`] bytes.
+///
+/// # Errors
+/// A [`ConfigError`] naming `--key-prefix/KEY_PREFIX` when it is empty or too long.
+pub fn validate_key_prefix(prefix: &str) -> Result<(), ConfigError> {
+    if prefix.is_empty() || prefix.len() > MAX_KEY_PREFIX_BYTES {
+        return Err(ConfigError(format!(
+            "--key-prefix/KEY_PREFIX must be 1 to {MAX_KEY_PREFIX_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prefix rule accepts 1 to 64 bytes and nothing else.
+    #[test]
+    fn key_prefix_bounds() {
+        assert!(validate_key_prefix("").is_err());
+        assert!(validate_key_prefix("a").is_ok());
+        assert!(validate_key_prefix(&"a".repeat(64)).is_ok());
+        assert!(validate_key_prefix(&"a".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! The layer rules of issue 11, checked on the source text so that they stay true:
+//! - the bottom layer (shared vocabulary) imports nothing above it;
+//! - no feature imports the HTTP assembly (`crate::http`) or the CLI config (`crate::config`).
+//!
+//! Cheap and literal: every `crate::…` path outside comments is read, including the items of a
+//! grouped `use crate::{…}`.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+/// The bottom layer: modules every feature may use, which use only each other.
+const BOTTOM: &[&str] = &[
+    "problem",
+    "clock",
+    "db",
+    "settings",
+    "latency",
+    "connection",
+];
+
+/// The features: above the bottom layer, below the HTTP assembly and the CLI config.
+const FEATURES: &[&str] = &["cache", "catalog", "auth", "ratelimit", "events", "metrics"];
+
+/// The top layer, which no feature or bottom module may import.
+const TOP: &[&str] = &["http", "config", "server"];
+
+/// The `.rs` files of module `name`: `src/name.rs` and everything under `src/name/`.
+fn module_files(name: &str) -> Vec<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    let single = src.join(format!("{name}.rs"));
+    if single.is_file() {
+        files.push(single);
+    }
+    let mut dirs = vec![src.join(name)];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(!files.is_empty(), "module {name} has no source files");
+    files
+}
+
+/// The source without comments (`//` to the end of a line; no block comments in this crate).
+fn code_of(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            // A `//` inside a string literal is rare in this crate and only widens the check.
+            match line.find("//") {
+                Some(at) => &line[..at],
+                None => line,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The first-level modules of the crate named by `crate::` paths in `code`: `crate::a::b` gives
+/// `a`, and `crate::{a::x, b}` gives `a` and `b`.
+fn crate_modules(code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        let before = rest[..at].chars().last();
+        rest = &rest[at + "crate::".len()..];
+        // `redkit_crate::` or `$crate::` are other paths.
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+            continue;
+        }
+        let trimmed = rest.trim_start();
+        if let Some(group) = trimmed.strip_prefix('{') {
+            // Items at depth 1 of the group, each taken by its first segment.
+            let mut depth = 1;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 1 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 1 => {
+                        found.push(first_segment(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                if depth == 1 {
+                    item.push(c);
+                }
+            }
+            found.push(first_segment(&item));
+        } else {
+            found.push(first_segment(trimmed));
+        }
+    }
+    found.retain(|m| !m.is_empty());
+    found
+}
+
+fn first_segment(path: &str) -> String {
+    path.trim()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// Every `(file, module)` where a module of `layer` names a crate module outside `allowed`.
+fn violations(layer: &[&str], allowed: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut bad = Vec::new();
+    for name in layer {
+        for file in module_files(name) {
+            let code = code_of(&fs::read_to_string(&file).unwrap());
+            for module in crate_modules(&code) {
+                if !allowed(&module) {
+                    bad.push(format!("{} imports crate::{module}", file.display()));
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// The path reader sees plain paths, grouped imports and nested groups, and skips comments.
+#[test]
+fn the_path_reader_finds_grouped_imports() {
+    let code = code_of(
+        "use crate::{\n    auth::AuthUser,\n    http::{Problem, Services},\n};\n\
+         // crate::config::X in a comment\nlet x = crate::config::DEFAULT;\n",
+    );
+    assert_eq!(crate_modules(&code), ["auth", "http", "config"]);
+}
+
+/// No feature imports the HTTP assembly, the CLI config or the server.
+#[test]
+fn features_do_not_import_the_top_layer() {
+    let bad = violations(FEATURES, |m| !TOP.contains(&m));
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// The bottom layer imports only itself: no feature, no HTTP assembly, no CLI config.
+#[test]
+fn the_bottom_layer_imports_only_itself() {
+    let bad = violations(BOTTOM, |m| BOTTOM.contains(&m));
+    assert!(bad.is_empty(), "{bad:#?}");
+}
