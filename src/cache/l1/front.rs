@@ -27,7 +27,7 @@ pub(super) struct FrontEntry {
     l1: u64,
     stripe: usize,
     generation: u64,
-    value: Option<Bytes>,
+    pub(super) value: Option<Bytes>,
     expires_at: Instant,
     hits: u32,
 }
