@@ -35,7 +35,7 @@ pub struct Hit {
     pub tier: Tier,
 }
 
-/// The result of [`CacheHandle::remember`]: the value (`None`: the source has none, possibly
+/// The result of [`CacheHandle::remember`](super::CacheHandle::remember): the value (`None`: the source has none, possibly
 /// remembered as a negative entry) and where it came from.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
