@@ -7,7 +7,7 @@ use std::{
 
 use actix_web::{HttpRequest, http::header};
 
-use super::policy::{IpNet, canonical};
+use super::ipnet::{IpNet, canonical};
 
 /// IPv6 clients are grouped by this many leading bits unless configured otherwise.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
