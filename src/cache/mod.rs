@@ -54,12 +54,12 @@ pub use config::{
     DEFAULT_CACHE_TTL_SECS, DEFAULT_L1_MAX_BYTES, DEFAULT_L1_TTL_SECS, DEFAULT_MEMORY_L2_MAX_BYTES,
     DEFAULT_NEGATIVE_TTL_SECS,
 };
-pub use response::X_CACHE;
-pub(crate) use response::{cached_json, with_tier};
 pub use error::{CacheError, MAX_KEY_BYTES, validate_key};
 pub use glob::{Glob, MAX_PATTERN_CHARS, escape as escape_glob, glob_match, validate_pattern};
 pub use handle::CacheHandle;
 pub use messages::{Acquire, Delete, FlushPattern, Lease, LoadGuard, Release, Set};
+pub use response::X_CACHE;
+pub(crate) use response::{cached_json, with_tier};
 pub use routes::{API_KEY_PREFIX, MAX_API_KEY_CHARS, MAX_API_PATTERN_CHARS};
 pub use stats::{CacheStats, L1Feed};
 pub use store::{FILL_GUARD_TTL, FillGuard};
