@@ -45,9 +45,11 @@ impl RateLimitHandle {
     /// in process, the default login policy, no request policies, no trusted proxy, the system
     /// clock. Starts its actor on the current actix system.
     pub fn for_logins_only() -> Self {
-        let mut config = RateLimitConfig::default();
-        config.global = None;
-        config.routes.clear();
+        let config = RateLimitConfig {
+            global: None,
+            routes: Vec::new(),
+            ..RateLimitConfig::default()
+        };
         Self::start(config, None)
     }
 

@@ -58,6 +58,7 @@ mod decide;
 mod error;
 mod handle;
 mod identity;
+mod lease;
 mod login;
 mod lua;
 mod messages;
