@@ -210,3 +210,69 @@ fn expiry(algorithm: Algorithm, window: u64, now: u64) -> u64 {
         _ => now + window,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(key: &str, algorithm: Algorithm, limit: u64, lease: u64) -> Ask {
+        Ask {
+            key: key.to_owned(),
+            algorithm,
+            window: 60_000_000,
+            limit,
+            cost: 1,
+            shadow: false,
+            mode: Mode::Consume,
+            lease,
+        }
+    }
+
+    /// A first visit asks 1 and leaves a mark; the next asks limit/16 (one at a time); the
+    /// granted units minus the request's are spent one by one, then none; small limits never
+    /// lease.
+    #[test]
+    fn marks_then_reserves_then_spends() {
+        let leases = Leases::new();
+        let now = 1_000_000;
+        assert_eq!(leases.want("k", 100, now), 1);
+        leases.settle(&ask("k", Algorithm::Gcra, 100, 1), now, 1, 99, 0);
+        assert_eq!(leases.want("k", 100, now), 6);
+        assert_eq!(leases.want("k", 100, now), 1, "one reservation in flight");
+        leases.settle(&ask("k", Algorithm::Gcra, 100, 6), now, 6, 93, 0);
+        assert_eq!(leases.held("k", now), 5);
+        let spent: Vec<u64> = (0..5)
+            .map(|_| leases.take("k", now).unwrap().remaining)
+            .collect();
+        assert_eq!(spent, [97, 96, 95, 94, 93]);
+        assert!(leases.take("k", now).is_none());
+        assert_eq!(leases.want("small", 31, now), 1);
+        leases.settle(&ask("small", Algorithm::Gcra, 31, 1), now, 1, 30, 0);
+        assert_eq!(leases.want("small", 31, now), 1);
+    }
+
+    /// Held units lapse one window after the reservation (log, GCRA) or at the end of the
+    /// counter's fixed window; a denied reservation holds nothing.
+    #[test]
+    fn units_lapse_with_their_state() {
+        let leases = Leases::new();
+        let now = 60_000_000 * 10 + 59_000_000;
+        for (key, algorithm, live_until) in [
+            ("g", Algorithm::Gcra, now + 60_000_000),
+            ("l", Algorithm::SlidingLog, now + 60_000_000),
+            ("c", Algorithm::SlidingCounter, 60_000_000 * 11),
+        ] {
+            leases.settle(&ask(key, algorithm, 100, 1), now, 1, 99, 0);
+            assert_eq!(leases.want(key, 100, now), 6);
+            leases.settle(&ask(key, algorithm, 100, 6), now, 6, 93, 0);
+            assert_eq!(leases.held(key, live_until - 1), 5, "{key}");
+            assert_eq!(leases.held(key, live_until), 0, "{key}");
+            assert!(leases.take(key, live_until).is_none(), "{key}");
+        }
+        leases.settle(&ask("d", Algorithm::Gcra, 100, 1), now, 1, 99, 0);
+        assert_eq!(leases.want("d", 100, now), 6);
+        leases.settle(&ask("d", Algorithm::Gcra, 100, 6), now, 0, 0, 0);
+        assert_eq!(leases.held("d", now), 0);
+        assert_eq!(leases.want("d", 100, now), 6, "no longer pending");
+    }
+}

@@ -56,7 +56,7 @@ impl RateLimitHandle {
     /// Runs one login under the login limit: spends an attempt for (`username`, the client
     /// address of `req`) before `verify` runs, answers the 429 instead of running it when the
     /// attempt is refused, and gives the attempt back unless `wrong_password` says the outcome
-    /// was a wrong password (or an unknown user). See the [module docs](self) for the rules.
+    /// was a wrong password (or an unknown user). See the module docs for the rules.
     ///
     /// # Errors
     /// The 429 `quota-exceeded` response when the attempt is refused.
