@@ -7,7 +7,9 @@
 //! `GET /products/1` to 40,000 clients behind a trusted proxy (`X-Forwarded-For`, a new client
 //! every request, round robin), against the same app with limiting off. It prints the ratio, the
 //! Redis CPU per request (`INFO cpu`, `used_cpu_user + used_cpu_sys`, over the measured span),
-//! the requests per script call, and an exactness check: two more instances sharing the Redis,
+//! the requests per script call, the requests each client made and how many were admitted from
+//! quota leases (a client coming back reserves 100 / 16 = 6 units in one decision and its next 5
+//! requests cost no Redis command), and an exactness check: two more instances sharing the Redis,
 //! loaded together by one client, admit exactly the limit.
 //!
 //! Then, one case after the other (best of 2 rounds):
@@ -297,6 +299,8 @@ async fn case(
 /// long-window policy for the exactness check.
 struct Shipped {
     limited: SocketAddr,
+    /// The limiters of `limited` and `log`, for their lease counters.
+    limiters: [redkit::ratelimit::RateLimitHandle; 2],
     /// The same with the global policy a sliding log (the default before GCRA).
     log: SocketAddr,
     off: SocketAddr,
@@ -352,7 +356,9 @@ fn start_shipped(redis_url: String) -> Shipped {
             let exact = format!("default={EXACT_LIMIT}/3600s");
             let one = Services::start(&config(&[&exact])).expect("services");
             let two = Services::start(&config(&[&exact])).expect("services");
+            let limiters = [limited.ratelimit.clone(), log.ratelimit.clone()];
             tx.send(Shipped {
+                limiters,
                 limited: serve(limited),
                 log: serve(log),
                 off: serve(off),
@@ -445,7 +451,13 @@ fn script_calls(server: &RedisServer) -> u64 {
 
 /// The headline: the shipped configuration (`limited`; or with `algorithm=log`, a reference)
 /// against limiting off, side by side.
-async fn headline(server: &RedisServer, shipped: &Shipped, limited: SocketAddr, name: &str) {
+async fn headline(
+    server: &RedisServer,
+    shipped: &Shipped,
+    limited: SocketAddr,
+    limiter: &redkit::ratelimit::RateLimitHandle,
+    name: &str,
+) {
     const ROUNDS: usize = 8;
     const EACH: Duration = Duration::from_secs(1);
     // What the figures rest on: the limited app limits this client with the shipped policy and
@@ -469,6 +481,7 @@ async fn headline(server: &RedisServer, shipped: &Shipped, limited: SocketAddr, 
 
     let (sent, sent_off) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (cpu, calls, threads) = (redis_cpu(server), script_calls(server), thread_cpu());
+    let leased = limiter.stats_now().leased;
     let run = support::compare_with(
         (limited, rotating(sent.clone())),
         (shipped.off, rotating(sent_off)),
@@ -478,6 +491,7 @@ async fn headline(server: &RedisServer, shipped: &Shipped, limited: SocketAddr, 
     )
     .await;
     let (cpu, calls) = (redis_cpu(server) - cpu, script_calls(server) - calls);
+    let leased = limiter.stats_now().leased - leased;
     if std::env::var_os("REDKIT_BENCH_VERBOSE").is_some() {
         for (thread, used) in thread_cpu() {
             let used = used - threads.get(&thread).copied().unwrap_or(0.0);
@@ -506,6 +520,11 @@ async fn headline(server: &RedisServer, shipped: &Shipped, limited: SocketAddr, 
         requests as f64 / calls.max(1) as f64,
         calls as f64 / requests.max(1) as f64,
         requests.min(IDENTITIES)
+    );
+    println!(
+        "{name}: {:.2} requests per client; {leased} admitted from quota leases ({:.1} %), no Redis command",
+        requests as f64 / IDENTITIES as f64,
+        leased as f64 * 100.0 / requests.max(1) as f64
     );
     assert_eq!(
         run.a.non_200 + run.a.errors + run.b.non_200 + run.b.errors,
@@ -574,8 +593,8 @@ fn main() {
                 "threads not (all) pinned: taskset unavailable or refused"
             }
         );
-        headline(&server, &shipped, shipped.limited, "shipped").await;
-        headline(&server, &shipped, shipped.log, "log (reference)").await;
+        headline(&server, &shipped, shipped.limited, &shipped.limiters[0], "shipped").await;
+        headline(&server, &shipped, shipped.log, &shipped.limiters[1], "log (reference)").await;
         exactness(&server, &shipped).await;
         if std::env::var("REDKIT_BENCH_ONLY").as_deref() == Ok("shipped") {
             return;

@@ -720,6 +720,107 @@ async fn two_instances_exact_when_coalesced() {
     }
 }
 
+/// Script calls (`EVALSHA`, and `EVAL` after a `NOSCRIPT`) counted by the server so far.
+fn scripts(server: &common::RedisServer) -> u64 {
+    let calls = server.command_calls();
+    calls.get("evalsha").copied().unwrap_or(0) + calls.get("eval").copied().unwrap_or(0)
+}
+
+/// Leases (limit 160: `k` = 160 / 16 = 10): a client's first request asks Redis for one unit;
+/// coming back, it reserves 10 in one script call and the next 9 requests are spent on this
+/// instance with no Redis command; the headers and the status still count down by one, every
+/// algorithm.
+#[actix_web::test]
+async fn leases_spend_locally_for_returning_identities() {
+    let mut backend = Backend::redis();
+    for algorithm in ALGORITHMS {
+        let spec = format!("POST /expensive-operation=160/60s,algorithm={algorithm}");
+        let (config, _clock) = setup(&backend, &route_only(&spec), &[]);
+        let services = services(&config);
+        let app = app(&services).await;
+        // Another client first: the script is loaded before counting.
+        assert_eq!(call(&app, post("10.0.6.2")).await.status, 200);
+        let server = backend.server().unwrap();
+        let mut calls = Vec::new();
+        for k in 1..=12u64 {
+            let before = scripts(server);
+            let reply = call(&app, post("10.0.6.1")).await;
+            assert_eq!(reply.status, 200, "{algorithm} {k}");
+            assert_eq!(
+                reply.header("x-ratelimit-remaining"),
+                Some((160 - k).to_string().as_str()),
+                "{algorithm} {k}"
+            );
+            calls.push(scripts(server) - before);
+        }
+        // 1: first visit; 2: the reservation of 10; 3..=11: its 9 units; 12: the next one.
+        assert_eq!(
+            calls,
+            [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            "{algorithm}: script calls per request"
+        );
+        assert_eq!(
+            left(&services, "10.0.6.1", EXPENSIVE).await,
+            148,
+            "{algorithm}"
+        );
+        assert_eq!(services.ratelimit.stats().await.leased, 9, "{algorithm}");
+    }
+}
+
+/// Two instances holding leases share the limit exactly: each has reserved for the client
+/// before, then 250 requests on each released together admit exactly 160 (the units an
+/// instance holds go to its own requests, even those Redis denied in the same call), every
+/// algorithm.
+#[actix_web::test]
+async fn leases_keep_two_instances_exact() {
+    let backend = Backend::redis();
+    for algorithm in ALGORITHMS {
+        let spec = format!("POST /expensive-operation=160/60s,algorithm={algorithm}");
+        let (config, clock) = setup(&backend, &route_only(&spec), &[]);
+        let (one, two): (Services, Services) = (services(&config), services(&config));
+        let (app1, app2) = (app(&one).await, app(&two).await);
+        for round in 0..2 {
+            // Both instances have seen the client: their next Redis decision reserves 10.
+            assert_eq!(call(&app1, post("10.0.7.1")).await.status, 200);
+            assert_eq!(call(&app2, post("10.0.7.1")).await.status, 200);
+            let first = (0..250).map(|_| call(&app1, post("10.0.7.1")));
+            let second = (0..250).map(|_| call(&app2, post("10.0.7.1")));
+            let (a, b) = futures_util::future::join(join_all(first), join_all(second)).await;
+            let replies: Vec<Reply> = a.into_iter().chain(b).collect();
+            assert_eq!(statuses(&replies), (158, 342, 0), "{algorithm} {round}");
+            assert_eq!(left(&one, "10.0.7.1", EXPENSIVE).await, 0);
+            assert_eq!(left(&two, "10.0.7.1", EXPENSIVE).await, 0);
+            clock.advance(Duration::from_secs(120));
+        }
+        for services in [&one, &two] {
+            let stats = services.ratelimit.stats().await;
+            assert_eq!((stats.fallback_decisions, stats.store_errors), (0, 0));
+        }
+    }
+}
+
+/// The bound on what a lease costs the others: instance one reserves 10 units (limit 160) and
+/// spends 1; instance two then admits exactly 160 - 2 - 9 = 149, i.e. `k - 1` = 9 fewer than
+/// the 158 left, never more; instance one still spends its 9, so over both exactly 160, every
+/// algorithm.
+#[actix_web::test]
+async fn leases_bound_what_other_instances_admit() {
+    let backend = Backend::redis();
+    for algorithm in ALGORITHMS {
+        let spec = format!("POST /expensive-operation=160/60s,algorithm={algorithm}");
+        let (config, _clock) = setup(&backend, &route_only(&spec), &[]);
+        let (one, two): (Services, Services) = (services(&config), services(&config));
+        let (app1, app2) = (app(&one).await, app(&two).await);
+        assert_eq!(call(&app1, post("10.0.8.1")).await.status, 200);
+        assert_eq!(call(&app1, post("10.0.8.1")).await.status, 200);
+        let replies = join_all((0..300).map(|_| call(&app2, post("10.0.8.1")))).await;
+        assert_eq!(statuses(&replies), (149, 151, 0), "{algorithm}");
+        let replies = join_all((0..20).map(|_| call(&app1, post("10.0.8.1")))).await;
+        assert_eq!(statuses(&replies), (9, 11, 0), "{algorithm}");
+    }
+}
+
 /// Every key has an expiry no later than its window (the counter's: two windows) and the
 /// client's identity as its hash tag, a log never holds more than `limit` members, and members
 /// stay unique within one microsecond.

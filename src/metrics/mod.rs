@@ -380,6 +380,12 @@ impl Collector for FeatureCollector {
         )?;
         counter(
             &mut encoder,
+            "ratelimit_leased",
+            "Admissions spent from a quota lease, without the store",
+            r.leased,
+        )?;
+        counter(
+            &mut encoder,
             "ratelimit_fail_open",
             "Decisions made in process because Redis could not be asked (fail-open)",
             r.fallback_decisions,

@@ -26,7 +26,8 @@ impl RateLimitActor {
         let now = self.inner.config.clock.now_us();
         let removed = self.inner.memory.sweep(now)
             + self.inner.fallback.sweep(now)
-            + self.inner.blocked.retain(|until| *until > now);
+            + self.inner.blocked.retain(|until| *until > now)
+            + self.inner.leases.sweep(now);
         if removed > 0 {
             tracing::debug!(removed, "rate-limit sweep");
         }

@@ -67,7 +67,7 @@ impl Raw {
     pub(crate) fn from_reply(reply: &[i64]) -> Option<Self> {
         let get = |i: usize| reply.get(i).map(|v| u64::try_from(*v).unwrap_or(0));
         Some(Self {
-            allowed: get(0)? == 1,
+            allowed: get(0)? >= 1,
             remaining: get(1)?,
             reset_us: get(2)?,
             retry_us: get(3)?,

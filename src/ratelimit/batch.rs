@@ -26,17 +26,18 @@ use tokio::sync::oneshot;
 use super::{
     Clock,
     algo::Raw,
+    lease::Leases,
     lua::{self, Ask, MAX_DECISIONS, MAX_POLICIES, PolicyArgs},
 };
 use crate::connection::RedisHandle;
 
 /// What a flush answers one request: the time it was decided at, its asks (given back), and its
-/// decisions in order (stopping at the first enforcing denial).
+/// decisions in order (stopping at the first enforcing denial) with the units each spent.
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) now: u64,
     pub(crate) asks: Vec<Ask>,
-    pub(crate) raws: Vec<Raw>,
+    pub(crate) raws: Vec<(Raw, u64)>,
 }
 
 /// A flush's answer: decided, or the asks given back because Redis could not answer.
@@ -64,6 +65,9 @@ struct Shared {
     member_prefix: String,
     calls: AtomicU64,
     failed_calls: AtomicU64,
+    /// Settled by the flush before any of its requests hears back, so a request denied in the
+    /// same call finds the units a reservation ahead of it was granted.
+    leases: Arc<Leases>,
 }
 
 /// The batcher of one limiter's Redis decisions (cloneable; clones share the batch).
@@ -77,6 +81,7 @@ impl Coalescer {
         clock: Arc<dyn Clock>,
         member_prefix: String,
         per_slot: bool,
+        leases: Arc<Leases>,
     ) -> Self {
         Self(Arc::new(Shared {
             redis,
@@ -86,6 +91,7 @@ impl Coalescer {
             member_prefix,
             calls: AtomicU64::new(0),
             failed_calls: AtomicU64::new(0),
+            leases,
         }))
     }
 
@@ -125,7 +131,9 @@ struct Claim(Option<Arc<Shared>>);
 impl Drop for Claim {
     fn drop(&mut self) {
         if let Some(shared) = self.0.take() {
+            let now = shared.clock.now_us();
             for pending in take_batch(&shared) {
+                unsettled(&shared, &pending.asks, now);
                 let _ = pending.reply.send(Err(pending.asks));
             }
         }
@@ -204,7 +212,23 @@ async fn decide_call(shared: &Shared, now: u64, call: Vec<Pending>) {
     let requests = call.iter().map(|p| p.asks.as_slice());
     match lua::decide(&shared.redis, now, &prefix, requests).await {
         Ok(answers) => {
-            for (p, raws) in call.into_iter().zip(answers) {
+            let call: Vec<(Pending, Vec<(Raw, u64)>)> = call.into_iter().zip(answers).collect();
+            for (p, raws) in &call {
+                let admitted = raws.len() == p.asks.len()
+                    && raws
+                        .iter()
+                        .zip(&p.asks)
+                        .all(|((raw, _), ask)| raw.allowed || ask.shadow);
+                for (i, ask) in p.asks.iter().enumerate() {
+                    let (granted, raw) = match raws.get(i) {
+                        Some((raw, granted)) if admitted => (*granted, Some(raw)),
+                        _ => (0, None),
+                    };
+                    let (remaining, reset) = raw.map_or((0, 0), |r| (r.remaining, r.reset_us));
+                    shared.leases.settle(ask, now, granted, remaining, reset);
+                }
+            }
+            for (p, raws) in call {
                 // A receiver gone (its request was dropped) needs nothing.
                 let asks = p.asks;
                 let _ = p.reply.send(Ok(Answer { now, asks, raws }));
@@ -214,9 +238,17 @@ async fn decide_call(shared: &Shared, now: u64, call: Vec<Pending>) {
             shared.failed_calls.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %err, requests = call.len(), "rate-limit decisions failed on redis");
             for p in call {
+                unsettled(shared, &p.asks, now);
                 let _ = p.reply.send(Err(p.asks));
             }
         }
+    }
+}
+
+/// Clears the pending reservations of `asks`, which Redis did not decide.
+fn unsettled(shared: &Shared, asks: &[Ask], now: u64) {
+    for ask in asks {
+        shared.leases.settle(ask, now, 0, 0, 0);
     }
 }
 
@@ -236,6 +268,7 @@ mod tests {
                 cost: 1,
                 shadow: false,
                 mode: Mode::Consume,
+                lease: 1,
             })
             .collect();
         let slot = lua::slot(&asks[0].key);

@@ -17,6 +17,8 @@ pub(crate) struct Counters {
     pub(crate) denied: AtomicU64,
     pub(crate) shadow_denied: AtomicU64,
     pub(crate) blocked_locally: AtomicU64,
+    /// Admissions spent from a quota lease (no Redis command).
+    pub(crate) leased: AtomicU64,
     pub(crate) fallback: AtomicU64,
     pub(crate) fail_closed: AtomicU64,
     /// Decisions per policy name: `[allowed, denied, shadow_denied]`.
@@ -33,6 +35,7 @@ impl Inner {
             denied: get(&c.denied),
             shadow_denied: get(&c.shadow_denied),
             blocked_locally: get(&c.blocked_locally),
+            leased: get(&c.leased),
             fallback_decisions: get(&c.fallback),
             fail_closed: get(&c.fail_closed),
             store_errors: self.coalescer.as_ref().map_or(0, Coalescer::failed_calls),

@@ -8,6 +8,7 @@ use super::{
     algo::{MemoryCounters, Mode, Raw},
     counters::bump,
     handle::{PolicyId, Verdict},
+    lease::Spent as LeaseSpent,
     lua::Ask,
     policy::FailMode,
 };
@@ -42,7 +43,7 @@ impl RateLimitHandle {
         }
         let ask = self.ask(policy, key, cost, Mode::Consume);
         let (now, mut asks, raws, source) = self.decide(&[policy], vec![ask]).await?;
-        let raw = first(policy, &raws)?;
+        let raw = first(policy, &raws)?.0;
         let decision = self.record(policy, &asks[0].key, raw, now);
         let spent = decision.allowed.then(|| Spent {
             ask: asks.swap_remove(0),
@@ -67,14 +68,21 @@ impl RateLimitHandle {
         if let Some(decision) = self.locally_blocked(policy, &key, now) {
             return Ok(decision);
         }
-        let ask = self.ask(policy, key, cost, Mode::Peek);
-        let (_, _, raws, _) = self.decide(&[policy], vec![ask]).await?;
-        Ok(Decision::from_raw(first(policy, &raws)?, policy.limit))
+        let ask = self.ask(policy, key.clone(), cost, Mode::Peek);
+        let (now, _, raws, source) = self.decide(&[policy], vec![ask]).await?;
+        let mut raw = first(policy, &raws)?.0;
+        if source == Source::Redis {
+            // Units this instance holds are still the identity's to spend here.
+            raw.remaining += self.inner.leases.held(&key, now);
+        }
+        Ok(Decision::from_raw(raw, policy.limit))
     }
 
     /// Decides every policy of a request in order (route first, then global), all-or-nothing:
     /// when one denies, nothing the earlier ones would have spent stays spent. On Redis that is
-    /// one script call, shared with the requests arriving at the same time (see `batch`).
+    /// one script call, shared with the requests arriving at the same time (see `batch`), for
+    /// the policies this instance holds no leased unit of (see `lease`): a request whose every
+    /// policy has one costs no Redis command.
     pub(crate) async fn check_request(
         &self,
         ids: &[PolicyId],
@@ -84,35 +92,127 @@ impl RateLimitHandle {
             .iter()
             .map(|&id| (id, self.key(self.policy(id), identity)))
             .collect();
-        // A block on any of them answers before any store is asked: nothing to spend or refund.
-        let now = self.inner.config.clock.now_us();
-        for (id, key) in &keyed {
-            if let Some(decision) = self.blocked_now(self.policy(*id), key, now) {
-                return Ok(Verdict {
-                    decisions: vec![(*id, decision)],
-                    denied: Some(0),
-                });
-            }
-        }
         let policies: Vec<&Policy> = ids.iter().map(|&id| self.policy(id)).collect();
-        let asks = keyed
-            .into_iter()
-            .zip(&policies)
-            .map(|((_, key), policy)| self.ask(policy, key, 1, Mode::Consume))
-            .collect();
-        let (now, asks, raws, _) = self.decide(&policies, asks).await?;
-        let mut decisions = Vec::with_capacity(raws.len());
-        let mut denied = None;
-        for (i, (raw, ask)) in raws.into_iter().zip(&asks).enumerate() {
-            let policy = policies[i];
-            let decision = self.record(policy, &ask.key, raw, now);
-            decisions.push((ids[i], decision));
-            if !decision.allowed && !policy.shadow {
-                denied = Some(i);
-                break;
+        let leasing = self.inner.coalescer.is_some();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let now = self.inner.config.clock.now_us();
+            // Units leased to this instance first: they are the identity's, reserved on Redis.
+            let local: Vec<Option<LeaseSpent>> = keyed
+                .iter()
+                .zip(&policies)
+                .map(|((_, key), policy)| {
+                    (leasing && !policy.shadow)
+                        .then(|| self.inner.leases.take(key, now))
+                        .flatten()
+                })
+                .collect();
+            // A block on any other answers before any store is asked: nothing to spend or refund.
+            for (i, (id, key)) in keyed.iter().enumerate() {
+                if local[i].is_some() {
+                    continue;
+                }
+                if let Some(decision) = self.blocked_now(policies[i], key, now) {
+                    self.give_back(&keyed, &local);
+                    return Ok(Verdict {
+                        decisions: vec![(*id, decision)],
+                        denied: Some(0),
+                    });
+                }
+            }
+            let remote: Vec<usize> = (0..keyed.len()).filter(|&i| local[i].is_none()).collect();
+            let (now, asks, raws, source) = if remote.is_empty() {
+                (now, Vec::new(), Vec::new(), Source::Memory)
+            } else {
+                let asks = remote
+                    .iter()
+                    .map(|&i| {
+                        let policy = policies[i];
+                        let mut ask = self.ask(policy, keyed[i].1.clone(), 1, Mode::Consume);
+                        if leasing && !policy.shadow {
+                            ask.lease = self.inner.leases.want(&ask.key, ask.limit, now);
+                        }
+                        ask
+                    })
+                    .collect();
+                let subset: Vec<&Policy> = remote.iter().map(|&i| policies[i]).collect();
+                match self.decide(&subset, asks).await {
+                    Ok(decided) => decided,
+                    Err(err) => {
+                        self.give_back(&keyed, &local);
+                        return Err(err);
+                    }
+                }
+            };
+            // Denied on Redis while this instance holds units of the denying key (a reservation
+            // granted to a request ahead of this one, settled after this one asked): try again
+            // on them, as the next request would.
+            let denying = raws
+                .iter()
+                .zip(&asks)
+                .zip(&remote)
+                .find(|(((raw, _), _), i)| !raw.allowed && !policies[**i].shadow);
+            if let Some((((_, _), ask), _)) = denying
+                && source == Source::Redis
+                && tries < 3
+                && self.inner.leases.held(&ask.key, now) > 0
+            {
+                self.give_back(&keyed, &local);
+                continue;
+            }
+            let mut raws = raws.into_iter().zip(&asks);
+            let mut decisions = Vec::with_capacity(keyed.len());
+            let mut denied = None;
+            for (i, policy) in policies.iter().enumerate() {
+                let decision = match local[i] {
+                    Some(spent) => self.record_leased(policy, spent),
+                    None => {
+                        let Some(((mut raw, granted), ask)) = raws.next() else {
+                            break;
+                        };
+                        if raw.allowed && ask.lease > 1 {
+                            // The units held here are the identity's too.
+                            raw.remaining += granted.saturating_sub(1);
+                        }
+                        self.record(policy, &ask.key, raw, now)
+                    }
+                };
+                decisions.push((ids[i], decision));
+                if !decision.allowed && !policy.shadow {
+                    denied = Some(i);
+                    break;
+                }
+            }
+            if denied.is_some() {
+                self.give_back(&keyed, &local);
+            }
+            return Ok(Verdict { decisions, denied });
+        }
+    }
+
+    /// Returns the leased units a request took before it was denied (or failed).
+    fn give_back(&self, keyed: &[(PolicyId, String)], local: &[Option<LeaseSpent>]) {
+        for ((_, key), spent) in keyed.iter().zip(local) {
+            if spent.is_some() {
+                self.inner.leases.give_back(key);
             }
         }
-        Ok(Verdict { decisions, denied })
+    }
+
+    /// An admission from a leased unit, counted like one decided by the store.
+    fn record_leased(&self, policy: &Policy, spent: LeaseSpent) -> Decision {
+        bump(&self.inner.counters.allowed);
+        bump(&self.inner.counters.leased);
+        self.inner.counters.count(&policy.name, 0);
+        let reset = Duration::from_micros(spent.reset_us);
+        Decision {
+            allowed: true,
+            limit: policy.limit,
+            remaining: spent.remaining.min(policy.limit),
+            reset,
+            retry_after: Duration::ZERO,
+        }
     }
 
     /// Decides one request's `asks` (one per policy, in order, all-or-nothing) on Redis when it
@@ -123,7 +223,7 @@ impl RateLimitHandle {
         &self,
         policies: &[&Policy],
         asks: Vec<Ask>,
-    ) -> Result<(u64, Vec<Ask>, Vec<Raw>, Source), RateLimitError> {
+    ) -> Result<(u64, Vec<Ask>, Vec<(Raw, u64)>, Source), RateLimitError> {
         let (Some(redis), Some(coalescer)) = (&self.inner.redis, &self.inner.coalescer) else {
             let now = self.inner.config.clock.now_us();
             let raws = self.decide_locally(&self.inner.memory, policies, &asks, now, false)?;
@@ -141,6 +241,10 @@ impl RateLimitHandle {
                 Err(asks) => asks,
             }
         } else {
+            for ask in &asks {
+                // A reservation marked pending will not be made.
+                self.inner.leases.settle(ask, 0, 0, 0, 0);
+            }
             asks
         };
         let now = self.inner.config.clock.now_us();
@@ -158,7 +262,7 @@ impl RateLimitHandle {
         asks: &[Ask],
         now: u64,
         fallback: bool,
-    ) -> Result<Vec<Raw>, RateLimitError> {
+    ) -> Result<Vec<(Raw, u64)>, RateLimitError> {
         let mut raws = Vec::with_capacity(asks.len());
         let mut spent = Vec::new();
         for (policy, ask) in policies.iter().zip(asks) {
@@ -173,7 +277,7 @@ impl RateLimitHandle {
                 bump(&self.inner.counters.fallback);
             }
             let raw = store.decide(&ask.key, &ask.args(now, ask.mode));
-            raws.push(raw);
+            raws.push((raw, ask.cost));
             if raw.allowed && ask.mode == Mode::Consume {
                 spent.push(ask);
             } else if !raw.allowed && !policy.shadow {
@@ -215,6 +319,7 @@ impl RateLimitHandle {
             cost: cost.clamp(1, limit + 1),
             shadow: policy.shadow,
             mode,
+            lease: 1,
         }
     }
 
@@ -280,7 +385,7 @@ fn refund(store: &MemoryCounters, spent: &[&Ask], now: u64) {
 }
 
 /// The first decision of a request: there is always one (only later policies can be skipped).
-fn first(policy: &Policy, raws: &[Raw]) -> Result<Raw, RateLimitError> {
+fn first(policy: &Policy, raws: &[(Raw, u64)]) -> Result<(Raw, u64), RateLimitError> {
     raws.first()
         .copied()
         .ok_or_else(|| RateLimitError::Unavailable {

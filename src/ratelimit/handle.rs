@@ -16,6 +16,7 @@ use super::{
     batch::Coalescer,
     counters::Counters,
     identity::client_ip,
+    lease::Leases,
 };
 use crate::connection::RedisHandle;
 
@@ -30,6 +31,8 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     /// Batches the decisions made on Redis (present with Redis).
     pub(crate) coalescer: Option<Coalescer>,
+    /// Quota leases held by this instance (used with Redis only).
+    pub(crate) leases: Arc<Leases>,
 }
 
 /// Which configured policy: the global one or a route's.
@@ -73,12 +76,14 @@ impl RateLimitHandle {
         let random = RandomState::new().hash_one(std::process::id());
         // A standalone Redis takes a whole batch in one call; a cluster one call per slot
         // (see `batch`).
+        let leases = Arc::new(Leases::new());
         let coalescer = redis.as_ref().map(|redis| {
             Coalescer::new(
                 redis.clone(),
                 config.clock.clone(),
                 format!("{random:016x}-"),
                 redis.requires_single_slot(),
+                leases.clone(),
             )
         });
         let inner = Arc::new(Inner {
@@ -89,6 +94,7 @@ impl RateLimitHandle {
             blocked: Sharded::new(16),
             counters: Counters::default(),
             coalescer,
+            leases,
         });
         let addr = RateLimitActor::new(inner.clone()).start();
         Self {

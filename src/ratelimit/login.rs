@@ -38,24 +38,7 @@ impl RateLimitHandle {
     /// Runs one login under the login limit: spends an attempt for (`username`, the client
     /// address of `req`) before `verify` runs, answers the 429 instead of running it when the
     /// attempt is refused, and gives the attempt back unless `wrong_password` says the outcome
-    /// was a wrong password (or an unknown user). The rules, all here:
-    ///
-    /// - **What is counted**: attempts per (username, client address), 5 per 15 minutes by default
-    ///   ([`RateLimitConfig::login`](super::RateLimitConfig::login), a sliding log). Usernames
-    ///   compare case-insensitively and trimmed; one longer than 64 bytes is keyed by its SHA-1, so
-    ///   no input makes a longer key. The client address is [`client_ip`] under the limiter's
-    ///   trusted proxies, grouped like every other identity ([`client_group`]); a request without a
-    ///   peer address (only in-process tests) is not limited.
-    /// - **When**: one unit is spent *before* the password is checked, so concurrent guesses cannot
-    ///   all pass a peek; a refused attempt is answered 429 `quota-exceeded` with `Retry-After` and
-    ///   the password is not checked.
-    /// - **Refunds**: every outcome but a wrong password (a success, or a failure of ours such as a
-    ///   503) gives the unit back, in the store that spent it (the in-process backend, the
-    ///   fail-open fallback, or Redis by a small single-key script of its own, see `lua`).
-    /// - **Redis down**: the login policy's fail mode applies like any policy's; when no decision
-    ///   can be made at all the attempt is refused for a second.
-    ///
-    /// The other `login_*` methods are the parts, for embedders who build their own flow.
+    /// was a wrong password (or an unknown user). See the module docs for the rules.
     ///
     /// # Errors
     /// The 429 `quota-exceeded` response when the attempt is refused.

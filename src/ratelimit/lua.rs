@@ -33,12 +33,14 @@ use crate::connection::{RedisError, RedisHandle};
 /// ARGV: now, member prefix, number of policies P, then P policies of 7 values (algorithm
 /// 0 log / 1 counter / 2 GCRA, window, limit, shadow 0/1, and three per algorithm: log: cutoff,
 /// ttl ms; counter: fixed-window index, elapsed, ttl ms; GCRA: emission interval), then one
-/// number per decision, `((cost * 256 + policy index) * 2 + more)`, negative to peek, where
-/// `more` is 1 when the next decision belongs to the same request (one `tonumber` per decision:
-/// on the 2-core bench machine each costs ~0.4 µs of Redis CPU).
-/// KEYS: one per decision, in the same order. Answers 4 integers per decision: allowed (1, 0, or
-/// -1 when not decided because an earlier policy of its request denied), remaining, reset_us,
-/// retry_us.
+/// number per decision, `(((cost * 256 + policy index) * 2 + lease) * 2 + more)`, negative to
+/// peek, where `more` is 1 when the next decision belongs to the same request (one `tonumber`
+/// per decision: on the 2-core bench machine each costs ~0.4 µs of Redis CPU), and `lease` 1
+/// makes `cost` the units wanted for a quota lease (see [`lease`](super::lease)): the decision
+/// then spends `min(cost, available)` units, at least 1, and is denied only when not even 1 fits.
+/// KEYS: one per decision, in the same order. Answers 4 integers per decision: the units spent
+/// when allowed (its cost; a lease's grant; a peek's cost), 0 when denied, or -1 when not decided
+/// because an earlier policy of its request denied; then remaining, reset_us, retry_us.
 const DECIDE: &str = r"
 local now = tonumber(ARGV[1])
 local prefix = ARGV[2]
@@ -60,10 +62,11 @@ local tat = {}
 local wk, wkey, w1, w2, w3, w4 = {}, {}, {}, {}, {}, {}
 local nw = 0
 
-local function log(key, p, cost, consume, k)
+local function log(key, p, cost, consume, k, lease)
   local window, limit = p[2], p[3]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', p[5])
   local count = redis.call('ZCARD', key)
+  if lease then cost = math.max(math.min(cost, limit - count), 1) end
   local function expires_in(i)
     local r = redis.call('ZRANGE', key, i, i, 'WITHSCORES')
     if r[2] == nil then return window end
@@ -77,7 +80,7 @@ local function log(key, p, cost, consume, k)
     end
     local reset = 0
     if count > 0 then reset = expires_in(0) end
-    return 1, limit - count, reset, 0
+    return cost, limit - count, reset, 0
   end
   local retry = window
   if cost <= limit then retry = expires_in(count + cost - limit - 1) end
@@ -86,7 +89,7 @@ local function log(key, p, cost, consume, k)
   return 0, math.max(limit - count, 0), reset, retry
 end
 
-local function counter(key, p, cost, consume)
+local function counter(key, p, cost, consume, lease)
   local window, limit = p[2], p[3]
   local idx, elapsed = tonumber(p[5]), tonumber(p[6])
   local s = redis.call('HMGET', key, 'i', 'p', 'c')
@@ -99,6 +102,7 @@ local function counter(key, p, cost, consume)
   end
   local estimate = prev * ((window - elapsed) / window) + cur
   local reset = window - elapsed
+  if lease then cost = math.max(math.min(cost, math.floor(limit - estimate)), 1) end
   if estimate + cost <= limit then
     if consume then
       cur = cur + cost
@@ -106,7 +110,7 @@ local function counter(key, p, cost, consume)
       nw = nw + 1
       wk[nw], wkey[nw], w1[nw], w2[nw], w3[nw], w4[nw] = 1, key, math.max(idx, sidx), prev, cur, p[7]
     end
-    return 1, math.max(math.floor(limit - estimate), 0), reset, 0
+    return cost, math.max(math.floor(limit - estimate), 0), reset, 0
   end
   local retry = window
   if cost <= limit then
@@ -120,12 +124,13 @@ local function counter(key, p, cost, consume)
   return 0, math.max(math.floor(limit - estimate), 0), reset, retry
 end
 
-local function gcra(key, k, p, cost, consume)
+local function gcra(key, k, p, cost, consume, lease)
   local window, t = p[2], tonumber(p[5])
-  local step = t * cost
   local last = tat[key]
   if last == nil then last = tonumber(stored[k]) or false end
   local start = math.max(last or now, now)
+  if lease then cost = math.max(math.min(cost, math.floor((now + window - start) / t)), 1) end
+  local step = t * cost
   local new_tat = start + step
   if new_tat <= now + window then
     local used = start
@@ -134,7 +139,7 @@ local function gcra(key, k, p, cost, consume)
       nw = nw + 1
       wk[nw], wkey[nw], w1[nw] = 2, key, new_tat
     end
-    return 1, math.floor((now + window - used) / t), used - now, 0
+    return cost, math.floor((now + window - used) / t), used - now, 0
   end
   local retry = window
   if step <= window then retry = new_tat - window - now end
@@ -157,6 +162,8 @@ while a <= nargs do
     if not consume then code = -code end
     more = code % 2
     code = (code - more) / 2
+    local lease = code % 2 == 1
+    code = (code - code % 2) / 2
     local p = pol[code % 256]
     local cost = (code - code % 256) / 256
     if denied then
@@ -165,11 +172,11 @@ while a <= nargs do
       local key = KEYS[k]
       local ok, remaining, reset, retry
       if p[1] == 2 then
-        ok, remaining, reset, retry = gcra(key, k, p, cost, consume)
+        ok, remaining, reset, retry = gcra(key, k, p, cost, consume, lease)
       elseif p[1] == 1 then
-        ok, remaining, reset, retry = counter(key, p, cost, consume)
+        ok, remaining, reset, retry = counter(key, p, cost, consume, lease)
       else
-        ok, remaining, reset, retry = log(key, p, cost, consume, k)
+        ok, remaining, reset, retry = log(key, p, cost, consume, k, lease)
       end
       out[o + 1], out[o + 2], out[o + 3], out[o + 4] = ok, remaining, reset, retry
       if ok == 0 and not p[4] then denied = true end
@@ -262,6 +269,8 @@ pub(crate) struct Ask {
     pub(crate) shadow: bool,
     /// Spend when allowed (`Consume`) or only look (`Peek`).
     pub(crate) mode: Mode,
+    /// Units wanted for a quota lease (a `Consume` of cost 1); 1: no lease.
+    pub(crate) lease: u64,
 }
 
 /// What the script needs of a decision's policy: two asks with the same share one entry.
@@ -291,14 +300,14 @@ fn ttl_ms(us: u64) -> u64 {
 }
 
 /// Decides `requests` (each a list of [`Ask`]s, all-or-nothing) at `now` in one script call.
-/// Answers, per request, the decisions made in order; a request's list stops at the first
-/// enforcing denial.
+/// Answers, per request, the decisions made in order with the units each spent (a lease's
+/// grant); a request's list stops at the first enforcing denial.
 pub(crate) async fn decide<'a>(
     redis: &RedisHandle,
     now: u64,
     member_prefix: &str,
     requests: impl Iterator<Item = &'a [Ask]> + Clone,
-) -> Result<Vec<Vec<Raw>>, RedisError> {
+) -> Result<Vec<Vec<(Raw, u64)>>, RedisError> {
     let mut policies: Vec<&Ask> = Vec::new();
     let mut index = Vec::new();
     for ask in requests.clone().flatten() {
@@ -340,9 +349,13 @@ pub(crate) async fn decide<'a>(
         for (j, ask) in request.iter().enumerate() {
             invocation.key(&ask.key);
             let more = i64::from(j + 1 < request.len());
+            let leased = ask.lease > 1 && ask.mode == Mode::Consume;
+            let cost = if leased { ask.lease } else { ask.cost };
             // cost <= MAX_LIMIT + 1 and index < 256: far inside Lua's exact integers.
-            let cost = i64::try_from(ask.cost).unwrap_or(i64::MAX);
-            let code = (cost * 256 + index.next().unwrap_or(1) as i64) * 2 + more;
+            let cost = i64::try_from(cost).unwrap_or(i64::MAX);
+            let code = ((cost * 256 + index.next().unwrap_or(1) as i64) * 2 + i64::from(leased))
+                * 2
+                + more;
             invocation.arg(if ask.mode == Mode::Peek { -code } else { code });
             decisions += 1;
         }
@@ -358,7 +371,8 @@ pub(crate) async fn decide<'a>(
         for _ in request {
             let chunk = chunks.next().ok_or_else(unexpected)?;
             if chunk[0] >= 0 {
-                raws.push(Raw::from_reply(chunk).ok_or_else(unexpected)?);
+                let granted = u64::try_from(chunk[0]).unwrap_or(0);
+                raws.push((Raw::from_reply(chunk).ok_or_else(unexpected)?, granted));
             }
         }
         out.push(raws);

@@ -24,6 +24,8 @@ pub struct RateLimitStats {
     pub shadow_denied: u64,
     /// Denials answered from the local block, without asking the store.
     pub blocked_locally: u64,
+    /// Admissions spent from a quota lease this instance holds, without asking the store.
+    pub leased: u64,
     /// Decisions made by the in-process fallback because Redis could not be asked (fail-open).
     pub fallback_decisions: u64,
     /// Requests refused with 503 because Redis could not be asked (fail-closed).

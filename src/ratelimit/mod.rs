@@ -15,8 +15,15 @@
 //!   a cluster slot. Log members are unique (per-process random prefix + call counter), a log
 //!   never holds more than `limit` members, and every key expires within its window, except the
 //!   counter's, which lives until the end of the next fixed window because its count still
-//!   weighs there (at most two windows). No units are reserved ahead (no leases): an instance
-//!   never holds quota another could use, so no algorithm admits fewer than its limit.
+//!   weighs there (at most two windows).
+//! - **Quota leases** (see `lease`): an identity that comes back to an instance reserves
+//!   `limit / 16` units in its next (coalesced) Redis decision, and the instance spends them on
+//!   its next requests with no Redis command. Policies with limits below 32, shadow policies and
+//!   the login limiter stay exact per request. The reservation is the atomic check, so within a
+//!   window from a fresh start no algorithm admits more than its limit across instances; an
+//!   instance's unspent units can make the others admit up to `(N - 1) · (limit / 16 - 1)` fewer
+//!   per identity, and (log, GCRA) let at most that many more through across window
+//!   boundaries; the counter admits never more. Bounds per algorithm in `lease`.
 //! - **Time** is the caller's [`Clock`], passed to Redis as a script argument rather than read
 //!   with `TIME` inside the script. Both backends thus behave identically and tests drive time
 //!   with a [`ManualClock`] on either. The price: instances sharing a Redis must have synchronised
@@ -62,6 +69,7 @@ mod error;
 mod handle;
 mod identity;
 mod ipnet;
+mod lease;
 mod login;
 mod lua;
 mod messages;
