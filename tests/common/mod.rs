@@ -1,6 +1,8 @@
 //! Test harness: a private `redis-server` per test, and redkit apps on either backend.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
