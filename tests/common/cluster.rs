@@ -385,6 +385,74 @@ impl RedisCluster {
         self.index_of(owner)
     }
 
+    /// The index of the primary serving `slot` now, in the view of the first running node.
+    pub fn owner_of_slot(&self, slot: u16) -> usize {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.running())
+            .expect("a live node");
+        let owner = node
+            .slot_owners()
+            .expect("CLUSTER SLOTS")
+            .into_iter()
+            .find(|(from, to, _)| (*from..=*to).contains(&slot))
+            .map(|(_, _, port)| port)
+            .expect("slot covered");
+        self.index_of(owner)
+    }
+
+    /// Waits (at most 5 s) until every primary's replicas have acknowledged all its writes
+    /// (`INFO replication`: each replica's offset equals the primary's), so that a failover
+    /// loses nothing written so far.
+    pub fn wait_replicated(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for index in self.primaries() {
+            loop {
+                let info = self.nodes[index].info("replication").unwrap_or_default();
+                let field = |name: &str| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(str::trim)
+                        .map(str::to_owned)
+                };
+                let offset = field("master_repl_offset:").unwrap_or_default();
+                let replicas: Vec<String> = info
+                    .lines()
+                    .filter(|l| l.starts_with("slave") && l.contains("offset="))
+                    .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("offset=")))
+                    .map(str::to_owned)
+                    .collect();
+                let want = self.options.replicas_per_primary;
+                if replicas.len() == want && replicas.iter().all(|o| *o == offset) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "replicas of node {index} never caught up: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Whether a running node has a sharded pub/sub channel (`PUBSUB SHARDCHANNELS`) named
+    /// `name` or with `name` as one `:`/`{`/`}`-separated part (`redkit:events:{name}`).
+    pub fn has_shard_channel(&self, name: &str) -> bool {
+        self.nodes.iter().filter(|n| n.running()).any(|node| {
+            let Ok(mut conn) = node.conn() else {
+                return false;
+            };
+            let channels: Vec<String> = redis::cmd("PUBSUB")
+                .arg("SHARDCHANNELS")
+                .query(&mut conn)
+                .unwrap_or_default();
+            channels
+                .iter()
+                .any(|c| c.split([':', '{', '}']).any(|part| part == name))
+        })
+    }
+
     /// The indexes of the running primaries that serve slots now.
     pub fn primaries(&self) -> Vec<usize> {
         let node = self
@@ -567,4 +635,19 @@ fn free_port() -> u16 {
         }
     }
     panic!("no free port pair in {PORTS:?}");
+}
+
+/// The hash slot of `key` (CRC16 of the key, or of its first non-empty `{hash tag}`, mod 16384),
+/// as the cluster specification defines it.
+pub fn slot_of(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = bytes
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+        })
+        .unwrap_or(bytes);
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
 }
