@@ -257,7 +257,7 @@ impl Backend {
                 settings.connect_timeout = Duration::from_millis(500);
                 config.redis = Some(settings);
             }
-            Self::Cluster(cluster) => cluster_config(&mut config, cluster),
+            Self::Cluster(cluster) => set_cluster_nodes(&mut config, &cluster.urls()),
         }
         config
     }
@@ -683,9 +683,19 @@ impl RedisServer {
     }
 }
 
-/// Points `config` at `cluster`'s seed nodes, with the tests' short timeouts.
-fn cluster_config(config: &mut Config, cluster: &RedisCluster) {
-    let _ = (config, cluster.urls());
+/// Test defaults (as [`Backend::config`]) pointed at a cluster given by its seed URLs: for a
+/// process that has the URLs but not the harness (a bench's child server).
+pub fn cluster_settings_config(nodes: &[String]) -> Config {
+    let mut config = Config::for_tests();
+    config.rate_limit =
+        redkit::ratelimit::RateLimitConfig::parse(&["default=off"], &[] as &[&str]).unwrap();
+    set_cluster_nodes(&mut config, nodes);
+    config
+}
+
+/// Points `config` at the cluster of these seed nodes, with the tests' short timeouts.
+fn set_cluster_nodes(config: &mut Config, nodes: &[String]) {
+    let _ = (config, nodes);
     panic!(
         "redkit has no cluster configuration yet (issue 12: the connection layer's cluster variant)"
     );
