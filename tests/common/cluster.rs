@@ -437,7 +437,7 @@ impl RedisCluster {
     }
 
     /// Whether a running node has a sharded pub/sub channel (`PUBSUB SHARDCHANNELS`) named
-    /// `name` or with `name` as one `:`/`{`/`}`-separated part (`redkit:events:{name}`).
+    /// `name`, ending in `:name` or holding `{name}` (`redkit:events:{name}`).
     pub fn has_shard_channel(&self, name: &str) -> bool {
         self.nodes.iter().filter(|n| n.running()).any(|node| {
             let Ok(mut conn) = node.conn() else {
@@ -447,9 +447,11 @@ impl RedisCluster {
                 .arg("SHARDCHANNELS")
                 .query(&mut conn)
                 .unwrap_or_default();
-            channels
-                .iter()
-                .any(|c| c.split([':', '{', '}']).any(|part| part == name))
+            channels.iter().any(|c| {
+                c == name
+                    || c.ends_with(&format!(":{name}"))
+                    || c.contains(&format!("{{{name}}}"))
+            })
         })
     }
 

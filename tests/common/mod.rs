@@ -359,8 +359,9 @@ where
     }
 }
 
-/// Generates one `#[actix_web::test]` per case and backend: `memory::case` and `redis::case`,
-/// each calling `case(Backend)` from the enclosing module.
+/// Generates one `#[actix_web::test]` per case and backend: `memory::case`, `redis::case` and
+/// `cluster::case` (a private 3-primary Redis Cluster per case), each calling `case(Backend)`
+/// from the enclosing module.
 #[macro_export]
 macro_rules! backend_suite {
     ($($case:ident),* $(,)?) => {
@@ -377,6 +378,14 @@ macro_rules! backend_suite {
                 #[actix_web::test]
                 async fn $case() {
                     super::$case($crate::common::Backend::redis()).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[actix_web::test]
+                async fn $case() {
+                    super::$case($crate::common::Backend::cluster()).await;
                 }
             )*
         }
