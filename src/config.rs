@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// single-instance only.
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated (`redis://host:port,rediss://host:port`).
+    /// Excludes `--redis-url`.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_name = "URLS")]
+    pub redis_cluster_nodes: Option<String>,
     /// Database URL: `sqlite://PATH` or `sqlite::memory:`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_name = "URL")]
     pub database_url: String,
@@ -278,6 +282,7 @@ impl Default for ServeArgs {
         Self {
             bind: DEFAULT_BIND.to_owned(),
             redis_url: None,
+            redis_cluster_nodes: None,
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             workers: None,
             log_format: LogFormat::Text,
@@ -383,8 +388,10 @@ pub struct Config {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisSettings {
-    /// The parsed connection target.
+    /// The parsed connection target (one Redis); unused when `cluster_nodes` is not empty.
     pub url: String,
+    /// Seed nodes of a Redis Cluster; empty for one Redis at `url`.
+    pub cluster_nodes: Vec<String>,
     /// Per-command response timeout.
     pub response_timeout: Duration,
     /// Connect timeout.
@@ -396,8 +403,17 @@ impl RedisSettings {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster_nodes: Vec::new(),
             response_timeout: Duration::from_millis(DEFAULT_REDIS_TIMEOUT_MS),
             connect_timeout: Duration::from_millis(DEFAULT_REDIS_CONNECT_TIMEOUT_MS),
+        }
+    }
+
+    /// Settings for a Redis Cluster reached through `nodes` (seed URLs), default timeouts.
+    pub fn cluster<S: Into<String>>(nodes: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            cluster_nodes: nodes.into_iter().map(Into::into).collect(),
+            ..Self::new("")
         }
     }
 }
@@ -419,9 +435,43 @@ impl Config {
                 args.bind
             ))
         })?;
-        let redis = match args.redis_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(url) => {
+        let nodes: Vec<String> = args
+            .redis_cluster_nodes
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let url = args.redis_url.as_deref().map(str::trim).unwrap_or_default();
+        if !nodes.is_empty() && !url.is_empty() {
+            return Err(ConfigError(
+                "--redis-url/REDIS_URL and --redis-cluster-nodes/REDIS_CLUSTER_NODES exclude each other: give one".into(),
+            ));
+        }
+        for node in &nodes {
+            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                return Err(ConfigError(format!(
+                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {node:?}: expected redis://HOST:PORT or rediss://HOST:PORT"
+                )));
+            }
+            redis::Client::open(node.as_str()).map_err(|e| {
+                ConfigError(format!(
+                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {node:?}: {}",
+                    e.detail().unwrap_or("unparsable URL")
+                ))
+            })?;
+        }
+        let redis = match url {
+            "" if !nodes.is_empty() => Some(RedisSettings {
+                cluster_nodes: nodes,
+                response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+                connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+                ..RedisSettings::new("")
+            }),
+            "" => None,
+            url => {
                 redis::Client::open(url).map_err(|e| {
                     ConfigError(format!(
                         "invalid --redis-url/REDIS_URL: {}",
@@ -430,6 +480,7 @@ impl Config {
                 })?;
                 Some(RedisSettings {
                     url: url.to_owned(),
+                    cluster_nodes: Vec::new(),
                     response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
                     connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
                 })
@@ -565,12 +616,12 @@ impl Config {
         }
     }
 
-    /// Name of the backend in use: `"redis"` or `"memory"`.
+    /// Name of the backend in use: `"redis"`, `"redis-cluster"` or `"memory"`.
     pub fn backend_name(&self) -> &'static str {
-        if self.redis.is_some() {
-            "redis"
-        } else {
-            "memory"
+        match &self.redis {
+            Some(redis) if !redis.cluster_nodes.is_empty() => "redis-cluster",
+            Some(_) => "redis",
+            None => "memory",
         }
     }
 }
@@ -681,12 +732,19 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         type Mutate = fn(&mut ServeArgs);
-        let cases: [(&str, Mutate); 8] = [
+        let cases: [(&str, Mutate); 10] = [
             ("--access-token-ttl", |a| {
                 a.access_token_ttl = a.refresh_token_ttl + 1;
             }),
             ("--bind", |a| a.bind = "nope".into()),
             ("REDIS_URL", |a| a.redis_url = Some("http://x".into())),
+            ("REDIS_CLUSTER_NODES", |a| {
+                a.redis_cluster_nodes = Some("redis://127.0.0.1:7000,http://x".into());
+            }),
+            ("exclude each other", |a| {
+                a.redis_url = Some("redis://127.0.0.1:6379".into());
+                a.redis_cluster_nodes = Some("redis://127.0.0.1:7000".into());
+            }),
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
             ("--workers", |a| a.workers = Some(0)),
             ("--cache-ttl", |a| a.cache_ttl = 0),
@@ -704,5 +762,21 @@ mod tests {
             assert!(err.contains(needle), "{err:?} should name {needle}");
             assert!(!err.contains('\n'), "{err:?} should be one line");
         }
+    }
+
+    /// Comma-separated cluster seeds make a cluster backend; blanks around them are ignored.
+    #[test]
+    fn cluster_nodes_are_parsed() {
+        let args = ServeArgs {
+            redis_cluster_nodes: Some(" redis://127.0.0.1:7000, redis://h:7001 ,".into()),
+            ..ServeArgs::default()
+        };
+        let config = Config::from_args(&args).unwrap();
+        let redis = config.redis.as_ref().unwrap();
+        assert_eq!(
+            redis.cluster_nodes,
+            ["redis://127.0.0.1:7000", "redis://h:7001"]
+        );
+        assert_eq!(config.backend_name(), "redis-cluster");
     }
 }

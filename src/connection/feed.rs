@@ -2,7 +2,7 @@
 //! keys under some prefixes (server-assisted client-side caching, `CLIENT TRACKING ... BCAST`).
 //!
 //! # Behavior
-//! - The connection is a redis-rs [`ConnectionManager`] on RESP3 with a push sender: it
+//! - The connection is a redis-rs [`ConnectionManager`](redis::aio::ConnectionManager) on RESP3 with a push sender: it
 //!   reconnects by itself (with backoff) after a drop; no hand-made reconnect loop here.
 //! - Tracking is armed with `CLIENT TRACKING OFF` then `CLIENT TRACKING ON BCAST PREFIX <p>...`
 //!   in the same round trip as `CLIENT ID`; the listener hears [`FeedEvent::Up`] only once that answered. Redis forgets
@@ -15,15 +15,24 @@
 //! - `NOLOOP` is not used: the listener also hears about this process's own writes (harmless,
 //!   and it keeps one connection's changes ordered with everyone else's).
 //!
-//! The feed is the seam a Redis Cluster variant plugs into: there, one such connection per
-//! primary, and the feed is up only while all of them are.
+//! On a Redis Cluster the connection is redis-rs's async cluster connection (one multiplexed
+//! connection per node): tracking is armed on every node, replicas included (a promoted replica
+//! already tracks), the liveness check is a `PING` answered by every node within the deadline,
+//! and the feed is up only while all of them are.
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{PushInfo, PushKind, Value, aio::ConnectionManager};
+use redis::{PushInfo, PushKind, Value};
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::RedisError;
+use super::{
+    RedisError,
+    target::{Connection, Target},
+};
+
+/// The id a cluster feed reports for itself: a cluster has one connection per node, whose
+/// replacement shows as a `Disconnection` push or a failed `PING` on every node.
+const CLUSTER_ID: i64 = -1;
 
 /// How often the feed proves its connection alive.
 pub const FEED_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -56,29 +65,20 @@ impl Drop for InvalidationFeed {
     }
 }
 
-/// Settings of a feed's connection.
-pub(super) struct FeedTarget {
-    pub(super) client: redis::Client,
-    pub(super) settings: redis::aio::ConnectionManagerConfig,
-    pub(super) deadline: Duration,
-}
-
 /// Opens the connection (lazily) and starts the feed's task on the current Tokio runtime.
 pub(super) fn start(
-    target: &FeedTarget,
+    target: &Target,
     prefixes: Vec<String>,
     listener: Arc<dyn Fn(FeedEvent) + Send + Sync>,
 ) -> Result<InvalidationFeed, RedisError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let config = target.settings.clone().set_push_sender(tx);
-    let conn = ConnectionManager::new_lazy_with_config(target.client.clone(), config)
-        .map_err(RedisError::Command)?;
-    let task = tokio::spawn(run(conn, rx, prefixes, target.deadline, listener));
+    let conn = target.push(tx)?;
+    let task = tokio::spawn(run(conn, rx, prefixes, target.response_timeout, listener));
     Ok(InvalidationFeed { task })
 }
 
 async fn run(
-    mut conn: ConnectionManager,
+    mut conn: Connection,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     prefixes: Vec<String>,
     deadline: Duration,
@@ -97,12 +97,30 @@ async fn run(
         }
     }
     arm.ignore();
+    let mut off = redis::cmd("CLIENT");
+    off.arg("TRACKING").arg("OFF");
+    let mut on = redis::cmd("CLIENT");
+    on.arg("TRACKING").arg("ON").arg("BCAST");
+    for prefix in &prefixes {
+        on.arg("PREFIX").arg(prefix);
+    }
     let mut check = redis::cmd("CLIENT");
     check.arg("ID");
+    let ping = redis::cmd("PING");
     let mut down_reported = false;
     loop {
         // Arm (again). Pushes that arrive meanwhile are applied: harmless, maybe useful.
-        let id = match tokio::time::timeout(deadline, arm.query_async::<(i64,)>(&mut conn)).await {
+        let armed = async {
+            if conn.is_cluster() {
+                // Every node, replicas included: a promoted replica already tracks.
+                conn.on_every_node(&off).await?;
+                conn.on_every_node(&on).await?;
+                Ok((CLUSTER_ID,))
+            } else {
+                arm.query_async::<(i64,)>(&mut conn).await
+            }
+        };
+        let id = match tokio::time::timeout(deadline, armed).await {
             Ok(Ok((id,))) => Some(id),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "invalidation feed: arming tracking failed");
@@ -135,7 +153,16 @@ async fn run(
                     }
                 }
                 _ = ticker.tick() => {
-                    let alive = tokio::time::timeout(deadline, check.query_async::<i64>(&mut conn)).await;
+                    let alive = tokio::time::timeout(deadline, async {
+                        if conn.is_cluster() {
+                            // Every node answers, or the feed is down (a lost node's
+                            // connection comes back without tracking).
+                            conn.on_every_node(&ping).await.map(|()| CLUSTER_ID)
+                        } else {
+                            check.query_async::<i64>(&mut conn).await
+                        }
+                    })
+                    .await;
                     match alive {
                         Ok(Ok(now)) if now == id => {}
                         Ok(Ok(_)) => {

@@ -35,9 +35,11 @@ mod error;
 pub mod feed;
 mod handle;
 mod messages;
+mod target;
 
 pub use actor::RedisActor;
 pub use error::RedisError;
 pub use feed::{FeedEvent, InvalidationFeed};
-pub use handle::{RedisHandle, RedisStatus};
+pub use handle::{NodeState, RedisHandle, RedisStatus};
 pub use messages::{GetStatus, Ping};
+pub use target::Connection;
