@@ -448,9 +448,7 @@ impl RedisCluster {
                 .query(&mut conn)
                 .unwrap_or_default();
             channels.iter().any(|c| {
-                c == name
-                    || c.ends_with(&format!(":{name}"))
-                    || c.contains(&format!("{{{name}}}"))
+                c == name || c.ends_with(&format!(":{name}")) || c.contains(&format!("{{{name}}}"))
             })
         })
     }

@@ -704,8 +704,8 @@ pub fn cluster_settings_config(nodes: &[String]) -> Config {
 
 /// Points `config` at the cluster of these seed nodes, with the tests' short timeouts.
 fn set_cluster_nodes(config: &mut Config, nodes: &[String]) {
-    let _ = (config, nodes);
-    panic!(
-        "redkit has no cluster configuration yet (issue 12: the connection layer's cluster variant)"
-    );
+    let mut settings = RedisSettings::cluster(nodes.iter().cloned());
+    settings.response_timeout = Duration::from_millis(500);
+    settings.connect_timeout = Duration::from_millis(500);
+    config.redis = Some(settings);
 }
