@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{
     RedisError,
     feed::{self, FeedEvent, InvalidationFeed},
+    push::{self, PushEvents, Subscriber},
     target::{Connection, Target},
 };
 
@@ -234,6 +235,17 @@ impl RedisHandle {
                 })
                 .collect(),
         )
+    }
+
+    /// Opens a [`Subscriber`] connection named `name` (for logs) and starts its liveness check
+    /// (see [`push`](super::push)); its events arrive on the returned receiver. Call from a Tokio
+    /// runtime (an actix system). Does not wait for Redis.
+    ///
+    /// # Errors
+    /// [`RedisError::Command`] when the connection cannot be configured (never for an
+    /// unreachable server).
+    pub fn subscriber(&self, name: &'static str) -> Result<(Subscriber, PushEvents), RedisError> {
+        push::start(&self.shared.target, name)
     }
 
     /// Starts an [`InvalidationFeed`] on its own RESP3 connection (see [`feed`](super::feed)):

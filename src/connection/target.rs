@@ -69,7 +69,49 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// A subscription command of a push connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subscription {
+    Subscribe,
+    Unsubscribe,
+    /// One sharded channel.
+    SSubscribe,
+    /// One sharded channel.
+    SUnsubscribe,
+}
+
 impl Connection {
+    /// Sends a subscription command through redis-rs's own subscription methods (which count
+    /// the server's confirmations and remember what to resubscribe after a reconnect).
+    pub(crate) async fn subscription(
+        &mut self,
+        what: Subscription,
+        channels: &[&[u8]],
+    ) -> redis::RedisResult<()> {
+        match (&mut self.0, what) {
+            (Kind::Single(conn), Subscription::Subscribe) => conn.subscribe(channels).await,
+            (Kind::Single(conn), Subscription::Unsubscribe) => conn.unsubscribe(channels).await,
+            // The manager has no sharded methods: one channel is one confirmation, which is
+            // what a plain command expects.
+            (Kind::Single(conn), Subscription::SSubscribe) => {
+                redis::cmd("SSUBSCRIBE")
+                    .arg(channels)
+                    .exec_async(conn)
+                    .await
+            }
+            (Kind::Single(conn), Subscription::SUnsubscribe) => {
+                redis::cmd("SUNSUBSCRIBE")
+                    .arg(channels)
+                    .exec_async(conn)
+                    .await
+            }
+            (Kind::Cluster(conn), Subscription::Subscribe) => conn.subscribe(channels).await,
+            (Kind::Cluster(conn), Subscription::Unsubscribe) => conn.unsubscribe(channels).await,
+            (Kind::Cluster(conn), Subscription::SSubscribe) => conn.ssubscribe(channels).await,
+            (Kind::Cluster(conn), Subscription::SUnsubscribe) => conn.sunsubscribe(channels).await,
+        }
+    }
+
     /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
         matches!(self.0, Kind::Cluster(_))
