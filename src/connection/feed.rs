@@ -10,7 +10,9 @@
 //! - Liveness: every [`FEED_CHECK_INTERVAL`] the feed asks `CLIENT ID` with a deadline (the
 //!   response timeout). No answer in time, or another id than the armed connection's (the
 //!   manager reconnected without our noticing, so nothing is tracked), and the listener hears
-//!   [`FeedEvent::Down`] before the feed re-arms. A `Disconnection` push (the socket closed) does
+//!   [`FeedEvent::Down`] before the feed re-arms; after no answer the connection is also
+//!   replaced by a new one (redis-rs never reconnects on a timeout, so a half-open socket
+//!   would otherwise stay). A `Disconnection` push (the socket closed) does
 //!   the same at once.
 //! - `NOLOOP` is not used: the listener also hears about this process's own writes (harmless,
 //!   and it keeps one connection's changes ordered with everyone else's).
@@ -73,11 +75,19 @@ pub(super) fn start(
 ) -> Result<InvalidationFeed, RedisError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = target.push(tx)?;
-    let task = tokio::spawn(run(conn, rx, prefixes, target.response_timeout, listener));
+    let task = tokio::spawn(run(
+        target.clone(),
+        conn,
+        rx,
+        prefixes,
+        target.response_timeout,
+        listener,
+    ));
     Ok(InvalidationFeed { task })
 }
 
 async fn run(
+    target: Target,
     mut conn: Connection,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     prefixes: Vec<String>,
@@ -126,7 +136,10 @@ async fn run(
                 tracing::debug!(error = %err, "invalidation feed: arming tracking failed");
                 None
             }
-            Err(_) => None,
+            Err(_) => {
+                reopen(&target, &mut conn, &mut pushes);
+                None
+            }
         };
         // A disconnection queued meanwhile may be this very connection's: arm again.
         let intact = drain(&mut pushes, &*listener);
@@ -174,7 +187,12 @@ async fn run(
                             break;
                         }
                         Err(_) => {
-                            tracing::warn!(?deadline, "invalidation feed: no answer within the deadline; L1 bypassed");
+                            tracing::warn!(?deadline, "invalidation feed: no answer within the deadline; L1 bypassed, connection replaced");
+                            // A timeout never makes redis-rs reconnect: a half-open socket would
+                            // stay (and the re-arm time out) for ever. A new connection, with its
+                            // own push channel so that the old one's pushes are not mistaken
+                            // for the new one's.
+                            reopen(&target, &mut conn, &mut pushes);
                             break;
                         }
                     }
@@ -183,6 +201,19 @@ async fn run(
         }
         listener(FeedEvent::Down);
         down_reported = true;
+    }
+}
+
+/// Replaces a connection that missed a deadline, with its own push channel so that the old
+/// one's pushes are not mistaken for the new one's.
+fn reopen(target: &Target, conn: &mut Connection, pushes: &mut mpsc::UnboundedReceiver<PushInfo>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    match target.push(tx) {
+        Ok(fresh) => {
+            *conn = fresh;
+            *pushes = rx;
+        }
+        Err(err) => tracing::warn!(error = %err, "invalidation feed: cannot reopen its connection"),
     }
 }
 

@@ -270,6 +270,13 @@ impl RedisHandle {
         self.conn.clone()
     }
 
+    /// Whether every script call and pipeline must keep its keys in one hash slot (a Redis
+    /// Cluster): callers that batch several identities into one call split the batch per slot.
+    /// Answers false on one Redis, which takes any batch whole.
+    pub fn requires_single_slot(&self) -> bool {
+        self.shared.target.is_cluster()
+    }
+
     /// Whether the connection goes to a Redis Cluster (`"redis-cluster"`) or one Redis
     /// (`"redis"`): for reports such as `/health`, never for routing (the layer routes).
     pub fn backend_name(&self) -> &'static str {
