@@ -134,6 +134,10 @@ async fn run(
             Ok(Ok((id,))) => Some(id),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "invalidation feed: arming tracking failed");
+                if err.is_timeout() {
+                    // The manager's own response timeout: as silent as ours.
+                    reopen(&target, &mut conn, &mut pushes);
+                }
                 None
             }
             Err(_) => {
@@ -184,6 +188,10 @@ async fn run(
                         }
                         Ok(Err(err)) => {
                             tracing::warn!(error = %err, "invalidation feed: liveness check failed; L1 bypassed");
+                            if err.is_timeout() {
+                                // The manager's own response timeout: as silent as ours.
+                                reopen(&target, &mut conn, &mut pushes);
+                            }
                             break;
                         }
                         Err(_) => {

@@ -21,6 +21,10 @@ use redis::{
 use super::RedisError;
 use crate::config::RedisSettings;
 
+/// How redis-rs's cluster connection words its refusal of a cross-slot pipeline, which it makes
+/// before sending anything (`route_for_pipeline` in redis-rs 1.8).
+const CLIENT_SIDE_CROSSSLOT: &str = "Received crossed slots in pipeline";
+
 /// A connection to Redis or to a Redis Cluster: commands are routed by key on a cluster, sent
 /// as they are to one Redis. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -57,7 +61,35 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
             Kind::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Kind::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Kind::Cluster(conn) => {
+                let mut conn = conn.clone();
+                Box::pin(async move {
+                    let tried = conn.req_packed_commands(pipeline, offset, count).await;
+                    match tried {
+                        // redis-rs refuses a pipeline whose keys span slots before sending
+                        // anything (this message; the server's own CROSSSLOT reads otherwise
+                        // and means commands may have run, so it is never retried): run its
+                        // commands one by one instead (all at once, answers in order), each
+                        // routed by its key. Features pipeline for round trips, not atomicity;
+                        // an atomic pipeline is not split, and fails.
+                        Err(err)
+                            if err.code() == Some("CROSSSLOT")
+                                && err.to_string().contains(CLIENT_SIDE_CROSSSLOT)
+                                && !pipeline.is_transaction() =>
+                        {
+                            let calls = pipeline.cmd_iter().map(|cmd| {
+                                let mut conn = conn.clone();
+                                async move { cmd.query_async::<Value>(&mut conn).await }
+                            });
+                            futures_util::future::join_all(calls)
+                                .await
+                                .into_iter()
+                                .collect()
+                        }
+                        other => other,
+                    }
+                })
+            }
         }
     }
 
