@@ -295,8 +295,12 @@ fn serve_sse(nodes: Vec<String>) {
     redkit::init_tracing(redkit::config::LogFormat::Text);
     actix_web::rt::System::new().block_on(async move {
         let mut config = common::cluster_settings_config(&nodes);
-        config.rate_limit =
-            redkit::ratelimit::RateLimitConfig::parse(&["default=off"], &[] as &[&str]).unwrap();
+        // 200 publishes by one token: the per-user publish policy (60/60 s) would refuse most.
+        config.rate_limit = redkit::ratelimit::RateLimitConfig::parse(
+            &["default=off", "POST /events/{channel}=off"],
+            &[] as &[&str],
+        )
+        .unwrap();
         // Every client shares 127.0.0.1.
         config.events.max_connections = CLIENTS + 100;
         config.events.max_connections_per_ip = CLIENTS + 100;
