@@ -305,10 +305,10 @@ async fn demo_page_shows_published_events(backend: Backend) {
     let clients = browser.wait_text("#stat-clients", "1").await;
     assert_eq!(clients, "1");
     let shot = browser
-        .screenshot(if backend.is_redis() {
-            "demo-redis"
-        } else {
-            "demo-memory"
+        .screenshot(match &backend {
+            Backend::Memory => "demo-memory",
+            Backend::Redis(_) => "demo-redis",
+            Backend::Cluster(_) => "demo-cluster",
         })
         .await;
     assert!(std::fs::metadata(shot).unwrap().len() > 10_000);

@@ -111,7 +111,7 @@ async fn l2_read_fills_l1(backend: Backend) {
         .await
         .unwrap();
     // A second process-local view: another Services on the same backend (Redis only shares L2).
-    if let Backend::Redis(_) = &backend {
+    if backend.is_redis() {
         let other = common::services(&backend.config());
         let other_app = app_for(&other).await;
         assert_hit(
@@ -479,7 +479,7 @@ async fn cached_helper(backend: Backend) {
 
 /// With L1 off every read is an L2 hit (falsy values included), and on Redis it is one `GET`:
 /// no `PTTL`, since there is no L1 whose life it would bound.
-async fn l1_off_reads_l2_with_one_command(mut backend: Backend) {
+async fn l1_off_reads_l2_with_one_command(backend: Backend) {
     let mut config = backend.config();
     config.cache = redkit::cache::CacheConfig::builder()
         .l1_max_bytes(0)
@@ -494,7 +494,7 @@ async fn l1_off_reads_l2_with_one_command(mut backend: Backend) {
             .await
             .unwrap();
     }
-    let before = backend.server().map(|s| s.command_calls());
+    let before = backend.command_calls();
     for _ in 0..3 {
         assert_hit(
             &call(&app, get("nothing")).await,
@@ -509,8 +509,7 @@ async fn l1_off_reads_l2_with_one_command(mut backend: Backend) {
             "HIT-L2",
         );
     }
-    if let (Some(before), Some(server)) = (before, backend.server()) {
-        let after = server.command_calls();
+    if let (Some(before), Some(after)) = (before, backend.command_calls()) {
         let delta =
             |c: &str| after.get(c).copied().unwrap_or(0) - before.get(c).copied().unwrap_or(0);
         assert_eq!(delta("get"), 6);

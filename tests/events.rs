@@ -507,6 +507,12 @@ async fn private_channel_rules(backend: Backend) {
     let (status, _) = http(app.addr, "GET", &format!("{path}/info"), &[], None).await;
     assert_eq!(status, 401);
     app.wait_subscribers("user:alice", 3).await;
+    if let Backend::Cluster(cluster) = &backend {
+        assert!(
+            common::eventually(WAIT, || async { cluster.has_shard_channel("user:alice") }).await,
+            "user:alice has no sharded subscription"
+        );
+    }
     // Revoking the session closes every stream of it (swept about once a second); heartbeats
     // keep coming until then, so the bound is on the whole wait.
     app.tokens.revoke_session("s-alice");
@@ -524,6 +530,12 @@ async fn private_channel_rules(backend: Backend) {
     // Swept clients leave like any other: the emptied channel is unsubscribed.
     if let Backend::Redis(server) = &backend {
         wait_numsub(server, "user:alice", 0).await;
+    }
+    if let Backend::Cluster(cluster) = &backend {
+        assert!(
+            common::eventually(WAIT, || async { !cluster.has_shard_channel("user:alice") }).await,
+            "user:alice still has a sharded subscription"
+        );
     }
 }
 

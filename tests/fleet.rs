@@ -65,7 +65,7 @@ impl Fleet {
     fn server(&self) -> &common::RedisServer {
         match &self.backend {
             Backend::Redis(server) => server,
-            Backend::Memory => unreachable!("a fleet runs on Redis"),
+            _ => unreachable!("a fleet runs on Redis"),
         }
     }
 }

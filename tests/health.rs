@@ -13,7 +13,33 @@ async fn health_reports_backend(backend: Backend) {
     assert_eq!(reply.status, 200);
     let body = reply.json();
     assert_eq!(body["status"], "healthy");
-    if backend.is_redis() {
+    if let Backend::Cluster(cluster) = &backend {
+        assert_eq!(body["backend"], "redis-cluster");
+        assert_eq!(body["redis"]["status"], "up");
+        let mut nodes: Vec<(String, String, String)> = body["redis"]["nodes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no nodes: {body}"))
+            .iter()
+            .map(|n| {
+                let field = |f: &str| n[f].as_str().unwrap().to_owned();
+                (field("address"), field("role"), field("status"))
+            })
+            .collect();
+        nodes.sort();
+        let mut want: Vec<(String, String, String)> = cluster
+            .nodes()
+            .iter()
+            .map(|n| {
+                (
+                    format!("127.0.0.1:{}", n.port()),
+                    "primary".into(),
+                    "up".into(),
+                )
+            })
+            .collect();
+        want.sort();
+        assert_eq!(nodes, want, "{body}");
+    } else if backend.is_redis() {
         assert_eq!(body["backend"], "redis");
         assert_eq!(body["redis"]["status"], "up");
         assert!(body["redis"]["latency_ms"].as_f64().unwrap() >= 0.0);

@@ -45,8 +45,7 @@ async fn stats_count_requests_by_outcome(mut backend: Backend) {
     expected[0] += 2;
     expected[1] += 2;
     expected[2] += 2;
-    if let Some(server) = backend.server() {
-        server.kill();
+    if backend.kill_redis() {
         let reply = call(&app, TestRequest::get().uri("/cache/absent-too")).await;
         assert_eq!(reply.status, 503);
         expected[3] += 1;

@@ -30,6 +30,11 @@ impl RedisError {
             || err.is_connection_refusal()
             || err.is_unrecoverable_error()
             || err.code().is_some_and(|code| TRANSIENT.contains(&code))
+            // A cluster in flux: MOVED/ASK left after the client's redirects (the slot's owner
+            // died and no replica took over yet), CLUSTERDOWN, or no connection to the node
+            // serving the slot.
+            || err.is_cluster_error()
+            || err.kind() == redis::ErrorKind::ClusterConnectionNotFound
         {
             return Self::Unavailable(err);
         }

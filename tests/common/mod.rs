@@ -1,6 +1,10 @@
 //! Test harness: a private `redis-server` per test, and redkit apps on either backend.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+
+pub use cluster::RedisCluster;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -152,6 +156,8 @@ pub enum Backend {
     Memory,
     /// A private redis-server.
     Redis(RedisServer),
+    /// A private Redis Cluster (3 primaries, unless a test asks for replicas).
+    Cluster(RedisCluster),
 }
 
 impl Backend {
@@ -163,14 +169,76 @@ impl Backend {
         Self::Redis(RedisServer::start())
     }
 
-    pub fn is_redis(&self) -> bool {
-        matches!(self, Self::Redis(_))
+    /// A private 3-primary cluster without replicas (what every suite case runs on).
+    pub fn cluster() -> Self {
+        Self::Cluster(RedisCluster::start(3, 0))
     }
 
+    /// A private cluster of 3 primaries with one replica each (`--cluster-node-timeout 5000`),
+    /// for failover tests.
+    pub fn cluster_with_replicas() -> Self {
+        Self::Cluster(RedisCluster::start(3, 1))
+    }
+
+    /// Whether redkit runs on Redis here, one server or a cluster (L2 and pub/sub shared
+    /// between instances).
+    pub fn is_redis(&self) -> bool {
+        matches!(self, Self::Redis(_) | Self::Cluster(_))
+    }
+
+    /// Whether redkit runs on a Redis Cluster here.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// The single redis-server, on the `Redis` backend only.
     pub fn server(&mut self) -> Option<&mut RedisServer> {
         match self {
-            Self::Memory => None,
             Self::Redis(server) => Some(server),
+            Self::Memory | Self::Cluster(_) => None,
+        }
+    }
+
+    /// The cluster, on the `Cluster` backend only.
+    pub fn cluster_mut(&mut self) -> Option<&mut RedisCluster> {
+        match self {
+            Self::Cluster(cluster) => Some(cluster),
+            Self::Memory | Self::Redis(_) => None,
+        }
+    }
+
+    /// Every key in Redis (every primary of a cluster) with its PTTL; `None` on memory.
+    pub fn keys_with_ttl(&self) -> Option<Vec<(String, i64)>> {
+        match self {
+            Self::Memory => None,
+            Self::Redis(server) => Some(server.keys_with_ttl()),
+            Self::Cluster(cluster) => Some(cluster.keys_with_ttl()),
+        }
+    }
+
+    /// Calls per command so far (summed over a cluster's nodes); `None` on memory.
+    pub fn command_calls(&self) -> Option<std::collections::BTreeMap<String, u64>> {
+        match self {
+            Self::Memory => None,
+            Self::Redis(server) => Some(server.command_calls()),
+            Self::Cluster(cluster) => Some(cluster.command_calls()),
+        }
+    }
+
+    /// Kills Redis (every node of a cluster); false on memory, where there is nothing to kill.
+    pub fn kill_redis(&mut self) -> bool {
+        match self {
+            Self::Memory => false,
+            Self::Redis(server) => {
+                server.kill();
+                true
+            }
+            Self::Cluster(cluster) => {
+                for node in 0..cluster.nodes().len() {
+                    cluster.kill(node);
+                }
+                true
+            }
         }
     }
 
@@ -181,11 +249,15 @@ impl Backend {
         // (the rate-limit suite configures its own policies).
         config.rate_limit =
             redkit::ratelimit::RateLimitConfig::parse(&["default=off"], &[] as &[&str]).unwrap();
-        if let Self::Redis(server) = self {
-            let mut settings = RedisSettings::new(server.url());
-            settings.response_timeout = Duration::from_millis(500);
-            settings.connect_timeout = Duration::from_millis(500);
-            config.redis = Some(settings);
+        match self {
+            Self::Memory => {}
+            Self::Redis(server) => {
+                let mut settings = RedisSettings::new(server.url());
+                settings.response_timeout = Duration::from_millis(500);
+                settings.connect_timeout = Duration::from_millis(500);
+                config.redis = Some(settings);
+            }
+            Self::Cluster(cluster) => set_cluster_nodes(&mut config, &cluster.urls()),
         }
         config
     }
@@ -287,8 +359,9 @@ where
     }
 }
 
-/// Generates one `#[actix_web::test]` per case and backend: `memory::case` and `redis::case`,
-/// each calling `case(Backend)` from the enclosing module.
+/// Generates one `#[actix_web::test]` per case and backend: `memory::case`, `redis::case` and
+/// `cluster::case` (a private 3-primary Redis Cluster per case), each calling `case(Backend)`
+/// from the enclosing module.
 #[macro_export]
 macro_rules! backend_suite {
     ($($case:ident),* $(,)?) => {
@@ -305,6 +378,14 @@ macro_rules! backend_suite {
                 #[actix_web::test]
                 async fn $case() {
                     super::$case($crate::common::Backend::redis()).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[actix_web::test]
+                async fn $case() {
+                    super::$case($crate::common::Backend::cluster()).await;
                 }
             )*
         }
@@ -609,4 +690,22 @@ impl RedisServer {
             })
             .collect()
     }
+}
+
+/// Test defaults (as [`Backend::config`]) pointed at a cluster given by its seed URLs: for a
+/// process that has the URLs but not the harness (a bench's child server).
+pub fn cluster_settings_config(nodes: &[String]) -> Config {
+    let mut config = Config::for_tests();
+    config.rate_limit =
+        redkit::ratelimit::RateLimitConfig::parse(&["default=off"], &[] as &[&str]).unwrap();
+    set_cluster_nodes(&mut config, nodes);
+    config
+}
+
+/// Points `config` at the cluster of these seed nodes, with the tests' short timeouts.
+fn set_cluster_nodes(config: &mut Config, nodes: &[String]) {
+    let mut settings = RedisSettings::cluster(nodes.iter().cloned());
+    settings.response_timeout = Duration::from_millis(500);
+    settings.connect_timeout = Duration::from_millis(500);
+    config.redis = Some(settings);
 }

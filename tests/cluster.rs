@@ -1,0 +1,839 @@
+//! Redis Cluster (issue 12): the harness itself (a private cluster starts with every slot
+//! covered, routes keys, fails over, is gone when dropped), two redkit instances on one cluster,
+//! and a primary's failover survived.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix_web::test::TestRequest;
+use common::{
+    Backend, Reply, TestServer,
+    cluster::{RedisCluster, SLOTS, slot_of},
+};
+use redkit::{
+    config::DatabaseLocation,
+    events::{Principal, StaticTokens},
+};
+use serde_json::json;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
+/// A 3-primary cluster starts with all 16384 slots served, a key round-trips through the
+/// cluster client, and dropping the harness kills every node.
+#[test]
+fn cluster_starts_routes_and_dies_on_drop() {
+    let start = Instant::now();
+    let cluster = RedisCluster::start(3, 0);
+    eprintln!("3-primary cluster ready in {:?}", start.elapsed());
+    assert_eq!(cluster.nodes().len(), 3);
+    assert_eq!(cluster.primaries().len(), 3);
+    for node in cluster.nodes() {
+        assert_ne!(node.port(), 6379);
+        assert!(u32::from(node.port()) + 10000 <= 65535);
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut node.conn().unwrap())
+            .unwrap();
+        assert!(info.contains("cluster_state:ok"), "{info}");
+        assert!(
+            info.contains(&format!("cluster_slots_assigned:{SLOTS}")),
+            "{info}"
+        );
+        assert!(
+            info.contains(&format!("cluster_slots_ok:{SLOTS}")),
+            "{info}"
+        );
+        assert!(info.contains("cluster_known_nodes:3"), "{info}");
+    }
+    // Keys in different slots land on different primaries and read back through the client.
+    let mut conn = cluster.conn();
+    let keys = ["{a}k", "{b}k", "{c}k", "{d}k", "{e}k", "{f}k"];
+    for (i, key) in keys.iter().enumerate() {
+        redis::cmd("SET").arg(key).arg(i).exec(&mut conn).unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let value: usize = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+        assert_eq!(value, i);
+        let owner = cluster.primary_for(key);
+        let direct: usize = redis::cmd("GET")
+            .arg(key)
+            .query(&mut cluster.nodes()[owner].conn().unwrap())
+            .unwrap();
+        assert_eq!(direct, i, "{key} is on node {owner}");
+    }
+    let owners: std::collections::BTreeSet<usize> =
+        keys.iter().map(|k| cluster.primary_for(k)).collect();
+    assert!(
+        owners.len() >= 2,
+        "six hash tags all on one primary: {owners:?}"
+    );
+    assert_eq!(cluster.keys_with_ttl().len(), keys.len());
+    // The harness's own slot arithmetic agrees with the server's.
+    for key in [
+        "",
+        "a",
+        "{user:42}:x",
+        "x{}y",
+        "{}{z}",
+        "redkit:cache:k",
+        "{a}k",
+    ] {
+        let server: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut cluster.nodes()[0].conn().unwrap())
+            .unwrap();
+        assert_eq!(slot_of(key), server, "{key:?}");
+    }
+
+    let pids = cluster.pids();
+    assert_eq!(pids.len(), 3);
+    drop(cluster);
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "node {pid} still runs after drop"
+        );
+    }
+}
+
+/// With one replica per primary, killing a key's primary promotes its replica: the cluster is
+/// whole again and the key (written before, replicated) is still readable.
+#[tokio::test]
+async fn killed_primary_fails_over_to_its_replica() {
+    let start = Instant::now();
+    let mut cluster = RedisCluster::start(3, 1);
+    eprintln!("3+3 cluster ready in {:?}", start.elapsed());
+    assert_eq!(cluster.nodes().len(), 6);
+    assert_eq!(cluster.primaries().len(), 3);
+    // SET then WAIT on one connection to the key's primary: its replica has the write before
+    // the primary dies (WAIT counts the acks of this connection's own writes).
+    let owner = cluster.primary_for("{user:1}x");
+    let mut direct = cluster.nodes()[owner].conn().unwrap();
+    redis::cmd("SET")
+        .arg("{user:1}x")
+        .arg("kept")
+        .exec(&mut direct)
+        .unwrap();
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(2000)
+        .query(&mut direct)
+        .unwrap();
+    assert_eq!(acked, 1);
+    let killed = cluster.kill_primary_for("{user:1}x");
+    assert_eq!(killed, owner);
+    let took = cluster.wait_failover(killed, Duration::from_secs(25)).await;
+    eprintln!("failover done {took:?} after the kill");
+    let promoted = cluster.primary_for("{user:1}x");
+    assert_ne!(promoted, killed);
+    assert_eq!(cluster.primaries().len(), 3);
+    let value: String = redis::cmd("GET")
+        .arg("{user:1}x")
+        .query(&mut cluster.conn())
+        .unwrap();
+    assert_eq!(value, "kept");
+    // The killed node comes back as a replica of the promoted one.
+    cluster.restart(killed);
+    cluster.wait_ready_async(Duration::from_secs(25)).await;
+    assert_eq!(cluster.primaries().len(), 3);
+    assert!(!cluster.primaries().contains(&killed));
+}
+
+// ---------------------------------------------------------------------------------------------
+// redkit on the cluster: two instances (item 3 of the brief) and a primary's failover (item 4).
+
+/// How long a change may take to reach the other instance here: generous next to the 100 ms
+/// target (measured by `benches/cluster.rs`), as in `tests/fleet.rs`.
+const REACH: Duration = Duration::from_secs(1);
+
+/// Bound on every single HTTP request of these tests: a hang is a failure, not a slow pass.
+const REQUEST_BOUND: Duration = Duration::from_secs(4);
+
+/// The backend's config with the test secret, no global limit and no publish limit.
+fn fleet_config(backend: &Backend) -> redkit::Config {
+    let mut config = common::with_test_secret(backend.config());
+    config.rate_limit = redkit::ratelimit::RateLimitConfig::parse(
+        &["default=off", "POST /events/{channel}=off"],
+        &[] as &[&str],
+    )
+    .unwrap();
+    config
+}
+
+/// One request over TCP, bounded by [`REQUEST_BOUND`].
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    tokio::time::timeout(
+        REQUEST_BOUND,
+        common::http(addr, method, path, headers, body.as_bytes()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path} did not answer within {REQUEST_BOUND:?}"))
+}
+
+/// Registers `username` and logs in over TCP; answers (access, refresh).
+async fn login(addr: SocketAddr, username: &str) -> (String, String) {
+    let json = [("content-type", "application/json")];
+    let body = format!(
+        r#"{{"username":"{username}","email":"{username}@example.com","password":"correct horse"}}"#
+    );
+    let reply = request(addr, "POST", "/auth/register", &json, &body).await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let body = format!(r#"{{"username":"{username}","password":"correct horse"}}"#);
+    let reply = request(addr, "POST", "/auth/login", &json, &body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let body = reply.json();
+    (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The shortest key in the cluster whose name contains `needle`: how redkit names the Redis key
+/// of a cache key or channel, learned rather than assumed.
+fn key_containing(cluster: &RedisCluster, needle: &str) -> String {
+    let keys = cluster.keys_with_ttl();
+    keys.iter()
+        .map(|(k, _)| k.clone())
+        .filter(|k| k.contains(needle))
+        .min_by_key(String::len)
+        .unwrap_or_else(|| panic!("no key contains {needle:?}: {keys:?}"))
+}
+
+/// `count` names (`<prefix><n>`) whose Redis key (`anchor_key` with `anchor` replaced by the
+/// name) is served by primary `node`, each in a different slot.
+fn names_on(
+    cluster: &RedisCluster,
+    anchor_key: &str,
+    anchor: &str,
+    node: usize,
+    prefix: &str,
+    count: usize,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut slots = Vec::new();
+    for n in 0..10_000 {
+        let name = format!("{prefix}{n}");
+        let slot = slot_of(&anchor_key.replacen(anchor, &name, 1));
+        if !slots.contains(&slot) && cluster.owner_of_slot(slot) == node {
+            slots.push(slot);
+            names.push(name);
+            if names.len() == count {
+                return names;
+            }
+        }
+    }
+    panic!("no {count} names on node {node}");
+}
+
+/// A minimal SSE client over TCP (chunked bodies): enough to follow one stream.
+struct Stream {
+    reader: BufReader<TcpStream>,
+    pending: String,
+    ended: bool,
+}
+
+impl Stream {
+    /// Opens `path` and asserts a 200 event stream whose first block is the `retry:` hint.
+    async fn open(addr: SocketAddr, path: &str) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n");
+        reader.get_mut().write_all(req.as_bytes()).await.unwrap();
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(REQUEST_BOUND, reader.read_line(&mut line))
+                .await
+                .expect("headers in time")
+                .unwrap();
+            assert!(n > 0, "connection closed before headers");
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        assert_eq!(&head[9..12], "200", "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/event-stream")
+        );
+        let mut stream = Self {
+            reader,
+            pending: String::new(),
+            ended: false,
+        };
+        let first = stream.next_block(REQUEST_BOUND).await.expect("retry block");
+        assert!(first.starts_with("retry:"), "{first:?}");
+        stream
+    }
+
+    /// The next raw SSE block; `None` once the stream ended; panics after `limit`.
+    async fn next_block(&mut self, limit: Duration) -> Option<String> {
+        tokio::time::timeout(limit, async {
+            loop {
+                if let Some(end) = self.pending.find("\n\n") {
+                    return Some(self.pending.drain(..end + 2).collect());
+                }
+                if self.ended || !self.read_chunk().await {
+                    self.ended = true;
+                    return None;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no SSE block within {limit:?}"))
+    }
+
+    async fn read_chunk(&mut self) -> bool {
+        let mut size = String::new();
+        if self.reader.read_line(&mut size).await.unwrap_or(0) == 0 {
+            return false;
+        }
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let mut data = vec![0; size + 2];
+        if size == 0 || self.reader.read_exact(&mut data).await.is_err() {
+            return false;
+        }
+        data.truncate(size);
+        self.pending.push_str(&String::from_utf8(data).unwrap());
+        true
+    }
+
+    /// The `data:` of the next event (heartbeat comments skipped); panics if the stream ends or
+    /// nothing comes within `limit`.
+    async fn next_data(&mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let block = self.next_block(left).await.expect("the stream stays open");
+            let data: Vec<&str> = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            if !data.is_empty() {
+                return data.join("\n");
+            }
+        }
+    }
+}
+
+/// Publishes `body` on `channel` through `addr`, retrying while it answers 503 (at most
+/// `limit`); asserts the final 202.
+async fn publish(addr: SocketAddr, token: &str, channel: &str, body: &str, limit: Duration) {
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = request(addr, "POST", &format!("/events/{channel}"), &headers, body).await;
+        if reply.status == 202 {
+            return;
+        }
+        reply.problem(503);
+        assert!(
+            Instant::now() < deadline,
+            "publish on {channel} still 503 after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The events token of [`Fleet`]'s instances.
+const PUBLISHER: &str = "publisher-token";
+
+/// Two instances on one cluster, each served over TCP, sharing one SQLite file (users).
+struct Fleet {
+    backend: Backend,
+    _dir: tempfile::TempDir,
+    a: TestServer,
+    b: TestServer,
+}
+
+impl Fleet {
+    async fn start(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = fleet_config(&backend);
+        config.database = DatabaseLocation::File(dir.path().join("users.sqlite"));
+        let a = common::services(&config);
+        let b = common::services(&config);
+        // A static publishing token: these tests are about the cluster, not about logins.
+        let tokens = Arc::new(StaticTokens::new());
+        let far = u64::MAX / 2;
+        tokens.insert(PUBLISHER, Principal::new("publisher", "s-publisher", far));
+        a.events.set_auth(tokens.clone());
+        b.events.set_auth(tokens);
+        common::feed_ready(&a).await;
+        common::feed_ready(&b).await;
+        Self {
+            backend,
+            _dir: dir,
+            a: TestServer::start(a, 1),
+            b: TestServer::start(b, 1),
+        }
+    }
+
+    fn cluster(&mut self) -> &mut RedisCluster {
+        self.backend.cluster_mut().expect("a cluster backend")
+    }
+}
+
+/// A write through instance A reaches B's L1 for keys on every primary: B served each old value
+/// from L1, and reads the new one within `REACH`.
+#[actix_web::test]
+async fn l1_stays_coherent_across_instances_on_every_shard() {
+    let mut fleet = Fleet::start(Backend::cluster()).await;
+    let b = fleet.b.addr;
+    // Writes go through A's cache handle (what `PUT /cache/{key}` calls): the login an HTTP
+    // write needs is the auth suite's and the failover test's subject.
+    let cache_a = fleet.a.services.cache.clone();
+    let write = |key: &str, value: serde_json::Value| {
+        let cache = cache_a.clone();
+        let key = format!("api:{key}");
+        async move {
+            cache
+                .set(&key, &value, Duration::from_secs(300))
+                .await
+                .unwrap()
+        }
+    };
+    write("coh-anchor", json!({"v": 0})).await;
+    let cluster = fleet.cluster();
+    let anchor = key_containing(cluster, "coh-anchor");
+    let mut keys = Vec::new();
+    for node in cluster.primaries() {
+        keys.extend(names_on(
+            cluster,
+            &anchor,
+            "coh-anchor",
+            node,
+            &format!("coh{node}-"),
+            3,
+        ));
+    }
+    assert_eq!(keys.len(), 9);
+    for key in &keys {
+        let path = format!("/cache/{key}");
+        write(key, json!({"v": 1})).await;
+        let first = request(b, "GET", &path, &[], "").await;
+        assert_eq!(
+            (first.status, first.json()["value"].clone()),
+            (200, json!({"v": 1})),
+            "{key}"
+        );
+        let hit = request(b, "GET", &path, &[], "").await;
+        assert_eq!(hit.header("x-cache"), Some("HIT-L1"), "{key}");
+    }
+    for key in &keys {
+        let path = format!("/cache/{key}");
+        write(key, json!({"v": 2})).await;
+        let deadline = Instant::now() + REACH;
+        loop {
+            let seen = request(b, "GET", &path, &[], "").await;
+            assert_eq!(seen.status, 200, "{key}");
+            if seen.json()["value"] == json!({"v": 2}) {
+                break;
+            }
+            assert_eq!(seen.json()["value"], json!({"v": 1}), "{key}");
+            assert!(
+                Instant::now() < deadline,
+                "{key}: B still serves v1 after {REACH:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// A limit of 10 per client is exact across two instances on the cluster: of 40 concurrent
+/// requests per client (20 through each instance), exactly 10 are admitted, for clients whose
+/// counters sit on different primaries.
+#[actix_web::test]
+async fn rate_limit_is_exact_across_two_instances() {
+    let backend = Backend::cluster();
+    let mut config = fleet_config(&backend);
+    config.rate_limit = redkit::ratelimit::RateLimitConfig::parse(
+        &["default=off", "POST /expensive-operation=10/60s"],
+        &[] as &[&str],
+    )
+    .unwrap();
+    let (a, b) = (common::services(&config), common::services(&config));
+    let (app_a, app_b) = (common::app(&a).await, common::app(&b).await);
+    let clients = [
+        "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6",
+    ];
+    let post = |ip: &str| {
+        TestRequest::post()
+            .uri("/expensive-operation")
+            .peer_addr(format!("{ip}:40000").parse().unwrap())
+    };
+    for ip in clients {
+        let replies = futures_util::future::join_all((0..40).map(|i| {
+            let app = if i % 2 == 0 { &app_a } else { &app_b };
+            common::call(app, post(ip))
+        }))
+        .await;
+        let admitted = replies.iter().filter(|r| r.status == 200).count();
+        let denied = replies.iter().filter(|r| r.status == 429).count();
+        assert_eq!((admitted, denied), (10, 30), "{ip}");
+    }
+    // The counters of the six clients are spread over more than one primary.
+    let Backend::Cluster(cluster) = &backend else {
+        unreachable!()
+    };
+    let owners: std::collections::BTreeSet<usize> = cluster
+        .keys_with_ttl()
+        .iter()
+        .filter(|(k, _)| k.contains("10.1.0."))
+        .map(|(k, _)| cluster.owner_of_slot(slot_of(k)))
+        .collect();
+    assert!(
+        owners.len() >= 2,
+        "every client's counter on one primary: {owners:?}"
+    );
+}
+
+/// Events published through A reach an SSE subscriber on B, for channels on every primary.
+#[actix_web::test]
+async fn events_from_one_instance_reach_subscribers_on_the_other() {
+    let mut fleet = Fleet::start(Backend::cluster()).await;
+    let (a, b) = (fleet.a.addr, fleet.b.addr);
+    let token = PUBLISHER;
+    publish(a, token, "ev-anchor", r#"{"n":0}"#, Duration::ZERO).await;
+    let cluster = fleet.cluster();
+    let anchor = key_containing(cluster, "ev-anchor");
+    let mut channels = Vec::new();
+    for node in cluster.primaries() {
+        channels.extend(names_on(
+            cluster,
+            &anchor,
+            "ev-anchor",
+            node,
+            &format!("ev{node}-"),
+            2,
+        ));
+    }
+    assert_eq!(channels.len(), 6);
+    let mut streams = Vec::new();
+    for channel in &channels {
+        streams.push(Stream::open(b, &format!("/events/{channel}")).await);
+    }
+    for channel in &channels {
+        wait_subscribed(fleet.cluster(), channel).await;
+    }
+    for (n, channel) in channels.iter().enumerate() {
+        publish(
+            a,
+            token,
+            channel,
+            &format!(r#"{{"n":{n}}}"#),
+            Duration::ZERO,
+        )
+        .await;
+    }
+    for (n, stream) in streams.iter_mut().enumerate() {
+        assert_eq!(stream.next_data(REACH).await, format!(r#"{{"n":{n}}}"#));
+    }
+}
+
+/// Waits (at most 5 s) until some primary has a subscriber on the sharded channel of redkit's
+/// `channel` (`PUBSUB SHARDCHANNELS`): the subscription behind a stream is established in Redis.
+async fn wait_subscribed(cluster: &RedisCluster, channel: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cluster.has_shard_channel(channel) {
+        assert!(
+            Instant::now() < deadline,
+            "{channel}: no sharded subscription in 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a primary restarts (its push connections cut), subscriptions to channels in different
+/// slots of that primary are all re-established: one `SSUBSCRIBE` naming channels of several
+/// slots is refused with CROSSSLOT, so a client that resubscribes them in one command loses them.
+#[actix_web::test]
+async fn channels_in_different_slots_resubscribe_after_a_node_restart() {
+    let mut fleet = Fleet::start(Backend::cluster()).await;
+    let (a, b) = (fleet.a.addr, fleet.b.addr);
+    let token = PUBLISHER;
+    publish(a, token, "rs-anchor", r#"{"n":0}"#, Duration::ZERO).await;
+    let cluster = fleet.cluster();
+    let anchor = key_containing(cluster, "rs-anchor");
+    let victim = cluster.owner_of_slot(slot_of(&anchor));
+    let other = *cluster.primaries().iter().find(|&&p| p != victim).unwrap();
+    // Three channels in three slots of the restarted node, one on another node.
+    let mut channels = names_on(cluster, &anchor, "rs-anchor", victim, "rs-dead-", 3);
+    channels.extend(names_on(
+        cluster,
+        &anchor,
+        "rs-anchor",
+        other,
+        "rs-live-",
+        1,
+    ));
+    let mut streams = Vec::new();
+    for channel in &channels {
+        streams.push(Stream::open(b, &format!("/events/{channel}")).await);
+    }
+    for channel in &channels {
+        wait_subscribed(fleet.cluster(), channel).await;
+    }
+    let cluster = fleet.cluster();
+    cluster.kill(victim);
+    cluster.restart(victim);
+    cluster.wait_ready_async(Duration::from_secs(25)).await;
+    // Every channel is subscribed again on its node, each in its own slot.
+    for channel in &channels {
+        wait_subscribed(fleet.cluster(), channel).await;
+    }
+    for (n, channel) in channels.iter().enumerate() {
+        publish(a, token, channel, &format!(r#"{{"n":{n}}}"#), REACH).await;
+    }
+    for (n, stream) in streams.iter_mut().enumerate() {
+        assert_eq!(
+            stream.next_data(REACH).await,
+            format!(r#"{{"n":{n}}}"#),
+            "{}",
+            channels[n]
+        );
+    }
+}
+
+/// One request of a failover probe, numbered.
+type Probe<'a> =
+    dyn FnMut(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply>>> + 'a;
+
+/// Sends `probe`'s requests every 200 ms: answers (statuses seen, when `ok` was first answered) once
+/// `ok` came 5 times in a row; any status but `ok` must be a 503 problem; panics if `ok` is not
+/// back `limit` after `since`.
+async fn probe_until_steady(
+    probe: &mut Probe<'_>,
+    ok: u16,
+    since: Instant,
+    limit: Duration,
+) -> (Vec<u16>, Duration) {
+    let mut statuses = Vec::new();
+    let mut recovered_at = None;
+    let mut steady = 0;
+    for n in 0.. {
+        let reply = probe(n).await;
+        if reply.status != ok {
+            reply.problem(503);
+        }
+        statuses.push(reply.status);
+        match (reply.status == ok, recovered_at) {
+            (true, None) => recovered_at = Some(since.elapsed()),
+            (true, Some(_)) => steady += 1,
+            (false, Some(at)) => panic!("failed again after recovering at {at:?}: {statuses:?}"),
+            (false, None) => assert!(
+                since.elapsed() < limit,
+                "not recovered {limit:?} after the kill: {statuses:?}"
+            ),
+        }
+        if steady == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (statuses, recovered_at.unwrap())
+}
+
+/// Killing the primary that serves some cache keys and channels (3 primaries + 3 replicas,
+/// `--cluster-node-timeout 5000`): reads and publishes that need it answer 503 problems (never a
+/// 500, never a hang: each request is bounded), and work again within 25 s of the kill; SSE
+/// subscribers of two channels on it (different slots) and one elsewhere keep their streams and
+/// receive what is published after recovery; a value written before the kill is still read.
+#[actix_web::test]
+async fn primary_failover_answers_503_then_recovers_within_25_s() {
+    let mut backend = Backend::cluster_with_replicas();
+    let config = fleet_config(&backend);
+    let services = common::services(&config);
+    let tokens = Arc::new(StaticTokens::new());
+    tokens.insert(
+        PUBLISHER,
+        Principal::new("publisher", "s-publisher", u64::MAX / 2),
+    );
+    services.events.set_auth(tokens);
+    common::feed_ready(&services).await;
+    let cache = services.cache.clone();
+    let server = TestServer::start(services, 2);
+    let addr = server.addr;
+    let ttl = Duration::from_secs(300);
+    cache
+        .set("api:fo-anchor", &json!({"v": 0}), ttl)
+        .await
+        .unwrap();
+    publish(addr, PUBLISHER, "fo-chan", r#"{"n":0}"#, Duration::ZERO).await;
+    let cluster = backend.cluster_mut().unwrap();
+    let cache_anchor = key_containing(cluster, "fo-anchor");
+    let chan_anchor = key_containing(cluster, "fo-chan");
+    let victim = cluster.owner_of_slot(slot_of(&cache_anchor));
+    let other = *cluster.primaries().iter().find(|&&p| p != victim).unwrap();
+    let kept = names_on(cluster, &cache_anchor, "fo-anchor", victim, "fo-kept-", 1).remove(0);
+    // Absent keys, one per probe (never read before, so never in L1).
+    let dead_absent = names_on(cluster, &cache_anchor, "fo-anchor", victim, "fo-da-", 300);
+    let live_absent = names_on(cluster, &cache_anchor, "fo-anchor", other, "fo-la-", 300);
+    let mut dead_channels = names_on(cluster, &chan_anchor, "fo-chan", victim, "fo-cd-", 3);
+    let probe_channel = dead_channels.pop().unwrap();
+    let mut channels = dead_channels;
+    channels.extend(names_on(
+        cluster,
+        &chan_anchor,
+        "fo-chan",
+        other,
+        "fo-cl-",
+        1,
+    ));
+    let mut streams = Vec::new();
+    for channel in &channels {
+        streams.push(Stream::open(addr, &format!("/events/{channel}")).await);
+    }
+    for channel in &channels {
+        wait_subscribed(backend.cluster_mut().unwrap(), channel).await;
+    }
+    cache
+        .set(&format!("api:{kept}"), &json!({"v": 1}), ttl)
+        .await
+        .unwrap();
+    let cluster = backend.cluster_mut().unwrap();
+    cluster.wait_replicated();
+
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    // The first requests come before any failover can start (node timeout 5 s).
+    let first = request(
+        addr,
+        "GET",
+        &format!("/cache/{}", dead_absent[299]),
+        &[],
+        "",
+    )
+    .await;
+    first.problem(503);
+    // A key on a live primary: 404, or at worst a 503 problem (redis-rs refreshes the topology
+    // after the lost connection); recorded, as the issue asks only for never a 500 or a hang.
+    let live = request(
+        addr,
+        "GET",
+        &format!("/cache/{}", live_absent[299]),
+        &[],
+        "",
+    )
+    .await;
+    if live.status != 404 {
+        live.problem(503);
+    }
+    eprintln!(
+        "a key on a live primary right after the kill: {}",
+        live.status
+    );
+    let limit = Duration::from_secs(25);
+    let (reads, read_back) = probe_until_steady(
+        &mut |n| {
+            let path = format!("/cache/{}", dead_absent[n % 299]);
+            Box::pin(async move { request(addr, "GET", &path, &[], "").await })
+        },
+        404,
+        killed_at,
+        limit,
+    )
+    .await;
+    let bearer = format!("Bearer {PUBLISHER}");
+    let (publishes, publish_back) = probe_until_steady(
+        &mut |_| {
+            let (path, bearer) = (format!("/events/{probe_channel}"), bearer.clone());
+            Box::pin(async move {
+                let headers = [
+                    ("authorization", bearer.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                request(addr, "POST", &path, &headers, r#"{"probe":true}"#).await
+            })
+        },
+        202,
+        killed_at,
+        limit,
+    )
+    .await;
+    eprintln!(
+        "reads back {read_back:?} after the kill ({reads:?}), publishes {publish_back:?} ({publishes:?})"
+    );
+    assert!(read_back <= limit && publish_back <= limit);
+    // Keys on the other primaries: read again (each probe is bounded; the cluster itself refuses
+    // commands while no primary serves the victim's slots, so this is checked after recovery).
+    let live = request(addr, "GET", &format!("/cache/{}", live_absent[0]), &[], "").await;
+    assert_eq!(live.status, 404);
+    // The value written before the kill was replicated and is read from the promoted replica.
+    let read = request(addr, "GET", &format!("/cache/{kept}"), &[], "").await;
+    assert_eq!(
+        (read.status, read.json()["value"].clone()),
+        (200, json!({"v": 1}))
+    );
+    // The streams opened before the kill stay open and get what is published now.
+    for channel in &channels {
+        wait_subscribed(backend.cluster_mut().unwrap(), channel).await;
+    }
+    for (n, channel) in channels.iter().enumerate() {
+        publish(addr, PUBLISHER, channel, &format!(r#"{{"n":{n}}}"#), REACH).await;
+    }
+    for (n, stream) in streams.iter_mut().enumerate() {
+        let data = stream.next_data(Duration::from_secs(5)).await;
+        assert_eq!(data, format!(r#"{{"n":{n}}}"#), "{}", channels[n]);
+    }
+    server.stop().await;
+}
+
+/// A user logged in before its session's primary is killed keeps a valid access token and a
+/// valid refresh token once a replica took over (3 primaries + 3 replicas).
+#[actix_web::test]
+async fn tokens_and_sessions_survive_a_primary_failover() {
+    let mut backend = Backend::cluster_with_replicas();
+    let config = fleet_config(&backend);
+    let services = common::services(&config);
+    common::feed_ready(&services).await;
+    let server = TestServer::start(services, 1);
+    let addr = server.addr;
+    let (access, refresh) = login(addr, "survivor").await;
+    let cluster = backend.cluster_mut().unwrap();
+    let session = key_containing(cluster, "session");
+    cluster.wait_replicated();
+    let killed_at = Instant::now();
+    let victim = cluster.owner_of_slot(slot_of(&session));
+    cluster.kill(victim);
+    cluster.wait_failover(victim, Duration::from_secs(25)).await;
+    let bearer = format!("Bearer {access}");
+    let deadline = killed_at + Duration::from_secs(25);
+    loop {
+        let reply = request(addr, "GET", "/auth/me", &[("authorization", &bearer)], "").await;
+        if reply.status == 200 {
+            assert_eq!(reply.json()["username"], "survivor");
+            break;
+        }
+        reply.problem(503);
+        assert!(
+            Instant::now() < deadline,
+            "/auth/me still 503 25 s after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body = format!(r#"{{"refresh_token":"{refresh}"}}"#);
+    let json = [("content-type", "application/json")];
+    let reply = request(addr, "POST", "/auth/refresh", &json, &body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    server.stop().await;
+}
