@@ -308,7 +308,7 @@ fn serve_sse(nodes: Vec<String>) {
         let tokens = redkit::events::StaticTokens::new();
         tokens.insert(
             TOKEN,
-            redkit::events::Principal::new("bench", "bench", u64::MAX),
+            redkit::events::Caller::new("bench", "bench", u64::MAX),
         );
         services.events.set_auth(Arc::new(tokens));
         let server = actix_web::HttpServer::new(move || redkit::http::app(services.clone()))

@@ -17,7 +17,7 @@ use common::{
 };
 use redkit::{
     config::DatabaseLocation,
-    events::{Principal, StaticTokens},
+    events::{Caller, StaticTokens},
 };
 use serde_json::json;
 use tokio::{
@@ -375,7 +375,7 @@ impl Fleet {
         // A static publishing token: these tests are about the cluster, not about logins.
         let tokens = Arc::new(StaticTokens::new());
         let far = u64::MAX / 2;
-        tokens.insert(PUBLISHER, Principal::new("publisher", "s-publisher", far));
+        tokens.insert(PUBLISHER, Caller::new("publisher", "s-publisher", far));
         a.events.set_auth(tokens.clone());
         b.events.set_auth(tokens);
         common::feed_ready(&a).await;
@@ -666,7 +666,7 @@ async fn primary_failover_answers_503_then_recovers_within_25_s() {
     let tokens = Arc::new(StaticTokens::new());
     tokens.insert(
         PUBLISHER,
-        Principal::new("publisher", "s-publisher", u64::MAX / 2),
+        Caller::new("publisher", "s-publisher", u64::MAX / 2),
     );
     services.events.set_auth(tokens);
     common::feed_ready(&services).await;
