@@ -18,6 +18,7 @@ const BOTTOM: &[&str] = &[
     "settings",
     "latency",
     "connection",
+    "client",
 ];
 
 /// The features: above the bottom layer, below the HTTP assembly and the CLI config.

@@ -42,13 +42,16 @@ mod extractor;
 mod handle;
 mod messages;
 mod revocation;
+#[cfg(feature = "server")]
 pub(crate) mod routes;
 mod sessions;
 mod tokens;
 pub mod users;
 
 pub use actor::UsersActor;
-pub use bridge::{EventsBridge, user_resolver};
+#[cfg(feature = "events")]
+pub use bridge::EventsBridge;
+pub use bridge::user_resolver;
 pub use config::{
     ACCESS_COOKIE, AuthConfig, DEFAULT_ACCESS_TTL_SECS, DEFAULT_HASH_QUEUE, DEFAULT_ISSUER,
     DEFAULT_LEEWAY_SECS, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_REFRESH_TTL_SECS, MAX_LEEWAY_SECS,

@@ -60,6 +60,7 @@ mod lua;
 mod messages;
 mod middleware;
 mod policy;
+#[cfg(feature = "server")]
 pub(crate) mod routes;
 
 pub use actor::RateLimitActor;
@@ -68,6 +69,7 @@ pub use error::RateLimitError;
 pub use handle::{LoginAttempt, RateLimitHandle};
 pub use identity::{DEFAULT_IPV6_PREFIX, UserResolver, client_group, client_ip};
 pub use messages::{GetStats, RateLimitStats, Sweep};
+#[cfg(feature = "server")]
 pub(crate) use middleware::EXEMPT;
 pub use middleware::{RateLimit, RateLimitMiddleware};
 pub use policy::{
