@@ -14,6 +14,8 @@
 //! app built this way (`cargo run --example embed`).
 //!
 //! ```no_run
+//! # #[cfg(feature = "server")] // the example uses every feature (`Services`)
+//! # mod example {
 //! use std::time::Duration;
 //!
 //! use actix_web::{App, HttpResponse, HttpServer, web};
@@ -78,6 +80,8 @@
 //!     .await?;
 //!     Ok(())
 //! }
+//! # }
+//! # fn main() {}
 //! ```
 //!
 //! # Features
