@@ -54,7 +54,7 @@ use redkit::{
     config::ServeArgs,
     events::{EventsError, EventsHandle},
     http::Services,
-    ratelimit::Policy,
+    ratelimit::{Policy, RateLimitHandle},
 };
 use serde::{Deserialize, Serialize};
 
@@ -155,11 +155,22 @@ async fn signup(
 async fn login(
     req: HttpRequest,
     auth: web::Data<AuthHandle>,
+    limiter: web::Data<RateLimitHandle>,
     body: web::Json<Login>,
 ) -> Result<HttpResponse, AuthError> {
     let Login { username, password } = body.into_inner();
-    let tokens = auth.login(username, password, ClientInfo::of(&req)).await?;
-    Ok(HttpResponse::Ok().json(tokens))
+    // The login limit: an attempt is spent before the password is checked, and given back
+    // unless the password was wrong; a refused attempt is a 429.
+    let client = ClientInfo::of(&req, &limiter.config().trusted_proxies);
+    let verify = auth.login(username.clone(), password, client);
+    let wrong_password = |err: &AuthError| matches!(err, AuthError::InvalidCredentials);
+    match limiter
+        .limit_login(&req, &username, verify, wrong_password)
+        .await
+    {
+        Ok(tokens) => Ok(HttpResponse::Ok().json(tokens?)),
+        Err(refused) => Ok(refused),
+    }
 }
 
 async fn list(notes: web::Data<Notes>) -> HttpResponse {
@@ -240,6 +251,7 @@ pub fn app(
         .app_data(notes)
         .app_data(web::Data::new(services.cache.clone()))
         .app_data(web::Data::new(services.auth.clone()))
+        .app_data(web::Data::new(services.ratelimit.clone()))
         .app_data(web::Data::new(services.events.clone()))
         // At the app's level, where `Frame` counts every route into it.
         .app_data(web::Data::new(services.metrics.clone()))

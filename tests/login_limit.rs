@@ -154,10 +154,45 @@ async fn hash_queue_is_bounded(backend: Backend) {
     assert_eq!(busy[0].header("retry-after"), Some("1"));
 }
 
+/// The session records the client address the limiter counts: through a trusted proxy, the
+/// address its `X-Forwarded-For` names; from an untrusted peer, the peer, whatever it claims.
+async fn sessions_record_the_limiters_client_address(backend: Backend) {
+    let mut config = backend.config();
+    config.rate_limit =
+        redkit::ratelimit::RateLimitConfig::parse(&["default=off"], &["10.0.0.0/8"]).unwrap();
+    let services = services(&config);
+    let app = app(&services).await;
+    assert_eq!(call(&app, register("alice")).await.status, 201);
+    let session_ip = |peer: &str, forwarded: &str| {
+        login("alice", "correct horse", peer).insert_header(("x-forwarded-for", forwarded))
+    };
+    for (peer, forwarded, recorded) in [
+        ("10.0.0.5", "203.0.113.7", "203.0.113.7"),
+        ("192.0.2.1", "203.0.113.8", "192.0.2.1"),
+    ] {
+        let reply = call(&app, session_ip(peer, forwarded)).await;
+        assert_eq!(reply.status, 200, "{peer}");
+        let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+        let me = TestRequest::get()
+            .uri("/auth/sessions")
+            .insert_header(common::bearer(&token));
+        let list = call(&app, me).await.json();
+        let current: Vec<_> = list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["current"] == true)
+            .collect();
+        assert_eq!(current.len(), 1, "{list}");
+        assert_eq!(current[0]["ip"], recorded, "{peer}");
+    }
+}
+
 backend_suite!(
     failed_logins_are_limited,
     concurrent_guesses_are_limited,
     successful_logins_are_refunded,
     oversized_username_makes_no_key,
     hash_queue_is_bounded,
+    sessions_record_the_limiters_client_address,
 );

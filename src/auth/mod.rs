@@ -36,10 +36,14 @@
 
 mod actor;
 mod bridge;
+mod client;
 mod config;
 mod error;
 mod extractor;
 mod handle;
+mod lifecycle;
+#[cfg(test)]
+mod login_tests;
 mod messages;
 mod revocation;
 #[cfg(feature = "server")]
@@ -47,11 +51,13 @@ pub(crate) mod routes;
 mod sessions;
 mod tokens;
 pub mod users;
+mod verify;
 
 pub use actor::UsersActor;
 #[cfg(feature = "events")]
 pub use bridge::EventsBridge;
 pub use bridge::user_resolver;
+pub use client::ClientInfo;
 pub use config::{
     ACCESS_COOKIE, AuthConfig, DEFAULT_ACCESS_TTL_SECS, DEFAULT_HASH_QUEUE, DEFAULT_ISSUER,
     DEFAULT_LEEWAY_SECS, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_REFRESH_TTL_SECS, MAX_LEEWAY_SECS,
@@ -59,7 +65,7 @@ pub use config::{
 };
 pub use error::{AuthError, RejectReason};
 pub use extractor::{AuthUser, OptionalAuthUser};
-pub use handle::{AuthHandle, ClientInfo, PrincipalStatus, TokenPair};
+pub use handle::{AuthHandle, PrincipalStatus, TokenPair};
 pub use messages::{CreateUser, GetUser, VerifyCredentials};
 pub use revocation::ViewState;
 pub use sessions::Session;

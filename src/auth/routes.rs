@@ -120,29 +120,22 @@ async fn login(
         tracing::info!(reason = "oversized-input", "auth: login refused");
         return Err(AuthError::InvalidCredentials.into());
     }
-    // Attempts are limited per (username, client IP). The unit is spent before the password is
-    // verified, so concurrent guesses cannot all pass; a right password gets it back.
-    let ip = limiter.as_ref().and_then(|l| {
-        crate::ratelimit::client_ip(&req, &l.config().trusted_proxies)
-            .map(|ip| crate::ratelimit::client_group(ip, l.config().ipv6_prefix))
-    });
-    let attempt = match (&limiter, ip) {
-        (Some(limiter), Some(ip)) => {
-            let attempt = limiter.login_attempt(&username, ip).await;
-            if !attempt.decision.allowed {
-                return Ok(limiter.login_denied(&attempt.decision));
-            }
-            Some(attempt)
-        }
-        _ => None,
+    // The login limit (`ratelimit::login` has its rules): the app's limiter, else auth's own
+    // in-process one, never none. The session records the client address the limiter counts.
+    let limiter = match &limiter {
+        Some(limiter) => limiter.get_ref(),
+        None => auth.default_login_limiter(),
     };
-    let result = auth.login(username, password, ClientInfo::of(&req)).await;
-    // Only a wrong password keeps the unit: a success, or a failure of ours (503), refunds it.
-    if let (Some(limiter), Some(attempt)) = (&limiter, attempt)
-        && !matches!(result, Err(AuthError::InvalidCredentials))
+    let client = ClientInfo::of(&req, &limiter.config().trusted_proxies);
+    let verify = auth.login(username.clone(), password, client);
+    let wrong_password = |err: &AuthError| matches!(err, AuthError::InvalidCredentials);
+    let result = match limiter
+        .limit_login(&req, &username, verify, wrong_password)
+        .await
     {
-        limiter.login_refund(attempt).await;
-    }
+        Ok(result) => result,
+        Err(refused) => return Ok(refused),
+    };
     let pair = result?;
     let mut res = HttpResponse::Ok();
     res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));

@@ -96,33 +96,6 @@ pub(crate) struct MemoryState {
     by_user: HashMap<UserId, HashSet<String>>,
 }
 
-impl RedisStore {
-    /// Removes from a user's session index the sessions whose keys expired: one `SMEMBERS`, one
-    /// pipeline of `EXISTS` (the session keys live on other slots than the index), one `SREM`.
-    async fn prune_index(&self, index: &str) -> Result<(), AuthError> {
-        let sids: Vec<String> = self.redis.query(redis::cmd("SMEMBERS").arg(index)).await?;
-        if sids.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for sid in &sids {
-            pipe.exists(self.keys.session(sid));
-        }
-        let live: Vec<bool> = self.redis.query_pipe(&pipe).await?;
-        let dead: Vec<&String> = sids
-            .iter()
-            .zip(live)
-            .filter_map(|(sid, live)| (!live).then_some(sid))
-            .collect();
-        if !dead.is_empty() {
-            self.redis
-                .query::<i64>(redis::cmd("SREM").arg(index).arg(&dead))
-                .await?;
-        }
-        Ok(())
-    }
-}
-
 #[derive(Clone, Debug)]
 pub(crate) struct RedisStore {
     pub redis: RedisHandle,
@@ -176,9 +149,10 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a new session, and drops from the user's index the sessions that expired (the
-    /// index's own TTL restarts at every login, so without this it would only ever grow, and
-    /// `logout-all` would walk every session ever created).
+    /// Records a new session. In memory, also drops the user's expired sessions; on Redis the
+    /// login's [`list_pruning`](Self::list_pruning) right after does (the index's own TTL restarts
+    /// at every login, so without it the index would only ever grow, and `logout-all` would walk
+    /// every session ever created).
     pub async fn create(&self, s: &Session, t: Times) -> Result<(), AuthError> {
         match self {
             Self::Memory(state) => {
@@ -204,7 +178,6 @@ impl Store {
             Self::Redis(r) => {
                 let key = r.keys.session(&s.sid);
                 let index = r.keys.user_sessions(s.user_id);
-                r.prune_index(&index).await?;
                 let mut pipe = redis::pipe();
                 pipe.atomic()
                     .hset_multiple(
@@ -322,6 +295,22 @@ impl Store {
 
     /// The user's live sessions, oldest first.
     pub async fn list(&self, uid: UserId, now_ms: i64) -> Result<Vec<Session>, AuthError> {
+        self.list_and_prune(uid, now_ms, false).await
+    }
+
+    /// [`list`](Self::list), and on Redis drops from the user's index the sessions whose keys
+    /// expired, from the same read (one `SMEMBERS`, one pipeline of `HGETALL`, and an `SREM` when
+    /// some are gone): a login reads the index once.
+    pub async fn list_pruning(&self, uid: UserId, now_ms: i64) -> Result<Vec<Session>, AuthError> {
+        self.list_and_prune(uid, now_ms, true).await
+    }
+
+    async fn list_and_prune(
+        &self,
+        uid: UserId,
+        now_ms: i64,
+        prune: bool,
+    ) -> Result<Vec<Session>, AuthError> {
         let mut out = match self {
             Self::Memory(state) => {
                 let st = Self::lock(state);
@@ -335,10 +324,8 @@ impl Store {
                     .collect::<Vec<_>>()
             }
             Self::Redis(r) => {
-                let sids: Vec<String> = r
-                    .redis
-                    .query(redis::cmd("SMEMBERS").arg(r.keys.user_sessions(uid)))
-                    .await?;
+                let index = r.keys.user_sessions(uid);
+                let sids: Vec<String> = r.redis.query(redis::cmd("SMEMBERS").arg(&index)).await?;
                 if sids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -347,6 +334,18 @@ impl Store {
                     pipe.hgetall(r.keys.session(sid));
                 }
                 let maps: Vec<HashMap<String, String>> = r.redis.query_pipe(&pipe).await?;
+                // An empty hash is a session key that expired (the session keys live on other
+                // slots than the index, so this cannot be one script).
+                let dead: Vec<&String> = sids
+                    .iter()
+                    .zip(&maps)
+                    .filter_map(|(sid, map)| map.is_empty().then_some(sid))
+                    .collect();
+                if prune && !dead.is_empty() {
+                    r.redis
+                        .query::<i64>(redis::cmd("SREM").arg(&index).arg(&dead))
+                        .await?;
+                }
                 sids.iter()
                     .zip(&maps)
                     .filter_map(|(sid, map)| from_hash(sid, map))

@@ -5,7 +5,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{
     Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, Release, Set, glob::Glob,
-    handle::Inner, l1::Ticket, stats::Stats,
+    inner::Inner, l1::Ticket, stats::Stats,
 };
 
 /// A load in progress for one key.

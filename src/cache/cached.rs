@@ -104,10 +104,9 @@ where
         key,
         "cached: the stored value does not decode; recomputing it"
     );
-    let Some(compute) = compute.take() else {
-        // The loader ran and still nothing decodes: only a broken Serialize/Deserialize pair.
-        return Err(CacheError::InvalidValue.into());
-    };
+    // unwrap: the loader did not run: had it run, it would have set `loaded` (or its error
+    // would have returned above).
+    let compute = compute.take().expect("loader did not run");
     let value = compute().await?;
     if let Err(err) = cache.set(key, &value, ttl).await {
         tracing::warn!(key, error = %err, "cached: storing the recomputed value failed");

@@ -443,7 +443,10 @@ mod tests {
         ) {
             let started = Instant::now();
             let answer = Glob::new(&pattern).matches(&text);
-            prop_assert!(started.elapsed() < Duration::from_millis(50));
+            // A guard against blow-ups, not a speed test (that is `star_heavy_flush_answers` and
+            // the benches): a backtracking matcher takes minutes on such inputs, this one
+            // microseconds, so 2 s holds on a machine loaded 6x over (50 ms failed at load 11).
+            prop_assert!(started.elapsed() < Duration::from_secs(2));
             // The reference is exponential only with many stars; keep it to the safe cases.
             if pattern.iter().filter(|&&b| b == b'*').count() <= 3 {
                 prop_assert_eq!(answer, reference(&pattern, &text));

@@ -37,13 +37,16 @@ mod config;
 mod error;
 mod glob;
 mod handle;
+mod inner;
 mod l1;
 mod messages;
+mod remember;
 mod response;
 #[cfg(feature = "server")]
 pub(crate) mod routes;
 mod stats;
 mod store;
+mod tier;
 
 pub use actor::CacheActor;
 pub use cached::{cached, cached_with_key, key_for};
@@ -54,7 +57,7 @@ pub use config::{
 };
 pub use error::{CacheError, MAX_KEY_BYTES, validate_key};
 pub use glob::{Glob, MAX_PATTERN_CHARS, escape as escape_glob, glob_match, validate_pattern};
-pub use handle::{CacheHandle, Hit, Remembered, Tier};
+pub use handle::CacheHandle;
 pub use messages::{Acquire, Delete, FlushPattern, Lease, LoadGuard, Release, Set};
 pub use response::X_CACHE;
 #[cfg(feature = "server")]
@@ -63,3 +66,4 @@ pub(crate) use response::{cached_json, with_tier};
 pub use routes::{API_KEY_PREFIX, MAX_API_KEY_CHARS, MAX_API_PATTERN_CHARS};
 pub use stats::{CacheStats, L1Feed};
 pub use store::{FILL_GUARD_TTL, FillGuard};
+pub use tier::{Hit, Remembered, Tier};

@@ -9,13 +9,10 @@ use std::{
 };
 
 use actix_web::{
-    Error, HttpResponse, ResponseError,
+    Error, ResponseError,
     body::{EitherBody, MessageBody},
     dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready},
-    http::{
-        Method, StatusCode,
-        header::{HeaderMap, HeaderName, HeaderValue},
-    },
+    http::Method,
 };
 use futures_util::{
     FutureExt,
@@ -24,10 +21,9 @@ use futures_util::{
 
 use super::{
     Decision, Policy, RateLimitHandle,
-    algo::ceil_secs,
     handle::{PolicyId, Verdict},
+    response::{too_many_requests, write_headers},
 };
-use crate::problem::Problem;
 
 /// Paths never counted: the health probes, which cost Redis at most one `PING` a second however
 /// often they are asked. `/ratelimit/status` is counted like any route: it asks the store once per
@@ -229,153 +225,37 @@ fn most_restrictive(handle: &RateLimitHandle, verdict: &Verdict) -> Option<(Poli
         .copied()
 }
 
-/// The 429 `quota-exceeded` problem naming the violated policy.
-pub(crate) fn too_many_requests(policy: &Policy, decision: &Decision) -> HttpResponse {
-    let retry = decision.retry_after_secs();
-    let mut response = HttpResponse::build(StatusCode::TOO_MANY_REQUESTS);
-    response
-        .insert_header((
-            actix_web::http::header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::problem::PROBLEM_JSON),
-        ))
-        .insert_header((
-            actix_web::http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .insert_header((
-            actix_web::http::header::RETRY_AFTER,
-            HeaderValue::from(retry),
-        ));
-    response.body(with_policy(policy, |cached| cached.denial(policy, retry)))
-}
-
-/// What is rendered once per policy and thread: the `RateLimit-Policy` value, the name as a
-/// structured-field string, and the problem bodies of its denials by retry seconds. A client
-/// hammering a blocked route is answered without serializing or formatting anything but a few
-/// integers.
-struct Rendered {
-    name: String,
-    limit: u64,
-    window: u64,
-    policy_header: HeaderValue,
-    sf_name: Vec<u8>,
-    denials: Vec<(u64, bytes::Bytes)>,
-}
-
-impl Rendered {
-    fn new(policy: &Policy) -> Self {
-        let (limit, window) = (policy.limit, policy.window.as_secs());
-        let sf_name = sf_string(&policy.name);
-        let policy_header = HeaderValue::try_from(format!("{sf_name};q={limit};w={window}"))
-            // sf_string keeps printable ASCII only, which is always a valid header value.
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        Self {
-            name: policy.name.clone(),
-            limit,
-            window,
-            policy_header,
-            sf_name: sf_name.into_bytes(),
-            denials: Vec::new(),
-        }
+impl RateLimitHandle {
+    /// The global middleware for this limiter: the configured route policies and the global
+    /// one. `App::wrap` it.
+    pub fn middleware(&self) -> RateLimit {
+        RateLimit::new(self.clone())
     }
 
-    fn matches(&self, policy: &Policy) -> bool {
-        self.limit == policy.limit
-            && self.window == policy.window.as_secs()
-            && self.name == policy.name
+    /// A middleware that applies `policy` alone to every request it sees (except `OPTIONS`
+    /// preflights): wrap one `web::scope` or `web::resource` of your own app with it.
+    ///
+    /// It shares this limiter's stores (Redis, or the in-process backend and fallback), identity
+    /// (the verified user, else the client IP), clock, counters and metrics; it ignores the
+    /// configured route and global policies. The policy's name is part of its storage key: give
+    /// each scope its own name. Combined with the global [`middleware`](Self::middleware), each
+    /// counts its own policy and the outer one's headers win.
+    ///
+    /// ```no_run
+    /// # fn demo(limiter: redkit::ratelimit::RateLimitHandle) {
+    /// use std::time::Duration;
+    /// use actix_web::{App, HttpResponse, web};
+    /// use redkit::ratelimit::Policy;
+    ///
+    /// let search = Policy::new("search", 10, Duration::from_secs(60));
+    /// let app = App::new().service(
+    ///     web::scope("/search")
+    ///         .wrap(limiter.middleware_for(search))
+    ///         .route("", web::get().to(HttpResponse::Ok)),
+    /// );
+    /// # }
+    /// ```
+    pub fn middleware_for(&self, policy: Policy) -> RateLimit {
+        RateLimit::with_policy(self.clone(), policy)
     }
-
-    fn denial(&mut self, policy: &Policy, retry: u64) -> bytes::Bytes {
-        if let Some((_, body)) = self.denials.iter().find(|(r, _)| *r == retry) {
-            return body.clone();
-        }
-        let (limit, window) = (self.limit, self.window);
-        let problem = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "quota-exceeded",
-            "Too many requests",
-        )
-        .with_detail(format!(
-            "Rate limit policy \"{}\" allows {limit} requests per {window} seconds; retry after {retry} seconds.",
-            policy.name
-        ))
-        .with_retry_after(retry);
-        // unwrap: a struct of strings and integers always serializes.
-        let body = bytes::Bytes::from(serde_json::to_vec(&problem).unwrap());
-        if self.denials.len() >= MAX_CACHED_DENIALS {
-            self.denials.clear();
-        }
-        self.denials.push((retry, body.clone()));
-        body
-    }
-}
-
-thread_local! {
-    static RENDERED: std::cell::RefCell<Vec<Rendered>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Policies kept per thread (configured ones are few; scoped ones are made by the app).
-const MAX_CACHED_POLICIES: usize = 64;
-/// Denial bodies kept per policy and thread (one per distinct retry-after).
-const MAX_CACHED_DENIALS: usize = 256;
-
-fn with_policy<T>(policy: &Policy, f: impl FnOnce(&mut Rendered) -> T) -> T {
-    RENDERED.with(|cell| {
-        let mut cache = cell.borrow_mut();
-        let i = match cache.iter().position(|r| r.matches(policy)) {
-            Some(i) => i,
-            None => {
-                if cache.len() >= MAX_CACHED_POLICIES {
-                    cache.clear();
-                }
-                cache.push(Rendered::new(policy));
-                cache.len() - 1
-            }
-        };
-        f(&mut cache[i])
-    })
-}
-
-const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-
-/// `X-RateLimit-*` and the draft-ietf-httpapi-ratelimit-headers-11 `RateLimit-Policy` and
-/// `RateLimit` fields for one policy's decision.
-pub(crate) fn write_headers(headers: &mut HeaderMap, policy: &Policy, d: &Decision, now_us: u64) {
-    let reset_at = ceil_secs(std::time::Duration::from_micros(now_us) + d.reset);
-    let (policy_header, ratelimit) = with_policy(policy, |cached| {
-        let mut itoa = itoa::Buffer::new();
-        let mut value = Vec::with_capacity(cached.sf_name.len() + 24);
-        value.extend_from_slice(&cached.sf_name);
-        value.extend_from_slice(b";r=");
-        value.extend_from_slice(itoa.format(d.remaining).as_bytes());
-        value.extend_from_slice(b";t=");
-        value.extend_from_slice(itoa.format(d.reset_secs()).as_bytes());
-        (cached.policy_header.clone(), value)
-    });
-    headers.insert(X_LIMIT, HeaderValue::from(d.limit));
-    headers.insert(X_REMAINING, HeaderValue::from(d.remaining));
-    headers.insert(X_RESET, HeaderValue::from(reset_at));
-    headers.insert(RATELIMIT_POLICY, policy_header);
-    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ratelimit)) {
-        headers.insert(RATELIMIT, value);
-    }
-}
-
-/// A structured-field String (RFC 8941): quoted, `"` and `\` escaped, printable ASCII only.
-fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }

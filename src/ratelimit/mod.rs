@@ -31,13 +31,16 @@
 //! - **Redis down**: `fail_open` (default) decides with an in-process fallback limiter (same
 //!   policy, per instance); `fail_closed` answers 503 with `Retry-After`. Both are counted in
 //!   [`RateLimitStats`].
-//! - **Login**: [`RateLimitHandle::login_attempt`] spends one of 5 attempts per (username,
-//!   client IP) per 15 minutes (a sliding log) before the password is verified, and
-//!   [`login_refund`](RateLimitHandle::login_refund) gives it back when the password was right,
-//!   in the store that spent it (on Redis a small refund script outside the batched one, see
-//!   `lua`). [`login_blocked`](RateLimitHandle::login_blocked) and
-//!   [`record_login_failure`](RateLimitHandle::record_login_failure) remain for embedders who
-//!   peek first and spend after a failure.
+//! - **Login**: every rule of the login limit is in `login`: [`RateLimitHandle::limit_login`]
+//!   spends one of 5 attempts per (username, client IP) per 15 minutes (a sliding log) before
+//!   the password is verified and gives it back unless the password was wrong, in the store
+//!   that spent it (on Redis a small refund script outside the batched one, see `lua`). Its
+//!   parts ([`login_attempt`](RateLimitHandle::login_attempt),
+//!   [`login_refund`](RateLimitHandle::login_refund), [`login_blocked`](RateLimitHandle::login_blocked),
+//!   [`record_login_failure`](RateLimitHandle::record_login_failure)) remain for embedders who
+//!   build their own flow. `/auth/login` uses the app's registered limiter, else an in-process
+//!   one of its own ([`AuthHandle::default_login_limiter`](crate::auth::AuthHandle::default_login_limiter)):
+//!   never none.
 //!
 //! # Where the work happens
 //! Decisions run in the caller's task, not in the actor's mailbox. A message per request to an
@@ -53,21 +56,29 @@ mod actor;
 mod algo;
 mod batch;
 mod config;
+mod counters;
+mod decide;
 mod error;
 mod handle;
 mod identity;
+mod login;
 mod lua;
 mod messages;
 mod middleware;
 mod policy;
+mod response;
 #[cfg(feature = "server")]
 pub(crate) mod routes;
+mod spec;
 
+/// The trusted proxies' networks, from the client-address rule of [`crate::client`].
+pub use crate::client::IpNet;
 pub use actor::RateLimitActor;
 pub use algo::Decision;
 pub use error::RateLimitError;
-pub use handle::{LoginAttempt, RateLimitHandle};
+pub use handle::RateLimitHandle;
 pub use identity::{DEFAULT_IPV6_PREFIX, UserResolver, client_group, client_ip};
+pub use login::LoginAttempt;
 pub use messages::{GetStats, RateLimitStats, Sweep};
 #[cfg(feature = "server")]
 pub(crate) use middleware::EXEMPT;
@@ -75,9 +86,9 @@ pub use middleware::{RateLimit, RateLimitMiddleware};
 pub use policy::{
     Algorithm, DEFAULT_EXPENSIVE_LIMIT, DEFAULT_EXPENSIVE_WINDOW_SECS, DEFAULT_GLOBAL_LIMIT,
     DEFAULT_GLOBAL_WINDOW_SECS, DEFAULT_LOGIN_LIMIT, DEFAULT_LOGIN_WINDOW_SECS,
-    DEFAULT_REQUEST_ALGORITHM, FailMode, IpNet, MAX_LIMIT, MAX_WINDOW_SECS, Policy,
-    RateLimitConfig, RoutePolicy,
+    DEFAULT_REQUEST_ALGORITHM, FailMode, MAX_LIMIT, MAX_WINDOW_SECS, Policy, RoutePolicy,
 };
+pub use spec::RateLimitConfig;
 
 /// The one clock of [`crate::clock`], re-exported where the limiter's settings name it.
 pub use crate::clock::{Clock, ManualClock, SystemClock};

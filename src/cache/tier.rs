@@ -1,0 +1,47 @@
+//! What a lookup answers: the value and the [`Tier`] that held it.
+
+use bytes::Bytes;
+
+/// Which tier answered a lookup; sent to HTTP clients as `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Tier {
+    /// The in-process tier.
+    L1,
+    /// The shared tier (Redis, or the memory backend's store).
+    L2,
+    /// Neither: the value was loaded (or is absent).
+    Miss,
+}
+
+impl Tier {
+    /// The `X-Cache` header value: `HIT-L1`, `HIT-L2` or `MISS`.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Self::L1 => "HIT-L1",
+            Self::L2 => "HIT-L2",
+            Self::Miss => "MISS",
+        }
+    }
+}
+
+/// A raw cache hit: the stored JSON bytes and the tier that held them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Hit {
+    /// The JSON bytes, exactly as stored.
+    pub json: Bytes,
+    /// Where they came from.
+    pub tier: Tier,
+}
+
+/// The result of [`CacheHandle::remember`](super::CacheHandle::remember): the value (`None`: the source has none, possibly
+/// remembered as a negative entry) and where it came from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Remembered<T> {
+    /// The value, or `None` when the loader found nothing.
+    pub value: Option<T>,
+    /// Which tier answered, or [`Tier::Miss`] when it was loaded.
+    pub tier: Tier,
+}
