@@ -42,7 +42,8 @@ mod error;
 mod extractor;
 mod handle;
 mod lifecycle;
-#[cfg(test)]
+// The login route's tests drive the whole app: they need the `server` feature.
+#[cfg(all(test, feature = "server"))]
 mod login_tests;
 mod messages;
 mod revocation;
