@@ -976,6 +976,35 @@ async fn revocation_reaches_other_instance_within_100ms() {
     assert_eq!(b.auth.view_state(), ViewState::InSync);
 }
 
+/// A revocation subscriber whose server stops answering without closing the socket (SIGSTOP:
+/// half-open) leaves `InSync` within its liveness deadline (check interval + response timeout),
+/// and is rebuilt once the server answers again.
+#[actix_web::test]
+async fn half_open_subscriber_leaves_in_sync() {
+    let mut backend = Backend::redis();
+    let mut config = with_test_secret(backend.config());
+    let mut settings = config.redis.clone().unwrap();
+    settings.response_timeout = Duration::from_millis(300);
+    config.redis = Some(settings);
+    let services = services(&config);
+    wait_in_sync(&services).await;
+    let resyncs = services.auth.view_resyncs();
+    backend.server().unwrap().pause();
+    let paused = Instant::now();
+    // 500 ms between checks, 300 ms to answer, and slack for a loaded machine.
+    let deadline = paused + Duration::from_millis(500 + 300 + 700);
+    while services.auth.view_state() == ViewState::InSync {
+        if Instant::now() >= deadline {
+            backend.server().unwrap().resume();
+            panic!("a half-open subscriber left the view in sync");
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    backend.server().unwrap().resume();
+    wait_in_sync(&services).await;
+    assert_eq!(services.auth.view_resyncs(), resyncs + 1);
+}
+
 /// Redis down: login, refresh and logout answer 503 with Retry-After; tokens still verify
 /// from the view that was in sync; after Redis returns the view is rebuilt.
 #[actix_web::test]

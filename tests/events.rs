@@ -824,11 +824,12 @@ async fn two_instances_share_events() {
     wait_numsub(server, "shared", 1).await;
 }
 
-/// Waits until `channel`'s stream key has `n` Redis subscribers (instances, not clients).
+/// Waits until `channel`'s stream key has `n` Redis subscribers (instances, not clients); the
+/// channels are sharded (`SSUBSCRIBE`), so `SHARDNUMSUB` counts them.
 async fn wait_numsub(server: &common::RedisServer, channel: &str, n: u64) {
     let numsub = || {
         let reply: (String, u64) = ::redis::cmd("PUBSUB")
-            .arg("NUMSUB")
+            .arg("SHARDNUMSUB")
             .arg(format!("redkit:events:{channel}"))
             .query(&mut server.conn())
             .unwrap();
@@ -897,6 +898,37 @@ async fn pubsub_kill_resubscribes_without_loss() {
         "both subscribers came back"
     );
     assert_eq!(app.services.events.info("k").await.unwrap().subscribers, 3);
+}
+
+/// A subscriber connection whose server stops answering without closing the socket (SIGSTOP:
+/// half-open) is noticed within its liveness deadline (check interval + response timeout): the
+/// hub resyncs, and once the server answers again the client gets what is published.
+#[actix_web::test]
+async fn half_open_subscriber_is_noticed() {
+    let mut backend = Backend::redis();
+    let mut config = config(&backend);
+    let mut settings = config.redis.clone().unwrap();
+    settings.response_timeout = Duration::from_millis(300);
+    config.redis = Some(settings);
+    let app = TestApp::start(&config);
+    let mut client = app.sse("/events/h", &[]).await.opened().await;
+    app.wait_subscribers("h", 1).await;
+    let resyncs = app.services.events.stats().resyncs;
+    backend.server().unwrap().pause();
+    // 500 ms between checks, 300 ms to answer, and slack for a loaded machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500 + 300 + 700);
+    while app.services.events.stats().resyncs == resyncs {
+        if tokio::time::Instant::now() >= deadline {
+            backend.server().unwrap().resume();
+            panic!("a half-open events subscriber went unnoticed");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    backend.server().unwrap().resume();
+    let id = app.publish_when_back("h", r#"{"n":3}"#).await;
+    let event = client.next_event().await.expect("still open");
+    assert_eq!(event.id, Some(id));
+    assert_eq!(data_n(&event), 3);
 }
 
 /// The id in a 202 publish answer.

@@ -107,20 +107,21 @@ impl AuthHandle {
                     ViewState::InSync,
                 )),
             ),
-            Some((handle, settings)) => {
+            Some((handle, _)) => {
                 let view = Arc::new(RevocationView::new(
                     config.clock.clone(),
                     horizon,
                     ViewState::Syncing,
                 ));
-                let client = redis::Client::open(settings.url.as_str())
-                    .map_err(|e| AuthError::Internal(format!("redis url: {e}")))?;
+                let (subscriber, events) = handle
+                    .subscriber("revocations")
+                    .map_err(|e| AuthError::Internal(format!("redis subscriber: {e}")))?;
                 actix_web::rt::spawn(revocation::subscribe_loop(
                     Arc::downgrade(&view),
-                    client,
+                    subscriber,
+                    events,
                     handle.clone(),
                     keys.clone(),
-                    settings.connect_timeout,
                 ));
                 (
                     Store::Redis(super::sessions::RedisStore::new(

@@ -12,10 +12,8 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
-
 use super::{Clock, Principal, RejectReason, UserId};
-use crate::connection::RedisHandle;
+use crate::connection::{PushEvent, PushEvents, RedisHandle, Subscriber};
 
 /// How far the local view can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,41 +283,34 @@ pub(crate) async fn check_remote(
     Ok(Ok(()))
 }
 
-/// Keeps `view` in step with Redis on a dedicated pub/sub connection (never the command
-/// connection, never the events feature's): subscribe, then rebuild, then apply events; on any
-/// drop, reconnect with backoff and rebuild again. Ends when the view is dropped.
+/// Keeps `view` in step with Redis on its own subscriber connection from the connection layer
+/// (never the command connection, never the events feature's): subscribe, then rebuild, then
+/// apply events. When the layer reports the subscription lost (a dropped connection, or one that
+/// missed its liveness deadline: a half-open subscriber cannot leave the view "in sync"), the
+/// view leaves `InSync` at once, then subscribes and rebuilds again. Reconnection is redis-rs's
+/// (see [`crate::connection::push`]). Ends when the view is dropped.
 pub(crate) async fn subscribe_loop(
     view: Weak<RevocationView>,
-    client: redis::Client,
+    subscriber: Subscriber,
+    mut events: PushEvents,
     redis: RedisHandle,
     keys: Keys,
-    connect_timeout: Duration,
 ) {
     let mut backoff = Duration::from_millis(25);
+    let retry = |backoff: &mut Duration| {
+        let wait = *backoff;
+        *backoff = (*backoff * 2).min(Duration::from_millis(500));
+        tokio::time::sleep(wait)
+    };
     loop {
         let Some(strong) = view.upgrade() else { return };
         let clock = strong.clock.clone();
         drop(strong);
-        let connected = tokio::time::timeout(connect_timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&keys.channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        })
-        .await;
-        let mut pubsub = match connected {
-            Ok(Ok(p)) => p,
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "auth: revocation subscription failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-                continue;
-            }
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-                continue;
-            }
-        };
+        if let Err(err) = subscriber.subscribe(&[keys.channel.as_bytes()]).await {
+            tracing::debug!(error = %err, "auth: revocation subscription failed; retrying");
+            retry(&mut backoff).await;
+            continue;
+        }
         // Subscribed first, then read the state: nothing revoked in between is missed.
         {
             let Some(v) = view.upgrade() else { return };
@@ -331,30 +322,54 @@ pub(crate) async fn subscribe_loop(
             Ok(all) => {
                 let Some(v) = view.upgrade() else { return };
                 v.apply(all);
+                // What arrived meanwhile: messages merge; a loss means rebuilding again.
+                let mut lost = false;
+                while let Ok(event) = events.try_recv() {
+                    lost |= !apply_event(&v, event);
+                }
+                if lost {
+                    continue;
+                }
                 v.set_state(ViewState::InSync);
                 tracing::info!("auth: revocation view in sync");
                 backoff = Duration::from_millis(25);
             }
             Err(err) => {
                 tracing::warn!(error = %err, "auth: revocation rebuild failed; retrying");
-                tokio::time::sleep(backoff).await;
+                retry(&mut backoff).await;
                 continue;
             }
         }
-        let mut stream = pubsub.on_message();
-        while let Some(msg) = stream.next().await {
+        loop {
+            let Some(event) = events.recv().await else {
+                return;
+            };
             let Some(v) = view.upgrade() else { return };
-            let payload: String = msg.get_payload().unwrap_or_default();
-            match Revocation::decode(&payload) {
-                Some(r) => v.apply([r]),
-                None => tracing::warn!(payload, "auth: ignoring a malformed revocation event"),
+            if !apply_event(&v, event) {
+                break;
             }
         }
         let Some(v) = view.upgrade() else { return };
         if v.state() == ViewState::InSync {
             v.set_state(ViewState::Detached);
         }
-        tracing::warn!("auth: revocation subscription lost; reconnecting");
+        tracing::warn!("auth: revocation subscription lost; resubscribing and rebuilding");
+    }
+}
+
+/// Applies one event of the subscriber; answers false when the subscription was lost.
+fn apply_event(view: &RevocationView, event: PushEvent) -> bool {
+    match event {
+        PushEvent::Message { payload, .. } => {
+            let payload = String::from_utf8_lossy(&payload);
+            match Revocation::decode(&payload) {
+                Some(r) => view.apply([r]),
+                None => tracing::warn!(%payload, "auth: ignoring a malformed revocation event"),
+            }
+            true
+        }
+        PushEvent::Lost => false,
+        _ => true,
     }
 }
 

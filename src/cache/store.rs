@@ -355,30 +355,24 @@ impl RedisStore {
         // The namespace is escaped, so the caller's text can only ever extend it: SCAN MATCH
         // anchors at the start of the key, and no key outside the namespace starts with it.
         let pattern = format!("{}{glob}", escape(&self.namespace));
-        let mut cursor: u64 = 0;
         let mut deleted = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.redis.query(&scan).await?;
-            // Belt and braces: never delete a key outside the namespace, whatever SCAN says.
-            let keys: Vec<_> = keys
-                .into_iter()
-                .filter(|k| k.starts_with(self.namespace.as_bytes()))
-                .collect();
-            if !keys.is_empty() {
-                let n: u64 = self.redis.query(redis::cmd("UNLINK").arg(&keys)).await?;
-                deleted += n;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
+        // On a cluster the layer scans every primary; UNLINK of keys in several slots is split
+        // by slot by redis-rs.
+        self.redis
+            .scan(&pattern, SCAN_COUNT, async |keys| {
+                // Belt and braces: never delete a key outside the namespace, whatever SCAN says.
+                let keys: Vec<_> = keys
+                    .into_iter()
+                    .filter(|k| k.starts_with(self.namespace.as_bytes()))
+                    .collect();
+                if !keys.is_empty() {
+                    let n: u64 = self.redis.query(redis::cmd("UNLINK").arg(&keys)).await?;
+                    deleted += n;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(deleted)
     }
 }
 

@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// single-instance only.
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated (`redis://host:port,redis://host:port`).
+    /// Excludes `--redis-url`.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_name = "URLS")]
+    pub redis_cluster_nodes: Option<String>,
     /// Database URL: `sqlite://PATH` or `sqlite::memory:`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_name = "URL")]
     pub database_url: String,
@@ -242,6 +246,7 @@ impl Default for ServeArgs {
         Self {
             bind: DEFAULT_BIND.to_owned(),
             redis_url: None,
+            redis_cluster_nodes: None,
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             workers: None,
             log_format: LogFormat::Text,

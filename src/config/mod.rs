@@ -92,9 +92,43 @@ impl Config {
                 args.bind
             ))
         })?;
-        let redis = match args.redis_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(url) => {
+        let nodes: Vec<String> = args
+            .redis_cluster_nodes
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let url = args.redis_url.as_deref().map(str::trim).unwrap_or_default();
+        if !nodes.is_empty() && !url.is_empty() {
+            return Err(ConfigError::new(
+                "--redis-url/REDIS_URL and --redis-cluster-nodes/REDIS_CLUSTER_NODES exclude each other: give one",
+            ));
+        }
+        for node in &nodes {
+            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                return Err(ConfigError(format!(
+                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {node:?}: expected redis://HOST:PORT or rediss://HOST:PORT"
+                )));
+            }
+            redis::Client::open(node.as_str()).map_err(|e| {
+                ConfigError(format!(
+                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {node:?}: {}",
+                    e.detail().unwrap_or("unparsable URL")
+                ))
+            })?;
+        }
+        let redis = match url {
+            "" if !nodes.is_empty() => Some(RedisSettings {
+                cluster_nodes: nodes,
+                response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+                connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+                ..RedisSettings::new("")
+            }),
+            "" => None,
+            url => {
                 redis::Client::open(url).map_err(|e| {
                     ConfigError(format!(
                         "invalid --redis-url/REDIS_URL: {}",
@@ -103,6 +137,7 @@ impl Config {
                 })?;
                 Some(RedisSettings {
                     url: url.to_owned(),
+                    cluster_nodes: Vec::new(),
                     response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
                     connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
                 })
@@ -179,12 +214,12 @@ impl Config {
         }
     }
 
-    /// Name of the backend in use: `"redis"` or `"memory"`.
+    /// Name of the backend in use: `"redis"`, `"redis-cluster"` or `"memory"`.
     pub fn backend_name(&self) -> &'static str {
-        if self.redis.is_some() {
-            "redis"
-        } else {
-            "memory"
+        match &self.redis {
+            Some(redis) if !redis.cluster_nodes.is_empty() => "redis-cluster",
+            Some(_) => "redis",
+            None => "memory",
         }
     }
 }
@@ -263,12 +298,19 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         type Mutate = fn(&mut ServeArgs);
-        let cases: [(&str, Mutate); 8] = [
+        let cases: [(&str, Mutate); 10] = [
             ("--access-token-ttl", |a| {
                 a.access_token_ttl = a.refresh_token_ttl + 1;
             }),
             ("--bind", |a| a.bind = "nope".into()),
             ("REDIS_URL", |a| a.redis_url = Some("http://x".into())),
+            ("REDIS_CLUSTER_NODES", |a| {
+                a.redis_cluster_nodes = Some("redis://127.0.0.1:7000,http://x".into());
+            }),
+            ("exclude each other", |a| {
+                a.redis_url = Some("redis://127.0.0.1:6379".into());
+                a.redis_cluster_nodes = Some("redis://127.0.0.1:7000".into());
+            }),
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
             ("--workers", |a| a.workers = Some(0)),
             ("--cache-ttl", |a| a.cache_ttl = 0),
@@ -286,5 +328,21 @@ mod tests {
             assert!(err.contains(needle), "{err:?} should name {needle}");
             assert!(!err.contains('\n'), "{err:?} should be one line");
         }
+    }
+
+    /// Comma-separated cluster seeds make a cluster backend; blanks around them are ignored.
+    #[test]
+    fn cluster_nodes_are_parsed() {
+        let args = ServeArgs {
+            redis_cluster_nodes: Some(" redis://127.0.0.1:7000, redis://h:7001 ,".into()),
+            ..ServeArgs::default()
+        };
+        let config = Config::from_args(&args).unwrap();
+        let redis = config.redis.as_ref().unwrap();
+        assert_eq!(
+            redis.cluster_nodes,
+            ["redis://127.0.0.1:7000", "redis://h:7001"]
+        );
+        assert_eq!(config.backend_name(), "redis-cluster");
     }
 }

@@ -1,10 +1,8 @@
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseFuture, WrapFuture};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::RedisSettings;
-use super::{GetStatus, Ping, RedisError, RedisHandle, feed::FeedTarget};
+use super::{GetStatus, Ping, RedisError, RedisHandle, RedisSettings, target::Target};
 
 /// How often the watchdog pings Redis.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -21,38 +19,10 @@ impl RedisActor {
     /// # Errors
     /// [`RedisError::Command`] when the URL is invalid; never for an unreachable server.
     pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(RedisError::Command)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.response_timeout))
-            // Few, quick retries: a request waits at most a fraction of a second on a dead
-            // server; the watchdog keeps trying every second after that.
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200))
-            // Hundreds of concurrent requests share this connection.
-            .set_pipeline_buffer_size(4096);
-        // The feed's own connection: the same target and timeouts, on RESP3 (pushes).
-        let info = client.get_connection_info().clone();
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let feed = FeedTarget {
-            client: redis::Client::open(info.set_redis_settings(resp3))
-                .map_err(RedisError::Command)?,
-            settings: ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(settings.connect_timeout))
-                .set_response_timeout(Some(settings.response_timeout))
-                .set_number_of_retries(2)
-                .set_min_delay(Duration::from_millis(20))
-                .set_max_delay(Duration::from_millis(200)),
-            deadline: settings.response_timeout,
-        };
-        let manager =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(RedisError::Command)?;
+        let target = Target::new(settings)?;
+        let commands = target.commands()?;
         Ok(Self {
-            handle: RedisHandle::new(manager, settings.response_timeout, feed),
+            handle: RedisHandle::new(commands, target),
             pinging: false,
         })
     }

@@ -2,7 +2,7 @@
 //! keys under some prefixes (server-assisted client-side caching, `CLIENT TRACKING ... BCAST`).
 //!
 //! # Behavior
-//! - The connection is a redis-rs [`ConnectionManager`] on RESP3 with a push sender: it
+//! - The connection is a redis-rs [`ConnectionManager`](redis::aio::ConnectionManager) on RESP3 with a push sender: it
 //!   reconnects by itself (with backoff) after a drop; no hand-made reconnect loop here.
 //! - Tracking is armed with `CLIENT TRACKING OFF` then `CLIENT TRACKING ON BCAST PREFIX <p>...`
 //!   in the same round trip as `CLIENT ID`; the listener hears [`FeedEvent::Up`] only once that answered. Redis forgets
@@ -10,20 +10,31 @@
 //! - Liveness: every [`FEED_CHECK_INTERVAL`] the feed asks `CLIENT ID` with a deadline (the
 //!   response timeout). No answer in time, or another id than the armed connection's (the
 //!   manager reconnected without our noticing, so nothing is tracked), and the listener hears
-//!   [`FeedEvent::Down`] before the feed re-arms. A `Disconnection` push (the socket closed) does
+//!   [`FeedEvent::Down`] before the feed re-arms; after no answer the connection is also
+//!   replaced by a new one (redis-rs never reconnects on a timeout, so a half-open socket
+//!   would otherwise stay). A `Disconnection` push (the socket closed) does
 //!   the same at once.
 //! - `NOLOOP` is not used: the listener also hears about this process's own writes (harmless,
 //!   and it keeps one connection's changes ordered with everyone else's).
 //!
-//! The feed is the seam a Redis Cluster variant plugs into: there, one such connection per
-//! primary, and the feed is up only while all of them are.
+//! On a Redis Cluster the connection is redis-rs's async cluster connection (one multiplexed
+//! connection per node): tracking is armed on every node, replicas included (a promoted replica
+//! already tracks), the liveness check is a `PING` answered by every node within the deadline,
+//! and the feed is up only while all of them are.
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{PushInfo, PushKind, Value, aio::ConnectionManager};
+use redis::{PushInfo, PushKind, Value};
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::RedisError;
+use super::{
+    RedisError,
+    target::{Connection, Target},
+};
+
+/// The id a cluster feed reports for itself: a cluster has one connection per node, whose
+/// replacement shows as a `Disconnection` push or a failed `PING` on every node.
+const CLUSTER_ID: i64 = -1;
 
 /// How often the feed proves its connection alive.
 pub const FEED_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -56,29 +67,28 @@ impl Drop for InvalidationFeed {
     }
 }
 
-/// Settings of a feed's connection.
-pub(super) struct FeedTarget {
-    pub(super) client: redis::Client,
-    pub(super) settings: redis::aio::ConnectionManagerConfig,
-    pub(super) deadline: Duration,
-}
-
 /// Opens the connection (lazily) and starts the feed's task on the current Tokio runtime.
 pub(super) fn start(
-    target: &FeedTarget,
+    target: &Target,
     prefixes: Vec<String>,
     listener: Arc<dyn Fn(FeedEvent) + Send + Sync>,
 ) -> Result<InvalidationFeed, RedisError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let config = target.settings.clone().set_push_sender(tx);
-    let conn = ConnectionManager::new_lazy_with_config(target.client.clone(), config)
-        .map_err(RedisError::Command)?;
-    let task = tokio::spawn(run(conn, rx, prefixes, target.deadline, listener));
+    let conn = target.push(tx)?;
+    let task = tokio::spawn(run(
+        target.clone(),
+        conn,
+        rx,
+        prefixes,
+        target.response_timeout,
+        listener,
+    ));
     Ok(InvalidationFeed { task })
 }
 
 async fn run(
-    mut conn: ConnectionManager,
+    target: Target,
+    mut conn: Connection,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     prefixes: Vec<String>,
     deadline: Duration,
@@ -97,18 +107,43 @@ async fn run(
         }
     }
     arm.ignore();
+    let mut off = redis::cmd("CLIENT");
+    off.arg("TRACKING").arg("OFF");
+    let mut on = redis::cmd("CLIENT");
+    on.arg("TRACKING").arg("ON").arg("BCAST");
+    for prefix in &prefixes {
+        on.arg("PREFIX").arg(prefix);
+    }
     let mut check = redis::cmd("CLIENT");
     check.arg("ID");
+    let ping = redis::cmd("PING");
     let mut down_reported = false;
     loop {
         // Arm (again). Pushes that arrive meanwhile are applied: harmless, maybe useful.
-        let id = match tokio::time::timeout(deadline, arm.query_async::<(i64,)>(&mut conn)).await {
+        let armed = async {
+            if conn.is_cluster() {
+                // Every node, replicas included: a promoted replica already tracks.
+                conn.on_every_node(&off).await?;
+                conn.on_every_node(&on).await?;
+                Ok((CLUSTER_ID,))
+            } else {
+                arm.query_async::<(i64,)>(&mut conn).await
+            }
+        };
+        let id = match tokio::time::timeout(deadline, armed).await {
             Ok(Ok((id,))) => Some(id),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "invalidation feed: arming tracking failed");
+                if err.is_timeout() {
+                    // The manager's own response timeout: as silent as ours.
+                    reopen(&target, &mut conn, &mut pushes);
+                }
                 None
             }
-            Err(_) => None,
+            Err(_) => {
+                reopen(&target, &mut conn, &mut pushes);
+                None
+            }
         };
         // A disconnection queued meanwhile may be this very connection's: arm again.
         let intact = drain(&mut pushes, &*listener);
@@ -135,7 +170,16 @@ async fn run(
                     }
                 }
                 _ = ticker.tick() => {
-                    let alive = tokio::time::timeout(deadline, check.query_async::<i64>(&mut conn)).await;
+                    let alive = tokio::time::timeout(deadline, async {
+                        if conn.is_cluster() {
+                            // Every node answers, or the feed is down (a lost node's
+                            // connection comes back without tracking).
+                            conn.on_every_node(&ping).await.map(|()| CLUSTER_ID)
+                        } else {
+                            check.query_async::<i64>(&mut conn).await
+                        }
+                    })
+                    .await;
                     match alive {
                         Ok(Ok(now)) if now == id => {}
                         Ok(Ok(_)) => {
@@ -144,10 +188,19 @@ async fn run(
                         }
                         Ok(Err(err)) => {
                             tracing::warn!(error = %err, "invalidation feed: liveness check failed; L1 bypassed");
+                            if err.is_timeout() {
+                                // The manager's own response timeout: as silent as ours.
+                                reopen(&target, &mut conn, &mut pushes);
+                            }
                             break;
                         }
                         Err(_) => {
-                            tracing::warn!(?deadline, "invalidation feed: no answer within the deadline; L1 bypassed");
+                            tracing::warn!(?deadline, "invalidation feed: no answer within the deadline; L1 bypassed, connection replaced");
+                            // A timeout never makes redis-rs reconnect: a half-open socket would
+                            // stay (and the re-arm time out) for ever. A new connection, with its
+                            // own push channel so that the old one's pushes are not mistaken
+                            // for the new one's.
+                            reopen(&target, &mut conn, &mut pushes);
                             break;
                         }
                     }
@@ -156,6 +209,19 @@ async fn run(
         }
         listener(FeedEvent::Down);
         down_reported = true;
+    }
+}
+
+/// Replaces a connection that missed a deadline, with its own push channel so that the old
+/// one's pushes are not mistaken for the new one's.
+fn reopen(target: &Target, conn: &mut Connection, pushes: &mut mpsc::UnboundedReceiver<PushInfo>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    match target.push(tx) {
+        Ok(fresh) => {
+            *conn = fresh;
+            *pushes = rx;
+        }
+        Err(err) => tracing::warn!(error = %err, "invalidation feed: cannot reopen its connection"),
     }
 }
 

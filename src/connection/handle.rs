@@ -7,12 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{Cmd, FromRedisValue, Pipeline, aio::ConnectionManager};
+use redis::{Cmd, FromRedisValue, Pipeline};
 use serde::Serialize;
 
 use super::{
     RedisError,
-    feed::{self, FeedEvent, FeedTarget, InvalidationFeed},
+    feed::{self, FeedEvent, InvalidationFeed},
+    push::{self, PushEvents, Subscriber},
+    target::{Connection, Target},
 };
 
 /// A cloneable handle to the process's Redis connection, handed out by
@@ -20,7 +22,7 @@ use super::{
 /// connection and one health state.
 #[derive(Clone)]
 pub struct RedisHandle {
-    conn: ConnectionManager,
+    conn: Connection,
     timeout: Duration,
     shared: Arc<Shared>,
 }
@@ -32,15 +34,19 @@ pub(super) struct Shared {
     errors: AtomicU64,
     reconnects: AtomicU64,
     latency: prometheus_client::metrics::histogram::Histogram,
-    feed: FeedTarget,
+    target: Target,
 }
 
-impl std::fmt::Debug for FeedTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeedTarget")
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
-    }
+/// One cluster node as `/health` reports it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeState {
+    /// `host:port`, as the cluster announces it.
+    pub address: String,
+    /// `primary` or `replica`.
+    pub role: &'static str,
+    /// `up` when it answered a `PING` within the response timeout, else `down`.
+    pub status: &'static str,
 }
 
 /// What is known about the Redis connection, without asking Redis.
@@ -67,10 +73,10 @@ impl std::fmt::Debug for RedisHandle {
 }
 
 impl RedisHandle {
-    pub(super) fn new(conn: ConnectionManager, timeout: Duration, feed: FeedTarget) -> Self {
+    pub(super) fn new(conn: Connection, target: Target) -> Self {
         Self {
             conn,
-            timeout,
+            timeout: target.response_timeout,
             shared: Arc::new(Shared {
                 // Optimistic until the first command says otherwise: reads try L2 at once.
                 up: AtomicBool::new(true),
@@ -78,7 +84,7 @@ impl RedisHandle {
                 errors: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
                 latency: crate::latency::latency_histogram(),
-                feed,
+                target,
             }),
         }
     }
@@ -131,6 +137,117 @@ impl RedisHandle {
         Ok(rtt)
     }
 
+    /// Visits every key matching `pattern` (a `SCAN MATCH` glob; escape what is not meant as one)
+    /// in batches of about `count`: on one Redis, one `SCAN`; on a cluster, a `SCAN` of every
+    /// primary in turn, since each holds only its own slots. Each step is bounded by the
+    /// response timeout; `on_batch` runs between steps.
+    ///
+    /// # Errors
+    /// The first [`RedisError`] of a `SCAN` or of `on_batch`; on a cluster, also a topology that
+    /// could not be read.
+    pub async fn scan(
+        &self,
+        pattern: &str,
+        count: usize,
+        mut on_batch: impl AsyncFnMut(Vec<Vec<u8>>) -> Result<(), RedisError>,
+    ) -> Result<(), RedisError> {
+        let primaries: Vec<Option<(String, u16)>> = if self.conn.is_cluster() {
+            let topology: String = self
+                .query(&redis::cmd("CLUSTER").arg("NODES").to_owned())
+                .await?;
+            parse_cluster_nodes(&topology)
+                .into_iter()
+                .filter(|(_, _, primary)| *primary)
+                .map(|(host, port, _)| Some((host, port)))
+                .collect()
+        } else {
+            vec![None]
+        };
+        for node in primaries {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(count);
+                let (next, keys): (u64, Vec<Vec<u8>>) = match &node {
+                    None => self.query(&scan).await?,
+                    Some((host, port)) => {
+                        let mut conn = self.conn.clone();
+                        let value = self
+                            .bounded(async move { conn.on_node(&scan, host, *port).await })
+                            .await?;
+                        redis::from_redis_value(value).map_err(|e| RedisError::Command(e.into()))?
+                    }
+                };
+                if !keys.is_empty() {
+                    on_batch(keys).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each node of the cluster with its state, pinged now (all at once, each within the
+    /// response timeout); `None` on one Redis. An empty list when no node answered the topology
+    /// query.
+    pub async fn nodes(&self) -> Option<Vec<NodeState>> {
+        if !self.conn.is_cluster() {
+            return None;
+        }
+        let topology: String = match self
+            .query(&redis::cmd("CLUSTER").arg("NODES").to_owned())
+            .await
+        {
+            Ok(text) => text,
+            Err(err) => {
+                tracing::debug!(error = %err, "cluster topology query failed");
+                return Some(Vec::new());
+            }
+        };
+        let nodes = parse_cluster_nodes(&topology);
+        let pings = nodes.iter().map(|(host, port, _)| {
+            let mut conn = self.conn.clone();
+            let timeout = self.timeout;
+            async move {
+                matches!(
+                    tokio::time::timeout(timeout, conn.on_node(&redis::cmd("PING"), host, *port))
+                        .await,
+                    Ok(Ok(_))
+                )
+            }
+        });
+        let answers = futures_util::future::join_all(pings).await;
+        Some(
+            nodes
+                .iter()
+                .zip(answers)
+                .map(|((host, port, primary), up)| NodeState {
+                    address: format!("{host}:{port}"),
+                    role: if *primary { "primary" } else { "replica" },
+                    status: if up { "up" } else { "down" },
+                })
+                .collect(),
+        )
+    }
+
+    /// Opens a [`Subscriber`] connection named `name` (for logs) and starts its liveness check
+    /// (see [`push`](super::push)); its events arrive on the returned receiver. Call from a Tokio
+    /// runtime (an actix system). Does not wait for Redis.
+    ///
+    /// # Errors
+    /// [`RedisError::Command`] when the connection cannot be configured (never for an
+    /// unreachable server).
+    pub fn subscriber(&self, name: &'static str) -> Result<(Subscriber, PushEvents), RedisError> {
+        push::start(&self.shared.target, name)
+    }
+
     /// Starts an [`InvalidationFeed`] on its own RESP3 connection (see [`feed`](super::feed)):
     /// `listener` hears about every change to a key under one of `prefixes`, made by any client,
     /// and whether the feed is up. Call from a Tokio runtime (an actix system). Does not wait for
@@ -144,13 +261,30 @@ impl RedisHandle {
         prefixes: Vec<String>,
         listener: impl Fn(FeedEvent) + Send + Sync + 'static,
     ) -> Result<InvalidationFeed, RedisError> {
-        feed::start(&self.shared.feed, prefixes, Arc::new(listener))
+        feed::start(&self.shared.target, prefixes, Arc::new(listener))
     }
 
-    /// A clone of the underlying manager, for commands this handle has no method for.
+    /// A clone of the underlying connection, for commands this handle has no method for.
     /// Callers should bound their own calls with [`timeout`](Self::timeout).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Connection {
         self.conn.clone()
+    }
+
+    /// Whether every script call and pipeline must keep its keys in one hash slot (a Redis
+    /// Cluster): callers that batch several identities into one call split the batch per slot.
+    /// Answers false on one Redis, which takes any batch whole.
+    pub fn requires_single_slot(&self) -> bool {
+        self.shared.target.is_cluster()
+    }
+
+    /// Whether the connection goes to a Redis Cluster (`"redis-cluster"`) or one Redis
+    /// (`"redis"`): for reports such as `/health`, never for routing (the layer routes).
+    pub fn backend_name(&self) -> &'static str {
+        if self.shared.target.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
     }
 
     /// The histogram of command round trips (every command through this handle).
@@ -213,5 +347,55 @@ impl RedisHandle {
             }
         }
         Err(result)
+    }
+}
+
+/// The nodes of a `CLUSTER NODES` answer that are not known failed or without address:
+/// `(host, port, is_primary)`, in address order.
+pub(super) fn parse_cluster_nodes(text: &str) -> Vec<(String, u16, bool)> {
+    let mut nodes: Vec<(String, u16, bool)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let _id = fields.next()?;
+            // `ip:port@cport[,hostname]`
+            let addr = fields.next()?.split('@').next()?;
+            let flags = fields.next()?;
+            if flags.contains("noaddr") || flags.contains("handshake") {
+                return None;
+            }
+            let (host, port) = addr.rsplit_once(':')?;
+            let port = port.parse().ok()?;
+            if host.is_empty() || port == 0 {
+                return None;
+            }
+            Some((host.to_owned(), port, flags.contains("master")))
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `CLUSTER NODES` lines give each node's address and role; nodes without address are skipped.
+    #[test]
+    fn cluster_nodes_are_parsed() {
+        let text = "\
+07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
+e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+6ec2 :0@0 master,noaddr - 0 0 3 disconnected
+292f 127.0.0.1:30002@40002,host.example master - 0 1426238316232 2 connected 5461-10922
+";
+        assert_eq!(
+            parse_cluster_nodes(text),
+            [
+                ("127.0.0.1".to_owned(), 30001, true),
+                ("127.0.0.1".to_owned(), 30002, true),
+                ("127.0.0.1".to_owned(), 30004, false),
+            ]
+        );
     }
 }

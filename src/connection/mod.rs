@@ -25,21 +25,37 @@
 //! - Every command is bounded by the response timeout: a stalled Redis yields
 //!   [`RedisError::Timeout`], never a hang.
 //!
-//! # Push connections
-//! [`RedisHandle::invalidation_feed`] opens the cache's invalidation feed (see [`feed`]): its own
-//! RESP3 connection with redis-rs's reconnection, Redis's key tracking re-armed after every
-//! reconnect, and a liveness check with a deadline.
+//! # Who opens what
+//! Every connection comes from one [`RedisSettings`](crate::config::RedisSettings), through
+//! `target.rs`: one Redis (redis-rs `ConnectionManager`s) or a Redis Cluster (redis-rs async
+//! cluster connections, one multiplexed connection per node). [`Connection`] hides which; the
+//! few commands whose meaning differs on a cluster are methods here ([`RedisHandle::scan`]
+//! visits every primary, [`Subscriber::subscribe_sharded`] subscribes one slot at a time).
+//! - the command connection ([`RedisActor`]; per node on a cluster);
+//! - [`RedisHandle::invalidation_feed`]: the cache's invalidation feed (see [`feed`]), tracking
+//!   armed on every node and re-armed after every reconnect;
+//! - [`RedisHandle::subscriber`]: a subscriber connection for a feature (the events hub, the
+//!   revocation view), with a liveness check (see [`push`]): a `PING` answered within the
+//!   response timeout every 500 ms; a silent connection is replaced and its owner told
+//!   ([`PushEvent::Lost`]) so that it resyncs.
+//!
+//! Per process: one command connection, the feed's, and one subscriber each for events and
+//! revocations (per node on a cluster), whatever the number of clients.
 
 mod actor;
 mod error;
 pub mod feed;
 mod handle;
 mod messages;
+pub mod push;
 mod settings;
+mod target;
 
 pub use actor::RedisActor;
 pub use error::RedisError;
 pub use feed::{FeedEvent, InvalidationFeed};
-pub use handle::{RedisHandle, RedisStatus};
+pub use handle::{NodeState, RedisHandle, RedisStatus};
 pub use messages::{GetStatus, Ping};
+pub use push::{PushEvent, PushEvents, Subscriber};
 pub use settings::{DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings};
+pub use target::Connection;

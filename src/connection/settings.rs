@@ -11,8 +11,10 @@ pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1000;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisSettings {
-    /// The parsed connection target.
+    /// The parsed connection target (one Redis); unused when `cluster_nodes` is not empty.
     pub url: String,
+    /// Seed nodes of a Redis Cluster; empty for one Redis at `url`.
+    pub cluster_nodes: Vec<String>,
     /// Per-command response timeout.
     pub response_timeout: Duration,
     /// Connect timeout.
@@ -24,8 +26,17 @@ impl RedisSettings {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster_nodes: Vec::new(),
             response_timeout: Duration::from_millis(DEFAULT_REDIS_TIMEOUT_MS),
             connect_timeout: Duration::from_millis(DEFAULT_REDIS_CONNECT_TIMEOUT_MS),
+        }
+    }
+
+    /// Settings for a Redis Cluster reached through `nodes` (seed URLs), default timeouts.
+    pub fn cluster<S: Into<String>>(nodes: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            cluster_nodes: nodes.into_iter().map(Into::into).collect(),
+            ..Self::new("")
         }
     }
 }

@@ -8,12 +8,7 @@ use actix::{
     Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, ResponseActFuture,
     SpawnHandle, StreamHandler, WrapFuture,
 };
-use redis::{
-    PushInfo, PushKind, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    streams::StreamRangeReply,
-};
-use tokio::sync::mpsc;
+use redis::streams::StreamRangeReply;
 
 use super::{
     EventsConfig, EventsError, Join, Left, Shutdown,
@@ -22,7 +17,7 @@ use super::{
     hub::Hub,
     wire::{EventId, encode_event, split_payload},
 };
-use crate::connection::{RedisError, RedisSettings};
+use crate::connection::{PushEvent, PushEvents, RedisError, RedisHandle, Subscriber};
 
 /// Pause between attempts to resubscribe while Redis is unreachable.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
@@ -34,16 +29,19 @@ pub struct EventsActor {
     hub: Arc<Hub>,
     auth: Arc<RwLock<Arc<dyn EventsAuth>>>,
     heartbeat: Duration,
-    redis: Option<Subscriber>,
+    redis: Option<Subscription>,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The dedicated subscriber connection and what is subscribed on it.
-struct Subscriber {
-    conn: ConnectionManager,
+struct Subscription {
+    /// The subscriber connection (sharded channels), from the connection layer.
+    push: Subscriber,
+    /// The command connection, for history reads.
+    redis: RedisHandle,
     prefix: String,
     timeout: Duration,
-    pushes: Option<mpsc::UnboundedReceiver<PushInfo>>,
+    pushes: Option<PushEvents>,
     subscribed: HashSet<String>,
     /// The connection was lost (or never made): every channel must be resubscribed and caught up.
     dirty: bool,
@@ -53,13 +51,13 @@ struct Subscriber {
 impl EventsActor {
     pub(crate) fn new(
         config: &EventsConfig,
-        redis: Option<&RedisSettings>,
+        redis: Option<&RedisHandle>,
         hub: Arc<Hub>,
         auth: Arc<RwLock<Arc<dyn EventsAuth>>>,
     ) -> Result<Self, EventsError> {
         let redis = match redis {
             None => None,
-            Some(settings) => Some(Subscriber::new(settings, &config.key_prefix)?),
+            Some(handle) => Some(Subscription::new(handle, &config.key_prefix)?),
         };
         Ok(Self {
             hub,
@@ -98,7 +96,8 @@ impl EventsActor {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let channels: Vec<String> = self.hub.channels().into_iter().map(|(c, _)| c).collect();
         let task = sync_channels(
-            sub.conn.clone(),
+            sub.redis.clone(),
+            sub.push.clone(),
             self.hub.clone(),
             sub.prefix.clone(),
             sub.timeout,
@@ -151,7 +150,8 @@ impl EventsActor {
         // subscribed but lost its baseline: sync it again.
         if wanted && (!subscribed || self.hub.last_id(channel).is_none()) {
             let task = sync_channels(
-                sub.conn.clone(),
+                sub.redis.clone(),
+                sub.push.clone(),
                 self.hub.clone(),
                 sub.prefix.clone(),
                 sub.timeout,
@@ -175,15 +175,13 @@ impl EventsActor {
         }
         if !wanted && subscribed {
             sub.subscribed.remove(channel);
-            let mut conn = sub.conn.clone();
+            let push = sub.push.clone();
             let key = stream_key(&sub.prefix, channel);
-            let timeout = sub.timeout;
             return Some(Box::pin(
                 async move {
-                    match tokio::time::timeout(timeout, conn.unsubscribe(&key)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => tracing::debug!(error = %err, "unsubscribe failed"),
-                        Err(_) => tracing::debug!("unsubscribe timed out"),
+                    // Bounded by the response timeout.
+                    if let Err(err) = push.unsubscribe_sharded(key.as_bytes()).await {
+                        tracing::debug!(error = %err, "unsubscribe failed");
                     }
                 }
                 .into_actor(self),
@@ -192,21 +190,16 @@ impl EventsActor {
         None
     }
 
-    fn on_message(&self, push: &PushInfo) {
+    fn on_message(&self, name: &[u8], payload: &[u8]) {
         let Some(sub) = self.redis.as_ref() else {
             return;
         };
         if sub.dirty {
-            // The connection manager resubscribes on its own after a reconnect, before the resync
+            // The connection layer resubscribes on its own after a reconnect, before the resync
             // has caught up from history; fanning such a push out would move the channel's last
             // id past events the catch-up has yet to replay. The resync's `XRANGE` delivers it.
             return;
         }
-        let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
-            (push.data.first(), push.data.get(1))
-        else {
-            return;
-        };
         let Some(channel) = std::str::from_utf8(name)
             .ok()
             .and_then(|n| n.strip_prefix(sub.prefix.as_str()))
@@ -231,32 +224,17 @@ impl EventsActor {
     }
 }
 
-impl Subscriber {
-    fn new(settings: &RedisSettings, prefix: &str) -> Result<Self, EventsError> {
-        let classify = |err| EventsError::Unavailable(RedisError::Command(err));
-        let client = redis::Client::open(settings.url.as_str()).map_err(classify)?;
-        // Push messages (and the `Disconnection` notice) need RESP3.
-        let info = client.get_connection_info().clone();
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(classify)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.response_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200))
-            .set_push_sender(tx)
-            .set_automatic_resubscription();
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(classify)?;
+impl Subscription {
+    fn new(redis: &RedisHandle, prefix: &str) -> Result<Self, EventsError> {
+        let (push, pushes) = redis
+            .subscriber("events")
+            .map_err(EventsError::Unavailable)?;
         Ok(Self {
-            conn,
+            push,
+            redis: redis.clone(),
             prefix: prefix.to_owned(),
-            timeout: settings.response_timeout,
-            pushes: Some(rx),
+            timeout: redis.timeout(),
+            pushes: Some(pushes),
             subscribed: HashSet::new(),
             dirty: false,
             resync: None,
@@ -273,7 +251,8 @@ impl Subscriber {
 /// its first client joined rather than from the stream's newest event, since its clients have
 /// been waiting through the outage and anything published since Redis returned is theirs.
 async fn sync_channels(
-    mut conn: ConnectionManager,
+    redis: RedisHandle,
+    push: Subscriber,
     hub: Arc<Hub>,
     prefix: String,
     timeout: Duration,
@@ -284,7 +263,7 @@ async fn sync_channels(
         // After an outage the connection is checked first, with `TIME`: stream ids come from
         // Redis's clock, and join times from ours, so a late baseline needs the difference.
         let skew_ms = if after_outage {
-            let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+            let (secs, micros): (i64, i64) = redis.query(&redis::cmd("TIME")).await?;
             let local = hub.clock().now_ms();
             Some(secs.saturating_mul(1000).saturating_add(micros / 1000) - local)
         } else {
@@ -299,7 +278,7 @@ async fn sync_channels(
                     .arg("-")
                     .arg("COUNT")
                     .arg(1);
-                let reply: StreamRangeReply = cmd.query_async(&mut conn).await?;
+                let reply: StreamRangeReply = redis.query(&cmd).await?;
                 let last = reply
                     .ids
                     .first()
@@ -308,10 +287,12 @@ async fn sync_channels(
                 hub.baseline(channel, last, skew_ms);
             }
         }
-        // 2. Subscribe: from here on, pushes carry every new event.
-        if !channels.is_empty() {
-            let keys: Vec<String> = channels.iter().map(|c| stream_key(&prefix, c)).collect();
-            conn.subscribe(keys).await?;
+        // 2. Subscribe: from here on, pushes carry every new event. Sharded channels, one
+        // command each: on a cluster each goes to its slot's node, and channels of different
+        // slots are never subscribed together (CROSSSLOT).
+        for channel in &channels {
+            push.subscribe_sharded(stream_key(&prefix, channel).as_bytes())
+                .await?;
         }
         // 3. Catch up on what was published between the baseline and the subscription.
         let mut replayed = 0;
@@ -323,18 +304,17 @@ async fn sync_channels(
             cmd.arg(stream_key(&prefix, channel))
                 .arg(last.to_string())
                 .arg("+");
-            let reply: StreamRangeReply = cmd.query_async(&mut conn).await?;
+            let reply: StreamRangeReply = redis.query(&cmd).await?;
             for (id, bytes) in parse_range(reply) {
                 replayed += hub.fan_out(channel, id, &bytes, true).delivered.min(1);
             }
         }
-        Ok::<_, redis::RedisError>(replayed)
+        Ok::<_, RedisError>(replayed)
     };
-    // Three round trips per channel at most, each bounded by the manager's response timeout;
-    // this outer bound keeps a stalled server from pausing the actor for long.
+    // Three round trips per channel at most, each bounded by the response timeout; this outer
+    // bound keeps a stalled server from pausing the actor for long.
     match tokio::time::timeout(timeout * 4, bounded).await {
-        Ok(Ok(replayed)) => Ok(replayed),
-        Ok(Err(err)) => Err(RedisError::classify(err)),
+        Ok(result) => result,
         Err(_) => Err(RedisError::Timeout(timeout * 4)),
     }
 }
@@ -386,17 +366,22 @@ impl Actor for EventsActor {
     }
 }
 
-impl StreamHandler<PushInfo> for EventsActor {
-    fn handle(&mut self, push: PushInfo, ctx: &mut Self::Context) {
-        match push.kind {
-            PushKind::Message => self.on_message(&push),
-            PushKind::Disconnection => {
+impl StreamHandler<PushEvent> for EventsActor {
+    fn handle(&mut self, event: PushEvent, ctx: &mut Self::Context) {
+        match event {
+            PushEvent::Message { channel, payload } => self.on_message(&channel, &payload),
+            PushEvent::Lost => {
                 tracing::warn!(
                     "events subscriber connection lost; resubscribing and catching up from history"
                 );
                 self.schedule_resync(ctx, Duration::ZERO);
             }
-            _ => {}
+            PushEvent::ShardMoved(_) => {
+                // The channel's slot moved (resharding, failover): subscribe again where it
+                // lives now, and catch up on what was published meanwhile.
+                tracing::info!("events: a channel's slot moved; resubscribing and catching up");
+                self.schedule_resync(ctx, Duration::ZERO);
+            }
         }
     }
 

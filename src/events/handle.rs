@@ -14,7 +14,7 @@ use super::{
         valid_event_type,
     },
 };
-use crate::connection::{RedisHandle, RedisSettings};
+use crate::connection::RedisHandle;
 
 /// Where the credentials of a request came from; at most one is used, in this order:
 /// ticket, bearer token, cookie.
@@ -74,21 +74,13 @@ impl EventsHandle {
     ///
     /// # Errors
     /// [`EventsError::Unavailable`] when the Redis settings are unusable (not when Redis is down).
-    pub fn start(
-        config: &EventsConfig,
-        redis: Option<(&RedisSettings, RedisHandle)>,
-    ) -> Result<Self, EventsError> {
+    pub fn start(config: &EventsConfig, redis: Option<RedisHandle>) -> Result<Self, EventsError> {
         let hub = Arc::new(Hub::new(config.queue_size, config.clock.clone()));
         let auth: Arc<RwLock<Arc<dyn EventsAuth>>> = Arc::new(RwLock::new(Arc::new(DenyAll)));
-        let actor = EventsActor::new(
-            config,
-            redis.as_ref().map(|(s, _)| *s),
-            hub.clone(),
-            auth.clone(),
-        )?;
+        let actor = EventsActor::new(config, redis.as_ref(), hub.clone(), auth.clone())?;
         let addr = actor.start();
         let (history, tickets, redis) = match redis {
-            Some((_, handle)) => (
+            Some(handle) => (
                 History::redis(
                     handle.clone(),
                     &config.key_prefix,

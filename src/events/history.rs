@@ -17,12 +17,14 @@ use super::{
 };
 use crate::connection::RedisHandle;
 
-/// XADD (trimmed) + PEXPIRE + PUBLISH in one round trip; the published payload carries the new
-/// id so that subscribers and history agree on it.
+/// XADD (trimmed) + PEXPIRE + SPUBLISH in one round trip; the published payload carries the new
+/// id so that subscribers and history agree on it. The sharded channel is the stream's key: on a
+/// cluster, the message stays on the stream's shard (Redis 7; a plain PUBLISH would cross the
+/// whole cluster bus).
 const PUBLISH_LUA: &str = r"
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[2], 'data', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', KEYS[1], id .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
+redis.call('SPUBLISH', KEYS[1], id .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
 return id
 ";
 

@@ -2,7 +2,7 @@
 //! clients, with per-channel history so that a reconnecting client misses nothing.
 //!
 //! - **Publish** appends to a per-channel Redis Stream (`XADD MAXLEN ~`, TTL refreshed) and
-//!   `PUBLISH`es the event with its stream id, in one round trip (a Lua script).
+//!   `SPUBLISH`es the event with its stream id, in one round trip (a Lua script).
 //! - **Subscribe**: [`EventsActor`] owns the process's one subscriber connection. It subscribes a
 //!   channel when its first local client arrives and unsubscribes when the last leaves, and
 //!   hands each event, encoded once, to every local client's bounded queue.
@@ -12,14 +12,18 @@
 //! - Without Redis, the same semantics in-process: fan-out and a history ring per channel.
 //!
 //! # The subscriber connection
-//! A redis-rs `ConnectionManager` on RESP3 with a push sender and automatic resubscription, not a
-//! hand-made reconnect loop. The manager reports a lost connection as a `Disconnection` push and
-//! reconnects (resubscribing) by itself; on that notice the actor also runs a *resync*: `PING`
-//! until Redis answers (which drives the manager's reconnect while Redis is down), `SUBSCRIBE`
-//! every channel with local clients, then replay from each channel's stream everything after the
-//! last id it fanned out. The resync runs with the actor's mailbox and push stream paused, so a
-//! replay always precedes the live events that follow it; per-channel de-duplication by id drops
-//! what arrives twice. Clients stay connected throughout and lose nothing.
+//! A [`Subscriber`](crate::connection::Subscriber) from the connection layer: RESP3 pushes,
+//! redis-rs's reconnection and resubscription, and a liveness check with a deadline (a `PING`
+//! answered within the response timeout, on every node of a cluster; a connection that misses
+//! it is replaced). Channels are sharded (`SSUBSCRIBE`, one per channel, so never across slots;
+//! history's script `SPUBLISH`es on the stream's key, so a channel's messages stay on its
+//! stream's shard). Whenever messages may have been missed (the layer's `Lost`: a dropped or a
+//! silent connection) or a channel's slot moved, the actor runs a *resync*: `TIME` on the command
+//! connection, `SSUBSCRIBE` every channel with local clients, then replay from each channel's
+//! stream everything after the last id it fanned out. The resync runs with the actor's mailbox
+//! and push stream paused, so a replay always precedes the live events that follow it;
+//! per-channel de-duplication by id drops what arrives twice. Clients stay connected throughout
+//! and lose nothing.
 //!
 //! # Where the work happens
 //! Per-event work is one pass over the channel's clients under a short mutex (a `Bytes` clone

@@ -23,7 +23,7 @@ pub(crate) struct Health {
     /// `healthy`, or `degraded` when Redis does not answer.
     #[schema(example = "healthy")]
     status: &'static str,
-    /// `redis` or `memory`.
+    /// `redis`, `redis-cluster` or `memory`.
     #[schema(example = "redis")]
     backend: &'static str,
     /// Redis' state; absent on the memory backend.
@@ -47,6 +47,10 @@ pub(crate) struct RedisHealth {
     /// Redis errors seen since start (when down).
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<u64>,
+    /// On a cluster, each node: address, role (`primary`/`replica`) and `up`/`down`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    nodes: Option<Vec<crate::connection::NodeState>>,
 }
 
 /// The body of `GET /health/live`.
@@ -100,16 +104,19 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
             }
         }
     };
+    let backend = redis.backend_name();
+    let nodes = redis.nodes().await;
     let (status, body) = match probe {
         Some(rtt) => (
             StatusCode::OK,
             Health {
                 status: "healthy",
-                backend: "redis",
+                backend,
                 redis: Some(RedisHealth {
                     status: "up",
                     latency_ms: Some(rtt.as_secs_f64() * 1000.0),
                     errors: None,
+                    nodes,
                 }),
                 l1_feed,
             },
@@ -118,11 +125,12 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             Health {
                 status: "degraded",
-                backend: "redis",
+                backend,
                 redis: Some(RedisHealth {
                     status: "down",
                     latency_ms: None,
                     errors: Some(redis.status().errors),
+                    nodes,
                 }),
                 l1_feed,
             },

@@ -145,7 +145,7 @@ impl Services {
         let ratelimit =
             crate::ratelimit::RateLimitHandle::start(config.rate_limit.clone(), redis.clone())
                 .with_user_resolver(crate::auth::user_resolver(auth.clone()));
-        let events = EventsHandle::start(&config.events, config.redis.as_ref().zip(redis.clone()))?;
+        let events = EventsHandle::start(&config.events, redis.clone())?;
         events.set_auth(Arc::new(crate::auth::EventsBridge::new(auth.clone())));
         metrics.register_collector(crate::metrics::FeatureCollector {
             ratelimit: ratelimit.clone(),

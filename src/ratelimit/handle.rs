@@ -71,14 +71,14 @@ impl RateLimitHandle {
     /// Starts the limiter's actor on the current actix system; decisions use Redis when given.
     pub fn start(config: RateLimitConfig, redis: Option<RedisHandle>) -> Self {
         let random = RandomState::new().hash_one(std::process::id());
-        // No Redis Cluster connection exists yet: a standalone Redis takes a whole batch in one
-        // call. A cluster connection must set `per_slot` (see `batch`).
+        // A standalone Redis takes a whole batch in one call; a cluster one call per slot
+        // (see `batch`).
         let coalescer = redis.as_ref().map(|redis| {
             Coalescer::new(
                 redis.clone(),
                 config.clock.clone(),
                 format!("{random:016x}-"),
-                false,
+                redis.requires_single_slot(),
             )
         });
         let inner = Arc::new(Inner {
