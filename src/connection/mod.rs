@@ -26,7 +26,7 @@
 //!   [`RedisError::Timeout`], never a hang.
 //!
 //! # Who opens what
-//! Every connection comes from one [`RedisSettings`](crate::config::RedisSettings), through
+//! Every connection comes from one [`RedisSettings`], through
 //! `target.rs`: one Redis (redis-rs `ConnectionManager`s) or a Redis Cluster (redis-rs async
 //! cluster connections, one multiplexed connection per node). [`Connection`] hides which; the
 //! few commands whose meaning differs on a cluster are methods here ([`RedisHandle::scan`]
