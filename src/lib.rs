@@ -14,6 +14,8 @@
 //! app built this way (`cargo run --example embed`).
 //!
 //! ```no_run
+//! # #[cfg(feature = "server")] // the example uses every feature (`Services`)
+//! # mod example {
 //! use std::time::Duration;
 //!
 //! use actix_web::{App, HttpResponse, HttpServer, web};
@@ -78,6 +80,8 @@
 //!     .await?;
 //!     Ok(())
 //! }
+//! # }
+//! # fn main() {}
 //! ```
 //!
 //! # Features
@@ -114,43 +118,91 @@
 //! - Also: [`catalog`] (the sample SQLite product catalog, read through the cache) and [`config`]
 //!   (every option, from the command line or the environment).
 //!
+//! # Cargo features
+//! One per capability, all on by default. An embedder who wants only some of them turns the
+//! defaults off, e.g. `redkit = { version = "0.1", default-features = false, features =
+//! ["cache", "ratelimit"] }`: that build compiles neither SQLite, argon2, JWT, clap nor the
+//! Swagger UI and demo assets.
+//!
+//! | Feature | What it gives | What it pulls in |
+//! |---|---|---|
+//! | `cache` | [`cache`]: `CacheHandle`, `cached`, `remember` | moka |
+//! | `ratelimit` | [`ratelimit`]: policies, `RateLimitHandle`, the middleware, the login limiter | crc16, itoa |
+//! | `auth` | [`auth`]: users, JWTs, sessions, revocation, `AuthUser`; with `events`, `EventsBridge` | `ratelimit`, argon2, jsonwebtoken, rusqlite (bundled SQLite), base64 |
+//! | `events` | [`events`]: `EventsHandle`, history, SSE fan-out | nothing more |
+//! | `catalog` | [`catalog`]: the sample product catalog | `cache`, rusqlite (bundled SQLite) |
+//! | `server` (default) | every feature above, their HTTP routes, [`http`] (`Services`, `app()`, OpenAPI, Swagger UI, demo page), [`config`], [`run`], the `redkit` binary | all of the above, clap, tracing-subscriber, socket2, actix-web-lab |
+//!
+//! Always built, whatever the features: the bottom layer below ([`problem`], [`clock`], [`db`],
+//! [`settings`], [`latency`], [`client`], [`connection`]) and [`metrics`] (its collectors read
+//! the handles of the features that are on). They cost actix-web, redis-rs and
+//! prometheus-client, which every capability needs anyway.
+//!
+//! `auth` needs `ratelimit`: a login is always limited (`RateLimitHandle`'s login limiter, per
+//! username and client address) and a session records the address the limiter counts, so auth
+//! without the limiter would be auth open to password guessing. A feature's `routes.rs` is part
+//! of the server (only [`Services::configure`](http::Services::configure) mounts them) and is
+//! built with `server`.
+//!
 //! # Layers
 //! Each module sits in one layer and imports only from its own layer or those below
 //! (`tests/layers.rs` checks the rule on the source):
 //! - **Shared vocabulary** (bottom): [`problem`] (the problem body and the helpers that give every
 //!   error response that shape), [`clock`] (the one clock, with a manual clock for tests),
 //!   [`db`] (where the SQLite database lives), [`settings`] (the one configuration error and the
-//!   key-prefix rule), [`latency`] (the latency buckets), and [`connection`] (the Redis connection
-//!   layer and its [`RedisSettings`](connection::RedisSettings)).
+//!   key-prefix rule), [`latency`] (the latency buckets), [`client`] (the client-address rule the
+//!   limiter, the SSE connection caps and sessions share), and [`connection`] (the Redis
+//!   connection layer and its [`RedisSettings`](connection::RedisSettings)).
 //! - **Features**: [`cache`], [`catalog`], [`auth`], [`ratelimit`], [`events`], [`metrics`]. Each
 //!   owns its settings and their `DEFAULT_*` constants in its `config.rs`, in one style: a
 //!   `#[non_exhaustive]` struct with public fields, `Default`, and `validate()` returning a
 //!   [`settings::ConfigError`]. A feature's routes take that feature's handle as app data, never
 //!   the HTTP assembly's [`Services`](http::Services).
-//! - **Assembly** (top): [`http`] (`Services`, `app()`, `Frame`, OpenAPI, docs, demo, health) and
-//!   [`config`] (the command line, which fills the features' settings).
+//! - **Assembly** (top, the `server` feature): [`http`] (`Services`, `app()`, `Frame`, OpenAPI,
+//!   docs, demo, health) and [`config`] (the command line, which fills the features' settings).
+//!
+//! `ARCHITECTURE.md` draws the layers and follows three requests through the code.
 //!
 //! # Running the server
 //! `redkit serve` (or [`run`] with a [`Config`]) serves all of the above: set `REDIS_URL` to
 //! share state between instances; `redkit --help` lists every option and variable.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
 pub mod auth;
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
+#[cfg(feature = "catalog")]
+#[cfg_attr(docsrs, doc(cfg(feature = "catalog")))]
 pub mod catalog;
+pub mod client;
 pub mod clock;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod config;
 pub mod connection;
 pub mod db;
+#[cfg(feature = "events")]
+#[cfg_attr(docsrs, doc(cfg(feature = "events")))]
 pub mod events;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod http;
 pub mod latency;
 pub mod metrics;
 pub mod problem;
+#[cfg(feature = "ratelimit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
 pub mod ratelimit;
+#[cfg(feature = "server")]
 mod server;
 pub mod settings;
 
+#[cfg(feature = "server")]
 pub use config::Config;
+#[cfg(feature = "server")]
 pub use server::{init_tracing, run};

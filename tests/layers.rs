@@ -18,6 +18,7 @@ const BOTTOM: &[&str] = &[
     "settings",
     "latency",
     "connection",
+    "client",
 ];
 
 /// The features: above the bottom layer, below the HTTP assembly and the CLI config.
@@ -153,4 +154,32 @@ fn features_do_not_import_the_top_layer() {
 fn the_bottom_layer_imports_only_itself() {
     let bad = violations(BOTTOM, |m| BOTTOM.contains(&m));
     assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// Every module under `src/` is in one layer here and has a line in `ARCHITECTURE.md`'s folder
+/// map, so that a new module cannot slip past the rules or the map.
+#[test]
+fn every_module_has_a_layer_and_a_line_in_the_architecture_map() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let map = fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    for entry in fs::read_dir(root.join("src")).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let (name, shown) = match file.strip_suffix(".rs") {
+            Some(name) => (name.to_owned(), format!("`src/{file}`")),
+            None => (file.clone(), format!("`src/{file}/`")),
+        };
+        if name == "lib" || name == "main" {
+            continue;
+        }
+        let layers = [BOTTOM, FEATURES, TOP];
+        if !layers.iter().any(|layer| layer.contains(&name.as_str())) {
+            missing.push(format!("{name}: in no layer of tests/layers.rs"));
+        }
+        if !map.contains(&shown) {
+            missing.push(format!("{name}: no {shown} in ARCHITECTURE.md"));
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
 }

@@ -3,15 +3,21 @@
 
 use std::sync::Arc;
 
-use super::{ACCESS_COOKIE, AuthHandle, Principal, PrincipalStatus};
-use crate::{events, ratelimit::UserResolver};
+use super::AuthHandle;
+#[cfg(feature = "events")]
+use super::{ACCESS_COOKIE, Principal, PrincipalStatus};
+#[cfg(feature = "events")]
+use crate::events;
+use crate::ratelimit::UserResolver;
 
 /// Live events' view of auth: access tokens verified against the local revocation view.
+#[cfg(feature = "events")]
 #[derive(Clone)]
 pub struct EventsBridge {
     auth: AuthHandle,
 }
 
+#[cfg(feature = "events")]
 impl EventsBridge {
     /// The bridge for `auth`.
     pub fn new(auth: AuthHandle) -> Self {
@@ -19,6 +25,7 @@ impl EventsBridge {
     }
 }
 
+#[cfg(feature = "events")]
 impl events::EventsAuth for EventsBridge {
     fn verify(&self, token: &str) -> Option<events::Caller> {
         // `Ok(None)`: the view is not in sync; refuse rather than guess (fail closed).

@@ -2,7 +2,7 @@
 
 use actix_web::HttpRequest;
 
-use crate::ratelimit::{IpNet, client_ip};
+use crate::client::{IpNet, client_ip};
 
 /// Where a login came from, stored with its session.
 #[derive(Debug, Clone, Default)]

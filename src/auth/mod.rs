@@ -42,10 +42,12 @@ mod error;
 mod extractor;
 mod handle;
 mod lifecycle;
-#[cfg(test)]
+// The login route's tests drive the whole app: they need the `server` feature.
+#[cfg(all(test, feature = "server"))]
 mod login_tests;
 mod messages;
 mod revocation;
+#[cfg(feature = "server")]
 pub(crate) mod routes;
 mod sessions;
 mod tokens;
@@ -53,7 +55,9 @@ pub mod users;
 mod verify;
 
 pub use actor::UsersActor;
-pub use bridge::{EventsBridge, user_resolver};
+#[cfg(feature = "events")]
+pub use bridge::EventsBridge;
+pub use bridge::user_resolver;
 pub use client::ClientInfo;
 pub use config::{
     ACCESS_COOKIE, AuthConfig, DEFAULT_ACCESS_TTL_SECS, DEFAULT_HASH_QUEUE, DEFAULT_ISSUER,

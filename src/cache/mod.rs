@@ -42,6 +42,7 @@ mod l1;
 mod messages;
 mod remember;
 mod response;
+#[cfg(feature = "server")]
 pub(crate) mod routes;
 mod stats;
 mod store;
@@ -59,7 +60,9 @@ pub use glob::{Glob, MAX_PATTERN_CHARS, escape as escape_glob, glob_match, valid
 pub use handle::CacheHandle;
 pub use messages::{Acquire, Delete, FlushPattern, Lease, LoadGuard, Release, Set};
 pub use response::X_CACHE;
+#[cfg(feature = "server")]
 pub(crate) use response::{cached_json, with_tier};
+#[cfg(feature = "server")]
 pub use routes::{API_KEY_PREFIX, MAX_API_KEY_CHARS, MAX_API_PATTERN_CHARS};
 pub use stats::{CacheStats, L1Feed};
 pub use store::{FILL_GUARD_TTL, FillGuard};

@@ -10,6 +10,7 @@ mod actor;
 mod config;
 mod error;
 mod messages;
+#[cfg(feature = "server")]
 pub(crate) mod routes;
 
 pub use actor::{CatalogActor, CatalogHandle};

@@ -62,6 +62,7 @@ mod handle;
 mod history;
 mod hub;
 mod messages;
+#[cfg(feature = "server")]
 pub(crate) mod routes;
 mod slots;
 mod wire;

@@ -125,11 +125,11 @@ pub(crate) fn stream_client(
     limiter: Option<&crate::ratelimit::RateLimitHandle>,
 ) -> Option<std::net::IpAddr> {
     match limiter {
-        Some(l) => crate::ratelimit::client_ip(req, &l.config().trusted_proxies)
-            .map(|ip| crate::ratelimit::client_group(ip, l.config().ipv6_prefix)),
+        Some(l) => crate::client::client_ip(req, &l.config().trusted_proxies)
+            .map(|ip| crate::client::client_group(ip, l.config().ipv6_prefix)),
         None => req
             .peer_addr()
-            .map(|a| crate::ratelimit::client_group(a.ip(), crate::ratelimit::DEFAULT_IPV6_PREFIX)),
+            .map(|a| crate::client::client_group(a.ip(), crate::client::DEFAULT_IPV6_PREFIX)),
     }
 }
 

@@ -53,7 +53,7 @@ pub struct Observe;
 /// # use actix_web::{App, web};
 /// let app = App::new()
 ///     .route("/", web::get().to(|| async { "hello" }))
-///     .wrap(redkit::http::Frame);
+///     .wrap(redkit::metrics::Frame);
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Frame;

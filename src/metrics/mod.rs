@@ -13,6 +13,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+#[cfg(feature = "server")]
 use actix_web::{HttpResponse, web};
 use prometheus_client::{
     collector::Collector,
@@ -32,7 +33,9 @@ pub use request_id::{REQUEST_ID_HEADER, RequestId, current_request_id};
 
 pub use crate::latency::latency_histogram;
 
-use crate::{cache::CacheHandle, connection::RedisHandle, latency};
+#[cfg(feature = "cache")]
+use crate::cache::CacheHandle;
+use crate::{connection::RedisHandle, latency};
 
 /// Labels of `http_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -175,6 +178,7 @@ impl Metrics {
     }
 }
 
+#[cfg(feature = "server")]
 /// `GET /metrics` in the OpenMetrics/Prometheus text format.
 #[utoipa::path(
     get,
@@ -214,16 +218,19 @@ pub fn gauge(
 }
 
 /// Labels of the cache lookup counter.
+#[cfg(feature = "cache")]
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LookupLabels {
     tier: &'static str,
     result: &'static str,
 }
 
-/// Cache and Redis counters, read from the handles at scrape time.
+/// Cache and Redis counters, read from the handles at scrape time (the cache's with the `cache`
+/// feature).
 #[derive(Debug)]
 pub struct CoreCollector {
     /// The cache whose counters are exported.
+    #[cfg(feature = "cache")]
     pub cache: CacheHandle,
     /// The Redis connection whose state is exported.
     pub redis: Option<RedisHandle>,
@@ -231,73 +238,76 @@ pub struct CoreCollector {
 
 impl Collector for CoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let s = self.cache.stats();
+        #[cfg(feature = "cache")]
         {
-            let mut family = encoder.encode_descriptor(
-                "cache_lookups",
-                "Cache lookups by tier and result",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (tier, result, value) in [
-                ("l1", "hit", s.l1_hits),
-                ("l2", "hit", s.l2_hits),
-                ("any", "miss", s.misses),
-            ] {
-                let labels = LookupLabels { tier, result };
-                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            let s = self.cache.stats();
+            {
+                let mut family = encoder.encode_descriptor(
+                    "cache_lookups",
+                    "Cache lookups by tier and result",
+                    None,
+                    prometheus_client::metrics::MetricType::Counter,
+                )?;
+                for (tier, result, value) in [
+                    ("l1", "hit", s.l1_hits),
+                    ("l2", "hit", s.l2_hits),
+                    ("any", "miss", s.misses),
+                ] {
+                    let labels = LookupLabels { tier, result };
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                }
             }
-        }
-        counter(
-            &mut encoder,
-            "cache_loads",
-            "Loader runs on cache misses",
-            s.loads,
-        )?;
-        counter(
-            &mut encoder,
-            "cache_coalesced",
-            "Calls that waited for another caller's load",
-            s.coalesced,
-        )?;
-        counter(
-            &mut encoder,
-            "cache_l2_errors",
-            "L2 operations that failed (degraded to L1 and loader)",
-            s.l2_errors,
-        )?;
-        counter(
-            &mut encoder,
-            "cache_l1_evictions",
-            "L1 entries evicted to stay within budget",
-            s.evictions,
-        )?;
-        gauge(
-            &mut encoder,
-            "cache_l1_bytes",
-            "Bytes held by L1",
-            i64::try_from(s.l1_bytes).unwrap_or(i64::MAX),
-        )?;
-        // The L1 invalidation feed (issue 15); `dashboards/redkit.json` queries these names.
-        counter(
-            &mut encoder,
-            "cache_l1_invalidations",
-            "Invalidations L1 received from the feed (a key changed in Redis, or a flush)",
-            s.l1_invalidations,
-        )?;
-        counter(
-            &mut encoder,
-            "cache_l1_feed_flushes",
-            "L1 flushes because the invalidation feed was lost",
-            s.l1_feed_flushes,
-        )?;
-        if s.l1_feed != crate::cache::L1Feed::Off {
+            counter(
+                &mut encoder,
+                "cache_loads",
+                "Loader runs on cache misses",
+                s.loads,
+            )?;
+            counter(
+                &mut encoder,
+                "cache_coalesced",
+                "Calls that waited for another caller's load",
+                s.coalesced,
+            )?;
+            counter(
+                &mut encoder,
+                "cache_l2_errors",
+                "L2 operations that failed (degraded to L1 and loader)",
+                s.l2_errors,
+            )?;
+            counter(
+                &mut encoder,
+                "cache_l1_evictions",
+                "L1 entries evicted to stay within budget",
+                s.evictions,
+            )?;
             gauge(
                 &mut encoder,
-                "cache_l1_feed_up",
-                "1 while the invalidation feed is armed and alive (L1 serves), 0 while L1 is bypassed",
-                i64::from(s.l1_feed == crate::cache::L1Feed::Up),
+                "cache_l1_bytes",
+                "Bytes held by L1",
+                i64::try_from(s.l1_bytes).unwrap_or(i64::MAX),
             )?;
+            // The L1 invalidation feed (issue 15); `dashboards/redkit.json` queries these names.
+            counter(
+                &mut encoder,
+                "cache_l1_invalidations",
+                "Invalidations L1 received from the feed (a key changed in Redis, or a flush)",
+                s.l1_invalidations,
+            )?;
+            counter(
+                &mut encoder,
+                "cache_l1_feed_flushes",
+                "L1 flushes because the invalidation feed was lost",
+                s.l1_feed_flushes,
+            )?;
+            if s.l1_feed != crate::cache::L1Feed::Off {
+                gauge(
+                    &mut encoder,
+                    "cache_l1_feed_up",
+                    "1 while the invalidation feed is armed and alive (L1 serves), 0 while L1 is bypassed",
+                    i64::from(s.l1_feed == crate::cache::L1Feed::Up),
+                )?;
+            }
         }
         if let Some(redis) = &self.redis {
             let r = redis.status();
@@ -331,108 +341,122 @@ impl Collector for CoreCollector {
 }
 
 /// Labels of the rate-limit decision counter.
+#[cfg(feature = "ratelimit")]
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     policy: String,
     outcome: &'static str,
 }
 
-/// Rate-limit, live-events and auth counters, read from the handles at scrape time.
+/// Rate-limit, live-events and auth counters, read from the handles at scrape time (each with
+/// its feature).
+#[cfg(any(feature = "ratelimit", feature = "events", feature = "auth"))]
 #[derive(Debug)]
 pub struct FeatureCollector {
     /// The rate limiter.
+    #[cfg(feature = "ratelimit")]
     pub ratelimit: crate::ratelimit::RateLimitHandle,
     /// Live events.
+    #[cfg(feature = "events")]
     pub events: crate::events::EventsHandle,
     /// Auth (revocation view).
+    #[cfg(feature = "auth")]
     pub auth: crate::auth::AuthHandle,
 }
 
+#[cfg(any(feature = "ratelimit", feature = "events", feature = "auth"))]
 impl Collector for FeatureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        #[cfg(feature = "ratelimit")]
         {
-            let mut family = encoder.encode_descriptor(
-                "ratelimit_decisions",
-                "Rate-limit decisions by policy and outcome",
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (policy, counts) in self.ratelimit.decisions_by_policy() {
-                for (outcome, value) in [
-                    ("allowed", counts[0]),
-                    ("denied", counts[1]),
-                    ("shadow_denied", counts[2]),
-                ] {
-                    let labels = DecisionLabels {
-                        policy: policy.clone(),
-                        outcome,
-                    };
-                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            {
+                let mut family = encoder.encode_descriptor(
+                    "ratelimit_decisions",
+                    "Rate-limit decisions by policy and outcome",
+                    None,
+                    prometheus_client::metrics::MetricType::Counter,
+                )?;
+                for (policy, counts) in self.ratelimit.decisions_by_policy() {
+                    for (outcome, value) in [
+                        ("allowed", counts[0]),
+                        ("denied", counts[1]),
+                        ("shadow_denied", counts[2]),
+                    ] {
+                        let labels = DecisionLabels {
+                            policy: policy.clone(),
+                            outcome,
+                        };
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                    }
                 }
             }
+            let r = self.ratelimit.stats_now();
+            counter(
+                &mut encoder,
+                "ratelimit_blocked_locally",
+                "Denials answered from the local block, without the store",
+                r.blocked_locally,
+            )?;
+            counter(
+                &mut encoder,
+                "ratelimit_leased",
+                "Admissions spent from a quota lease, without the store",
+                r.leased,
+            )?;
+            counter(
+                &mut encoder,
+                "ratelimit_fail_open",
+                "Decisions made in process because Redis could not be asked (fail-open)",
+                r.fallback_decisions,
+            )?;
+            counter(
+                &mut encoder,
+                "ratelimit_fail_closed",
+                "Requests refused with 503 because Redis could not be asked (fail-closed)",
+                r.fail_closed,
+            )?;
+            counter(
+                &mut encoder,
+                "ratelimit_store_errors",
+                "Rate-limit store calls that failed",
+                r.store_errors,
+            )?;
         }
-        let r = self.ratelimit.stats_now();
-        counter(
-            &mut encoder,
-            "ratelimit_blocked_locally",
-            "Denials answered from the local block, without the store",
-            r.blocked_locally,
-        )?;
-        counter(
-            &mut encoder,
-            "ratelimit_leased",
-            "Admissions spent from a quota lease, without the store",
-            r.leased,
-        )?;
-        counter(
-            &mut encoder,
-            "ratelimit_fail_open",
-            "Decisions made in process because Redis could not be asked (fail-open)",
-            r.fallback_decisions,
-        )?;
-        counter(
-            &mut encoder,
-            "ratelimit_fail_closed",
-            "Requests refused with 503 because Redis could not be asked (fail-closed)",
-            r.fail_closed,
-        )?;
-        counter(
-            &mut encoder,
-            "ratelimit_store_errors",
-            "Rate-limit store calls that failed",
-            r.store_errors,
-        )?;
-        let e = self.events.stats();
-        gauge(
-            &mut encoder,
-            "sse_clients",
-            "SSE clients connected to this instance",
-            i64::try_from(e.clients).unwrap_or(i64::MAX),
-        )?;
-        counter(
-            &mut encoder,
-            "sse_published",
-            "Events published through this instance",
-            e.published,
-        )?;
-        counter(
-            &mut encoder,
-            "sse_deliveries",
-            "Events handed to local SSE clients",
-            e.deliveries,
-        )?;
-        counter(
-            &mut encoder,
-            "sse_slow_consumer_drops",
-            "SSE clients cut for not keeping up",
-            e.slow_consumers,
-        )?;
-        counter(
-            &mut encoder,
-            "sse_resubscribes",
-            "Resubscribe-and-replay runs after the subscriber connection was lost",
-            e.resyncs,
-        )?;
+        #[cfg(feature = "events")]
+        {
+            let e = self.events.stats();
+            gauge(
+                &mut encoder,
+                "sse_clients",
+                "SSE clients connected to this instance",
+                i64::try_from(e.clients).unwrap_or(i64::MAX),
+            )?;
+            counter(
+                &mut encoder,
+                "sse_published",
+                "Events published through this instance",
+                e.published,
+            )?;
+            counter(
+                &mut encoder,
+                "sse_deliveries",
+                "Events handed to local SSE clients",
+                e.deliveries,
+            )?;
+            counter(
+                &mut encoder,
+                "sse_slow_consumer_drops",
+                "SSE clients cut for not keeping up",
+                e.slow_consumers,
+            )?;
+            counter(
+                &mut encoder,
+                "sse_resubscribes",
+                "Resubscribe-and-replay runs after the subscriber connection was lost",
+                e.resyncs,
+            )?;
+        }
+        #[cfg(feature = "auth")]
         counter(
             &mut encoder,
             "auth_revocation_view_resyncs",

@@ -68,7 +68,6 @@ mod decide;
 mod error;
 mod handle;
 mod identity;
-mod ipnet;
 mod lease;
 mod login;
 mod lua;
@@ -76,17 +75,20 @@ mod messages;
 mod middleware;
 mod policy;
 mod response;
+#[cfg(feature = "server")]
 pub(crate) mod routes;
 mod spec;
 
+/// The trusted proxies' networks, from the client-address rule of [`crate::client`].
+pub use crate::client::IpNet;
 pub use actor::RateLimitActor;
 pub use algo::Decision;
 pub use error::RateLimitError;
 pub use handle::RateLimitHandle;
 pub use identity::{DEFAULT_IPV6_PREFIX, UserResolver, client_group, client_ip};
-pub use ipnet::IpNet;
 pub use login::LoginAttempt;
 pub use messages::{GetStats, RateLimitStats, Sweep};
+#[cfg(feature = "server")]
 pub(crate) use middleware::EXEMPT;
 pub use middleware::{RateLimit, RateLimitMiddleware};
 pub use policy::{

@@ -1,0 +1,90 @@
+//! The client-address rule: who a request comes from, as the rate limiter counts it, the events
+//! routes cap connections by, and a session records. Shared vocabulary (bottom layer), so that
+//! `auth`, `events` and `ratelimit` each use the one rule without importing each other; the
+//! limiter re-exports it (`redkit::ratelimit::client_ip` keeps working).
+
+mod ipnet;
+
+use std::net::{IpAddr, SocketAddr};
+
+use actix_web::{HttpRequest, http::header};
+
+pub use ipnet::IpNet;
+pub(crate) use ipnet::canonical;
+
+/// IPv6 clients are grouped by this many leading bits unless configured otherwise.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+/// The client address of `req`.
+///
+/// The TCP peer, unless the peer is a trusted proxy: then `X-Forwarded-For` (or, without it,
+/// `Forwarded: for=`) is walked from right to left past trusted hops, and the first untrusted
+/// address is the client. When every hop is trusted the leftmost one is used; an unparsable
+/// entry stops the walk at the last address that parsed. Without a peer address (in-process
+/// tests) the answer is `None`.
+pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = canonical(req.peer_addr()?.ip());
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if trusted.is_empty() || !is_trusted(peer) {
+        return Some(peer);
+    }
+    let headers = req.headers();
+    let mut hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if hops.is_empty() {
+        hops = headers
+            .get_all(header::FORWARDED)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| value.trim())
+                })
+            })
+            .collect();
+    }
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else { break };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// The address a client is limited (and counted) as: IPv4 addresses as they are, IPv6 ones by
+/// their first `v6_prefix` bits (a /64 by default: one subscriber usually holds a whole /64, so
+/// per-address limits on single IPv6 addresses are escaped by rotating inside it).
+pub fn client_group(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(v6_prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
+    }
+}
+
+/// `1.2.3.4`, `1.2.3.4:80`, `"[::1]:80"`, `::1`, as in XFF and `Forwarded: for=`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(canonical(addr.ip()));
+    }
+    let inner = hop.strip_prefix('[')?.split(']').next()?;
+    inner.parse::<IpAddr>().ok().map(canonical)
+}
