@@ -943,7 +943,8 @@ async fn sessions_keyed_by_user(backend: Backend) {
     call(&app, whoami(&a1)).await.problem(401);
     // (user keys of `uid`, the global revocation keys), each key asserted to have a TTL.
     let keys = |uid: u32| {
-        backend.keys_with_ttl().map(|keys| {
+        backend.keys_with_ttl().map(|mut keys| {
+            keys.sort();
             for (key, ttl) in &keys {
                 assert!(*ttl > 0, "{key} has no TTL ({ttl})");
             }
