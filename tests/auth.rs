@@ -915,7 +915,101 @@ async fn sessions_per_user_are_capped(backend: Backend) {
     assert_eq!(call(&app, refresh(&pairs[4].1)).await.status, 200);
 }
 
+/// Issue 12: a user's sessions and index are keyed by the user's hash tag (one slot on a
+/// cluster), every key has a TTL, a reused refresh token revokes and deletes its session, and
+/// logout-all revokes and deletes every session of the user (not another user's).
+async fn sessions_keyed_by_user(backend: Backend) {
+    let services = start(&backend);
+    wait_in_sync(&services).await;
+    let app = app_with_whoami(&services).await;
+    let prefix = with_test_secret(backend.config()).auth.key_prefix;
+    let sid = |t: &str| payload_of(t)["sid"].as_str().unwrap().to_owned();
+    let (a1, r1) = register_and_login(&app, "alice").await;
+    let (a2, _) = login(&app, "alice", "correct horse").await;
+    let (a3, _) = login(&app, "alice", "correct horse").await;
+    let (b1, _) = register_and_login(&app, "bob").await;
+    let whoami = |t: &str| {
+        test::TestRequest::get()
+            .uri("/whoami")
+            .insert_header(bearer(t))
+    };
+    let refresh = |t: &str| {
+        test::TestRequest::post()
+            .uri("/auth/refresh")
+            .set_json(json!({ "refresh_token": t }))
+    };
+    assert_eq!(call(&app, refresh(&r1)).await.status, 200);
+    call(&app, refresh(&r1)).await.problem(401);
+    call(&app, whoami(&a1)).await.problem(401);
+    // (user keys of `uid`, the global revocation keys), each key asserted to have a TTL.
+    let keys = |uid: u32| {
+        backend.keys_with_ttl().map(|mut keys| {
+            keys.sort();
+            for (key, ttl) in &keys {
+                assert!(*ttl > 0, "{key} has no TTL ({ttl})");
+            }
+            let tag = format!("{{user:{uid}}}");
+            let user: Vec<String> = keys
+                .iter()
+                .filter(|(k, _)| k.contains(&tag))
+                .map(|(k, _)| k.clone())
+                .filter(|k| !k.starts_with(&format!("{prefix}rl:")))
+                .collect();
+            let revocations: Vec<String> = keys
+                .iter()
+                .filter(|(k, _)| k.contains("{revocations}"))
+                .map(|(k, _)| k.clone())
+                .collect();
+            (user, revocations)
+        })
+    };
+    let mut alice = vec![
+        format!("{prefix}session:{{user:1}}:{}", sid(&a2)),
+        format!("{prefix}session:{{user:1}}:{}", sid(&a3)),
+    ];
+    alice.sort();
+    alice.push(format!("{prefix}user_sessions:{{user:1}}"));
+    if let Some((user, revocations)) = keys(1) {
+        assert_eq!(user, alice);
+        assert_eq!(
+            revocations,
+            vec![format!("{prefix}auth:{{revocations}}:sid")]
+        );
+    }
+    let reply = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/auth/logout-all")
+            .insert_header(bearer(&a3)),
+    )
+    .await;
+    assert_eq!(reply.status, 204);
+    for token in [&a2, &a3] {
+        call(&app, whoami(token)).await.problem(401);
+    }
+    assert_eq!(call(&app, whoami(&b1)).await.status, 200);
+    if let Some((user, revocations)) = keys(1) {
+        assert_eq!(user, Vec::<String>::new());
+        assert_eq!(
+            revocations,
+            vec![
+                format!("{prefix}auth:{{revocations}}:sid"),
+                format!("{prefix}auth:{{revocations}}:user"),
+            ]
+        );
+        let (bob, _) = keys(2).unwrap();
+        assert_eq!(
+            bob,
+            vec![
+                format!("{prefix}session:{{user:2}}:{}", sid(&b1)),
+                format!("{prefix}user_sessions:{{user:2}}"),
+            ]
+        );
+    }
+}
+
 backend_suite!(
+    sessions_keyed_by_user,
     sessions_per_user_are_capped,
     secure_cookie_behind_proxy,
     cookie_posts_need_same_origin,
@@ -938,7 +1032,17 @@ backend_suite!(
 /// A token revoked through one instance is refused by another sharing the Redis within 100 ms.
 #[actix_web::test]
 async fn revocation_reaches_other_instance_within_100ms() {
-    let backend = Backend::redis();
+    revocation_reaches_other_instance(Backend::redis()).await;
+}
+
+/// Issue 12: on a Redis Cluster too, a token revoked through one instance is refused by another
+/// within 100 ms (the revocation feed reaches every instance).
+#[actix_web::test]
+async fn revocation_reaches_other_instance_on_a_cluster_within_100ms() {
+    revocation_reaches_other_instance(Backend::cluster()).await;
+}
+
+async fn revocation_reaches_other_instance(backend: Backend) {
     let a = start(&backend);
     let b = start(&backend);
     wait_in_sync(&a).await;

@@ -94,7 +94,7 @@ impl AuthHandle {
         match self
             .inner
             .store
-            .rotate(&p.sid, &p.jti, &new_jti, t, &self.inner.view)
+            .rotate(p.user_id, &p.sid, &p.jti, &new_jti, t, &self.inner.view)
             .await?
         {
             Rotation::Rotated(_) => Ok(pair),
@@ -165,7 +165,7 @@ impl AuthHandle {
     pub async fn session(&self, p: &Principal) -> Result<Option<Session>, AuthError> {
         self.inner
             .store
-            .get(&p.sid, self.inner.tokens.clock.now_ms())
+            .get(p.user_id, &p.sid, self.inner.tokens.clock.now_ms())
             .await
     }
 

@@ -8,17 +8,22 @@
 //!   configured [`Clock`] with a leeway of at most 5 s, and `typ` keeps refresh and access tokens
 //!   apart. A refresh token is spent when used (compare-and-swap in one Lua script, or under a
 //!   mutex in memory); presenting it again revokes its whole session.
-//! - Sessions are Redis hashes `<prefix>session:{sid}` (TTL = refresh lifetime) indexed per user
-//!   in `<prefix>user_sessions:{uid}`; the memory backend keeps the same in process.
+//! - Sessions are Redis hashes `<prefix>session:{user:<uid>}:<sid>` (TTL = refresh lifetime)
+//!   indexed per user in `<prefix>user_sessions:{user:<uid>}`: one hash tag per user, so login,
+//!   refresh rotation and logout touch one slot on a Redis Cluster. The memory backend keeps the
+//!   same in process.
 //!
 //! # Why revocation is checked without Redis
 //! A Redis round trip per request would cost more than the request itself. Each instance keeps
-//! a local, exact [view](ViewState) of revocations — denylisted jtis (`<prefix>denylist:{jti}`,
-//! expiring at `exp` + leeway, plus the index zset `<prefix>revoked:jti`), revoked sessions
-//! (`<prefix>revoked:sid`) and per-user "revoked before" times (`<prefix>revoked:user`) — read
-//! under an uncontended `RwLock` from the request's own thread: no actor hop, no I/O. Every
-//! revocation is written in one `MULTI`/Lua call that also `PUBLISH`es it on
-//! `<prefix>auth:revocations`.
+//! a local, exact [view](ViewState) of revocations — denylisted jtis
+//! (`<prefix>auth:{revocations}:denylist:<jti>`, expiring at `exp` + leeway, plus the index zset
+//! `<prefix>auth:{revocations}:jti`), revoked sessions (`<prefix>auth:{revocations}:sid`) and
+//! per-user "revoked before" times (`<prefix>auth:{revocations}:user`) — read under an
+//! uncontended `RwLock` from the request's own thread: no actor hop, no I/O. This global record
+//! shares one hash tag, and every revocation writes it in one `MULTI` that also `PUBLISH`es it
+//! on `<prefix>auth:{revocations}`, before it deletes the sessions in the user's slot: a
+//! failure between the two leaves a revoked session in place (refused, expiring), never a
+//! deleted session whose tokens still verify. No script builds a key name.
 //!
 //! # Behavior
 //! - A dedicated pub/sub connection (`Client::get_async_pubsub`, its own reconnect loop with

@@ -186,7 +186,14 @@ impl RevocationView {
     }
 }
 
-/// Redis names used by revocation.
+/// Redis names used by sessions and revocation.
+///
+/// Two groups, each in one hash slot so that every call stays single-slot on a Redis Cluster:
+/// - per user, tagged `{user:<uid>}`: the sessions and the user's session index (login,
+///   refresh rotation, logout and logout-all change them in one `MULTI` or script);
+/// - the global revocation record, tagged `{revocations}`: the zsets every instance's view is
+///   rebuilt from, the denylisted jtis and the channel that announces revocations (one
+///   revocation is one `MULTI` there; the rebuild is one pipeline there).
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     pub prefix: String,
@@ -200,23 +207,23 @@ impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            channel: format!("{prefix}auth:revocations"),
-            jtis: format!("{prefix}revoked:jti"),
-            sids: format!("{prefix}revoked:sid"),
-            users: format!("{prefix}revoked:user"),
+            channel: format!("{prefix}auth:{{revocations}}"),
+            jtis: format!("{prefix}auth:{{revocations}}:jti"),
+            sids: format!("{prefix}auth:{{revocations}}:sid"),
+            users: format!("{prefix}auth:{{revocations}}:user"),
         }
     }
 
     pub fn denylist(&self, jti: &str) -> String {
-        format!("{}denylist:{jti}", self.prefix)
+        format!("{}auth:{{revocations}}:denylist:{jti}", self.prefix)
     }
 
-    pub fn session(&self, sid: &str) -> String {
-        format!("{}session:{sid}", self.prefix)
+    pub fn session(&self, uid: UserId, sid: &str) -> String {
+        format!("{}session:{{user:{uid}}}:{sid}", self.prefix)
     }
 
     pub fn user_sessions(&self, uid: UserId) -> String {
-        format!("{}user_sessions:{uid}", self.prefix)
+        format!("{}user_sessions:{{user:{uid}}}", self.prefix)
     }
 }
 

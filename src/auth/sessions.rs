@@ -50,35 +50,17 @@ pub(crate) enum Rotation {
     Gone,
 }
 
-// Compare-and-swap of the session's current refresh jti; a mismatch revokes the session.
+// Compare-and-swap of the session's current refresh jti. KEYS: the session, the user's index
+// (both in the user's slot). A mismatch changes nothing here: the caller revokes the session,
+// in the global record first, then deletes it (see `RedisStore::record`).
 const ROTATE: &str = r"
 local cur = redis.call('HGET', KEYS[1], 'rjti')
 if not cur then return {0, false} end
-if cur ~= ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
-  redis.call('SREM', KEYS[3], ARGV[5])
-  redis.call('PUBLISH', ARGV[6], 's ' .. ARGV[5] .. ' ' .. ARGV[4])
-  return {-1, false}
-end
+if cur ~= ARGV[1] then return {-1, false} end
 redis.call('HSET', KEYS[1], 'rjti', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {1, redis.call('HGETALL', KEYS[1])}
-";
-
-// Revokes every session of a user and sets their revoked-before time, atomically.
-const REVOKE_USER: &str = r"
-local sids = redis.call('SMEMBERS', KEYS[1])
-for _, sid in ipairs(sids) do
-  redis.call('DEL', ARGV[1] .. 'session:' .. sid)
-  redis.call('ZADD', KEYS[2], ARGV[2], sid)
-  redis.call('PUBLISH', ARGV[3], 's ' .. sid .. ' ' .. ARGV[2])
-end
-redis.call('DEL', KEYS[1])
-redis.call('ZADD', KEYS[3], 'GT', ARGV[5], ARGV[4])
-redis.call('PUBLISH', ARGV[3], 'u ' .. ARGV[4] .. ' ' .. ARGV[5])
-return #sids
 ";
 
 /// Session storage and revocation writes.
@@ -96,12 +78,101 @@ pub(crate) struct MemoryState {
     by_user: HashMap<UserId, HashSet<String>>,
 }
 
+impl RedisStore {
+    /// Step one of every revocation: the global record, which every instance's view reads
+    /// (events) and rebuilds from (zsets). One `MULTI` in the `{revocations}` slot: prunes
+    /// what expired, adds `events` (a jti also to the denylist), keeps each zset's TTL past its
+    /// entries, and `PUBLISH`es each event.
+    ///
+    /// It runs before step two ([`drop_sessions`](Self::drop_sessions)): once it succeeded no
+    /// instance accepts the revoked tokens (the local view applies the events at once, the
+    /// others as the events arrive, or from the zsets when they rebuild). A failure between
+    /// the two steps leaves sessions that exist but are revoked: refresh checks the view
+    /// first, so they are refused, and expire with their TTL (a retried logout-all deletes
+    /// them). The reverse order would leave the access tokens of deleted sessions accepted.
+    async fn record(&self, events: &[Revocation], t: Times) -> Result<(), AuthError> {
+        let k = &self.keys;
+        // Every entry ends within `revoke_for_ms` of its write (a session's and a user's by
+        // definition, a jti at its token's `exp` + leeway, which is sooner), so a TTL restarted
+        // at each write outlives every entry of the key.
+        let ttl = t.revoke_for_ms;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&k.sids)
+            .arg("-inf")
+            .arg(t.now_ms)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&k.jtis)
+            .arg("-inf")
+            .arg(t.now_ms)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&k.users)
+            .arg("-inf")
+            .arg((t.now_ms - ttl).div_euclid(1000))
+            .ignore();
+        for ev in events {
+            match ev {
+                Revocation::Session(sid, until) => {
+                    pipe.zadd(&k.sids, sid, *until)
+                        .ignore()
+                        .pexpire(&k.sids, ttl)
+                        .ignore();
+                }
+                Revocation::Token(jti, until) => {
+                    let key = k.denylist(jti);
+                    pipe.set(&key, 1)
+                        .ignore()
+                        .cmd("PEXPIREAT")
+                        .arg(&key)
+                        .arg(*until)
+                        .ignore()
+                        .zadd(&k.jtis, jti, *until)
+                        .ignore()
+                        .pexpire(&k.jtis, ttl)
+                        .ignore();
+                }
+                Revocation::User(uid, before) => {
+                    pipe.cmd("ZADD")
+                        .arg(&k.users)
+                        .arg("GT")
+                        .arg(*before)
+                        .arg(*uid)
+                        .ignore()
+                        .pexpire(&k.users, ttl)
+                        .ignore();
+                }
+            }
+            pipe.publish(&k.channel, ev.encode()).ignore();
+        }
+        self.redis.query_pipe::<()>(&pipe).await?;
+        Ok(())
+    }
+
+    /// Step two of a revocation: deletes sessions of `uid` and drops them from the user's
+    /// index, in one `MULTI` in the user's slot.
+    async fn drop_sessions(&self, uid: UserId, sids: &[String]) -> Result<(), AuthError> {
+        if sids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for sid in sids {
+            pipe.del(self.keys.session(uid, sid)).ignore();
+        }
+        pipe.srem(self.keys.user_sessions(uid), sids).ignore();
+        self.redis.query_pipe::<()>(&pipe).await?;
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct RedisStore {
     pub redis: RedisHandle,
     pub keys: Keys,
     rotate: Arc<redis::Script>,
-    revoke_user: Arc<redis::Script>,
 }
 
 impl RedisStore {
@@ -110,7 +181,6 @@ impl RedisStore {
             redis,
             keys,
             rotate: Arc::new(redis::Script::new(ROTATE)),
-            revoke_user: Arc::new(redis::Script::new(REVOKE_USER)),
         }
     }
 }
@@ -176,7 +246,7 @@ impl Store {
                 Ok(())
             }
             Self::Redis(r) => {
-                let key = r.keys.session(&s.sid);
+                let key = r.keys.session(s.user_id, &s.sid);
                 let index = r.keys.user_sessions(s.user_id);
                 let mut pipe = redis::pipe();
                 pipe.atomic()
@@ -208,6 +278,7 @@ impl Store {
     /// Spends `presented` and makes `new` the session's current refresh jti, atomically.
     pub async fn rotate(
         &self,
+        uid: UserId,
         sid: &str,
         presented: &str,
         new: &str,
@@ -240,25 +311,12 @@ impl Store {
                 Ok(Rotation::Rotated(session.clone()))
             }
             Self::Redis(r) => {
-                // The index key needs the user id; it is read from the session hash first.
-                let uid: Option<String> = r
-                    .redis
-                    .query(redis::cmd("HGET").arg(r.keys.session(sid)).arg("uid"))
-                    .await?;
-                let Some(uid) = uid.and_then(|u| u.parse::<UserId>().ok()) else {
-                    return Ok(Rotation::Gone);
-                };
-                let revoked_until = t.now_ms + t.revoke_for_ms;
                 let mut inv = r.rotate.prepare_invoke();
-                inv.key(r.keys.session(sid))
-                    .key(&r.keys.sids)
+                inv.key(r.keys.session(uid, sid))
                     .key(r.keys.user_sessions(uid))
                     .arg(presented)
                     .arg(new)
-                    .arg(t.ttl_ms)
-                    .arg(revoked_until)
-                    .arg(sid)
-                    .arg(&r.keys.channel);
+                    .arg(t.ttl_ms);
                 let (code, fields): (i64, Option<HashMap<String, String>>) =
                     r.redis.invoke(&inv).await?;
                 match code {
@@ -266,7 +324,14 @@ impl Store {
                         .and_then(|f| from_hash(sid, &f))
                         .map_or(Rotation::Gone, Rotation::Rotated)),
                     -1 => {
-                        view.apply([Revocation::Session(sid.to_owned(), revoked_until)]);
+                        // Reused: revoked in the global record first, then deleted.
+                        let events = [Revocation::Session(
+                            sid.to_owned(),
+                            t.now_ms + t.revoke_for_ms,
+                        )];
+                        r.record(&events, t).await?;
+                        view.apply(events);
+                        r.drop_sessions(uid, &[sid.to_owned()]).await?;
                         Ok(Rotation::Reused)
                     }
                     _ => Ok(Rotation::Gone),
@@ -276,17 +341,22 @@ impl Store {
     }
 
     /// One session, if live.
-    pub async fn get(&self, sid: &str, now_ms: i64) -> Result<Option<Session>, AuthError> {
+    pub async fn get(
+        &self,
+        uid: UserId,
+        sid: &str,
+        now_ms: i64,
+    ) -> Result<Option<Session>, AuthError> {
         match self {
             Self::Memory(state) => Ok(Self::lock(state)
                 .sessions
                 .get(sid)
-                .filter(|(_, exp)| *exp > now_ms)
+                .filter(|(s, exp)| s.user_id == uid && *exp > now_ms)
                 .map(|(s, _)| s.clone())),
             Self::Redis(r) => {
                 let map: HashMap<String, String> = r
                     .redis
-                    .query(redis::cmd("HGETALL").arg(r.keys.session(sid)))
+                    .query(redis::cmd("HGETALL").arg(r.keys.session(uid, sid)))
                     .await?;
                 Ok(from_hash(sid, &map))
             }
@@ -331,11 +401,11 @@ impl Store {
                 }
                 let mut pipe = redis::pipe();
                 for sid in &sids {
-                    pipe.hgetall(r.keys.session(sid));
+                    pipe.hgetall(r.keys.session(uid, sid));
                 }
                 let maps: Vec<HashMap<String, String>> = r.redis.query_pipe(&pipe).await?;
-                // An empty hash is a session key that expired (the session keys live on other
-                // slots than the index, so this cannot be one script).
+                // An empty hash is a session key that expired: dropped from the index here, in
+                // the user's slot, so no login needs a pass of its own to prune it.
                 let dead: Vec<&String> = sids
                     .iter()
                     .zip(&maps)
@@ -389,55 +459,22 @@ impl Store {
                 existed
             }
             Self::Redis(r) => {
+                // The key names the user: only the caller's own session is found.
                 let owner: Option<String> = r
                     .redis
-                    .query(redis::cmd("HGET").arg(r.keys.session(sid)).arg("uid"))
+                    .query(redis::cmd("HGET").arg(r.keys.session(uid, sid)).arg("uid"))
                     .await?;
                 let existed = owner.as_deref() == Some(uid.to_string().as_str());
                 if !existed && access.is_none() {
                     // Not the caller's session: nothing to revoke (and no probing of others').
                     return Ok(false);
                 }
-                let mut pipe = redis::pipe();
-                pipe.atomic();
+                r.record(&events, t).await?;
+                view.apply(events);
                 if existed {
-                    pipe.del(r.keys.session(sid))
-                        .ignore()
-                        .srem(r.keys.user_sessions(uid), sid)
-                        .ignore();
+                    r.drop_sessions(uid, &[sid.to_owned()]).await?;
                 }
-                pipe.cmd("ZREMRANGEBYSCORE")
-                    .arg(&r.keys.sids)
-                    .arg("-inf")
-                    .arg(t.now_ms)
-                    .ignore()
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(&r.keys.jtis)
-                    .arg("-inf")
-                    .arg(t.now_ms)
-                    .ignore();
-                for ev in &events {
-                    match ev {
-                        Revocation::Session(sid, until) => {
-                            pipe.zadd(&r.keys.sids, sid, *until).ignore();
-                        }
-                        Revocation::Token(jti, until) => {
-                            let key = r.keys.denylist(jti);
-                            pipe.set(&key, 1)
-                                .ignore()
-                                .cmd("PEXPIREAT")
-                                .arg(&key)
-                                .arg(*until)
-                                .ignore()
-                                .zadd(&r.keys.jtis, jti, *until)
-                                .ignore();
-                        }
-                        Revocation::User(..) => {}
-                    }
-                    pipe.publish(&r.keys.channel, ev.encode()).ignore();
-                }
-                r.redis.query_pipe::<()>(&pipe).await?;
-                existed
+                return Ok(existed);
             }
         };
         view.apply(events);
@@ -453,38 +490,36 @@ impl Store {
         view: &RevocationView,
     ) -> Result<(), AuthError> {
         let revoked_until = t.now_ms + t.revoke_for_ms;
-        let sids: Vec<String> = match self {
+        let events = |sids: &[String]| -> Vec<Revocation> {
+            sids.iter()
+                .map(|sid| Revocation::Session(sid.clone(), revoked_until))
+                .chain([Revocation::User(uid, before)])
+                .collect()
+        };
+        match self {
             Self::Memory(state) => {
-                let mut st = Self::lock(state);
-                let sids: Vec<String> = st.by_user.remove(&uid).into_iter().flatten().collect();
-                for sid in &sids {
-                    st.sessions.remove(sid);
-                }
-                sids
+                let sids: Vec<String> = {
+                    let mut st = Self::lock(state);
+                    let sids: Vec<String> = st.by_user.remove(&uid).into_iter().flatten().collect();
+                    for sid in &sids {
+                        st.sessions.remove(sid);
+                    }
+                    sids
+                };
+                view.apply(events(&sids));
             }
             Self::Redis(r) => {
+                // A session created after this read is newer than the logout-all.
                 let sids: Vec<String> = r
                     .redis
                     .query(redis::cmd("SMEMBERS").arg(r.keys.user_sessions(uid)))
                     .await?;
-                let mut inv = r.revoke_user.prepare_invoke();
-                inv.key(r.keys.user_sessions(uid))
-                    .key(&r.keys.sids)
-                    .key(&r.keys.users)
-                    .arg(&r.keys.prefix)
-                    .arg(revoked_until)
-                    .arg(&r.keys.channel)
-                    .arg(uid)
-                    .arg(before);
-                r.redis.invoke::<i64>(&inv).await?;
-                sids
+                let events = events(&sids);
+                r.record(&events, t).await?;
+                view.apply(events);
+                r.drop_sessions(uid, &sids).await?;
             }
-        };
-        view.apply(
-            sids.into_iter()
-                .map(|sid| Revocation::Session(sid, revoked_until))
-                .chain([Revocation::User(uid, before)]),
-        );
+        }
         Ok(())
     }
 }
