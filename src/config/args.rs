@@ -90,7 +90,7 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BIND", default_value = DEFAULT_BIND, value_name = "ADDR")]
     pub bind: String,
-    /// Redis URL (`redis://`, `rediss://`, `unix://`). Unset: in-process memory backend,
+    /// Redis URL (`redis://`, `unix://`; TLS `rediss://` is not supported yet). Unset: in-process memory backend,
     /// single-instance only.
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
