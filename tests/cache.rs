@@ -175,6 +175,8 @@ async fn remember_caches_absence(backend: Backend) {
         .build()
         .unwrap();
     let services = services(&config);
+    // L1 serves only once the invalidation feed is up (on a cluster: armed on every node).
+    common::feed_ready(&services).await;
     let calls = AtomicUsize::new(0);
     let load = || async {
         calls.fetch_add(1, Ordering::SeqCst);
