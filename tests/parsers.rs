@@ -87,7 +87,7 @@ proptest! {
     #[test]
     fn rate_limit_specs_never_panic(spec in text(80)) {
         if let Err(err) = RateLimitConfig::parse(&[spec.as_str()], &[] as &[&str]) {
-            prop_assert!(!err.contains('\n'), "{}", err);
+            prop_assert!(!err.0.contains('\n'), "{}", err);
         }
     }
 

@@ -180,8 +180,7 @@ impl Config {
         events.max_connections_per_ip = args.sse_max_per_ip;
         events.validate()?;
         let mut rate_limit =
-            crate::ratelimit::RateLimitConfig::parse(&args.rate_limit, &args.trusted_proxies)
-                .map_err(ConfigError)?;
+            crate::ratelimit::RateLimitConfig::parse(&args.rate_limit, &args.trusted_proxies)?;
         rate_limit.key_prefix.clone_from(&args.key_prefix);
         rate_limit.ipv6_prefix = args.ipv6_prefix;
         rate_limit.validate()?;

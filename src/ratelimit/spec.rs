@@ -11,7 +11,10 @@ use super::{
     DEFAULT_REQUEST_ALGORITHM, FailMode, IpNet, MAX_LIMIT, MAX_WINDOW_SECS, Policy, RoutePolicy,
     policy::{DEFAULT_PUBLISH_LIMIT, DEFAULT_PUBLISH_WINDOW_SECS},
 };
-use crate::clock::{Clock, SystemClock};
+use crate::{
+    clock::{Clock, SystemClock},
+    settings::ConfigError,
+};
 
 /// Checked rate-limit configuration.
 #[derive(Debug, Clone)]
@@ -88,24 +91,27 @@ impl RateLimitConfig {
     pub fn parse<S: AsRef<str>, T: AsRef<str>>(
         specs: &[S],
         trusted_proxies: &[T],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         let mut config = Self::default();
         for spec in specs {
             let spec = spec.as_ref().trim();
             if spec.is_empty() {
                 continue;
             }
-            config
-                .apply_spec(spec)
-                .map_err(|e| format!("invalid --rate-limit/RATE_LIMITS spec {spec:?}: {e}"))?;
+            config.apply_spec(spec).map_err(|e| {
+                ConfigError(format!(
+                    "invalid --rate-limit/RATE_LIMITS spec {spec:?}: {e}"
+                ))
+            })?;
         }
         for cidr in trusted_proxies {
             let cidr = cidr.as_ref().trim();
             if cidr.is_empty() {
                 continue;
             }
-            let net = IpNet::parse(cidr)
-                .map_err(|e| format!("invalid --trusted-proxies/TRUSTED_PROXIES: {e}"))?;
+            let net = IpNet::parse(cidr).map_err(|e| {
+                ConfigError(format!("invalid --trusted-proxies/TRUSTED_PROXIES: {e}"))
+            })?;
             config.trusted_proxies.push(net);
         }
         Ok(config)
@@ -333,11 +339,15 @@ mod tests {
             "GET x=1/1s",
             "default=off,shadow",
         ] {
-            let err = RateLimitConfig::parse(&[spec], &[] as &[&str]).unwrap_err();
+            let err = RateLimitConfig::parse(&[spec], &[] as &[&str])
+                .unwrap_err()
+                .0;
             assert!(err.contains("--rate-limit"), "{err}");
             assert!(!err.contains('\n'));
         }
-        let err = RateLimitConfig::parse(&[] as &[&str], &["10.0.0.0/33"]).unwrap_err();
+        let err = RateLimitConfig::parse(&[] as &[&str], &["10.0.0.0/33"])
+            .unwrap_err()
+            .0;
         assert!(err.contains("--trusted-proxies"), "{err}");
     }
 }
