@@ -176,9 +176,9 @@ impl Leases {
                 }
                 return;
             }
-            if map.len() >= MAX_KEYS_PER_SHARD {
-                map.retain(|_, lease| lease.expires > now || lease.pending);
-            }
+            // A full shard takes no new mark (a mark only buys a later lease): scanning it here
+            // would put up to 8192 entries of work on a request each time, for as long as many
+            // identities stay live. The actor's periodic `sweep` frees lapsed entries.
             if map.len() < MAX_KEYS_PER_SHARD {
                 map.insert(key.to_owned(), Lease::mark(expires));
             }

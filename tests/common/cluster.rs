@@ -375,14 +375,7 @@ impl RedisCluster {
             .arg(key)
             .query(&mut conn)
             .expect("CLUSTER KEYSLOT");
-        let owner = node
-            .slot_owners()
-            .expect("CLUSTER SLOTS")
-            .into_iter()
-            .find(|(from, to, _)| (*from..=*to).contains(&slot))
-            .map(|(_, _, port)| port)
-            .expect("slot covered");
-        self.index_of(owner)
+        self.owner_of_slot(slot)
     }
 
     /// The index of the primary serving `slot` now, in the view of the first running node.
