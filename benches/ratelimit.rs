@@ -4,11 +4,12 @@
 //! First, the headline (`shipped`), measured side by side as in `benches/http.rs` (both servers
 //! on CPU 0, the load generator and redis-server on CPU 1, median of the per-round ratios): the
 //! complete app with the shipped policies (global 100 / 60 s per client, GCRA) serving L1 hits of
-//! `GET /products/1` to 40,000 clients behind a trusted proxy (`X-Forwarded-For`, a new client
-//! every request, round robin), against the same app with limiting off. It prints the ratio, the
+//! `GET /products/1` to 10,000 clients behind a trusted proxy (`X-Forwarded-For`, a new client
+//! every request, round robin; then again with 40,000 others), against the same app with limiting
+//! off. It prints the ratio, the
 //! Redis CPU per request (`INFO cpu`, `used_cpu_user + used_cpu_sys`, over the measured span),
 //! the requests per script call, the requests each client made and how many were admitted from
-//! quota leases (a client coming back reserves 100 / 16 = 6 units in one decision and its next 5
+//! quota leases (a client's decision on Redis reserves 100 / 16 = 6 units and its next 5
 //! requests cost no Redis command), and an exactness check: two more instances sharing the Redis,
 //! loaded together by one client, admit exactly the limit.
 //!
@@ -307,9 +308,11 @@ struct Shipped {
     instances: [SocketAddr; 2],
 }
 
-/// Clients of the headline case: more than 10,000, few enough requests each (tens over the run)
-/// that none meets the limit of 100, so every request takes the admitted path.
-const IDENTITIES: u64 = 40_000;
+/// Clients of the headline cases: 10,000 (the floor: each client comes back every few
+/// hundred requests, tens of times over the run), and 40,000 (a harsher mix: each makes a handful
+/// of requests in the run). Few enough requests each that none meets the limit of 100, so every
+/// request takes the admitted path.
+const IDENTITIES: [u64; 2] = [10_000, 40_000];
 /// Limit of the exactness check's policy; its window (one hour) makes GCRA refill one unit per
 /// 36 s, which no check lasts.
 const EXACT_LIMIT: u64 = 100;
@@ -371,12 +374,13 @@ fn start_shipped(redis_url: String) -> Shipped {
     rx.recv().expect("server addresses")
 }
 
-/// `GET /products/1` from the next of [`IDENTITIES`] clients (198.18.0.0/15, the benchmarking
-/// range) behind the trusted proxy; `sent` counts the requests made.
-fn rotating(sent: Arc<AtomicU64>) -> MakeRequest {
+/// `GET /products/1` from the next of `identities` clients (198.18.0.0/15, the benchmarking
+/// range, from its `first` address) behind the trusted proxy, round robin; `sent` counts the
+/// requests made.
+fn rotating(sent: Arc<AtomicU64>, first: u64, identities: u64) -> MakeRequest {
     Arc::new(move |buf: &mut Vec<u8>| {
         use std::io::Write;
-        let n = sent.fetch_add(1, Ordering::Relaxed) % IDENTITIES;
+        let n = first + sent.fetch_add(1, Ordering::Relaxed) % identities;
         let (a, b, c) = (18 + (n >> 16), (n >> 8) & 255, n & 255);
         // Writing to a Vec cannot fail.
         let _ = write!(
@@ -457,12 +461,15 @@ async fn headline(
     limited: SocketAddr,
     limiter: &redkit::ratelimit::RateLimitHandle,
     name: &str,
+    (first, identities): (u64, u64),
 ) {
     const ROUNDS: usize = 8;
     const EACH: Duration = Duration::from_secs(1);
     // What the figures rest on: the limited app limits this client with the shipped policy and
     // serves the product from L1; the other one does not limit.
-    let xff = [("X-Forwarded-For", "198.19.255.254")];
+    // A probe client of the case's own (outside the rotating range, which stays in 198.18/16).
+    let probe = format!("198.19.254.{}", first / 10_000);
+    let xff = [("X-Forwarded-For", probe.as_str())];
     for addr in [limited, shipped.off] {
         // The first read on a worker thread fills its L1 front.
         common::http(addr, "GET", "/products/1", &[], b"").await;
@@ -483,8 +490,8 @@ async fn headline(
     let (cpu, calls, threads) = (redis_cpu(server), script_calls(server), thread_cpu());
     let leased = limiter.stats_now().leased;
     let run = support::compare_with(
-        (limited, rotating(sent.clone())),
-        (shipped.off, rotating(sent_off)),
+        (limited, rotating(sent.clone(), first, identities)),
+        (shipped.off, rotating(sent_off, first, identities)),
         64,
         ROUNDS,
         EACH,
@@ -519,11 +526,11 @@ async fn headline(
         "{name}: {calls} script calls, {:.1} requests per call (round trips per request {:.3}); {} distinct clients",
         requests as f64 / calls.max(1) as f64,
         calls as f64 / requests.max(1) as f64,
-        requests.min(IDENTITIES)
+        requests.min(identities)
     );
     println!(
         "{name}: {:.2} requests per client; {leased} admitted from quota leases ({:.1} %), no Redis command",
-        requests as f64 / IDENTITIES as f64,
+        requests as f64 / identities as f64,
         leased as f64 * 100.0 / requests.max(1) as f64
     );
     assert_eq!(
@@ -532,7 +539,7 @@ async fn headline(
         "every request admitted and answered"
     );
     assert!(
-        requests >= IDENTITIES,
+        requests >= identities,
         "fewer requests than clients: {requests}"
     );
     assert!(
@@ -593,8 +600,17 @@ fn main() {
                 "threads not (all) pinned: taskset unavailable or refused"
             }
         );
-        headline(&server, &shipped, shipped.limited, &shipped.limiters[0], "shipped").await;
-        headline(&server, &shipped, shipped.log, &shipped.limiters[1], "log (reference)").await;
+        // Each case its own clients (disjoint address ranges): none starts with units spent.
+        let mut first = 0;
+        for identities in IDENTITIES {
+            let name = format!("shipped, {identities} clients");
+            let clients = (first, identities);
+            headline(&server, &shipped, shipped.limited, &shipped.limiters[0], &name, clients).await;
+            first += identities;
+        }
+        let name = format!("log (reference), {} clients", IDENTITIES[0]);
+        let clients = (first, IDENTITIES[0]);
+        headline(&server, &shipped, shipped.log, &shipped.limiters[1], &name, clients).await;
         exactness(&server, &shipped).await;
         if std::env::var("REDKIT_BENCH_ONLY").as_deref() == Ok("shipped") {
             return;

@@ -131,7 +131,7 @@ impl RateLimitHandle {
                         let policy = policies[i];
                         let mut ask = self.ask(policy, keyed[i].1.clone(), 1, Mode::Consume);
                         if leasing && !policy.shadow {
-                            ask.lease = self.inner.leases.want(&ask.key, ask.limit, now);
+                            ask.lease = self.inner.leases.want(&ask.key, ask.limit);
                         }
                         ask
                     })
