@@ -119,6 +119,19 @@ impl CacheHandle {
                     // The leader failed or gave up: acquire again.
                 }
                 Lease::Leader(mut guard) => {
+                    // A load that ended between this caller's L2 miss and its lease stored its
+                    // value in L2 (a flight ends only once that store landed), and L1 may no
+                    // longer hold it: the feed reports this process's own writes too, which
+                    // clear L1. So L2 once more before loading (one `GET` per real miss): under
+                    // load, 500 concurrent cold reads loaded the row twice without it. The
+                    // waiters, woken by the dropped guard, find it in L1 (this read filled it).
+                    if let Ok(Some(value)) = self.read_l2(key).await {
+                        drop(guard);
+                        return Ok(Remembered {
+                            value,
+                            tier: Tier::L2,
+                        });
+                    }
                     // unwrap: a caller becomes leader at most once, then returns.
                     let load = loader.take().unwrap();
                     // Before the load: a change to the key from now on forbids the L2 fill.

@@ -265,7 +265,11 @@ mod tests {
             .collect();
         assert_eq!(spent, [97, 96, 95, 94, 93]);
         assert!(leases.take("k", now).is_none());
-        assert_eq!(leases.want("k", 100), 12, "the next reservation, twice as large");
+        assert_eq!(
+            leases.want("k", 100),
+            12,
+            "the next reservation, twice as large"
+        );
         assert_eq!(leases.want("small", 31), 1);
         assert_eq!(leases.want("small", 31), 1);
         assert_eq!(leases.held("small", now), 0);
