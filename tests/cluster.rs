@@ -459,6 +459,75 @@ async fn l1_stays_coherent_across_instances_on_every_shard() {
     }
 }
 
+/// How long a change may take to reach another instance's L1 after the cluster's topology
+/// changed under it: the feed notices at its next check (0.5 s) and re-arms (L1 flushed).
+const TOPOLOGY_REACH: Duration = Duration::from_secs(3);
+
+/// Reads `path` through `addr` until it answers `value` from L1 (`X-Cache: HIT-L1`), at most
+/// 5 s; every answer meanwhile is a 200 with `value`.
+async fn until_l1_holds(addr: SocketAddr, path: &str, value: &serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = request(addr, "GET", path, &[], "").await;
+        assert_eq!((seen.status, &seen.json()["value"]), (200, value), "{path}");
+        if seen.header("x-cache") == Some("HIT-L1") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} never served from L1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads `path` through `addr` until it answers `new` (at most `limit`); every answer before is
+/// a 200 with `old`.
+async fn until_changed(
+    addr: SocketAddr,
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = request(addr, "GET", path, &[], "").await;
+        assert_eq!(seen.status, 200, "{path}");
+        if seen.json()["value"] == *new {
+            return;
+        }
+        assert_eq!(seen.json()["value"], *old, "{path}");
+        assert!(
+            Instant::now() < deadline,
+            "{path}: still {old} {limit:?} after the write"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Resharding: a node joins after the instances started and a cached key's slot moves to it
+/// (its keys migrated). A, which serves the key from L1 before and after the move, answers B's
+/// later write within [`TOPOLOGY_REACH`]: the feed learns the new node and tracks it too.
+#[actix_web::test]
+async fn l1_stays_coherent_when_a_slot_moves_to_a_new_node() {
+    let mut fleet = Fleet::start(Backend::cluster()).await;
+    let a = fleet.a.addr;
+    let cache_b = fleet.b.services.cache.clone();
+    let ttl = Duration::from_secs(300);
+    let path = "/cache/reshard-key";
+    let (v1, v2) = (json!({"v": 1}), json!({"v": 2}));
+    cache_b.set("api:reshard-key", &v1, ttl).await.unwrap();
+    until_l1_holds(a, path, &v1).await;
+    let cluster = fleet.cluster();
+    let slot = slot_of(&key_containing(cluster, "reshard-key"));
+    let new = cluster.add_node();
+    cluster.migrate_slot(slot, new);
+    assert_eq!(cluster.owner_of_slot(slot), new);
+    // The move itself deletes the key on its old node (an invalidation A hears): A reads it
+    // again, now from the new node, until its L1 holds it again.
+    until_l1_holds(a, path, &v1).await;
+    cache_b.set("api:reshard-key", &v2, ttl).await.unwrap();
+    until_changed(a, path, &v1, &v2, TOPOLOGY_REACH).await;
+}
+
 /// A limit of 10 per client is exact across two instances on the cluster: of 40 concurrent
 /// requests per client (20 through each instance), exactly 10 are admitted, for clients whose
 /// counters sit on different primaries.

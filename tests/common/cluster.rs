@@ -503,6 +503,106 @@ impl RedisCluster {
         self.wait_ready_async(limit).await
     }
 
+    /// Starts one more `redis-server` and joins it to the cluster as an empty primary
+    /// (`CLUSTER MEET`, what `redis-cli --cluster add-node` sends); waits until every node knows
+    /// it as connected. Answers its index.
+    pub fn add_node(&mut self) -> usize {
+        let node = loop {
+            let mut node = ClusterNode::spawn(free_port(), self.options.node_timeout_ms);
+            if node.wait_up() {
+                break node;
+            }
+        };
+        let port = node.port;
+        let seed = self
+            .nodes
+            .iter()
+            .find(|n| n.running())
+            .expect("a live node");
+        let _: () = redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg("127.0.0.1")
+            .arg(port)
+            .query(&mut seed.conn().expect("node up"))
+            .expect("CLUSTER MEET");
+        self.nodes.push(node);
+        self.wait_ready(Duration::from_secs(30));
+        self.nodes.len() - 1
+    }
+
+    /// Moves `slot` and its keys to primary `to`, the way `redis-cli --cluster reshard` does:
+    /// `SETSLOT IMPORTING` on the target, `SETSLOT MIGRATING` on the source, `MIGRATE` of every
+    /// key, then `SETSLOT NODE` on the target, the source and every other node; waits until
+    /// every node sees `to` serving the slot.
+    pub fn migrate_slot(&self, slot: u16, to: usize) {
+        let from = self.owner_of_slot(slot);
+        assert_ne!(from, to, "slot {slot} is already on node {to}");
+        let (source, target) = (&self.nodes[from], &self.nodes[to]);
+        let (source_id, target_id) = (source.id(), target.id());
+        let mut source_conn = source.conn().expect("source up");
+        let mut target_conn = target.conn().expect("target up");
+        let setslot = |conn: &mut redis::Connection, state: &str, id: &str| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(id)
+                .query(conn)
+                .unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} {state}: {e}"));
+        };
+        setslot(&mut target_conn, "IMPORTING", &source_id);
+        setslot(&mut source_conn, "MIGRATING", &target_id);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut source_conn)
+                .expect("CLUSTER GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(target.port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut source_conn)
+                .expect("MIGRATE");
+        }
+        setslot(&mut target_conn, "NODE", &target_id);
+        setslot(&mut source_conn, "NODE", &target_id);
+        for node in self.nodes.iter().filter(|n| n.running()) {
+            if node.port != source.port && node.port != target.port {
+                setslot(&mut node.conn().expect("node up"), "NODE", &target_id);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for node in self.nodes.iter().filter(|n| n.running()) {
+            loop {
+                let owner = node.slot_owners().and_then(|ranges| {
+                    ranges
+                        .into_iter()
+                        .find(|(a, b, _)| (*a..=*b).contains(&slot))
+                        .map(|(_, _, port)| port)
+                });
+                if owner == Some(target.port) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} still sees slot {slot} on {owner:?}\n{}",
+                    node.port,
+                    self.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Every key in the cluster (scanned on every running primary), with its PTTL.
     pub fn keys_with_ttl(&self) -> Vec<(String, i64)> {
         let mut all = Vec::new();
