@@ -516,6 +516,11 @@ async fn l1_stays_coherent_when_a_slot_moves_to_a_new_node() {
     let (v1, v2) = (json!({"v": 1}), json!({"v": 2}));
     cache_b.set("api:reshard-key", &v1, ttl).await.unwrap();
     until_l1_holds(a, path, &v1).await;
+    // A steady cluster keeps the feed up: three liveness checks find every node tracking and
+    // the topology unchanged (no flush of L1).
+    let flushes = fleet.a.services.cache.stats().l1_feed_flushes;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(fleet.a.services.cache.stats().l1_feed_flushes, flushes);
     let cluster = fleet.cluster();
     let slot = slot_of(&key_containing(cluster, "reshard-key"));
     let new = cluster.add_node();
@@ -526,6 +531,8 @@ async fn l1_stays_coherent_when_a_slot_moves_to_a_new_node() {
     until_l1_holds(a, path, &v1).await;
     cache_b.set("api:reshard-key", &v2, ttl).await.unwrap();
     until_changed(a, path, &v1, &v2, TOPOLOGY_REACH).await;
+    // And L1 serves again: the feed is up on the new topology.
+    until_l1_holds(a, path, &v2).await;
 }
 
 /// A limit of 10 per client is exact across two instances on the cluster: of 40 concurrent

@@ -188,6 +188,43 @@ impl Connection {
                 .map(drop),
         }
     }
+
+    /// Runs `cmd` on every node this connection knows now (its view of the topology, replicas
+    /// included) and answers each node's reply by its address (`host:port`); a node's error
+    /// reply is its [`Value::ServerError`]. One Redis: its one reply, under an empty address.
+    pub(crate) async fn per_node(&mut self, cmd: &Cmd) -> redis::RedisResult<Vec<(String, Value)>> {
+        match &mut self.0 {
+            Kind::Single(conn) => Ok(vec![(String::new(), cmd.query_async(conn).await?)]),
+            Kind::Cluster(conn) => {
+                // No response policy: redis-rs answers a map of each node's address to its reply.
+                let replies = conn
+                    .route_command(
+                        cmd.clone(),
+                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None)),
+                    )
+                    .await?;
+                let Value::Map(replies) = replies else {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "a fan-out without response policy answered no map",
+                    )));
+                };
+                Ok(replies
+                    .into_iter()
+                    .map(|(addr, reply)| {
+                        let addr = match addr {
+                            Value::BulkString(bytes) => {
+                                String::from_utf8_lossy(&bytes).into_owned()
+                            }
+                            Value::SimpleString(text) => text,
+                            _ => String::new(),
+                        };
+                        (addr, reply)
+                    })
+                    .collect())
+            }
+        }
+    }
 }
 
 /// One Redis: the command client (RESP2, as configured) and the push client (RESP3).
