@@ -535,6 +535,77 @@ async fn l1_stays_coherent_when_a_slot_moves_to_a_new_node() {
     until_l1_holds(a, path, &v2).await;
 }
 
+/// The bound README "Consistency" gives on staleness when the feed's connection is lost: one
+/// liveness check interval (0.5 s) plus its deadline (`REDIS_TIMEOUT_MS`, 1 s by default).
+const FEED_LOSS_BOUND: Duration = Duration::from_millis(1500);
+
+/// A primary's failover (3 primaries + 3 replicas): A caches a key, the key's primary is killed,
+/// and once a replica took over B writes the key. From B's acknowledgement on, A never answers
+/// the old value later than [`FEED_LOSS_BOUND`], only the new one (or a 503 problem while its
+/// own connection catches up with the topology), and its L1 serves again once its feed is
+/// re-armed on the new topology.
+#[actix_web::test]
+async fn l1_stays_coherent_through_a_primary_failover() {
+    let mut fleet = Fleet::start(Backend::cluster_with_replicas()).await;
+    let a = fleet.a.addr;
+    let cache_b = fleet.b.services.cache.clone();
+    let ttl = Duration::from_secs(300);
+    let path = "/cache/failover-key";
+    let (v1, v2) = (json!({"v": 1}), json!({"v": 2}));
+    cache_b.set("api:failover-key", &v1, ttl).await.unwrap();
+    until_l1_holds(a, path, &v1).await;
+    let cluster = fleet.cluster();
+    let key = key_containing(cluster, "failover-key");
+    cluster.wait_replicated();
+    let killed = cluster.kill_primary_for(&key);
+    let took = cluster.wait_failover(killed, Duration::from_secs(25)).await;
+    eprintln!("failover took {took:?}");
+    // B's write, retried while B's own connection still points at the dead primary.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cache_b.set("api:failover-key", &v2, ttl).await {
+            Ok(_) => break,
+            Err(err) => assert!(Instant::now() < deadline, "B cannot write: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acked = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let reply = request(a, "GET", path, &[], "").await;
+        let since = acked.elapsed();
+        if reply.status == 503 {
+            reply.problem(503);
+            seen.push("503");
+        } else {
+            assert_eq!(reply.status, 200, "{:?}", reply.body);
+            let value = reply.json()["value"].clone();
+            if value == v2 {
+                if reply.header("x-cache") == Some("HIT-L1") {
+                    break;
+                }
+                seen.push("v2");
+            } else {
+                assert_eq!(value, v1);
+                assert!(
+                    since <= FEED_LOSS_BOUND && !seen.contains(&"v2"),
+                    "A served the old value {since:?} after B's write: {seen:?}"
+                );
+                seen.push("v1");
+            }
+        }
+        assert!(
+            since < Duration::from_secs(10),
+            "A's L1 does not serve the new value 10 s after B's write: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "A after B's write: {seen:?}, L1 back {:?} after it",
+        acked.elapsed()
+    );
+}
+
 /// A limit of 10 per client is exact across two instances on the cluster: of 40 concurrent
 /// requests per client (20 through each instance), exactly 10 are admitted, for clients whose
 /// counters sit on different primaries.
