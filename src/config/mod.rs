@@ -120,11 +120,26 @@ impl Config {
                 ))
             })?;
         }
+        if nodes
+            .iter()
+            .any(|n| n.starts_with("rediss://") != nodes[0].starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "--redis-cluster-nodes/REDIS_CLUSTER_NODES mixes redis:// and rediss:// seeds: a cluster is all TLS or none",
+            ));
+        }
+        let tls = url.starts_with("rediss://") || nodes.iter().any(|n| n.starts_with("rediss://"));
+        let tls_root_certs = args
+            .redis_ca_cert
+            .as_deref()
+            .map(|path| read_ca_cert(path, tls))
+            .transpose()?;
         let redis = match url {
             "" if !nodes.is_empty() => Some(RedisSettings {
                 cluster_nodes: nodes,
                 response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
                 connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+                tls_root_certs,
                 ..RedisSettings::new("")
             }),
             "" => None,
@@ -140,6 +155,7 @@ impl Config {
                     cluster_nodes: Vec::new(),
                     response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
                     connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+                    tls_root_certs,
                 })
             }
         };
@@ -220,6 +236,35 @@ impl Config {
             Some(_) => "redis",
             None => "memory",
         }
+    }
+}
+
+/// Reads `--redis-ca-cert`: a PEM file holding at least one certificate, for a `rediss://`
+/// target (`tls`).
+fn read_ca_cert(path: &std::path::Path, tls: bool) -> Result<Vec<u8>, ConfigError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    if !tls {
+        return Err(ConfigError::new(
+            "--redis-ca-cert/REDIS_CA_CERT needs a rediss:// --redis-url or --redis-cluster-nodes",
+        ));
+    }
+    let pem = std::fs::read(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read --redis-ca-cert/REDIS_CA_CERT {}: {e}",
+            path.display()
+        ))
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>();
+    match certs {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(ConfigError(format!(
+            "--redis-ca-cert/REDIS_CA_CERT {}: no PEM certificate in it",
+            path.display()
+        ))),
+        Err(e) => Err(ConfigError(format!(
+            "--redis-ca-cert/REDIS_CA_CERT {}: not PEM certificates: {e}",
+            path.display()
+        ))),
     }
 }
 

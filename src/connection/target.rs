@@ -5,11 +5,13 @@
 //! connection ([`Target::commands`]) and the push connections ([`Target::push`]), all with
 //! redis-rs's own reconnection (a [`ConnectionManager`] on one Redis, an async
 //! [`ClusterConnection`] on a cluster, which keeps one multiplexed connection per node).
+//! `rediss://` connects over TLS (rustls, `ring`), checking the server's certificate against
+//! [`RedisSettings::tls_root_certs`] when given, the system's roots otherwise.
 
 use std::time::Duration;
 
 use redis::{
-    Cmd, Pipeline, RedisFuture, Value,
+    Cmd, Pipeline, RedisFuture, TlsCertificates, Value,
     aio::{AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig},
     cluster_async::ClusterConnection,
@@ -247,8 +249,12 @@ pub(crate) struct Target {
 enum TargetKind {
     /// One Redis.
     Single(Box<SingleClients>),
-    /// A cluster: the seed URLs.
-    Cluster { nodes: Vec<String> },
+    /// A cluster: the seed URLs, and the roots their certificates must chain to (`rediss://`
+    /// seeds given `tls_root_certs`).
+    Cluster {
+        nodes: Vec<String>,
+        certs: Option<TlsCertificates>,
+    },
 }
 
 impl std::fmt::Debug for Target {
@@ -266,9 +272,24 @@ impl Target {
     /// # Errors
     /// [`RedisError::Command`] when a URL is invalid.
     pub(crate) fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
+        // Given roots apply to TLS only: redis-rs would turn a `redis://` cluster into TLS.
+        let certs = |url: &str| {
+            settings
+                .tls_root_certs
+                .clone()
+                .filter(|_| url.starts_with("rediss://"))
+                .map(|pem| TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                })
+        };
         let kind = if settings.cluster_nodes.is_empty() {
-            let commands =
-                redis::Client::open(settings.url.as_str()).map_err(RedisError::Command)?;
+            let url = settings.url.as_str();
+            let commands = match certs(url) {
+                Some(certs) => redis::Client::build_with_tls(url, certs),
+                None => redis::Client::open(url),
+            }
+            .map_err(RedisError::Command)?;
             let info = commands.get_connection_info().clone();
             let resp3 = info
                 .redis_settings()
@@ -278,18 +299,22 @@ impl Target {
                 redis::Client::open(info.set_redis_settings(resp3)).map_err(RedisError::Command)?;
             TargetKind::Single(Box::new(SingleClients { commands, push }))
         } else {
-            // Checked now so that a bad seed fails at start, not at first use.
-            ClusterClient::new(settings.cluster_nodes.iter().map(String::as_str))
-                .map_err(RedisError::Command)?;
             TargetKind::Cluster {
                 nodes: settings.cluster_nodes.clone(),
+                // Non-empty here; redis-rs takes TLS or not from the first seed.
+                certs: certs(&settings.cluster_nodes[0]),
             }
         };
-        Ok(Self {
+        let target = Self {
             kind,
             response_timeout: settings.response_timeout,
             connect_timeout: settings.connect_timeout,
-        })
+        };
+        if let TargetKind::Cluster { nodes, certs } = &target.kind {
+            // Checked now so that a bad seed fails at start, not at first use.
+            target.cluster_client(nodes, certs.as_ref(), false)?;
+        }
+        Ok(target)
     }
 
     /// Whether this is a Redis Cluster.
@@ -312,8 +337,8 @@ impl Target {
                     .map(|c| Connection(Kind::Single(c)))
                     .map_err(RedisError::Command)
             }
-            TargetKind::Cluster { nodes } => {
-                let client = self.cluster_client(nodes, false)?;
+            TargetKind::Cluster { nodes, certs } => {
+                let client = self.cluster_client(nodes, certs.as_ref(), false)?;
                 Ok(Connection(Kind::Cluster(
                     client.get_pending_async_connection_with_config(self.cluster_config()),
                 )))
@@ -338,8 +363,8 @@ impl Target {
                     .map(|c| Connection(Kind::Single(c)))
                     .map_err(RedisError::Command)
             }
-            TargetKind::Cluster { nodes } => {
-                let client = self.cluster_client(nodes, true)?;
+            TargetKind::Cluster { nodes, certs } => {
+                let client = self.cluster_client(nodes, certs.as_ref(), true)?;
                 Ok(Connection(Kind::Cluster(
                     client.get_pending_async_connection_with_config(
                         self.cluster_config().set_push_sender(sender),
@@ -366,7 +391,12 @@ impl Target {
             .set_response_timeout(self.response_timeout)
     }
 
-    fn cluster_client(&self, nodes: &[String], resp3: bool) -> Result<ClusterClient, RedisError> {
+    fn cluster_client(
+        &self,
+        nodes: &[String],
+        certs: Option<&TlsCertificates>,
+        resp3: bool,
+    ) -> Result<ClusterClient, RedisError> {
         let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .connection_timeout(self.connect_timeout)
             .response_timeout(self.response_timeout)
@@ -378,6 +408,9 @@ impl Target {
             .max_retry_wait(200);
         if resp3 {
             builder = builder.use_protocol(redis::ProtocolVersion::RESP3);
+        }
+        if let Some(certs) = certs {
+            builder = builder.certs(certs.clone());
         }
         builder.build().map_err(RedisError::Command)
     }

@@ -1,0 +1,140 @@
+//! `rediss://`: redkit on a Redis that serves TLS only, trusting a CA given with
+//! `--redis-ca-cert` (the harness makes the CA and starts the server), and a clear failure,
+//! never a panic, when the server's certificate is not trusted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use actix_web::test::TestRequest;
+use common::{
+    Backend, call,
+    tls::{TestCa, TlsRedisServer},
+};
+use redkit::config::{Config, ServeArgs};
+use serde_json::json;
+
+/// The test config on the Redis that `args` name (`--redis-url`, `--redis-ca-cert`), parsed as
+/// the command line is, with short timeouts.
+fn config_from(args: ServeArgs) -> Config {
+    let mut redis = Config::from_args(&args)
+        .expect("valid TLS configuration")
+        .redis
+        .expect("a Redis backend");
+    redis.response_timeout = Duration::from_millis(500);
+    redis.connect_timeout = Duration::from_millis(500);
+    let mut config = common::with_test_secret(Backend::memory().config());
+    config.redis = Some(redis);
+    config
+}
+
+/// redkit on `rediss://` with the test CA given as `--redis-ca-cert`: `/health` is up with the
+/// L1 feed up, a login and `PUT`/`GET /cache` work, the value is in the TLS server, and another
+/// client's change reaches L1 (the feed's connection is TLS too).
+#[actix_web::test]
+async fn cache_and_health_work_over_tls_with_the_given_ca() {
+    let ca = TestCa::new();
+    let server = TlsRedisServer::start(&ca);
+    let config = config_from(ServeArgs {
+        redis_url: Some(server.url()),
+        redis_ca_cert: Some(ca.ca_file()),
+        ..ServeArgs::default()
+    });
+    assert_eq!(
+        config.redis.as_ref().unwrap().tls_root_certs,
+        Some(ca.ca_pem())
+    );
+    let services = common::services(&config);
+    let app = common::app(&services).await;
+    let health = call(&app, TestRequest::get().uri("/health")).await;
+    assert_eq!(health.status, 200, "{:?}", health.body);
+    let body = health.json();
+    assert_eq!(
+        (
+            &body["status"],
+            &body["backend"],
+            &body["redis"]["status"],
+            &body["l1_feed"]
+        ),
+        (
+            &json!("healthy"),
+            &json!("redis"),
+            &json!("up"),
+            &json!("up")
+        ),
+        "{body}"
+    );
+    let (access, _) = common::register_and_login(&app, "tls-user").await;
+    let bearer = format!("Bearer {access}");
+    let put = call(
+        &app,
+        TestRequest::put()
+            .uri("/cache/tls-key")
+            .insert_header(("authorization", bearer.as_str()))
+            .set_json(json!({"v": 1})),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    for tier in ["HIT-L1", "HIT-L1"] {
+        let get = call(&app, TestRequest::get().uri("/cache/tls-key")).await;
+        assert_eq!(
+            (get.status, get.json(), get.header("x-cache")),
+            (
+                200,
+                json!({"key": "tls-key", "value": {"v": 1}}),
+                Some(tier)
+            )
+        );
+    }
+    let mut conn = server.conn().unwrap();
+    let stored: String = redis::cmd("GET")
+        .arg("redkit:cache:api:tls-key")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stored, r#"{"v":1}"#);
+    let _: () = redis::cmd("SET")
+        .arg("redkit:cache:api:tls-key")
+        .arg(r#"{"v":2}"#)
+        .query(&mut conn)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let get = call(&app, TestRequest::get().uri("/cache/tls-key")).await;
+        assert_eq!(get.status, 200);
+        if get.json()["value"] == json!({"v": 2}) {
+            break;
+        }
+        assert_eq!(get.json()["value"], json!({"v": 1}));
+        assert!(Instant::now() < deadline, "L1 kept {{\"v\":1}} for 1 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A `rediss://` server whose certificate does not chain to the trusted roots (the system's, or
+/// another CA given): `/health` is a 503 `degraded` with Redis down and the L1 feed down, and a
+/// cache read is a 503 problem; nothing panics.
+#[actix_web::test]
+async fn an_untrusted_certificate_is_a_503_not_a_panic() {
+    let ca = TestCa::new();
+    let server = TlsRedisServer::start(&ca);
+    let other = TestCa::new();
+    for ca_file in [None, Some(other.ca_file())] {
+        let config = config_from(ServeArgs {
+            redis_url: Some(server.url()),
+            redis_ca_cert: ca_file.clone(),
+            ..ServeArgs::default()
+        });
+        let services = common::services(&config);
+        let app = common::app(&services).await;
+        let health = call(&app, TestRequest::get().uri("/health")).await;
+        assert_eq!(health.status, 503, "{ca_file:?}: {:?}", health.body);
+        let body = health.json();
+        assert_eq!(
+            (&body["status"], &body["redis"]["status"], &body["l1_feed"]),
+            (&json!("degraded"), &json!("down"), &json!("down")),
+            "{ca_file:?}: {body}"
+        );
+        let get = call(&app, TestRequest::get().uri("/cache/anything")).await;
+        get.problem(503);
+    }
+}
