@@ -342,7 +342,7 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         type Mutate = fn(&mut ServeArgs);
-        let cases: [(&str, Mutate); 10] = [
+        let cases: [(&str, Mutate); 14] = [
             ("--access-token-ttl", |a| {
                 a.access_token_ttl = a.refresh_token_ttl + 1;
             }),
@@ -354,6 +354,21 @@ mod tests {
             ("exclude each other", |a| {
                 a.redis_url = Some("redis://127.0.0.1:6379".into());
                 a.redis_cluster_nodes = Some("redis://127.0.0.1:7000".into());
+            }),
+            ("mixes redis:// and rediss://", |a| {
+                a.redis_cluster_nodes = Some("rediss://h:7000,redis://h:7001".into());
+            }),
+            ("needs a rediss://", |a| {
+                a.redis_url = Some("redis://127.0.0.1:6379".into());
+                a.redis_ca_cert = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml").into());
+            }),
+            ("cannot read --redis-ca-cert", |a| {
+                a.redis_cluster_nodes = Some("rediss://h:7000".into());
+                a.redis_ca_cert = Some("/nonexistent/ca.pem".into());
+            }),
+            ("no PEM certificate", |a| {
+                a.redis_url = Some("rediss://127.0.0.1:6380".into());
+                a.redis_ca_cert = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml").into());
             }),
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
             ("--workers", |a| a.workers = Some(0)),
@@ -388,5 +403,24 @@ mod tests {
             ["redis://127.0.0.1:7000", "redis://h:7001"]
         );
         assert_eq!(config.backend_name(), "redis-cluster");
+    }
+
+    /// `rediss://` is accepted for one Redis and for cluster seeds; without `--redis-ca-cert`
+    /// the system's roots are used (no roots in the settings).
+    #[test]
+    fn rediss_urls_are_accepted() {
+        for args in [
+            ServeArgs {
+                redis_url: Some("rediss://127.0.0.1:6380".into()),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                redis_cluster_nodes: Some("rediss://h:7000,rediss://h:7001".into()),
+                ..ServeArgs::default()
+            },
+        ] {
+            let config = Config::from_args(&args).unwrap();
+            assert_eq!(config.redis.unwrap().tls_root_certs, None);
+        }
     }
 }

@@ -20,7 +20,8 @@ pub struct RedisSettings {
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Root certificates (PEM) that a `rediss://` server's certificate must chain to, instead of
-    /// the system's; ignored for `redis://` and `unix://`.
+    /// the system's; ignored for `redis://` and `unix://`. Needs the `tls` feature (without it,
+    /// `rediss://` and this are refused when the connections are set up).
     pub tls_root_certs: Option<Vec<u8>>,
 }
 

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use redis::{
-    Cmd, Pipeline, RedisFuture, TlsCertificates, Value,
+    Cmd, Pipeline, RedisFuture, Value,
     aio::{AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig},
     cluster_async::ClusterConnection,
@@ -26,6 +26,15 @@ use super::RedisSettings;
 /// How redis-rs's cluster connection words its refusal of a cross-slot pipeline, which it makes
 /// before sending anything (`route_for_pipeline` in redis-rs 1.8).
 const CLIENT_SIDE_CROSSSLOT: &str = "Received crossed slots in pipeline";
+
+/// The roots a `rediss://` connection checks the server's certificate against.
+#[cfg(feature = "tls")]
+type TlsRoots = redis::TlsCertificates;
+
+/// A build without the `tls` feature has no roots to give.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum TlsRoots {}
 
 /// A connection to Redis or to a Redis Cluster: commands are routed by key on a cluster, sent
 /// as they are to one Redis. Cheap to clone; clones share the connection.
@@ -253,7 +262,7 @@ enum TargetKind {
     /// seeds given `tls_root_certs`).
     Cluster {
         nodes: Vec<String>,
-        certs: Option<TlsCertificates>,
+        certs: Option<TlsRoots>,
     },
 }
 
@@ -272,21 +281,13 @@ impl Target {
     /// # Errors
     /// [`RedisError::Command`] when a URL is invalid.
     pub(crate) fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
-        // Given roots apply to TLS only: redis-rs would turn a `redis://` cluster into TLS.
-        let certs = |url: &str| {
-            settings
-                .tls_root_certs
-                .clone()
-                .filter(|_| url.starts_with("rediss://"))
-                .map(|pem| TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                })
-        };
         let kind = if settings.cluster_nodes.is_empty() {
             let url = settings.url.as_str();
-            let commands = match certs(url) {
+            let commands = match tls_roots(settings, url)? {
+                #[cfg(feature = "tls")]
                 Some(certs) => redis::Client::build_with_tls(url, certs),
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match never {},
                 None => redis::Client::open(url),
             }
             .map_err(RedisError::Command)?;
@@ -302,7 +303,7 @@ impl Target {
             TargetKind::Cluster {
                 nodes: settings.cluster_nodes.clone(),
                 // Non-empty here; redis-rs takes TLS or not from the first seed.
-                certs: certs(&settings.cluster_nodes[0]),
+                certs: tls_roots(settings, &settings.cluster_nodes[0])?,
             }
         };
         let target = Self {
@@ -394,7 +395,7 @@ impl Target {
     fn cluster_client(
         &self,
         nodes: &[String],
-        certs: Option<&TlsCertificates>,
+        certs: Option<&TlsRoots>,
         resp3: bool,
     ) -> Result<ClusterClient, RedisError> {
         let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
@@ -410,8 +411,42 @@ impl Target {
             builder = builder.use_protocol(redis::ProtocolVersion::RESP3);
         }
         if let Some(certs) = certs {
-            builder = builder.certs(certs.clone());
+            #[cfg(feature = "tls")]
+            {
+                builder = builder.certs(certs.clone());
+            }
+            #[cfg(not(feature = "tls"))]
+            match *certs {}
         }
         builder.build().map_err(RedisError::Command)
+    }
+}
+
+/// The roots given in `settings` for a connection to `url`: only `rediss://` uses them (redis-rs
+/// would turn a `redis://` cluster into TLS if given some).
+///
+/// # Errors
+/// [`RedisError::Command`] when roots are given to a build without the `tls` feature.
+fn tls_roots(settings: &RedisSettings, url: &str) -> Result<Option<TlsRoots>, RedisError> {
+    let Some(pem) = settings.tls_root_certs.as_ref() else {
+        return Ok(None);
+    };
+    if !url.starts_with("rediss://") {
+        return Ok(None);
+    }
+    #[cfg(feature = "tls")]
+    {
+        Ok(Some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        }))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = pem;
+        Err(RedisError::Command(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "TLS root certificates given, but redkit is built without its `tls` feature",
+        ))))
     }
 }
