@@ -165,6 +165,8 @@ async fn run(
                 None
             }
         };
+        // A cluster's connection replaced after a failed arming.
+        let replaced = id.is_none() && conn.is_cluster();
         // A disconnection queued meanwhile may be this very connection's: arm again.
         let intact = drain(&mut pushes, &*listener);
         let Some(id) = id.filter(|_| intact) else {
@@ -173,8 +175,9 @@ async fn run(
                 down_reported = true;
             }
             // A cluster's connection was just replaced: give it (and the cluster) a check
-            // interval before the next one.
-            let pause = if conn.is_cluster() {
+            // interval before the next one, so that a lasting failure replaces it at most twice
+            // a second.
+            let pause = if replaced {
                 FEED_CHECK_INTERVAL
             } else {
                 REARM_PAUSE
