@@ -18,24 +18,26 @@
 //!   and it keeps one connection's changes ordered with everyone else's).
 //!
 //! On a Redis Cluster the connection is redis-rs's async cluster connection (one multiplexed
-//! connection per node): tracking is armed on every node it knows, replicas included (a promoted
-//! replica already tracks), and the feed is up only while all of them track. The liveness check
-//! asks, within the deadline, `CLIENT TRACKINGINFO` of every node (Redis ≥ 6.2) and
-//! `CLUSTER SLOTS` of one:
-//! - a node that answers tracking off (redis-rs replaced its connection, which Redis does not
+//! connection per node): tracking is armed on every node it knows (the replicas too, as far as
+//! `CLUSTER SLOTS` listed them: Redis leaves out a replica until it has replicated something),
+//! and the feed is up only while every primary tracks. The liveness check asks, within the
+//! deadline, `CLIENT TRACKINGINFO` of every primary the connection knows (Redis ≥ 6.2) and
+//! `CLUSTER SLOTS` of one node:
+//! - a primary that answers tracking off (redis-rs replaced its connection, which Redis does not
 //!   track) makes the feed go down and re-arm;
-//! - nodes listed by `CLUSTER SLOTS` that the connection does not know (a node that took slots by
-//!   resharding, a promoted replica's new peers), or known nodes no longer listed (a failed
-//!   primary), make the feed go down and replace its connection, which learns the topology
-//!   anew, then re-arm on every node. redis-rs refreshes a cluster connection's topology only when a
-//!   command meets `MOVED` (1.8 has no periodic refresh), and the feed sends no keyed command,
-//!   so it checks for itself.
+//! - primaries listed by `CLUSTER SLOTS` that the connection does not know as primaries (a node
+//!   that took slots by resharding, a promoted replica), or known primaries no longer listed (a
+//!   failed one), make the feed go down and replace its connection, which learns the topology
+//!   anew, then re-arm on every node. redis-rs refreshes a cluster connection's topology only when
+//!   a command meets `MOVED` or a connection fails (1.8 has no periodic refresh), and the feed
+//!   sends no keyed command, so it checks for itself. Replicas are not compared: one appearing
+//!   in `CLUSTER SLOTS` changes nothing until it is promoted, which changes the primaries.
 //! - A failed arming replaces the connection too (a node in its view may be gone for good), at
 //!   most once per check interval.
 //!
-//! A change on a node the feed does not track yet (a slot just moved to a new node) is heard of
-//! only once the feed re-armed, which flushes L1: staleness up to one check interval plus the
-//! deadline and the re-arm.
+//! A change on a primary the feed does not track yet (a slot just moved to a new node, a replica
+//! promoted before the feed knew it) is heard of only once the feed re-armed, which flushes L1:
+//! staleness up to one check interval plus the deadline and the re-arm.
 
 use std::{sync::Arc, time::Duration};
 
@@ -255,11 +257,12 @@ async fn run(
 /// What a cluster's liveness check found.
 #[derive(Debug, PartialEq, Eq)]
 enum ClusterCheck {
-    /// Every node the connection knows tracks, and they are the nodes the cluster lists.
+    /// Every primary the connection knows tracks, and they are the primaries the cluster lists.
     Tracking,
-    /// This node (`host:port`) answered tracking off, or an error.
+    /// This primary (`host:port`) answered tracking off, or an error.
     NotTracking(String),
-    /// The cluster lists nodes the connection does not know, or no longer lists some it knows.
+    /// The cluster lists primaries the connection does not know as such, or no longer lists
+    /// some it knows.
     Topology {
         /// Listed, unknown to the connection (`host:port`).
         unknown: Vec<String>,
@@ -268,8 +271,8 @@ enum ClusterCheck {
     },
 }
 
-/// Asks every node the connection knows whether it tracks, and one node which nodes serve the
-/// cluster's slots (primaries and replicas), at once.
+/// Asks every primary the connection knows whether it tracks, and one node which primaries
+/// serve the cluster's slots, at once.
 async fn check_cluster(
     conn: &Connection,
     trackinginfo: &Cmd,
@@ -277,12 +280,12 @@ async fn check_cluster(
 ) -> redis::RedisResult<ClusterCheck> {
     let (mut on_nodes, mut on_one) = (conn.clone(), conn.clone());
     let (infos, listed) = futures_util::future::join(
-        on_nodes.per_node(trackinginfo),
+        on_nodes.per_primary(trackinginfo),
         slots.query_async::<Value>(&mut on_one),
     )
     .await;
     let infos = infos?;
-    let listed = listed_nodes(&listed?);
+    let listed = listed_primaries(&listed?);
     let known: Vec<&str> = infos.iter().map(|(addr, _)| addr.as_str()).collect();
     let unknown: Vec<String> = listed
         .iter()
@@ -315,17 +318,17 @@ fn same_node(known: &str, host: &str, port: u16) -> bool {
     known_port.parse() == Ok(port) && (host.is_empty() || known_host == host)
 }
 
-/// Every node (`host`, `port`) that `CLUSTER SLOTS` lists as serving slots, primaries and
-/// replicas, without repeats; nodes listed with host `?` (unknown) are left out, as redis-rs
-/// leaves them out.
-fn listed_nodes(slots: &Value) -> Vec<(String, u16)> {
+/// Every primary (`host`, `port`) that `CLUSTER SLOTS` lists as serving slots (the first node
+/// of each range), without repeats; nodes listed with host `?` (unknown) are left out, as
+/// redis-rs leaves them out.
+fn listed_primaries(slots: &Value) -> Vec<(String, u16)> {
     let mut nodes = Vec::new();
     let Value::Array(ranges) = slots else {
         return nodes;
     };
     for range in ranges {
         let Value::Array(items) = range else { continue };
-        for node in items.iter().skip(2) {
+        if let Some(node) = items.get(2) {
             let Value::Array(fields) = node else { continue };
             let host = match fields.first() {
                 Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
@@ -444,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn cluster_slots_list_every_node_once_and_compare_with_redis_rs_addresses() {
+    fn cluster_slots_list_every_primary_once_and_compare_with_redis_rs_addresses() {
         let node = |host: &str, port: i64| Value::Array(vec![bulk(host), Value::Int(port)]);
         let slots = Value::Array(vec![
             Value::Array(vec![
@@ -462,12 +465,8 @@ mod tests {
             Value::Array(vec![Value::Int(201), Value::Int(300), node("?", 7009)]),
         ]);
         assert_eq!(
-            listed_nodes(&slots),
-            vec![
-                ("127.0.0.1".to_owned(), 7000),
-                ("127.0.0.1".to_owned(), 7003),
-                (String::new(), 7001),
-            ]
+            listed_primaries(&slots),
+            vec![("127.0.0.1".to_owned(), 7000), (String::new(), 7001)]
         );
         assert!(same_node("127.0.0.1:7000", "127.0.0.1", 7000));
         assert!(same_node("10.0.0.1:7001", "", 7001));

@@ -200,10 +200,13 @@ impl Connection {
         }
     }
 
-    /// Runs `cmd` on every node this connection knows now (its view of the topology, replicas
-    /// included) and answers each node's reply by its address (`host:port`); a node's error
-    /// reply is its [`Value::ServerError`]. One Redis: its one reply, under an empty address.
-    pub(crate) async fn per_node(&mut self, cmd: &Cmd) -> redis::RedisResult<Vec<(String, Value)>> {
+    /// Runs `cmd` on every primary this connection knows now (its view of the topology) and
+    /// answers each one's reply by its address (`host:port`); a node's error reply is its
+    /// [`Value::ServerError`]. One Redis: its one reply, under an empty address.
+    pub(crate) async fn per_primary(
+        &mut self,
+        cmd: &Cmd,
+    ) -> redis::RedisResult<Vec<(String, Value)>> {
         match &mut self.0 {
             Kind::Single(conn) => Ok(vec![(String::new(), cmd.query_async(conn).await?)]),
             Kind::Cluster(conn) => {
@@ -211,7 +214,7 @@ impl Connection {
                 let replies = conn
                     .route_command(
                         cmd.clone(),
-                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None)),
+                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
                     )
                     .await?;
                 let Value::Map(replies) = replies else {
