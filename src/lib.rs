@@ -131,6 +131,7 @@
 //! | `auth` | [`auth`]: users, JWTs, sessions, revocation, `AuthUser`; with `events`, `EventsBridge` | `ratelimit`, argon2, jsonwebtoken, rusqlite (bundled SQLite), base64 |
 //! | `events` | [`events`]: `EventsHandle`, history, SSE fan-out | nothing more |
 //! | `catalog` | [`catalog`]: the sample product catalog | `cache`, rusqlite (bundled SQLite) |
+//! | `tls` | `rediss://` URLs and seeds, [`RedisSettings::tls_root_certs`](connection::RedisSettings::tls_root_certs) | redis-rs's rustls support, rustls with `ring` |
 //! | `server` (default) | every feature above, their HTTP routes, [`http`] (`Services`, `app()`, OpenAPI, Swagger UI, demo page), [`config`], [`run`], the `redkit` binary | all of the above, clap, tracing-subscriber, socket2, actix-web-lab |
 //!
 //! Always built, whatever the features: the bottom layer below ([`problem`], [`clock`], [`db`],

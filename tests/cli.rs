@@ -15,6 +15,8 @@ fn redkit() -> Command {
     for var in [
         "BIND",
         "REDIS_URL",
+        "REDIS_CLUSTER_NODES",
+        "REDIS_CA_CERT",
         "DATABASE_URL",
         "WORKERS",
         "LOG_FORMAT",
@@ -56,6 +58,8 @@ fn help_documents_every_option_and_variable() {
     for (flag, var) in [
         ("--bind", "BIND"),
         ("--redis-url", "REDIS_URL"),
+        ("--redis-cluster-nodes", "REDIS_CLUSTER_NODES"),
+        ("--redis-ca-cert", "REDIS_CA_CERT"),
         ("--database-url", "DATABASE_URL"),
         ("--workers", "WORKERS"),
         ("--log-format", "LOG_FORMAT"),
@@ -114,6 +118,19 @@ fn bad_configuration_is_one_line() {
     assert_one_line_error(code, &err, "--workers");
     let (code, err) = run(redkit().args(["--log-format", "xml"]));
     assert_one_line_error(code, &err, "--log-format");
+    // TLS: a CA file that cannot be read, or that holds no certificate.
+    let (code, err) = run(redkit().args([
+        "--redis-url",
+        "rediss://127.0.0.1:1",
+        "--redis-ca-cert",
+        "/nonexistent/ca.pem",
+    ]));
+    assert_one_line_error(code, &err, "cannot read --redis-ca-cert/REDIS_CA_CERT");
+    let not_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let (code, err) = run(redkit()
+        .env("REDIS_URL", "rediss://127.0.0.1:1")
+        .env("REDIS_CA_CERT", not_pem));
+    assert_one_line_error(code, &err, "no PEM certificate");
 }
 
 /// A taken port and an unwritable database path are each one line, exit code 1.

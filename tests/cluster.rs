@@ -459,6 +459,198 @@ async fn l1_stays_coherent_across_instances_on_every_shard() {
     }
 }
 
+/// How long a change may take to reach another instance's L1 after the cluster's topology
+/// changed under it: the feed notices at its next check (0.5 s) and re-arms (L1 flushed).
+const TOPOLOGY_REACH: Duration = Duration::from_secs(3);
+
+/// Reads `path` through `addr` until it answers `value` from `tier` (`X-Cache`), at most 5 s;
+/// every answer meanwhile is a 200 with `value`.
+async fn until_served_from(addr: SocketAddr, path: &str, value: &serde_json::Value, tier: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = request(addr, "GET", path, &[], "").await;
+        assert_eq!((seen.status, &seen.json()["value"]), (200, value), "{path}");
+        if seen.header("x-cache") == Some(tier) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} never served from {tier}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`until_served_from`] L1 (`HIT-L1`).
+async fn until_l1_holds(addr: SocketAddr, path: &str, value: &serde_json::Value) {
+    until_served_from(addr, path, value, "HIT-L1").await;
+}
+
+/// Reads `path` through `addr` until it answers `new` (at most `limit`); every answer before is
+/// a 200 with `old`.
+async fn until_changed(
+    addr: SocketAddr,
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = request(addr, "GET", path, &[], "").await;
+        assert_eq!(seen.status, 200, "{path}");
+        if seen.json()["value"] == *new {
+            return;
+        }
+        assert_eq!(seen.json()["value"], *old, "{path}");
+        assert!(
+            Instant::now() < deadline,
+            "{path}: still {old} {limit:?} after the write"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Resharding: a node joins after the instances started and a cached key's slot moves to it
+/// (its keys migrated). A, which serves the key from L1 before and after the move, answers B's
+/// later write within [`TOPOLOGY_REACH`]: the feed learns the new node and tracks it too.
+#[actix_web::test]
+async fn l1_stays_coherent_when_a_slot_moves_to_a_new_node() {
+    let mut fleet = Fleet::start(Backend::cluster()).await;
+    let a = fleet.a.addr;
+    let cache_b = fleet.b.services.cache.clone();
+    let ttl = Duration::from_secs(300);
+    let path = "/cache/reshard-key";
+    let (v1, v2) = (json!({"v": 1}), json!({"v": 2}));
+    cache_b.set("api:reshard-key", &v1, ttl).await.unwrap();
+    until_l1_holds(a, path, &v1).await;
+    // A steady cluster keeps the feed up: three liveness checks find every node tracking and
+    // the topology unchanged (no flush of L1).
+    let flushes = fleet.a.services.cache.stats().l1_feed_flushes;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(fleet.a.services.cache.stats().l1_feed_flushes, flushes);
+    let cluster = fleet.cluster();
+    let slot = slot_of(&key_containing(cluster, "reshard-key"));
+    let new = cluster.add_node();
+    cluster.migrate_slot(slot, new);
+    assert_eq!(cluster.owner_of_slot(slot), new);
+    // The move itself deletes the key on its old node, an invalidation A hears (or A's feed
+    // goes down, bypassing L1): A reads the key from Redis, now from the new node, then holds it
+    // in L1 again. (Without waiting for the read from Redis, A's L1 may still hold the entry of
+    // before the move, which the late invalidation then drops: a pass by luck.)
+    until_served_from(a, path, &v1, "HIT-L2").await;
+    until_l1_holds(a, path, &v1).await;
+    cache_b.set("api:reshard-key", &v2, ttl).await.unwrap();
+    until_changed(a, path, &v1, &v2, TOPOLOGY_REACH).await;
+    // And L1 serves again: the feed is up on the new topology.
+    until_l1_holds(a, path, &v2).await;
+}
+
+/// The bound README "Consistency" gives on staleness when the feed's connection is lost: one
+/// liveness check interval (0.5 s) plus its deadline (`REDIS_TIMEOUT_MS`, 1 s by default).
+const FEED_LOSS_BOUND: Duration = Duration::from_millis(1500);
+
+/// A primary's failover (3 primaries + 3 replicas): A caches a key, the key's primary is killed;
+/// once a replica took over, A serves the key from Redis (the promoted replica), then from L1
+/// again, and B writes the key. From B's acknowledgement on, A never answers the old value later
+/// than [`FEED_LOSS_BOUND`], only the new one (or a 503 problem while its own connection catches
+/// up with the topology), and its L1 serves the new one.
+#[actix_web::test]
+async fn l1_stays_coherent_through_a_primary_failover() {
+    let mut fleet = Fleet::start(Backend::cluster_with_replicas()).await;
+    let a = fleet.a.addr;
+    let cache_b = fleet.b.services.cache.clone();
+    let ttl = Duration::from_secs(300);
+    let path = "/cache/failover-key";
+    let (v1, v2) = (json!({"v": 1}), json!({"v": 2}));
+    cache_b.set("api:failover-key", &v1, ttl).await.unwrap();
+    until_l1_holds(a, path, &v1).await;
+    let cluster = fleet.cluster();
+    let key = key_containing(cluster, "failover-key");
+    cluster.wait_replicated();
+    let killed = cluster.kill_primary_for(&key);
+    let took = cluster.wait_failover(killed, Duration::from_secs(25)).await;
+    eprintln!("failover took {took:?}");
+    // A's L1 is filled again after the failover: first an answer not from L1 (A's feed lost
+    // the node, so L1 was flushed and bypassed; 503 while A's connection catches up), then from
+    // L1: the feed is up again, and the promoted replica's change must reach A.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refilled = Vec::new();
+    loop {
+        let reply = request(a, "GET", path, &[], "").await;
+        let tier = if reply.status == 503 {
+            reply.problem(503);
+            "503"
+        } else {
+            assert_eq!((reply.status, &reply.json()["value"]), (200, &v1));
+            reply.header("x-cache").unwrap_or("none")
+        };
+        refilled.push(tier.to_owned());
+        if tier == "HIT-L1" && refilled.len() > 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A's L1 not refilled 10 s after the failover: {refilled:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(
+        refilled[0], "HIT-L1",
+        "A's L1 kept the entry of before the kill"
+    );
+    eprintln!("A after the failover: {refilled:?}");
+    // B's write, retried while B's own connection still points at the dead primary.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cache_b.set("api:failover-key", &v2, ttl).await {
+            Ok(_) => break,
+            Err(err) => assert!(Instant::now() < deadline, "B cannot write: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acked = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let reply = request(a, "GET", path, &[], "").await;
+        let since = acked.elapsed();
+        if reply.status == 503 {
+            reply.problem(503);
+            seen.push("503");
+        } else {
+            assert_eq!(reply.status, 200, "{:?}", reply.body);
+            let value = reply.json()["value"].clone();
+            if value == v2 {
+                if reply.header("x-cache") == Some("HIT-L1") {
+                    break;
+                }
+                seen.push("v2");
+            } else {
+                assert_eq!(value, v1);
+                assert!(
+                    since <= FEED_LOSS_BOUND && !seen.contains(&"v2"),
+                    "A served the old value {since:?} after B's write: {seen:?}"
+                );
+                seen.push("v1");
+            }
+        }
+        assert!(
+            since < Duration::from_secs(10),
+            "A's L1 does not serve the new value 10 s after B's write: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "A after B's write: {seen:?}, L1 back {:?} after it",
+        acked.elapsed()
+    );
+    // Once the nodes agree on the new topology (the feed may re-arm once more meanwhile: its
+    // connection may have learned the topology from a node that still listed the dead
+    // primary), the feed stays up: no flush of L1 over three checks, replicas included (Redis
+    // lists each in CLUSTER SLOTS only once it has replicated something).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let flushes = fleet.a.services.cache.stats().l1_feed_flushes;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(fleet.a.services.cache.stats().l1_feed_flushes, flushes);
+}
+
 /// A limit of 10 per client is exact across two instances on the cluster: of 40 concurrent
 /// requests per client (20 through each instance), exactly 10 are admitted, for clients whose
 /// counters sit on different primaries.

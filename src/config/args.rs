@@ -90,14 +90,18 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BIND", default_value = DEFAULT_BIND, value_name = "ADDR")]
     pub bind: String,
-    /// Redis URL (`redis://`, `unix://`; TLS `rediss://` is not supported yet). Unset: in-process memory backend,
+    /// Redis URL (`redis://`, `rediss://` for TLS, `unix://`). Unset: in-process memory backend,
     /// single-instance only.
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
-    /// Redis Cluster seed nodes, comma-separated (`redis://host:port,redis://host:port`).
-    /// Excludes `--redis-url`.
+    /// Redis Cluster seed nodes, comma-separated (`redis://host:port,redis://host:port`, or all
+    /// `rediss://` for TLS). Excludes `--redis-url`.
     #[arg(long, env = "REDIS_CLUSTER_NODES", value_name = "URLS")]
     pub redis_cluster_nodes: Option<String>,
+    /// PEM file of the root certificates a `rediss://` server's certificate must chain to
+    /// (default: the system's roots). Needs a `rediss://` URL or seeds.
+    #[arg(long, env = "REDIS_CA_CERT", value_name = "FILE")]
+    pub redis_ca_cert: Option<std::path::PathBuf>,
     /// Database URL: `sqlite://PATH` or `sqlite::memory:`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_name = "URL")]
     pub database_url: String,
@@ -247,6 +251,7 @@ impl Default for ServeArgs {
             bind: DEFAULT_BIND.to_owned(),
             redis_url: None,
             redis_cluster_nodes: None,
+            redis_ca_cert: None,
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             workers: None,
             log_format: LogFormat::Text,

@@ -120,11 +120,26 @@ impl Config {
                 ))
             })?;
         }
+        if nodes
+            .iter()
+            .any(|n| n.starts_with("rediss://") != nodes[0].starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "--redis-cluster-nodes/REDIS_CLUSTER_NODES mixes redis:// and rediss:// seeds: a cluster is all TLS or none",
+            ));
+        }
+        let tls = url.starts_with("rediss://") || nodes.iter().any(|n| n.starts_with("rediss://"));
+        let tls_root_certs = args
+            .redis_ca_cert
+            .as_deref()
+            .map(|path| read_ca_cert(path, tls))
+            .transpose()?;
         let redis = match url {
             "" if !nodes.is_empty() => Some(RedisSettings {
                 cluster_nodes: nodes,
                 response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
                 connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+                tls_root_certs,
                 ..RedisSettings::new("")
             }),
             "" => None,
@@ -140,6 +155,7 @@ impl Config {
                     cluster_nodes: Vec::new(),
                     response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
                     connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+                    tls_root_certs,
                 })
             }
         };
@@ -223,6 +239,35 @@ impl Config {
     }
 }
 
+/// Reads `--redis-ca-cert`: a PEM file holding at least one certificate, for a `rediss://`
+/// target (`tls`).
+fn read_ca_cert(path: &std::path::Path, tls: bool) -> Result<Vec<u8>, ConfigError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    if !tls {
+        return Err(ConfigError::new(
+            "--redis-ca-cert/REDIS_CA_CERT needs a rediss:// --redis-url or --redis-cluster-nodes",
+        ));
+    }
+    let pem = std::fs::read(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read --redis-ca-cert/REDIS_CA_CERT {}: {e}",
+            path.display()
+        ))
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>();
+    match certs {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(ConfigError(format!(
+            "--redis-ca-cert/REDIS_CA_CERT {}: no PEM certificate in it",
+            path.display()
+        ))),
+        Err(e) => Err(ConfigError(format!(
+            "--redis-ca-cert/REDIS_CA_CERT {}: not PEM certificates: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError> {
     use crate::auth::{AuthConfig, SecretKey};
     let secret = match (&args.secret_key, &args.secret_key_file) {
@@ -297,7 +342,7 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         type Mutate = fn(&mut ServeArgs);
-        let cases: [(&str, Mutate); 10] = [
+        let cases: [(&str, Mutate); 14] = [
             ("--access-token-ttl", |a| {
                 a.access_token_ttl = a.refresh_token_ttl + 1;
             }),
@@ -309,6 +354,21 @@ mod tests {
             ("exclude each other", |a| {
                 a.redis_url = Some("redis://127.0.0.1:6379".into());
                 a.redis_cluster_nodes = Some("redis://127.0.0.1:7000".into());
+            }),
+            ("mixes redis:// and rediss://", |a| {
+                a.redis_cluster_nodes = Some("rediss://h:7000,redis://h:7001".into());
+            }),
+            ("needs a rediss://", |a| {
+                a.redis_url = Some("redis://127.0.0.1:6379".into());
+                a.redis_ca_cert = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml").into());
+            }),
+            ("cannot read --redis-ca-cert", |a| {
+                a.redis_cluster_nodes = Some("rediss://h:7000".into());
+                a.redis_ca_cert = Some("/nonexistent/ca.pem".into());
+            }),
+            ("no PEM certificate", |a| {
+                a.redis_url = Some("rediss://127.0.0.1:6380".into());
+                a.redis_ca_cert = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml").into());
             }),
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
             ("--workers", |a| a.workers = Some(0)),
@@ -343,5 +403,24 @@ mod tests {
             ["redis://127.0.0.1:7000", "redis://h:7001"]
         );
         assert_eq!(config.backend_name(), "redis-cluster");
+    }
+
+    /// `rediss://` is accepted for one Redis and for cluster seeds; without `--redis-ca-cert`
+    /// the system's roots are used (no roots in the settings).
+    #[test]
+    fn rediss_urls_are_accepted() {
+        for args in [
+            ServeArgs {
+                redis_url: Some("rediss://127.0.0.1:6380".into()),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                redis_cluster_nodes: Some("rediss://h:7000,rediss://h:7001".into()),
+                ..ServeArgs::default()
+            },
+        ] {
+            let config = Config::from_args(&args).unwrap();
+            assert_eq!(config.redis.unwrap().tls_root_certs, None);
+        }
     }
 }

@@ -18,13 +18,30 @@
 //!   and it keeps one connection's changes ordered with everyone else's).
 //!
 //! On a Redis Cluster the connection is redis-rs's async cluster connection (one multiplexed
-//! connection per node): tracking is armed on every node, replicas included (a promoted replica
-//! already tracks), the liveness check is a `PING` answered by every node within the deadline,
-//! and the feed is up only while all of them are.
+//! connection per node): tracking is armed on every node it knows (the replicas too, as far as
+//! `CLUSTER SLOTS` listed them: Redis leaves out a replica until it has replicated something),
+//! and the feed is up only while every primary tracks. The liveness check asks, within the
+//! deadline, `CLIENT TRACKINGINFO` of every primary the connection knows (Redis ≥ 6.2) and
+//! `CLUSTER SLOTS` of one node:
+//! - a primary that answers tracking off (redis-rs replaced its connection, which Redis does not
+//!   track) makes the feed go down and re-arm;
+//! - primaries listed by `CLUSTER SLOTS` that the connection does not know as primaries (a node
+//!   that took slots by resharding, a promoted replica), or known primaries no longer listed (a
+//!   failed one), make the feed go down and replace its connection, which learns the topology
+//!   anew, then re-arm on every node. redis-rs refreshes a cluster connection's topology only when
+//!   a command meets `MOVED` or a connection fails (1.8 has no periodic refresh), and the feed
+//!   sends no keyed command, so it checks for itself. Replicas are not compared: one appearing
+//!   in `CLUSTER SLOTS` changes nothing until it is promoted, which changes the primaries.
+//! - A failed arming replaces the connection too (a node in its view may be gone for good), at
+//!   most once per check interval.
+//!
+//! A change on a primary the feed does not track yet (a slot just moved to a new node, a replica
+//! promoted before the feed knew it) is heard of only once the feed re-armed, which flushes L1:
+//! staleness up to one check interval plus the deadline and the re-arm.
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{PushInfo, PushKind, Value};
+use redis::{Cmd, PushInfo, PushKind, Value};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
@@ -33,7 +50,7 @@ use super::{
 };
 
 /// The id a cluster feed reports for itself: a cluster has one connection per node, whose
-/// replacement shows as a `Disconnection` push or a failed `PING` on every node.
+/// replacement shows as a `Disconnection` push or as tracking off in `CLIENT TRACKINGINFO`.
 const CLUSTER_ID: i64 = -1;
 
 /// How often the feed proves its connection alive.
@@ -116,7 +133,10 @@ async fn run(
     }
     let mut check = redis::cmd("CLIENT");
     check.arg("ID");
-    let ping = redis::cmd("PING");
+    let mut trackinginfo = redis::cmd("CLIENT");
+    trackinginfo.arg("TRACKINGINFO");
+    let mut slots = redis::cmd("CLUSTER");
+    slots.arg("SLOTS");
     let mut down_reported = false;
     loop {
         // Arm (again). Pushes that arrive meanwhile are applied: harmless, maybe useful.
@@ -134,8 +154,10 @@ async fn run(
             Ok(Ok((id,))) => Some(id),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "invalidation feed: arming tracking failed");
-                if err.is_timeout() {
-                    // The manager's own response timeout: as silent as ours.
+                // A timeout: the manager's own response timeout, as silent as ours. On a
+                // cluster, a node of the connection's view may be gone for good (redis-rs
+                // would keep it until a command meets MOVED): learn the topology anew.
+                if err.is_timeout() || conn.is_cluster() {
                     reopen(&target, &mut conn, &mut pushes);
                 }
                 None
@@ -145,6 +167,8 @@ async fn run(
                 None
             }
         };
+        // A cluster's connection replaced after a failed arming.
+        let replaced = id.is_none() && conn.is_cluster();
         // A disconnection queued meanwhile may be this very connection's: arm again.
         let intact = drain(&mut pushes, &*listener);
         let Some(id) = id.filter(|_| intact) else {
@@ -152,7 +176,15 @@ async fn run(
                 listener(FeedEvent::Down);
                 down_reported = true;
             }
-            tokio::time::sleep(REARM_PAUSE).await;
+            // A cluster's connection was just replaced: give it (and the cluster) a check
+            // interval before the next one, so that a lasting failure replaces it at most twice
+            // a second.
+            let pause = if replaced {
+                FEED_CHECK_INTERVAL
+            } else {
+                REARM_PAUSE
+            };
+            tokio::time::sleep(pause).await;
             continue;
         };
         listener(FeedEvent::Up);
@@ -170,22 +202,32 @@ async fn run(
                     }
                 }
                 _ = ticker.tick() => {
+                    // Whether the armed connection is still there and tracking.
                     let alive = tokio::time::timeout(deadline, async {
-                        if conn.is_cluster() {
-                            // Every node answers, or the feed is down (a lost node's
-                            // connection comes back without tracking).
-                            conn.on_every_node(&ping).await.map(|()| CLUSTER_ID)
-                        } else {
-                            check.query_async::<i64>(&mut conn).await
+                        if !conn.is_cluster() {
+                            let now = check.query_async::<i64>(&mut conn).await?;
+                            if now != id {
+                                tracing::warn!("invalidation feed: the connection was replaced; re-arming");
+                            }
+                            return Ok::<bool, redis::RedisError>(now == id);
+                        }
+                        match check_cluster(&conn, &trackinginfo, &slots).await? {
+                            ClusterCheck::Tracking => Ok(true),
+                            ClusterCheck::NotTracking(node) => {
+                                tracing::warn!(%node, "invalidation feed: a node does not track; L1 bypassed until re-armed");
+                                Ok(false)
+                            }
+                            ClusterCheck::Topology { unknown, gone } => {
+                                tracing::warn!(?unknown, ?gone, "invalidation feed: the cluster's nodes changed; L1 bypassed, connection replaced");
+                                reopen(&target, &mut conn, &mut pushes);
+                                Ok(false)
+                            }
                         }
                     })
                     .await;
                     match alive {
-                        Ok(Ok(now)) if now == id => {}
-                        Ok(Ok(_)) => {
-                            tracing::warn!("invalidation feed: the connection was replaced; re-arming");
-                            break;
-                        }
+                        Ok(Ok(true)) => {}
+                        Ok(Ok(false)) => break,
                         Ok(Err(err)) => {
                             tracing::warn!(error = %err, "invalidation feed: liveness check failed; L1 bypassed");
                             if err.is_timeout() {
@@ -210,6 +252,120 @@ async fn run(
         listener(FeedEvent::Down);
         down_reported = true;
     }
+}
+
+/// What a cluster's liveness check found.
+#[derive(Debug, PartialEq, Eq)]
+enum ClusterCheck {
+    /// Every primary the connection knows tracks, and they are the primaries the cluster lists.
+    Tracking,
+    /// This primary (`host:port`) answered tracking off, or an error.
+    NotTracking(String),
+    /// The cluster lists primaries the connection does not know as such, or no longer lists
+    /// some it knows.
+    Topology {
+        /// Listed, unknown to the connection (`host:port`).
+        unknown: Vec<String>,
+        /// Known to the connection, no longer listed.
+        gone: Vec<String>,
+    },
+}
+
+/// Asks every primary the connection knows whether it tracks, and one node which primaries
+/// serve the cluster's slots, at once.
+async fn check_cluster(
+    conn: &Connection,
+    trackinginfo: &Cmd,
+    slots: &Cmd,
+) -> redis::RedisResult<ClusterCheck> {
+    let (mut on_nodes, mut on_one) = (conn.clone(), conn.clone());
+    let (infos, listed) = futures_util::future::join(
+        on_nodes.per_primary(trackinginfo),
+        slots.query_async::<Value>(&mut on_one),
+    )
+    .await;
+    let infos = infos?;
+    let listed = listed_primaries(&listed?);
+    let known: Vec<&str> = infos.iter().map(|(addr, _)| addr.as_str()).collect();
+    let unknown: Vec<String> = listed
+        .iter()
+        .filter(|(host, port)| !known.iter().any(|k| same_node(k, host, *port)))
+        .map(|(host, port)| format!("{host}:{port}"))
+        .collect();
+    let gone: Vec<String> = known
+        .iter()
+        .filter(|k| !listed.iter().any(|(host, port)| same_node(k, host, *port)))
+        .map(|k| (*k).to_owned())
+        .collect();
+    if !unknown.is_empty() || !gone.is_empty() {
+        return Ok(ClusterCheck::Topology { unknown, gone });
+    }
+    Ok(infos
+        .into_iter()
+        .find(|(_, info)| !tracking_on(info))
+        .map_or(ClusterCheck::Tracking, |(addr, _)| {
+            ClusterCheck::NotTracking(addr)
+        }))
+}
+
+/// Whether redis-rs's node address `known` (`host:port`) is the node listed as `host`, `port`
+/// by `CLUSTER SLOTS`; a listed empty host stands for the answering node's, which redis-rs took
+/// (then only the port is compared).
+fn same_node(known: &str, host: &str, port: u16) -> bool {
+    let Some((known_host, known_port)) = known.rsplit_once(':') else {
+        return false;
+    };
+    known_port.parse() == Ok(port) && (host.is_empty() || known_host == host)
+}
+
+/// Every primary (`host`, `port`) that `CLUSTER SLOTS` lists as serving slots (the first node
+/// of each range), without repeats; nodes listed with host `?` (unknown) are left out, as
+/// redis-rs leaves them out.
+fn listed_primaries(slots: &Value) -> Vec<(String, u16)> {
+    let mut nodes = Vec::new();
+    let Value::Array(ranges) = slots else {
+        return nodes;
+    };
+    for range in ranges {
+        let Value::Array(items) = range else { continue };
+        if let Some(node) = items.get(2) {
+            let Value::Array(fields) = node else { continue };
+            let host = match fields.first() {
+                Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+                Some(Value::SimpleString(text)) => text.clone(),
+                _ => String::new(),
+            };
+            let Some(Value::Int(port)) = fields.get(1) else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(*port) else {
+                continue;
+            };
+            if host != "?" && !nodes.contains(&(host.clone(), port)) {
+                nodes.push((host, port));
+            }
+        }
+    }
+    nodes
+}
+
+/// Whether a `CLIENT TRACKINGINFO` reply (a map, RESP3) has the flag `on`.
+fn tracking_on(info: &Value) -> bool {
+    let text = |v: &Value, want: &str| match v {
+        Value::BulkString(bytes) => bytes == want.as_bytes(),
+        Value::SimpleString(text) => text == want,
+        _ => false,
+    };
+    let Value::Map(fields) = info else {
+        return false;
+    };
+    fields.iter().any(|(key, flags)| {
+        text(key, "flags")
+            && match flags {
+                Value::Set(flags) | Value::Array(flags) => flags.iter().any(|f| text(f, "on")),
+                _ => false,
+            }
+    })
 }
 
 /// Replaces a connection that missed a deadline, with its own push channel so that the old
@@ -284,5 +440,55 @@ mod tests {
             Some(FeedEvent::Invalidated(vec![b"a".to_vec(), b"b".to_vec()]))
         );
         assert_eq!(invalidation(vec![]), None);
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn cluster_slots_list_every_primary_once_and_compare_with_redis_rs_addresses() {
+        let node = |host: &str, port: i64| Value::Array(vec![bulk(host), Value::Int(port)]);
+        let slots = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(99),
+                node("127.0.0.1", 7000),
+                node("127.0.0.1", 7003),
+            ]),
+            Value::Array(vec![Value::Int(100), Value::Int(100), node("", 7001)]),
+            Value::Array(vec![
+                Value::Int(101),
+                Value::Int(200),
+                node("127.0.0.1", 7000),
+            ]),
+            Value::Array(vec![Value::Int(201), Value::Int(300), node("?", 7009)]),
+        ]);
+        assert_eq!(
+            listed_primaries(&slots),
+            vec![("127.0.0.1".to_owned(), 7000), (String::new(), 7001)]
+        );
+        assert!(same_node("127.0.0.1:7000", "127.0.0.1", 7000));
+        assert!(same_node("10.0.0.1:7001", "", 7001));
+        assert!(!same_node("127.0.0.1:7000", "127.0.0.1", 7001));
+        assert!(!same_node("10.0.0.2:7000", "127.0.0.1", 7000));
+        assert!(same_node("::1:7000", "::1", 7000));
+    }
+
+    #[test]
+    fn tracking_is_on_only_with_the_on_flag() {
+        let info = |flags: &[&str]| {
+            Value::Map(vec![
+                (
+                    bulk("flags"),
+                    Value::Set(flags.iter().map(|f| bulk(f)).collect()),
+                ),
+                (bulk("redirect"), Value::Int(-1)),
+            ])
+        };
+        assert!(tracking_on(&info(&["on", "bcast"])));
+        assert!(!tracking_on(&info(&["off"])));
+        assert!(!tracking_on(&Value::Array(vec![bulk("flags"), bulk("on")])));
+        assert!(!tracking_on(&Value::Nil));
     }
 }

@@ -19,6 +19,10 @@ pub struct RedisSettings {
     pub response_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Root certificates (PEM) that a `rediss://` server's certificate must chain to, instead of
+    /// the system's; ignored for `redis://` and `unix://`. Needs the `tls` feature (without it,
+    /// `rediss://` and this are refused when the connections are set up).
+    pub tls_root_certs: Option<Vec<u8>>,
 }
 
 impl RedisSettings {
@@ -29,6 +33,7 @@ impl RedisSettings {
             cluster_nodes: Vec::new(),
             response_timeout: Duration::from_millis(DEFAULT_REDIS_TIMEOUT_MS),
             connect_timeout: Duration::from_millis(DEFAULT_REDIS_CONNECT_TIMEOUT_MS),
+            tls_root_certs: None,
         }
     }
 

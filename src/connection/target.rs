@@ -5,6 +5,8 @@
 //! connection ([`Target::commands`]) and the push connections ([`Target::push`]), all with
 //! redis-rs's own reconnection (a [`ConnectionManager`] on one Redis, an async
 //! [`ClusterConnection`] on a cluster, which keeps one multiplexed connection per node).
+//! `rediss://` connects over TLS (rustls, `ring`), checking the server's certificate against
+//! [`RedisSettings::tls_root_certs`] when given, the system's roots otherwise.
 
 use std::time::Duration;
 
@@ -24,6 +26,15 @@ use super::RedisSettings;
 /// How redis-rs's cluster connection words its refusal of a cross-slot pipeline, which it makes
 /// before sending anything (`route_for_pipeline` in redis-rs 1.8).
 const CLIENT_SIDE_CROSSSLOT: &str = "Received crossed slots in pipeline";
+
+/// The roots a `rediss://` connection checks the server's certificate against.
+#[cfg(feature = "tls")]
+type TlsRoots = redis::TlsCertificates;
+
+/// A build without the `tls` feature has no roots to give.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum TlsRoots {}
 
 /// A connection to Redis or to a Redis Cluster: commands are routed by key on a cluster, sent
 /// as they are to one Redis. Cheap to clone; clones share the connection.
@@ -188,6 +199,46 @@ impl Connection {
                 .map(drop),
         }
     }
+
+    /// Runs `cmd` on every primary this connection knows now (its view of the topology) and
+    /// answers each one's reply by its address (`host:port`); a node's error reply is its
+    /// [`Value::ServerError`]. One Redis: its one reply, under an empty address.
+    pub(crate) async fn per_primary(
+        &mut self,
+        cmd: &Cmd,
+    ) -> redis::RedisResult<Vec<(String, Value)>> {
+        match &mut self.0 {
+            Kind::Single(conn) => Ok(vec![(String::new(), cmd.query_async(conn).await?)]),
+            Kind::Cluster(conn) => {
+                // No response policy: redis-rs answers a map of each node's address to its reply.
+                let replies = conn
+                    .route_command(
+                        cmd.clone(),
+                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                    )
+                    .await?;
+                let Value::Map(replies) = replies else {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "a fan-out without response policy answered no map",
+                    )));
+                };
+                Ok(replies
+                    .into_iter()
+                    .map(|(addr, reply)| {
+                        let addr = match addr {
+                            Value::BulkString(bytes) => {
+                                String::from_utf8_lossy(&bytes).into_owned()
+                            }
+                            Value::SimpleString(text) => text,
+                            _ => String::new(),
+                        };
+                        (addr, reply)
+                    })
+                    .collect())
+            }
+        }
+    }
 }
 
 /// One Redis: the command client (RESP2, as configured) and the push client (RESP3).
@@ -210,8 +261,12 @@ pub(crate) struct Target {
 enum TargetKind {
     /// One Redis.
     Single(Box<SingleClients>),
-    /// A cluster: the seed URLs.
-    Cluster { nodes: Vec<String> },
+    /// A cluster: the seed URLs, and the roots their certificates must chain to (`rediss://`
+    /// seeds given `tls_root_certs`).
+    Cluster {
+        nodes: Vec<String>,
+        certs: Option<TlsRoots>,
+    },
 }
 
 impl std::fmt::Debug for Target {
@@ -230,8 +285,15 @@ impl Target {
     /// [`RedisError::Command`] when a URL is invalid.
     pub(crate) fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
         let kind = if settings.cluster_nodes.is_empty() {
-            let commands =
-                redis::Client::open(settings.url.as_str()).map_err(RedisError::Command)?;
+            let url = settings.url.as_str();
+            let commands = match tls_roots(settings, url)? {
+                #[cfg(feature = "tls")]
+                Some(certs) => redis::Client::build_with_tls(url, certs),
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match never {},
+                None => redis::Client::open(url),
+            }
+            .map_err(RedisError::Command)?;
             let info = commands.get_connection_info().clone();
             let resp3 = info
                 .redis_settings()
@@ -241,18 +303,22 @@ impl Target {
                 redis::Client::open(info.set_redis_settings(resp3)).map_err(RedisError::Command)?;
             TargetKind::Single(Box::new(SingleClients { commands, push }))
         } else {
-            // Checked now so that a bad seed fails at start, not at first use.
-            ClusterClient::new(settings.cluster_nodes.iter().map(String::as_str))
-                .map_err(RedisError::Command)?;
             TargetKind::Cluster {
                 nodes: settings.cluster_nodes.clone(),
+                // Non-empty here; redis-rs takes TLS or not from the first seed.
+                certs: tls_roots(settings, &settings.cluster_nodes[0])?,
             }
         };
-        Ok(Self {
+        let target = Self {
             kind,
             response_timeout: settings.response_timeout,
             connect_timeout: settings.connect_timeout,
-        })
+        };
+        if let TargetKind::Cluster { nodes, certs } = &target.kind {
+            // Checked now so that a bad seed fails at start, not at first use.
+            target.cluster_client(nodes, certs.as_ref(), false)?;
+        }
+        Ok(target)
     }
 
     /// Whether this is a Redis Cluster.
@@ -275,8 +341,8 @@ impl Target {
                     .map(|c| Connection(Kind::Single(c)))
                     .map_err(RedisError::Command)
             }
-            TargetKind::Cluster { nodes } => {
-                let client = self.cluster_client(nodes, false)?;
+            TargetKind::Cluster { nodes, certs } => {
+                let client = self.cluster_client(nodes, certs.as_ref(), false)?;
                 Ok(Connection(Kind::Cluster(
                     client.get_pending_async_connection_with_config(self.cluster_config()),
                 )))
@@ -301,8 +367,8 @@ impl Target {
                     .map(|c| Connection(Kind::Single(c)))
                     .map_err(RedisError::Command)
             }
-            TargetKind::Cluster { nodes } => {
-                let client = self.cluster_client(nodes, true)?;
+            TargetKind::Cluster { nodes, certs } => {
+                let client = self.cluster_client(nodes, certs.as_ref(), true)?;
                 Ok(Connection(Kind::Cluster(
                     client.get_pending_async_connection_with_config(
                         self.cluster_config().set_push_sender(sender),
@@ -329,7 +395,12 @@ impl Target {
             .set_response_timeout(self.response_timeout)
     }
 
-    fn cluster_client(&self, nodes: &[String], resp3: bool) -> Result<ClusterClient, RedisError> {
+    fn cluster_client(
+        &self,
+        nodes: &[String],
+        certs: Option<&TlsRoots>,
+        resp3: bool,
+    ) -> Result<ClusterClient, RedisError> {
         let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .connection_timeout(self.connect_timeout)
             .response_timeout(self.response_timeout)
@@ -342,6 +413,43 @@ impl Target {
         if resp3 {
             builder = builder.use_protocol(redis::ProtocolVersion::RESP3);
         }
+        if let Some(certs) = certs {
+            #[cfg(feature = "tls")]
+            {
+                builder = builder.certs(certs.clone());
+            }
+            #[cfg(not(feature = "tls"))]
+            match *certs {}
+        }
         builder.build().map_err(RedisError::Command)
+    }
+}
+
+/// The roots given in `settings` for a connection to `url`: only `rediss://` uses them (redis-rs
+/// would turn a `redis://` cluster into TLS if given some).
+///
+/// # Errors
+/// [`RedisError::Command`] when roots are given to a build without the `tls` feature.
+fn tls_roots(settings: &RedisSettings, url: &str) -> Result<Option<TlsRoots>, RedisError> {
+    let Some(pem) = settings.tls_root_certs.as_ref() else {
+        return Ok(None);
+    };
+    if !url.starts_with("rediss://") {
+        return Ok(None);
+    }
+    #[cfg(feature = "tls")]
+    {
+        Ok(Some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        }))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = pem;
+        Err(RedisError::Command(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "TLS root certificates given, but redkit is built without its `tls` feature",
+        ))))
     }
 }

@@ -16,6 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::tls::{TestCa, tls_args};
+
 /// The number of hash slots of every Redis Cluster.
 pub const SLOTS: u16 = 16384;
 
@@ -32,6 +34,9 @@ pub struct ClusterOptions {
     /// `--cluster-node-timeout`: how long a primary may be unreachable before its replica is
     /// promoted.
     pub node_timeout_ms: u64,
+    /// Whether clients, the cluster bus and replication speak TLS (`--tls-cluster yes`), with
+    /// a CA made for the cluster; each node also keeps a plain port for the harness.
+    pub tls: bool,
 }
 
 impl ClusterOptions {
@@ -41,6 +46,7 @@ impl ClusterOptions {
             primaries,
             replicas_per_primary,
             node_timeout_ms: 5000,
+            tls: false,
         }
     }
 }
@@ -51,19 +57,35 @@ pub struct ClusterNode {
     dir: tempfile::TempDir,
     child: Option<Child>,
     node_timeout_ms: u64,
+    /// On a TLS cluster: the TLS port (its bus port is this + 10000), and the TLS arguments.
+    tls: Option<(u16, Vec<String>)>,
 }
 
 impl ClusterNode {
-    fn spawn(port: u16, node_timeout_ms: u64) -> Self {
+    /// Starts a node on `port`; on a TLS cluster (`ca`) also on a TLS port, which the cluster
+    /// bus and replication use.
+    fn spawn(port: u16, node_timeout_ms: u64, ca: Option<&TestCa>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let tls = ca.map(|ca| {
+            let tls_port = free_port();
+            let mut args = tls_args(ca, tls_port);
+            args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+            (tls_port, args)
+        });
         let mut node = Self {
             port,
             dir,
             child: None,
             node_timeout_ms,
+            tls,
         };
         node.launch();
         node
+    }
+
+    /// The port other nodes and redkit reach this node on: the TLS port on a TLS cluster.
+    pub fn client_port(&self) -> u16 {
+        self.tls.as_ref().map_or(self.port, |(port, _)| *port)
     }
 
     fn launch(&mut self) {
@@ -81,6 +103,7 @@ impl ClusterNode {
             .arg(self.node_timeout_ms.to_string())
             // Replicas sync at once instead of after the default 5 s diskless-sync delay.
             .args(["--repl-diskless-sync-delay", "0"])
+            .args(self.tls.iter().flat_map(|(_, args)| args))
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(dir)
             .arg("--logfile")
@@ -186,6 +209,8 @@ impl Drop for ClusterNode {
 pub struct RedisCluster {
     nodes: Vec<ClusterNode>,
     options: ClusterOptions,
+    /// The CA of a TLS cluster's certificates.
+    ca: Option<TestCa>,
 }
 
 impl RedisCluster {
@@ -201,19 +226,25 @@ impl RedisCluster {
         let total = options.primaries * (1 + options.replicas_per_primary);
         assert!(options.primaries >= 3, "redis-cli needs 3 primaries");
         let mut last_error = String::new();
+        let mut ca = options.tls.then(TestCa::new);
         // A port checked free may be taken before redis-server binds it (another test process):
         // start again on other ports.
         for _ in 0..3 {
             let nodes: Vec<ClusterNode> = (0..total)
-                .map(|_| ClusterNode::spawn(free_port(), options.node_timeout_ms))
+                .map(|_| ClusterNode::spawn(free_port(), options.node_timeout_ms, ca.as_ref()))
                 .collect();
-            let mut cluster = Self { nodes, options };
+            let mut cluster = Self {
+                nodes,
+                options,
+                ca: ca.take(),
+            };
             if let Some(bad) = cluster.nodes.iter_mut().position(|n| !n.wait_up()) {
                 last_error = format!(
                     "node on port {} did not start: {}",
                     cluster.nodes[bad].port,
                     cluster.nodes[bad].log()
                 );
+                ca = cluster.ca.take();
                 continue;
             }
             cluster.create();
@@ -225,9 +256,12 @@ impl RedisCluster {
 
     fn create(&self) {
         let mut cmd = Command::new("redis-cli");
+        if let Some(ca) = &self.ca {
+            cmd.arg("--tls").arg("--cacert").arg(ca.ca_file());
+        }
         cmd.args(["--cluster", "create"]);
         for node in &self.nodes {
-            cmd.arg(format!("127.0.0.1:{}", node.port));
+            cmd.arg(format!("127.0.0.1:{}", node.client_port()));
         }
         if self.options.replicas_per_primary > 0 {
             cmd.args(["--cluster-replicas"])
@@ -337,9 +371,21 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// Seed URLs of every node (`redis://127.0.0.1:<port>`), as redkit's cluster config takes.
+    /// Seed URLs of every node (`redis://127.0.0.1:<port>`, `rediss://` and the TLS port on a
+    /// TLS cluster), as redkit's cluster config takes.
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(ClusterNode::url).collect()
+        self.nodes
+            .iter()
+            .map(|n| match &n.tls {
+                Some((port, _)) => format!("rediss://127.0.0.1:{port}"),
+                None => n.url(),
+            })
+            .collect()
+    }
+
+    /// The CA a TLS cluster's certificates chain to.
+    pub fn ca(&self) -> Option<&TestCa> {
+        self.ca.as_ref()
     }
 
     /// A redis-rs cluster client for assertions, seeded with every running node.
@@ -501,6 +547,108 @@ impl RedisCluster {
     pub async fn wait_failover(&self, killed: usize, limit: Duration) -> Duration {
         assert!(!self.nodes[killed].running(), "kill the node first");
         self.wait_ready_async(limit).await
+    }
+
+    /// Starts one more `redis-server` and joins it to the cluster as an empty primary
+    /// (`CLUSTER MEET`, what `redis-cli --cluster add-node` sends); waits until every node knows
+    /// it as connected. Answers its index.
+    pub fn add_node(&mut self) -> usize {
+        let node = loop {
+            let mut node =
+                ClusterNode::spawn(free_port(), self.options.node_timeout_ms, self.ca.as_ref());
+            if node.wait_up() {
+                break node;
+            }
+        };
+        // The bus port follows the port clients use (the TLS one on a TLS cluster).
+        let port = node.client_port();
+        let seed = self
+            .nodes
+            .iter()
+            .find(|n| n.running())
+            .expect("a live node");
+        let _: () = redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg("127.0.0.1")
+            .arg(port)
+            .query(&mut seed.conn().expect("node up"))
+            .expect("CLUSTER MEET");
+        self.nodes.push(node);
+        self.wait_ready(Duration::from_secs(30));
+        self.nodes.len() - 1
+    }
+
+    /// Moves `slot` and its keys to primary `to`, the way `redis-cli --cluster reshard` does:
+    /// `SETSLOT IMPORTING` on the target, `SETSLOT MIGRATING` on the source, `MIGRATE` of every
+    /// key, then `SETSLOT NODE` on the target, the source and every other node; waits until
+    /// every node sees `to` serving the slot.
+    pub fn migrate_slot(&self, slot: u16, to: usize) {
+        let from = self.owner_of_slot(slot);
+        assert_ne!(from, to, "slot {slot} is already on node {to}");
+        let (source, target) = (&self.nodes[from], &self.nodes[to]);
+        let (source_id, target_id) = (source.id(), target.id());
+        let mut source_conn = source.conn().expect("source up");
+        let mut target_conn = target.conn().expect("target up");
+        let setslot = |conn: &mut redis::Connection, state: &str, id: &str| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(id)
+                .query(conn)
+                .unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} {state}: {e}"));
+        };
+        setslot(&mut target_conn, "IMPORTING", &source_id);
+        setslot(&mut source_conn, "MIGRATING", &target_id);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut source_conn)
+                .expect("CLUSTER GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(target.port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut source_conn)
+                .expect("MIGRATE");
+        }
+        setslot(&mut target_conn, "NODE", &target_id);
+        setslot(&mut source_conn, "NODE", &target_id);
+        for node in self.nodes.iter().filter(|n| n.running()) {
+            if node.port != source.port && node.port != target.port {
+                setslot(&mut node.conn().expect("node up"), "NODE", &target_id);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for node in self.nodes.iter().filter(|n| n.running()) {
+            loop {
+                let owner = node.slot_owners().and_then(|ranges| {
+                    ranges
+                        .into_iter()
+                        .find(|(a, b, _)| (*a..=*b).contains(&slot))
+                        .map(|(_, _, port)| port)
+                });
+                if owner == Some(target.port) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} still sees slot {slot} on {owner:?}\n{}",
+                    node.port,
+                    self.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// Every key in the cluster (scanned on every running primary), with its PTTL.
