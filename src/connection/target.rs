@@ -404,9 +404,10 @@ impl Target {
         let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .connection_timeout(self.connect_timeout)
             .response_timeout(self.response_timeout)
-            // A request may follow a MOVED/ASK or wait out a failover's few seconds of
-            // TRYAGAIN/CLUSTERDOWN, but never longer than this: then it is a 503.
-            .overall_response_timeout(Some(self.response_timeout * 4))
+            // A request may follow a MOVED/ASK or retry a TRYAGAIN/CLUSTERDOWN, but never for
+            // longer than the response timeout, as on one Redis: then it is a 503. This is the
+            // only bound on a cluster request (`RedisHandle` adds no timer of its own).
+            .overall_response_timeout(Some(self.response_timeout))
             .retries(3)
             .min_retry_wait(20)
             .max_retry_wait(200);
