@@ -238,6 +238,62 @@ async fn remember_is_single_flight(backend: Backend) {
     assert_eq!(services.cache.stats().loads, 1);
 }
 
+/// Callers that missed L2 and wait on a load that is abandoned retry; the one that takes the
+/// lease next finds the value in L2 (stored meanwhile) and hands it to all the others at once:
+/// one L2 read, not one per waiter in turn (L1 off: nothing else would serve them).
+async fn waiters_share_a_value_found_in_l2(backend: Backend) {
+    use redkit::cache::{Acquire, CacheConfig, Lease};
+    const WAITERS: usize = 10;
+    let mut config = backend.config();
+    config.cache = CacheConfig::builder().l1_max_bytes(0).build().unwrap();
+    let services = services(&config);
+    let cache = services.cache.clone();
+    let acquire = |key: &str| {
+        cache.addr().send(Acquire {
+            key: key.to_owned(),
+        })
+    };
+    // A load of the key in flight, held here.
+    let Lease::Leader(held) = acquire("shared").await.unwrap() else {
+        panic!("the first acquire leads");
+    };
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let cache = cache.clone();
+            actix_web::rt::spawn(async move {
+                cache
+                    .remember("shared", Duration::from_secs(60), || async {
+                        Ok::<_, CacheError>(Some(json!("loaded")))
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    // Every waiter missed L2 and queued its acquire (fewer than the mailbox holds): once the
+    // actor answers a later one, they all wait on the held load.
+    while cache.stats().misses < WAITERS as u64 {
+        actix_web::rt::task::yield_now().await;
+    }
+    let Lease::Leader(barrier) = acquire("barrier").await.unwrap() else {
+        panic!("nobody loads the barrier key");
+    };
+    drop(barrier);
+    cache
+        .set("shared", &json!("stored"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    drop(held);
+    let before = cache.stats();
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap().value, Some(json!("stored")));
+    }
+    let after = cache.stats();
+    assert_eq!(after.loads, 0, "nobody ran the loader");
+    assert_eq!(after.l2_hits - before.l2_hits, 1, "one L2 read for all");
+    assert_eq!(after.coalesced, WAITERS as u64 - 1);
+}
+
 /// A failing loader is not cached, and the next caller loads again.
 async fn failed_load_is_not_cached(backend: Backend) {
     let services = services(&backend.config());
@@ -646,6 +702,7 @@ backend_suite!(
     writes_keep_l1_consistent,
     remember_caches_absence,
     remember_is_single_flight,
+    waiters_share_a_value_found_in_l2,
     failed_load_is_not_cached,
     flush_pattern_matches_globs,
     key_rules,

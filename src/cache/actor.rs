@@ -258,7 +258,7 @@ impl Handler<Release> for CacheActor {
         for waiter in waiters {
             let _ = waiter.send(Some(value.clone()));
         }
-        if stale {
+        if stale || msg.cached {
             return;
         }
         let key = msg.key;

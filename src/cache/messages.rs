@@ -59,6 +59,9 @@ pub struct Release {
     pub handled: Option<oneshot::Sender<()>>,
     /// The L2 guard taken before the load began; `None`: the result is not written to L2.
     pub fill: Option<FillGuard>,
+    /// The value was found in the cache (a load that ended just before this one began stored
+    /// it), not loaded: the waiters get it, nothing is stored.
+    pub cached: bool,
 }
 
 /// The answer to [`Acquire`].
@@ -97,9 +100,25 @@ impl LoadGuard {
             outcome: Some((value, ttl)),
             handled: Some(handled),
             fill: self.fill.take(),
+            cached: false,
         });
         // Resolves when the actor drops the message (handled, or the actor is gone).
         let _ = done.await;
+    }
+}
+
+impl LoadGuard {
+    /// Hands `value`, found in the cache rather than loaded, to every caller waiting on this
+    /// load (they would otherwise each take the lease in turn and read the cache again).
+    pub fn share(mut self, value: Option<Bytes>) {
+        self.armed = false;
+        self.addr.do_send(Release {
+            key: std::mem::take(&mut self.key),
+            outcome: Some((value, Duration::ZERO)),
+            handled: None,
+            fill: None,
+            cached: true,
+        });
     }
 }
 
@@ -111,6 +130,7 @@ impl Drop for LoadGuard {
                 outcome: None,
                 handled: None,
                 fill: None,
+                cached: false,
             });
         }
     }

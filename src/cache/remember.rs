@@ -124,9 +124,10 @@ impl CacheHandle {
                     // longer hold it: the feed reports this process's own writes too, which
                     // clear L1. So L2 once more before loading (one `GET` per real miss): under
                     // load, 500 concurrent cold reads loaded the row twice without it. The
-                    // waiters, woken by the dropped guard, find it in L1 (this read filled it).
+                    // callers waiting on this lease get the value from it: with L1 off, each
+                    // would otherwise take the lease in turn and read L2 again.
                     if let Ok(Some(value)) = self.read_l2(key).await {
-                        drop(guard);
+                        guard.share(value.clone());
                         return Ok(Remembered {
                             value,
                             tier: Tier::L2,
