@@ -699,6 +699,142 @@ async fn rate_limit_is_exact_across_two_instances() {
     );
 }
 
+/// The clients each node lists (`CLIENT LIST`, but the connection asking), by kind: `command`
+/// (RESP2, redis-rs's cluster connection), `feed` (tracking on: the L1 invalidation feed) or
+/// `subscriber` (RESP3 without tracking: the events and revocation subscribers), sorted.
+fn clients_per_node(cluster: &RedisCluster) -> Vec<Vec<&'static str>> {
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut node.conn().unwrap())
+                .unwrap();
+            let mut kinds: Vec<&'static str> = list
+                .lines()
+                .filter(|line| !line.contains(" cmd=client|list"))
+                .map(|line| {
+                    let field = |name: &str| {
+                        line.split(' ')
+                            .find_map(|f| f.strip_prefix(name))
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    match (field("resp=").as_str(), field("flags=").contains('t')) {
+                        ("2", _) => "command",
+                        (_, true) => "feed",
+                        _ => "subscriber",
+                    }
+                })
+                .collect();
+            kinds.sort_unstable();
+            kinds
+        })
+        .collect()
+}
+
+/// Item 3: per process, one command connection per node and the push connections the features
+/// need per node (the L1 invalidation feed, the events subscriber, the revocation subscriber),
+/// whatever the number of clients and requests: 300 concurrent cache reads over every shard, 30
+/// SSE clients on channels of every shard, publishes, logins and `/health` leave every node with
+/// the same 4 connections of this instance as when it had served nothing.
+#[actix_web::test]
+async fn connections_per_node_stay_bounded_under_load() {
+    let mut backend = Backend::cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fleet_config(&backend);
+    config.database = DatabaseLocation::File(dir.path().join("users.sqlite"));
+    let services = common::services(&config);
+    let tokens = Arc::new(StaticTokens::new());
+    tokens.insert(
+        PUBLISHER,
+        Caller::new("publisher", "s-publisher", u64::MAX / 2),
+    );
+    services.events.set_auth(tokens);
+    common::feed_ready(&services).await;
+    let server = TestServer::start(services, 2);
+    let addr = server.addr;
+    // Something on every node's connections: a write and a subscription.
+    let cache = server.services.cache.clone();
+    cache
+        .set("api:conn-anchor", &json!(0), Duration::from_secs(300))
+        .await
+        .unwrap();
+    publish(addr, PUBLISHER, "conn-anchor", r#"{"n":0}"#, Duration::ZERO).await;
+    let cluster = backend.cluster_mut().unwrap();
+    let key_anchor = key_containing(cluster, "conn-anchor");
+    let mut keys = Vec::new();
+    let mut channels = Vec::new();
+    for node in cluster.primaries() {
+        keys.extend(names_on(
+            cluster,
+            &key_anchor,
+            "conn-anchor",
+            node,
+            &format!("ck{node}-"),
+            4,
+        ));
+        channels.extend(names_on(
+            cluster,
+            &key_anchor,
+            "conn-anchor",
+            node,
+            &format!("cc{node}-"),
+            2,
+        ));
+    }
+    for key in &keys {
+        cache
+            .set(&format!("api:{key}"), &json!(key), Duration::from_secs(300))
+            .await
+            .unwrap();
+    }
+    // One SSE client per node's channels first: every push connection is open.
+    let mut streams = Vec::new();
+    for channel in &channels {
+        streams.push(Stream::open(addr, &format!("/events/{channel}")).await);
+        wait_subscribed(cluster, channel).await;
+    }
+    let each = vec!["command", "feed", "subscriber", "subscriber"];
+    assert_eq!(clients_per_node(cluster), vec![each.clone(); 3]);
+    // The load.
+    for channel in channels.iter().cycle().take(24) {
+        streams.push(Stream::open(addr, &format!("/events/{channel}")).await);
+    }
+    let reads = futures_util::future::join_all((0..300).map(|i| {
+        let path = format!("/cache/{}", keys[i % keys.len()]);
+        async move { request(addr, "GET", &path, &[], "").await.status }
+    }))
+    .await;
+    assert_eq!(reads, vec![200; 300]);
+    for (n, channel) in channels.iter().enumerate() {
+        publish(
+            addr,
+            PUBLISHER,
+            channel,
+            &format!(r#"{{"n":{n}}}"#),
+            Duration::ZERO,
+        )
+        .await;
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let n = i % channels.len();
+        assert_eq!(
+            stream.next_data(REACH).await,
+            format!(r#"{{"n":{n}}}"#),
+            "client {i}"
+        );
+    }
+    for user in ["conn-ann", "conn-bob"] {
+        login(addr, user).await;
+    }
+    assert_eq!(request(addr, "GET", "/health", &[], "").await.status, 200);
+    assert_eq!(clients_per_node(cluster), vec![each; 3]);
+    drop(streams);
+    drop(server);
+}
+
 /// Events published through A reach an SSE subscriber on B, for channels on every primary.
 #[actix_web::test]
 async fn events_from_one_instance_reach_subscribers_on_the_other() {
