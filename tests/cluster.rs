@@ -357,6 +357,20 @@ async fn publish(addr: SocketAddr, token: &str, channel: &str, body: &str, limit
 /// The events token of [`Fleet`]'s instances.
 const PUBLISHER: &str = "publisher-token";
 
+/// One instance of `config` served over TCP with `workers` workers, its invalidation feed armed,
+/// taking [`PUBLISHER`] as an events token (these tests are about the cluster, not logins).
+async fn serve_instance(config: &redkit::Config, workers: usize) -> TestServer {
+    let services = common::services(config);
+    let tokens = Arc::new(StaticTokens::new());
+    tokens.insert(
+        PUBLISHER,
+        Caller::new("publisher", "s-publisher", u64::MAX / 2),
+    );
+    services.events.set_auth(tokens);
+    common::feed_ready(&services).await;
+    TestServer::start(services, workers)
+}
+
 /// Two instances on one cluster, each served over TCP, sharing one SQLite file (users).
 struct Fleet {
     backend: Backend,
@@ -370,21 +384,11 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let mut config = fleet_config(&backend);
         config.database = DatabaseLocation::File(dir.path().join("users.sqlite"));
-        let a = common::services(&config);
-        let b = common::services(&config);
-        // A static publishing token: these tests are about the cluster, not about logins.
-        let tokens = Arc::new(StaticTokens::new());
-        let far = u64::MAX / 2;
-        tokens.insert(PUBLISHER, Caller::new("publisher", "s-publisher", far));
-        a.events.set_auth(tokens.clone());
-        b.events.set_auth(tokens);
-        common::feed_ready(&a).await;
-        common::feed_ready(&b).await;
         Self {
+            a: serve_instance(&config, 1).await,
+            b: serve_instance(&config, 1).await,
             backend,
             _dir: dir,
-            a: TestServer::start(a, 1),
-            b: TestServer::start(b, 1),
         }
     }
 
@@ -745,15 +749,7 @@ async fn connections_per_node_stay_bounded_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = fleet_config(&backend);
     config.database = DatabaseLocation::File(dir.path().join("users.sqlite"));
-    let services = common::services(&config);
-    let tokens = Arc::new(StaticTokens::new());
-    tokens.insert(
-        PUBLISHER,
-        Caller::new("publisher", "s-publisher", u64::MAX / 2),
-    );
-    services.events.set_auth(tokens);
-    common::feed_ready(&services).await;
-    let server = TestServer::start(services, 2);
+    let server = serve_instance(&config, 2).await;
     let addr = server.addr;
     // Something on every node's connections: a write and a subscription.
     let cache = server.services.cache.clone();
@@ -990,16 +986,8 @@ async fn probe_until_steady(
 async fn primary_failover_answers_503_then_recovers_within_25_s() {
     let mut backend = Backend::cluster_with_replicas();
     let config = fleet_config(&backend);
-    let services = common::services(&config);
-    let tokens = Arc::new(StaticTokens::new());
-    tokens.insert(
-        PUBLISHER,
-        Caller::new("publisher", "s-publisher", u64::MAX / 2),
-    );
-    services.events.set_auth(tokens);
-    common::feed_ready(&services).await;
-    let cache = services.cache.clone();
-    let server = TestServer::start(services, 2);
+    let server = serve_instance(&config, 2).await;
+    let cache = server.services.cache.clone();
     let addr = server.addr;
     let ttl = Duration::from_secs(300);
     cache
