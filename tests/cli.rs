@@ -110,6 +110,12 @@ fn help_documents_every_option_and_variable() {
 fn bad_configuration_is_one_line() {
     let (code, err) = run(redkit().env("REDIS_URL", "http://nope"));
     assert_one_line_error(code, &err, "REDIS_URL");
+    // One Redis or a cluster, not both.
+    let (code, err) = run(redkit().env("REDIS_URL", "redis://127.0.0.1:1").env(
+        "REDIS_CLUSTER_NODES",
+        "redis://127.0.0.1:2,redis://127.0.0.1:3",
+    ));
+    assert_one_line_error(code, &err, "exclude each other: give one");
     let (code, err) = run(redkit().env("DATABASE_URL", "postgres://x"));
     assert_one_line_error(code, &err, "DATABASE_URL");
     let (code, err) = run(redkit().args(["--bind", "not-an-address"]));
