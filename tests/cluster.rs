@@ -547,6 +547,51 @@ async fn l1_stays_coherent_when_a_slot_moves_to_a_new_node() {
     until_l1_holds(a, path, &v2).await;
 }
 
+/// Resharding the other way: a key's slot moves to a node that joined and back again; that node,
+/// left without slots, is made a replica by Redis 7, then leaves the cluster (`CLUSTER FORGET`
+/// everywhere, then it stops), as `redis-cli --cluster del-node` removes a node. A answers B's
+/// later write within [`TOPOLOGY_REACH`], then serves L1 again, and its feed stays up on the
+/// smaller cluster (no flush of L1 over three liveness checks: it does not keep reaching for
+/// the node that left).
+#[actix_web::test]
+async fn l1_stays_coherent_when_a_primary_leaves() {
+    let mut fleet = Fleet::start(Backend::cluster()).await;
+    let a = fleet.a.addr;
+    let cache_b = fleet.b.services.cache.clone();
+    let ttl = Duration::from_secs(300);
+    let path = "/cache/leave-key";
+    let (v1, v2) = (json!({"v": 1}), json!({"v": 2}));
+    cache_b.set("api:leave-key", &v1, ttl).await.unwrap();
+    let cluster = fleet.cluster();
+    let slot = slot_of(&key_containing(cluster, "leave-key"));
+    let home = cluster.owner_of_slot(slot);
+    let guest = cluster.add_node();
+    cluster.migrate_slot(slot, guest);
+    until_served_from(a, path, &v1, "HIT-L2").await;
+    until_l1_holds(a, path, &v1).await;
+    let cluster = fleet.cluster();
+    cluster.migrate_slot(slot, home);
+    cluster.remove_node(guest);
+    assert_eq!(cluster.primaries().len(), 3);
+    until_served_from(a, path, &v1, "HIT-L2").await;
+    until_l1_holds(a, path, &v1).await;
+    cache_b.set("api:leave-key", &v2, ttl).await.unwrap();
+    until_changed(a, path, &v1, &v2, TOPOLOGY_REACH).await;
+    until_l1_holds(a, path, &v2).await;
+    let flushes = fleet.a.services.cache.stats().l1_feed_flushes;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(fleet.a.services.cache.stats().l1_feed_flushes, flushes);
+    let hit = request(a, "GET", path, &[], "").await;
+    assert_eq!(
+        (
+            hit.status,
+            hit.header("x-cache"),
+            hit.json()["value"].clone()
+        ),
+        (200, Some("HIT-L1"), v2)
+    );
+}
+
 /// The bound README "Consistency" gives on staleness when the feed's connection is lost: one
 /// liveness check interval (0.5 s) plus its deadline (`REDIS_TIMEOUT_MS`, 1 s by default).
 const FEED_LOSS_BOUND: Duration = Duration::from_millis(1500);

@@ -578,6 +578,28 @@ impl RedisCluster {
         self.nodes.len() - 1
     }
 
+    /// Removes node `index`, which must serve no slot, the way `redis-cli --cluster del-node`
+    /// does: `CLUSTER FORGET` on every other node (within the 60 s in which gossip would not
+    /// bring it back), then the node is killed; waits until the rest is ready without it.
+    pub fn remove_node(&mut self, index: usize) {
+        assert!(
+            !self.primaries().contains(&index),
+            "node {index} still serves slots: move them first"
+        );
+        let id = self.nodes[index].id();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if i != index && node.running() {
+                let _: () = redis::cmd("CLUSTER")
+                    .arg("FORGET")
+                    .arg(&id)
+                    .query(&mut node.conn().expect("node up"))
+                    .unwrap_or_else(|e| panic!("CLUSTER FORGET on {}: {e}", node.port));
+            }
+        }
+        self.kill(index);
+        self.wait_ready(Duration::from_secs(30));
+    }
+
     /// Moves `slot` and its keys to primary `to`, the way `redis-cli --cluster reshard` does:
     /// `SETSLOT IMPORTING` on the target, `SETSLOT MIGRATING` on the source, `MIGRATE` of every
     /// key, then `SETSLOT NODE` on the target, the source and every other node; waits until
@@ -622,9 +644,27 @@ impl RedisCluster {
                 .expect("MIGRATE");
         }
         setslot(&mut target_conn, "NODE", &target_id);
-        setslot(&mut source_conn, "NODE", &target_id);
+        // The source may have turned replica already if that was its last slot (see below):
+        // its refusal is no error then, as `redis-cli --cluster reshard` treats it.
+        let told: redis::RedisResult<()> = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&target_id)
+            .query(&mut source_conn);
+        if let Err(e) = told
+            && !e.to_string().contains("SETSLOT only with masters")
+        {
+            panic!("CLUSTER SETSLOT {slot} NODE on the source: {e}");
+        }
+        // Every other primary (a replica refuses `SETSLOT`; it follows its primary). A primary
+        // that gave its last slot away may be a replica by now: Redis 7 makes it one of the
+        // node that took the slot (`cluster-allow-replica-migration`).
         for node in self.nodes.iter().filter(|n| n.running()) {
-            if node.port != source.port && node.port != target.port {
+            let primary = node
+                .info("replication")
+                .is_some_and(|info| info.contains("role:master"));
+            if primary && node.port != source.port && node.port != target.port {
                 setslot(&mut node.conn().expect("node up"), "NODE", &target_id);
             }
         }
