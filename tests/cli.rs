@@ -60,6 +60,8 @@ fn help_documents_every_option_and_variable() {
         ("--redis-url", "REDIS_URL"),
         ("--redis-cluster-nodes", "REDIS_CLUSTER_NODES"),
         ("--redis-ca-cert", "REDIS_CA_CERT"),
+        ("--redis-client-cert", "REDIS_CLIENT_CERT"),
+        ("--redis-client-key", "REDIS_CLIENT_KEY"),
         ("--database-url", "DATABASE_URL"),
         ("--workers", "WORKERS"),
         ("--log-format", "LOG_FORMAT"),

@@ -164,18 +164,95 @@ async fn an_untrusted_certificate_is_a_503_not_a_panic() {
     }
 }
 
+/// Mutual TLS: a server that authenticates clients (`tls-auth-clients yes`, Redis's default
+/// once TLS is on) serves redkit given `--redis-client-cert` and `--redis-client-key` (`/health`
+/// up with the L1 feed up, a cache write and read); without them the handshake fails and Redis
+/// counts as down (`/health` 503 `degraded`, a cache read a 503 problem), never a panic.
+#[actix_web::test]
+async fn a_server_that_authenticates_clients_takes_the_client_certificate() {
+    let ca = TestCa::new();
+    let server = TlsRedisServer::start_with(&ca, true);
+    let config = config_from(ServeArgs {
+        redis_url: Some(server.url()),
+        redis_ca_cert: Some(ca.ca_file()),
+        redis_client_cert: Some(ca.client_cert_file()),
+        redis_client_key: Some(ca.client_key_file()),
+        ..ServeArgs::default()
+    });
+    let services = common::services(&config);
+    let app = common::app(&services).await;
+    let body = healthy(&app).await;
+    assert_eq!(body["redis"]["status"], "up", "{body}");
+    let (access, _) = common::register_and_login(&app, "mtls-user").await;
+    let put = call(
+        &app,
+        TestRequest::put()
+            .uri("/cache/mtls-key")
+            .insert_header(("authorization", format!("Bearer {access}")))
+            .set_json(json!({"v": 1})),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    let stored: String = redis::cmd("GET")
+        .arg("redkit:cache:api:mtls-key")
+        .query(&mut server.conn().unwrap())
+        .unwrap();
+    assert_eq!(stored, r#"{"v":1}"#);
+    // A key file that holds no key is a one-line configuration error.
+    let err = Config::from_args(&ServeArgs {
+        redis_url: Some(server.url()),
+        redis_client_cert: Some(ca.client_cert_file()),
+        redis_client_key: Some(ca.client_cert_file()),
+        ..ServeArgs::default()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no PEM private key in it"),
+        "{err}"
+    );
+    // The same server without a client certificate.
+    let config = config_from(ServeArgs {
+        redis_url: Some(server.url()),
+        redis_ca_cert: Some(ca.ca_file()),
+        ..ServeArgs::default()
+    });
+    let services = common::services(&config);
+    let app = common::app(&services).await;
+    let health = call(&app, TestRequest::get().uri("/health")).await;
+    assert_eq!(health.status, 503, "{:?}", health.body);
+    assert_eq!(health.json()["redis"]["status"], "down");
+    call(&app, TestRequest::get().uri("/cache/mtls-key"))
+        .await
+        .problem(503);
+}
+
 /// A TLS cluster (3 primaries; clients, the cluster bus and replication on TLS, the nodes
 /// announcing their TLS ports) through `rediss://` seeds and `--redis-ca-cert`: `/health` sees
 /// every node up and the L1 feed up, a login and `PUT`/`GET /cache` work for keys on every
 /// primary, and another client's change reaches L1.
 #[actix_web::test]
 async fn a_tls_cluster_serves_the_cache() {
+    tls_cluster_serves_the_cache(false).await;
+}
+
+/// The same on a cluster whose nodes authenticate clients, given `--redis-client-cert` and
+/// `--redis-client-key`: every node's connections show the certificate.
+#[actix_web::test]
+async fn a_tls_cluster_that_authenticates_clients_takes_the_client_certificate() {
+    tls_cluster_serves_the_cache(true).await;
+}
+
+async fn tls_cluster_serves_the_cache(auth_clients: bool) {
     let mut options = ClusterOptions::new(3, 0);
     options.tls = true;
+    options.auth_clients = auth_clients;
     let cluster = RedisCluster::start_with(options);
+    let ca = cluster.ca().unwrap();
     let config = config_from(ServeArgs {
         redis_cluster_nodes: Some(cluster.urls().join(",")),
-        redis_ca_cert: Some(cluster.ca().unwrap().ca_file()),
+        redis_ca_cert: Some(ca.ca_file()),
+        redis_client_cert: auth_clients.then(|| ca.client_cert_file()),
+        redis_client_key: auth_clients.then(|| ca.client_key_file()),
         ..ServeArgs::default()
     });
     let services = common::services(&config);

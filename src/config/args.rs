@@ -102,6 +102,13 @@ pub struct ServeArgs {
     /// (default: the system's roots). Needs a `rediss://` URL or seeds.
     #[arg(long, env = "REDIS_CA_CERT", value_name = "FILE")]
     pub redis_ca_cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate (chain) shown to a `rediss://` server that
+    /// authenticates clients (`tls-auth-clients yes`). Goes with `--redis-client-key`.
+    #[arg(long, env = "REDIS_CLIENT_CERT", value_name = "FILE")]
+    pub redis_client_cert: Option<std::path::PathBuf>,
+    /// PEM file of the private key of `--redis-client-cert`.
+    #[arg(long, env = "REDIS_CLIENT_KEY", value_name = "FILE")]
+    pub redis_client_key: Option<std::path::PathBuf>,
     /// Database URL: `sqlite://PATH` or `sqlite::memory:`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_name = "URL")]
     pub database_url: String,
@@ -252,6 +259,8 @@ impl Default for ServeArgs {
             redis_url: None,
             redis_cluster_nodes: None,
             redis_ca_cert: None,
+            redis_client_cert: None,
+            redis_client_key: None,
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             workers: None,
             log_format: LogFormat::Text,

@@ -19,7 +19,10 @@ pub use crate::{
         DEFAULT_L1_MAX_BYTES, DEFAULT_L1_TTL_SECS, DEFAULT_NEGATIVE_TTL_SECS,
     },
     catalog::{DEFAULT_PRODUCT_LIST_TTL_SECS, DEFAULT_PRODUCT_TTL_SECS},
-    connection::{DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings},
+    connection::{
+        DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings,
+        TlsClientIdentity,
+    },
     db::{DEFAULT_DATABASE_URL, DatabaseLocation, parse_database_url},
     events::{
         DEFAULT_EVENTS_HEARTBEAT_MS, DEFAULT_EVENTS_HISTORY_LEN, DEFAULT_EVENTS_MAX_REPLAY,
@@ -134,12 +137,14 @@ impl Config {
             .as_deref()
             .map(|path| read_ca_cert(path, tls))
             .transpose()?;
+        let tls_client_identity = read_client_identity(args, tls)?;
         let redis = match url {
             "" if !nodes.is_empty() => Some(RedisSettings {
                 cluster_nodes: nodes,
                 response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
                 connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
                 tls_root_certs,
+                tls_client_identity,
                 ..RedisSettings::new("")
             }),
             "" => None,
@@ -156,6 +161,7 @@ impl Config {
                     response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
                     connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
                     tls_root_certs,
+                    tls_client_identity,
                 })
             }
         };
@@ -268,6 +274,51 @@ fn read_ca_cert(path: &std::path::Path, tls: bool) -> Result<Vec<u8>, ConfigErro
     }
 }
 
+/// Reads `--redis-client-cert` and `--redis-client-key` (both or neither) for a `rediss://`
+/// target (`tls`): at least one certificate, and a private key.
+fn read_client_identity(
+    args: &ServeArgs,
+    tls: bool,
+) -> Result<Option<TlsClientIdentity>, ConfigError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let (cert, key) = match (&args.redis_client_cert, &args.redis_client_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => {
+            return Err(ConfigError::new(
+                "--redis-client-cert/REDIS_CLIENT_CERT and --redis-client-key/REDIS_CLIENT_KEY go together: give both",
+            ));
+        }
+    };
+    if !tls {
+        return Err(ConfigError::new(
+            "--redis-client-cert/REDIS_CLIENT_CERT needs a rediss:// --redis-url or --redis-cluster-nodes",
+        ));
+    }
+    let read = |path: &std::path::Path, option: &str| {
+        std::fs::read(path)
+            .map_err(|e| ConfigError(format!("cannot read {option} {}: {e}", path.display())))
+    };
+    let cert_chain = read(cert, "--redis-client-cert/REDIS_CLIENT_CERT")?;
+    if !matches!(
+        CertificateDer::pem_slice_iter(&cert_chain).collect::<Result<Vec<_>, _>>(),
+        Ok(certs) if !certs.is_empty()
+    ) {
+        return Err(ConfigError(format!(
+            "--redis-client-cert/REDIS_CLIENT_CERT {}: no PEM certificate in it",
+            cert.display()
+        )));
+    }
+    let private_key = read(key, "--redis-client-key/REDIS_CLIENT_KEY")?;
+    if PrivateKeyDer::from_pem_slice(&private_key).is_err() {
+        return Err(ConfigError(format!(
+            "--redis-client-key/REDIS_CLIENT_KEY {}: no PEM private key in it",
+            key.display()
+        )));
+    }
+    Ok(Some(TlsClientIdentity::new(cert_chain, private_key)))
+}
+
 fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError> {
     use crate::auth::{AuthConfig, SecretKey};
     let secret = match (&args.secret_key, &args.secret_key_file) {
@@ -342,7 +393,7 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         type Mutate = fn(&mut ServeArgs);
-        let cases: [(&str, Mutate); 14] = [
+        let cases: [(&str, Mutate); 17] = [
             ("--access-token-ttl", |a| {
                 a.access_token_ttl = a.refresh_token_ttl + 1;
             }),
@@ -369,6 +420,23 @@ mod tests {
             ("no PEM certificate", |a| {
                 a.redis_url = Some("rediss://127.0.0.1:6380".into());
                 a.redis_ca_cert = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml").into());
+            }),
+            ("go together: give both", |a| {
+                a.redis_url = Some("rediss://127.0.0.1:6380".into());
+                a.redis_client_key = Some("/nonexistent/client.key".into());
+            }),
+            (
+                "--redis-client-cert/REDIS_CLIENT_CERT needs a rediss://",
+                |a| {
+                    a.redis_url = Some("redis://127.0.0.1:6379".into());
+                    a.redis_client_cert = Some("/nonexistent/client.pem".into());
+                    a.redis_client_key = Some("/nonexistent/client.key".into());
+                },
+            ),
+            ("cannot read --redis-client-cert", |a| {
+                a.redis_cluster_nodes = Some("rediss://h:7000".into());
+                a.redis_client_cert = Some("/nonexistent/client.pem".into());
+                a.redis_client_key = Some("/nonexistent/client.key".into());
             }),
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
             ("--workers", |a| a.workers = Some(0)),

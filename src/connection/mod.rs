@@ -57,5 +57,7 @@ pub use feed::{FeedEvent, InvalidationFeed};
 pub use handle::{NodeState, RedisHandle, RedisStatus};
 pub use messages::{GetStatus, Ping};
 pub use push::{PushEvent, PushEvents, Subscriber};
-pub use settings::{DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings};
+pub use settings::{
+    DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings, TlsClientIdentity,
+};
 pub use target::Connection;

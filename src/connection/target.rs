@@ -6,7 +6,8 @@
 //! redis-rs's own reconnection (a [`ConnectionManager`] on one Redis, an async
 //! [`ClusterConnection`] on a cluster, which keeps one multiplexed connection per node).
 //! `rediss://` connects over TLS (rustls, `ring`), checking the server's certificate against
-//! [`RedisSettings::tls_root_certs`] when given, the system's roots otherwise.
+//! [`RedisSettings::tls_root_certs`] when given, the system's roots otherwise, and showing
+//! [`RedisSettings::tls_client_identity`] to a server that authenticates clients.
 
 use std::time::Duration;
 
@@ -27,7 +28,8 @@ use super::RedisSettings;
 /// before sending anything (`route_for_pipeline` in redis-rs 1.8).
 const CLIENT_SIDE_CROSSSLOT: &str = "Received crossed slots in pipeline";
 
-/// The roots a `rediss://` connection checks the server's certificate against.
+/// What a `rediss://` connection checks the server's certificate against, and the client
+/// certificate it shows, if any.
 #[cfg(feature = "tls")]
 type TlsRoots = redis::TlsCertificates;
 
@@ -261,8 +263,8 @@ pub(crate) struct Target {
 enum TargetKind {
     /// One Redis.
     Single(Box<SingleClients>),
-    /// A cluster: the seed URLs, and the roots their certificates must chain to (`rediss://`
-    /// seeds given `tls_root_certs`).
+    /// A cluster: the seed URLs, and its TLS material (`rediss://` seeds given roots or a client
+    /// identity).
     Cluster {
         nodes: Vec<String>,
         certs: Option<TlsRoots>,
@@ -426,31 +428,37 @@ impl Target {
     }
 }
 
-/// The roots given in `settings` for a connection to `url`: only `rediss://` uses them (redis-rs
-/// would turn a `redis://` cluster into TLS if given some).
+/// The TLS material given in `settings` (roots, a client identity) for a connection to `url`:
+/// only `rediss://` uses it (redis-rs would turn a `redis://` cluster into TLS if given some).
+/// Without roots, the system's are used.
 ///
 /// # Errors
-/// [`RedisError::Command`] when roots are given to a build without the `tls` feature.
+/// [`RedisError::Command`] when some is given to a build without the `tls` feature.
 fn tls_roots(settings: &RedisSettings, url: &str) -> Result<Option<TlsRoots>, RedisError> {
-    let Some(pem) = settings.tls_root_certs.as_ref() else {
+    if settings.tls_root_certs.is_none() && settings.tls_client_identity.is_none() {
         return Ok(None);
-    };
+    }
     if !url.starts_with("rediss://") {
         return Ok(None);
     }
     #[cfg(feature = "tls")]
     {
         Ok(Some(redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem.clone()),
+            client_tls: settings
+                .tls_client_identity
+                .as_ref()
+                .map(|id| redis::ClientTlsConfig {
+                    client_cert: id.cert_chain.clone(),
+                    client_key: id.private_key.clone(),
+                }),
+            root_cert: settings.tls_root_certs.clone(),
         }))
     }
     #[cfg(not(feature = "tls"))]
     {
-        let _ = pem;
         Err(RedisError::Command(redis::RedisError::from((
             redis::ErrorKind::InvalidClientConfig,
-            "TLS root certificates given, but redkit is built without its `tls` feature",
+            "TLS certificates given, but redkit is built without its `tls` feature",
         ))))
     }
 }

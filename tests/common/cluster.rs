@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::tls::{TestCa, tls_args};
+use super::tls::{TestCa, tls_args_with};
 
 /// The number of hash slots of every Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -37,6 +37,9 @@ pub struct ClusterOptions {
     /// Whether clients, the cluster bus and replication speak TLS (`--tls-cluster yes`), with
     /// a CA made for the cluster; each node also keeps a plain port for the harness.
     pub tls: bool,
+    /// With `tls`: clients (and nodes on the bus) must show a certificate signed by the CA
+    /// (`tls-auth-clients yes`); the harness's plain ports ask none.
+    pub auth_clients: bool,
 }
 
 impl ClusterOptions {
@@ -47,6 +50,7 @@ impl ClusterOptions {
             replicas_per_primary,
             node_timeout_ms: 5000,
             tls: false,
+            auth_clients: false,
         }
     }
 }
@@ -63,12 +67,12 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     /// Starts a node on `port`; on a TLS cluster (`ca`) also on a TLS port, which the cluster
-    /// bus and replication use.
-    fn spawn(port: u16, node_timeout_ms: u64, ca: Option<&TestCa>) -> Self {
+    /// bus and replication use (`auth_clients`: clients must show a certificate).
+    fn spawn(port: u16, node_timeout_ms: u64, ca: Option<&TestCa>, auth_clients: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let tls = ca.map(|ca| {
             let tls_port = free_port();
-            let mut args = tls_args(ca, tls_port);
+            let mut args = tls_args_with(ca, tls_port, auth_clients);
             args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
             (tls_port, args)
         });
@@ -231,7 +235,14 @@ impl RedisCluster {
         // start again on other ports.
         for _ in 0..3 {
             let nodes: Vec<ClusterNode> = (0..total)
-                .map(|_| ClusterNode::spawn(free_port(), options.node_timeout_ms, ca.as_ref()))
+                .map(|_| {
+                    ClusterNode::spawn(
+                        free_port(),
+                        options.node_timeout_ms,
+                        ca.as_ref(),
+                        options.auth_clients,
+                    )
+                })
                 .collect();
             let mut cluster = Self {
                 nodes,
@@ -258,6 +269,12 @@ impl RedisCluster {
         let mut cmd = Command::new("redis-cli");
         if let Some(ca) = &self.ca {
             cmd.arg("--tls").arg("--cacert").arg(ca.ca_file());
+            if self.options.auth_clients {
+                cmd.arg("--cert")
+                    .arg(ca.client_cert_file())
+                    .arg("--key")
+                    .arg(ca.client_key_file());
+            }
         }
         cmd.args(["--cluster", "create"]);
         for node in &self.nodes {
@@ -554,8 +571,12 @@ impl RedisCluster {
     /// it as connected. Answers its index.
     pub fn add_node(&mut self) -> usize {
         let node = loop {
-            let mut node =
-                ClusterNode::spawn(free_port(), self.options.node_timeout_ms, self.ca.as_ref());
+            let mut node = ClusterNode::spawn(
+                free_port(),
+                self.options.node_timeout_ms,
+                self.ca.as_ref(),
+                self.options.auth_clients,
+            );
             if node.wait_up() {
                 break node;
             }

@@ -10,7 +10,8 @@ use std::{
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 
 /// A CA made for one test, and a server certificate it signed for `127.0.0.1` and `localhost`.
@@ -47,7 +48,27 @@ impl TestCa {
         write("ca.pem", ca.pem());
         write("server.pem", cert.pem());
         write("server.key", key.serialize_pem());
+        // A client certificate, for servers that authenticate clients (mutual TLS).
+        let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "redkit test client");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("client key");
+        let cert = client.signed_by(&key, &ca).expect("client certificate");
+        write("client.pem", cert.pem());
+        write("client.key", key.serialize_pem());
         Self { dir }
+    }
+
+    /// The client certificate's PEM file (signed by this CA).
+    pub fn client_cert_file(&self) -> PathBuf {
+        self.dir.path().join("client.pem")
+    }
+
+    /// The client certificate's private key, PEM.
+    pub fn client_key_file(&self) -> PathBuf {
+        self.dir.path().join("client.key")
     }
 
     /// The CA certificate's PEM file.
@@ -76,6 +97,12 @@ pub fn free_port() -> u16 {
 /// The `redis-server` arguments that make it serve TLS on `tls_port` with `ca`'s server
 /// certificate (clients need no certificate of their own).
 pub fn tls_args(ca: &TestCa, tls_port: u16) -> Vec<String> {
+    tls_args_with(ca, tls_port, false)
+}
+
+/// [`tls_args`], with `auth_clients`: clients must show a certificate signed by `ca` (Redis's
+/// own default, `tls-auth-clients yes`).
+pub fn tls_args_with(ca: &TestCa, tls_port: u16, auth_clients: bool) -> Vec<String> {
     let path = |name: &str| ca.file(name).display().to_string();
     vec![
         "--tls-port".into(),
@@ -87,7 +114,7 @@ pub fn tls_args(ca: &TestCa, tls_port: u16) -> Vec<String> {
         "--tls-ca-cert-file".into(),
         path("ca.pem"),
         "--tls-auth-clients".into(),
-        "no".into(),
+        if auth_clients { "yes" } else { "no" }.into(),
     ]
 }
 
@@ -103,13 +130,19 @@ pub struct TlsRedisServer {
 impl TlsRedisServer {
     /// Starts a server with `ca`'s certificate and waits until it answers `PING` on its socket.
     pub fn start(ca: &TestCa) -> Self {
+        Self::start_with(ca, false)
+    }
+
+    /// [`start`](Self::start); with `auth_clients`, TLS clients must show a certificate signed
+    /// by `ca`.
+    pub fn start_with(ca: &TestCa, auth_clients: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", "0", "--bind", "127.0.0.1", "--unixsocket"])
             .arg(dir.path().join("redis.sock"))
             .args(["--unixsocketperm", "700"])
-            .args(tls_args(ca, port))
+            .args(tls_args_with(ca, port, auth_clients))
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(dir.path())
             .arg("--logfile")
