@@ -90,34 +90,34 @@ impl LoadGuard {
     /// Reports the loaded value (`None`: the source has none) and its TTL, and waits until the
     /// actor has put it in L1, so the caller's next read in this process is a hit.
     pub async fn complete(mut self, value: Option<Bytes>, ttl: Duration) {
-        self.armed = false;
         let (handled, done) = oneshot::channel();
-        // Queued before anything can cancel this call (`send` would hold the message in its
-        // future while the mailbox is full, and a dropped caller would lose it, leaving every
-        // follower of the key waiting).
-        self.addr.do_send(Release {
-            key: std::mem::take(&mut self.key),
-            outcome: Some((value, ttl)),
-            handled: Some(handled),
-            fill: self.fill.take(),
-            cached: false,
-        });
+        self.release(Some((value, ttl)), Some(handled), false);
         // Resolves when the actor drops the message (handled, or the actor is gone).
         let _ = done.await;
     }
-}
 
-impl LoadGuard {
     /// Hands `value`, found in the cache rather than loaded, to every caller waiting on this
     /// load (they would otherwise each take the lease in turn and read the cache again).
     pub fn share(mut self, value: Option<Bytes>) {
+        self.release(Some((value, Duration::ZERO)), None, true);
+    }
+
+    /// Ends the load once. Queued at once (`do_send`): `send` would hold the message in its
+    /// future while the mailbox is full, and a cancelled caller would lose it, leaving every
+    /// follower of the key waiting.
+    fn release(
+        &mut self,
+        outcome: Option<(Option<Bytes>, Duration)>,
+        handled: Option<oneshot::Sender<()>>,
+        cached: bool,
+    ) {
         self.armed = false;
         self.addr.do_send(Release {
             key: std::mem::take(&mut self.key),
-            outcome: Some((value, Duration::ZERO)),
-            handled: None,
-            fill: None,
-            cached: true,
+            outcome,
+            handled,
+            fill: self.fill.take(),
+            cached,
         });
     }
 }
@@ -125,13 +125,7 @@ impl LoadGuard {
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         if self.armed {
-            self.addr.do_send(Release {
-                key: std::mem::take(&mut self.key),
-                outcome: None,
-                handled: None,
-                fill: None,
-                cached: false,
-            });
+            self.release(None, None, false);
         }
     }
 }

@@ -248,30 +248,12 @@ impl Config {
 /// Reads `--redis-ca-cert`: a PEM file holding at least one certificate, for a `rediss://`
 /// target (`tls`).
 fn read_ca_cert(path: &std::path::Path, tls: bool) -> Result<Vec<u8>, ConfigError> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
     if !tls {
         return Err(ConfigError::new(
             "--redis-ca-cert/REDIS_CA_CERT needs a rediss:// --redis-url or --redis-cluster-nodes",
         ));
     }
-    let pem = std::fs::read(path).map_err(|e| {
-        ConfigError(format!(
-            "cannot read --redis-ca-cert/REDIS_CA_CERT {}: {e}",
-            path.display()
-        ))
-    })?;
-    let certs = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>();
-    match certs {
-        Ok(certs) if !certs.is_empty() => Ok(pem),
-        Ok(_) => Err(ConfigError(format!(
-            "--redis-ca-cert/REDIS_CA_CERT {}: no PEM certificate in it",
-            path.display()
-        ))),
-        Err(e) => Err(ConfigError(format!(
-            "--redis-ca-cert/REDIS_CA_CERT {}: not PEM certificates: {e}",
-            path.display()
-        ))),
-    }
+    read_pem_certs(path, "--redis-ca-cert/REDIS_CA_CERT")
 }
 
 /// Reads `--redis-client-cert` and `--redis-client-key` (both or neither) for a `rediss://`
@@ -280,7 +262,7 @@ fn read_client_identity(
     args: &ServeArgs,
     tls: bool,
 ) -> Result<Option<TlsClientIdentity>, ConfigError> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
     let (cert, key) = match (&args.redis_client_cert, &args.redis_client_key) {
         (None, None) => return Ok(None),
         (Some(cert), Some(key)) => (cert, key),
@@ -295,28 +277,38 @@ fn read_client_identity(
             "--redis-client-cert/REDIS_CLIENT_CERT needs a rediss:// --redis-url or --redis-cluster-nodes",
         ));
     }
-    let read = |path: &std::path::Path, option: &str| {
-        std::fs::read(path)
-            .map_err(|e| ConfigError(format!("cannot read {option} {}: {e}", path.display())))
-    };
-    let cert_chain = read(cert, "--redis-client-cert/REDIS_CLIENT_CERT")?;
-    if !matches!(
-        CertificateDer::pem_slice_iter(&cert_chain).collect::<Result<Vec<_>, _>>(),
-        Ok(certs) if !certs.is_empty()
-    ) {
-        return Err(ConfigError(format!(
-            "--redis-client-cert/REDIS_CLIENT_CERT {}: no PEM certificate in it",
-            cert.display()
-        )));
-    }
-    let private_key = read(key, "--redis-client-key/REDIS_CLIENT_KEY")?;
+    let cert_chain = read_pem_certs(cert, "--redis-client-cert/REDIS_CLIENT_CERT")?;
+    let option = "--redis-client-key/REDIS_CLIENT_KEY";
+    let private_key = read_file(key, option)?;
     if PrivateKeyDer::from_pem_slice(&private_key).is_err() {
         return Err(ConfigError(format!(
-            "--redis-client-key/REDIS_CLIENT_KEY {}: no PEM private key in it",
+            "{option} {}: no PEM private key in it",
             key.display()
         )));
     }
     Ok(Some(TlsClientIdentity::new(cert_chain, private_key)))
+}
+
+/// Reads the file `option` names: PEM holding at least one certificate.
+fn read_pem_certs(path: &std::path::Path, option: &str) -> Result<Vec<u8>, ConfigError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let pem = read_file(path, option)?;
+    match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(ConfigError(format!(
+            "{option} {}: no PEM certificate in it",
+            path.display()
+        ))),
+        Err(e) => Err(ConfigError(format!(
+            "{option} {}: not PEM certificates: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn read_file(path: &std::path::Path, option: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path)
+        .map_err(|e| ConfigError(format!("cannot read {option} {}: {e}", path.display())))
 }
 
 fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError> {

@@ -31,12 +31,12 @@ const CLIENT_SIDE_CROSSSLOT: &str = "Received crossed slots in pipeline";
 /// What a `rediss://` connection checks the server's certificate against, and the client
 /// certificate it shows, if any.
 #[cfg(feature = "tls")]
-type TlsRoots = redis::TlsCertificates;
+type TlsCerts = redis::TlsCertificates;
 
 /// A build without the `tls` feature has no roots to give.
 #[cfg(not(feature = "tls"))]
 #[derive(Clone)]
-enum TlsRoots {}
+enum TlsCerts {}
 
 /// A connection to Redis or to a Redis Cluster: commands are routed by key on a cluster, sent
 /// as they are to one Redis. Cheap to clone; clones share the connection.
@@ -267,7 +267,7 @@ enum TargetKind {
     /// identity).
     Cluster {
         nodes: Vec<String>,
-        certs: Option<TlsRoots>,
+        certs: Option<TlsCerts>,
     },
 }
 
@@ -288,7 +288,7 @@ impl Target {
     pub(crate) fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
         let kind = if settings.cluster_nodes.is_empty() {
             let url = settings.url.as_str();
-            let commands = match tls_roots(settings, url)? {
+            let commands = match tls_certificates(settings, url)? {
                 #[cfg(feature = "tls")]
                 Some(certs) => redis::Client::build_with_tls(url, certs),
                 #[cfg(not(feature = "tls"))]
@@ -308,7 +308,7 @@ impl Target {
             TargetKind::Cluster {
                 nodes: settings.cluster_nodes.clone(),
                 // Non-empty here; redis-rs takes TLS or not from the first seed.
-                certs: tls_roots(settings, &settings.cluster_nodes[0])?,
+                certs: tls_certificates(settings, &settings.cluster_nodes[0])?,
             }
         };
         let target = Self {
@@ -400,7 +400,7 @@ impl Target {
     fn cluster_client(
         &self,
         nodes: &[String],
-        certs: Option<&TlsRoots>,
+        certs: Option<&TlsCerts>,
         resp3: bool,
     ) -> Result<ClusterClient, RedisError> {
         let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
@@ -434,7 +434,7 @@ impl Target {
 ///
 /// # Errors
 /// [`RedisError::Command`] when some is given to a build without the `tls` feature.
-fn tls_roots(settings: &RedisSettings, url: &str) -> Result<Option<TlsRoots>, RedisError> {
+fn tls_certificates(settings: &RedisSettings, url: &str) -> Result<Option<TlsCerts>, RedisError> {
     if settings.tls_root_certs.is_none() && settings.tls_client_identity.is_none() {
         return Ok(None);
     }
