@@ -272,7 +272,12 @@ async fn waiters_share_a_value_found_in_l2(backend: Backend) {
         .collect();
     // Every waiter missed L2 and queued its acquire (fewer than the mailbox holds): once the
     // actor answers a later one, they all wait on the held load.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while cache.stats().misses < WAITERS as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiters never missed L2"
+        );
         actix_web::rt::task::yield_now().await;
     }
     let Lease::Leader(barrier) = acquire("barrier").await.unwrap() else {

@@ -512,26 +512,38 @@ async fn until_changed(
     }
 }
 
-/// Resharding: a node joins after the instances started and a cached key's slot moves to it
-/// (its keys migrated). A, which serves the key from L1 before and after the move, answers B's
-/// later write within [`TOPOLOGY_REACH`]: the feed learns the new node and tracks it too.
+/// Resharding, both ways: a node joins after the instances started and a cached key's slot
+/// moves to it (its keys migrated); A, which serves the key from L1 before and after the move,
+/// answers B's later write within [`TOPOLOGY_REACH`]: the feed learns the new node and tracks it
+/// too. Then the slot moves back and the node, left without slots (Redis 7 makes it a replica),
+/// leaves the cluster (`CLUSTER FORGET` everywhere, then it stops), as `redis-cli --cluster
+/// del-node` removes a node: A answers B's next write within [`TOPOLOGY_REACH`] again, serves it
+/// from L1, and its feed stays up on the smaller cluster (no flush of L1 over three liveness
+/// checks: it does not keep reaching for the node that left).
 #[actix_web::test]
-async fn l1_stays_coherent_when_a_slot_moves_to_a_new_node() {
+async fn l1_stays_coherent_as_a_node_joins_takes_a_slot_and_leaves() {
     let mut fleet = Fleet::start(Backend::cluster()).await;
     let a = fleet.a.addr;
     let cache_b = fleet.b.services.cache.clone();
     let ttl = Duration::from_secs(300);
     let path = "/cache/reshard-key";
-    let (v1, v2) = (json!({"v": 1}), json!({"v": 2}));
+    let (v1, v2, v3) = (json!({"v": 1}), json!({"v": 2}), json!({"v": 3}));
     cache_b.set("api:reshard-key", &v1, ttl).await.unwrap();
     until_l1_holds(a, path, &v1).await;
     // A steady cluster keeps the feed up: three liveness checks find every node tracking and
     // the topology unchanged (no flush of L1).
-    let flushes = fleet.a.services.cache.stats().l1_feed_flushes;
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert_eq!(fleet.a.services.cache.stats().l1_feed_flushes, flushes);
+    let feed_steady = |fleet: &Fleet| {
+        let cache = fleet.a.services.cache.clone();
+        async move {
+            let flushes = cache.stats().l1_feed_flushes;
+            tokio::time::sleep(Duration::from_millis(1600)).await;
+            assert_eq!(cache.stats().l1_feed_flushes, flushes, "the feed went down");
+        }
+    };
+    feed_steady(&fleet).await;
     let cluster = fleet.cluster();
     let slot = slot_of(&key_containing(cluster, "reshard-key"));
+    let home = cluster.owner_of_slot(slot);
     let new = cluster.add_node();
     cluster.migrate_slot(slot, new);
     assert_eq!(cluster.owner_of_slot(slot), new);
@@ -545,42 +557,17 @@ async fn l1_stays_coherent_when_a_slot_moves_to_a_new_node() {
     until_changed(a, path, &v1, &v2, TOPOLOGY_REACH).await;
     // And L1 serves again: the feed is up on the new topology.
     until_l1_holds(a, path, &v2).await;
-}
-
-/// Resharding the other way: a key's slot moves to a node that joined and back again; that node,
-/// left without slots, is made a replica by Redis 7, then leaves the cluster (`CLUSTER FORGET`
-/// everywhere, then it stops), as `redis-cli --cluster del-node` removes a node. A answers B's
-/// later write within [`TOPOLOGY_REACH`], then serves L1 again, and its feed stays up on the
-/// smaller cluster (no flush of L1 over three liveness checks: it does not keep reaching for
-/// the node that left).
-#[actix_web::test]
-async fn l1_stays_coherent_when_a_primary_leaves() {
-    let mut fleet = Fleet::start(Backend::cluster()).await;
-    let a = fleet.a.addr;
-    let cache_b = fleet.b.services.cache.clone();
-    let ttl = Duration::from_secs(300);
-    let path = "/cache/leave-key";
-    let (v1, v2) = (json!({"v": 1}), json!({"v": 2}));
-    cache_b.set("api:leave-key", &v1, ttl).await.unwrap();
-    let cluster = fleet.cluster();
-    let slot = slot_of(&key_containing(cluster, "leave-key"));
-    let home = cluster.owner_of_slot(slot);
-    let guest = cluster.add_node();
-    cluster.migrate_slot(slot, guest);
-    until_served_from(a, path, &v1, "HIT-L2").await;
-    until_l1_holds(a, path, &v1).await;
+    // The node leaves.
     let cluster = fleet.cluster();
     cluster.migrate_slot(slot, home);
-    cluster.remove_node(guest);
+    cluster.remove_node(new);
     assert_eq!(cluster.primaries().len(), 3);
-    until_served_from(a, path, &v1, "HIT-L2").await;
-    until_l1_holds(a, path, &v1).await;
-    cache_b.set("api:leave-key", &v2, ttl).await.unwrap();
-    until_changed(a, path, &v1, &v2, TOPOLOGY_REACH).await;
+    until_served_from(a, path, &v2, "HIT-L2").await;
     until_l1_holds(a, path, &v2).await;
-    let flushes = fleet.a.services.cache.stats().l1_feed_flushes;
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert_eq!(fleet.a.services.cache.stats().l1_feed_flushes, flushes);
+    cache_b.set("api:reshard-key", &v3, ttl).await.unwrap();
+    until_changed(a, path, &v2, &v3, TOPOLOGY_REACH).await;
+    until_l1_holds(a, path, &v3).await;
+    feed_steady(&fleet).await;
     let hit = request(a, "GET", path, &[], "").await;
     assert_eq!(
         (
@@ -588,7 +575,7 @@ async fn l1_stays_coherent_when_a_primary_leaves() {
             hit.header("x-cache"),
             hit.json()["value"].clone()
         ),
-        (200, Some("HIT-L1"), v2)
+        (200, Some("HIT-L1"), v3)
     );
 }
 
@@ -783,11 +770,31 @@ fn clients_per_node(cluster: &RedisCluster) -> Vec<Vec<&'static str>> {
         .collect()
 }
 
+/// How many connections each node has accepted since it started (`INFO stats`
+/// `total_connections_received`), this query's own included.
+fn connections_received(cluster: &RedisCluster) -> Vec<u64> {
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            let info: String = redis::cmd("INFO")
+                .arg("stats")
+                .query(&mut node.conn().unwrap())
+                .unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix("total_connections_received:"))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("total_connections_received")
+        })
+        .collect()
+}
+
 /// Item 3: per process, one command connection per node and the push connections the features
 /// need per node (the L1 invalidation feed, the events subscriber, the revocation subscriber),
 /// whatever the number of clients and requests: 300 concurrent cache reads over every shard, 30
 /// SSE clients on channels of every shard, publishes, logins and `/health` leave every node with
-/// the same 4 connections of this instance as when it had served nothing.
+/// the same 4 connections of this instance as when it had served nothing, and no node accepted
+/// any connection meanwhile but the test's own queries (none opened and closed per request).
 #[actix_web::test]
 async fn connections_per_node_stay_bounded_under_load() {
     let mut backend = Backend::cluster();
@@ -839,6 +846,7 @@ async fn connections_per_node_stay_bounded_under_load() {
     }
     let each = vec!["command", "feed", "subscriber", "subscriber"];
     assert_eq!(clients_per_node(cluster), vec![each.clone(); 3]);
+    let received = connections_received(cluster);
     // The load.
     for channel in channels.iter().cycle().take(24) {
         streams.push(Stream::open(addr, &format!("/events/{channel}")).await);
@@ -871,6 +879,9 @@ async fn connections_per_node_stay_bounded_under_load() {
         login(addr, user).await;
     }
     assert_eq!(request(addr, "GET", "/health", &[], "").await.status, 200);
+    // One more each: the query asking.
+    let expected: Vec<u64> = received.iter().map(|n| n + 1).collect();
+    assert_eq!(connections_received(cluster), expected);
     assert_eq!(clients_per_node(cluster), vec![each; 3]);
     drop(streams);
     drop(server);

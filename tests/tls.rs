@@ -193,6 +193,11 @@ async fn a_server_that_authenticates_clients_takes_the_client_certificate() {
     )
     .await;
     assert_eq!(put.status, 200, "{:?}", put.body);
+    let get = call(&app, TestRequest::get().uri("/cache/mtls-key")).await;
+    assert_eq!(
+        (get.status, get.json()),
+        (200, json!({"key": "mtls-key", "value": {"v": 1}}))
+    );
     let stored: String = redis::cmd("GET")
         .arg("redkit:cache:api:mtls-key")
         .query(&mut server.conn().unwrap())

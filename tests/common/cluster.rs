@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::tls::{TestCa, tls_args_with};
+use super::tls::{TestCa, tls_args};
 
 /// The number of hash slots of every Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -72,7 +72,7 @@ impl ClusterNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let tls = ca.map(|ca| {
             let tls_port = free_port();
-            let mut args = tls_args_with(ca, tls_port, auth_clients);
+            let mut args = tls_args(ca, tls_port, auth_clients);
             args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
             (tls_port, args)
         });

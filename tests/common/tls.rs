@@ -95,14 +95,9 @@ pub fn free_port() -> u16 {
 }
 
 /// The `redis-server` arguments that make it serve TLS on `tls_port` with `ca`'s server
-/// certificate (clients need no certificate of their own).
-pub fn tls_args(ca: &TestCa, tls_port: u16) -> Vec<String> {
-    tls_args_with(ca, tls_port, false)
-}
-
-/// [`tls_args`], with `auth_clients`: clients must show a certificate signed by `ca` (Redis's
-/// own default, `tls-auth-clients yes`).
-pub fn tls_args_with(ca: &TestCa, tls_port: u16, auth_clients: bool) -> Vec<String> {
+/// certificate; with `auth_clients`, clients must show a certificate signed by `ca` (Redis's
+/// own default, `tls-auth-clients yes`), else they need none.
+pub fn tls_args(ca: &TestCa, tls_port: u16, auth_clients: bool) -> Vec<String> {
     let path = |name: &str| ca.file(name).display().to_string();
     vec![
         "--tls-port".into(),
@@ -142,7 +137,7 @@ impl TlsRedisServer {
             .args(["--port", "0", "--bind", "127.0.0.1", "--unixsocket"])
             .arg(dir.path().join("redis.sock"))
             .args(["--unixsocketperm", "700"])
-            .args(tls_args_with(ca, port, auth_clients))
+            .args(tls_args(ca, port, auth_clients))
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(dir.path())
             .arg("--logfile")
