@@ -36,15 +36,25 @@ impl std::ops::Deref for ConfigError {
     }
 }
 
-/// Checks a Redis key prefix: 1 to [`MAX_KEY_PREFIX_BYTES`] bytes.
+/// Checks a Redis key prefix: 1 to [`MAX_KEY_PREFIX_BYTES`] bytes, without `{` or `}`.
+///
+/// Every key redkit writes carries a hash tag on the identity it belongs to (`{user:42}`), so
+/// that the keys one script touches share a slot of a Redis Cluster. Redis hashes only the first
+/// `{…}` of a key: a brace in the prefix would become the tag, or break it, and scatter one
+/// script's keys over several slots (`CROSSSLOT`).
 ///
 /// # Errors
-/// A [`ConfigError`] naming `--key-prefix/KEY_PREFIX` when it is empty or too long.
+/// A [`ConfigError`] naming `--key-prefix/KEY_PREFIX` when it is empty, too long or has a brace.
 pub fn validate_key_prefix(prefix: &str) -> Result<(), ConfigError> {
     if prefix.is_empty() || prefix.len() > MAX_KEY_PREFIX_BYTES {
         return Err(ConfigError(format!(
             "--key-prefix/KEY_PREFIX must be 1 to {MAX_KEY_PREFIX_BYTES} bytes"
         )));
+    }
+    if prefix.contains(['{', '}']) {
+        return Err(ConfigError::new(
+            "--key-prefix/KEY_PREFIX must not contain `{` or `}` (Redis Cluster hash tags)",
+        ));
     }
     Ok(())
 }
@@ -53,9 +63,13 @@ pub fn validate_key_prefix(prefix: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    /// The prefix rule accepts 1 to 64 bytes and nothing else.
+    /// The prefix rule accepts 1 to 64 bytes without braces, and nothing else.
     #[test]
     fn key_prefix_bounds() {
+        for braced in ["{app}:", "a{", "}b", "x{y}z:"] {
+            let err = validate_key_prefix(braced).unwrap_err();
+            assert!(err.contains("must not contain"), "{braced}: {err}");
+        }
         assert!(validate_key_prefix("").is_err());
         assert!(validate_key_prefix("a").is_ok());
         assert!(validate_key_prefix(&"a".repeat(64)).is_ok());

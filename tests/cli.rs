@@ -22,6 +22,7 @@ fn redkit() -> Command {
         "LOG_FORMAT",
         "RUST_LOG",
         "KEY_PREFIX",
+        "SECRET_KEY",
     ] {
         cmd.env_remove(var);
     }
@@ -126,6 +127,9 @@ fn bad_configuration_is_one_line() {
     assert_one_line_error(code, &err, "--workers");
     let (code, err) = run(redkit().args(["--log-format", "xml"]));
     assert_one_line_error(code, &err, "--log-format");
+    // A brace in the prefix would become, or break, every key's cluster hash tag.
+    let (code, err) = run(redkit().env("KEY_PREFIX", "{app}:"));
+    assert_one_line_error(code, &err, "must not contain `{` or `}`");
     // TLS: a CA file that cannot be read, or that holds no certificate.
     let (code, err) = run(redkit().args([
         "--redis-url",
@@ -139,6 +143,78 @@ fn bad_configuration_is_one_line() {
         .env("REDIS_URL", "rediss://127.0.0.1:1")
         .env("REDIS_CA_CERT", not_pem));
     assert_one_line_error(code, &err, "no PEM certificate");
+}
+
+/// No password or secret reaches the output of a failing configuration, of a start-up failure
+/// after Redis was configured, or of `--help` with the variables set.
+#[test]
+fn no_secret_in_any_output() {
+    const SECRET: &str = "hunter2-secret";
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let with_password = format!("redis://:{SECRET}@127.0.0.1:1");
+    let cases: Vec<(Vec<(&str, String)>, Vec<&str>)> = vec![
+        // A malformed cluster seed, with and without a scheme.
+        (
+            vec![("REDIS_CLUSTER_NODES", format!("http://u:{SECRET}@h:1"))],
+            vec![],
+        ),
+        (
+            vec![("REDIS_CLUSTER_NODES", format!("u:{SECRET}@h:1"))],
+            vec![],
+        ),
+        (
+            vec![("REDIS_CLUSTER_NODES", format!("redis://:{SECRET}@h:port"))],
+            vec![],
+        ),
+        (
+            vec![("REDIS_URL", format!("redis://:{SECRET}@[::1"))],
+            vec![],
+        ),
+        // A good URL with another option wrong, or the port taken (Redis is unreachable too).
+        (
+            vec![("REDIS_URL", with_password.clone())],
+            vec!["--workers", "0"],
+        ),
+        (
+            vec![("REDIS_URL", with_password.clone())],
+            vec!["--bind", &taken],
+        ),
+        (
+            vec![(
+                "REDIS_CLUSTER_NODES",
+                format!("redis://:{SECRET}@127.0.0.1:1,redis://:{SECRET}@127.0.0.1:2"),
+            )],
+            vec!["--bind", &taken],
+        ),
+        (vec![("SECRET_KEY", SECRET.to_owned())], vec![]),
+    ];
+    for (env, args) in &cases {
+        let mut cmd = redkit();
+        cmd.args(args);
+        for (var, value) in env {
+            cmd.env(var, value);
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        assert_ne!(out.status.code(), Some(0), "{env:?} {args:?} should fail");
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!output.is_empty(), "{env:?} {args:?}: no output");
+        assert!(!output.contains(SECRET), "{env:?} {args:?}: {output}");
+    }
+    let help = redkit()
+        .arg("--help")
+        .env("REDIS_URL", &with_password)
+        .env("REDIS_CLUSTER_NODES", &with_password)
+        .env("SECRET_KEY", SECRET)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("REDIS_URL"), "{help}");
+    assert!(!help.contains(SECRET), "{help}");
 }
 
 /// A taken port and an unwritable database path are each one line, exit code 1.

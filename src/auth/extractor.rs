@@ -11,13 +11,8 @@ use super::{ACCESS_COOKIE, AuthError, AuthHandle, Principal, RejectReason};
 
 /// The token of a request: `Authorization: Bearer <t>`, else the access cookie.
 pub(crate) fn token_from(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty());
+    if headers.contains_key(header::AUTHORIZATION) {
+        return crate::client::bearer_token(headers);
     }
     for cookie_header in headers.get_all(header::COOKIE) {
         let Ok(text) = cookie_header.to_str() else {

@@ -15,6 +15,18 @@ pub(crate) use ipnet::canonical;
 /// IPv6 clients are grouped by this many leading bits unless configured otherwise.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
+/// The token of `Authorization: Bearer <token>` in `headers` (RFC 6750 §2.1: the scheme in any
+/// case), trimmed; `None` without the header, with another scheme, or with an empty token. The
+/// one rule every route that takes a bearer token reads it by.
+pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// The client address of `req`.
 ///
 /// The TCP peer, unless the peer is a trusted proxy: then `X-Forwarded-For` (or, without it,

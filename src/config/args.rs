@@ -92,11 +92,16 @@ pub struct ServeArgs {
     pub bind: String,
     /// Redis URL (`redis://`, `rediss://` for TLS, `unix://`). Unset: in-process memory backend,
     /// single-instance only.
-    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
     pub redis_url: Option<String>,
     /// Redis Cluster seed nodes, comma-separated (`redis://host:port,redis://host:port`, or all
     /// `rediss://` for TLS). Excludes `--redis-url`.
-    #[arg(long, env = "REDIS_CLUSTER_NODES", value_name = "URLS")]
+    #[arg(
+        long,
+        env = "REDIS_CLUSTER_NODES",
+        hide_env_values = true,
+        value_name = "URLS"
+    )]
     pub redis_cluster_nodes: Option<String>,
     /// PEM file of the root certificates a `rediss://` server's certificate must chain to
     /// (default: the system's roots). Needs a `rediss://` URL or seeds.
@@ -249,6 +254,10 @@ pub struct ServeArgs {
     /// it, only requests seen as HTTPS, directly or by `X-Forwarded-Proto`/`Forwarded`, get it).
     #[arg(long, env = "SECURE_COOKIE")]
     pub secure_cookie: bool,
+    /// List a Redis Cluster's nodes (internal addresses, roles, states) in `GET /health`; off,
+    /// an unauthenticated caller learns only whether Redis answers.
+    #[arg(long, env = "HEALTH_NODES")]
+    pub health_nodes: bool,
 }
 
 impl Default for ServeArgs {
@@ -299,6 +308,7 @@ impl Default for ServeArgs {
             sse_max_connections: DEFAULT_SSE_MAX_CONNECTIONS,
             sse_max_per_ip: DEFAULT_SSE_MAX_PER_IP,
             secure_cookie: false,
+            health_nodes: false,
         }
     }
 }

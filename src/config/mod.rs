@@ -70,6 +70,8 @@ pub struct Config {
     pub catalog: crate::catalog::CatalogConfig,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Whether `GET /health` lists a cluster's nodes.
+    pub health_nodes: bool,
     /// Graceful-shutdown deadline.
     pub shutdown_timeout: Duration,
     /// Longest a connection's sent data may stay unacknowledged before the connection is closed
@@ -113,12 +115,14 @@ impl Config {
         for node in &nodes {
             if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
                 return Err(ConfigError(format!(
-                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {node:?}: expected redis://HOST:PORT or rediss://HOST:PORT"
+                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {:?}: expected redis://HOST:PORT or rediss://HOST:PORT",
+                    crate::connection::redact_url(node)
                 )));
             }
             redis::Client::open(node.as_str()).map_err(|e| {
                 ConfigError(format!(
-                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {node:?}: {}",
+                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {:?}: {}",
+                    crate::connection::redact_url(node),
                     e.detail().unwrap_or("unparsable URL")
                 ))
             })?;
@@ -217,6 +221,7 @@ impl Config {
             cache,
             catalog,
             body_limit: args.body_limit,
+            health_nodes: args.health_nodes,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
             write_timeout: (args.write_timeout > 0)
                 .then(|| Duration::from_secs(args.write_timeout)),

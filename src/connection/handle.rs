@@ -17,9 +17,8 @@ use super::{
     target::{Connection, Target},
 };
 
-/// A cloneable handle to the process's Redis connection, handed out by
-/// [`RedisActor`](super::RedisActor). Cheap to clone; every clone shares one multiplexed
-/// connection and one health state.
+/// A cloneable handle to the process's Redis connection, made by [`RedisHandle::connect`].
+/// Cheap to clone; every clone shares one multiplexed connection and one health state.
 #[derive(Clone)]
 pub struct RedisHandle {
     conn: Connection,
@@ -72,7 +71,56 @@ impl std::fmt::Debug for RedisHandle {
     }
 }
 
+/// How often the watchdog pings Redis.
+const WATCHDOG_INTERVAL: Duration = Duration::from_secs(1);
+
 impl RedisHandle {
+    /// Creates the (lazy) command connection for `settings` and starts its watchdog: a task on
+    /// the current actix system or tokio `LocalSet` that `PING`s Redis every second, so that a
+    /// recovery is noticed (and logged) without a request, and that ends with the last clone of
+    /// the handle. Does not wait for Redis.
+    ///
+    /// # Errors
+    /// [`RedisError::Command`] when the URL is invalid; never for an unreachable server.
+    pub fn connect(settings: &super::RedisSettings) -> Result<Self, RedisError> {
+        let target = Target::new(settings)?;
+        let commands = target.commands()?;
+        let handle = Self::new(commands, target);
+        let (conn, timeout, shared) = (
+            handle.conn.clone(),
+            handle.timeout,
+            Arc::downgrade(&handle.shared),
+        );
+        actix_web::rt::spawn(async move {
+            let mut ticks = tokio::time::interval(WATCHDOG_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                // The drop guard: every handle gone, the watchdog goes too.
+                let Some(shared) = shared.upgrade() else {
+                    break;
+                };
+                let handle = Self {
+                    conn: conn.clone(),
+                    timeout,
+                    shared,
+                };
+                let result = handle.ping().await;
+                if handle.set_up(result.is_ok()) {
+                    if result.is_ok() {
+                        tracing::info!("redis connection is up");
+                    } else {
+                        tracing::warn!("redis is not answering; serving degraded until it does");
+                    }
+                }
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "redis watchdog ping failed");
+                }
+            }
+        });
+        Ok(handle)
+    }
+
     pub(super) fn new(conn: Connection, target: Target) -> Self {
         Self {
             conn,

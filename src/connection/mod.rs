@@ -1,18 +1,17 @@
 //! The Redis connection layer: the only module that opens connections to Redis.
 //!
-//! [`RedisActor`] owns the process's command connection, a redis-rs
+//! [`RedisHandle::connect`] makes the process's command connection, a redis-rs
 //! [`ConnectionManager`](redis::aio::ConnectionManager): one multiplexed connection that every
 //! request shares, with explicit connect and response timeouts, lazy connect and automatic
-//! reconnect with backoff. The actor watches the connection (a `PING` every second), logs every
-//! change of state, and answers health questions.
+//! reconnect with backoff. A watchdog task (a `PING` every second, ending with the last handle)
+//! watches it and logs every change of state.
 //!
-//! # Why a handle, not a message per command
-//! Commands do not travel through the actor's mailbox: the actor hands out a cloneable
-//! [`RedisHandle`] holding a clone of the manager, and callers send commands from their own task.
-//! A message to an actor on another thread costs about a third of a cached request's throughput on
-//! a 2-core machine (see `benches/http.rs`); the multiplexed connection is already safe to share,
-//! so a per-command hop would buy nothing but latency. The actor keeps what needs one owner: the
-//! connection's lifecycle and its health state.
+//! # Why a handle, not an actor
+//! The connection's owner is redis-rs's manager, which reconnects by itself; the multiplexed
+//! connection is safe to share, so callers send commands from their own task through a cloneable
+//! [`RedisHandle`]. A message to an actor on another thread costs about a third of a cached
+//! request's throughput on a 2-core machine (see `benches/http.rs`), and a mailbox would own
+//! nothing the manager does not: the health state is a few atomics every clone shares.
 //!
 //! # Behavior
 //! - Start-up never waits for Redis: the manager connects on first use. If Redis is down, the
@@ -31,7 +30,7 @@
 //! cluster connections, one multiplexed connection per node). [`Connection`] hides which; the
 //! few commands whose meaning differs on a cluster are methods here ([`RedisHandle::scan`]
 //! visits every primary, [`Subscriber::subscribe_sharded`] subscribes one slot at a time).
-//! - the command connection ([`RedisActor`]; per node on a cluster);
+//! - the command connection ([`RedisHandle::connect`]; per node on a cluster);
 //! - [`RedisHandle::invalidation_feed`]: the cache's invalidation feed (see [`feed`]), tracking
 //!   armed on every node and re-armed after every reconnect;
 //! - [`RedisHandle::subscriber`]: a subscriber connection for a feature (the events hub, the
@@ -42,22 +41,19 @@
 //! Per process: one command connection, the feed's, and one subscriber each for events and
 //! revocations (per node on a cluster), whatever the number of clients.
 
-mod actor;
 mod error;
 pub mod feed;
 mod handle;
-mod messages;
 pub mod push;
 mod settings;
 mod target;
 
-pub use actor::RedisActor;
 pub use error::RedisError;
 pub use feed::{FeedEvent, InvalidationFeed};
 pub use handle::{NodeState, RedisHandle, RedisStatus};
-pub use messages::{GetStatus, Ping};
 pub use push::{PushEvent, PushEvents, Subscriber};
 pub use settings::{
     DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings, TlsClientIdentity,
+    redact_url,
 };
 pub use target::Connection;

@@ -7,8 +7,8 @@ pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 1000;
 /// Default Redis connect timeout, in milliseconds.
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1000;
 
-/// How to reach Redis.
-#[derive(Debug, Clone)]
+/// How to reach Redis. Its `Debug` output shows the URLs with their passwords redacted.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisSettings {
     /// The parsed connection target (one Redis); unused when `cluster_nodes` is not empty.
@@ -61,6 +61,69 @@ impl std::fmt::Debug for TlsClientIdentity {
     }
 }
 
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field(
+                "cluster_nodes",
+                &self
+                    .cluster_nodes
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>(),
+            )
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field(
+                "tls_root_certs",
+                &self
+                    .tls_root_certs
+                    .as_ref()
+                    .map(|pem| format!("{} bytes", pem.len())),
+            )
+            .field("tls_client_identity", &self.tls_client_identity)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `[redacted]`: the user-info password
+/// (`redis://user:secret@host`, `redis://:secret@host`) and a `pass`/`password` query parameter
+/// (`unix:///run/redis.sock?pass=secret`). What every log line, error and `Debug` output shows of
+/// a Redis URL.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    // Without a scheme (a malformed URL), the whole start is read as the authority.
+    let rest = out.find("://").map_or(0, |i| i + 3);
+    let authority_end = out[rest..]
+        .find(['/', '?', '#'])
+        .map_or(out.len(), |i| rest + i);
+    // The last `@` of the authority ends the user info (a password may itself hold `@`).
+    if let Some(at) = out[rest..authority_end].rfind('@').map(|i| rest + i)
+        && let Some(colon) = out[rest..at].find(':').map(|i| rest + i)
+    {
+        out.replace_range(colon + 1..at, "[redacted]");
+    }
+    if let Some(query) = out.find('?') {
+        let mut redacted = String::with_capacity(out.len());
+        redacted.push_str(&out[..=query]);
+        for (i, pair) in out[query + 1..].split('&').enumerate() {
+            if i > 0 {
+                redacted.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) if key == "pass" || key == "password" => {
+                    redacted.push_str(key);
+                    redacted.push_str("=[redacted]");
+                }
+                _ => redacted.push_str(pair),
+            }
+        }
+        out = redacted;
+    }
+    out
+}
+
 impl RedisSettings {
     /// Settings for `url` with the default timeouts.
     pub fn new(url: impl Into<String>) -> Self {
@@ -80,5 +143,40 @@ impl RedisSettings {
             cluster_nodes: nodes.into_iter().map(Into::into).collect(),
             ..Self::new("")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passwords leave every form of Redis URL; the rest of the URL stays readable.
+    #[test]
+    fn urls_are_redacted() {
+        for (url, want) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:hunter2@h:6379/0", "redis://:[redacted]@h:6379/0"),
+            (
+                "rediss://alice:hun@ter2@h:1",
+                "rediss://alice:[redacted]@h:1",
+            ),
+            ("redis://alice@h:1", "redis://alice@h:1"),
+            (
+                "unix:///tmp/r.sock?db=1&pass=hunter2",
+                "unix:///tmp/r.sock?db=1&pass=[redacted]",
+            ),
+            (
+                "redis://h:1/?password=hunter2",
+                "redis://h:1/?password=[redacted]",
+            ),
+            ("alice:hunter2@h:1", "alice:[redacted]@h:1"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+        let mut settings = RedisSettings::cluster(["redis://:hunter2@h:7000"]);
+        settings.url = "redis://u:hunter2@h:1".into();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("redis://:[redacted]@h:7000"), "{debug}");
     }
 }

@@ -56,15 +56,7 @@ pub(crate) struct Ticket {
 /// The request's token sources. The ticket is taken from the query by the caller; it is never
 /// logged (redkit logs no query strings).
 fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>) -> Credentials {
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_owned());
+    let bearer = crate::client::bearer_token(req.headers()).map(str::to_owned);
     let cookie = req
         .cookie(events.auth().cookie_name())
         .map(|c| c.value().to_owned());

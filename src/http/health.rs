@@ -6,8 +6,14 @@ use utoipa::ToSchema;
 
 use super::Services;
 
-/// A Redis probe of `GET /health`: when, and the round trip (`None`: Redis is down).
-pub(crate) type Probe = (std::time::Instant, Option<std::time::Duration>);
+/// A Redis probe of `GET /health`: when, the round trip (`None`: Redis is down) and, on a
+/// cluster, each node's state. Shared by every request for [`HEALTH_PROBE_EVERY`].
+#[derive(Debug, Clone)]
+pub(crate) struct Probe {
+    at: std::time::Instant,
+    rtt: Option<std::time::Duration>,
+    nodes: Option<Vec<crate::connection::NodeState>>,
+}
 
 /// How long `GET /health` reuses its last Redis probe.
 pub(crate) const HEALTH_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -47,7 +53,8 @@ pub(crate) struct RedisHealth {
     /// Redis errors seen since start (when down).
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<u64>,
-    /// On a cluster, each node: address, role (`primary`/`replica`) and `up`/`down`.
+    /// On a cluster, each node: address, role (`primary`/`replica`) and `up`/`down`; only with
+    /// `--health-nodes` (the addresses are internal).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     nodes: Option<Vec<crate::connection::NodeState>>,
@@ -87,26 +94,37 @@ async fn health(services: web::Data<Services>) -> HttpResponse {
     };
     let l1_feed = Some(services.cache.feed()).filter(|f| *f != crate::cache::L1Feed::Off);
     let probe = {
-        // One probe at a time; the others wait for it and share its answer.
+        // One probe at a time; the others wait for it and share its answer, node states
+        // included: no request rate makes this route cost more than one probe a second.
         let mut last = services.health_probe.lock().await;
-        match *last {
-            Some((at, result)) if at.elapsed() < HEALTH_PROBE_EVERY => result,
+        match &*last {
+            Some(probe) if probe.at.elapsed() < HEALTH_PROBE_EVERY => probe.clone(),
             _ => {
-                let result = match redis.ping().await {
+                let rtt = match redis.ping().await {
                     Ok(rtt) => Some(rtt),
                     Err(err) => {
                         tracing::debug!(error = %err, "health check: redis ping failed");
                         None
                     }
                 };
-                *last = Some((std::time::Instant::now(), result));
-                result
+                let nodes = if services.settings.health_nodes {
+                    redis.nodes().await
+                } else {
+                    None
+                };
+                let probe = Probe {
+                    at: std::time::Instant::now(),
+                    rtt,
+                    nodes,
+                };
+                *last = Some(probe.clone());
+                probe
             }
         }
     };
     let backend = redis.backend_name();
-    let nodes = redis.nodes().await;
-    let (status, body) = match probe {
+    let nodes = probe.nodes;
+    let (status, body) = match probe.rtt {
         Some(rtt) => (
             StatusCode::OK,
             Health {

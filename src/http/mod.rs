@@ -29,7 +29,7 @@ use crate::{
     cache::CacheHandle,
     catalog::{CatalogError, CatalogHandle},
     config::Config,
-    connection::{RedisActor, RedisError, RedisHandle},
+    connection::{RedisError, RedisHandle},
     events::{EventsError, EventsHandle},
 };
 
@@ -42,6 +42,8 @@ pub struct RouteSettings {
     pub backend: &'static str,
     /// Largest request body.
     pub body_limit: usize,
+    /// Whether `GET /health` lists a cluster's nodes (internal addresses and roles).
+    pub health_nodes: bool,
 }
 
 /// The running parts of a redkit instance: cloneable handles to every actor.
@@ -60,9 +62,9 @@ pub struct Services {
     pub auth: AuthHandle,
     /// Live events (SSE).
     pub events: EventsHandle,
-    /// The last Redis probe of `GET /health` (when, and the round trip or `None` for down):
-    /// reused for [`HEALTH_PROBE_EVERY`](health::HEALTH_PROBE_EVERY), so no request rate makes
-    /// `/health` (exempt from rate limits) cost more than one `PING` per second.
+    /// The last Redis probe of `GET /health`, reused for
+    /// [`HEALTH_PROBE_EVERY`](health::HEALTH_PROBE_EVERY), so no request rate makes `/health`
+    /// (exempt from rate limits) cost more than one probe per second.
     pub(crate) health_probe: Arc<tokio::sync::Mutex<Option<health::Probe>>>,
     /// Route settings.
     pub settings: Arc<RouteSettings>,
@@ -110,17 +112,11 @@ impl Services {
     /// # Errors
     /// [`StartError`] when Redis settings are invalid or the database cannot be opened.
     pub fn start(config: &Config) -> Result<Self, StartError> {
-        use actix::Actor;
-
-        let redis = match &config.redis {
-            Some(settings) => {
-                let actor = RedisActor::new(settings)?;
-                let handle = actor.handle();
-                actor.start();
-                Some(handle)
-            }
-            None => None,
-        };
+        let redis = config
+            .redis
+            .as_ref()
+            .map(RedisHandle::connect)
+            .transpose()?;
         let cache = CacheHandle::start(config.cache.clone(), redis.clone());
         let catalog =
             CatalogHandle::start(&config.database, config.catalog.clone(), cache.clone())?;
@@ -165,6 +161,7 @@ impl Services {
             settings: Arc::new(RouteSettings {
                 backend: config.backend_name(),
                 body_limit: config.body_limit,
+                health_nodes: config.health_nodes,
             }),
         })
     }
