@@ -177,22 +177,13 @@ pub mod auth;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
-#[cfg(feature = "catalog")]
-#[cfg_attr(docsrs, doc(cfg(feature = "catalog")))]
-pub mod catalog;
 pub mod client;
 pub mod clock;
-#[cfg(feature = "server")]
-#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
-pub mod config;
 pub mod connection;
 pub mod db;
 #[cfg(feature = "events")]
 #[cfg_attr(docsrs, doc(cfg(feature = "events")))]
 pub mod events;
-#[cfg(feature = "server")]
-#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
-pub mod http;
 pub mod latency;
 pub mod metrics;
 pub mod problem;
@@ -200,10 +191,11 @@ pub mod problem;
 #[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
 pub mod ratelimit;
 #[cfg(feature = "server")]
-mod server;
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
 pub mod settings;
 
 #[cfg(feature = "server")]
 pub use config::Config;
 #[cfg(feature = "server")]
-pub use server::{init_tracing, run};
+pub use server::{catalog, config, http, init_tracing, run};

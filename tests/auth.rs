@@ -1,6 +1,8 @@
 //! Auth: registration, login, token verification (every way a token can be bad, each with its
 //! logged reason), refresh rotation, revocation across instances, and Redis outages.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{

@@ -4,6 +4,8 @@
 //! Chromium is required: the CI script installs Debian's `chromium` and `chromium-driver`; a
 //! machine without them fails this test rather than skipping it.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{

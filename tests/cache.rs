@@ -1,5 +1,7 @@
 //! The cache's semantics, through `CacheHandle` and over HTTP, on both backends.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{

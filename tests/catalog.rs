@@ -1,5 +1,7 @@
 //! The product catalog read through the cache, on both backends.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use actix_web::test::TestRequest;

@@ -1,5 +1,7 @@
 //! The `redkit` binary: configuration errors, `--help`, and graceful shutdown on SIGTERM.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{
@@ -153,7 +155,9 @@ fn no_secret_in_any_output() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
     let with_password = format!("redis://:{SECRET}@127.0.0.1:1");
-    let cases: Vec<(Vec<(&str, String)>, Vec<&str>)> = vec![
+    /// Variables, then arguments.
+    type Case<'a> = (Vec<(&'a str, String)>, Vec<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         // A malformed cluster seed, with and without a scheme.
         (
             vec![("REDIS_CLUSTER_NODES", format!("http://u:{SECRET}@h:1"))],

@@ -2,6 +2,8 @@
 //! covered, routes keys, fails over, is gone when dropped), two redkit instances on one cluster,
 //! and a primary's failover survived.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{

@@ -2,6 +2,8 @@
 //! the harness's redis-server stops forwarding on its open connections without closing them
 //! (what a vanished peer or a dead NAT entry looks like), while new connections pass.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{

@@ -2,6 +2,8 @@
 //! exports: every metric name in every PromQL expression of the dashboard is checked against the
 //! families of a real scrape of a Redis-backed instance that has served traffic.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

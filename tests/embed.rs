@@ -2,6 +2,8 @@
 //! and over real TCP on both backends: its own routes, the cached summary, the rate-limited
 //! search scope (`RateLimitHandle::middleware_for`), `AuthUser`, and events it publishes.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 // The example's `main` and `Cli` are not called here; `start` is what `main` runs.

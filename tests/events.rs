@@ -1,5 +1,7 @@
 //! Live events end to end: real SSE clients over TCP against a running server, both backends.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

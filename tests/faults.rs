@@ -1,5 +1,7 @@
 //! Redis failures and namespace safety, against a private redis-server.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::time::{Duration, Instant};

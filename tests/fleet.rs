@@ -2,6 +2,8 @@
 //! by another Redis client, reaches the other's L1; losing the invalidation feed is never stale;
 //! loads overtaken by a change never put their old value back (issue 15).
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{

@@ -1,5 +1,7 @@
 //! `/health` and `/health/live` on both backends, and with Redis down.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use actix_web::test::TestRequest;

@@ -1,5 +1,7 @@
 //! The login route's failed-attempt limit: 5 failures per (username, client IP) per 15 minutes.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use actix_web::test::TestRequest;

@@ -1,5 +1,7 @@
 //! Request ids and `/metrics`, on both backends.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use actix_web::{App, HttpServer, test::TestRequest, web};

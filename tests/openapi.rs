@@ -2,6 +2,8 @@
 //! exactly the routes and methods the app registers, real responses match their documented
 //! schemas (both backends), and the UI is served from the binary with same-origin assets only.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{

@@ -1,6 +1,8 @@
 //! Rate limiting on both backends: exactness under concurrency, windows under a manual clock,
 //! headers, identity and proxies, Redis failures, key hygiene and spec validation.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

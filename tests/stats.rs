@@ -1,6 +1,8 @@
 //! `GET /stats` and `GET /stats/stream`, what the demo page's charts are drawn from: requests
 //! counted by status class, and one snapshot a second shared by every stream client.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};

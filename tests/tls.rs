@@ -2,6 +2,8 @@
 //! `--redis-ca-cert` (the harness makes the CA and starts the server), and a clear failure,
 //! never a panic, when the server's certificate is not trusted.
 
+#![cfg(feature = "server")]
+
 mod common;
 
 use std::time::{Duration, Instant};

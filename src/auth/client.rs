@@ -17,9 +17,8 @@ pub struct ClientInfo {
 impl ClientInfo {
     /// The client address and user agent of `req`. The address is the one the rate limiter
     /// counts ([`client_ip`]): the TCP peer, or, when the peer is one of `trusted_proxies`, the
-    /// address it forwarded (`X-Forwarded-For`, else `Forwarded: for=`). Pass the limiter's
-    /// [`trusted_proxies`](crate::ratelimit::RateLimitConfig::trusted_proxies) (`&[]`: no proxy
-    /// is believed). Empty without a peer address (in-process tests).
+    /// address it forwarded (`X-Forwarded-For`, else `Forwarded: for=`). Pass the limiter's trusted
+    /// proxies (`&[]`: no proxy is believed). Empty without a peer address (in-process tests).
     pub fn of(req: &HttpRequest, trusted_proxies: &[IpNet]) -> Self {
         Self {
             ip: client_ip(req, trusted_proxies)

@@ -12,7 +12,7 @@ use super::{
     sessions::{Store, Times},
     tokens::Tokens,
 };
-use crate::{connection::RedisHandle, db::DatabaseLocation, ratelimit::RateLimitHandle};
+use crate::{connection::RedisHandle, db::DatabaseLocation};
 
 /// A new access/refresh pair, as `/auth/login` and `/auth/refresh` answer it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -63,9 +63,6 @@ pub(super) struct Inner {
     pub(super) secure_cookie: bool,
     /// [`AuthConfig::max_sessions_per_user`], at least 1.
     pub(super) max_sessions: usize,
-    /// The login limiter used when the app registered no [`RateLimitHandle`]: started on the
-    /// first such login (see [`default_login_limiter`](AuthHandle::default_login_limiter)).
-    pub(super) login_limiter: std::sync::OnceLock<RateLimitHandle>,
 }
 
 impl std::fmt::Debug for AuthHandle {
@@ -143,7 +140,6 @@ impl AuthHandle {
                 hashing: Arc::new(tokio::sync::Semaphore::new(config.hash_queue.max(1))),
                 secure_cookie: config.secure_cookie,
                 max_sessions: config.max_sessions_per_user.max(1),
-                login_limiter: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -243,19 +239,6 @@ impl AuthHandle {
             },
             refresh.jti,
         ))
-    }
-
-    /// The limiter `/auth/login` uses when the app registered no
-    /// [`RateLimitHandle`](crate::ratelimit::RateLimitHandle) as app data: a login route is never
-    /// left without brute-force protection. It is in process (per instance, even with Redis),
-    /// with the default login policy (5 failures per username and address per 15 minutes), no
-    /// trusted proxy (the peer address is the client) and the system clock; it is started on
-    /// the current actix system at the first login that needs it. Register the app's limiter
-    /// (as [`Services`](crate::http::Services) does) for a limit shared across instances.
-    pub fn default_login_limiter(&self) -> &RateLimitHandle {
-        self.inner
-            .login_limiter
-            .get_or_init(RateLimitHandle::for_logins_only)
     }
 }
 

@@ -40,29 +40,21 @@
 //! - Limits: a half-open subscription (no FIN) is only noticed when Redis is next reconnected.
 
 mod actor;
-mod bridge;
 mod client;
 mod config;
 mod error;
 mod extractor;
 mod handle;
 mod lifecycle;
-// The login route's tests drive the whole app: they need the `server` feature.
-#[cfg(all(test, feature = "server"))]
-mod login_tests;
 mod messages;
+mod metrics;
 mod revocation;
-#[cfg(feature = "server")]
-pub(crate) mod routes;
 mod sessions;
 mod tokens;
 pub mod users;
 mod verify;
 
 pub use actor::UsersActor;
-#[cfg(feature = "events")]
-pub use bridge::EventsBridge;
-pub use bridge::user_resolver;
 pub use client::ClientInfo;
 pub use config::{
     ACCESS_COOKIE, AuthConfig, DEFAULT_ACCESS_TTL_SECS, DEFAULT_HASH_QUEUE, DEFAULT_ISSUER,
@@ -73,6 +65,7 @@ pub use error::{AuthError, RejectReason};
 pub use extractor::{AuthUser, OptionalAuthUser};
 pub use handle::{AuthHandle, PrincipalStatus, TokenPair};
 pub use messages::{CreateUser, GetUser, VerifyCredentials};
+pub use metrics::AuthCollector;
 pub use revocation::ViewState;
 pub use sessions::Session;
 pub use tokens::{MAX_TOKEN_LEN, Principal, TokenType, UserId};

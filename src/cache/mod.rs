@@ -40,10 +40,9 @@ mod handle;
 mod inner;
 mod l1;
 mod messages;
+mod metrics;
 mod remember;
 mod response;
-#[cfg(feature = "server")]
-pub(crate) mod routes;
 mod stats;
 mod store;
 mod tier;
@@ -59,11 +58,10 @@ pub use error::{CacheError, MAX_KEY_BYTES, validate_key};
 pub use glob::{Glob, MAX_PATTERN_CHARS, escape as escape_glob, glob_match, validate_pattern};
 pub use handle::CacheHandle;
 pub use messages::{Acquire, Delete, FlushPattern, Lease, LoadGuard, Release, Set};
+pub use metrics::CacheCollector;
 pub use response::X_CACHE;
 #[cfg(feature = "server")]
 pub(crate) use response::{cached_json, with_tier};
-#[cfg(feature = "server")]
-pub use routes::{API_KEY_PREFIX, MAX_API_KEY_CHARS, MAX_API_PATTERN_CHARS};
 pub use stats::{CacheStats, L1Feed};
 pub use store::{FILL_GUARD_TTL, FillGuard};
 pub use tier::{Hit, Remembered, Tier};

@@ -44,6 +44,7 @@
 mod error;
 pub mod feed;
 mod handle;
+mod metrics;
 pub mod push;
 mod settings;
 mod target;
@@ -51,6 +52,7 @@ mod target;
 pub use error::RedisError;
 pub use feed::{FeedEvent, InvalidationFeed};
 pub use handle::{NodeState, RedisHandle, RedisStatus};
+pub use metrics::RedisCollector;
 pub use push::{PushEvent, PushEvents, Subscriber};
 pub use settings::{
     DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings, TlsClientIdentity,

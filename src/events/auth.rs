@@ -18,7 +18,7 @@ pub const TICKET_TTL: Duration = Duration::from_secs(60);
 
 /// An authenticated caller of the events routes, as vouched for by an [`EventsAuth`].
 ///
-/// Not [`auth::Principal`](crate::auth::Principal): that one is auth's typed view of its own
+/// Not auth's `Principal`: that one is auth's typed view of its own
 /// JWT claims; this is what any verifier (auth's bridge, [`StaticTokens`], an embedder's own)
 /// hands to live events, with the user id as opaque text.
 #[derive(Debug, Clone, PartialEq, Eq)]

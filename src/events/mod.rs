@@ -62,8 +62,7 @@ mod handle;
 mod history;
 mod hub;
 mod messages;
-#[cfg(feature = "server")]
-pub(crate) mod routes;
+mod metrics;
 mod slots;
 mod wire;
 
@@ -79,6 +78,7 @@ pub use handle::{ChannelInfo, Credentials, EventsHandle, EventsStats};
 pub use history::MAX_REPLAY_BYTES;
 pub use hub::EventStream;
 pub use messages::{Join, Left, Shutdown};
+pub use metrics::EventsCollector;
 pub use slots::ConnectionSlot;
 pub use wire::{
     DEFAULT_EVENT_TYPE, EventId, MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, encode_event, valid_channel,

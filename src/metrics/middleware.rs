@@ -37,7 +37,7 @@ use super::{HttpLabels, Metrics, REQUEST_ID_HEADER, RequestId, RouteLabels, requ
 /// The metrics are read from `web::Data<Metrics>` in app data: register it on the `App` so that
 /// every route is counted (data registered only in a scope counts that scope's completed
 /// requests); without it only ids are handled.
-/// [`Frame`](crate::http::Frame) is this plus problem bodies and panic catching.
+/// [`Frame`] is this plus problem bodies and panic catching.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Observe;
 

@@ -5,7 +5,7 @@ use std::{future::Future, net::IpAddr, time::Duration};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::{
-    Decision, Policy, RateLimitConfig, RateLimitHandle,
+    Decision, Policy, RateLimitHandle,
     algo::Mode,
     client_group, client_ip,
     decide::{Source, Spent},
@@ -22,19 +22,6 @@ pub struct LoginAttempt {
 }
 
 impl RateLimitHandle {
-    /// A limiter for logins alone, for a login route whose app registered no limiter (see
-    /// [`AuthHandle::default_login_limiter`](crate::auth::AuthHandle::default_login_limiter)):
-    /// in process, the default login policy, no request policies, no trusted proxy, the system
-    /// clock. Starts its actor on the current actix system.
-    pub fn for_logins_only() -> Self {
-        let config = RateLimitConfig {
-            global: None,
-            routes: Vec::new(),
-            ..RateLimitConfig::default()
-        };
-        Self::start(config, None)
-    }
-
     /// Runs one login under the login limit: spends an attempt for (`username`, the client
     /// address of `req`) before `verify` runs, answers the 429 instead of running it when the
     /// attempt is refused, and gives the attempt back unless `wrong_password` says the outcome

@@ -45,9 +45,8 @@
 //!   parts ([`login_attempt`](RateLimitHandle::login_attempt),
 //!   [`login_refund`](RateLimitHandle::login_refund), [`login_blocked`](RateLimitHandle::login_blocked),
 //!   [`record_login_failure`](RateLimitHandle::record_login_failure)) remain for embedders who
-//!   build their own flow. `/auth/login` uses the app's registered limiter, else an in-process
-//!   one of its own ([`AuthHandle::default_login_limiter`](crate::auth::AuthHandle::default_login_limiter)):
-//!   never none.
+//!   build their own flow. The server's `/auth/login` composes this limiter with auth: the
+//!   limiter decides, auth verifies the password, neither imports the other.
 //!
 //! # Where the work happens
 //! Decisions run in the caller's task, not in the actor's mailbox. A message per request to an
@@ -72,11 +71,10 @@ mod lease;
 mod login;
 mod lua;
 mod messages;
+mod metrics;
 mod middleware;
 mod policy;
 mod response;
-#[cfg(feature = "server")]
-pub(crate) mod routes;
 mod spec;
 
 /// The trusted proxies' networks, from the client-address rule of [`crate::client`].
@@ -88,6 +86,7 @@ pub use handle::RateLimitHandle;
 pub use identity::{DEFAULT_IPV6_PREFIX, UserResolver, client_group, client_ip};
 pub use login::LoginAttempt;
 pub use messages::{GetStats, RateLimitStats, Sweep};
+pub use metrics::RateLimitCollector;
 #[cfg(feature = "server")]
 pub(crate) use middleware::EXEMPT;
 pub use middleware::{RateLimit, RateLimitMiddleware};

@@ -121,11 +121,9 @@ impl Services {
         let catalog =
             CatalogHandle::start(&config.database, config.catalog.clone(), cache.clone())?;
         let metrics = crate::metrics::Metrics::new();
-        metrics.register_collector(crate::metrics::CoreCollector {
-            cache: cache.clone(),
-            redis: redis.clone(),
-        });
+        metrics.register_collector(crate::cache::CacheCollector(cache.clone()));
         if let Some(redis) = &redis {
+            metrics.register_collector(crate::connection::RedisCollector(redis.clone()));
             metrics.register_histogram(
                 "redis_command_duration_seconds",
                 "Redis command round trips, as seen by redkit",
@@ -140,14 +138,14 @@ impl Services {
         // The limiter keys requests by their verified user (never an unverified claim).
         let ratelimit =
             crate::ratelimit::RateLimitHandle::start(config.rate_limit.clone(), redis.clone())
-                .with_user_resolver(crate::auth::user_resolver(auth.clone()));
+                .with_user_resolver(crate::server::bridge::user_resolver(auth.clone()));
         let events = EventsHandle::start(&config.events, redis.clone())?;
-        events.set_auth(Arc::new(crate::auth::EventsBridge::new(auth.clone())));
-        metrics.register_collector(crate::metrics::FeatureCollector {
-            ratelimit: ratelimit.clone(),
-            events: events.clone(),
-            auth: auth.clone(),
-        });
+        events.set_auth(Arc::new(crate::server::bridge::EventsBridge::new(
+            auth.clone(),
+        )));
+        metrics.register_collector(crate::ratelimit::RateLimitCollector(ratelimit.clone()));
+        metrics.register_collector(crate::events::EventsCollector(events.clone()));
+        metrics.register_collector(crate::auth::AuthCollector(auth.clone()));
         Ok(Self {
             redis,
             cache,
@@ -183,13 +181,13 @@ impl Services {
             // The router tries resources in order, with a regex per dynamic one: the hot cached
             // routes go first.
             .configure(crate::catalog::routes::configure)
-            .configure(crate::cache::routes::configure)
+            .configure(crate::server::routes::cache::configure)
             .configure(health::configure)
             .configure(demo::configure)
-            .service(web::resource("/metrics").route(web::get().to(crate::metrics::metrics_route)))
-            .configure(crate::ratelimit::routes::configure)
-            .configure(crate::auth::routes::configure)
-            .configure(crate::events::routes::configure)
+            .service(web::resource("/metrics").route(web::get().to(metrics_route)))
+            .configure(crate::server::routes::ratelimit::configure)
+            .configure(crate::server::routes::auth::configure)
+            .configure(crate::server::routes::events::configure)
             .configure(openapi::configure)
             .configure(docs::configure);
     }
@@ -219,4 +217,20 @@ pub fn app(
 
 async fn not_found() -> HttpResponse {
     Problem::not_found("No resource at this path.").into_response()
+}
+
+/// `GET /metrics` in the OpenMetrics/Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "observability",
+    responses((status = 200, description = "Every metric, in the OpenMetrics text format.",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
+)]
+pub(crate) async fn metrics_route(metrics: web::Data<crate::metrics::Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(metrics.render())
 }

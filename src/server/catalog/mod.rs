@@ -10,7 +10,6 @@ mod actor;
 mod config;
 mod error;
 mod messages;
-#[cfg(feature = "server")]
 pub(crate) mod routes;
 
 pub use actor::{CatalogActor, CatalogHandle};

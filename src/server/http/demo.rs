@@ -30,8 +30,8 @@ static PAGE: LazyLock<String> =
 
 /// uPlot's version, part of the asset URLs so that an upgrade busts caches.
 const UPLOT_VERSION: &str = "1.6.32";
-const UPLOT_JS: &[u8] = include_bytes!("../../assets/uplot/uPlot.iife.min.js");
-const UPLOT_CSS: &[u8] = include_bytes!("../../assets/uplot/uPlot.min.css");
+const UPLOT_JS: &[u8] = include_bytes!("../../../assets/uplot/uPlot.iife.min.js");
+const UPLOT_CSS: &[u8] = include_bytes!("../../../assets/uplot/uPlot.min.css");
 
 /// How often `/stats/stream` sends a snapshot.
 const STATS_PERIOD: Duration = Duration::from_secs(1);
@@ -174,7 +174,7 @@ async fn stats_stream(
     // and per address), held by the stream until it ends.
     let slot = services
         .events
-        .take_slot(crate::events::routes::stream_client(
+        .take_slot(crate::server::routes::events::stream_client(
             &req,
             Some(&services.ratelimit),
         ))?;

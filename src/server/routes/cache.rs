@@ -8,26 +8,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{
-    CacheError, CacheHandle, Tier,
-    response::{cached_json, with_tier},
-};
+use crate::cache::{CacheError, CacheHandle, Tier, cached_json, with_tier};
 use crate::{auth::AuthUser, problem::Problem};
 
 /// The part of the cache namespace that the HTTP API reads and writes: a key `k` of the API is
 /// stored as `api:k`, so API callers can neither read nor overwrite what the server caches for
-/// itself (`products:list`, [`cached`](super::cached) keys), and `DELETE /cache?pattern=` can
+/// itself (`products:list`, [`cached`](crate::cache::cached) keys), and `DELETE /cache?pattern=` can
 /// only flush API keys. Embedders: do not give your own keys this prefix.
 pub const API_KEY_PREFIX: &str = "api:";
 
 /// Longest key of the HTTP API, in characters: at most 508 bytes, so that with
 /// [`API_KEY_PREFIX`] it stays within the handle's 512. Characters, not bytes, so that the API
 /// document can state it exactly.
-pub const MAX_API_KEY_CHARS: usize = (super::MAX_KEY_BYTES - API_KEY_PREFIX.len()) / 4;
+pub const MAX_API_KEY_CHARS: usize = (crate::cache::MAX_KEY_BYTES - API_KEY_PREFIX.len()) / 4;
 
 /// Longest flush pattern of the HTTP API, in characters: the handle's limit less
 /// [`API_KEY_PREFIX`], which the API puts in front.
-pub const MAX_API_PATTERN_CHARS: usize = super::MAX_PATTERN_CHARS - API_KEY_PREFIX.len();
+pub const MAX_API_PATTERN_CHARS: usize = crate::cache::MAX_PATTERN_CHARS - API_KEY_PREFIX.len();
 
 /// The handle key behind the API key `key`, once `key` is checked (1 to
 /// [`MAX_API_KEY_CHARS`] characters of printable UTF-8).
@@ -35,7 +32,7 @@ fn api_key(key: &str) -> Result<String, CacheError> {
     if key.chars().count() > MAX_API_KEY_CHARS {
         return Err(CacheError::InvalidKey("key is longer than 127 characters"));
     }
-    super::validate_key(key)?;
+    crate::cache::validate_key(key)?;
     Ok(format!("{API_KEY_PREFIX}{key}"))
 }
 
@@ -295,7 +292,7 @@ async fn flush(
     cache: web::Data<CacheHandle>,
     query: web::Query<FlushQuery>,
 ) -> Result<HttpResponse, CacheError> {
-    super::validate_pattern(&query.pattern).map_err(CacheError::InvalidPattern)?;
+    crate::cache::validate_pattern(&query.pattern).map_err(CacheError::InvalidPattern)?;
     if query.pattern.chars().count() > MAX_API_PATTERN_CHARS {
         return Err(CacheError::InvalidPattern(
             "pattern is longer than 124 characters",

@@ -8,7 +8,7 @@ use actix_web::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{
+use crate::auth::{
     ACCESS_COOKIE, AuthError, AuthHandle, AuthUser, ClientInfo, RejectReason, Session, TokenPair,
     users::User,
 };
@@ -110,22 +110,18 @@ struct CookieQuery {
 async fn login(
     req: HttpRequest,
     auth: web::Data<AuthHandle>,
-    limiter: Option<web::Data<crate::ratelimit::RateLimitHandle>>,
+    limiter: web::Data<crate::ratelimit::RateLimitHandle>,
     query: web::Query<CookieQuery>,
     body: web::Json<Login>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let Login { username, password } = body.into_inner();
     // No registered name is longer: refused before any limiter key, store or hash sees it.
-    if username.len() > super::MAX_LOGIN_USERNAME_BYTES {
+    if username.len() > crate::auth::MAX_LOGIN_USERNAME_BYTES {
         tracing::info!(reason = "oversized-input", "auth: login refused");
         return Err(AuthError::InvalidCredentials.into());
     }
-    // The login limit (`ratelimit::login` has its rules): the app's limiter, else auth's own
-    // in-process one, never none. The session records the client address the limiter counts.
-    let limiter = match &limiter {
-        Some(limiter) => limiter.get_ref(),
-        None => auth.default_login_limiter(),
-    };
+    // The login limit (`ratelimit::login` has its rules). The session records the client
+    // address the limiter counts.
     let client = ClientInfo::of(&req, &limiter.config().trusted_proxies);
     let verify = auth.login(username.clone(), password, client);
     let wrong_password = |err: &AuthError| matches!(err, AuthError::InvalidCredentials);

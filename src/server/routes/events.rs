@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ChannelInfo, Credentials, EventsError, EventsHandle, TICKET_TTL};
+use crate::events::{ChannelInfo, Credentials, EventsError, EventsHandle, TICKET_TTL};
 use crate::problem::Problem;
 
 /// Registers the events routes (the ticket route first: `ticket` is not a channel to POST to).
@@ -103,7 +103,7 @@ async fn publish(
     let kind = query
         .event
         .as_deref()
-        .unwrap_or(super::wire::DEFAULT_EVENT_TYPE);
+        .unwrap_or(crate::events::DEFAULT_EVENT_TYPE);
     let id = events.publish_event(&channel, kind, &body).await?;
     Ok(HttpResponse::Accepted().json(Published { id: id.to_string() }))
 }

@@ -4,8 +4,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{RateLimitError, RateLimitHandle};
 use crate::problem::Problem;
+use crate::ratelimit::{RateLimitError, RateLimitHandle};
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     // Resources, not bare routes: a wrong method is then a 405 (with `Allow`), not a 404.

@@ -13,8 +13,8 @@ use actix_web::{HttpResponse, http::header, web};
 /// swagger-ui-dist's version, part of the asset URLs so that an upgrade busts caches.
 const ASSET_VERSION: &str = concat!("5.35.0-", env!("CARGO_PKG_VERSION"));
 
-const BUNDLE: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
-const CSS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui.css");
+const BUNDLE: &[u8] = include_bytes!("../../../assets/swagger-ui/swagger-ui-bundle.js");
+const CSS: &[u8] = include_bytes!("../../../assets/swagger-ui/swagger-ui.css");
 
 /// Starts the UI on the document; a file, not an inline script, so the CSP needs no
 /// `'unsafe-inline'` for scripts.

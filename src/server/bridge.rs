@@ -1,23 +1,21 @@
-//! Auth as seen by the other features: the verified user for the rate limiter, and token
-//! verification plus session watching for live events. Both are local (no Redis round trip).
+//! Where the server plugs auth into the other capabilities: the verified user for the rate
+//! limiter, and token verification plus session watching for live events. Both are local (no
+//! Redis round trip). The capabilities never import each other; this composition does.
 
 use std::sync::Arc;
 
-use super::AuthHandle;
-#[cfg(feature = "events")]
-use super::{ACCESS_COOKIE, Principal, PrincipalStatus};
-#[cfg(feature = "events")]
-use crate::events;
-use crate::ratelimit::UserResolver;
+use crate::{
+    auth::{ACCESS_COOKIE, AuthHandle, Principal, PrincipalStatus},
+    events,
+    ratelimit::UserResolver,
+};
 
 /// Live events' view of auth: access tokens verified against the local revocation view.
-#[cfg(feature = "events")]
 #[derive(Clone)]
 pub struct EventsBridge {
     auth: AuthHandle,
 }
 
-#[cfg(feature = "events")]
 impl EventsBridge {
     /// The bridge for `auth`.
     pub fn new(auth: AuthHandle) -> Self {
@@ -25,7 +23,6 @@ impl EventsBridge {
     }
 }
 
-#[cfg(feature = "events")]
 impl events::EventsAuth for EventsBridge {
     fn verify(&self, token: &str) -> Option<events::Caller> {
         // `Ok(None)`: the view is not in sync; refuse rather than guess (fail closed).

@@ -1,0 +1,22 @@
+//! Auth's counters in `GET /metrics`, read at scrape time.
+
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+use super::AuthHandle;
+use crate::metrics::counter;
+
+/// Auth's collector: register it with [`Metrics::register_collector`](crate::metrics::Metrics::register_collector).
+#[derive(Debug)]
+pub struct AuthCollector(pub AuthHandle);
+
+impl Collector for AuthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        counter(
+            &mut encoder,
+            "auth_revocation_view_resyncs",
+            "Times the local revocation view was (re)built from Redis",
+            self.0.view_resyncs(),
+        )?;
+        Ok(())
+    }
+}
