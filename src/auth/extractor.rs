@@ -153,7 +153,7 @@ mod tests {
         if let Some(auth) = map.get(header::AUTHORIZATION) {
             let (scheme, rest) = auth.to_str().ok()?.split_once(' ')?;
             let token = rest.trim();
-            return (scheme.to_ascii_lowercase() == "bearer" && !token.is_empty()).then_some(token);
+            return (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token);
         }
         // The first access cookie with a value, in any `Cookie` header.
         map.get_all(header::COOKIE)
@@ -227,7 +227,7 @@ mod tests {
                 (Some(a), _) if a.starts_with("bearer ") && a.len() > 8 => "bearer token",
                 (Some(a), _) if a.starts_with("BEARER ") && a.len() > 8 => "BEARER token",
                 (Some(a), _) if a.starts_with("Basic ") => "other scheme",
-                (Some(a), _) if a.to_ascii_lowercase() == "bearer " => "empty bearer",
+                (Some(a), _) if a.eq_ignore_ascii_case("bearer ") => "empty bearer",
                 (None, Some(c))
                     if c.contains(&format!("{ACCESS_COOKIE}=;"))
                         || c.ends_with(&format!("{ACCESS_COOKIE}=")) =>
