@@ -208,7 +208,8 @@ async fn frozen_redis_times_out() {
     );
 }
 
-/// Every key redkit writes lives under its prefix and carries a TTL.
+/// Every key redkit writes lives under its prefix and carries the TTL it should: each kind of
+/// key within its bounds, not merely a positive one.
 #[actix_web::test]
 async fn every_key_has_a_ttl() {
     let backend = Backend::redis();
@@ -247,10 +248,38 @@ async fn every_key_has_a_ttl() {
         keys.len() > cache_keys,
         "the rate limiter wrote its counters too: {keys:?}"
     );
-    for (key, ttl) in keys {
-        assert!(key.starts_with("redkit:"), "{key}");
-        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    // Each kind of key with its TTL's bounds, in ms: the configured lifetime, less the few
+    // seconds this test may take (a seconds-for-milliseconds slip is off by 1000 either way).
+    let s = |secs: u64| i64::try_from(secs * 1000).unwrap();
+    let fill_guard = i64::try_from(redkit::cache::FILL_GUARD_TTL.as_millis()).unwrap();
+    let kinds: [(&str, i64, i64); 9] = [
+        ("redkit:cache:fn:", s(30), s(30)),
+        ("redkit:cache:api:a", s(300), s(300)),
+        ("redkit:cache:api:b", s(5), s(5)),
+        ("redkit:cache:products:777", s(30), s(30)),
+        ("redkit:cache:products:1", s(300), s(300)),
+        ("redkit:cache:products:list", s(600), s(600)),
+        ("redkit:fillguard:", fill_guard, fill_guard),
+        // GCRA at 100 / 60 s: the time until the bucket is full again, at most the window.
+        ("redkit:rl:", 1, s(60)),
+        // A session and its user's index live as long as the refresh token.
+        ("redkit:", s(604_800), s(604_800)),
+    ];
+    let mut seen = [0usize; 9];
+    for (key, ttl) in &keys {
+        let kind = kinds
+            .iter()
+            .position(|(prefix, _, _)| key.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{key} is outside the prefix"));
+        let (_, low, high) = kinds[kind];
+        // Lower bounds leave 3 s for this test's own run (slow debug builds); upper bounds none.
+        assert!(
+            (low.min(high - 3_000).max(1)..=high).contains(ttl),
+            "{key}: TTL {ttl} ms, expected {low}..={high}"
+        );
+        seen[kind] += 1;
     }
+    assert_eq!(seen, [1, 1, 1, 1, 1, 1, 2, 2, 2], "{keys:?}");
 }
 
 /// No flush pattern, however crafted, reaches a key outside the cache namespace, even with a

@@ -298,3 +298,34 @@ impl Drop for TickerGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl StatsFeed {
+        fn ticking(&self) -> bool {
+            *self.0.ticking.lock().unwrap()
+        }
+    }
+
+    /// The ticker runs while a client listens, stops at its first tick after the last client
+    /// left, and starts again with the next client.
+    #[actix_web::test]
+    async fn ticker_stops_with_the_last_client() {
+        let services = Arc::new(Services::start(&crate::Config::for_tests()).unwrap());
+        let feed = StatsFeed::default();
+        assert!(!feed.ticking());
+        let (first, second) = (feed.subscribe(&services), feed.subscribe(&services));
+        assert!(feed.ticking());
+        drop(first);
+        // One client left: the ticker goes on past its ticks.
+        tokio::time::sleep(STATS_PERIOD * 2 + STATS_PERIOD / 2).await;
+        assert!(feed.ticking());
+        drop(second);
+        tokio::time::sleep(STATS_PERIOD * 2 + STATS_PERIOD / 2).await;
+        assert!(!feed.ticking(), "the ticker outlived its last client");
+        let _third = feed.subscribe(&services);
+        assert!(feed.ticking());
+    }
+}
