@@ -249,6 +249,11 @@ pub struct ServeArgs {
     /// it, only requests seen as HTTPS, directly or by `X-Forwarded-Proto`/`Forwarded`, get it).
     #[arg(long, env = "SECURE_COOKIE")]
     pub secure_cookie: bool,
+    /// Answer a revocation, a refresh rotation or a login only once a replica has it (`WAIT 1`
+    /// within half the Redis timeout; 503 otherwise): a failover cannot undo them. Needs a
+    /// deployment with replicas.
+    #[arg(long, env = "REDIS_DURABLE_WRITES")]
+    pub redis_durable_writes: bool,
 }
 
 impl Default for ServeArgs {
@@ -299,6 +304,7 @@ impl Default for ServeArgs {
             sse_max_connections: DEFAULT_SSE_MAX_CONNECTIONS,
             sse_max_per_ip: DEFAULT_SSE_MAX_PER_IP,
             secure_cookie: false,
+            redis_durable_writes: false,
         }
     }
 }

@@ -381,9 +381,9 @@ impl EventsHandle {
                 .clone()
                 .or_else(|| credentials.cookie.clone()),
         };
-        token
-            .and_then(|token| self.auth().verify(&token))
-            .ok_or(EventsError::Unauthorized)
+        let token = token.ok_or(EventsError::Unauthorized)?;
+        let auth = self.auth();
+        Ok(auth.verify(&token).await?)
     }
 
     /// Issues a single-use ticket (valid for [`TICKET_TTL`](super::TICKET_TTL)) standing for the
@@ -396,8 +396,9 @@ impl EventsHandle {
             .bearer
             .as_deref()
             .or(credentials.cookie.as_deref())
-            .filter(|token| self.auth().verify(token).is_some())
             .ok_or(EventsError::Unauthorized)?;
+        let auth = self.auth();
+        auth.verify(token).await?;
         self.inner.tickets.issue(token).await
     }
 

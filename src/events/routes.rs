@@ -154,7 +154,7 @@ pub(crate) fn stream_client(
         (status = 429, description = "This address holds the most event streams allowed \
             (`too-many-streams`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The server is shutting down, holds the most event streams \
-            allowed, or a ticket cannot be checked.", body = Problem, content_type = "application/problem+json"),
+            allowed, or a ticket or the token's revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("bearer" = []), ("cookie" = []))
 )]
@@ -174,10 +174,16 @@ async fn subscribe(
         .map(str::to_owned)
         .or(query.last_event_id);
     let credentials = credentials(&req, &events, query.ticket);
+    let caller = events.authorize_read(&channel, &credentials).await?;
     let stream = events
-        .open(&channel, &credentials, last_event_id.as_deref())
-        .await?;
-    Ok(stream.with_slot(slot).into_response())
+        .subscribe_as(&channel, last_event_id.as_deref(), caller.clone())
+        .await?
+        .with_slot(slot);
+    Ok(match caller {
+        // Private: every event is confirmed for the caller before it is sent.
+        Some(caller) => super::auth::Confirmed::new(stream, events.auth(), caller).into_response(),
+        None => stream.into_response(),
+    })
 }
 
 /// `GET /events/{channel}/info` → `{"subscribers": n, "history": n}`.

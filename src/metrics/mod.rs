@@ -463,6 +463,13 @@ impl Collector for FeatureCollector {
             "Times the local revocation view was (re)built from Redis",
             self.auth.view_resyncs(),
         )?;
+        #[cfg(feature = "auth")]
+        gauge(
+            &mut encoder,
+            "auth_revocation_entries",
+            "Revocation entries held by this instance (each lives one access-token lifetime)",
+            i64::try_from(self.auth.revocation_entries()).unwrap_or(i64::MAX),
+        )?;
         Ok(())
     }
 }
