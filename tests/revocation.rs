@@ -391,48 +391,42 @@ fn summary(mut samples: Vec<Duration>) -> (u128, u128, u128) {
     (at(0.5), at(0.99), mean)
 }
 
-/// Latencies of `rounds` refresh rotations and logouts through `addr` (logins in between are
+/// The latency of one refresh rotation and one logout through `addr` (the login before is
 /// not timed).
-async fn timed_writes(
-    addr: SocketAddr,
-    user: &str,
-    rounds: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
-    let (mut refreshes, mut logouts) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let body = format!(r#"{{"username":"{user}","password":"correct horse"}}"#);
-        let reply = request(addr, "POST", "/auth/login", &[json()], &body).await;
-        assert_eq!(reply.status, 200, "{:?}", reply.body);
-        let refresh = reply.json()["refresh_token"].as_str().unwrap().to_owned();
-        let body = format!(r#"{{"refresh_token":"{refresh}"}}"#);
-        let start = Instant::now();
-        let reply = request(addr, "POST", "/auth/refresh", &[json()], &body).await;
-        refreshes.push(start.elapsed());
-        assert_eq!(reply.status, 200, "{:?}", reply.body);
-        let access = reply.json()["access_token"].as_str().unwrap().to_owned();
-        let bearer = format!("Bearer {access}");
-        let start = Instant::now();
-        let reply = request(
-            addr,
-            "POST",
-            "/auth/logout",
-            &[("authorization", &bearer)],
-            "",
-        )
-        .await;
-        logouts.push(start.elapsed());
-        assert_eq!(reply.status, 204, "{:?}", reply.body);
-    }
-    (refreshes, logouts)
+async fn timed_writes(addr: SocketAddr, user: &str) -> (Duration, Duration) {
+    let body = format!(r#"{{"username":"{user}","password":"correct horse"}}"#);
+    let reply = request(addr, "POST", "/auth/login", &[json()], &body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let refresh = reply.json()["refresh_token"].as_str().unwrap().to_owned();
+    let body = format!(r#"{{"refresh_token":"{refresh}"}}"#);
+    let start = Instant::now();
+    let reply = request(addr, "POST", "/auth/refresh", &[json()], &body).await;
+    let refreshed = start.elapsed();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let access = reply.json()["access_token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {access}");
+    let start = Instant::now();
+    let reply = request(
+        addr,
+        "POST",
+        "/auth/logout",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    let logged_out = start.elapsed();
+    assert_eq!(reply.status, 204, "{:?}", reply.body);
+    (refreshed, logged_out)
 }
 
 /// `--redis-durable-writes` on a 3+3 cluster: a logout is answered only once a replica has it,
 /// so killing the revocation record's primary right after the answer (no time given to
 /// replicate) loses nothing: an instance started after the failover, which rebuilds its view
 /// from the promoted replica, refuses the logged-out token (401) and accepts a live one (200).
-/// Prints the latency of a refresh and a logout with and without (20 of each, debug build).
+/// Prints the latency of a refresh and a logout with and without (50 of each, interleaved).
 #[actix_web::test]
 async fn durable_writes_survive_a_failover() {
+    const ROUNDS: usize = 50;
     let mut backend = Backend::cluster_with_replicas();
     let mut config = with_test_secret(backend.config());
     let plain = TestServer::start(common::services(&config), 1);
@@ -441,10 +435,19 @@ async fn durable_writes_survive_a_failover() {
     wait_state(&durable.services, ViewState::InSync, REQUEST_BOUND).await;
     register(durable.addr, "alice").await;
     register(plain.addr, "bob").await;
-    let (plain_refresh, plain_logout) = timed_writes(plain.addr, "bob", 20).await;
-    let (durable_refresh, durable_logout) = timed_writes(durable.addr, "alice", 20).await;
+    // Interleaved, so that the machine's load weighs on both alike.
+    let (mut plain_times, mut durable_times) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        plain_times.push(timed_writes(plain.addr, "bob").await);
+        durable_times.push(timed_writes(durable.addr, "alice").await);
+    }
+    let split = |times: Vec<(Duration, Duration)>| -> (Vec<Duration>, Vec<Duration>) {
+        times.into_iter().unzip()
+    };
+    let ((plain_refresh, plain_logout), (durable_refresh, durable_logout)) =
+        (split(plain_times), split(durable_times));
     eprintln!(
-        "refresh (p50, p99, mean) µs: plain {:?}, durable {:?}; logout: plain {:?}, durable {:?}",
+        "{ROUNDS} rounds; refresh (p50, p99, mean) µs: plain {:?}, durable {:?}; logout: plain {:?}, durable {:?}",
         summary(plain_refresh),
         summary(durable_refresh),
         summary(plain_logout),
