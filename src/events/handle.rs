@@ -299,6 +299,10 @@ impl EventsHandle {
     }
 
     /// Checks `credentials` for `channel` (private channels: only their owner) and subscribes.
+    /// The stream's events are not confirmed one by one: `GET /events/{channel}` does that for
+    /// private channels (an event arriving while the verifier cannot tell whether the token was
+    /// revoked is held until it can, or ends the stream), the periodic sweep alone closes a
+    /// revoked stream within about a second.
     ///
     /// # Errors
     /// [`EventsError::Unauthorized`], [`EventsError::Forbidden`], and those of

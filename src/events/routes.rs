@@ -94,7 +94,7 @@ fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>)
         (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The event's data is longer than the configured maximum \
             (64 KiB by default).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be reached, or the token's revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -199,7 +199,7 @@ async fn subscribe(
         (status = 400, description = "Invalid channel name.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be reached, or the token's revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("bearer" = []), ("cookie" = []))
 )]
@@ -226,7 +226,7 @@ async fn info(
         (status = 200, description = "A ticket.", body = Ticket),
         (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Authenticated by cookie without this site's `Origin` (`cross-origin`).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be reached, or the token's revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
