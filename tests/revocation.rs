@@ -235,7 +235,7 @@ async fn load_round(a: SocketAddr, b: SocketAddr, token: &str, id: i64, n: u64, 
     tally.push(("GET /events/{channel}", subscribe.status));
 }
 
-/// Issue 27 (2, 12): two instances on a 3+3 cluster under mixed load, the primary serving
+/// Two instances on a 3+3 cluster under mixed load, the primary serving
 /// auth's revocation record (and so the revocation subscriber) killed: 0 answers of 401 to
 /// valid tokens on any route (`GET /auth/me`, `PUT /cache/{key}`, `POST /events/{channel}`,
 /// `GET /events/{channel}`), no 500; every answer is 2xx or 503 (the time auth cannot know
@@ -314,7 +314,7 @@ async fn failover_never_answers_401_to_a_valid_token() {
     assert!(tally.len() > settled, "no load after the failover");
 }
 
-/// Issue 27 (7): a revocation record lives as long as the longest token it can deny, the access
+/// A revocation record lives as long as the longest token it can deny, the access
 /// token (60 s + 5 s leeway here), not the refresh token (7 days): two sessions revoked by the
 /// session cap (1) and a logout leave 4 entries in the instance (3 sessions, 1 token), and in
 /// Redis every revocation key and zset entry expires within (55 s, 65 s].
