@@ -305,7 +305,7 @@ fn serve_sse(nodes: Vec<String>) {
         config.events.max_connections = CLIENTS + 100;
         config.events.max_connections_per_ip = CLIENTS + 100;
         let services = Services::start(&config).expect("services");
-        let tokens = redkit::events::StaticTokens::new();
+        let tokens = common::static_tokens::StaticTokens::new();
         tokens.insert(
             TOKEN,
             redkit::events::Caller::new("bench", "bench", u64::MAX),

@@ -12,6 +12,10 @@
 //! from the burst, times 10,000 over the cores the clients share with the server), and a control
 //! server (bare threads, one `write` per client, no runtime) measured with the same clients.
 
+// The bench measures fan-out, not auth: a fixed token table (the tests' helper).
+#[path = "../tests/common/static_tokens.rs"]
+mod static_tokens;
+
 use std::{
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
@@ -183,7 +187,7 @@ fn serve(url: &str) {
             redkit::ratelimit::RateLimitConfig::parse(&["default=off"], &[] as &[&str])
                 .expect("spec");
         let services = redkit::http::Services::start(&config).expect("services");
-        let tokens = redkit::events::StaticTokens::new();
+        let tokens = static_tokens::StaticTokens::new();
         tokens.insert(
             TOKEN,
             redkit::events::Caller::new("bench", "bench", u64::MAX),

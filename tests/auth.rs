@@ -1111,10 +1111,13 @@ async fn half_open_subscriber_leaves_in_sync() {
     assert_eq!(services.auth.view_resyncs(), resyncs + 1);
 }
 
-/// Redis down: login, refresh and logout answer 503 with Retry-After; tokens still verify
-/// from the view that was in sync; after Redis returns the view is rebuilt.
+/// Redis down: login, refresh and logout answer 503 with Retry-After. A token the view knows
+/// is revoked is 401 throughout; a valid one verifies locally for the feed's liveness deadline
+/// (`Detached`), then, since another instance may have revoked it meanwhile, is asked of Redis:
+/// 503 with Retry-After (never 401) until Redis answers. Redis restarts empty (no persistence):
+/// the view is rebuilt, and still refuses the token it knew was revoked.
 #[actix_web::test]
-async fn redis_down_keeps_verifying_from_synced_view() {
+async fn redis_down_verifies_against_redis_after_the_deadline() {
     let mut backend = Backend::redis();
     let services = start(&backend);
     wait_in_sync(&services).await;
@@ -1158,10 +1161,19 @@ async fn redis_down_keeps_verifying_from_synced_view() {
             .uri("/whoami")
             .insert_header(bearer(t))
     };
-    assert_eq!(call(&app, whoami(&access)).await.status, 200);
+    call(&app, whoami(&revoked)).await.problem(401);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while services.auth.view_state() != ViewState::Stale {
+        assert!(Instant::now() < deadline, "the view never went stale");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let reply = call(&app, whoami(&access)).await;
+    reply.problem(503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
     call(&app, whoami(&revoked)).await.problem(401);
     backend.server().unwrap().restart();
     wait_in_sync(&services).await;
+    assert_eq!(call(&app, whoami(&access)).await.status, 200);
     call(&app, whoami(&revoked)).await.problem(401);
 }
 

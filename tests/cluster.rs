@@ -16,11 +16,9 @@ use actix_web::test::TestRequest;
 use common::{
     Backend, Reply, TestServer,
     cluster::{RedisCluster, SLOTS, slot_of},
+    static_tokens::StaticTokens,
 };
-use redkit::{
-    config::DatabaseLocation,
-    events::{Caller, StaticTokens},
-};
+use redkit::{config::DatabaseLocation, events::Caller};
 use serde_json::json;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},

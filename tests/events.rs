@@ -6,13 +6,8 @@ mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use common::{Backend, services};
-use redkit::{
-    Config,
-    clock::ManualClock,
-    events::{Caller, StaticTokens},
-    http::Services,
-};
+use common::{Backend, services, static_tokens::StaticTokens};
+use redkit::{Config, auth::ViewState, clock::ManualClock, events::Caller, http::Services};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -22,11 +17,18 @@ const TOKEN: &str = "alice-token";
 const BOB: &str = "bob-token";
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A redkit server on 127.0.0.1:0, with a static token table (alice, bob).
+/// A redkit server on 127.0.0.1:0. Its events tokens are a static table (alice, bob) for the
+/// suites whose subject is not auth, or real logins through the production verifier
+/// (`auth::EventsBridge`) for those that test who may publish and read.
 struct TestApp {
     addr: SocketAddr,
     services: Services,
-    tokens: Arc<StaticTokens>,
+    /// Alice's access token.
+    token: String,
+    /// Bob's access token.
+    bob: String,
+    /// Alice's private channel.
+    alice: String,
     server: common::TestServer,
 }
 
@@ -37,12 +39,49 @@ impl TestApp {
         let far = redkit_now() + 3600;
         tokens.insert(TOKEN, Caller::new("alice", "s-alice", far));
         tokens.insert(BOB, Caller::new("bob", "s-bob", far));
-        services.events.set_auth(tokens.clone());
+        services.events.set_auth(tokens);
         let server = common::TestServer::start(services.clone(), 1);
         Self {
             addr: server.addr,
             services,
-            tokens,
+            token: TOKEN.to_owned(),
+            bob: BOB.to_owned(),
+            alice: "user:alice".to_owned(),
+            server,
+        }
+    }
+
+    /// An app with the production auth: alice and bob registered and logged in through it.
+    async fn with_logins(config: &Config) -> Self {
+        let services = services(&common::with_test_secret(config.clone()));
+        let server = common::TestServer::start(services.clone(), 1);
+        let mut tokens = Vec::new();
+        for name in ["alice", "bob"] {
+            let body = format!(
+                r#"{{"username":"{name}","email":"{name}@example.com","password":"correct horse"}}"#
+            );
+            let (status, reply) =
+                http(server.addr, "POST", "/auth/register", &[], Some(&body)).await;
+            assert_eq!(status, 201, "{reply}");
+            let id = serde_json::from_str::<serde_json::Value>(&reply).unwrap()["id"]
+                .as_i64()
+                .unwrap();
+            let body = format!(r#"{{"username":"{name}","password":"correct horse"}}"#);
+            let (status, reply) = http(server.addr, "POST", "/auth/login", &[], Some(&body)).await;
+            assert_eq!(status, 200, "{reply}");
+            let token = serde_json::from_str::<serde_json::Value>(&reply).unwrap()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            tokens.push((id, token));
+        }
+        let [(alice, token), (_, bob)] = <[_; 2]>::try_from(tokens).unwrap();
+        Self {
+            addr: server.addr,
+            services,
+            token,
+            bob,
+            alice: format!("user:{alice}"),
             server,
         }
     }
@@ -53,7 +92,7 @@ impl TestApp {
             self.addr,
             "POST",
             &format!("/events/{channel}"),
-            &[("authorization", &format!("Bearer {TOKEN}"))],
+            &[("authorization", &format!("Bearer {}", self.token))],
             Some(body),
         )
         .await
@@ -447,11 +486,14 @@ async fn slow_consumer_is_cut(backend: Backend) {
     app.wait_subscribers("big", 0).await;
 }
 
-/// Private channels: 401 without a valid token, 403 for another user's, 200 for the owner by
-/// bearer, cookie or single-use ticket; a revoked session's stream closes.
+/// Private channels through the production verifier (`auth::EventsBridge`, real logins): 401
+/// without a valid token (and for the token in a cookie of another name than `redkit_access`),
+/// 403 for another user's, 200 for the owner by bearer, `redkit_access` cookie or single-use
+/// ticket; a logout closes every stream of its session (`still_valid` → `principal_status`).
 async fn private_channel_rules(backend: Backend) {
-    let app = TestApp::start(&config(&backend));
-    let path = "/events/user:alice";
+    let app = TestApp::with_logins(&config(&backend)).await;
+    let channel = app.alice.clone();
+    let path = &format!("/events/{channel}");
     assert_eq!(app.sse(path, &[]).await.status, 401);
     assert_eq!(
         app.sse(path, &[("authorization", "Bearer nope")])
@@ -460,19 +502,25 @@ async fn private_channel_rules(backend: Backend) {
         401
     );
     assert_eq!(
-        app.sse(path, &[("authorization", &format!("Bearer {BOB}"))])
+        app.sse(path, &[("cookie", &format!("access_token={}", app.token))])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.sse(path, &[("authorization", &format!("Bearer {}", app.bob))])
             .await
             .status,
         403
     );
-    let bearer = format!("Bearer {TOKEN}");
+    let bearer = format!("Bearer {}", app.token);
     let mut by_bearer = app
         .sse(path, &[("authorization", &bearer)])
         .await
         .opened()
         .await;
     let mut by_cookie = app
-        .sse(path, &[("cookie", &format!("access_token={TOKEN}"))])
+        .sse(path, &[("cookie", &format!("redkit_access={}", app.token))])
         .await
         .opened()
         .await;
@@ -508,16 +556,33 @@ async fn private_channel_rules(backend: Backend) {
     // Info follows the same rule.
     let (status, _) = http(app.addr, "GET", &format!("{path}/info"), &[], None).await;
     assert_eq!(status, 401);
-    app.wait_subscribers("user:alice", 3).await;
+    app.wait_subscribers(&channel, 3).await;
     if let Backend::Cluster(cluster) = &backend {
         assert!(
-            common::eventually(WAIT, || async { cluster.has_shard_channel("user:alice") }).await,
-            "user:alice has no sharded subscription"
+            common::eventually(WAIT, || async { cluster.has_shard_channel(&channel) }).await,
+            "{channel} has no sharded subscription"
         );
     }
-    // Revoking the session closes every stream of it (swept about once a second); heartbeats
+    // Every stream gets the owner's event.
+    let id = app.publish(&channel, r#"{"n":1}"#).await;
+    for stream in [&mut by_bearer, &mut by_cookie, &mut by_ticket] {
+        let event = stream.next_event().await.unwrap();
+        assert_eq!(
+            (event.id.as_deref(), data_n(&event)),
+            (Some(id.as_str()), 1)
+        );
+    }
+    // Logging out closes every stream of the session (swept about once a second); heartbeats
     // keep coming until then, so the bound is on the whole wait.
-    app.tokens.revoke_session("s-alice");
+    let (status, body) = http(
+        app.addr,
+        "POST",
+        "/auth/logout",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
     for stream in [&mut by_bearer, &mut by_cookie, &mut by_ticket] {
         tokio::time::timeout(Duration::from_secs(3), async {
             while let Some(event) = stream.next().await {
@@ -528,16 +593,73 @@ async fn private_channel_rules(backend: Backend) {
         .expect("a revoked session's stream closes within 3 s");
         assert!(stream.ended);
     }
-    app.wait_subscribers("user:alice", 0).await;
+    app.wait_subscribers(&channel, 0).await;
     // Swept clients leave like any other: the emptied channel is unsubscribed.
     if let Backend::Redis(server) = &backend {
-        wait_numsub(server, "user:alice", 0).await;
+        wait_numsub(server, &channel, 0).await;
     }
     if let Backend::Cluster(cluster) = &backend {
         assert!(
-            common::eventually(WAIT, || async { !cluster.has_shard_channel("user:alice") }).await,
-            "user:alice still has a sharded subscription"
+            common::eventually(WAIT, || async { !cluster.has_shard_channel(&channel) }).await,
+            "{channel} still has a sharded subscription"
         );
+    }
+    // The revoked token opens nothing and publishes nothing.
+    assert_eq!(
+        app.sse(path, &[("authorization", &bearer)]).await.status,
+        401
+    );
+    assert_eq!(app.try_publish(&channel, "{}").await.0, 401);
+}
+
+/// "Revocation unknown" through the production verifier: while an instance cannot know whether
+/// a token was revoked (its Redis gone for longer than the revocation feed's liveness deadline),
+/// the events routes answer a valid token 503 with `Retry-After` (publish, subscribe to its
+/// private channel, ticket), never 401; once Redis is back, 202 and 200 again. On memory,
+/// revocation is always known: the same requests succeed.
+async fn revocation_unknown_is_503(mut backend: Backend) {
+    let app = TestApp::with_logins(&config(&backend)).await;
+    let path = format!("/events/{}", app.alice);
+    let bearer = format!("Bearer {}", app.token);
+    let auth = [("authorization", bearer.as_str())];
+    if !backend.kill_redis() {
+        assert_eq!(app.services.auth.view_state(), ViewState::InSync);
+        assert_eq!(app.try_publish(&app.alice, "{}").await.0, 202);
+        app.sse(&path, &auth).await.opened().await;
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.services.auth.view_state() != ViewState::Stale {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the view never went stale"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, body) = app.try_publish(&app.alice, "{}").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("revocation"), "{body}");
+    let refused = app.sse(&path, &auth).await;
+    assert_eq!(refused.status, 503);
+    assert!(
+        refused.headers.contains("retry-after: 1"),
+        "{}",
+        refused.headers
+    );
+    let (status, _) = http(app.addr, "POST", "/events/ticket", &auth, None).await;
+    assert_eq!(status, 503);
+    // Not a guess either way: a garbage token is still 401.
+    assert_eq!(
+        app.sse(&path, &[("authorization", "Bearer nope")])
+            .await
+            .status,
+        401
+    );
+    // One server comes back quickly (a whole cluster restarting is the failover tests' part).
+    if let Some(server) = backend.server() {
+        server.restart();
+        app.publish_when_back(&app.alice, "{}").await;
+        app.sse(&path, &auth).await.opened().await;
     }
 }
 
@@ -547,7 +669,7 @@ async fn publish_rules_and_injection(backend: Backend) {
     let app = TestApp::start(&config(&backend));
     let (status, _) = http(app.addr, "POST", "/events/a", &[], Some("{}")).await;
     assert_eq!(status, 401);
-    let bearer = format!("Bearer {TOKEN}");
+    let bearer = format!("Bearer {}", app.token);
     let auth = [("authorization", bearer.as_str())];
     for path in [
         "/events/a%0D%0Aevent:%20x".to_owned(),
@@ -629,12 +751,13 @@ async fn info_and_shutdown(backend: Backend) {
 /// Issue 16 (3): only the owner publishes into `user:{id}`: another user's token gets 403 and
 /// nothing reaches the owner's stream or history; server code still publishes there.
 async fn private_channel_publish_is_owner_only(backend: Backend) {
-    let app = TestApp::start(&config(&backend));
-    let bob = format!("Bearer {BOB}");
+    let app = TestApp::with_logins(&config(&backend)).await;
+    let channel = app.alice.clone();
+    let bob = format!("Bearer {}", app.bob);
     let (status, body) = http(
         app.addr,
         "POST",
-        "/events/user:alice",
+        &format!("/events/{channel}"),
         &[("authorization", &bob)],
         Some(r#"{"forged":true}"#),
     )
@@ -642,31 +765,15 @@ async fn private_channel_publish_is_owner_only(backend: Backend) {
     assert_eq!(status, 403, "{body}");
     let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(problem["type"], "https://redkit.dev/problems/forbidden");
-    assert_eq!(
-        app.services
-            .events
-            .info("user:alice")
-            .await
-            .unwrap()
-            .history,
-        0
-    );
-    let (status, _) = app.try_publish("user:alice", r#"{"mine":true}"#).await;
+    assert_eq!(app.services.events.info(&channel).await.unwrap().history, 0);
+    let (status, _) = app.try_publish(&channel, r#"{"mine":true}"#).await;
     assert_eq!(status, 202);
     app.services
         .events
-        .publish("user:alice", &serde_json::json!({"from": "server"}))
+        .publish(&channel, &serde_json::json!({"from": "server"}))
         .await
         .unwrap();
-    assert_eq!(
-        app.services
-            .events
-            .info("user:alice")
-            .await
-            .unwrap()
-            .history,
-        2
-    );
+    assert_eq!(app.services.events.info(&channel).await.unwrap().history, 2);
     app.server.stop().await;
 }
 
@@ -790,6 +897,7 @@ backend_suite!(
     too_old_id_gets_reset,
     slow_consumer_is_cut,
     private_channel_rules,
+    revocation_unknown_is_503,
     publish_rules_and_injection,
     info_and_shutdown,
 );
@@ -969,7 +1077,7 @@ async fn redis_down_keeps_streams_open() {
         app.addr,
         "POST",
         "/events/d",
-        &[("authorization", &format!("Bearer {TOKEN}"))],
+        &[("authorization", &format!("Bearer {}", app.token))],
         Some("{}"),
     )
     .await;

@@ -127,6 +127,7 @@ async fn metrics_exposition(backend: Backend) {
         "sse_slow_consumer_drops",
         "sse_resubscribes",
         "auth_revocation_view_resyncs",
+        "auth_revocation_entries",
     ] {
         assert!(
             text.contains(&format!("# TYPE {family} ")),

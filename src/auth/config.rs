@@ -26,6 +26,8 @@ pub const DEFAULT_ISSUER: &str = "redkit";
 pub const DEFAULT_HASH_QUEUE: usize = 8;
 /// Live sessions one user may hold; a login beyond revokes the oldest.
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+/// Whether revocations, refresh rotations and logins wait for a replica by default.
+pub const DEFAULT_DURABLE_WRITES: bool = false;
 /// Longest username a login is checked for, in bytes (registration allows 32 characters of
 /// ASCII): a longer one is refused before any limiter, store or hash sees it.
 pub const MAX_LOGIN_USERNAME_BYTES: usize = 32;
@@ -118,6 +120,11 @@ pub struct AuthConfig {
     /// Live sessions one user may hold (at least 1): a login beyond it revokes the user's oldest
     /// sessions, so that logging in again and again cannot grow the store without bound.
     pub max_sessions_per_user: usize,
+    /// With Redis: answer a revocation, a refresh rotation or a login only once a replica
+    /// acknowledged it (`WAIT 1`, within half the Redis response timeout; 503 otherwise), so
+    /// that a failover cannot undo it. For deployments with replicas (without one, every such
+    /// write answers 503). Off by default ([`DEFAULT_DURABLE_WRITES`]).
+    pub durable_writes: bool,
 }
 
 impl Default for AuthConfig {
@@ -135,6 +142,7 @@ impl Default for AuthConfig {
             hash_queue: DEFAULT_HASH_QUEUE,
             secure_cookie: false,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            durable_writes: DEFAULT_DURABLE_WRITES,
         }
     }
 }

@@ -107,6 +107,10 @@ pub enum AuthError {
     /// The revocation view is not in sync and Redis cannot be asked (503 with `Retry-After`).
     #[error("revocation state unknown")]
     RevocationUnknown,
+    /// With durable writes on, no replica acknowledged the write within its wait (503 with
+    /// `Retry-After`): it is on the primary, but a failover could still undo it.
+    #[error("write not acknowledged by a replica")]
+    NotReplicated,
     /// Too many logins and registrations are hashing or queued (503 with `Retry-After`).
     #[error("password hashing queue full")]
     Busy,
@@ -126,7 +130,9 @@ impl ResponseError for AuthError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NoSuchSession => StatusCode::NOT_FOUND,
             Self::Redis(e) => e.status_code(),
-            Self::RevocationUnknown | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RevocationUnknown | Self::NotReplicated | Self::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -171,6 +177,13 @@ impl ResponseError for AuthError {
             Self::RevocationUnknown => {
                 Problem::unavailable("Token revocation cannot be checked right now; retry shortly.")
                     .into_response()
+            }
+            Self::NotReplicated => {
+                tracing::warn!("auth: no replica acknowledged a write within its wait");
+                Problem::unavailable(
+                    "The change could not be made durable right now; retry shortly.",
+                )
+                .into_response()
             }
             Self::Busy => {
                 Problem::unavailable("Too many logins are being checked right now; retry shortly.")

@@ -91,9 +91,9 @@ impl AuthHandle {
         }
         let tokens = Tokens::new(config);
         let keys = Keys::new(&config.key_prefix);
-        // Revocations must outlive every token they revoke: access tokens included, whatever
-        // an embedder configured.
-        let horizon = config.refresh_ttl.max(config.access_ttl) + config.leeway;
+        // A revocation denies access tokens only (a revoked session is also deleted, so its
+        // refresh token finds nothing to rotate): it lives as long as the longest of them.
+        let horizon = config.access_ttl + config.leeway;
         let users = super::actor::start(database, config.clock.clone())?;
         let (store, view) = match redis {
             None => (
@@ -101,13 +101,16 @@ impl AuthHandle {
                 Arc::new(RevocationView::new(
                     config.clock.clone(),
                     horizon,
+                    std::time::Duration::ZERO,
                     ViewState::InSync,
                 )),
             ),
-            Some((handle, _)) => {
+            Some((handle, settings)) => {
+                // The subscriber's liveness deadline (see `connection::push`).
                 let view = Arc::new(RevocationView::new(
                     config.clock.clone(),
                     horizon,
+                    settings.response_timeout,
                     ViewState::Syncing,
                 ));
                 let (subscriber, events) = handle
@@ -124,6 +127,8 @@ impl AuthHandle {
                     Store::Redis(super::sessions::RedisStore::new(
                         handle.clone(),
                         keys.clone(),
+                        // Half the response timeout: the wait fits in the command's own.
+                        config.durable_writes.then(|| settings.response_timeout / 2),
                     )),
                     view,
                 )
@@ -147,10 +152,9 @@ impl AuthHandle {
     pub(super) fn times(&self) -> Times {
         let t = &self.inner.tokens;
         let mut times = super::sessions::times(&*t.clock, t.refresh_ttl, t.leeway);
-        // A revocation lasts as long as any token it revokes can: access tokens too.
-        times.revoke_for_ms = times
-            .revoke_for_ms
-            .max((t.access_ttl + t.leeway).saturating_mul(1000));
+        // A revocation lasts as long as the longest token it denies: an access token (the
+        // sessions it revokes are deleted, so their refresh tokens rotate nothing).
+        times.revoke_for_ms = (t.access_ttl + t.leeway).saturating_mul(1000);
         times
     }
 

@@ -59,7 +59,7 @@ impl AuthHandle {
     /// [`AuthConfig::max_sessions_per_user`](super::AuthConfig::max_sessions_per_user), and drops
     /// expired ones from the user's index, from one read of it per login (logins already cost an
     /// argon2 hash): the store stays bounded however often one account logs in.
-    async fn trim_sessions(&self, user: UserId, t: Times) -> Result<(), AuthError> {
+    pub(super) async fn trim_sessions(&self, user: UserId, t: Times) -> Result<(), AuthError> {
         let max = self.inner.max_sessions;
         let live = self.inner.store.list_pruning(user, t.now_ms).await?;
         let excess = live.len().saturating_sub(max);

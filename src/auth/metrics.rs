@@ -3,7 +3,7 @@
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use super::AuthHandle;
-use crate::metrics::counter;
+use crate::metrics::{counter, gauge};
 
 /// Auth's collector: register it with [`Metrics::register_collector`](crate::metrics::Metrics::register_collector).
 #[derive(Debug)]
@@ -16,6 +16,12 @@ impl Collector for AuthCollector {
             "auth_revocation_view_resyncs",
             "Times the local revocation view was (re)built from Redis",
             self.0.view_resyncs(),
+        )?;
+        gauge(
+            &mut encoder,
+            "auth_revocation_entries",
+            "Revocation entries held by this instance (each lives one access-token lifetime)",
+            i64::try_from(self.0.revocation_entries()).unwrap_or(i64::MAX),
         )?;
         Ok(())
     }

@@ -29,17 +29,26 @@
 //! - A dedicated pub/sub connection (`Client::get_async_pubsub`, its own reconnect loop with
 //!   25–500 ms backoff; independent of the command connection and of any other feature's
 //!   subscriber) subscribes first, then rebuilds the view from the zsets, then applies events.
-//!   When its stream ends (Redis gone) the view becomes [`ViewState::Detached`]: it was exact
-//!   when Redis went away, and nobody can revoke through a Redis that is down, so verification
-//!   stays local. After reconnecting it is [`ViewState::Rebuilding`] until rebuilt.
-//! - While the view is not trusted ([`ViewState::Syncing`] at start, or `Rebuilding`),
-//!   verification asks Redis directly; if Redis cannot answer, it fails closed with 503 and
-//!   `Retry-After` ([`AuthError::RevocationUnknown`]), never open.
+//!   When its stream ends or misses its liveness deadline, the view becomes
+//!   [`ViewState::Detached`]: it was exact when the feed dropped, and stays trusted for the
+//!   liveness deadline (the Redis response timeout) while the subscriber reconnects. Past that
+//!   it is [`ViewState::Stale`]: only this instance may be cut off, and the others revoke
+//!   through a Redis it cannot hear, so verification asks Redis. After reconnecting it is
+//!   [`ViewState::Rebuilding`] until rebuilt.
+//! - While the view is not trusted (`Syncing` at start, `Stale`, `Rebuilding`), verification
+//!   asks Redis directly; if Redis cannot answer, it fails closed with 503 and `Retry-After`
+//!   ([`AuthError::RevocationUnknown`]), never open and never 401. What the view holds is
+//!   revoked in every state (revocations only ever add).
+//! - Each revocation record lives as long as the longest token it can deny: an access token
+//!   (a revoked session is also deleted, so its refresh token rotates nothing).
 //! - Login, refresh, logout and session routes need Redis: 503 with `Retry-After` while it is
 //!   down.
-//! - Limits: a half-open subscription (no FIN) is only noticed when Redis is next reconnected.
+//! - Limits: a revocation made elsewhere can be honoured here from the feed's loss until the
+//!   deadline passes (README "When Redis fails").
 
 mod actor;
+#[cfg(test)]
+mod bound_tests;
 mod client;
 mod config;
 mod error;
@@ -57,9 +66,9 @@ mod verify;
 pub use actor::UsersActor;
 pub use client::ClientInfo;
 pub use config::{
-    ACCESS_COOKIE, AuthConfig, DEFAULT_ACCESS_TTL_SECS, DEFAULT_HASH_QUEUE, DEFAULT_ISSUER,
-    DEFAULT_LEEWAY_SECS, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_REFRESH_TTL_SECS, MAX_LEEWAY_SECS,
-    MAX_LOGIN_USERNAME_BYTES, MIN_SECRET_LEN, SecretKey,
+    ACCESS_COOKIE, AuthConfig, DEFAULT_ACCESS_TTL_SECS, DEFAULT_DURABLE_WRITES, DEFAULT_HASH_QUEUE,
+    DEFAULT_ISSUER, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_REFRESH_TTL_SECS,
+    MAX_LEEWAY_SECS, MAX_LOGIN_USERNAME_BYTES, MIN_SECRET_LEN, SecretKey,
 };
 pub use error::{AuthError, RejectReason};
 pub use extractor::{AuthUser, OptionalAuthUser};

@@ -7,7 +7,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock, Weak,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -23,11 +23,17 @@ pub enum ViewState {
     Syncing,
     /// Subscribed and rebuilt: verification is local.
     InSync,
-    /// Was in sync when the subscription dropped (Redis went away): verification stays local,
-    /// since nobody can revoke through a Redis that is down.
+    /// Was in sync when the subscription dropped, less than the liveness deadline ago:
+    /// verification stays local while the subscriber reconnects (a revocation made elsewhere
+    /// in this span may be honoured here until it ends; see the module docs).
     Detached,
     /// Resubscribed after a drop, rebuilding: verification asks Redis until done.
     Rebuilding,
+    /// The subscription has been down for longer than the liveness deadline: other instances
+    /// may have revoked tokens this one never heard of (only this instance may be cut off), so
+    /// verification asks Redis, and fails closed when Redis cannot answer, until the view is
+    /// rebuilt.
+    Stale,
 }
 
 impl ViewState {
@@ -36,6 +42,7 @@ impl ViewState {
             1 => Self::InSync,
             2 => Self::Detached,
             3 => Self::Rebuilding,
+            4 => Self::Stale,
             _ => Self::Syncing,
         }
     }
@@ -61,11 +68,23 @@ struct Sets {
 #[derive(Debug)]
 pub(crate) struct RevocationView {
     state: AtomicU8,
+    /// When the view became `Detached`, in ms since `started`.
+    detached_at: AtomicU64,
+    started: std::time::Instant,
+    /// How long a `Detached` view stays trusted: the subscriber's liveness deadline.
+    grace: Duration,
     resyncs: std::sync::atomic::AtomicU64,
     sets: RwLock<Sets>,
     clock: Arc<dyn Clock>,
     /// How long a user's "revoked before" entry matters (refresh lifetime + leeway), ms.
     horizon_ms: i64,
+}
+
+/// How often the view drops expired entries: each lives at most this much past its expiry.
+const PRUNE_EVERY_MS: i64 = 5_000;
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One revocation, as published on the channel (`j|s|u <id> <number>`).
@@ -103,9 +122,17 @@ impl Revocation {
 }
 
 impl RevocationView {
-    pub fn new(clock: Arc<dyn Clock>, horizon: Duration, state: ViewState) -> Self {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        horizon: Duration,
+        grace: Duration,
+        state: ViewState,
+    ) -> Self {
         Self {
             state: AtomicU8::new(state as u8),
+            detached_at: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+            grace,
             resyncs: std::sync::atomic::AtomicU64::new(0),
             sets: RwLock::new(Sets::default()),
             clock,
@@ -113,15 +140,41 @@ impl RevocationView {
         }
     }
 
+    /// The state now: a `Detached` view turns `Stale` once the liveness deadline has passed
+    /// (read here, so that no timer is needed).
     pub fn state(&self) -> ViewState {
-        ViewState::from_u8(self.state.load(Ordering::Acquire))
+        let state = ViewState::from_u8(self.state.load(Ordering::Acquire));
+        if state == ViewState::Detached {
+            let since = self.detached_at.load(Ordering::Acquire);
+            if self.elapsed_ms().saturating_sub(since) > duration_ms(self.grace) {
+                return ViewState::Stale;
+            }
+        }
+        state
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        duration_ms(self.started.elapsed())
     }
 
     pub fn set_state(&self, state: ViewState) {
         if state == ViewState::InSync {
             self.resyncs.fetch_add(1, Ordering::Relaxed);
         }
+        if state == ViewState::Detached {
+            self.detached_at.store(self.elapsed_ms(), Ordering::Release);
+        }
         self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Entries held (revoked jtis, sessions and users), after pruning what expired.
+    pub fn len(&self) -> usize {
+        self.apply([]);
+        let sets = self
+            .sets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sets.jtis.len() + sets.sids.len() + sets.users.len()
     }
 
     /// Times the view was (re)built from Redis since start.
@@ -181,7 +234,7 @@ impl RevocationView {
             sets.sids.retain(|_, exp| *exp > now);
             sets.users
                 .retain(|_, before| before.saturating_mul(1000) + horizon > now);
-            sets.next_prune_ms = now + 60_000;
+            sets.next_prune_ms = now + PRUNE_EVERY_MS;
         }
     }
 }
@@ -415,7 +468,12 @@ mod tests {
     fn entries_revoke_until_expiry() {
         let clock = Arc::new(ManualClock::starting_now());
         let now = clock.now_ms();
-        let view = RevocationView::new(clock.clone(), Duration::from_secs(60), ViewState::InSync);
+        let view = RevocationView::new(
+            clock.clone(),
+            Duration::from_secs(60),
+            Duration::ZERO,
+            ViewState::InSync,
+        );
         view.apply([
             Revocation::Token("j1".into(), now + 1000),
             Revocation::Session("s1".into(), now + 1000),
@@ -438,5 +496,33 @@ mod tests {
         assert_eq!(view.check(&principal("j0", "s0", 1, t)), Ok(()));
         clock.advance(Duration::from_millis(1001));
         assert_eq!(view.check(&principal("j1", "s1", 1, t)), Ok(()));
+    }
+
+    /// A view whose feed dropped stays trusted for the liveness deadline, then is stale (not
+    /// local) until it is rebuilt; what it holds stays revoked in every state.
+    #[test]
+    fn detached_turns_stale_after_the_deadline() {
+        let clock = Arc::new(ManualClock::starting_now());
+        let view = RevocationView::new(
+            clock.clone(),
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            ViewState::InSync,
+        );
+        view.apply([Revocation::Session("s1".into(), clock.now_ms() + 1000)]);
+        view.set_state(ViewState::Detached);
+        assert_eq!(view.state(), ViewState::Detached);
+        assert!(view.state().is_local());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(view.state(), ViewState::Stale);
+        assert!(!view.state().is_local());
+        assert_eq!(
+            view.check(&principal("j0", "s1", 1, clock.now_secs())),
+            Err(RejectReason::RevokedSession)
+        );
+        view.set_state(ViewState::Rebuilding);
+        assert_eq!(view.state(), ViewState::Rebuilding);
+        view.set_state(ViewState::InSync);
+        assert_eq!(view.state(), ViewState::InSync);
     }
 }

@@ -148,12 +148,36 @@ impl RedisStore {
             pipe.publish(&k.channel, ev.encode()).ignore();
         }
         self.redis.query_pipe::<()>(&pipe).await?;
-        Ok(())
+        self.replicated(&k.sids).await
     }
 
     /// Step two of a revocation: deletes sessions of `uid` and drops them from the user's
     /// index, in one `MULTI` in the user's slot.
-    async fn drop_sessions(&self, uid: UserId, sids: &[String]) -> Result<(), AuthError> {
+    ///
+    /// A revocation record lives only as long as an access token (see `AuthHandle::times`):
+    /// after that, a revoked session that still existed would rotate its refresh token again.
+    /// So when this step fails it is retried in the background, every second, for as long as
+    /// the record lives; the caller still gets the error.
+    async fn drop_sessions(&self, uid: UserId, sids: &[String], t: Times) -> Result<(), AuthError> {
+        let Err(err) = self.delete_sessions(uid, sids).await else {
+            return Ok(());
+        };
+        let store = self.clone();
+        let sids = sids.to_vec();
+        let tries = u64::try_from(t.revoke_for_ms / 1000).unwrap_or(0).max(1);
+        tokio::spawn(async move {
+            for _ in 0..tries {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if store.delete_sessions(uid, &sids).await.is_ok() {
+                    return;
+                }
+            }
+            tracing::error!(user = uid, "auth: revoked sessions could not be deleted");
+        });
+        Err(err)
+    }
+
+    async fn delete_sessions(&self, uid: UserId, sids: &[String]) -> Result<(), AuthError> {
         if sids.is_empty() {
             return Ok(());
         }
@@ -164,7 +188,7 @@ impl RedisStore {
         }
         pipe.srem(self.keys.user_sessions(uid), sids).ignore();
         self.redis.query_pipe::<()>(&pipe).await?;
-        Ok(())
+        self.replicated(&self.keys.user_sessions(uid)).await
     }
 }
 
@@ -173,15 +197,42 @@ pub(crate) struct RedisStore {
     pub redis: RedisHandle,
     pub keys: Keys,
     rotate: Arc<redis::Script>,
+    /// With durable writes: how long a write waits for a replica's acknowledgement.
+    durable: Option<std::time::Duration>,
 }
 
 impl RedisStore {
-    pub fn new(redis: RedisHandle, keys: Keys) -> Self {
+    pub fn new(redis: RedisHandle, keys: Keys, durable: Option<std::time::Duration>) -> Self {
         Self {
             redis,
             keys,
             rotate: Arc::new(redis::Script::new(ROTATE)),
+            durable,
         }
+    }
+
+    /// With durable writes on, after a write through this store to the slot of `key`: waits
+    /// until a replica of that slot's primary acknowledged every write of this connection
+    /// (`WAIT 1`). The keyed read in front routes the pipeline, on a cluster, to the node
+    /// serving `key` (`WAIT` alone goes to every primary). `WAIT` blocks the connection it
+    /// runs on, which this process's other commands to that node share, for as long as it
+    /// waits: a replica's acknowledgement usually takes one round trip.
+    async fn replicated(&self, key: &str) -> Result<(), AuthError> {
+        let Some(wait) = self.durable else {
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("PTTL")
+            .arg(key)
+            .ignore()
+            .cmd("WAIT")
+            .arg(1)
+            .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+        let (acknowledged,): (i64,) = self.redis.query_pipe(&pipe).await?;
+        if acknowledged < 1 {
+            return Err(AuthError::NotReplicated);
+        }
+        Ok(())
     }
 }
 
@@ -204,7 +255,8 @@ pub(crate) struct Times {
     pub now_ms: i64,
     /// Session lifetime (refresh TTL), ms.
     pub ttl_ms: i64,
-    /// How long a revoked session's tokens could still verify: refresh TTL + leeway, ms.
+    /// How long a revocation record lives: the longest token it denies (set by the handle to
+    /// the access TTL + leeway), ms.
     pub revoke_for_ms: i64,
 }
 
@@ -270,7 +322,7 @@ impl Store {
                     .pexpire(&index, t.ttl_ms)
                     .ignore();
                 r.redis.query_pipe::<()>(&pipe).await?;
-                Ok(())
+                r.replicated(&key).await
             }
         }
     }
@@ -320,9 +372,12 @@ impl Store {
                 let (code, fields): (i64, Option<HashMap<String, String>>) =
                     r.redis.invoke(&inv).await?;
                 match code {
-                    1 => Ok(fields
-                        .and_then(|f| from_hash(sid, &f))
-                        .map_or(Rotation::Gone, Rotation::Rotated)),
+                    1 => {
+                        r.replicated(&r.keys.session(uid, sid)).await?;
+                        Ok(fields
+                            .and_then(|f| from_hash(sid, &f))
+                            .map_or(Rotation::Gone, Rotation::Rotated))
+                    }
                     -1 => {
                         // Reused: revoked in the global record first, then deleted.
                         let events = [Revocation::Session(
@@ -331,7 +386,7 @@ impl Store {
                         )];
                         r.record(&events, t).await?;
                         view.apply(events);
-                        r.drop_sessions(uid, &[sid.to_owned()]).await?;
+                        r.drop_sessions(uid, &[sid.to_owned()], t).await?;
                         Ok(Rotation::Reused)
                     }
                     _ => Ok(Rotation::Gone),
@@ -472,7 +527,7 @@ impl Store {
                 r.record(&events, t).await?;
                 view.apply(events);
                 if existed {
-                    r.drop_sessions(uid, &[sid.to_owned()]).await?;
+                    r.drop_sessions(uid, &[sid.to_owned()], t).await?;
                 }
                 return Ok(existed);
             }
@@ -517,7 +572,7 @@ impl Store {
                 let events = events(&sids);
                 r.record(&events, t).await?;
                 view.apply(events);
-                r.drop_sessions(uid, &sids).await?;
+                r.drop_sessions(uid, &sids, t).await?;
             }
         }
         Ok(())

@@ -40,16 +40,18 @@ impl AuthHandle {
     /// The reason the token is refused.
     pub fn verify_local(&self, token: &str) -> Result<Option<Principal>, RejectReason> {
         let p = self.inner.tokens.verify_access(token)?;
+        // Revocations only ever add: what the view holds is revoked, whatever its state.
+        self.inner.view.check(&p)?;
         if !self.inner.view.state().is_local() {
             return Ok(None);
         }
-        self.inner.view.check(&p)?;
         Ok(Some(p))
     }
 
     pub(super) async fn check_revoked(&self, p: &Principal) -> Result<(), AuthError> {
+        self.inner.view.check(p).map_err(reject)?;
         if self.inner.view.state().is_local() {
-            return self.inner.view.check(p).map_err(reject);
+            return Ok(());
         }
         let Some(redis) = &self.inner.redis else {
             return self.inner.view.check(p).map_err(reject);
@@ -104,12 +106,32 @@ impl AuthHandle {
         if p.exp + self.inner.tokens.leeway <= self.inner.tokens.clock.now_secs() {
             return PrincipalStatus::Expired;
         }
+        if self.inner.view.check(p).is_err() {
+            return PrincipalStatus::Revoked;
+        }
         if !self.inner.view.state().is_local() {
             return PrincipalStatus::Unknown;
         }
-        match self.inner.view.check(p) {
-            Ok(()) => PrincipalStatus::Valid,
-            Err(_) => PrincipalStatus::Revoked,
+        PrincipalStatus::Valid
+    }
+
+    /// [`principal_status`](Self::principal_status), asking Redis when the local view cannot
+    /// tell: `Unknown` only when Redis cannot answer either.
+    pub async fn confirm_principal(&self, p: &Principal) -> PrincipalStatus {
+        match self.principal_status(p) {
+            PrincipalStatus::Unknown => match self.check_revoked(p).await {
+                Ok(()) => PrincipalStatus::Valid,
+                Err(AuthError::Unauthorized(_)) => PrincipalStatus::Revoked,
+                Err(_) => PrincipalStatus::Unknown,
+            },
+            status => status,
         }
+    }
+
+    /// Revocation entries this instance holds in memory (revoked tokens, sessions and users'
+    /// "revoked before" times), after dropping expired ones: each lives as long as an access
+    /// token, so their count follows the revocation rate over that span.
+    pub fn revocation_entries(&self) -> usize {
+        self.inner.view.len()
     }
 }

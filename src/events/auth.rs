@@ -2,16 +2,19 @@
 //! tickets for clients (browsers' `EventSource`) that cannot send an `Authorization` header.
 
 use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, RwLock},
+    collections::HashMap,
+    convert::Infallible,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
     time::Duration,
 };
 
+use bytes::Bytes;
+use futures_util::Stream;
+
 use super::EventsError;
-use crate::{
-    clock::{Clock, SystemClock},
-    connection::RedisHandle,
-};
+use crate::connection::RedisHandle;
 
 /// How long a ticket from `POST /events/ticket` stays redeemable.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
@@ -19,7 +22,7 @@ pub const TICKET_TTL: Duration = Duration::from_secs(60);
 /// An authenticated caller of the events routes, as vouched for by an [`EventsAuth`].
 ///
 /// Not auth's `Principal`: that one is auth's typed view of its own
-/// JWT claims; this is what any verifier (auth's bridge, [`StaticTokens`], an embedder's own)
+/// JWT claims; this is what any verifier (auth's bridge, an embedder's own)
 /// hands to live events, with the user id as opaque text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -57,16 +60,41 @@ impl Caller {
     }
 }
 
-/// Verifies access tokens for the events routes. The auth feature plugs its JWT verifier in here;
-/// [`DenyAll`] is the default and [`StaticTokens`] serves tests and benchmarks.
+/// Why a verifier refused a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Not a valid, unexpired, unrevoked access token (401).
+    Invalid,
+    /// Whether the token was revoked cannot be known right now (auth's revocation record is out
+    /// of reach): 503 with `Retry-After`, never 401, so that a client keeps its tokens.
+    Unknown,
+}
+
+/// A future of an [`EventsAuth`] answer.
+pub type AuthFuture<'a, T> = futures_util::future::BoxFuture<'a, T>;
+
+/// Verifies access tokens for the events routes. The auth feature plugs its JWT verifier in here
+/// (`auth::EventsBridge`); [`DenyAll`] is the default.
 pub trait EventsAuth: Send + Sync + 'static {
-    /// The principal of a valid, unexpired access token; `None` for anything else.
-    fn verify(&self, token: &str) -> Option<Caller>;
-    /// Whether a principal verified earlier is still acceptable (its session not revoked).
-    /// Checked about once a second for every open private stream.
+    /// The principal of a valid, unexpired, unrevoked access token.
+    ///
+    /// # Errors
+    /// [`Rejection::Invalid`] for anything else; [`Rejection::Unknown`] when revocation cannot
+    /// be checked right now.
+    fn verify<'a>(&'a self, token: &'a str) -> AuthFuture<'a, Result<Caller, Rejection>>;
+    /// Whether a principal verified earlier may still be acceptable: false only when it is
+    /// known not to be (its session revoked). Checked about once a second for every open
+    /// private stream, which closes on false.
     fn still_valid(&self, principal: &Caller) -> bool {
         let _ = principal;
         true
+    }
+    /// Whether a principal verified earlier is certainly still valid, asking the verifier's
+    /// store when the local view cannot tell: checked before each event a private stream
+    /// sends, which ends (the client resumes with `Last-Event-ID`) on false.
+    fn confirm<'a>(&'a self, principal: &'a Caller) -> AuthFuture<'a, bool> {
+        Box::pin(std::future::ready(self.still_valid(principal)))
     }
     /// The name of the login cookie holding an access token.
     fn cookie_name(&self) -> &str {
@@ -79,78 +107,82 @@ pub trait EventsAuth: Send + Sync + 'static {
 pub struct DenyAll;
 
 impl EventsAuth for DenyAll {
-    fn verify(&self, _token: &str) -> Option<Caller> {
-        None
+    fn verify<'a>(&'a self, _token: &'a str) -> AuthFuture<'a, Result<Caller, Rejection>> {
+        Box::pin(std::future::ready(Err(Rejection::Invalid)))
     }
 }
 
-/// A fixed table of tokens, with session revocation: for tests, benchmarks and development.
-#[derive(Debug)]
-pub struct StaticTokens {
-    tokens: RwLock<HashMap<String, Caller>>,
-    revoked: RwLock<HashSet<String>>,
-    /// What expiries are checked against.
-    clock: Arc<dyn Clock>,
+/// A private stream whose every event is [confirmed](EventsAuth::confirm) for its caller before
+/// it is sent: the sweep closes a revoked session's stream within a second, but an event that
+/// arrives while the verifier's view cannot tell (its feed down, or rebuilding) would otherwise
+/// reach a token revoked meanwhile. Heartbeat comments pass unchecked. Ends at the first event
+/// not confirmed (the client resumes with `Last-Event-ID` once it can be checked).
+pub(crate) struct Confirmed {
+    inner: super::EventStream,
+    auth: Arc<dyn EventsAuth>,
+    caller: Caller,
+    pending: Option<(AuthFuture<'static, bool>, Bytes)>,
+    done: bool,
 }
 
-impl Default for StaticTokens {
-    fn default() -> Self {
+impl Confirmed {
+    pub(crate) fn new(
+        inner: super::EventStream,
+        auth: Arc<dyn EventsAuth>,
+        caller: Caller,
+    ) -> Self {
         Self {
-            tokens: RwLock::default(),
-            revoked: RwLock::default(),
-            clock: Arc::new(SystemClock),
+            inner,
+            auth,
+            caller,
+            pending: None,
+            done: false,
         }
     }
-}
 
-impl StaticTokens {
-    /// An empty table, checking expiries against the system clock.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Checks expiries against `clock` (the events config's, in a test driving time).
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Accepts `token` as `principal` from now on.
-    pub fn insert(&self, token: impl Into<String>, principal: Caller) {
-        self.tokens
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(token.into(), principal);
-    }
-
-    /// Revokes a session: its tokens stop verifying and its open private streams close.
-    pub fn revoke_session(&self, session_id: &str) {
-        self.revoked
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(session_id.to_owned());
+    /// The streaming `200 text/event-stream` response (the headers of
+    /// [`EventStream::into_response`](super::EventStream::into_response)).
+    pub(crate) fn into_response(self) -> actix_web::HttpResponse {
+        actix_web::HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"))
+            .insert_header(("x-accel-buffering", "no"))
+            .streaming(self)
     }
 }
 
-impl EventsAuth for StaticTokens {
-    fn verify(&self, token: &str) -> Option<Caller> {
-        let principal = self
-            .tokens
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(token)
-            .cloned()?;
-        let now = u64::try_from(self.clock.now_secs()).unwrap_or(0);
-        (principal.expires_at > now && self.still_valid(&principal)).then_some(principal)
-    }
+impl Stream for Confirmed {
+    type Item = Result<Bytes, Infallible>;
 
-    fn still_valid(&self, principal: &Caller) -> bool {
-        !self
-            .revoked
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&principal.session_id)
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some((check, _)) = &mut this.pending {
+                let Poll::Ready(confirmed) = check.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                let bytes = this.pending.take().map(|(_, bytes)| bytes);
+                if confirmed {
+                    return Poll::Ready(bytes.map(Ok));
+                }
+                tracing::info!("private stream ended: its token could not be confirmed");
+                this.done = true;
+                continue;
+            }
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) if !bytes.starts_with(b":") => {
+                    let auth = this.auth.clone();
+                    let caller = this.caller.clone();
+                    let check: AuthFuture<'static, bool> =
+                        Box::pin(async move { auth.confirm(&caller).await });
+                    this.pending = Some((check, bytes));
+                }
+                other => return other,
+            }
+        }
     }
 }
 

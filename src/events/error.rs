@@ -16,6 +16,10 @@ pub enum EventsError {
     /// No valid access token (or ticket) came with a request that needs one.
     #[error("missing or invalid access token")]
     Unauthorized,
+    /// Whether the token was revoked cannot be checked right now (503 with `Retry-After`,
+    /// never 401: the client's tokens may well be valid).
+    #[error("token revocation cannot be checked")]
+    RevocationUnknown,
     /// The token is valid but belongs to someone else than the private channel's owner.
     #[error("private channel of another user")]
     Forbidden,
@@ -40,6 +44,15 @@ pub enum EventsError {
     Internal(&'static str),
 }
 
+impl From<super::Rejection> for EventsError {
+    fn from(rejection: super::Rejection) -> Self {
+        match rejection {
+            super::Rejection::Invalid => Self::Unauthorized,
+            super::Rejection::Unknown => Self::RevocationUnknown,
+        }
+    }
+}
+
 impl ResponseError for EventsError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -48,7 +61,7 @@ impl ResponseError for EventsError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::ServerFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ServerFull | Self::RevocationUnknown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable(err) => err.status_code(),
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -86,6 +99,10 @@ impl ResponseError for EventsError {
                 );
                 response
             }
+            Self::RevocationUnknown => Problem::unavailable(
+                "Token revocation cannot be checked right now; retry shortly.",
+            )
+            .into_response(),
             Self::Forbidden => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
                 .with_detail("This private channel belongs to another user: only they may read it or publish to it.")
                 .into_response(),

@@ -299,6 +299,10 @@ impl EventsHandle {
     }
 
     /// Checks `credentials` for `channel` (private channels: only their owner) and subscribes.
+    /// The stream's events are not confirmed one by one: `GET /events/{channel}` does that for
+    /// private channels (an event arriving while the verifier cannot tell whether the token was
+    /// revoked is held until it can, or ends the stream), the periodic sweep alone closes a
+    /// revoked stream within about a second.
     ///
     /// # Errors
     /// [`EventsError::Unauthorized`], [`EventsError::Forbidden`], and those of
@@ -381,9 +385,9 @@ impl EventsHandle {
                 .clone()
                 .or_else(|| credentials.cookie.clone()),
         };
-        token
-            .and_then(|token| self.auth().verify(&token))
-            .ok_or(EventsError::Unauthorized)
+        let token = token.ok_or(EventsError::Unauthorized)?;
+        let auth = self.auth();
+        Ok(auth.verify(&token).await?)
     }
 
     /// Issues a single-use ticket (valid for [`TICKET_TTL`](super::TICKET_TTL)) standing for the
@@ -396,8 +400,9 @@ impl EventsHandle {
             .bearer
             .as_deref()
             .or(credentials.cookie.as_deref())
-            .filter(|token| self.auth().verify(token).is_some())
             .ok_or(EventsError::Unauthorized)?;
+        let auth = self.auth();
+        auth.verify(token).await?;
         self.inner.tickets.issue(token).await
     }
 

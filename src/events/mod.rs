@@ -67,7 +67,8 @@ mod slots;
 mod wire;
 
 pub use actor::EventsActor;
-pub use auth::{Caller, DenyAll, EventsAuth, StaticTokens, TICKET_TTL};
+pub(crate) use auth::Confirmed;
+pub use auth::{AuthFuture, Caller, DenyAll, EventsAuth, Rejection, TICKET_TTL};
 pub use config::{
     DEFAULT_EVENTS_HEARTBEAT_MS, DEFAULT_EVENTS_HISTORY_LEN, DEFAULT_EVENTS_MAX_REPLAY,
     DEFAULT_EVENTS_QUEUE, DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS,

@@ -2,6 +2,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod proxy;
+pub mod sse;
+pub mod static_tokens;
 pub mod tls;
 
 pub use cluster::RedisCluster;
@@ -37,6 +40,11 @@ impl RedisServer {
 
     fn socket(&self) -> PathBuf {
         self.dir.path().join("redis.sock")
+    }
+
+    /// The unix socket the server listens on.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket()
     }
 
     fn spawn(&mut self) {

@@ -258,6 +258,11 @@ pub struct ServeArgs {
     /// an unauthenticated caller learns only whether Redis answers.
     #[arg(long, env = "HEALTH_NODES")]
     pub health_nodes: bool,
+    /// Answer a revocation, a refresh rotation or a login only once a replica has it (`WAIT 1`
+    /// within half the Redis timeout; 503 otherwise): a failover cannot undo them. Needs a
+    /// deployment with replicas.
+    #[arg(long, env = "REDIS_DURABLE_WRITES")]
+    pub redis_durable_writes: bool,
 }
 
 impl Default for ServeArgs {
@@ -309,6 +314,7 @@ impl Default for ServeArgs {
             sse_max_per_ip: DEFAULT_SSE_MAX_PER_IP,
             secure_cookie: false,
             health_nodes: false,
+            redis_durable_writes: false,
         }
     }
 }

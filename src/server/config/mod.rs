@@ -347,6 +347,7 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
         hash_queue: args.hash_queue,
         max_sessions_per_user: args.max_sessions_per_user,
         secure_cookie: args.secure_cookie,
+        durable_writes: args.redis_durable_writes,
         ..AuthConfig::default()
     };
     auth.validate()?;

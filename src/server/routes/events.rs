@@ -86,7 +86,7 @@ fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>)
         (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The event's data is longer than the configured maximum \
             (64 KiB by default).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be reached, or the token's revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -146,7 +146,7 @@ pub(crate) fn stream_client(
         (status = 429, description = "This address holds the most event streams allowed \
             (`too-many-streams`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The server is shutting down, holds the most event streams \
-            allowed, or a ticket cannot be checked.", body = Problem, content_type = "application/problem+json"),
+            allowed, or a ticket or the token's revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("bearer" = []), ("cookie" = []))
 )]
@@ -166,10 +166,18 @@ async fn subscribe(
         .map(str::to_owned)
         .or(query.last_event_id);
     let credentials = credentials(&req, &events, query.ticket);
+    let caller = events.authorize_read(&channel, &credentials).await?;
     let stream = events
-        .open(&channel, &credentials, last_event_id.as_deref())
-        .await?;
-    Ok(stream.with_slot(slot).into_response())
+        .subscribe_as(&channel, last_event_id.as_deref(), caller.clone())
+        .await?
+        .with_slot(slot);
+    Ok(match caller {
+        // Private: every event is confirmed for the caller before it is sent.
+        Some(caller) => {
+            crate::events::Confirmed::new(stream, events.auth(), caller).into_response()
+        }
+        None => stream.into_response(),
+    })
 }
 
 /// `GET /events/{channel}/info` → `{"subscribers": n, "history": n}`.
@@ -185,7 +193,7 @@ async fn subscribe(
         (status = 400, description = "Invalid channel name.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another user's private channel.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be reached, or the token's revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security((), ("bearer" = []), ("cookie" = []))
 )]
@@ -212,7 +220,7 @@ async fn info(
         (status = 200, description = "A ticket.", body = Ticket),
         (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Authenticated by cookie without this site's `Origin` (`cross-origin`).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis cannot be reached (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis cannot be reached, or the token's revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
