@@ -91,6 +91,9 @@ fn help_documents_every_option_and_variable() {
         ("--events-heartbeat-ms", "EVENTS_HEARTBEAT_MS"),
         ("--events-retry-ms", "EVENTS_RETRY_MS"),
         ("--write-timeout", "WRITE_TIMEOUT"),
+        ("--refresh-reuse-grace", "REFRESH_REUSE_GRACE"),
+        ("--session-limit-policy", "SESSION_LIMIT_POLICY"),
+        ("--session-idle-timeout", "SESSION_IDLE_TIMEOUT"),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
         // The secret's value is hidden: `[env: SECRET_KEY]`, no `=`.

@@ -26,6 +26,8 @@ pub const DEFAULT_ISSUER: &str = "redkit";
 pub const DEFAULT_HASH_QUEUE: usize = 8;
 /// Live sessions one user may hold; a login beyond revokes the oldest.
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+/// Default reuse grace window of a spent refresh token, in seconds.
+pub const DEFAULT_REFRESH_REUSE_GRACE_SECS: u64 = 30;
 /// Longest username a login is checked for, in bytes (registration allows 32 characters of
 /// ASCII): a longer one is refused before any limiter, store or hash sees it.
 pub const MAX_LOGIN_USERNAME_BYTES: usize = 32;
@@ -90,6 +92,33 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
+/// What a login beyond [`AuthConfig::max_sessions_per_user`] does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionLimitPolicy {
+    /// Revokes the user's oldest sessions (by login order): the new login always survives.
+    #[default]
+    EvictOldest,
+    /// Refuses the login with 409 `session-limit` and revokes nothing.
+    RejectNew,
+}
+
+impl SessionLimitPolicy {
+    /// The policy named `evict-oldest` or `reject-new`.
+    ///
+    /// # Errors
+    /// A one-line message naming the option for any other name.
+    pub fn parse(name: &str) -> Result<Self, ConfigError> {
+        match name {
+            "evict-oldest" => Ok(Self::EvictOldest),
+            "reject-new" => Ok(Self::RejectNew),
+            other => Err(ConfigError(format!(
+                "--session-limit-policy/SESSION_LIMIT_POLICY must be evict-oldest or reject-new, not {other:?}"
+            ))),
+        }
+    }
+}
+
 /// Settings of the auth feature.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -118,6 +147,15 @@ pub struct AuthConfig {
     /// Live sessions one user may hold (at least 1): a login beyond it revokes the user's oldest
     /// sessions, so that logging in again and again cannot grow the store without bound.
     pub max_sessions_per_user: usize,
+    /// What a login beyond [`max_sessions_per_user`](Self::max_sessions_per_user) does.
+    pub session_limit_policy: SessionLimitPolicy,
+    /// How long after a refresh token was first spent presenting it again still answers its
+    /// one successor (a retried request, two tabs refreshing at once) instead of revoking the
+    /// session as a reuse; zero is strict rotation. At most the refresh-token lifetime.
+    pub refresh_reuse_grace: Duration,
+    /// A session not refreshed for this long can no longer refresh and is revoked; `None`: no
+    /// idle limit. The absolute limit stays [`refresh_ttl`](Self::refresh_ttl) from login.
+    pub session_idle_timeout: Option<Duration>,
 }
 
 impl Default for AuthConfig {
@@ -135,6 +173,9 @@ impl Default for AuthConfig {
             hash_queue: DEFAULT_HASH_QUEUE,
             secure_cookie: false,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            session_limit_policy: SessionLimitPolicy::EvictOldest,
+            refresh_reuse_grace: Duration::from_secs(DEFAULT_REFRESH_REUSE_GRACE_SECS),
+            session_idle_timeout: None,
         }
     }
 }
@@ -145,7 +186,8 @@ impl AuthConfig {
     /// # Errors
     /// The first bad value, in one line naming its command-line option: a zero token lifetime,
     /// an access token outliving the refresh token, a leeway above [`MAX_LEEWAY_SECS`], an empty
-    /// issuer, a bad key prefix, or a zero hash queue or session cap.
+    /// issuer, a bad key prefix, a zero hash queue or session cap, or a reuse grace window
+    /// longer than the refresh-token lifetime.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.access_ttl.as_secs() == 0 || self.refresh_ttl.as_secs() == 0 {
             return Err(ConfigError::new(
@@ -170,6 +212,11 @@ impl AuthConfig {
             ));
         }
         validate_key_prefix(&self.key_prefix)?;
+        if self.refresh_reuse_grace > self.refresh_ttl {
+            return Err(ConfigError::new(
+                "--refresh-reuse-grace must not exceed --refresh-token-ttl",
+            ));
+        }
         for (name, value) in [
             ("--hash-queue/HASH_QUEUE", self.hash_queue),
             (

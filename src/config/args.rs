@@ -249,6 +249,22 @@ pub struct ServeArgs {
     /// it, only requests seen as HTTPS, directly or by `X-Forwarded-Proto`/`Forwarded`, get it).
     #[arg(long, env = "SECURE_COOKIE")]
     pub secure_cookie: bool,
+    /// Seconds after a refresh token was first spent during which presenting it again answers
+    /// the same successor instead of revoking the session (`0`: strict rotation).
+    #[arg(long, env = "REFRESH_REUSE_GRACE", default_value_t = crate::auth::DEFAULT_REFRESH_REUSE_GRACE_SECS, value_name = "SECS")]
+    pub refresh_reuse_grace: u64,
+    /// What a login beyond `--max-sessions-per-user` does: `evict-oldest` revokes the user's
+    /// oldest sessions, `reject-new` refuses it with 409.
+    #[arg(long, env = "SESSION_LIMIT_POLICY", default_value = "evict-oldest", value_parser = ["evict-oldest", "reject-new"], value_name = "POLICY")]
+    pub session_limit_policy: String,
+    /// Seconds a session may go without a refresh before it is revoked (`0`: no idle limit).
+    #[arg(
+        long,
+        env = "SESSION_IDLE_TIMEOUT",
+        default_value_t = 0,
+        value_name = "SECS"
+    )]
+    pub session_idle_timeout: u64,
 }
 
 impl Default for ServeArgs {
@@ -299,6 +315,9 @@ impl Default for ServeArgs {
             sse_max_connections: DEFAULT_SSE_MAX_CONNECTIONS,
             sse_max_per_ip: DEFAULT_SSE_MAX_PER_IP,
             secure_cookie: false,
+            refresh_reuse_grace: crate::auth::DEFAULT_REFRESH_REUSE_GRACE_SECS,
+            session_limit_policy: "evict-oldest".to_owned(),
+            session_idle_timeout: 0,
         }
     }
 }

@@ -463,6 +463,34 @@ impl Collector for FeatureCollector {
             "Times the local revocation view was (re)built from Redis",
             self.auth.view_resyncs(),
         )?;
+        #[cfg(feature = "auth")]
+        {
+            let s = self.auth.session_stats();
+            for (name, help, value) in [
+                (
+                    "auth_refresh_grace_answers",
+                    "Spent refresh tokens replayed within the grace window, answered their successor",
+                    s.grace_answers,
+                ),
+                (
+                    "auth_refresh_reuse_revocations",
+                    "Sessions revoked because a spent refresh token was reused",
+                    s.reuse_revocations,
+                ),
+                (
+                    "auth_session_idle_revocations",
+                    "Sessions revoked for going unused past the idle limit",
+                    s.idle_revocations,
+                ),
+                (
+                    "auth_session_limit_rejections",
+                    "Logins refused by the reject-new session cap",
+                    s.limit_rejections,
+                ),
+            ] {
+                counter(&mut encoder, name, help, value)?;
+            }
+        }
         Ok(())
     }
 }
