@@ -586,11 +586,12 @@ async fn session_list_details(backend: Backend) {
 
 // ---------- the long run ----------
 
-/// 10,000 rotations over two instances (through the in-process HTTP app of each): 10 % of the
-/// answers are dropped and the refresh retried on the other instance, 10 % are racing pairs
-/// (one token on both instances at once); every 200th rotation replays a spent token the window
-/// must not excuse (after the window, or two generations back). No legitimate refresh is
-/// refused, every such replay revokes its session, and the counters agree exactly.
+/// 10,000 rotations of 8 sessions of one user, stepping at once, over two instances (through
+/// the in-process HTTP app of each): 10 % of the answers are dropped and the refresh retried on
+/// the other instance, 10 % are racing pairs (one token on both instances at once); every 200th
+/// rotation replays a spent token the window must not excuse (after the window, or two
+/// generations back). No legitimate refresh is refused, every such replay revokes its session,
+/// and the counters agree exactly.
 async fn long_run(backend: Backend) {
     const ROTATIONS: u32 = 10_000;
     const SESSIONS: usize = 8;
@@ -624,37 +625,56 @@ async fn long_run(backend: Backend) {
     let mut spurious = Vec::new();
     let mut missed = Vec::new();
     let started = Instant::now();
-    for rotation in 1..=ROTATIONS {
-        let chain = &mut chains[usize::try_from(next(SESSIONS as u64)).unwrap()];
-        let (first, other) = if next(2) == 0 { (0, 1) } else { (1, 0) };
-        let roll = next(100);
-        let answers = if roll < 10 {
-            drops += 1;
-            let lost = refresh(apps[first], &chain.cur).await;
-            vec![lost, refresh(apps[other], &chain.cur).await]
-        } else if roll < 20 {
-            races += 1;
-            let (x, y) = futures_util::join!(
-                refresh(apps[first], &chain.cur),
-                refresh(apps[other], &chain.cur)
-            );
-            vec![x, y]
-        } else {
-            vec![refresh(apps[first], &chain.cur).await]
-        };
-        requests += answers.len() as u64;
-        let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
-        if statuses.iter().any(|s| *s != 200) {
-            spurious.push((rotation, statuses));
+    let mut rotation = 0;
+    while rotation < ROTATIONS {
+        // A round: every session takes one step, all at once.
+        let plans: Vec<(usize, u64)> = (0..SESSIONS)
+            .map(|_| (next(2) as usize, next(100)))
+            .collect();
+        let steps = chains.iter().zip(&plans).map(|(chain, &(first, roll))| {
+            let (first, other) = (apps[first], apps[1 - first]);
+            let token = chain.cur.clone();
+            async move {
+                if roll < 10 {
+                    // The first answer is lost; the client retries on the other instance.
+                    let lost = refresh(first, &token).await;
+                    vec![lost, refresh(other, &token).await]
+                } else if roll < 20 {
+                    let (x, y) =
+                        futures_util::join!(refresh(first, &token), refresh(other, &token));
+                    vec![x, y]
+                } else {
+                    vec![refresh(first, &token).await]
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(steps).await;
+        for ((chain, (_, roll)), answers) in chains.iter_mut().zip(&plans).zip(answers) {
+            rotation += 1;
+            match roll {
+                0..10 => drops += 1,
+                10..20 => races += 1,
+                _ => {}
+            }
+            requests += answers.len() as u64;
+            let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+            if statuses.iter().any(|s| *s != 200) {
+                spurious.push((rotation, statuses));
+                continue;
+            }
+            let successors: HashSet<String> = answers.iter().map(|r| pair(r).1).collect();
+            assert_eq!(successors.len(), 1, "forked at rotation {rotation}");
+            let successor = successors.into_iter().next().unwrap();
+            chain.grand = chain
+                .prev
+                .replace(std::mem::replace(&mut chain.cur, successor));
+        }
+        if !spurious.is_empty() {
             break;
         }
-        let successors: HashSet<String> = answers.iter().map(|r| pair(r).1).collect();
-        assert_eq!(successors.len(), 1, "forked at rotation {rotation}");
-        let successor = successors.into_iter().next().unwrap();
-        chain.grand = chain
-            .prev
-            .replace(std::mem::replace(&mut chain.cur, successor));
         if rotation % 200 == 0 {
+            // Quiet (no refresh in flight): a replay the window must not excuse, after the
+            // window or two generations back, on a random session.
             let chain = &mut chains[usize::try_from(next(SESSIONS as u64)).unwrap()];
             let stale = if rotation % 400 == 0 {
                 f.clock.advance(Duration::from_secs(30));
@@ -663,17 +683,18 @@ async fn long_run(backend: Backend) {
                 chain.grand.clone()
             };
             let Some(stale) = stale else { continue };
+            let first = usize::try_from(next(2)).unwrap();
             caught += 1;
             requests += 2;
             let replay = refresh(apps[first], &stale).await.status;
-            let current = refresh(apps[other], &chain.cur).await.status;
+            let current = refresh(apps[1 - first], &chain.cur).await.status;
             if (replay, current) != (401, 401) {
                 missed.push((rotation, replay, current));
             }
             *chain = Chain {
                 grand: None,
                 prev: None,
-                cur: login(apps[other], "runner").await.1,
+                cur: login(apps[first], "runner").await.1,
             };
         }
     }
