@@ -586,6 +586,34 @@ async fn session_list_details(backend: Backend) {
 
 // ---------- the long run ----------
 
+thread_local! {
+    /// This test's requests that met a 503 (Redis slower than its response timeout on a loaded
+    /// machine) and were retried, as a client does after `Retry-After` (each test runs on its
+    /// own thread).
+    static RETRIED_503: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// `request` until it answers something other than 503 (at most 20 tries, 50 ms apart).
+async fn patient<F, Fut>(request: F) -> Reply
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    for _ in 0..19 {
+        let reply = request().await;
+        if reply.status != 503 {
+            return reply;
+        }
+        RETRIED_503.set(RETRIED_503.get() + 1);
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    request().await
+}
+
+async fn patient_refresh(app: &impl App, token: &str) -> Reply {
+    patient(|| refresh(app, token)).await
+}
+
 /// 10,000 rotations of 8 sessions of one user, stepping at once, over two instances (through
 /// the in-process HTTP app of each): 10 % of the answers are dropped and the refresh retried on
 /// the other instance, 10 % are racing pairs (one token on both instances at once); every 200th
@@ -607,7 +635,7 @@ async fn long_run(backend: Backend) {
     register(&app_a, "runner").await;
     let mut chains = Vec::new();
     for _ in 0..SESSIONS {
-        let cur = login(&app_a, "runner").await.1;
+        let cur = pair(&patient(|| call(&app_a, login_request("runner"))).await).1;
         chains.push(Chain {
             grand: None,
             prev: None,
@@ -637,14 +665,16 @@ async fn long_run(backend: Backend) {
             async move {
                 if roll < 10 {
                     // The first answer is lost; the client retries on the other instance.
-                    let lost = refresh(first, &token).await;
-                    vec![lost, refresh(other, &token).await]
+                    let lost = patient_refresh(first, &token).await;
+                    vec![lost, patient_refresh(other, &token).await]
                 } else if roll < 20 {
-                    let (x, y) =
-                        futures_util::join!(refresh(first, &token), refresh(other, &token));
+                    let (x, y) = futures_util::join!(
+                        patient_refresh(first, &token),
+                        patient_refresh(other, &token)
+                    );
                     vec![x, y]
                 } else {
-                    vec![refresh(first, &token).await]
+                    vec![patient_refresh(first, &token).await]
                 }
             }
         });
@@ -686,26 +716,28 @@ async fn long_run(backend: Backend) {
             let first = usize::try_from(next(2)).unwrap();
             caught += 1;
             requests += 2;
-            let replay = refresh(apps[first], &stale).await.status;
-            let current = refresh(apps[1 - first], &chain.cur).await.status;
+            let replay = patient_refresh(apps[first], &stale).await.status;
+            let current = patient_refresh(apps[1 - first], &chain.cur).await.status;
             if (replay, current) != (401, 401) {
                 missed.push((rotation, replay, current));
             }
             *chain = Chain {
                 grand: None,
                 prev: None,
-                cur: login(apps[first], "runner").await.1,
+                cur: pair(&patient(|| call(apps[first], login_request("runner"))).await).1,
             };
         }
     }
     let elapsed = started.elapsed();
+    let retried = RETRIED_503.get();
     let stats = [f.a.auth.session_stats(), f.b.auth.session_stats()];
     let instances = if backend.is_redis() { 2 } else { 1 };
     let grace: u64 = stats[..instances].iter().map(|s| s.grace_answers).sum();
     let reuse: u64 = stats[..instances].iter().map(|s| s.reuse_revocations).sum();
     eprintln!(
-        "long run: {ROTATIONS} rotations, {requests} refresh requests ({drops} dropped answers retried, {races} racing pairs, {caught} stale replays) in {:.1} s; grace answers {grace}, reuse revocations {reuse}",
-        elapsed.as_secs_f64()
+        "long run: {ROTATIONS} rotations, {requests} refresh requests ({drops} dropped answers retried, {races} racing pairs, {caught} stale replays) in {:.1} s; grace answers {grace}, reuse revocations {reuse}; 503 answers retried {}",
+        elapsed.as_secs_f64(),
+        retried
     );
     assert_eq!(spurious, [], "(rotation, statuses): spurious refusals");
     assert_eq!(
@@ -713,8 +745,10 @@ async fn long_run(backend: Backend) {
         [],
         "(rotation, replay, current): replays not caught"
     );
-    assert_eq!(grace, drops + races);
-    assert_eq!(reuse, caught);
+    // A request retried after a 503 may have done its work before the timeout: one more grace
+    // answer (a rotation whose answer was lost), or one revocation the retry found done.
+    assert!((drops + races..=drops + races + retried).contains(&grace));
+    assert!((caught.saturating_sub(retried)..=caught).contains(&reuse));
 }
 
 backend_suite!(
