@@ -129,6 +129,10 @@ fn bad_configuration_is_one_line() {
     assert_one_line_error(code, &err, "--workers");
     let (code, err) = run(redkit().args(["--log-format", "xml"]));
     assert_one_line_error(code, &err, "--log-format");
+    let (code, err) = run(redkit().args(["--session-limit-policy", "evict-newest"]));
+    assert_one_line_error(code, &err, "--session-limit-policy");
+    let (code, err) = run(redkit().args(["--refresh-reuse-grace", "604801"]));
+    assert_one_line_error(code, &err, "--refresh-reuse-grace");
     // TLS: a CA file that cannot be read, or that holds no certificate.
     let (code, err) = run(redkit().args([
         "--redis-url",

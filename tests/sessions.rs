@@ -582,6 +582,22 @@ async fn session_list_details(backend: Backend) {
             "ip": "10.9.9.9", "user_agent": "other/2.0", "current": false,
         })
     );
+    // The user's keys (sessions, index, login counter) live the session lifetime (7 days) from
+    // the last login; a refresh does not extend them (the absolute limit).
+    let keys = backend.keys_with_ttl().unwrap_or_default();
+    let user_keys: Vec<&(String, i64)> = keys
+        .iter()
+        .filter(|(key, _)| key.contains("{user:1}") && key.contains("session"))
+        .collect();
+    if backend.is_redis() {
+        assert_eq!(user_keys.len(), 5, "{keys:?}");
+    }
+    for (key, ttl) in user_keys {
+        assert!(
+            (604_700_000..=604_800_000).contains(ttl),
+            "{key}: PTTL {ttl}"
+        );
+    }
 }
 
 // ---------- the long run ----------
