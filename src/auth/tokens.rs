@@ -294,3 +294,35 @@ fn classify(token: &str, err: &jsonwebtoken::errors::Error) -> RejectReason {
         _ => RejectReason::Malformed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{ManualClock, SecretKey};
+
+    fn tokens(secret: &[u8]) -> Tokens {
+        let config = AuthConfig {
+            secret: SecretKey::given(secret).unwrap(),
+            clock: Arc::new(ManualClock::starting_now()),
+            ..AuthConfig::default()
+        };
+        Tokens::new(&config)
+    }
+
+    /// A successor jti depends on the secret, the session and the spent jti, and on nothing
+    /// else: two instances with one secret derive the same, and sign the same bytes.
+    #[test]
+    fn successors_are_derived_not_stored() {
+        let (a, b) = (tokens(&[7; 32]), tokens(&[7; 32]));
+        let other = tokens(&[8; 32]);
+        let jti = a.successor_jti("s1", "j1").unwrap();
+        assert_eq!(jti.len(), 32);
+        assert_eq!(jti, b.successor_jti("s1", "j1").unwrap());
+        assert_ne!(jti, a.successor_jti("s2", "j1").unwrap());
+        assert_ne!(jti, a.successor_jti("s1", "j2").unwrap());
+        assert_ne!(jti, other.successor_jti("s1", "j1").unwrap());
+        let sign = |t: &Tokens| t.sign(1, "s1", TokenType::Refresh, &jti, 100, 200).unwrap();
+        assert_eq!(sign(&a), sign(&b));
+        assert_ne!(sign(&a), sign(&other));
+    }
+}
