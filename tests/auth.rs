@@ -618,11 +618,18 @@ async fn verified_once_per_request(backend: Backend) {
 
 // ---------- refresh ----------
 
-/// Refresh rotates: the new pair works, the old refresh token is spent, and presenting it
-/// again revokes the whole session (the new tokens too).
+/// Services without a refresh reuse grace window (strict rotation).
+fn strict_rotation(backend: &Backend) -> Services {
+    let mut config = with_test_secret(backend.config());
+    config.auth.refresh_reuse_grace = Duration::ZERO;
+    services(&config)
+}
+
+/// Refresh rotates (without a grace window): the new pair works, the old refresh token is
+/// spent, and presenting it again revokes the whole session (the new tokens too).
 async fn refresh_rotation(backend: Backend) {
     let (logs, _guard) = capture();
-    let services = start(&backend);
+    let services = strict_rotation(&backend);
     wait_in_sync(&services).await;
     let app = app_with_whoami(&services).await;
     let (_, r1) = register_and_login(&app, "alice").await;
@@ -663,9 +670,9 @@ async fn refresh_rotation(backend: Backend) {
     call(&app, refresh(&r2)).await.problem(401);
 }
 
-/// Ten concurrent refreshes with one token: exactly one 200.
+/// Ten concurrent refreshes with one token, without a grace window: exactly one 200.
 async fn concurrent_refresh(backend: Backend) {
-    let services = start(&backend);
+    let services = strict_rotation(&backend);
     wait_in_sync(&services).await;
     let app = common::app(&services).await;
     let (_, refresh) = register_and_login(&app, "alice").await;
@@ -917,11 +924,12 @@ async fn sessions_per_user_are_capped(backend: Backend) {
     assert_eq!(call(&app, refresh(&pairs[4].1)).await.status, 200);
 }
 
-/// Issue 12: a user's sessions and index are keyed by the user's hash tag (one slot on a
-/// cluster), every key has a TTL, a reused refresh token revokes and deletes its session, and
-/// logout-all revokes and deletes every session of the user (not another user's).
+/// Issue 12: a user's sessions, index and login counter are keyed by the user's hash tag (one
+/// slot on a cluster), every key has a TTL, a reused refresh token revokes and deletes its
+/// session (strict rotation), and logout-all revokes and deletes every session of the user
+/// (not another user's).
 async fn sessions_keyed_by_user(backend: Backend) {
-    let services = start(&backend);
+    let services = strict_rotation(&backend);
     wait_in_sync(&services).await;
     let app = app_with_whoami(&services).await;
     let prefix = with_test_secret(backend.config()).auth.key_prefix;
@@ -969,6 +977,7 @@ async fn sessions_keyed_by_user(backend: Backend) {
         format!("{prefix}session:{{user:1}}:{}", sid(&a2)),
         format!("{prefix}session:{{user:1}}:{}", sid(&a3)),
     ];
+    alice.push(format!("{prefix}session_seq:{{user:1}}"));
     alice.sort();
     alice.push(format!("{prefix}user_sessions:{{user:1}}"));
     if let Some((user, revocations)) = keys(1) {
@@ -991,7 +1000,7 @@ async fn sessions_keyed_by_user(backend: Backend) {
     }
     assert_eq!(call(&app, whoami(&b1)).await.status, 200);
     if let Some((user, revocations)) = keys(1) {
-        assert_eq!(user, Vec::<String>::new());
+        assert_eq!(user, vec![format!("{prefix}session_seq:{{user:1}}")]);
         assert_eq!(
             revocations,
             vec![
@@ -1004,6 +1013,7 @@ async fn sessions_keyed_by_user(backend: Backend) {
             bob,
             vec![
                 format!("{prefix}session:{{user:2}}:{}", sid(&b1)),
+                format!("{prefix}session_seq:{{user:2}}"),
                 format!("{prefix}user_sessions:{{user:2}}"),
             ]
         );

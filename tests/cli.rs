@@ -94,6 +94,9 @@ fn help_documents_every_option_and_variable() {
         ("--events-heartbeat-ms", "EVENTS_HEARTBEAT_MS"),
         ("--events-retry-ms", "EVENTS_RETRY_MS"),
         ("--write-timeout", "WRITE_TIMEOUT"),
+        ("--refresh-reuse-grace", "REFRESH_REUSE_GRACE"),
+        ("--session-limit-policy", "SESSION_LIMIT_POLICY"),
+        ("--session-idle-timeout", "SESSION_IDLE_TIMEOUT"),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
         // The secret's value is hidden: `[env: SECRET_KEY]`, no `=`.
@@ -132,6 +135,10 @@ fn bad_configuration_is_one_line() {
     // A brace in the prefix would become, or break, every key's cluster hash tag.
     let (code, err) = run(redkit().env("KEY_PREFIX", "{app}:"));
     assert_one_line_error(code, &err, "must not contain `{` or `}`");
+    let (code, err) = run(redkit().args(["--session-limit-policy", "evict-newest"]));
+    assert_one_line_error(code, &err, "--session-limit-policy");
+    let (code, err) = run(redkit().args(["--refresh-reuse-grace", "604801"]));
+    assert_one_line_error(code, &err, "--refresh-reuse-grace");
     // TLS: a CA file that cannot be read, or that holds no certificate.
     let (code, err) = run(redkit().args([
         "--redis-url",

@@ -404,7 +404,9 @@ async fn schema_check_rejects_mismatches() {
         assert!(check(&doc, &product, &bad, true, "body").is_err(), "{bad}");
     }
     let list = json!({"$ref": "#/components/schemas/SessionList"});
-    let session = json!({"sid": "s", "created_at": 1, "ip": "::1", "user_agent": "t"});
+    let session = json!({
+        "sid": "s", "created_at": 1, "last_used_at": 2, "ip": "::1", "user_agent": "t",
+    });
     let mut item = session.clone();
     item["current"] = json!(true);
     assert_eq!(

@@ -8,20 +8,24 @@ use super::{AuthHandle, Clock, ManualClock, Session};
 /// A session opened as `login` opens one once the password checked out (the argon2 check is
 /// what this leaves out: 10,000 of them would take minutes).
 async fn open_session(auth: &AuthHandle, user: super::UserId) {
-    let sid = super::tokens::random_id();
-    let (_, refresh_jti) = auth.pair(user, &sid).unwrap();
     let t = auth.times();
+    let now = t.now_ms.div_euclid(1000);
     let session = Session {
-        sid,
+        sid: super::tokens::random_id(),
         user_id: user,
         username: "alice".into(),
         email: "alice@example.com".into(),
-        created_at: t.now_ms.div_euclid(1000),
+        created_at: now,
+        last_used_at: now,
         ip: String::new(),
         user_agent: String::new(),
-        refresh_jti,
+        refresh_jti: super::tokens::random_id(),
+        seq: 0,
+        last_used_ms: t.now_ms,
+        refresh_iat: now,
+        refresh_exp: now + 3600,
     };
-    auth.inner.store.create(&session, t).await.unwrap();
+    auth.inner.store.create(&session, None, t).await.unwrap();
     auth.trim_sessions(user, t).await.unwrap();
 }
 
@@ -32,11 +36,13 @@ async fn open_session(auth: &AuthHandle, user: super::UserId) {
 #[actix_web::test]
 async fn revocation_records_are_bounded_by_the_access_ttl() {
     let clock = Arc::new(ManualClock::starting_now());
-    let mut config = crate::Config::for_tests();
-    config.auth.clock = clock.clone();
-    config.auth.access_ttl = Duration::from_secs(60);
-    config.auth.max_sessions_per_user = 1;
-    let auth = AuthHandle::start(&config.auth, &config.database, None).unwrap();
+    let config = super::AuthConfig {
+        clock: clock.clone(),
+        access_ttl: Duration::from_secs(60),
+        max_sessions_per_user: 1,
+        ..super::AuthConfig::default()
+    };
+    let auth = AuthHandle::start(&config, &crate::db::DatabaseLocation::Memory, None).unwrap();
     let user = 7;
     open_session(&auth, user).await;
     let mut most = 0;

@@ -28,6 +28,8 @@ pub const DEFAULT_HASH_QUEUE: usize = 8;
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 /// Whether revocations, refresh rotations and logins wait for a replica by default.
 pub const DEFAULT_DURABLE_WRITES: bool = false;
+/// Default reuse grace window of a spent refresh token, in seconds.
+pub const DEFAULT_REFRESH_REUSE_GRACE_SECS: u64 = 30;
 /// Longest username a login is checked for, in bytes (registration allows 32 characters of
 /// ASCII): a longer one is refused before any limiter, store or hash sees it.
 pub const MAX_LOGIN_USERNAME_BYTES: usize = 32;
@@ -92,6 +94,33 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
+/// What a login beyond [`AuthConfig::max_sessions_per_user`] does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionLimitPolicy {
+    /// Revokes the user's oldest sessions (by login order): the new login always survives.
+    #[default]
+    EvictOldest,
+    /// Refuses the login with 409 `session-limit` and revokes nothing.
+    RejectNew,
+}
+
+impl SessionLimitPolicy {
+    /// The policy named `evict-oldest` or `reject-new`.
+    ///
+    /// # Errors
+    /// A one-line message naming the option for any other name.
+    pub fn parse(name: &str) -> Result<Self, ConfigError> {
+        match name {
+            "evict-oldest" => Ok(Self::EvictOldest),
+            "reject-new" => Ok(Self::RejectNew),
+            other => Err(ConfigError(format!(
+                "--session-limit-policy/SESSION_LIMIT_POLICY must be evict-oldest or reject-new, not {other:?}"
+            ))),
+        }
+    }
+}
+
 /// Settings of the auth feature.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -125,6 +154,15 @@ pub struct AuthConfig {
     /// that a failover cannot undo it. For deployments with replicas (without one, every such
     /// write answers 503). Off by default ([`DEFAULT_DURABLE_WRITES`]).
     pub durable_writes: bool,
+    /// What a login beyond [`max_sessions_per_user`](Self::max_sessions_per_user) does.
+    pub session_limit_policy: SessionLimitPolicy,
+    /// How long after a refresh token was first spent presenting it again still answers its
+    /// one successor (a retried request, two tabs refreshing at once) instead of revoking the
+    /// session as a reuse; zero is strict rotation. At most the refresh-token lifetime.
+    pub refresh_reuse_grace: Duration,
+    /// A session not refreshed for this long can no longer refresh and is revoked; `None`: no
+    /// idle limit. The absolute limit stays [`refresh_ttl`](Self::refresh_ttl) from login.
+    pub session_idle_timeout: Option<Duration>,
 }
 
 impl Default for AuthConfig {
@@ -143,6 +181,9 @@ impl Default for AuthConfig {
             secure_cookie: false,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             durable_writes: DEFAULT_DURABLE_WRITES,
+            session_limit_policy: SessionLimitPolicy::EvictOldest,
+            refresh_reuse_grace: Duration::from_secs(DEFAULT_REFRESH_REUSE_GRACE_SECS),
+            session_idle_timeout: None,
         }
     }
 }
@@ -153,7 +194,8 @@ impl AuthConfig {
     /// # Errors
     /// The first bad value, in one line naming its command-line option: a zero token lifetime,
     /// an access token outliving the refresh token, a leeway above [`MAX_LEEWAY_SECS`], an empty
-    /// issuer, a bad key prefix, or a zero hash queue or session cap.
+    /// issuer, a bad key prefix, a zero hash queue or session cap, or a reuse grace window
+    /// longer than the refresh-token lifetime.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.access_ttl.as_secs() == 0 || self.refresh_ttl.as_secs() == 0 {
             return Err(ConfigError::new(
@@ -178,6 +220,11 @@ impl AuthConfig {
             ));
         }
         validate_key_prefix(&self.key_prefix)?;
+        if self.refresh_reuse_grace > self.refresh_ttl {
+            return Err(ConfigError::new(
+                "--refresh-reuse-grace must not exceed --refresh-token-ttl",
+            ));
+        }
         for (name, value) in [
             ("--hash-queue/HASH_QUEUE", self.hash_queue),
             (

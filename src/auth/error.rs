@@ -43,8 +43,11 @@ pub enum RejectReason {
     RevokedUser,
     /// The refresh token's session no longer exists (expired or revoked).
     SessionGone,
-    /// A spent refresh token was presented again; the session is now revoked.
+    /// A spent refresh token was presented again after the grace window, or two generations
+    /// back; the session is now revoked.
     RefreshReused,
+    /// The session went unused past the idle limit; it is now revoked.
+    IdleExpired,
 }
 
 impl RejectReason {
@@ -72,6 +75,7 @@ impl RejectReason {
             Self::RevokedUser => "revoked-user",
             Self::SessionGone => "session-gone",
             Self::RefreshReused => "refresh-reused",
+            Self::IdleExpired => "idle-expired",
         }
     }
 }
@@ -98,6 +102,9 @@ pub enum AuthError {
     /// A field of a registration is invalid (422); the text is about the client's own input.
     #[error("invalid: {0}")]
     Invalid(&'static str),
+    /// The user holds the most live sessions allowed and the policy is `reject-new` (409).
+    #[error("session limit reached")]
+    SessionLimit,
     /// No session with this id belongs to the caller (404).
     #[error("no such session")]
     NoSuchSession,
@@ -126,7 +133,7 @@ impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::UsernameTaken => StatusCode::CONFLICT,
+            Self::UsernameTaken | Self::SessionLimit => StatusCode::CONFLICT,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NoSuchSession => StatusCode::NOT_FOUND,
             Self::Redis(e) => e.status_code(),
@@ -168,6 +175,15 @@ impl ResponseError for AuthError {
                     .with_detail("Another account already uses this username.")
                     .into_response()
             }
+            Self::SessionLimit => Problem::new(
+                StatusCode::CONFLICT,
+                "session-limit",
+                "Session limit reached",
+            )
+            .with_detail(
+                "This account already holds the most sessions allowed; log out of one of them first.",
+            )
+            .into_response(),
             Self::Invalid(what) => Problem::validation(*what).into_response(),
             Self::NoSuchSession => Problem::not_found("No such session.").into_response(),
             Self::Redis(e) => {

@@ -1,13 +1,17 @@
 //! The auth handle: its shared state, start-up, registration and the helpers of the session
 //! lifecycle (`lifecycle`) and token verification (`verify`).
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use actix::Addr;
 use serde::Serialize;
 
 use super::{
-    AuthConfig, AuthError, CreateUser, GetUser, RejectReason, TokenType, User, UserId, UsersActor,
+    AuthConfig, AuthError, CreateUser, GetUser, RejectReason, Session, SessionLimitPolicy,
+    TokenType, User, UserId, UsersActor,
     revocation::{self, Keys, RevocationView, ViewState},
     sessions::{Store, Times},
     tokens::Tokens,
@@ -42,6 +46,36 @@ pub enum PrincipalStatus {
     Unknown,
 }
 
+/// Counts of what refreshes and logins did to sessions, since start (this instance).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// Spent refresh tokens presented again within the grace window, answered with their
+    /// successor.
+    pub grace_answers: u64,
+    /// Sessions revoked because a spent refresh token was presented after the window, or two
+    /// generations back.
+    pub reuse_revocations: u64,
+    /// Sessions revoked because they went unused past the idle limit.
+    pub idle_revocations: u64,
+    /// Logins refused with 409 by the `reject-new` session cap.
+    pub limit_rejections: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) grace_answers: AtomicU64,
+    pub(super) reuse_revocations: AtomicU64,
+    pub(super) idle_revocations: AtomicU64,
+    pub(super) limit_rejections: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Cloneable handle to auth: issue, verify, refresh and revoke tokens; register users.
 ///
 /// Verification is synchronous and local (signature + the revocation view) whenever the view
@@ -63,6 +97,13 @@ pub(super) struct Inner {
     pub(super) secure_cookie: bool,
     /// [`AuthConfig::max_sessions_per_user`], at least 1.
     pub(super) max_sessions: usize,
+    /// [`AuthConfig::session_limit_policy`].
+    pub(super) limit_policy: SessionLimitPolicy,
+    /// [`AuthConfig::refresh_reuse_grace`], ms.
+    pub(super) grace_ms: i64,
+    /// [`AuthConfig::session_idle_timeout`], ms (0: none).
+    pub(super) idle_ms: i64,
+    pub(super) counters: Counters,
 }
 
 impl std::fmt::Debug for AuthHandle {
@@ -145,6 +186,10 @@ impl AuthHandle {
                 hashing: Arc::new(tokio::sync::Semaphore::new(config.hash_queue.max(1))),
                 secure_cookie: config.secure_cookie,
                 max_sessions: config.max_sessions_per_user.max(1),
+                limit_policy: config.session_limit_policy,
+                grace_ms: millis(config.refresh_reuse_grace),
+                idle_ms: config.session_idle_timeout.map_or(0, millis),
+                counters: Counters::default(),
             }),
         })
     }
@@ -155,7 +200,21 @@ impl AuthHandle {
         // A revocation lasts as long as the longest token it denies: an access token (the
         // sessions it revokes are deleted, so their refresh tokens rotate nothing).
         times.revoke_for_ms = (t.access_ttl + t.leeway).saturating_mul(1000);
+        times.grace_ms = self.inner.grace_ms;
+        times.idle_ms = self.inner.idle_ms;
         times
+    }
+
+    /// What refreshes and logins did to sessions on this instance since start.
+    pub fn session_stats(&self) -> SessionStats {
+        let c = &self.inner.counters;
+        let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        SessionStats {
+            grace_answers: read(&c.grace_answers),
+            reuse_revocations: read(&c.reuse_revocations),
+            idle_revocations: read(&c.idle_revocations),
+            limit_rejections: read(&c.limit_rejections),
+        }
     }
 
     /// Times the local revocation view was (re)built from Redis since start.
@@ -226,24 +285,44 @@ impl AuthHandle {
         }
     }
 
-    pub(super) fn pair(&self, user: UserId, sid: &str) -> Result<(TokenPair, String), AuthError> {
+    /// The pair answered for `session` at `now` (s): its current refresh token, rebuilt from
+    /// what the session stores (the same bytes on every instance and at every replay), and a
+    /// new access token that ends no later than the session.
+    pub(super) fn pair_for(&self, session: &Session, now: i64) -> Result<TokenPair, AuthError> {
         let t = &self.inner.tokens;
-        let access = t
-            .issue(user, sid, TokenType::Access)
-            .map_err(AuthError::Internal)?;
+        let (user, sid) = (session.user_id, session.sid.as_str());
         let refresh = t
-            .issue(user, sid, TokenType::Refresh)
+            .sign(
+                user,
+                sid,
+                TokenType::Refresh,
+                &session.refresh_jti,
+                session.refresh_iat,
+                session.refresh_exp,
+            )
             .map_err(AuthError::Internal)?;
-        Ok((
-            TokenPair {
-                access_token: access.token,
-                refresh_token: refresh.token,
-                token_type: "bearer",
-                expires_in: t.access_ttl,
-            },
-            refresh.jti,
-        ))
+        let access_exp = (now + t.access_ttl).min(session.refresh_exp).max(now);
+        let access = t
+            .sign(
+                user,
+                sid,
+                TokenType::Access,
+                &super::tokens::random_id(),
+                now,
+                access_exp,
+            )
+            .map_err(AuthError::Internal)?;
+        Ok(TokenPair {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: "bearer",
+            expires_in: access_exp - now,
+        })
     }
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 pub(super) fn reject(reason: RejectReason) -> AuthError {

@@ -23,6 +23,31 @@ impl Collector for AuthCollector {
             "Revocation entries held by this instance (each lives one access-token lifetime)",
             i64::try_from(self.0.revocation_entries()).unwrap_or(i64::MAX),
         )?;
+        let s = self.0.session_stats();
+        for (name, help, value) in [
+            (
+                "auth_refresh_grace_answers",
+                "Spent refresh tokens replayed within the grace window, answered their successor",
+                s.grace_answers,
+            ),
+            (
+                "auth_refresh_reuse_revocations",
+                "Sessions revoked because a spent refresh token was reused",
+                s.reuse_revocations,
+            ),
+            (
+                "auth_session_idle_revocations",
+                "Sessions revoked for going unused past the idle limit",
+                s.idle_revocations,
+            ),
+            (
+                "auth_session_limit_rejections",
+                "Logins refused by the reject-new session cap",
+                s.limit_rejections,
+            ),
+        ] {
+            counter(&mut encoder, name, help, value)?;
+        }
         Ok(())
     }
 }

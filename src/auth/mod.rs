@@ -7,11 +7,18 @@
 //!   `iat`, `nbf`, `exp`, `jti`, `sid`, `typ`, `iss`, `aud`; times are checked against the
 //!   configured [`Clock`] with a leeway of at most 5 s, and `typ` keeps refresh and access tokens
 //!   apart. A refresh token is spent when used (compare-and-swap in one Lua script, or under a
-//!   mutex in memory); presenting it again revokes its whole session.
+//!   mutex in memory). Presented again within the reuse grace window, it answers its successor
+//!   again: the successor's jti is a keyed hash of the spent one and its times are stored, so
+//!   every instance signs the same bytes and nothing in Redis is a usable token. After the
+//!   window, or two generations back, presenting it revokes its whole session. A session not
+//!   refreshed within the idle limit is revoked at its next refresh; every refresh token of a
+//!   session expires at login + the refresh lifetime (the absolute limit).
 //! - Sessions are Redis hashes `<prefix>session:{user:<uid>}:<sid>` (TTL = refresh lifetime)
-//!   indexed per user in `<prefix>user_sessions:{user:<uid>}`: one hash tag per user, so login,
-//!   refresh rotation and logout touch one slot on a Redis Cluster. The memory backend keeps the
-//!   same in process.
+//!   indexed per user in `<prefix>user_sessions:{user:<uid>}` and numbered in login order by
+//!   `<prefix>session_seq:{user:<uid>}`: one hash tag per user, so login, refresh rotation and
+//!   logout touch one slot on a Redis Cluster. The per-user cap (`evict-oldest` or
+//!   `reject-new`) goes by that number, never by time. The memory backend keeps the same in
+//!   process.
 //!
 //! # Why revocation is checked without Redis
 //! A Redis round trip per request would cost more than the request itself. Each instance keeps
@@ -59,6 +66,7 @@ mod messages;
 mod metrics;
 mod revocation;
 mod sessions;
+mod store_redis;
 mod tokens;
 pub mod users;
 mod verify;
@@ -67,12 +75,13 @@ pub use actor::UsersActor;
 pub use client::ClientInfo;
 pub use config::{
     ACCESS_COOKIE, AuthConfig, DEFAULT_ACCESS_TTL_SECS, DEFAULT_DURABLE_WRITES, DEFAULT_HASH_QUEUE,
-    DEFAULT_ISSUER, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_REFRESH_TTL_SECS,
-    MAX_LEEWAY_SECS, MAX_LOGIN_USERNAME_BYTES, MIN_SECRET_LEN, SecretKey,
+    DEFAULT_ISSUER, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_SESSIONS_PER_USER,
+    DEFAULT_REFRESH_REUSE_GRACE_SECS, DEFAULT_REFRESH_TTL_SECS, MAX_LEEWAY_SECS,
+    MAX_LOGIN_USERNAME_BYTES, MIN_SECRET_LEN, SecretKey, SessionLimitPolicy,
 };
 pub use error::{AuthError, RejectReason};
 pub use extractor::{AuthUser, OptionalAuthUser};
-pub use handle::{AuthHandle, PrincipalStatus, TokenPair};
+pub use handle::{AuthHandle, PrincipalStatus, SessionStats, TokenPair};
 pub use messages::{CreateUser, GetUser, VerifyCredentials};
 pub use metrics::AuthCollector;
 pub use revocation::ViewState;

@@ -1,4 +1,10 @@
 //! Sessions (one per login) and revocation writes, in Redis or in process with the same rules.
+//!
+//! A session remembers its current refresh jti, and the one spent before it with when it was
+//! spent: presenting the spent one again within the grace window answers the current one (its
+//! successor, derived from it, so any instance answers the same token); later, or further back,
+//! is a reuse. Sessions are ordered by a per-user login sequence, never by time: the cap revokes
+//! the lowest, so the newest login always survives.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -7,11 +13,11 @@ use std::{
 
 use serde::Serialize;
 
+pub(crate) use super::store_redis::RedisStore;
 use super::{
     AuthError, Clock, UserId,
-    revocation::{Keys, Revocation, RevocationView},
+    revocation::{Revocation, RevocationView},
 };
-use crate::connection::RedisHandle;
 
 /// A live session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -30,6 +36,8 @@ pub struct Session {
     pub email: String,
     /// Login time, Unix seconds.
     pub created_at: i64,
+    /// Last login or refresh, Unix seconds.
+    pub last_used_at: i64,
     /// Client address at login.
     pub ip: String,
     /// `User-Agent` at login.
@@ -37,31 +45,61 @@ pub struct Session {
     /// The one refresh jti that may still be spent.
     #[serde(skip)]
     pub refresh_jti: String,
+    /// Login order among the user's sessions (the cap revokes the lowest first).
+    #[serde(skip)]
+    pub(crate) seq: u64,
+    /// Last login or refresh, Unix milliseconds (the idle limit's clock).
+    #[serde(skip)]
+    pub(crate) last_used_ms: i64,
+    /// `iat` of the current refresh token, Unix seconds.
+    #[serde(skip)]
+    pub(crate) refresh_iat: i64,
+    /// `exp` of every refresh token of the session (login + lifetime), Unix seconds.
+    #[serde(skip)]
+    pub(crate) refresh_exp: i64,
+}
+
+impl Session {
+    /// Whether the session went unused past the idle limit of `t`.
+    pub(crate) fn is_idle(&self, t: Times) -> bool {
+        t.idle_ms > 0 && t.now_ms - self.last_used_ms > t.idle_ms
+    }
+
+    /// Marks the session used at `now_ms` (never backwards).
+    fn touch(&mut self, now_ms: i64) {
+        if now_ms > self.last_used_ms {
+            self.last_used_ms = now_ms;
+            self.last_used_at = now_ms.div_euclid(1000);
+        }
+    }
 }
 
 /// What presenting a refresh token did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Rotation {
-    /// The presented jti was current; it is now spent and `new` is current.
+    /// The presented jti was current; it is now spent and the session holds its successor.
     Rotated(Session),
-    /// The jti was already spent: the session is now revoked.
+    /// The presented jti was spent within the grace window: the session's current jti, its
+    /// successor, is answered again (nothing else changes).
+    Grace(Session),
+    /// The jti was spent before the window, or two generations back: the session is now revoked.
     Reused,
+    /// The session went unused past the idle limit: it is now revoked.
+    IdleExpired,
     /// No such session (expired or revoked).
     Gone,
 }
 
-// Compare-and-swap of the session's current refresh jti. KEYS: the session, the user's index
-// (both in the user's slot). A mismatch changes nothing here: the caller revokes the session,
-// in the global record first, then deletes it (see `RedisStore::record`).
-const ROTATE: &str = r"
-local cur = redis.call('HGET', KEYS[1], 'rjti')
-if not cur then return {0, false} end
-if cur ~= ARGV[1] then return {-1, false} end
-redis.call('HSET', KEYS[1], 'rjti', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return {1, redis.call('HGETALL', KEYS[1])}
-";
+/// What storing a new session did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Created {
+    /// Stored, with this login sequence number.
+    Stored(u64),
+    /// The cap's number of sessions are live: nothing stored.
+    Full,
+    /// The index changed since the caller read it (a concurrent login): read again.
+    IndexChanged,
+}
 
 /// Session storage and revocation writes.
 #[derive(Clone, Debug)]
@@ -72,181 +110,20 @@ pub(crate) enum Store {
     Redis(RedisStore),
 }
 
+/// A session in process, with what Redis keeps beside it.
+#[derive(Debug)]
+struct Stored {
+    session: Session,
+    expires_ms: i64,
+    /// The spent jti a replay within the grace window may present, and when it was spent (ms).
+    spent: Option<(String, i64)>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct MemoryState {
-    sessions: HashMap<String, (Session, i64)>,
+    sessions: HashMap<String, Stored>,
     by_user: HashMap<UserId, HashSet<String>>,
-}
-
-impl RedisStore {
-    /// Step one of every revocation: the global record, which every instance's view reads
-    /// (events) and rebuilds from (zsets). One `MULTI` in the `{revocations}` slot: prunes
-    /// what expired, adds `events` (a jti also to the denylist), keeps each zset's TTL past its
-    /// entries, and `PUBLISH`es each event.
-    ///
-    /// It runs before step two ([`drop_sessions`](Self::drop_sessions)): once it succeeded no
-    /// instance accepts the revoked tokens (the local view applies the events at once, the
-    /// others as the events arrive, or from the zsets when they rebuild). A failure between
-    /// the two steps leaves sessions that exist but are revoked: refresh checks the view
-    /// first, so they are refused, and expire with their TTL (a retried logout-all deletes
-    /// them). The reverse order would leave the access tokens of deleted sessions accepted.
-    async fn record(&self, events: &[Revocation], t: Times) -> Result<(), AuthError> {
-        let k = &self.keys;
-        // Every entry ends within `revoke_for_ms` of its write (a session's and a user's by
-        // definition, a jti at its token's `exp` + leeway, which is sooner), so a TTL restarted
-        // at each write outlives every entry of the key.
-        let ttl = t.revoke_for_ms;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&k.sids)
-            .arg("-inf")
-            .arg(t.now_ms)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&k.jtis)
-            .arg("-inf")
-            .arg(t.now_ms)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&k.users)
-            .arg("-inf")
-            .arg((t.now_ms - ttl).div_euclid(1000))
-            .ignore();
-        for ev in events {
-            match ev {
-                Revocation::Session(sid, until) => {
-                    pipe.zadd(&k.sids, sid, *until)
-                        .ignore()
-                        .pexpire(&k.sids, ttl)
-                        .ignore();
-                }
-                Revocation::Token(jti, until) => {
-                    let key = k.denylist(jti);
-                    pipe.set(&key, 1)
-                        .ignore()
-                        .cmd("PEXPIREAT")
-                        .arg(&key)
-                        .arg(*until)
-                        .ignore()
-                        .zadd(&k.jtis, jti, *until)
-                        .ignore()
-                        .pexpire(&k.jtis, ttl)
-                        .ignore();
-                }
-                Revocation::User(uid, before) => {
-                    pipe.cmd("ZADD")
-                        .arg(&k.users)
-                        .arg("GT")
-                        .arg(*before)
-                        .arg(*uid)
-                        .ignore()
-                        .pexpire(&k.users, ttl)
-                        .ignore();
-                }
-            }
-            pipe.publish(&k.channel, ev.encode()).ignore();
-        }
-        self.redis.query_pipe::<()>(&pipe).await?;
-        self.replicated(&k.sids).await
-    }
-
-    /// Step two of a revocation: deletes sessions of `uid` and drops them from the user's
-    /// index, in one `MULTI` in the user's slot.
-    ///
-    /// A revocation record lives only as long as an access token (see `AuthHandle::times`):
-    /// after that, a revoked session that still existed would rotate its refresh token again.
-    /// So when this step fails it is retried in the background, every second, for as long as
-    /// the record lives; the caller still gets the error.
-    async fn drop_sessions(&self, uid: UserId, sids: &[String], t: Times) -> Result<(), AuthError> {
-        let Err(err) = self.delete_sessions(uid, sids).await else {
-            return Ok(());
-        };
-        let store = self.clone();
-        let sids = sids.to_vec();
-        let tries = u64::try_from(t.revoke_for_ms / 1000).unwrap_or(0).max(1);
-        tokio::spawn(async move {
-            for _ in 0..tries {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                if store.delete_sessions(uid, &sids).await.is_ok() {
-                    return;
-                }
-            }
-            tracing::error!(user = uid, "auth: revoked sessions could not be deleted");
-        });
-        Err(err)
-    }
-
-    async fn delete_sessions(&self, uid: UserId, sids: &[String]) -> Result<(), AuthError> {
-        if sids.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for sid in sids {
-            pipe.del(self.keys.session(uid, sid)).ignore();
-        }
-        pipe.srem(self.keys.user_sessions(uid), sids).ignore();
-        self.redis.query_pipe::<()>(&pipe).await?;
-        self.replicated(&self.keys.user_sessions(uid)).await
-    }
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct RedisStore {
-    pub redis: RedisHandle,
-    pub keys: Keys,
-    rotate: Arc<redis::Script>,
-    /// With durable writes: how long a write waits for a replica's acknowledgement.
-    durable: Option<std::time::Duration>,
-}
-
-impl RedisStore {
-    pub fn new(redis: RedisHandle, keys: Keys, durable: Option<std::time::Duration>) -> Self {
-        Self {
-            redis,
-            keys,
-            rotate: Arc::new(redis::Script::new(ROTATE)),
-            durable,
-        }
-    }
-
-    /// With durable writes on, after a write through this store to the slot of `key`: waits
-    /// until a replica of that slot's primary acknowledged every write of this connection
-    /// (`WAIT 1`). The keyed read in front routes the pipeline, on a cluster, to the node
-    /// serving `key` (`WAIT` alone goes to every primary). `WAIT` blocks the connection it
-    /// runs on, which this process's other commands to that node share, for as long as it
-    /// waits: a replica's acknowledgement usually takes one round trip.
-    async fn replicated(&self, key: &str) -> Result<(), AuthError> {
-        let Some(wait) = self.durable else {
-            return Ok(());
-        };
-        let mut pipe = redis::pipe();
-        pipe.cmd("PTTL")
-            .arg(key)
-            .ignore()
-            .cmd("WAIT")
-            .arg(1)
-            .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
-        let (acknowledged,): (i64,) = self.redis.query_pipe(&pipe).await?;
-        if acknowledged < 1 {
-            return Err(AuthError::NotReplicated);
-        }
-        Ok(())
-    }
-}
-
-fn from_hash(sid: &str, map: &HashMap<String, String>) -> Option<Session> {
-    Some(Session {
-        sid: sid.to_owned(),
-        user_id: map.get("uid")?.parse().ok()?,
-        username: map.get("username")?.clone(),
-        email: map.get("email")?.clone(),
-        created_at: map.get("created_at")?.parse().ok()?,
-        ip: map.get("ip").cloned().unwrap_or_default(),
-        user_agent: map.get("ua").cloned().unwrap_or_default(),
-        refresh_jti: map.get("rjti")?.clone(),
-    })
+    last_seq: u64,
 }
 
 /// Times the store needs, all from the auth clock.
@@ -258,6 +135,10 @@ pub(crate) struct Times {
     /// How long a revocation record lives: the longest token it denies (set by the handle to
     /// the access TTL + leeway), ms.
     pub revoke_for_ms: i64,
+    /// Reuse grace window of a spent refresh jti, ms (0: strict rotation).
+    pub grace_ms: i64,
+    /// Idle limit, ms (0: none).
+    pub idle_ms: i64,
 }
 
 impl Store {
@@ -271,127 +152,115 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a new session. In memory, also drops the user's expired sessions; on Redis the
-    /// login's [`list_pruning`](Self::list_pruning) right after does (the index's own TTL restarts
-    /// at every login, so without it the index would only ever grow, and `logout-all` would walk
-    /// every session ever created).
-    pub async fn create(&self, s: &Session, t: Times) -> Result<(), AuthError> {
+    /// Records a new session, numbered after every earlier login of its user. With `cap` (the
+    /// limit, and the user's sessions the caller read), only while fewer than the limit are live
+    /// and not idle. In memory, also drops the user's expired sessions; on Redis the login's
+    /// [`list_pruning`](Self::list_pruning) does (the index's own TTL restarts at every login, so
+    /// without it the index would only ever grow, and `logout-all` would walk every session ever
+    /// created).
+    pub async fn create(
+        &self,
+        s: &Session,
+        cap: Option<(usize, &[Session])>,
+        t: Times,
+    ) -> Result<Created, AuthError> {
         match self {
             Self::Memory(state) => {
                 let mut st = Self::lock(state);
-                let MemoryState { sessions, by_user } = &mut *st;
-                if let Some(sids) = by_user.get_mut(&s.user_id) {
-                    sids.retain(|sid| {
-                        let live = sessions.get(sid).is_some_and(|(_, exp)| *exp > t.now_ms);
-                        if !live {
-                            sessions.remove(sid);
-                        }
-                        live
-                    });
+                let MemoryState {
+                    sessions,
+                    by_user,
+                    last_seq,
+                } = &mut *st;
+                let mine = by_user.entry(s.user_id).or_default();
+                mine.retain(|sid| {
+                    let live = sessions.get(sid).is_some_and(|r| r.expires_ms > t.now_ms);
+                    if !live {
+                        sessions.remove(sid);
+                    }
+                    live
+                });
+                if let Some((limit, _)) = cap {
+                    let live = mine
+                        .iter()
+                        .filter_map(|sid| sessions.get(sid))
+                        .filter(|r| !r.session.is_idle(t))
+                        .count();
+                    if live >= limit {
+                        return Ok(Created::Full);
+                    }
                 }
-                st.sessions
-                    .insert(s.sid.clone(), (s.clone(), t.now_ms + t.ttl_ms));
-                st.by_user
-                    .entry(s.user_id)
-                    .or_default()
-                    .insert(s.sid.clone());
-                Ok(())
+                *last_seq += 1;
+                let mut session = s.clone();
+                session.seq = *last_seq;
+                mine.insert(s.sid.clone());
+                sessions.insert(
+                    s.sid.clone(),
+                    Stored {
+                        session,
+                        expires_ms: t.now_ms + t.ttl_ms,
+                        spent: None,
+                    },
+                );
+                Ok(Created::Stored(*last_seq))
             }
-            Self::Redis(r) => {
-                let key = r.keys.session(s.user_id, &s.sid);
-                let index = r.keys.user_sessions(s.user_id);
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .hset_multiple(
-                        &key,
-                        &[
-                            ("uid", s.user_id.to_string()),
-                            ("username", s.username.clone()),
-                            ("email", s.email.clone()),
-                            ("created_at", s.created_at.to_string()),
-                            ("ip", s.ip.clone()),
-                            ("ua", s.user_agent.clone()),
-                            ("rjti", s.refresh_jti.clone()),
-                        ],
-                    )
-                    .ignore()
-                    .pexpire(&key, t.ttl_ms)
-                    .ignore()
-                    .sadd(&index, &s.sid)
-                    .ignore()
-                    .pexpire(&index, t.ttl_ms)
-                    .ignore();
-                r.redis.query_pipe::<()>(&pipe).await?;
-                r.replicated(&key).await
-            }
+            Self::Redis(r) => r.create(s, cap, t).await,
         }
     }
 
-    /// Spends `presented` and makes `new` the session's current refresh jti, atomically.
+    /// Spends `presented` and makes `successor` (jti, iat) the session's current refresh jti,
+    /// atomically; or answers the current one again for a replay of the spent jti within the
+    /// grace window; or revokes the session (a reuse, or idle). The successor's third part is
+    /// the expiry given to a session stored without one.
     pub async fn rotate(
         &self,
         uid: UserId,
         sid: &str,
         presented: &str,
-        new: &str,
+        successor: (&str, i64, i64),
         t: Times,
         view: &RevocationView,
     ) -> Result<Rotation, AuthError> {
         match self {
             Self::Memory(state) => {
                 let mut st = Self::lock(state);
-                let Some((session, expires)) = st.sessions.get_mut(sid) else {
+                let Some(stored) = st.sessions.get_mut(sid) else {
                     return Ok(Rotation::Gone);
                 };
-                if *expires <= t.now_ms {
+                if stored.expires_ms <= t.now_ms || stored.session.user_id != uid {
                     return Ok(Rotation::Gone);
                 }
-                if session.refresh_jti != presented {
-                    let uid = session.user_id;
-                    st.sessions.remove(sid);
-                    if let Some(set) = st.by_user.get_mut(&uid) {
-                        set.remove(sid);
-                    }
-                    view.apply([Revocation::Session(
-                        sid.to_owned(),
-                        t.now_ms + t.revoke_for_ms,
-                    )]);
-                    return Ok(Rotation::Reused);
+                let s = &mut stored.session;
+                let outcome = if s.is_idle(t) {
+                    Rotation::IdleExpired
+                } else if s.refresh_jti == presented {
+                    let (new_jti, new_iat, _) = successor;
+                    stored.spent = Some((presented.to_owned(), t.now_ms));
+                    s.refresh_jti = new_jti.to_owned();
+                    s.refresh_iat = new_iat;
+                    s.touch(t.now_ms);
+                    return Ok(Rotation::Rotated(s.clone()));
+                } else if stored
+                    .spent
+                    .as_ref()
+                    .is_some_and(|(jti, at)| jti == presented && t.now_ms - at < t.grace_ms)
+                {
+                    s.touch(t.now_ms);
+                    return Ok(Rotation::Grace(s.clone()));
+                } else {
+                    Rotation::Reused
+                };
+                st.sessions.remove(sid);
+                if let Some(set) = st.by_user.get_mut(&uid) {
+                    set.remove(sid);
                 }
-                session.refresh_jti = new.to_owned();
-                *expires = t.now_ms + t.ttl_ms;
-                Ok(Rotation::Rotated(session.clone()))
+                view.apply([Revocation::Session(
+                    sid.to_owned(),
+                    t.now_ms + t.revoke_for_ms,
+                )]);
+                Ok(outcome)
             }
-            Self::Redis(r) => {
-                let mut inv = r.rotate.prepare_invoke();
-                inv.key(r.keys.session(uid, sid))
-                    .key(r.keys.user_sessions(uid))
-                    .arg(presented)
-                    .arg(new)
-                    .arg(t.ttl_ms);
-                let (code, fields): (i64, Option<HashMap<String, String>>) =
-                    r.redis.invoke(&inv).await?;
-                match code {
-                    1 => {
-                        r.replicated(&r.keys.session(uid, sid)).await?;
-                        Ok(fields
-                            .and_then(|f| from_hash(sid, &f))
-                            .map_or(Rotation::Gone, Rotation::Rotated))
-                    }
-                    -1 => {
-                        // Reused: revoked in the global record first, then deleted.
-                        let events = [Revocation::Session(
-                            sid.to_owned(),
-                            t.now_ms + t.revoke_for_ms,
-                        )];
-                        r.record(&events, t).await?;
-                        view.apply(events);
-                        r.drop_sessions(uid, &[sid.to_owned()], t).await?;
-                        Ok(Rotation::Reused)
-                    }
-                    _ => Ok(Rotation::Gone),
-                }
-            }
+            Self::Redis(r) => r.rotate(uid, sid, presented, successor, t, view).await,
         }
     }
 
@@ -406,19 +275,19 @@ impl Store {
             Self::Memory(state) => Ok(Self::lock(state)
                 .sessions
                 .get(sid)
-                .filter(|(s, exp)| s.user_id == uid && *exp > now_ms)
-                .map(|(s, _)| s.clone())),
+                .filter(|r| r.session.user_id == uid && r.expires_ms > now_ms)
+                .map(|r| r.session.clone())),
             Self::Redis(r) => {
                 let map: HashMap<String, String> = r
                     .redis
                     .query(redis::cmd("HGETALL").arg(r.keys.session(uid, sid)))
                     .await?;
-                Ok(from_hash(sid, &map))
+                Ok(super::store_redis::from_hash(sid, &map))
             }
         }
     }
 
-    /// The user's live sessions, oldest first.
+    /// The user's sessions whose lifetime has not ended (idle ones too), in login order.
     pub async fn list(&self, uid: UserId, now_ms: i64) -> Result<Vec<Session>, AuthError> {
         self.list_and_prune(uid, now_ms, false).await
     }
@@ -444,8 +313,8 @@ impl Store {
                     .into_iter()
                     .flatten()
                     .filter_map(|sid| st.sessions.get(sid))
-                    .filter(|(_, exp)| *exp > now_ms)
-                    .map(|(s, _)| s.clone())
+                    .filter(|r| r.expires_ms > now_ms)
+                    .map(|r| r.session.clone())
                     .collect::<Vec<_>>()
             }
             Self::Redis(r) => {
@@ -473,11 +342,12 @@ impl Store {
                 }
                 sids.iter()
                     .zip(&maps)
-                    .filter_map(|(sid, map)| from_hash(sid, map))
+                    .filter_map(|(sid, map)| super::store_redis::from_hash(sid, map))
                     .collect()
             }
         };
-        out.sort_by(|a, b| (a.created_at, &a.sid).cmp(&(b.created_at, &b.sid)));
+        // Login order, not time: two logins within one clock tick are still ordered.
+        out.sort_by(|a, b| (a.seq, a.created_at, &a.sid).cmp(&(b.seq, b.created_at, &b.sid)));
         Ok(out)
     }
 
@@ -502,7 +372,7 @@ impl Store {
                 let existed = st
                     .sessions
                     .get(sid)
-                    .is_some_and(|(s, exp)| s.user_id == uid && *exp > t.now_ms);
+                    .is_some_and(|r| r.session.user_id == uid && r.expires_ms > t.now_ms);
                 if !existed && access.is_none() {
                     // Not the caller's session: nothing to revoke (and no touching others').
                     return Ok(false);
@@ -579,11 +449,13 @@ impl Store {
     }
 }
 
-/// Times for a store call, from the clock and lifetimes.
+/// Times for a store call, from the clock and lifetimes (no grace window, no idle limit).
 pub(crate) fn times(clock: &dyn Clock, refresh_ttl_s: i64, leeway_s: i64) -> Times {
     Times {
         now_ms: clock.now_ms(),
         ttl_ms: refresh_ttl_s.saturating_mul(1000),
         revoke_for_ms: (refresh_ttl_s + leeway_s).saturating_mul(1000),
+        grace_ms: 0,
+        idle_ms: 0,
     }
 }

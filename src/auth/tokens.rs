@@ -93,12 +93,6 @@ pub(crate) struct Tokens {
     verified: Arc<RwLock<HashMap<Box<str>, Principal>>>,
 }
 
-/// An issued token and its claims.
-pub(crate) struct Issued {
-    pub token: String,
-    pub jti: String,
-}
-
 fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
 }
@@ -153,25 +147,44 @@ impl Tokens {
         }
     }
 
-    /// Signs a new token of `typ` for `user` in session `sid`.
-    pub fn issue(&self, user: UserId, sid: &str, typ: TokenType) -> Result<Issued, String> {
-        let now = self.clock.now_secs().max(0);
-        let exp = now + self.ttl(typ);
-        let jti = random_id();
+    /// Signs the token with exactly these claims: the same arguments give the same bytes (the
+    /// header and the claims serialise in a fixed order, and HS256 is deterministic), which is
+    /// how every instance answers the same successor to a refresh replayed within the grace
+    /// window.
+    pub fn sign(
+        &self,
+        user: UserId,
+        sid: &str,
+        typ: TokenType,
+        jti: &str,
+        iat: i64,
+        exp: i64,
+    ) -> Result<String, String> {
         let claims = Claims {
             sub: user.to_string(),
-            iat: now.unsigned_abs(),
-            nbf: now.unsigned_abs(),
-            exp: exp.unsigned_abs(),
-            jti: &jti,
+            iat: iat.max(0).unsigned_abs(),
+            nbf: iat.max(0).unsigned_abs(),
+            exp: exp.max(0).unsigned_abs(),
+            jti,
             sid,
             typ,
             iss: &self.issuer,
             aud: &self.audience,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The jti of the refresh token that succeeds `jti` in session `sid`: a keyed hash (HMAC
+    /// with the signing secret), so that it is stored nowhere, every instance derives the same,
+    /// and nobody without the secret can predict it. The message has a NUL byte, which no
+    /// JWT signing input has, so it is never a token's signature.
+    pub fn successor_jti(&self, sid: &str, jti: &str) -> Result<String, String> {
+        let message = format!("redkit refresh successor\0{sid}\0{jti}");
+        let mac = jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, Algorithm::HS256)
             .map_err(|e| e.to_string())?;
-        Ok(Issued { token, jti })
+        // 32 base64url characters: 192 bits, as unguessable as a random jti.
+        Ok(mac.chars().take(32).collect())
     }
 
     /// [`verify`](Self::verify) for access tokens, remembering tokens that verified.
@@ -279,5 +292,37 @@ fn classify(token: &str, err: &jsonwebtoken::errors::Error) -> RejectReason {
             }
         }
         _ => RejectReason::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{ManualClock, SecretKey};
+
+    fn tokens(secret: &[u8]) -> Tokens {
+        let config = AuthConfig {
+            secret: SecretKey::given(secret).unwrap(),
+            clock: Arc::new(ManualClock::starting_now()),
+            ..AuthConfig::default()
+        };
+        Tokens::new(&config)
+    }
+
+    /// A successor jti depends on the secret, the session and the spent jti, and on nothing
+    /// else: two instances with one secret derive the same, and sign the same bytes.
+    #[test]
+    fn successors_are_derived_not_stored() {
+        let (a, b) = (tokens(&[7; 32]), tokens(&[7; 32]));
+        let other = tokens(&[8; 32]);
+        let jti = a.successor_jti("s1", "j1").unwrap();
+        assert_eq!(jti.len(), 32);
+        assert_eq!(jti, b.successor_jti("s1", "j1").unwrap());
+        assert_ne!(jti, a.successor_jti("s2", "j1").unwrap());
+        assert_ne!(jti, a.successor_jti("s1", "j2").unwrap());
+        assert_ne!(jti, other.successor_jti("s1", "j1").unwrap());
+        let sign = |t: &Tokens| t.sign(1, "s1", TokenType::Refresh, &jti, 100, 200).unwrap();
+        assert_eq!(sign(&a), sign(&b));
+        assert_ne!(sign(&a), sign(&other));
     }
 }

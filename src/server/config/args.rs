@@ -263,6 +263,22 @@ pub struct ServeArgs {
     /// deployment with replicas.
     #[arg(long, env = "REDIS_DURABLE_WRITES")]
     pub redis_durable_writes: bool,
+    /// Seconds after a refresh token was first spent during which presenting it again answers
+    /// the same successor instead of revoking the session (`0`: strict rotation).
+    #[arg(long, env = "REFRESH_REUSE_GRACE", default_value_t = crate::auth::DEFAULT_REFRESH_REUSE_GRACE_SECS, value_name = "SECS")]
+    pub refresh_reuse_grace: u64,
+    /// What a login beyond `--max-sessions-per-user` does: `evict-oldest` revokes the user's
+    /// oldest sessions, `reject-new` refuses it with 409.
+    #[arg(long, env = "SESSION_LIMIT_POLICY", default_value = "evict-oldest", value_parser = ["evict-oldest", "reject-new"], value_name = "POLICY")]
+    pub session_limit_policy: String,
+    /// Seconds a session may go without a refresh before it is revoked (`0`: no idle limit).
+    #[arg(
+        long,
+        env = "SESSION_IDLE_TIMEOUT",
+        default_value_t = 0,
+        value_name = "SECS"
+    )]
+    pub session_idle_timeout: u64,
 }
 
 impl Default for ServeArgs {
@@ -315,6 +331,9 @@ impl Default for ServeArgs {
             secure_cookie: false,
             health_nodes: false,
             redis_durable_writes: false,
+            refresh_reuse_grace: crate::auth::DEFAULT_REFRESH_REUSE_GRACE_SECS,
+            session_limit_policy: "evict-oldest".to_owned(),
+            session_idle_timeout: 0,
         }
     }
 }

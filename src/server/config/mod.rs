@@ -348,6 +348,10 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
         max_sessions_per_user: args.max_sessions_per_user,
         secure_cookie: args.secure_cookie,
         durable_writes: args.redis_durable_writes,
+        refresh_reuse_grace: Duration::from_secs(args.refresh_reuse_grace),
+        session_limit_policy: crate::auth::SessionLimitPolicy::parse(&args.session_limit_policy)?,
+        session_idle_timeout: (args.session_idle_timeout > 0)
+            .then(|| Duration::from_secs(args.session_idle_timeout)),
         ..AuthConfig::default()
     };
     auth.validate()?;

@@ -102,6 +102,7 @@ struct CookieQuery {
         (status = 200, description = "Logged in.", body = TokenPair,
             headers(("Set-Cookie" = String, description = "`redkit_access=<token>` with `?cookie=true`."))),
         (status = 401, description = "Unknown user or wrong password (`invalid-credentials`).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The account holds `--max-sessions-per-user` live sessions and the policy is `reject-new` (`session-limit`); no session was revoked.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed logins for this username from this \
             address (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
@@ -155,7 +156,8 @@ pub(crate) struct Refresh {
     refresh_token: String,
 }
 
-/// Spends a refresh token for a new pair; presenting a spent one revokes its session.
+/// Spends a refresh token for a new pair. A spent one presented again within the reuse grace
+/// window answers the same successor; later, or two generations back, it revokes its session.
 #[utoipa::path(
     post,
     path = "/auth/refresh",
@@ -164,7 +166,7 @@ pub(crate) struct Refresh {
     request_body = Refresh,
     responses(
         (status = 200, description = "A new pair.", body = TokenPair),
-        (status = 401, description = "The refresh token is invalid, expired, spent or revoked.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The refresh token is invalid, expired, reused (the session is now revoked), idle past the limit, or revoked.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis is needed and cannot be reached, or revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     )
 )]
