@@ -67,15 +67,25 @@ fn algorithm() -> impl Strategy<Value = Algorithm> {
     ]
 }
 
-/// A schedule's steps: how far the clock moves, as a share of the window in millionths (often
-/// nothing, often a sliver), and the cost of the request then.
-fn steps() -> impl Strategy<Value = Vec<(u64, u64)>> {
+/// How far the clock moves before a request.
+#[derive(Debug, Clone, Copy)]
+enum Advance {
+    /// A share of the window, in millionths (often nothing, often a sliver).
+    Share(u64),
+    /// Whole multiples of the window over the limit rounded down: the spans at which an
+    /// interval rounded down would let GCRA refill faster than `limit` per `window`.
+    Intervals(u64),
+}
+
+/// A schedule's steps: how far the clock moves, and the cost of the request then.
+fn steps() -> impl Strategy<Value = Vec<(Advance, u64)>> {
     let advance = prop_oneof![
-        Just(0_u64),
-        0..2_000_u64,
-        0..100_000_u64,
-        0..1_000_000_u64,
-        Just(1_000_000_u64),
+        Just(Advance::Share(0)),
+        (0..2_000_u64).prop_map(Advance::Share),
+        (0..100_000_u64).prop_map(Advance::Share),
+        (0..1_000_000_u64).prop_map(Advance::Share),
+        Just(Advance::Share(1_000_000)),
+        (1..4_u64).prop_map(Advance::Intervals),
     ];
     let cost = prop_oneof![4 => Just(1_u64), 1 => 1..5_u64];
     prop::collection::vec((advance, cost), 1..400)
@@ -97,7 +107,12 @@ proptest! {
         let mut now = 1_700_000_000_000_000_u64;
         let mut times = Vec::new();
         for (advance, cost) in steps {
-            now += u64::try_from(u128::from(window) * u128::from(advance) / 1_000_000).unwrap();
+            now += match advance {
+                Advance::Share(share) => {
+                    u64::try_from(u128::from(window) * u128::from(share) / 1_000_000).unwrap()
+                }
+                Advance::Intervals(k) => k * (window / limit),
+            };
             let args = Args { algorithm, now, window, limit, cost, mode: Mode::Consume };
             if store.decide("k", &args).allowed {
                 times.extend(std::iter::repeat_n(now, cost as usize));
