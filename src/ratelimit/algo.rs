@@ -34,9 +34,16 @@ pub(crate) struct Args {
 }
 
 impl Args {
-    /// GCRA's emission interval: the window shared equally by `limit` units.
+    /// GCRA's emission interval: the window shared equally by `limit` units, rounded up to a
+    /// whole microsecond so that the bucket never refills faster than `limit` per `window`.
     pub(crate) fn interval(&self) -> u64 {
-        (self.window / self.limit.max(1)).max(1)
+        self.window.div_ceil(self.limit.max(1)).max(1)
+    }
+
+    /// GCRA's burst tolerance: `limit` intervals (the window itself when `limit` divides it),
+    /// so that a full bucket holds exactly `limit` units whatever the rounding of the interval.
+    pub(crate) fn tolerance(&self) -> u64 {
+        self.interval().saturating_mul(self.limit.max(1))
     }
 
     /// When the state written by this decision may be forgotten, in microseconds from `now`.
@@ -363,6 +370,7 @@ fn sliding_counter(idx: &mut u64, prev: &mut u64, cur: &mut u64, a: &Args) -> (R
 
 fn gcra(stored: &mut u64, a: &Args) -> (Raw, Option<u64>) {
     let t = a.interval();
+    let tolerance = a.tolerance();
     let step = t.saturating_mul(a.cost);
     if a.mode == Mode::Refund {
         *stored = stored.saturating_sub(step);
@@ -370,7 +378,7 @@ fn gcra(stored: &mut u64, a: &Args) -> (Raw, Option<u64>) {
     }
     let tat = (*stored).max(a.now);
     let new_tat = tat + step;
-    if new_tat <= a.now + a.window {
+    if new_tat <= a.now + tolerance {
         let mut expiry = None;
         let used = if a.mode == Mode::Consume {
             *stored = new_tat;
@@ -381,20 +389,20 @@ fn gcra(stored: &mut u64, a: &Args) -> (Raw, Option<u64>) {
         };
         let raw = Raw {
             allowed: true,
-            remaining: (a.now + a.window - used) / t,
+            remaining: (a.now + tolerance - used) / t,
             reset_us: used - a.now,
             retry_us: 0,
         };
         return (raw, expiry);
     }
-    let retry_us = if step > a.window {
+    let retry_us = if step > tolerance {
         a.window
     } else {
-        new_tat - a.window - a.now
+        new_tat - tolerance - a.now
     };
     let raw = Raw {
         allowed: false,
-        remaining: (a.now + a.window).saturating_sub(tat) / t,
+        remaining: (a.now + tolerance).saturating_sub(tat) / t,
         reset_us: tat - a.now,
         retry_us,
     };

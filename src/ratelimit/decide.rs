@@ -8,7 +8,7 @@ use super::{
     algo::{MemoryCounters, Mode, Raw},
     counters::bump,
     handle::{PolicyId, Verdict},
-    lease::Spent as LeaseSpent,
+    lease::{Spent as LeaseSpent, leasable},
     lua::Ask,
     policy::FailMode,
 };
@@ -94,6 +94,10 @@ impl RateLimitHandle {
             .collect();
         let policies: Vec<&Policy> = ids.iter().map(|&id| self.policy(id)).collect();
         let leasing = self.inner.coalescer.is_some();
+        let leased: Vec<bool> = policies
+            .iter()
+            .map(|p| leasing && leasable(p.algorithm, p.limit, p.shadow))
+            .collect();
         let mut tries = 0;
         loop {
             tries += 1;
@@ -101,11 +105,9 @@ impl RateLimitHandle {
             // Units leased to this instance first: they are the identity's, reserved on Redis.
             let local: Vec<Option<LeaseSpent>> = keyed
                 .iter()
-                .zip(&policies)
-                .map(|((_, key), policy)| {
-                    (leasing && !policy.shadow)
-                        .then(|| self.inner.leases.take(key, now))
-                        .flatten()
+                .zip(&leased)
+                .map(|((_, key), leased)| {
+                    leased.then(|| self.inner.leases.take(key, now)).flatten()
                 })
                 .collect();
             // A block on any other answers before any store is asked: nothing to spend or refund.
@@ -130,7 +132,7 @@ impl RateLimitHandle {
                     .map(|&i| {
                         let policy = policies[i];
                         let mut ask = self.ask(policy, keyed[i].1.clone(), 1, Mode::Consume);
-                        if leasing && !policy.shadow {
+                        if leased[i] {
                             ask.lease = self.inner.leases.want(&ask.key, ask.limit);
                         }
                         ask

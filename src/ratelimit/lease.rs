@@ -1,57 +1,69 @@
 //! Quota leases: an instance reserves several units of an identity's quota in one Redis decision
-//! and spends them in process, with no Redis command, until they run out or expire.
+//! and spends them in process, with no Redis command, while they stay within the algorithm's own
+//! bound.
 //!
-//! **When.** Only request policies decided on Redis whose limit is at least [`MIN_LIMIT`], never
-//! shadow policies, never the login limiter or [`check`](super::RateLimitHandle::check) (small
-//! limits stay exact per request). An identity's Redis decision on this instance reserves
-//! [`k_first`] = `limit / 16` units, its first one included; when the identity has spent every
-//! unit of a reservation here before it lapsed, the next asks for twice as many, up to
-//! [`k_max`] = `limit / 8` (100 / 60 s: 6, then 12); one that lapsed with units left starts again
-//! at `limit / 16`. A client making *r* requests to one instance costs about *r* / 12 decisions
-//! there, and one making a single request strands at most `limit / 16 - 1` units. At most one
-//! reservation per key is in flight per instance (`pending`); the requests of that identity
-//! arriving meanwhile ask for one unit each. Beyond [`MAX_KEYS_PER_SHARD`] remembered keys per
-//! shard, new identities ask for one unit (no lease) until the periodic `sweep` frees lapsed
-//! entries: what a caller with many identities can make this process hold is bounded.
+//! **When.** Only request policies decided on Redis with GCRA or the sliding counter whose limit
+//! is at least [`MIN_LIMIT`] ([`leasable`]); never the sliding log (its promise is "at most
+//! `limit` in any window": a unit reserved at one time and spent later would carry the
+//! reservation's timestamp, and a log entry per reserved unit would make one request write many
+//! entries), never shadow policies, never the login limiter or
+//! [`check`](super::RateLimitHandle::check) (small limits stay exact per request). An
+//! identity's Redis decision on this instance reserves [`k_first`] = `limit / 16` units, its
+//! first one included; when the identity has spent every unit of a reservation here before it
+//! lapsed, the next asks for twice as many, up to [`k_max`] = `limit / 8` (100 / 60 s: 6, then
+//! 12); one that lapsed with units left starts again at `limit / 16`. At most one reservation per
+//! key is in flight per instance (`pending`); the requests of that identity arriving meanwhile
+//! ask for one unit each. Beyond [`MAX_KEYS_PER_SHARD`] remembered keys per shard, new
+//! identities ask for one unit (no lease) until the periodic `sweep` frees lapsed entries: what a
+//! caller with many identities can make this process hold is bounded.
 //!
-//! Why from the first request, and why growing (it used to be one unit on the first visit, then
-//! `limit / 16`): the shipped policy's benchmark, 10,000 clients behind a proxy, spent one Redis
-//! decision on most requests that way; each decision costs Redis ~10 µs of CPU on the 2-core
-//! bench machine (a `SET ... PX` from Lua alone ~5), so the target of ≤ 3 µs per request needs
-//! fewer than one decision in 6 requests. `benches/ratelimit.rs` prints the share admitted from
-//! leases and Redis's CPU per request.
+//! Why leases at all: the shipped policy's benchmark, 10,000 clients behind a proxy, spends one
+//! Redis decision per request without them; each decision costs Redis ~10 µs of CPU on the 2-core
+//! bench machine. `benches/ratelimit.rs` prints the share admitted from leases and Redis's CPU per
+//! request.
 //!
 //! **Reservation.** The script grants `g = min(k, available)` units atomically (at least one when
 //! the request is admitted, none when denied: a denied request never consumes), written as `g`
 //! admissions in that algorithm's state at the time of the decision. One unit is the request's;
-//! `g - 1` are held here. Every instance reserves through the same atomic check, so the units
-//! reserved in a window never exceed what the algorithm admits, and admitted requests never
-//! exceed reserved units.
+//! `g - 1` are held here.
 //!
-//! **Expiry.** Held units are dropped (never spent) when the state that accounts for them can be
-//! forgotten by Redis: sliding log and GCRA, one window after the reservation; sliding counter,
-//! at the end of the fixed window the reservation was counted in. Unspent units are not given
-//! back (a refund would cost the Redis command a lease saves); they return with the window.
+//! **How long a held unit lives** is what keeps the bounds, whatever the number of instances:
+//! - *GCRA* gives every admitted unit its own slot of one emission interval `T` on the key's
+//!   timeline (the slots of all decisions, leased or not, never overlap: each starts at or after
+//!   the previous arrival time), and admits a unit at time `s` only if its slot lies within
+//!   `[s, s + L·T]`. A direct decision always does; a held unit does while its slot has not
+//!   started. So the `g - 1` held units are the reservation's last slots, the first spent first,
+//!   and a unit lapses when its slot starts, i.e. when the store would have regained it: a lease
+//!   of 6 units of 100 / 60 s made on a full bucket lapses one unit every 0.6 s. Every admission
+//!   thus owns a distinct slot inside `[s, s + L·T]`, and any span `t` holds at most
+//!   `(t + L·T) / T = L + t / T ≤ L + t·L/W` admissions: a burst at most `L`.
+//! - *Sliding counter*: units reserved in a fixed window lapse at its end. Spends in a fixed window
+//!   never exceed the reservations counted in it, so the counter's estimate over actual admissions
+//!   (`previous · (W - elapsed) / W + current`) is at most its estimate over reservations, which
+//!   the atomic check kept at most `L` at the last reservation and which only shrinks until the
+//!   next one: at every admission the estimate stays at most `L`, as on one instance.
 //!
-//! **Bounds**, with `k = limit / 8` (the largest reservation) and `N` instances (see the README and
-//! `tests/ratelimit.rs::leases_*`):
-//! - *More than the limit*: never within one window from a fresh start (every admission was
-//!   reserved by the atomic check). Sliding counter: never at all (its estimate over spends is at
-//!   most its estimate over reservations, each spend happening in the fixed window it was
-//!   reserved in). Sliding log and GCRA: across windows, units reserved before an interval and
-//!   spent in it add at most what was held at its start, `N · (k - 1)`, to the algorithm's own
-//!   bound (log: `limit` per any window; GCRA: `limit + w / interval` in any span `w`).
-//! - *Fewer than the limit*: units held unspent by other instances, at most `(N - 1) · (k - 1)`
-//!   per identity at any time (for a counter until its fixed window ends; log and GCRA until the
-//!   lease expires, GCRA regenerating them meanwhile at its rate).
+//! Unspent units are not given back (a refund would cost the Redis command a lease saves): the
+//! others may admit up to `(N - 1) · (k_max - 1)` fewer per identity while they are held (`N`
+//! instances), never more. `tests/ratelimit_fleet.rs` holds the tests at the edges.
 
-use super::{Algorithm, algo::Sharded, lua::Ask};
+use super::{
+    Algorithm,
+    algo::{Mode, Sharded},
+    lua::Ask,
+};
 
 /// Policies with smaller limits are never leased: each request is decided on Redis.
 pub(crate) const MIN_LIMIT: u64 = 32;
 /// Keys remembered per process at most (16 shards of 8192): beyond, new keys are not leased.
 const MAX_KEYS_PER_SHARD: usize = 8192;
 const SHARDS: usize = 16;
+
+/// Whether a policy's requests reserve leases: GCRA and the sliding counter, enforcing, limit at
+/// least [`MIN_LIMIT`]. Never the sliding log.
+pub(crate) fn leasable(algorithm: Algorithm, limit: u64, shadow: bool) -> bool {
+    !shadow && limit >= MIN_LIMIT && algorithm != Algorithm::SlidingLog
+}
 
 /// Units a key's first reservation asks for (and any after one that lapsed with units left):
 /// `limit / 16`, or 1 below [`MIN_LIMIT`].
@@ -66,10 +78,14 @@ pub(crate) fn k_max(limit: u64) -> u64 {
 
 #[derive(Debug)]
 pub(crate) struct Lease {
-    /// Units held, spendable until `expires`.
+    /// Units held (some may have lapsed: see [`live`](Self::live)).
     units: u64,
-    /// Microsecond at which the held units lapse (0 before the first grant).
+    /// Microsecond from which no held unit may be spent (0 before the first grant): the
+    /// counter's fixed-window end; GCRA's end of the reservation's last slot.
     expires: u64,
+    /// GCRA's emission interval: the held units are the last `units` slots before `expires`,
+    /// each spendable until its slot starts. 0 for the counter (every unit until `expires`).
+    interval: u64,
     /// A reservation of several units for this key is in flight.
     pending: bool,
     /// `remaining` as Redis answered at the reservation (after it), for headers.
@@ -98,14 +114,16 @@ impl Leases {
         Self(Sharded::new(SHARDS))
     }
 
-    /// Takes one held unit of `key`, if any is live.
+    /// Takes one held unit of `key`, if any is live at `now`.
     pub(crate) fn take(&self, key: &str, now: u64) -> Option<Spent> {
         self.0.with(key, |map| {
             let lease = map.get_mut(key)?;
-            if lease.units == 0 || lease.expires <= now {
+            let live = lease.live(now);
+            if live == 0 {
                 return None;
             }
-            lease.units -= 1;
+            // Units whose slot has started are gone for good; the first live one is spent.
+            lease.units = live - 1;
             lease.remaining = lease.remaining.saturating_sub(1);
             lease.spent_all = lease.units == 0;
             Some(Spent {
@@ -116,7 +134,7 @@ impl Leases {
     }
 
     /// Gives back a unit [`take`](Self::take) answered (the request was denied by another
-    /// policy).
+    /// policy): it is the first held one again, and lapses as it would have.
     pub(crate) fn give_back(&self, key: &str) {
         self.0.with(key, |map| {
             if let Some(lease) = map.get_mut(key) {
@@ -129,16 +147,14 @@ impl Leases {
 
     /// Units of `key` held and live now.
     pub(crate) fn held(&self, key: &str, now: u64) -> u64 {
-        self.0.with(key, |map| {
-            map.get(key)
-                .filter(|lease| lease.expires > now)
-                .map_or(0, |lease| lease.units)
-        })
+        self.0
+            .with(key, |map| map.get(key).map_or(0, |lease| lease.live(now)))
     }
 
     /// How many units to ask Redis for `key` (limit `limit`), marked pending: [`k_first`], or
     /// twice the last reservation (up to [`k_max`]) when all of it was spent here; 1 while a
     /// reservation of several is in flight for it or when this process remembers too many keys.
+    /// The caller asks only for [`leasable`] policies.
     pub(crate) fn want(&self, key: &str, limit: u64) -> u64 {
         let k = k_first(limit);
         if k <= 1 {
@@ -170,7 +186,8 @@ impl Leases {
 
     /// Settles a decision `ask` made on Redis at `now`: `granted` units when its request was
     /// admitted (one is the request's, the rest held), 0 when not; `remaining` and `reset_us` as
-    /// Redis answered. Clears `pending`.
+    /// Redis answered (GCRA: `reset_us` is the end of the reservation's last slot). Clears
+    /// `pending`.
     pub(crate) fn settle(&self, ask: &Ask, now: u64, granted: u64, remaining: u64, reset_us: u64) {
         if ask.lease <= 1 {
             return;
@@ -182,15 +199,22 @@ impl Leases {
             lease.pending = false;
             lease.spent_all = false;
             if granted > 1 {
-                let expires = expiry(ask.algorithm, ask.window, now);
-                if lease.expires <= now || lease.units == 0 {
-                    lease.units = 0;
-                    lease.expires = expires;
+                let args = ask.args(now, Mode::Consume);
+                let (expires, interval) = match ask.algorithm {
+                    Algorithm::Gcra => (now + reset_us, args.interval()),
+                    _ => ((now / ask.window + 1) * ask.window, 0),
+                };
+                // Units still held here from an earlier reservation (a unit given back meanwhile)
+                // keep their place only on the counter in the same fixed window; GCRA's sit in
+                // earlier slots than the new ones and are dropped (never spent late).
+                let keep = if interval == 0 && lease.expires == expires {
+                    lease.live(now)
                 } else {
-                    // Units still held lapse with their own reservation's state: never later.
-                    lease.expires = lease.expires.min(expires);
-                }
-                lease.units += granted - 1;
+                    0
+                };
+                lease.units = keep + granted - 1;
+                lease.expires = expires;
+                lease.interval = interval;
                 lease.remaining = remaining + lease.units;
                 lease.reset_at = now + reset_us;
             }
@@ -209,6 +233,7 @@ impl Lease {
         Self {
             units: 0,
             expires: 0,
+            interval: 0,
             pending: true,
             remaining: 0,
             reset_at: 0,
@@ -216,20 +241,26 @@ impl Lease {
             spent_all: false,
         }
     }
-}
 
-/// When units reserved at `now` lapse: see the module docs.
-fn expiry(algorithm: Algorithm, window: u64, now: u64) -> u64 {
-    match algorithm {
-        Algorithm::SlidingCounter => (now / window + 1) * window,
-        _ => now + window,
+    /// Units spendable at `now`: none from `expires`; on GCRA only those whose slot has not
+    /// started (the last `(expires - now) / interval` slots).
+    fn live(&self, now: u64) -> u64 {
+        if self.expires <= now {
+            return 0;
+        }
+        // No interval (the counter): every unit lives until `expires`.
+        (self.expires - now)
+            .checked_div(self.interval)
+            .map_or(self.units, |slots| self.units.min(slots))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::algo::Mode;
+
+    /// 100 / 60 s: GCRA's emission interval, 0.6 s.
+    const T: u64 = 600_000;
 
     fn ask(key: &str, algorithm: Algorithm, limit: u64, lease: u64) -> Ask {
         Ask {
@@ -244,26 +275,33 @@ mod tests {
         }
     }
 
+    /// Settles a GCRA reservation of `granted` units made at `now` on a full bucket (Redis
+    /// answers the end of its last slot, `granted` intervals on).
+    fn grant(leases: &Leases, key: &str, asked: u64, granted: u64, now: u64) {
+        let ask = ask(key, Algorithm::Gcra, 100, asked);
+        leases.settle(&ask, now, granted, 100 - granted, granted * T);
+    }
+
     /// A first visit reserves limit/16 (one reservation in flight per key); the granted units
-    /// minus the request's are spent one by one, then none; small limits never lease.
+    /// minus the request's are spent one by one, then none; small limits and the log never lease.
     #[test]
     fn reserves_then_spends() {
         let leases = Leases::new();
         let now = 1_000_000;
         assert_eq!(leases.want("k", 100), 6);
         assert_eq!(leases.want("k", 100), 1, "one reservation in flight");
-        leases.settle(&ask("k", Algorithm::Gcra, 100, 1), now, 1, 99, 0);
+        grant(&leases, "k", 1, 1, now);
         assert_eq!(
             leases.want("k", 100),
             1,
             "a one-unit answer settles nothing"
         );
-        leases.settle(&ask("k", Algorithm::Gcra, 100, 6), now, 6, 93, 0);
+        grant(&leases, "k", 6, 6, now);
         assert_eq!(leases.held("k", now), 5);
         let spent: Vec<u64> = (0..5)
             .map(|_| leases.take("k", now).unwrap().remaining)
             .collect();
-        assert_eq!(spent, [97, 96, 95, 94, 93]);
+        assert_eq!(spent, [98, 97, 96, 95, 94]);
         assert!(leases.take("k", now).is_none());
         assert_eq!(
             leases.want("k", 100),
@@ -273,6 +311,11 @@ mod tests {
         assert_eq!(leases.want("small", 31), 1);
         assert_eq!(leases.want("small", 31), 1);
         assert_eq!(leases.held("small", now), 0);
+        assert!(!leasable(Algorithm::SlidingLog, 1000, false));
+        assert!(!leasable(Algorithm::Gcra, 1000, true));
+        assert!(!leasable(Algorithm::Gcra, 31, false));
+        assert!(leasable(Algorithm::Gcra, 32, false));
+        assert!(leasable(Algorithm::SlidingCounter, 32, false));
     }
 
     /// A reservation spent in full doubles the next (6, 12, then 12: limit / 8 at most); one that
@@ -283,7 +326,7 @@ mod tests {
         let now = 1_000_000;
         let reserve = |now: u64| {
             let k = leases.want("k", 100);
-            leases.settle(&ask("k", Algorithm::Gcra, 100, k), now, k, 50, 0);
+            grant(&leases, "k", k, k, now);
             k
         };
         let spend_all = |now: u64| while leases.take("k", now).is_some() {};
@@ -293,7 +336,7 @@ mod tests {
         spend_all(now);
         assert_eq!(reserve(now), 12, "limit / 8 at most");
         assert_eq!(leases.held("k", now), 11);
-        let later = now + 60_000_000;
+        let later = now + 12 * T;
         assert_eq!(leases.held("k", later), 0, "lapsed with 11 left");
         assert_eq!(reserve(later), 6);
         spend_all(later);
@@ -319,33 +362,59 @@ mod tests {
         let reserved = keys.iter().filter(|key| leases.want(key, 100) == 6).count();
         assert_eq!(reserved, SHARDS * MAX_KEYS_PER_SHARD);
         for key in &keys {
-            leases.settle(&ask(key, Algorithm::Gcra, 100, 6), now, 6, 94, 0);
+            grant(&leases, key, 6, 6, now);
         }
         assert_eq!(leases.want(&keys[0], 100), 6, "a remembered key");
-        leases.settle(&ask(&keys[0], Algorithm::Gcra, 100, 6), now, 6, 88, 0);
+        grant(&leases, &keys[0], 6, 6, now);
         let fresh = "fresh".to_owned();
         assert_eq!(leases.want(&fresh, 100), 1);
-        assert_eq!(leases.sweep(now + 60_000_000), SHARDS * MAX_KEYS_PER_SHARD);
+        assert_eq!(leases.sweep(now + 6 * T), SHARDS * MAX_KEYS_PER_SHARD);
         assert_eq!(leases.want(&fresh, 100), 6);
     }
 
-    /// Held units lapse one window after the reservation (log, GCRA) or at the end of the
-    /// counter's fixed window; a denied reservation holds nothing.
+    /// GCRA's held units lapse one by one as their slots start (the store regains them): a
+    /// reservation of 6 on a full bucket at `now` holds units whose slots start at now + T, ..,
+    /// now + 5T, each spendable until then; one made on a bucket already drawn (its slots later)
+    /// lives longer. A counter's units live until the end of their fixed window. A denied
+    /// reservation holds nothing.
     #[test]
-    fn units_lapse_with_their_state() {
+    fn units_lapse_when_the_store_regains_them() {
         let leases = Leases::new();
         let now = 60_000_000 * 10 + 59_000_000;
-        for (key, algorithm, live_until) in [
-            ("g", Algorithm::Gcra, now + 60_000_000),
-            ("l", Algorithm::SlidingLog, now + 60_000_000),
-            ("c", Algorithm::SlidingCounter, 60_000_000 * 11),
-        ] {
-            assert_eq!(leases.want(key, 100), 6);
-            leases.settle(&ask(key, algorithm, 100, 6), now, 6, 93, 0);
-            assert_eq!(leases.held(key, live_until - 1), 5, "{key}");
-            assert_eq!(leases.held(key, live_until), 0, "{key}");
-            assert!(leases.take(key, live_until).is_none(), "{key}");
-        }
+        assert_eq!(leases.want("g", 100), 6);
+        grant(&leases, "g", 6, 6, now);
+        let held: Vec<u64> = (0..=6).map(|j| leases.held("g", now + j * T)).collect();
+        assert_eq!(held, [5, 5, 4, 3, 2, 1, 0]);
+        assert_eq!(
+            leases.held("g", now + T + 1),
+            4,
+            "the first slot has started"
+        );
+        // Spent at now + 2T + 1: units 1 and 2 have lapsed, unit 3 (slot at now + 3T) is spent,
+        // units 4 and 5 stay.
+        assert!(leases.take("g", now + 2 * T + 1).is_some());
+        assert_eq!(leases.held("g", now + 2 * T + 1), 2);
+        assert_eq!(leases.held("g", now + 4 * T + 1), 1);
+        assert_eq!(
+            leases.held("g", now + 5 * T),
+            1,
+            "a slot starting now is still live"
+        );
+        assert_eq!(leases.held("g", now + 5 * T + 1), 0);
+
+        // A bucket drawn 50 units ahead: the reservation's slots end 56 intervals on.
+        assert_eq!(leases.want("late", 100), 6);
+        leases.settle(&ask("late", Algorithm::Gcra, 100, 6), now, 6, 44, 56 * T);
+        assert_eq!(leases.held("late", now + 50 * T), 5);
+        assert_eq!(leases.held("late", now + 51 * T + 1), 4);
+
+        let window_end = 60_000_000 * 11;
+        assert_eq!(leases.want("c", 100), 6);
+        leases.settle(&ask("c", Algorithm::SlidingCounter, 100, 6), now, 6, 93, 1);
+        assert_eq!(leases.held("c", window_end - 1), 5);
+        assert_eq!(leases.held("c", window_end), 0);
+        assert!(leases.take("c", window_end).is_none());
+
         assert_eq!(leases.want("d", 100), 6);
         leases.settle(&ask("d", Algorithm::Gcra, 100, 6), now, 0, 0, 0);
         assert_eq!(leases.held("d", now), 0);

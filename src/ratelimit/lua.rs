@@ -32,9 +32,9 @@ use crate::connection::{RedisError, RedisHandle};
 
 /// ARGV: now, member prefix, number of policies P, then P policies of 7 values (algorithm
 /// 0 log / 1 counter / 2 GCRA, window, limit, shadow 0/1, and three per algorithm: log: cutoff,
-/// ttl ms; counter: fixed-window index, elapsed, ttl ms; GCRA: emission interval), then one
-/// number per decision, `(((cost * 256 + policy index) * 2 + lease) * 2 + more)`, negative to
-/// peek, where `more` is 1 when the next decision belongs to the same request (one `tonumber`
+/// ttl ms; counter: fixed-window index, elapsed, ttl ms; GCRA: emission interval, burst
+/// tolerance), then one number per decision, `(((cost * 256 + policy index) * 2 + lease) * 2 +
+/// more)`, negative to peek, where `more` is 1 when the next decision belongs to the same request (one `tonumber`
 /// per decision: on the 2-core bench machine each costs ~0.4 µs of Redis CPU), and `lease` 1
 /// makes `cost` the units wanted for a quota lease (see [`lease`](super::lease)): the decision
 /// then spends `min(cost, available)` units, at least 1, and is denied only when not even 1 fits.
@@ -125,7 +125,8 @@ local function counter(key, p, cost, consume, lease)
 end
 
 local function gcra(key, k, p, cost, consume, lease)
-  local window, t = p[2], tonumber(p[5])
+  -- The burst tolerance (limit intervals) stands for the window: see `algo`.
+  local window, t = tonumber(p[6]), tonumber(p[5])
   local last = tat[key]
   if last == nil then last = tonumber(stored[k]) or false end
   local start = math.max(last or now, now)
@@ -326,7 +327,7 @@ pub(crate) async fn decide<'a>(
         let a = p.args(now, Mode::Consume);
         let extra = match p.algorithm {
             Algorithm::SlidingCounter => [now / a.window, now % a.window, ttl_ms(a.counter_ttl())],
-            Algorithm::Gcra => [a.interval(), 0, 0],
+            Algorithm::Gcra => [a.interval(), a.tolerance(), 0],
             _ => [now.saturating_sub(a.window), ttl_ms(a.window), 0],
         };
         let code = match p.algorithm {

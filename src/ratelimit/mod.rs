@@ -16,14 +16,24 @@
 //!   never holds more than `limit` members, and every key expires within its window, except the
 //!   counter's, which lives until the end of the next fixed window because its count still
 //!   weighs there (at most two windows).
-//! - **Quota leases** (see `lease`): an identity that comes back to an instance reserves
-//!   `limit / 16` units in its next (coalesced) Redis decision, and the instance spends them on
-//!   its next requests with no Redis command. Policies with limits below 32, shadow policies and
-//!   the login limiter stay exact per request. The reservation is the atomic check, so within a
-//!   window from a fresh start no algorithm admits more than its limit across instances; an
-//!   instance's unspent units can make the others admit up to `(N - 1) · (limit / 16 - 1)` fewer
-//!   per identity, and (log, GCRA) let at most that many more through across window
-//!   boundaries; the counter admits never more. Bounds per algorithm in `lease`.
+//! - **Bounds**, per identity and policy, on one instance or across any number of instances
+//!   sharing a Redis (times are the deciding instances' clocks): the sliding log admits at most
+//!   `limit` in any window of `window`; GCRA at most `limit` in a burst from a full bucket and at
+//!   most `limit + t · limit / window` in any span `t` (its emission interval is the window over
+//!   the limit rounded up to a microsecond, its burst tolerance `limit` intervals); the sliding
+//!   counter keeps, at every admission, `previous · (window - elapsed) / window + current` at
+//!   most `limit`, where `previous` and `current` are the admissions of the previous and the
+//!   current fixed window (so at most `limit` per fixed window, and less than `2 · limit` in any
+//!   window of `window`). `tests/ratelimit_fleet.rs` checks them with two and three instances, at
+//!   a window's edge, after a refill, and over random schedules.
+//! - **Quota leases** (see `lease`): with GCRA and the counter (never the log), an identity that
+//!   comes back to an instance reserves `limit / 16` units (up to `limit / 8`) in its next
+//!   (coalesced) Redis decision, and the instance spends them on its next requests with no Redis
+//!   command, each only while the bound above still holds for it: GCRA's unit until the store
+//!   would have regained it (one emission interval per unit), the counter's until the end of
+//!   its fixed window. Policies with limits below 32, shadow policies and the login limiter stay
+//!   exact per request. The price is on the other side: an instance's unspent units can make the
+//!   others admit up to `(N - 1) · (limit / 8 - 1)` fewer per identity while they are held.
 //! - **Time** is the caller's [`Clock`], passed to Redis as a script argument rather than read
 //!   with `TIME` inside the script. Both backends thus behave identically and tests drive time
 //!   with a [`ManualClock`] on either. The price: instances sharing a Redis must have synchronised
@@ -61,6 +71,8 @@
 mod actor;
 mod algo;
 mod batch;
+#[cfg(test)]
+mod bounds;
 mod config;
 mod counters;
 mod decide;
