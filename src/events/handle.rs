@@ -268,6 +268,7 @@ impl EventsHandle {
         }
         let mut prelude = vec![encode_retry(inner.retry_ms)];
         let mut skip_through = None;
+        let mut replayed = None;
         if let Some(last) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
             let replay = match last.parse::<EventId>() {
                 Ok(last) => match inner.history.replay(channel, last, inner.max_replay).await {
@@ -287,14 +288,15 @@ impl EventsHandle {
             match replay {
                 Replay::Reset => prelude.push(encode_control("reset")),
                 Replay::Events(events) => {
-                    if let Some((id, _)) = events.last() {
+                    if let Some((id, _)) = events.events.last() {
                         skip_through = Some(*id);
                     }
-                    prelude.extend(events.into_iter().map(|(_, bytes)| bytes));
+                    prelude.extend(events.events.iter().map(|(_, bytes)| bytes.clone()));
+                    replayed = Some(events);
                 }
             }
         }
-        stream.set_prelude(prelude, skip_through);
+        stream.set_prelude(prelude, skip_through, replayed);
         Ok(stream)
     }
 
