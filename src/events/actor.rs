@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use super::{
     EventsConfig, EventsError, Join, Left, Shutdown,
     auth::EventsAuth,
-    history::{After, MAX_REPLAY_BYTES, newest_id, read_after, stream_key},
+    history::{After, MAX_REPLAY_BYTES, Read, newest_id, read_after, stream_key},
     hub::Hub,
     wire::{encode_event, split_payload},
 };
@@ -41,8 +41,9 @@ struct Subscription {
     redis: RedisHandle,
     prefix: String,
     timeout: Duration,
-    /// Most events one channel's catch-up replays (as a resume); beyond, `event: reset`.
-    max_replay: usize,
+    /// Most events one channel's catch-up replays (what a client's queue holds); beyond,
+    /// `event: reset`.
+    catch_up: usize,
     pushes: Option<PushEvents>,
     subscribed: HashSet<String>,
     /// Channels to resubscribe and catch up from history: their subscription was lost (the
@@ -67,7 +68,7 @@ impl EventsActor {
             Some(handle) => Some(Subscription::new(
                 handle,
                 &config.key_prefix,
-                config.max_replay,
+                config.queue_size,
             )?),
         };
         Ok(Self {
@@ -126,7 +127,7 @@ impl EventsActor {
             sub.redis.clone(),
             sub.push.clone(),
             self.hub.clone(),
-            (sub.prefix.clone(), sub.timeout, sub.max_replay),
+            (sub.prefix.clone(), sub.timeout, sub.catch_up),
             channels.clone(),
             true,
         );
@@ -206,7 +207,7 @@ impl EventsActor {
                 sub.redis.clone(),
                 sub.push.clone(),
                 self.hub.clone(),
-                (sub.prefix.clone(), sub.timeout, sub.max_replay),
+                (sub.prefix.clone(), sub.timeout, sub.catch_up),
                 vec![channel.to_owned()],
                 false,
             );
@@ -274,7 +275,7 @@ impl EventsActor {
 }
 
 impl Subscription {
-    fn new(redis: &RedisHandle, prefix: &str, max_replay: usize) -> Result<Self, EventsError> {
+    fn new(redis: &RedisHandle, prefix: &str, catch_up: usize) -> Result<Self, EventsError> {
         let (push, pushes) = redis
             .subscriber("events")
             .map_err(EventsError::Unavailable)?;
@@ -283,7 +284,7 @@ impl Subscription {
             redis: redis.clone(),
             prefix: prefix.to_owned(),
             timeout: redis.timeout(),
-            max_replay,
+            catch_up,
             pushes: Some(pushes),
             subscribed: HashSet::new(),
             dirty: HashSet::new(),
@@ -300,6 +301,9 @@ fn channel_of<'a>(prefix: &str, name: &'a [u8]) -> Option<&'a str> {
         .strip_prefix(prefix)?
         .strip_prefix("events:")
 }
+
+/// Most events one page of a catch-up reads.
+const CATCH_UP_PAGE: usize = 100;
 
 /// Channels resubscribed at once by one resync.
 const SYNC_CONCURRENCY: usize = 32;
@@ -318,7 +322,7 @@ async fn sync_channels(
     redis: RedisHandle,
     push: Subscriber,
     hub: Arc<Hub>,
-    (prefix, timeout, max_replay): (String, Duration, usize),
+    (prefix, timeout, catch_up): (String, Duration, usize),
     channels: Vec<String>,
     after_outage: bool,
 ) -> Result<Vec<Result<usize, RedisError>>, RedisError> {
@@ -334,9 +338,9 @@ async fn sync_channels(
     let (redis, push, hub, prefix) = (&redis, &push, &hub, prefix.as_str());
     Ok(futures_util::stream::iter(channels.iter())
         .map(|channel| async move {
-            let synced = sync_channel(redis, push, hub, (prefix, max_replay), channel, skew_ms);
-            // Three round trips at most, each bounded by the response timeout; this outer
-            // bound keeps a stalled server from pausing the actor for long.
+            let synced = sync_channel(redis, push, hub, (prefix, catch_up), channel, skew_ms);
+            // A few round trips, each bounded by the response timeout; this outer bound keeps a
+            // stalled server from pausing the actor for long.
             match tokio::time::timeout(timeout * 4, synced).await {
                 Ok(result) => result,
                 Err(_) => Err(RedisError::Timeout(timeout * 4)),
@@ -352,7 +356,7 @@ async fn sync_channel(
     redis: &RedisHandle,
     push: &Subscriber,
     hub: &Hub,
-    (prefix, max_replay): (&str, usize),
+    (prefix, catch_up): (&str, usize),
     channel: &str,
     skew_ms: Option<i64>,
 ) -> Result<usize, RedisError> {
@@ -366,38 +370,36 @@ async fn sync_channel(
     // subscribed together (CROSSSLOT).
     push.subscribe_sharded(stream_key(prefix, channel).as_bytes())
         .await?;
-    // 3. Catch up on what was published between the baseline and the subscription: as a
-    // resume is, at most `max_replay` events of at most `MAX_REPLAY_BYTES`, read in one round
-    // trip that ships no more; a channel further behind, or whose history no longer reaches
-    // back, gets `event: reset` and goes on from the stream's newest event.
-    let Some(last) = hub.last_id(channel) else {
+    // 3. Catch up on what was published between the baseline and the subscription, in pages
+    // of at most `CATCH_UP_PAGE` events and `MAX_REPLAY_BYTES` (Redis ships no more per round
+    // trip). A channel further behind than its clients' queues hold (`catch_up`), or whose
+    // history no longer reaches back, gets `event: reset` and goes on from the newest event.
+    let Some(mut from) = hub.last_id(channel) else {
         return Ok(0);
     };
-    let mut replayed = 0;
-    match read_after(
-        redis,
-        prefix,
-        channel,
-        last,
-        max_replay,
-        MAX_REPLAY_BYTES,
-        false,
-    )
-    .await?
-    {
-        After::Events(events) => {
-            for (id, bytes) in events {
-                replayed += hub.fan_out(channel, id, &bytes, true).delivered.min(1);
+    let (mut replayed, mut caught) = (0, 0);
+    loop {
+        let bounds = (CATCH_UP_PAGE, MAX_REPLAY_BYTES);
+        let newest = match read_after(redis, (prefix, channel), from, bounds, Read::Page).await? {
+            After::Events(events) if events.is_empty() => break,
+            After::Events(events) if caught + events.len() <= catch_up => {
+                caught += events.len();
+                for (id, bytes) in events {
+                    from = id;
+                    replayed += hub.fan_out(channel, id, &bytes, true).delivered.min(1);
+                }
+                continue;
             }
-        }
-        After::Reset(newest) => {
-            let sent = hub.reset(channel, newest);
-            tracing::warn!(
-                channel,
-                sent,
-                "events missed beyond the catch-up bound; clients sent a reset"
-            );
-        }
+            After::Events(_) => newest_id(redis, prefix, channel).await?,
+            After::Reset(newest) => newest,
+        };
+        let sent = hub.reset(channel, newest);
+        tracing::warn!(
+            channel,
+            sent,
+            "events missed beyond the catch-up bound or history; clients sent a reset"
+        );
+        break;
     }
     Ok(replayed)
 }

@@ -34,10 +34,13 @@ return id
 /// than the reader keeps. `ARGV[4]` is `1` when the id must itself be in history (a client's
 /// `Last-Event-ID`); otherwise history need only reach back to it (a catch-up after an
 /// outage, from the last id delivered or a baseline): nothing after it was trimmed away.
-/// Sizes count ids and field values plus 32 bytes per entry (the SSE framing), as encoded.
+/// `ARGV[5]` is `1` for one page of a longer read: the events that fit (at least one), and no
+/// reset for what does not. Sizes count ids and field values plus 32 bytes per entry (the SSE
+/// framing), as encoded.
 const READ_AFTER_LUA: &str = r"
 local key, after = KEYS[1], ARGV[1]
 local max_n, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+local page_only = ARGV[5] == '1'
 local function newest()
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   if #last == 0 then return '0-0' end
@@ -70,11 +73,17 @@ while true do
   local page = redis.call('XRANGE', key, start, '+', 'COUNT', 16)
   for i = 1, #page do
     local entry = page[i]
-    if #out == max_n then return newest() end
+    if #out == max_n then
+      if page_only then return out end
+      return newest()
+    end
     local size = 32 + #entry[1]
     for j = 1, #entry[2] do size = size + #entry[2][j] end
     bytes = bytes + size
-    if bytes > max_bytes then return newest() end
+    if bytes > max_bytes then
+      if page_only and #out > 0 then return out end
+      if not page_only then return newest() end
+    end
     out[#out + 1] = entry
   end
   if #page < 16 then return out end
@@ -148,24 +157,33 @@ pub(crate) enum After {
     Reset(EventId),
 }
 
+/// How [`read_after`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Every event after the id or a reset; the id must itself be in history.
+    Resume,
+    /// The first events after the id that fit (at least one), as a page of a longer read;
+    /// a reset only when history does not reach back to the id.
+    Page,
+}
+
 /// The events of `channel` after `after` (exclusive), at most `max_events` of at most
 /// `max_bytes` encoded, read by [`READ_AFTER_LUA`] in one round trip that ships no more than
-/// what is answered. `exact`: `after` must itself be in history (a `Last-Event-ID`).
+/// what is answered.
 pub(crate) async fn read_after(
     redis: &RedisHandle,
-    prefix: &str,
-    channel: &str,
+    (prefix, channel): (&str, &str),
     after: EventId,
-    max_events: usize,
-    max_bytes: usize,
-    exact: bool,
+    (max_events, max_bytes): (usize, usize),
+    read: Read,
 ) -> Result<After, RedisError> {
     let mut invocation = READ_AFTER.key(stream_key(prefix, channel));
     invocation
         .arg(after.to_string())
         .arg(max_events)
         .arg(max_bytes)
-        .arg(u8::from(exact));
+        .arg(u8::from(read == Read::Resume))
+        .arg(u8::from(read == Read::Page));
     let reply: Value = redis.invoke(&invocation).await?;
     let unparsable = || {
         RedisError::Command(redis::RedisError::from((
@@ -183,8 +201,9 @@ pub(crate) async fn read_after(
             let range = StreamRangeReply::from_redis_value(other).map_err(|_| unparsable())?;
             let events = parse_range(range);
             let bytes: usize = events.iter().map(|(_, b)| b.len()).sum();
-            // The script counts sizes the way they are encoded; this holds the bound exactly.
-            if events.len() > max_events || bytes > max_bytes {
+            // The script counts sizes the way they are encoded; this holds the bound exactly
+            // (a page may hold one event beyond the bytes, to make progress).
+            if read != Read::Page && (events.len() > max_events || bytes > max_bytes) {
                 let newest = events.last().map_or(after, |(id, _)| *id);
                 return Ok(After::Reset(newest));
             }
@@ -380,16 +399,11 @@ impl History {
                 let base = shared.clone().unwrap_or_default();
                 // Only what was published since the shared copy was read; all of it without one.
                 let from = base.events.last().map_or(last, |(id, _)| *id);
-                let read = read_after(
-                    redis,
-                    prefix,
-                    channel,
-                    from,
+                let bounds = (
                     max_events.saturating_sub(base.events.len()),
                     MAX_REPLAY_BYTES.saturating_sub(base.bytes),
-                    true,
-                )
-                .await?;
+                );
+                let read = read_after(redis, (prefix, channel), from, bounds, Read::Resume).await?;
                 let more = match read {
                     After::Reset(_) => return Ok(Replay::Reset),
                     After::Events(more) => more,
