@@ -61,7 +61,8 @@ async fn read_events(reader: &mut BufReader<TcpStream>, events: usize) {
 }
 
 /// Idle resumes of one position share one copy of the replay: 96 clients resuming 95 events of
-/// 10 kB (a 1 MB replay) and not reading grow the process by at most 24 MiB, on every backend.
+/// 10 kB (a 1 MB replay) at once and not reading grow the process by at most 24 MiB, on every
+/// backend.
 #[actix_web::test]
 async fn idle_resumes_of_one_position_share_one_copy() {
     for backend in [Backend::memory(), Backend::redis(), Backend::cluster()] {
@@ -89,10 +90,11 @@ async fn idle_resumes_of_one_position_share_one_copy() {
         drop(warm);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = rss();
-        let mut idle = Vec::new();
-        for _ in 0..RESUMES {
-            idle.push(idle_resume(server.addr, "replayed", &ids[0]).await);
-        }
+        // All at once, as a flood of reconnecting clients (or an attacker) would.
+        let idle = futures_util::future::join_all(
+            (0..RESUMES).map(|_| idle_resume(server.addr, "replayed", &ids[0])),
+        )
+        .await;
         // Every resume is open, and the server has written what its sockets take.
         assert!(
             common::eventually(Duration::from_secs(10), || async {

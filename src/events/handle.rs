@@ -273,7 +273,7 @@ impl EventsHandle {
             let replay = match last.parse::<EventId>() {
                 Ok(last) => match inner.history.replay(channel, last, inner.max_replay).await {
                     Ok(replay) => {
-                        if matches!(replay, Replay::Events(_)) {
+                        if matches!(replay, Replay::Events(..)) {
                             skip_through = Some(last);
                         }
                         replay
@@ -287,12 +287,12 @@ impl EventsHandle {
             };
             match replay {
                 Replay::Reset => prelude.push(encode_control("reset")),
-                Replay::Events(events) => {
+                Replay::Events(events, slot) => {
                     if let Some((id, _)) = events.events.last() {
                         skip_through = Some(*id);
                     }
                     prelude.extend(events.events.iter().map(|(_, bytes)| bytes.clone()));
-                    replayed = Some(events);
+                    replayed = slot;
                 }
             }
         }

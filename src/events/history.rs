@@ -128,10 +128,15 @@ pub const MAX_REPLAY_BYTES: usize = 1024 * 1024;
 pub(crate) enum Replay {
     /// The id is unknown or older than what history holds: the client must refetch state.
     Reset,
-    /// The encoded events after the id, oldest first (possibly none), shared by every resume
-    /// of the same position while any of them is still sending it.
-    Events(Arc<Replayed>),
+    /// The encoded events after the id, oldest first (possibly none), and on Redis the slot
+    /// that shares them with every resume of the same position: hold it while sending them.
+    Events(Arc<Replayed>, Option<Arc<ReplaySlot>>),
 }
+
+/// One position's replay (channel and `Last-Event-ID`) on Redis: the events read so far, behind
+/// an async lock so that resumes arriving together wait for one read instead of each reading
+/// (and holding) a copy.
+pub(crate) type ReplaySlot = tokio::sync::Mutex<Option<Arc<Replayed>>>;
 
 /// Encoded events of one replay, and their size.
 #[derive(Debug, Default)]
@@ -228,7 +233,7 @@ pub(crate) enum History {
         ttl: Duration,
         /// Replays being sent, by channel and `Last-Event-ID`: resumes of one position share
         /// one copy of the events (and read from Redis only what was published since).
-        replays: Mutex<HashMap<(String, EventId), Weak<Replayed>>>,
+        replays: Mutex<HashMap<(String, EventId), Weak<ReplaySlot>>>,
     },
     Memory {
         rings: Mutex<Rings>,
@@ -395,7 +400,20 @@ impl History {
                 ..
             } => {
                 let key = (channel.to_owned(), last);
-                let shared = lock(replays).get(&key).and_then(Weak::upgrade);
+                let slot = {
+                    let mut replays = lock(replays);
+                    match replays.get(&key).and_then(Weak::upgrade) {
+                        Some(slot) => slot,
+                        None => {
+                            replays.retain(|_, w| w.strong_count() > 0);
+                            let slot = Arc::new(ReplaySlot::default());
+                            replays.insert(key, Arc::downgrade(&slot));
+                            slot
+                        }
+                    }
+                };
+                // Held across one read, itself bounded by the response timeout.
+                let mut shared = slot.lock().await;
                 let base = shared.clone().unwrap_or_default();
                 // Only what was published since the shared copy was read; all of it without one.
                 let from = base.events.last().map_or(last, |(id, _)| *id);
@@ -408,18 +426,16 @@ impl History {
                     After::Reset(_) => return Ok(Replay::Reset),
                     After::Events(more) => more,
                 };
-                if let Some(shared) = shared
-                    && more.is_empty()
-                {
-                    return Ok(Replay::Events(shared));
-                }
-                let mut events = base.events.clone();
-                events.extend(more);
-                let replayed = Arc::new(Replayed::new(events));
-                let mut replays = lock(replays);
-                replays.retain(|_, w| w.strong_count() > 0);
-                replays.insert(key, Arc::downgrade(&replayed));
-                Ok(Replay::Events(replayed))
+                let replayed = if more.is_empty() && shared.is_some() {
+                    base
+                } else {
+                    let mut events = base.events.clone();
+                    events.extend(more);
+                    Arc::new(Replayed::new(events))
+                };
+                *shared = Some(replayed.clone());
+                drop(shared);
+                Ok(Replay::Events(replayed, Some(slot)))
             }
             Self::Memory { rings, ttl, .. } => {
                 // `last` itself, the events allowed, and one more to tell "exactly the cap"
@@ -445,9 +461,10 @@ impl History {
                             && events.len() - 1 <= max_events
                             && bytes <= MAX_REPLAY_BYTES =>
                     {
-                        Ok(Replay::Events(Arc::new(Replayed::new(
-                            events[1..].to_vec(),
-                        ))))
+                        Ok(Replay::Events(
+                            Arc::new(Replayed::new(events[1..].to_vec())),
+                            None,
+                        ))
                     }
                     _ => Ok(Replay::Reset),
                 }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{
     auth::{Caller, EventsAuth},
-    history::Replayed,
+    history::ReplaySlot,
     wire::{EventId, HEARTBEAT, encode_control},
 };
 use crate::clock::Clock;
@@ -400,9 +400,9 @@ impl Drop for LeaveGuard {
 /// Use it as a streaming response body ([`into_response`](Self::into_response)).
 pub struct EventStream {
     prelude: VecDeque<Bytes>,
-    /// The replay the prelude sends, shared with other resumes of the same position: held
-    /// until the prelude is sent, so that resumes arriving meanwhile share it.
-    replayed: Option<Arc<Replayed>>,
+    /// The shared replay the prelude sends (on Redis): held until the prelude is sent, so that
+    /// resumes of the same position arriving meanwhile share it.
+    replayed: Option<Arc<ReplaySlot>>,
     rx: mpsc::Receiver<Outgoing>,
     /// Live events up to this id were already replayed from history.
     skip_through: Option<EventId>,
@@ -452,7 +452,7 @@ impl EventStream {
         &mut self,
         frames: Vec<Bytes>,
         skip_through: Option<EventId>,
-        replayed: Option<Arc<Replayed>>,
+        replayed: Option<Arc<ReplaySlot>>,
     ) {
         self.prelude.extend(frames);
         self.skip_through = skip_through;
