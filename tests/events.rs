@@ -1033,6 +1033,70 @@ async fn pubsub_kill_resubscribes_without_loss() {
     assert_eq!(app.services.events.info("k").await.unwrap().subscribers, 3);
 }
 
+/// Appends `{"n":n}` for each `n` to `channel`'s history behind redkit's back (no `SPUBLISH`):
+/// events an instance whose subscription was lost never hears live. Answers their ids.
+fn append_unheard(
+    server: &common::RedisServer,
+    channel: &str,
+    ns: std::ops::Range<u64>,
+) -> Vec<String> {
+    let mut conn = server.conn();
+    ns.map(|n| {
+        ::redis::cmd("XADD")
+            .arg(format!("redkit:events:{channel}"))
+            .arg("*")
+            .arg("event")
+            .arg("message")
+            .arg("data")
+            .arg(format!(r#"{{"n":{n}}}"#))
+            .query(&mut conn)
+            .unwrap()
+    })
+    .collect()
+}
+
+/// Cuts every pub/sub connection (`CLIENT KILL TYPE pubsub`): the events subscriber's
+/// subscription is lost and must be made again.
+fn kill_subscribers(server: &common::RedisServer) {
+    let killed: u64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(killed, 2, "the events and revocation subscribers");
+}
+
+/// Issue 27 (3): after its subscription is lost, an instance catches its open streams up from
+/// history, in order and exactly once (events it never heard live included); when more was
+/// missed than a client's queue holds, the stream gets `event: reset` instead, then live events.
+#[actix_web::test]
+async fn lost_subscription_catches_up_from_history_or_resets() {
+    let backend = Backend::redis();
+    let mut config = config(&backend);
+    config.events.queue_size = 16;
+    let app = TestApp::start(&config);
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    let mut client = app.sse("/events/missed", &[]).await.opened().await;
+    app.wait_subscribers("missed", 1).await;
+    let mut ids = vec![app.publish("missed", r#"{"n":0}"#).await];
+    ids.extend(append_unheard(server, "missed", 1..11));
+    kill_subscribers(server);
+    let events = client.events_through(ids.last().unwrap()).await;
+    assert_eq!(ids_and_ns(&events), numbered(&ids, 0));
+    // 20 missed: more than the client's queue of 16.
+    append_unheard(server, "missed", 11..31);
+    kill_subscribers(server);
+    let reset = client.next_event().await.unwrap();
+    assert_eq!(reset.event.as_deref(), Some("reset"), "{reset:?}");
+    client.assert_quiet().await;
+    let live = app.publish("missed", r#"{"n":31}"#).await;
+    let events = client.events_through(&live).await;
+    assert_eq!(ids_and_ns(&events), numbered(&[live], 31));
+}
+
 /// A subscriber connection whose server stops answering without closing the socket (SIGSTOP:
 /// half-open) is noticed within its liveness deadline (check interval + response timeout): the
 /// hub resyncs, and once the server answers again the client gets what is published.
