@@ -16,6 +16,9 @@ use tokio::{
 const TOKEN: &str = "alice-token";
 const BOB: &str = "bob-token";
 const WAIT: Duration = Duration::from_secs(5);
+/// How long a stream is watched for anything after its last expected event: three heartbeats
+/// of the suites' 200 ms, so a duplicate queued behind a heartbeat is seen.
+const QUIET: Duration = Duration::from_millis(700);
 
 /// A redkit server on 127.0.0.1:0. Its events tokens are a static table (alice, bob) for the
 /// suites whose subject is not auth, or real logins through the production verifier
@@ -198,6 +201,8 @@ struct Sse {
     headers: String,
     pending: String,
     ended: bool,
+    /// Bytes of event-stream body received so far.
+    received: usize,
 }
 
 impl Sse {
@@ -230,6 +235,7 @@ impl Sse {
             headers: head.to_ascii_lowercase(),
             pending: String::new(),
             ended: false,
+            received: 0,
         };
         if status != 200 {
             // Read the (small) error body.
@@ -259,6 +265,7 @@ impl Sse {
             return false;
         }
         data.truncate(size);
+        self.received += size;
         self.pending.push_str(&String::from_utf8(data).unwrap());
         true
     }
@@ -318,6 +325,36 @@ impl Sse {
         }
     }
 
+    /// Every event up to and including the one with id `last` (heartbeats skipped), then
+    /// [`assert_quiet`](Self::assert_quiet): what a client received of a burst, whole.
+    async fn events_through(&mut self, last: &str) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            let event = self.next_event().await.expect("the stream stays open");
+            let done = event.id.as_deref() == Some(last);
+            events.push(event);
+            if done {
+                break;
+            }
+        }
+        self.assert_quiet().await;
+        events
+    }
+
+    /// Asserts that for [`QUIET`] (several heartbeats) only heartbeat comments arrive: no
+    /// duplicate, late replay or extra event after what was expected.
+    async fn assert_quiet(&mut self) {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.next()).await {
+                Err(_) => return,
+                Ok(Some(block)) => assert!(block.comment, "an event after the last: {block:?}"),
+                Ok(None) => panic!("the stream ended"),
+            }
+        }
+    }
+
     /// Skips the opening `retry:` block and asserts it.
     async fn opened(mut self) -> Self {
         assert_eq!(self.status, 200, "{}", self.pending);
@@ -341,6 +378,19 @@ fn config(backend: &Backend) -> Config {
     config
 }
 
+/// The ids and `n`s of `events`, for comparing whole streams at once.
+fn ids_and_ns(events: &[Event]) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .map(|e| (e.id.clone().unwrap_or_default(), data_n(e)))
+        .collect()
+}
+
+/// `ids` numbered from `first`: what [`ids_and_ns`] of a burst published as `{"n":first..}` is.
+fn numbered(ids: &[String], first: u64) -> Vec<(String, u64)> {
+    ids.iter().cloned().zip(first..).collect()
+}
+
 fn data_n(event: &Event) -> u64 {
     let value: serde_json::Value = serde_json::from_str(&event.data.join("\n")).unwrap();
     value["n"].as_u64().unwrap()
@@ -358,19 +408,11 @@ async fn order_and_exactly_once(backend: Backend) {
     for n in 0..50 {
         ids.push(app.publish("news", &format!("{{\"n\":{n}}}")).await);
     }
+    // The whole stream, by sequence number: no duplicate, no gap, nothing after the last.
     for client in &mut clients {
-        for (n, id) in ids.iter().enumerate() {
-            let event = client.next_event().await.unwrap();
-            assert_eq!(event.id.as_deref(), Some(id.as_str()));
-            assert_eq!(event.event.as_deref(), Some("message"));
-            assert_eq!(data_n(&event), n as u64);
-        }
-        // Nothing more than the heartbeat follows.
-        let next = client
-            .next_within(Duration::from_millis(400))
-            .await
-            .unwrap();
-        assert!(next.comment, "{next:?}");
+        let events = client.events_through(ids.last().unwrap()).await;
+        assert_eq!(ids_and_ns(&events), numbered(&ids, 0));
+        assert!(events.iter().all(|e| e.event.as_deref() == Some("message")));
     }
 }
 
@@ -395,16 +437,8 @@ async fn resume_replays_after_id(backend: Backend) {
     app.wait_subscribers("feed", 2).await;
     ids.push(app.publish("feed", r#"{"n":10}"#).await);
     for client in [&mut by_header, &mut by_query] {
-        for (n, id) in ids.iter().enumerate().skip(4) {
-            let event = client.next_event().await.unwrap();
-            assert_eq!(event.id.as_deref(), Some(id.as_str()));
-            assert_eq!(data_n(&event), n as u64);
-        }
-        let next = client
-            .next_within(Duration::from_millis(400))
-            .await
-            .unwrap();
-        assert!(next.comment, "duplicate or extra event: {next:?}");
+        let events = client.events_through(ids.last().unwrap()).await;
+        assert_eq!(ids_and_ns(&events), numbered(&ids[4..], 4));
     }
 }
 
@@ -820,22 +854,16 @@ async fn replay_is_bounded(backend: Backend) {
         .await;
     let reset = behind.next_event().await.unwrap();
     assert_eq!(reset.event.as_deref(), Some("reset"));
-    let next = behind
-        .next_within(Duration::from_millis(400))
-        .await
-        .unwrap();
-    assert!(next.comment, "only a reset is replayed: {next:?}");
-    // Exactly five follow the 7th id (n = 7..=11).
+    // Only a reset is replayed.
+    behind.assert_quiet().await;
+    // Exactly five follow the 7th id (n = 7..=11), and nothing more.
     let mut close = app
         .sse("/events/long", &[("last-event-id", &ids[6])])
         .await
         .opened()
         .await;
-    for (n, id) in ids.iter().enumerate().skip(7) {
-        let event = close.next_event().await.unwrap();
-        assert_eq!(event.id.as_deref(), Some(id.as_str()));
-        assert_eq!(data_n(&event), n as u64);
-    }
+    let events = close.events_through(ids.last().unwrap()).await;
+    assert_eq!(ids_and_ns(&events), numbered(&ids[7..], 7));
     app.server.stop().await;
 }
 
@@ -887,7 +915,93 @@ async fn sse_connections_are_capped(backend: Backend) {
     app.server.stop().await;
 }
 
+/// Bytes Redis has sent its clients so far (`total_net_output_bytes`, summed over a cluster's
+/// running nodes); `None` on memory.
+fn redis_bytes_out(backend: &Backend) -> Option<u64> {
+    let sent = |conn: &mut ::redis::Connection| -> u64 {
+        let info: String = ::redis::cmd("INFO").arg("stats").query(conn).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("total_net_output_bytes")
+    };
+    match backend {
+        Backend::Memory => None,
+        Backend::Redis(server) => Some(sent(&mut server.conn())),
+        Backend::Cluster(cluster) => Some(
+            cluster
+                .nodes()
+                .iter()
+                .filter(|n| n.running())
+                .map(|n| sent(&mut n.conn().unwrap()))
+                .sum(),
+        ),
+    }
+}
+
+/// What Redis may send beside a resume's own reads while it is measured: liveness checks of the
+/// subscriber and feed connections, and the `INFO` replies of the measure itself.
+const BACKGROUND_BYTES: u64 = 32 * 1024;
+
+/// Issue 27 (5): a resume reads history in pages bounded by the replay cap. A client 6 MB
+/// behind gets `event: reset` and Redis sends it almost nothing for that; a replay within the
+/// cap costs Redis at most twice what the client receives, and is exactly the missing events.
+async fn resume_reads_are_bounded_by_what_they_send(backend: Backend) {
+    let app = TestApp::start(&config(&backend));
+    let blob = "x".repeat(60_000);
+    let mut ids = Vec::new();
+    for n in 0..100 {
+        let body = format!(r#"{{"n":{n},"blob":"{blob}"}}"#);
+        ids.push(app.publish("big-history", &body).await);
+    }
+    // 99 events of 60 kB follow the first id: 6 MB, over the 1 MiB cap.
+    let before = redis_bytes_out(&backend);
+    let mut far = app
+        .sse("/events/big-history", &[("last-event-id", &ids[0])])
+        .await
+        .opened()
+        .await;
+    let reset = far.next_event().await.unwrap();
+    assert_eq!(reset.event.as_deref(), Some("reset"));
+    far.assert_quiet().await;
+    if let (Some(before), Some(after)) = (before, redis_bytes_out(&backend)) {
+        let sent = after - before;
+        eprintln!(
+            "reset: Redis sent {sent} bytes, the client received {}",
+            far.received
+        );
+        assert!(
+            sent <= 2 * far.received as u64 + BACKGROUND_BYTES,
+            "Redis sent {sent} bytes for a reset ({} received)",
+            far.received
+        );
+    }
+    // 14 events of 60 kB follow the 86th: 840 kB, within the cap.
+    let before = redis_bytes_out(&backend);
+    let mut near = app
+        .sse("/events/big-history", &[("last-event-id", &ids[85])])
+        .await
+        .opened()
+        .await;
+    let events = near.events_through(ids.last().unwrap()).await;
+    assert_eq!(ids_and_ns(&events), numbered(&ids[86..], 86));
+    if let (Some(before), Some(after)) = (before, redis_bytes_out(&backend)) {
+        let sent = after - before;
+        eprintln!(
+            "replay: Redis sent {sent} bytes, the client received {}",
+            near.received
+        );
+        assert!(
+            sent <= 2 * near.received as u64 + BACKGROUND_BYTES,
+            "Redis sent {sent} bytes for a replay of {} received",
+            near.received
+        );
+    }
+    app.server.stop().await;
+}
+
 backend_suite!(
+    resume_reads_are_bounded_by_what_they_send,
     replay_is_bounded,
     sse_connections_are_capped,
     private_channel_publish_is_owner_only,
@@ -937,8 +1051,11 @@ async fn two_instances_share_events() {
     let from_b = b.publish("shared", r#"{"n":1}"#).await;
     let from_a = a.publish("shared", r#"{"n":2}"#).await;
     for client in on_a.iter_mut().chain([&mut on_b]) {
-        assert_eq!(client.next_event().await.unwrap().id, Some(from_b.clone()));
-        assert_eq!(client.next_event().await.unwrap().id, Some(from_a.clone()));
+        let events = client.events_through(&from_a).await;
+        assert_eq!(
+            ids_and_ns(&events),
+            numbered(&[from_b.clone(), from_a.clone()], 1)
+        );
     }
     // The last client leaving unsubscribes.
     drop(on_b);
@@ -994,6 +1111,8 @@ async fn pubsub_kill_resubscribes_without_loss() {
     for n in 2..5 {
         after.push(app.publish("k", &format!("{{\"n\":{n}}}")).await);
     }
+    let mut expected = vec![before.clone(), gap.clone()];
+    expected.extend(after.iter().cloned());
     for client in &mut clients {
         let mut ids = Vec::new();
         while ids.len() < 5 {
@@ -1005,8 +1124,6 @@ async fn pubsub_kill_resubscribes_without_loss() {
                 ids.push(event.id.unwrap());
             }
         }
-        let mut expected = vec![before.clone(), gap.clone()];
-        expected.extend(after.iter().cloned());
         assert_eq!(ids, expected);
     }
     assert!(
@@ -1014,12 +1131,80 @@ async fn pubsub_kill_resubscribes_without_loss() {
         "{:?}",
         started.elapsed()
     );
+    // Nothing after them: no event replayed twice by the catch-up.
+    for client in &mut clients {
+        client.assert_quiet().await;
+    }
     assert_eq!(
         redis_count(server, "pubsub"),
         2,
         "both subscribers came back"
     );
     assert_eq!(app.services.events.info("k").await.unwrap().subscribers, 3);
+}
+
+/// Appends `{"n":n}` for each `n` to `channel`'s history behind redkit's back (no `SPUBLISH`):
+/// events an instance whose subscription was lost never hears live. Answers their ids.
+fn append_unheard(
+    server: &common::RedisServer,
+    channel: &str,
+    ns: std::ops::Range<u64>,
+) -> Vec<String> {
+    let mut conn = server.conn();
+    ns.map(|n| {
+        ::redis::cmd("XADD")
+            .arg(format!("redkit:events:{channel}"))
+            .arg("*")
+            .arg("event")
+            .arg("message")
+            .arg("data")
+            .arg(format!(r#"{{"n":{n}}}"#))
+            .query(&mut conn)
+            .unwrap()
+    })
+    .collect()
+}
+
+/// Cuts every pub/sub connection (`CLIENT KILL TYPE pubsub`): the events subscriber's
+/// subscription is lost and must be made again.
+fn kill_subscribers(server: &common::RedisServer) {
+    let killed: u64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(killed, 2, "the events and revocation subscribers");
+}
+
+/// Issue 27 (3): after its subscription is lost, an instance catches its open streams up from
+/// history, in order and exactly once (events it never heard live included); when more was
+/// missed than a client's queue holds, the stream gets `event: reset` instead, then live events.
+#[actix_web::test]
+async fn lost_subscription_catches_up_from_history_or_resets() {
+    let backend = Backend::redis();
+    let mut config = config(&backend);
+    config.events.queue_size = 16;
+    let app = TestApp::start(&config);
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    let mut client = app.sse("/events/missed", &[]).await.opened().await;
+    app.wait_subscribers("missed", 1).await;
+    let mut ids = vec![app.publish("missed", r#"{"n":0}"#).await];
+    ids.extend(append_unheard(server, "missed", 1..11));
+    kill_subscribers(server);
+    let events = client.events_through(ids.last().unwrap()).await;
+    assert_eq!(ids_and_ns(&events), numbered(&ids, 0));
+    // 20 missed: more than the client's queue of 16.
+    append_unheard(server, "missed", 11..31);
+    kill_subscribers(server);
+    let reset = client.next_event().await.unwrap();
+    assert_eq!(reset.event.as_deref(), Some("reset"), "{reset:?}");
+    client.assert_quiet().await;
+    let live = app.publish("missed", r#"{"n":31}"#).await;
+    let events = client.events_through(&live).await;
+    assert_eq!(ids_and_ns(&events), numbered(&[live], 31));
 }
 
 /// A subscriber connection whose server stops answering without closing the socket (SIGSTOP:

@@ -9,7 +9,9 @@
 //!   answered within the response timeout. A half-open connection (the peer vanished without a
 //!   FIN, or stopped answering) never makes redis-rs reconnect, since a timeout is not a
 //!   dropped connection: so on a missed deadline the connection is dropped and a new one is
-//!   opened (a new generation; pushes still queued from the old one are discarded).
+//!   opened (a new generation; pushes still queued from the old one are discarded). An error
+//!   answer (a node refusing: killed, restarting) is not silence: that node's connection
+//!   dropped, which its `Disconnection` push reports, and the others' subscriptions are kept.
 //! - The owner hears [`PushEvent::Lost`] whenever messages may have been missed: a
 //!   `Disconnection` push, or a missed deadline. It resubscribes what it needs (idempotent) and
 //!   catches up from Redis. Subscriptions made through this type on a replaced connection are
@@ -217,8 +219,16 @@ async fn run(
                 let name = strong.name;
                 drop(strong);
                 let alive = tokio::time::timeout(deadline, conn.on_every_node(&ping)).await;
-                if matches!(alive, Ok(Ok(()))) {
-                    continue;
+                match alive {
+                    Ok(Ok(())) => continue,
+                    // A node that answers with an error, or refuses (killed, restarting): its
+                    // connection dropped, which redis-rs reports (a `Disconnection` push, so
+                    // `Lost`) and mends itself; the other nodes' subscriptions are intact.
+                    // Replacing every node's connection would drop them all, once per check,
+                    // for as long as the node is down (a failover takes seconds).
+                    Ok(Err(err)) if !err.is_timeout() => continue,
+                    // Silence: a half-open connection, which nothing else would notice.
+                    Ok(Err(_)) | Err(_) => {}
                 }
                 drop(conn);
                 tracing::warn!(subscriber = name, ?deadline, "subscriber connection did not answer in time; replacing it");

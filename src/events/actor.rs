@@ -8,14 +8,14 @@ use actix::{
     Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, ResponseActFuture,
     SpawnHandle, StreamHandler, WrapFuture,
 };
-use redis::streams::StreamRangeReply;
+use futures_util::StreamExt;
 
 use super::{
     EventsConfig, EventsError, Join, Left, Shutdown,
     auth::EventsAuth,
-    history::{parse_range, stream_key},
+    history::{After, MAX_REPLAY_BYTES, Read, newest_id, read_after, stream_key},
     hub::Hub,
-    wire::{EventId, encode_event, split_payload},
+    wire::{encode_event, split_payload},
 };
 use crate::connection::{PushEvent, PushEvents, RedisError, RedisHandle, Subscriber};
 
@@ -41,10 +41,18 @@ struct Subscription {
     redis: RedisHandle,
     prefix: String,
     timeout: Duration,
+    /// Most events one channel's catch-up replays (what a client's queue holds); beyond,
+    /// `event: reset`.
+    catch_up: usize,
     pushes: Option<PushEvents>,
     subscribed: HashSet<String>,
-    /// The connection was lost (or never made): every channel must be resubscribed and caught up.
-    dirty: bool,
+    /// Channels to resubscribe and catch up from history: their subscription was lost (the
+    /// connection dropped, or their slot moved) or could not be made. Their pushes are not
+    /// fanned out meanwhile (the catch-up delivers them); other channels' are.
+    dirty: HashSet<String>,
+    /// The whole connection was lost and its resync has not yet succeeded: channels joining
+    /// meanwhile are left to it.
+    lost: bool,
     resync: Option<SpawnHandle>,
 }
 
@@ -57,7 +65,11 @@ impl EventsActor {
     ) -> Result<Self, EventsError> {
         let redis = match redis {
             None => None,
-            Some(handle) => Some(Subscription::new(handle, &config.key_prefix)?),
+            Some(handle) => Some(Subscription::new(
+                handle,
+                &config.key_prefix,
+                config.queue_size,
+            )?),
         };
         Ok(Self {
             hub,
@@ -68,63 +80,98 @@ impl EventsActor {
         })
     }
 
-    /// Schedules a resubscription (and catch-up) unless one is pending.
-    fn schedule_resync(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+    /// Marks `channels` for a resubscription and catch-up (`None`: every channel with clients,
+    /// as the connection was lost), and schedules one unless it is pending.
+    fn schedule_resync(
+        &mut self,
+        ctx: &mut Context<Self>,
+        delay: Duration,
+        channels: Option<Vec<String>>,
+    ) {
+        let all = channels.is_none();
+        let channels =
+            channels.unwrap_or_else(|| self.hub.channels().into_iter().map(|(c, _)| c).collect());
         let Some(sub) = self.redis.as_mut() else {
             return;
         };
-        sub.dirty = true;
+        sub.lost |= all;
+        sub.dirty.extend(channels);
         if sub.resync.is_none() {
             sub.resync = Some(ctx.run_later(delay, Self::resync));
         }
     }
 
-    /// Resubscribes every channel with local clients and replays what they may have missed.
+    /// Resubscribes every channel marked for it and replays what its clients may have missed,
+    /// channel by channel: one whose slot is not served yet (a failover under way) is retried
+    /// every [`RESYNC_RETRY`] without holding the others back.
     /// Runs with the mailbox and the push stream paused (`ctx.wait`), so that a replay is always
     /// fanned out before any live event that follows it.
     fn resync(&mut self, ctx: &mut Context<Self>) {
+        let live: HashSet<String> = self.hub.channels().into_iter().map(|(c, _)| c).collect();
         let Some(sub) = self.redis.as_mut() else {
             return;
         };
         sub.resync = None;
-        if !sub.dirty {
+        // Channels whose clients all left need nothing.
+        sub.dirty.retain(|c| live.contains(c));
+        if sub.dirty.is_empty() {
+            sub.lost = false;
             return;
         }
         self.hub
             .counters
             .resyncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let channels: Vec<String> = self.hub.channels().into_iter().map(|(c, _)| c).collect();
+        let channels: Vec<String> = sub.dirty.iter().cloned().collect();
         let task = sync_channels(
             sub.redis.clone(),
             sub.push.clone(),
             self.hub.clone(),
-            sub.prefix.clone(),
-            sub.timeout,
+            (sub.prefix.clone(), sub.timeout, sub.catch_up),
             channels.clone(),
             true,
         );
-        ctx.wait(task.into_actor(self).map(move |result, actor, ctx| {
-            match result {
-                Ok(replayed) => {
-                    if let Some(sub) = actor.redis.as_mut() {
-                        sub.dirty = false;
-                        sub.subscribed = channels.iter().cloned().collect();
-                    }
-                    tracing::info!(
-                        channels = channels.len(),
-                        replayed,
-                        "events subscriber (re)connected; channels resubscribed and caught up"
-                    );
-                    // Channels whose last client left during the resync.
-                    for channel in channels {
-                        actor.reconcile(&channel, ctx);
-                    }
-                }
+        ctx.wait(task.into_actor(self).map(move |results, actor, ctx| {
+            let Some(sub) = actor.redis.as_mut() else {
+                return;
+            };
+            let results = match results {
+                Ok(results) => results,
                 Err(err) => {
-                    tracing::debug!(error = %err, "events resubscription failed; retrying");
-                    actor.schedule_resync(ctx, RESYNC_RETRY);
+                    tracing::debug!(error = %err, "events resync: Redis does not answer; retrying");
+                    actor.schedule_resync(ctx, RESYNC_RETRY, Some(Vec::new()));
+                    return;
                 }
+            };
+            let (mut replayed, mut failed) = (0, 0);
+            for (channel, result) in channels.iter().zip(results) {
+                match result {
+                    Ok(n) => {
+                        replayed += n;
+                        sub.dirty.remove(channel);
+                        sub.subscribed.insert(channel.clone());
+                    }
+                    Err(err) => {
+                        failed += 1;
+                        tracing::debug!(error = %err, %channel, "events resubscription failed; retrying");
+                    }
+                }
+            }
+            if sub.dirty.is_empty() {
+                sub.lost = false;
+            }
+            tracing::info!(
+                channels = channels.len() - failed,
+                failed,
+                replayed,
+                "events channels resubscribed and caught up"
+            );
+            if failed > 0 {
+                actor.schedule_resync(ctx, RESYNC_RETRY, Some(Vec::new()));
+            }
+            // Channels whose last client left during the resync.
+            for channel in channels {
+                actor.reconcile(&channel, ctx);
             }
         }));
     }
@@ -141,8 +188,15 @@ impl EventsActor {
     fn reconcile_task(&mut self, channel: &str) -> Option<ResponseActFuture<Self, ()>> {
         let wanted = self.hub.count(channel) > 0;
         let sub = self.redis.as_mut()?;
-        if sub.dirty {
-            // The pending resync covers every channel with clients.
+        if sub.dirty.contains(channel) {
+            // The pending resync covers it.
+            return None;
+        }
+        if sub.lost {
+            // The connection is being resynced: the channel joins that resync.
+            if wanted {
+                sub.dirty.insert(channel.to_owned());
+            }
             return None;
         }
         let subscribed = sub.subscribed.contains(channel);
@@ -153,23 +207,23 @@ impl EventsActor {
                 sub.redis.clone(),
                 sub.push.clone(),
                 self.hub.clone(),
-                sub.prefix.clone(),
-                sub.timeout,
+                (sub.prefix.clone(), sub.timeout, sub.catch_up),
                 vec![channel.to_owned()],
                 false,
             );
             let channel = channel.to_owned();
             return Some(Box::pin(task.into_actor(self).map(
-                move |result, actor, ctx| match result {
-                    Ok(_) => {
+                move |results, actor, ctx| match results.map(|mut r| r.pop()) {
+                    Ok(Some(Ok(_))) => {
                         if let Some(sub) = actor.redis.as_mut() {
                             sub.subscribed.insert(channel);
                         }
                     }
-                    Err(err) => {
+                    Ok(Some(Err(err))) | Err(err) => {
                         tracing::warn!(error = %err, %channel, "cannot subscribe; retrying");
-                        actor.schedule_resync(ctx, RESYNC_RETRY);
+                        actor.schedule_resync(ctx, RESYNC_RETRY, Some(vec![channel]));
                     }
+                    Ok(None) => {}
                 },
             )));
         }
@@ -194,19 +248,15 @@ impl EventsActor {
         let Some(sub) = self.redis.as_ref() else {
             return;
         };
-        if sub.dirty {
-            // The connection layer resubscribes on its own after a reconnect, before the resync
-            // has caught up from history; fanning such a push out would move the channel's last
-            // id past events the catch-up has yet to replay. The resync's `XRANGE` delivers it.
-            return;
-        }
-        let Some(channel) = std::str::from_utf8(name)
-            .ok()
-            .and_then(|n| n.strip_prefix(sub.prefix.as_str()))
-            .and_then(|n| n.strip_prefix("events:"))
-        else {
+        let Some(channel) = channel_of(&sub.prefix, name) else {
             return;
         };
+        if sub.dirty.contains(channel) {
+            // The connection layer resubscribes on its own after a reconnect, before the resync
+            // has caught up from history; fanning such a push out would move the channel's last
+            // id past events the catch-up has yet to replay. The catch-up delivers it.
+            return;
+        }
         let Some((id, kind, data)) = split_payload(payload) else {
             tracing::warn!(channel, "ignoring a malformed event payload");
             return;
@@ -225,7 +275,7 @@ impl EventsActor {
 }
 
 impl Subscription {
-    fn new(redis: &RedisHandle, prefix: &str) -> Result<Self, EventsError> {
+    fn new(redis: &RedisHandle, prefix: &str, catch_up: usize) -> Result<Self, EventsError> {
         let (push, pushes) = redis
             .subscriber("events")
             .map_err(EventsError::Unavailable)?;
@@ -234,17 +284,35 @@ impl Subscription {
             redis: redis.clone(),
             prefix: prefix.to_owned(),
             timeout: redis.timeout(),
+            catch_up,
             pushes: Some(pushes),
             subscribed: HashSet::new(),
-            dirty: false,
+            dirty: HashSet::new(),
+            lost: false,
             resync: None,
         })
     }
 }
 
+/// The channel whose stream key (and sharded channel) is `name`.
+fn channel_of<'a>(prefix: &str, name: &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(name)
+        .ok()?
+        .strip_prefix(prefix)?
+        .strip_prefix("events:")
+}
+
+/// Most events one page of a catch-up reads.
+const CATCH_UP_PAGE: usize = 100;
+
+/// Channels resubscribed at once by one resync.
+const SYNC_CONCURRENCY: usize = 32;
+
 /// Subscribes `channels` and fans out what was published since each channel's last delivered id
-/// (for a channel new to this process: since just before the subscription). Answers how many
-/// events were replayed.
+/// (for a channel new to this process: since just before the subscription). Answers, for each
+/// channel in order, how many events were replayed, or why it could not be subscribed: each
+/// channel on its own, so that one whose slot is not served (a failover under way) holds no
+/// other back. An error for all of them when Redis does not answer `TIME`.
 ///
 /// `after_outage` (a resync after the connection was lost, or after a failed subscription):
 /// checks the connection first, and a channel that has never been baselined starts from when
@@ -254,69 +322,86 @@ async fn sync_channels(
     redis: RedisHandle,
     push: Subscriber,
     hub: Arc<Hub>,
-    prefix: String,
-    timeout: Duration,
+    (prefix, timeout, catch_up): (String, Duration, usize),
     channels: Vec<String>,
     after_outage: bool,
-) -> Result<usize, RedisError> {
-    let bounded = async move {
-        // After an outage the connection is checked first, with `TIME`: stream ids come from
-        // Redis's clock, and join times from ours, so a late baseline needs the difference.
-        let skew_ms = if after_outage {
-            let (secs, micros): (i64, i64) = redis.query(&redis::cmd("TIME")).await?;
-            let local = hub.clock().now_ms();
-            Some(secs.saturating_mul(1000).saturating_add(micros / 1000) - local)
-        } else {
-            None
-        };
-        // 1. Baseline: where live delivery starts for channels that never had it.
-        for channel in &channels {
-            if hub.last_id(channel).is_none() {
-                let mut cmd = redis::cmd("XREVRANGE");
-                cmd.arg(stream_key(&prefix, channel))
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1);
-                let reply: StreamRangeReply = redis.query(&cmd).await?;
-                let last = reply
-                    .ids
-                    .first()
-                    .and_then(|e| e.id.parse().ok())
-                    .unwrap_or(EventId::ZERO);
-                hub.baseline(channel, last, skew_ms);
-            }
-        }
-        // 2. Subscribe: from here on, pushes carry every new event. Sharded channels, one
-        // command each: on a cluster each goes to its slot's node, and channels of different
-        // slots are never subscribed together (CROSSSLOT).
-        for channel in &channels {
-            push.subscribe_sharded(stream_key(&prefix, channel).as_bytes())
-                .await?;
-        }
-        // 3. Catch up on what was published between the baseline and the subscription.
-        let mut replayed = 0;
-        for channel in &channels {
-            let Some(last) = hub.last_id(channel) else {
-                continue;
-            };
-            let mut cmd = redis::cmd("XRANGE");
-            cmd.arg(stream_key(&prefix, channel))
-                .arg(last.to_string())
-                .arg("+");
-            let reply: StreamRangeReply = redis.query(&cmd).await?;
-            for (id, bytes) in parse_range(reply) {
-                replayed += hub.fan_out(channel, id, &bytes, true).delivered.min(1);
-            }
-        }
-        Ok::<_, RedisError>(replayed)
+) -> Result<Vec<Result<usize, RedisError>>, RedisError> {
+    // After an outage the connection is checked first, with `TIME`: stream ids come from
+    // Redis's clock, and join times from ours, so a late baseline needs the difference.
+    let skew_ms = if after_outage {
+        let (secs, micros): (i64, i64) = redis.query(&redis::cmd("TIME")).await?;
+        let local = hub.clock().now_ms();
+        Some(secs.saturating_mul(1000).saturating_add(micros / 1000) - local)
+    } else {
+        None
     };
-    // Three round trips per channel at most, each bounded by the response timeout; this outer
-    // bound keeps a stalled server from pausing the actor for long.
-    match tokio::time::timeout(timeout * 4, bounded).await {
-        Ok(result) => result,
-        Err(_) => Err(RedisError::Timeout(timeout * 4)),
+    let (redis, push, hub, prefix) = (&redis, &push, &hub, prefix.as_str());
+    Ok(futures_util::stream::iter(channels.iter())
+        .map(|channel| async move {
+            let synced = sync_channel(redis, push, hub, (prefix, catch_up), channel, skew_ms);
+            // A few round trips, each bounded by the response timeout; this outer bound keeps a
+            // stalled server from pausing the actor for long.
+            match tokio::time::timeout(timeout * 4, synced).await {
+                Ok(result) => result,
+                Err(_) => Err(RedisError::Timeout(timeout * 4)),
+            }
+        })
+        .buffered(SYNC_CONCURRENCY)
+        .collect()
+        .await)
+}
+
+/// [`sync_channels`] for one channel.
+async fn sync_channel(
+    redis: &RedisHandle,
+    push: &Subscriber,
+    hub: &Hub,
+    (prefix, catch_up): (&str, usize),
+    channel: &str,
+    skew_ms: Option<i64>,
+) -> Result<usize, RedisError> {
+    // 1. Baseline: where live delivery starts for a channel that never had it.
+    if hub.last_id(channel).is_none() {
+        let last = newest_id(redis, prefix, channel).await?;
+        hub.baseline(channel, last, skew_ms);
     }
+    // 2. Subscribe: from here on, pushes carry every new event. A sharded channel, one command
+    // each: on a cluster it goes to its slot's node, and channels of different slots are never
+    // subscribed together (CROSSSLOT).
+    push.subscribe_sharded(stream_key(prefix, channel).as_bytes())
+        .await?;
+    // 3. Catch up on what was published between the baseline and the subscription, in pages
+    // of at most `CATCH_UP_PAGE` events and `MAX_REPLAY_BYTES` (Redis ships no more per round
+    // trip). A channel further behind than its clients' queues hold (`catch_up`), or whose
+    // history no longer reaches back, gets `event: reset` and goes on from the newest event.
+    let Some(mut from) = hub.last_id(channel) else {
+        return Ok(0);
+    };
+    let (mut replayed, mut caught) = (0, 0);
+    loop {
+        let bounds = (CATCH_UP_PAGE, MAX_REPLAY_BYTES);
+        let newest = match read_after(redis, (prefix, channel), from, bounds, Read::Page).await? {
+            After::Events(events) if events.is_empty() => break,
+            After::Events(events) if caught + events.len() <= catch_up => {
+                caught += events.len();
+                for (id, bytes) in events {
+                    from = id;
+                    replayed += hub.fan_out(channel, id, &bytes, true).delivered.min(1);
+                }
+                continue;
+            }
+            After::Events(_) => newest_id(redis, prefix, channel).await?,
+            After::Reset(newest) => newest,
+        };
+        let sent = hub.reset(channel, newest);
+        tracing::warn!(
+            channel,
+            sent,
+            "events missed beyond the catch-up bound or history; clients sent a reset"
+        );
+        break;
+    }
+    Ok(replayed)
 }
 
 impl Actor for EventsActor {
@@ -374,13 +459,18 @@ impl StreamHandler<PushEvent> for EventsActor {
                 tracing::warn!(
                     "events subscriber connection lost; resubscribing and catching up from history"
                 );
-                self.schedule_resync(ctx, Duration::ZERO);
+                self.schedule_resync(ctx, Duration::ZERO, None);
             }
-            PushEvent::ShardMoved(_) => {
+            PushEvent::ShardMoved(name) => {
                 // The channel's slot moved (resharding, failover): subscribe again where it
                 // lives now, and catch up on what was published meanwhile.
                 tracing::info!("events: a channel's slot moved; resubscribing and catching up");
-                self.schedule_resync(ctx, Duration::ZERO);
+                let channel = self
+                    .redis
+                    .as_ref()
+                    .and_then(|sub| channel_of(&sub.prefix, &name))
+                    .map(|c| vec![c.to_owned()]);
+                self.schedule_resync(ctx, Duration::ZERO, channel);
             }
         }
     }

@@ -268,11 +268,12 @@ impl EventsHandle {
         }
         let mut prelude = vec![encode_retry(inner.retry_ms)];
         let mut skip_through = None;
+        let mut replayed = None;
         if let Some(last) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
             let replay = match last.parse::<EventId>() {
                 Ok(last) => match inner.history.replay(channel, last, inner.max_replay).await {
                     Ok(replay) => {
-                        if matches!(replay, Replay::Events(_)) {
+                        if matches!(replay, Replay::Events(..)) {
                             skip_through = Some(last);
                         }
                         replay
@@ -286,15 +287,16 @@ impl EventsHandle {
             };
             match replay {
                 Replay::Reset => prelude.push(encode_control("reset")),
-                Replay::Events(events) => {
-                    if let Some((id, _)) = events.last() {
+                Replay::Events(events, slot) => {
+                    if let Some((id, _)) = events.events.last() {
                         skip_through = Some(*id);
                     }
-                    prelude.extend(events.into_iter().map(|(_, bytes)| bytes));
+                    prelude.extend(events.events.iter().map(|(_, bytes)| bytes.clone()));
+                    replayed = slot;
                 }
             }
         }
-        stream.set_prelude(prelude, skip_through);
+        stream.set_prelude(prelude, skip_through, replayed);
         Ok(stream)
     }
 

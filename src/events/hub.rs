@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{
     auth::{Caller, EventsAuth},
+    history::ReplaySlot,
     wire::{EventId, HEARTBEAT, encode_control},
 };
 use crate::clock::Clock;
@@ -282,6 +283,43 @@ impl Hub {
         result
     }
 
+    /// Sends `event: reset` to every client of `channel` (a client without room for it is
+    /// cut) and moves the channel's live delivery on to `newest`: events between its last id
+    /// and `newest` are lost to its clients (history no longer holds them, or too many to
+    /// catch up), who must refetch their state. Answers how many clients were sent the reset.
+    pub(crate) fn reset(&self, channel: &str, newest: EventId) -> usize {
+        let mut inner = self.lock();
+        let Some(entry) = inner.channels.get_mut(channel) else {
+            return 0;
+        };
+        entry.last_id = Some(entry.last_id.map_or(newest, |last| last.max(newest)));
+        let before = entry.clients.len();
+        let (mut sent, mut cut) = (0, 0);
+        entry.clients.retain(|_, client| {
+            let frame = Outgoing {
+                id: None,
+                bytes: encode_control("reset"),
+            };
+            match client.tx.try_send(frame) {
+                Ok(()) => {
+                    sent += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    client.overflowed.store(true, Ordering::Release);
+                    cut += 1;
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        let c = &self.counters;
+        c.slow_consumers.fetch_add(cut, Ordering::Relaxed);
+        c.clients
+            .fetch_sub((before - entry.clients.len()) as u64, Ordering::Relaxed);
+        sent
+    }
+
     /// Queues a heartbeat comment to every client that has room (a full queue is not cut for a
     /// heartbeat: the next event will do that).
     pub(crate) fn heartbeat(&self) {
@@ -362,6 +400,9 @@ impl Drop for LeaveGuard {
 /// Use it as a streaming response body ([`into_response`](Self::into_response)).
 pub struct EventStream {
     prelude: VecDeque<Bytes>,
+    /// The shared replay the prelude sends (on Redis): held until the prelude is sent, so that
+    /// resumes of the same position arriving meanwhile share it.
+    replayed: Option<Arc<ReplaySlot>>,
     rx: mpsc::Receiver<Outgoing>,
     /// Live events up to this id were already replayed from history.
     skip_through: Option<EventId>,
@@ -390,6 +431,7 @@ impl EventStream {
     ) -> Self {
         Self {
             prelude: VecDeque::new(),
+            replayed: None,
             rx: joined.rx,
             skip_through: None,
             overflowed: joined.overflowed,
@@ -404,10 +446,17 @@ impl EventStream {
         }
     }
 
-    /// Queues frames to send before anything live, and the last id they cover.
-    pub(crate) fn set_prelude(&mut self, frames: Vec<Bytes>, skip_through: Option<EventId>) {
+    /// Queues frames to send before anything live, the last id they cover, and the shared
+    /// replay they come from.
+    pub(crate) fn set_prelude(
+        &mut self,
+        frames: Vec<Bytes>,
+        skip_through: Option<EventId>,
+        replayed: Option<Arc<ReplaySlot>>,
+    ) {
         self.prelude.extend(frames);
         self.skip_through = skip_through;
+        self.replayed = replayed;
     }
 
     /// This stream holding `slot` (from [`EventsHandle::take_slot`](super::EventsHandle::take_slot))
@@ -434,6 +483,9 @@ impl Stream for EventStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if let Some(bytes) = this.prelude.pop_front() {
+            if this.prelude.is_empty() {
+                this.replayed = None;
+            }
             return Poll::Ready(Some(Ok(bytes)));
         }
         if this.done {

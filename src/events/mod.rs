@@ -8,7 +8,11 @@
 //!   hands each event, encoded once, to every local client's bounded queue.
 //! - **Resume**: a client sending `Last-Event-ID` is subscribed live first, then gets the events
 //!   after its id from history; live events already replayed are dropped, so the handover has
-//!   neither gap nor duplicate. An id history no longer holds gets `event: reset`.
+//!   neither gap nor duplicate. An id history no longer holds gets `event: reset`, and so does
+//!   one more than `max_replay` events or 1 MiB behind. History is read by a script that pages
+//!   through the stream inside Redis and sends back only what is replayed (a reset costs Redis
+//!   an id), and resumes of one position share one copy of the replay while any of them is
+//!   sending it (reading from Redis only what was published since).
 //! - Without Redis, the same semantics in-process: fan-out and a history ring per channel.
 //!
 //! # The subscriber connection
@@ -19,11 +23,22 @@
 //! history's script `SPUBLISH`es on the stream's key, so a channel's messages stay on its
 //! stream's shard). Whenever messages may have been missed (the layer's `Lost`: a dropped or a
 //! silent connection) or a channel's slot moved, the actor runs a *resync*: `TIME` on the command
-//! connection, `SSUBSCRIBE` every channel with local clients, then replay from each channel's
-//! stream everything after the last id it fanned out. The resync runs with the actor's mailbox
-//! and push stream paused, so a replay always precedes the live events that follow it;
-//! per-channel de-duplication by id drops what arrives twice. Clients stay connected throughout
-//! and lose nothing.
+//! connection, then for each channel concerned (every channel with local clients after a `Lost`,
+//! the one named after a slot moved) `SSUBSCRIBE` and a replay from its stream of everything after
+//! the last id it fanned out. Channels are resynced each on its own: one whose slot has no
+//! primary yet (a failover under way) is retried every 250 ms while the others are back at once,
+//! and only a channel being resynced has its pushes held back (the replay delivers them). A
+//! catch-up reads history in pages (100 events or 1 MiB each; Redis ships no more per round
+//! trip) up to what a client's queue holds (`queue_size`); a channel further behind, or whose
+//! history no longer reaches back to its last id, gets `event: reset` and goes on live. The resync runs with the actor's mailbox and push
+//! stream paused, so a replay always precedes the live events that follow it; per-channel
+//! de-duplication by id drops what arrives twice. Clients stay connected throughout.
+//!
+//! The bound: a lost subscription is noticed at once (a dropped connection, a slot moved) or
+//! within the liveness check (500 ms plus the response timeout); from the moment the channel's
+//! slot has a primary again, the channel is resubscribed and caught up within one retry (250 ms)
+//! plus at most 4 response timeouts (`tests/cluster.rs`,
+//! `open_streams_lose_no_acknowledged_event_through_failovers`).
 //!
 //! # Where the work happens
 //! Per-event work is one pass over the channel's clients under a short mutex (a `Bytes` clone
