@@ -7,11 +7,17 @@
 //!    the load generator and the cluster's nodes on CPU 1); the median of the per-round
 //!    throughput ratios. Target ≥ 0.85.
 //! 2. The limiter's exactness across two instances: 12 clients (their counters spread over the
-//!    primaries), each sending 300 requests at once through both instances against a limit of
-//!    100 per minute: exactly 100 admitted per client.
+//!    primaries), one after the other, each sending 300 requests at once against a limit of 100
+//!    per minute: 300 connections (150 to each instance) opened first, then every request
+//!    written together (a barrier), so all 300 are in flight at the same time. Exactly 100
+//!    admitted per client, the rest 429.
 //! 3. 10,000 SSE clients on one redkit process (a child: its own fd budget), spread over 10
-//!    channels on every primary; 20 events published per channel; every client gets all of its
-//!    channel's events.
+//!    channels on every primary; 20 events published per channel, each carrying its index;
+//!    every client receives every index of its channel exactly once (the indices it read, up to
+//!    the last one published, are exactly 0..20).
+//!
+//! `REDKIT_BENCH_SMOKE=1` (CI, `cargo test --benches`): 1 round of 0.5 s, 3 limited clients,
+//! 500 SSE clients and 5 events per channel; the same checks.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,13 +43,33 @@ use tokio::{
     net::TcpStream,
 };
 
-const ROUNDS: usize = 8;
-const EACH: Duration = Duration::from_secs(1);
-const CLIENTS: usize = 10_000;
+fn rounds() -> usize {
+    support::sized(8, 1)
+}
+
+fn each() -> Duration {
+    support::sized(Duration::from_secs(1), Duration::from_millis(500))
+}
+
+/// SSE clients (10,000; 500 in the smoke run).
+fn clients() -> usize {
+    support::sized(10_000, 500)
+}
+
+/// Events per channel (20; 5 in the smoke run).
+fn events() -> usize {
+    support::sized(20, 5)
+}
+
+/// Limited clients (12; 3 in the smoke run).
+fn limited_clients() -> usize {
+    support::sized(12, 3)
+}
+
+/// Requests each limited client sends at once.
+const AT_ONCE: usize = 300;
 const CHANNELS: usize = 10;
-const EVENTS: usize = 20;
 const LIMIT: usize = 100;
-const LIMITED_CLIENTS: usize = 12;
 const TOKEN: &str = "bench-token";
 /// Set in the child process that serves the SSE clients: the cluster's seed URLs.
 const ROLE_ENV: &str = "REDKIT_CLUSTER_BENCH_NODES";
@@ -67,13 +93,20 @@ fn main() {
         .unwrap();
     let addrs = serve_all(config.clone(), cluster.urls());
     println!(
-        "redkit cluster bench: 3 primaries (127.0.0.1:{}), {ROUNDS} rounds of {EACH:?}",
+        "redkit cluster bench{}: 3 primaries (127.0.0.1:{}), {} rounds of {:?}",
+        if support::smoke() {
+            " (smoke run: checks only, rates mean nothing)"
+        } else {
+            ""
+        },
         cluster
             .nodes()
             .iter()
             .map(|n| n.port().to_string())
             .collect::<Vec<_>>()
-            .join(",")
+            .join(","),
+        rounds(),
+        each()
     );
     rt.block_on(async {
         let hit = common::http(addrs.l2, "GET", "/cache/bench", &[], b"").await;
@@ -81,15 +114,17 @@ fn main() {
         let base = common::http(addrs.l2_base, "GET", "/cache/bench", &[], b"").await;
         assert_eq!(base.body, hit.body, "the baseline answers the same bytes");
         limiter_exactness(&addrs).await;
-        let pinned = std::env::var("REDKIT_BENCH_PIN").as_deref() != Ok("0")
+        // Not in the smoke run, whose debug build shares the machine with whatever else runs.
+        let pinned = !support::smoke()
+            && std::env::var("REDKIT_BENCH_PIN").as_deref() != Ok("0")
             && support::pin_load_generator_apart(&cluster.pids());
         let get_key: &'static [u8] = b"GET /cache/bench HTTP/1.1\r\nHost: bench\r\n\r\n";
         let l2 = compare(
             (addrs.l2, get_key),
             (addrs.l2_base, get_key),
-            64,
-            ROUNDS,
-            EACH,
+            support::sized(64, 8),
+            rounds(),
+            each(),
         )
         .await;
         report(
@@ -100,10 +135,19 @@ fn main() {
             0.85,
             &l2,
         );
-        let run = load(addrs.l2, get_key, 256, Duration::from_secs(2)).await;
+        let run = load(
+            addrs.l2,
+            get_key,
+            support::sized(256, 32),
+            support::sized(Duration::from_secs(2), Duration::from_millis(300)),
+        )
+        .await;
         println!(
-            "   L2 path at 256 connections: {:>9.0} req/s, {} non-200, {} connection errors",
-            run.per_sec, run.non_200, run.errors
+            "   L2 path at {} connections: {:>9.0} req/s, {} non-200, {} connection errors",
+            support::sized(256, 32),
+            run.per_sec,
+            run.non_200,
+            run.errors
         );
         assert_eq!(run.non_200 + run.errors, 0);
     });
@@ -235,48 +279,26 @@ fn report(name: &str, target: f64, run: &Comparison) {
     );
 }
 
-/// Item 2: every client admitted exactly `LIMIT` times of 300 concurrent requests through two
-/// instances.
+/// Item 2: every client admitted exactly `LIMIT` times of [`AT_ONCE`] requests in flight together
+/// through two instances.
 async fn limiter_exactness(addrs: &Addrs) {
     let started = Instant::now();
     let mut admitted_per_client = Vec::new();
     let mut total = 0;
-    for client in 0..LIMITED_CLIENTS {
+    for client in 0..limited_clients() {
         let ip = format!("10.9.0.{}", client + 1);
-        let mut tasks = Vec::new();
-        // 30 connections (15 per instance), 10 requests each.
-        for connection in 0..30 {
-            let addr = addrs.limited[connection % 2];
-            let ip = ip.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut statuses = Vec::new();
-                for _ in 0..10 {
-                    let reply = common::http(
-                        addr,
-                        "POST",
-                        "/expensive-operation",
-                        &[("x-forwarded-for", ip.as_str())],
-                        b"",
-                    )
-                    .await;
-                    statuses.push(reply.status);
-                }
-                statuses
-            }));
+        let statuses = at_once(addrs.limited, &ip).await;
+        assert_eq!(statuses.len(), AT_ONCE);
+        for status in &statuses {
+            assert!(*status == 200 || *status == 429, "status {status}");
         }
-        let mut admitted = 0;
-        for task in tasks {
-            for status in task.await.unwrap() {
-                assert!(status == 200 || status == 429, "status {status}");
-                admitted += usize::from(status == 200);
-                total += 1;
-            }
-        }
-        admitted_per_client.push(admitted);
+        total += statuses.len();
+        admitted_per_client.push(statuses.iter().filter(|s| **s == 200).count());
     }
     let took = started.elapsed();
     println!(
-        "2. limiter across two instances: {LIMITED_CLIENTS} clients x 300 requests (limit {LIMIT}/60 s): admitted {admitted_per_client:?} ({:.0} decisions/s over fresh connections) {}",
+        "2. limiter across two instances: {} clients x {AT_ONCE} requests in flight together (limit {LIMIT}/60 s): admitted {admitted_per_client:?} ({:.0} decisions/s, connections included) {}",
+        limited_clients(),
         total as f64 / took.as_secs_f64(),
         if admitted_per_client.iter().all(|&a| a == LIMIT) {
             "EXACT"
@@ -288,6 +310,34 @@ async fn limiter_exactness(addrs: &Addrs) {
         admitted_per_client.iter().all(|&a| a == LIMIT),
         "{admitted_per_client:?}"
     );
+}
+
+/// [`AT_ONCE`] `POST /expensive-operation` from `ip` (behind the trusted proxy), half to each
+/// instance: every connection is opened first, then every request is written at once (a
+/// barrier), so all of them are in flight together. Answers each one's status.
+async fn at_once(instances: [SocketAddr; 2], ip: &str) -> Vec<u16> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(AT_ONCE));
+    let request = Arc::new(format!(
+        "POST /expensive-operation HTTP/1.1\r\nHost: bench\r\nX-Forwarded-For: {ip}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    let tasks: Vec<_> = (0..AT_ONCE)
+        .map(|n| {
+            let (barrier, request) = (barrier.clone(), request.clone());
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(instances[n % 2]).await.expect("connect");
+                barrier.wait().await;
+                stream.write_all(request.as_bytes()).await.expect("write");
+                let mut reply = Vec::new();
+                stream.read_to_end(&mut reply).await.expect("read");
+                support::parse(&reply).expect("a complete response").0
+            })
+        })
+        .collect();
+    let mut statuses = Vec::with_capacity(AT_ONCE);
+    for task in tasks {
+        statuses.push(task.await.expect("request task"));
+    }
+    statuses
 }
 
 /// The child role: redkit on the cluster with a static publishing token, two workers.
@@ -302,8 +352,8 @@ fn serve_sse(nodes: Vec<String>) {
         )
         .unwrap();
         // Every client shares 127.0.0.1.
-        config.events.max_connections = CLIENTS + 100;
-        config.events.max_connections_per_ip = CLIENTS + 100;
+        config.events.max_connections = clients() + 100;
+        config.events.max_connections_per_ip = clients() + 100;
         let services = Services::start(&config).expect("services");
         let tokens = common::static_tokens::StaticTokens::new();
         tokens.insert(
@@ -322,7 +372,8 @@ fn serve_sse(nodes: Vec<String>) {
     });
 }
 
-/// Item 3: 10,000 SSE clients over 10 channels (every primary), 20 events each, all delivered.
+/// Item 3: 10,000 SSE clients over 10 channels (every primary), 20 events each, every one
+/// delivered exactly once to every client of its channel.
 async fn sse_fan_out(cluster: &RedisCluster) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env(ROLE_ENV, cluster.urls().join(","))
@@ -342,15 +393,17 @@ async fn sse_fan_out(cluster: &RedisCluster) {
         .unwrap_or_else(|| panic!("server did not start: {line:?}"));
     let channels: Vec<String> = (0..CHANNELS).map(|c| format!("bench-{c}")).collect();
     let ready = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::with_capacity(CLIENTS);
+    let (clients, events) = (clients(), events());
+    let batch = clients.min(500);
+    let mut tasks = Vec::with_capacity(clients);
     let started = Instant::now();
-    for batch in 0..CLIENTS / 500 {
-        for i in 0..500 {
-            let channel = channels[(batch * 500 + i) % CHANNELS].clone();
+    for round in 0..clients / batch {
+        for i in 0..batch {
+            let channel = channels[(round * batch + i) % CHANNELS].clone();
             tasks.push(tokio::spawn(sse_client(addr, channel, ready.clone())));
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while ready.load(Ordering::Acquire) < (batch + 1) * 500 {
+        while ready.load(Ordering::Acquire) < (round + 1) * batch {
             assert!(Instant::now() < deadline, "clients did not connect");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -365,7 +418,7 @@ async fn sse_fan_out(cluster: &RedisCluster) {
         }
     }
     let published = Instant::now();
-    for n in 0..EVENTS {
+    for n in 0..events {
         for channel in &channels {
             let reply = common::http(
                 addr,
@@ -381,30 +434,45 @@ async fn sse_fan_out(cluster: &RedisCluster) {
             assert_eq!(reply.status, 202, "{:?}", reply.body);
         }
     }
-    let mut delivered = 0;
+    let every_index: Vec<usize> = (0..events).collect();
+    let (mut exact, mut delivered) = (0, 0);
+    let mut wrong = Vec::new();
     for task in tasks {
-        delivered += tokio::time::timeout(Duration::from_secs(60), task)
+        let indices = tokio::time::timeout(Duration::from_secs(60), task)
             .await
-            .expect("every client gets every event within 60 s")
+            .expect("every client gets the last event within 60 s")
             .unwrap();
+        delivered += indices.len();
+        if indices == every_index {
+            exact += 1;
+        } else if wrong.len() < 3 {
+            wrong.push(indices);
+        }
     }
     let took = published.elapsed();
     let _ = child.kill();
     let _ = child.wait();
     println!(
-        "3. SSE fan-out: {CLIENTS} clients on {CHANNELS} channels (connected in {connected:.1?}), {EVENTS} events per channel: {delivered} of {} deliveries in {took:.2?} {}",
-        CLIENTS * EVENTS,
-        if delivered == CLIENTS * EVENTS {
+        "3. SSE fan-out: {clients} clients on {CHANNELS} channels (connected in {connected:.1?}), {events} events per channel: {exact} of {clients} clients received every index exactly once, in order ({delivered} events read, {} expected) in {took:.2?} {}",
+        clients * events,
+        if exact == clients {
             "ALL DELIVERED"
         } else {
-            "MISSING"
+            "MISSING OR DUPLICATED"
         }
     );
-    assert_eq!(delivered, CLIENTS * EVENTS);
+    assert_eq!(
+        exact, clients,
+        "indices received by some clients: {wrong:?}"
+    );
+    assert_eq!(delivered, clients * events);
 }
 
-/// One SSE client: counts `data:` events until it has [`EVENTS`]; answers the count.
-async fn sse_client(addr: SocketAddr, channel: String, ready: Arc<AtomicUsize>) -> usize {
+/// One SSE client: reads events until it receives the last index published ([`events`] - 1);
+/// answers the index of every event it read, in order (events on a channel arrive in order, so
+/// a duplicate of an earlier one comes before the last and is in the list; a lost one is not).
+async fn sse_client(addr: SocketAddr, channel: String, ready: Arc<AtomicUsize>) -> Vec<usize> {
+    let last = events() - 1;
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let req = format!(
         "GET /events/{channel} HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n"
@@ -413,8 +481,8 @@ async fn sse_client(addr: SocketAddr, channel: String, ready: Arc<AtomicUsize>) 
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let mut seen_ready = false;
-    let mut got = 0;
-    while got < EVENTS {
+    let mut got: Vec<usize> = Vec::with_capacity(last + 1);
+    while got.last() != Some(&last) {
         let n = stream.read(&mut chunk).await.expect("read");
         assert!(n > 0, "server closed a stream");
         buf.extend_from_slice(&chunk[..n]);
@@ -424,8 +492,20 @@ async fn sse_client(addr: SocketAddr, channel: String, ready: Arc<AtomicUsize>) 
         }
         let mut consumed = 0;
         while let Some(end) = memchr::memmem::find(&buf[consumed..], b"\n\n") {
-            if memchr::memmem::find(&buf[consumed..consumed + end], b"data: ").is_some() {
-                got += 1;
+            let block = &buf[consumed..consumed + end];
+            if let Some(at) = memchr::memmem::find(block, b"data: {\"n\":") {
+                let digits = &block[at + 11..];
+                let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+                let index = std::str::from_utf8(&digits[..len])
+                    .ok()
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or_else(|| panic!("an event without an index: {block:?}"));
+                got.push(index);
+            } else {
+                assert!(
+                    memchr::memmem::find(block, b"data: ").is_none(),
+                    "an event without an index: {block:?}"
+                );
             }
             consumed += end + 2;
         }

@@ -12,6 +12,11 @@
 //!    bytes, all three loaded at once (64 connections each) during the writes; the median of the
 //!    per-round throughput ratios. Target ≥ 0.90.
 //!
+//! Every change must be seen by both instances within [`GIVE_UP`] (asserted), every answer must
+//! be a 200 with the product's bytes (checked before the load) and every L1 hit must come from L1.
+//!
+//! `REDKIT_BENCH_SMOKE=1` (CI, `cargo test --benches`): 1 round of 0.5 s, the same checks.
+//!
 //! As in `benches/http.rs`: the servers (and their actors, the feeds included) on CPU 0, the
 //! load generator, the writer and redis-server on CPU 1.
 
@@ -29,8 +34,18 @@ use common::RedisServer;
 use redkit::{Config, cache::CacheHandle, config::RedisSettings, http::Services};
 use support::{Load, load};
 
-const ROUNDS: usize = 8;
-const EACH: Duration = Duration::from_secs(1);
+fn round_count() -> usize {
+    support::sized(8, 1)
+}
+
+/// Connections to each server (8 in the smoke run).
+fn connections() -> usize {
+    support::sized(64, 8)
+}
+
+fn each() -> Duration {
+    support::sized(Duration::from_secs(1), Duration::from_millis(500))
+}
 /// Keys the writer cycles through, each cached in both instances' L1 before it changes.
 const KEYS: usize = 100;
 const WRITE_EVERY: Duration = Duration::from_millis(10);
@@ -162,10 +177,16 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let pinned = std::env::var("REDKIT_BENCH_PIN").as_deref() != Ok("0")
+        // Not in the smoke run, whose debug build shares the machine with whatever else runs.
+        let pinned = !support::smoke()
+            && std::env::var("REDKIT_BENCH_PIN").as_deref() != Ok("0")
             && support::pin_load_generator_apart(&redis.pid().into_iter().collect::<Vec<_>>());
         println!(
-            "redkit fleet bench: 2 instances + a minimal handler loaded together ({ROUNDS} rounds of {EACH:?}, 64 connections each, 1 worker each) while a plain Redis client writes one of {KEYS} keys every {WRITE_EVERY:?}; {}",
+            "redkit fleet bench{}: 2 instances + a minimal handler loaded together ({} rounds of {:?}, {} connections each, 1 worker each) while a plain Redis client writes one of {KEYS} keys every {WRITE_EVERY:?}; {}",
+            if support::smoke() { " (smoke run: checks only, rates mean nothing)" } else { "" },
+            round_count(),
+            each(),
+            connections(),
             if pinned {
                 "load generator, writer and redis-server on CPU 1, servers on CPU 0"
             } else {
@@ -200,17 +221,18 @@ fn main() {
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let measure = async {
             // Warm-up, not counted.
+            let warm = support::sized(Duration::from_millis(300), Duration::from_millis(100));
             tokio::join!(
-                load(fleet.a, get_product, 64, Duration::from_millis(300)),
-                load(fleet.b, get_product, 64, Duration::from_millis(300)),
-                load(fleet.base, get_product, 64, Duration::from_millis(300)),
+                load(fleet.a, get_product, connections(), warm),
+                load(fleet.b, get_product, connections(), warm),
+                load(fleet.base, get_product, connections(), warm),
             );
             let mut rounds: Vec<(Load, Load, Load)> = Vec::new();
-            for _ in 0..ROUNDS {
+            for _ in 0..round_count() {
                 rounds.push(tokio::join!(
-                    load(fleet.a, get_product, 64, EACH),
-                    load(fleet.b, get_product, 64, EACH),
-                    load(fleet.base, get_product, 64, EACH),
+                    load(fleet.a, get_product, connections(), each()),
+                    load(fleet.b, get_product, connections(), each()),
+                    load(fleet.base, get_product, connections(), each()),
                 ));
             }
             stop_tx.send(true).unwrap();
@@ -237,6 +259,7 @@ fn main() {
             }
         );
         assert_eq!(lags.len() as u64, written * 2);
+        assert!(max < GIVE_UP, "a change was not seen within {GIVE_UP:?}");
         for (name, pick) in [
             ("A", (|r: &(Load, Load, Load)| r.0) as fn(&(Load, Load, Load)) -> Load),
             ("B", |r| r.1),

@@ -16,6 +16,19 @@ use tokio::{
     net::TcpStream,
 };
 
+/// Whether this is the smoke run (`REDKIT_BENCH_SMOKE=1`, what CI runs with `cargo test
+/// --benches`): each bench shrinks its counts and durations to a second or two and checks only
+/// what it asserts (exact admissions, every delivery by index, the same bytes, no errors); its
+/// rates and ratios then mean nothing (a debug build, no warm-up to speak of).
+pub fn smoke() -> bool {
+    std::env::var("REDKIT_BENCH_SMOKE").as_deref() == Ok("1")
+}
+
+/// `full`, or `small` in the [`smoke`] run.
+pub fn sized<T>(full: T, small: T) -> T {
+    if smoke() { small } else { full }
+}
+
 /// Serves the app `$factory` builds with one worker on a free loopback port, spawned on the
 /// current actix system; answers its address.
 #[allow(unused_macros)]
@@ -285,7 +298,7 @@ pub async fn compare_with(
     each: Duration,
 ) -> Comparison {
     // Warm-up, not counted.
-    let warm = Duration::from_millis(300);
+    let warm = sized(Duration::from_millis(300), Duration::from_millis(100));
     tokio::join!(
         load_with(a.0, a.1.clone(), connections, warm),
         load_with(b.0, b.1.clone(), connections, warm)
