@@ -128,39 +128,33 @@
 //! |---|---|---|
 //! | `cache` | [`cache`]: `CacheHandle`, `cached`, `remember` | moka |
 //! | `ratelimit` | [`ratelimit`]: policies, `RateLimitHandle`, the middleware, the login limiter | crc16, itoa |
-//! | `auth` | [`auth`]: users, JWTs, sessions, revocation, `AuthUser`; with `events`, `EventsBridge` | `ratelimit`, argon2, jsonwebtoken, rusqlite (bundled SQLite), base64 |
+//! | `auth` | [`auth`]: users, JWTs, sessions, revocation, `AuthUser` | argon2, jsonwebtoken, rusqlite (bundled SQLite), base64 |
 //! | `events` | [`events`]: `EventsHandle`, history, SSE fan-out | nothing more |
-//! | `catalog` | [`catalog`]: the sample product catalog | `cache`, rusqlite (bundled SQLite) |
 //! | `tls` | `rediss://` URLs and seeds, [`RedisSettings::tls_root_certs`](connection::RedisSettings::tls_root_certs) | redis-rs's rustls support, rustls with `ring` |
-//! | `server` (default) | every feature above, their HTTP routes, [`http`] (`Services`, `app()`, OpenAPI, Swagger UI, demo page), [`config`], [`run`], the `redkit` binary | all of the above, clap, tracing-subscriber, socket2, actix-web-lab |
+//! | `server` (default) | [`server`]: every feature above composed, their HTTP routes, the sample [`catalog`], [`http`] (`Services`, `app()`, OpenAPI, Swagger UI, demo page), [`config`], [`run`], the `redkit` binary | all of the above, rusqlite, clap, tracing-subscriber, socket2, actix-web-lab |
 //!
-//! Always built, whatever the features: the bottom layer below ([`problem`], [`clock`], [`db`],
-//! [`settings`], [`latency`], [`client`], [`connection`]) and [`metrics`] (its collectors read
-//! the handles of the features that are on). They cost actix-web, redis-rs and
-//! prometheus-client, which every capability needs anyway.
-//!
-//! `auth` needs `ratelimit`: a login is always limited (`RateLimitHandle`'s login limiter, per
-//! username and client address) and a session records the address the limiter counts, so auth
-//! without the limiter would be auth open to password guessing. A feature's `routes.rs` is part
-//! of the server (only [`Services::configure`](http::Services::configure) mounts them) and is
-//! built with `server`.
+//! Always built, whatever the features: the shared layer below ([`problem`], [`clock`], [`db`],
+//! [`settings`], [`latency`], [`client`], [`connection`], [`metrics`]). It costs actix-web,
+//! redis-rs and prometheus-client, which every capability needs anyway.
 //!
 //! # Layers
-//! Each module sits in one layer and imports only from its own layer or those below
-//! (`tests/layers.rs` checks the rule on the source):
-//! - **Shared vocabulary** (bottom): [`problem`] (the problem body and the helpers that give every
-//!   error response that shape), [`clock`] (the one clock, with a manual clock for tests),
-//!   [`db`] (where the SQLite database lives), [`settings`] (the one configuration error and the
-//!   key-prefix rule), [`latency`] (the latency buckets), [`client`] (the client-address rule the
-//!   limiter, the SSE connection caps and sessions share), and [`connection`] (the Redis
-//!   connection layer and its [`RedisSettings`](connection::RedisSettings)).
-//! - **Features**: [`cache`], [`catalog`], [`auth`], [`ratelimit`], [`events`], [`metrics`]. Each
-//!   owns its settings and their `DEFAULT_*` constants in its `config.rs`, in one style: a
-//!   `#[non_exhaustive]` struct with public fields, `Default`, and `validate()` returning a
-//!   [`settings::ConfigError`]. A feature's routes take that feature's handle as app data, never
-//!   the HTTP assembly's [`Services`](http::Services).
-//! - **Assembly** (top, the `server` feature): [`http`] (`Services`, `app()`, `Frame`, OpenAPI,
-//!   docs, demo, health) and [`config`] (the command line, which fills the features' settings).
+//! Each module sits in one layer and imports only from its own layer or those below; the
+//! capabilities import nothing of each other (`tests/layers.rs` checks both on the source):
+//! - **Shared vocabulary**: [`problem`] (the problem body and the helpers that give every error
+//!   response that shape), [`clock`] (the one clock, with a manual clock for tests), [`db`]
+//!   (where the SQLite database lives), [`settings`] (the one configuration error and the
+//!   key-prefix rule), [`latency`] (the latency buckets), [`client`] (the client-address rule
+//!   and the bearer-token rule), [`connection`] (the Redis connection layer and its
+//!   [`RedisSettings`](connection::RedisSettings)) and [`metrics`] (the registry each capability
+//!   registers its own collector in, and the `Frame` middleware).
+//! - **Capabilities**, side by side: [`cache`], [`ratelimit`], [`auth`], [`events`]. Each owns
+//!   its settings and their `DEFAULT_*` constants in its `config.rs`: a `#[non_exhaustive]`
+//!   struct with public fields, `Default`, and `validate()` returning a
+//!   [`settings::ConfigError`]. Where one needs another, a small trait in the one that receives
+//!   the help says what it needs (`ratelimit::UserResolver`, `events::EventsAuth`).
+//! - **The server** ([`server`], the `server` feature): every capability's routes, the sample
+//!   [`catalog`], [`http`] (`Services`, `app()`, OpenAPI, docs, demo, health), [`config`] (the
+//!   command line) and `server::bridge`, where auth is plugged into the limiter and live events.
 //!
 //! `ARCHITECTURE.md` draws the layers and follows three requests through the code.
 //!
