@@ -4,8 +4,8 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFu
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, Release, Set, glob::Glob,
-    inner::Inner, l1::Ticket, stats::Stats,
+    Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, MAX_TTL, Refresh, Release, Set,
+    glob::Glob, inner::Inner, l1::Ticket, stats::Stats,
 };
 
 /// A load in progress for one key.
@@ -236,6 +236,31 @@ impl Handler<Acquire> for CacheActor {
     }
 }
 
+impl Handler<Refresh> for CacheActor {
+    type Result = actix::MessageResult<Refresh>;
+
+    fn handle(&mut self, msg: Refresh, ctx: &mut Self::Context) -> Self::Result {
+        if self.flights.contains_key(&msg.key) {
+            return actix::MessageResult(None);
+        }
+        let ticket = self.inner.l1.ticket(&msg.key);
+        self.flights.insert(
+            msg.key.clone(),
+            Flight::Loading {
+                waiters: Vec::new(),
+                stale: false,
+                ticket,
+            },
+        );
+        actix::MessageResult(Some(LoadGuard {
+            key: msg.key,
+            addr: ctx.address(),
+            armed: true,
+            fill: None,
+        }))
+    }
+}
+
 impl Handler<Release> for CacheActor {
     type Result = ();
 
@@ -262,7 +287,17 @@ impl Handler<Release> for CacheActor {
             return;
         }
         let key = msg.key;
-        self.inner.l1.fill(&key, value.clone(), ttl, ticket);
+        let config = &self.inner.config;
+        // A loaded value is kept past its TTL for fail-safe, in an envelope that says when it
+        // goes stale (see `envelope.rs`); an eager refresh needs the envelope too (every
+        // instance must know when the value was written).
+        let wrapped =
+            value.is_some() && (!config.fail_safe_max.is_zero() || config.eager_refresh > 0.0);
+        let refresh_in =
+            (wrapped && config.eager_refresh > 0.0).then(|| ttl.mul_f64(config.eager_refresh));
+        self.inner
+            .l1
+            .fill_refreshing(&key, value.clone(), ttl, refresh_in, ticket);
         // L2 is filled only under the guard taken before the load (see `Store::fill`).
         let Some(guard) = msg.fill else {
             return;
@@ -283,8 +318,17 @@ impl Handler<Release> for CacheActor {
             },
         );
         let store = self.inner.store.clone();
-        let bytes =
-            value.unwrap_or_else(|| bytes::Bytes::from_static(super::store::NEGATIVE_MARKER));
+        let (bytes, ttl) = match value {
+            Some(json) if wrapped => (
+                super::envelope::encode(&json, ttl),
+                ttl.saturating_add(config.fail_safe_max).min(MAX_TTL),
+            ),
+            Some(json) => (json, ttl),
+            None => (
+                bytes::Bytes::from_static(super::store::NEGATIVE_MARKER),
+                ttl,
+            ),
+        };
         let echo = self.inner.l1.echo(&key);
         // The caller's `complete` returns once L1 holds what L2 holds (or L1 gave up).
         let handled = msg.handled;

@@ -19,9 +19,12 @@ pub enum CacheError {
     /// The value is not JSON.
     #[error("cache values must be JSON")]
     InvalidValue,
-    /// The TTL is zero.
-    #[error("cache TTL must be at least one second")]
+    /// The TTL is under one second or over [`MAX_TTL`](super::MAX_TTL) (100 years).
+    #[error("cache TTL must be from one second to 100 years")]
     InvalidTtl,
+    /// The loader ran past the hard timeout and nothing stale was at hand.
+    #[error("the loader did not answer in time")]
+    LoaderTimeout,
     /// L2 (Redis) is needed for this operation and cannot be reached.
     #[error(transparent)]
     Unavailable(#[from] RedisError),
@@ -59,6 +62,7 @@ impl ResponseError for CacheError {
             Self::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(err) => err.status_code(),
             Self::ActorGone => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LoaderTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Serde(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,8 +86,11 @@ impl ResponseError for CacheError {
             ))
             .into_response(),
             Self::InvalidTtl => {
-                Problem::bad_request("ttl must be at least 1 second.").into_response()
+                Problem::bad_request("ttl must be from 1 second to 100 years.").into_response()
             }
+            Self::LoaderTimeout => Problem::for_status(StatusCode::GATEWAY_TIMEOUT)
+                .with_detail("The data source did not answer in time.")
+                .into_response(),
             Self::InvalidValue => Problem::validation("Cache values must be JSON.").into_response(),
             Self::Unavailable(err) => {
                 tracing::warn!(error = %err, "cache operation needs redis");

@@ -9,8 +9,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
     CacheActor, CacheConfig, CacheError, CacheStats, Delete, FlushPattern, Hit, Set, Tier,
+    config::MAX_TTL,
     error::validate_key,
-    inner::{Inner, start_feed},
+    inner::{Inner, L2Read, start_feed},
     l1::L1,
     stats::{L1Feed, Stats},
     store::{MemoryL2, RedisStore, Store},
@@ -31,6 +32,14 @@ impl std::fmt::Debug for CacheHandle {
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
+}
+
+/// Checks a TTL: from one second to [`MAX_TTL`].
+pub(super) fn validate_ttl(ttl: Duration) -> Result<(), CacheError> {
+    if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
+        return Err(CacheError::InvalidTtl);
+    }
+    Ok(())
 }
 
 impl CacheHandle {
@@ -63,6 +72,8 @@ impl CacheHandle {
             stats,
             config,
             _feed: feed,
+            throttles: std::sync::Mutex::default(),
+            refreshing: std::sync::Mutex::default(),
         });
         let addr = CacheActor::new(Arc::clone(&inner)).start();
         Self { inner, addr }
@@ -98,11 +109,12 @@ impl CacheHandle {
             }));
         }
         match self.read_l2(key).await? {
-            Some(value) => Ok(value.map(|json| Hit {
+            L2Read::Fresh { value, .. } => Ok(value.map(|json| Hit {
                 json,
                 tier: Tier::L2,
             })),
-            None => {
+            // A plain read has no loader to fail: past its TTL, a value is gone.
+            L2Read::Stale { .. } | L2Read::Miss => {
                 Stats::bump(&self.inner.stats.misses);
                 Ok(None)
             }
@@ -160,9 +172,7 @@ impl CacheHandle {
     /// As [`set`](Self::set), and [`CacheError::InvalidValue`] when `json` is not JSON.
     pub async fn set_json(&self, key: &str, json: Bytes, ttl: Duration) -> Result<(), CacheError> {
         validate_key(key)?;
-        if ttl < Duration::from_secs(1) {
-            return Err(CacheError::InvalidTtl);
-        }
+        validate_ttl(ttl)?;
         if serde_json::from_slice::<serde::de::IgnoredAny>(&json).is_err() {
             return Err(CacheError::InvalidValue);
         }
@@ -215,18 +225,19 @@ impl CacheHandle {
         self.flush_pattern("*").await
     }
 
-    /// Reads L2 and fills L1. `Ok(None)`: a miss; `Ok(Some(None))`: a negative entry.
-    pub(super) async fn read_l2(&self, key: &str) -> Result<Option<Option<Bytes>>, CacheError> {
+    /// Reads L2 and fills L1 with a fresh value.
+    pub(super) async fn read_l2(&self, key: &str) -> Result<L2Read, CacheError> {
         if !self.inner.store.readable() {
             Stats::bump(&self.inner.stats.l2_errors);
             return Err(self.unavailable());
         }
         match self.inner.read_l2_and_fill(key).await {
-            Ok(Some(value)) => {
-                Stats::bump(&self.inner.stats.l2_hits);
-                Ok(Some(value))
+            Ok(read) => {
+                if matches!(read, L2Read::Fresh { .. }) {
+                    Stats::bump(&self.inner.stats.l2_hits);
+                }
+                Ok(read)
             }
-            Ok(None) => Ok(None),
             Err(err) => Err(self.l2_failed(err)),
         }
     }

@@ -58,6 +58,8 @@ pub(crate) struct L1Entry {
     pub(crate) value: Option<Bytes>,
     /// When moka drops it; fronts serve it until then at most.
     expires_at: Instant,
+    /// From when a hit asks for an eager refresh (`None`: never).
+    refresh_at: Option<Instant>,
 }
 
 struct L1Expiry;
@@ -241,10 +243,22 @@ impl L1 {
         ttl: Duration,
         ticket: Ticket,
     ) -> bool {
+        self.fill_refreshing(key, value, ttl, None, ticket)
+    }
+
+    /// As [`fill`](Self::fill), for an entry due for an eager refresh in `refresh_in`.
+    pub(crate) fn fill_refreshing(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        ttl: Duration,
+        refresh_in: Option<Duration>,
+        ticket: Ticket,
+    ) -> bool {
         if self.cache.is_none() || !self.current(ticket) {
             return false;
         }
-        self.insert(key, value, ttl);
+        self.insert(key, value, ttl, refresh_in);
         // An invalidation that bumped the epoch before this check is seen here; one that bumps
         // it after removes the entry itself (it removes after bumping).
         if self.current(ticket) {
@@ -285,6 +299,11 @@ impl L1 {
 
     /// The entry's value (`None` inside: a negative entry), from this thread's front or moka.
     pub(crate) fn get(&self, key: &str) -> Option<Option<Bytes>> {
+        self.get_refreshing(key).map(|(value, _)| value)
+    }
+
+    /// As [`get`](Self::get), and whether the entry is due for an eager refresh.
+    pub(crate) fn get_refreshing(&self, key: &str) -> Option<(Option<Bytes>, bool)> {
         let cache = self.cache.as_ref()?;
         // Bypassed while the feed is down: one relaxed load of a flag that rarely changes (its
         // cache line stays shared across threads). A read racing the switch may serve what was
@@ -311,7 +330,8 @@ impl L1 {
                     .fill(self.id, (stripe, generation), key, &entry);
             });
         }
-        Some(entry.value)
+        let due = entry.refresh_at.is_some_and(|at| now >= at);
+        Some((entry.value, due))
     }
 
     /// Marks the front entries of `key` (of every key: `None`) stale; called after each change
@@ -331,14 +351,22 @@ impl L1 {
 
     /// Stores `value` for at most `ttl` (itself capped by the L1 TTL): L1 never outlives L2.
     /// Unchecked: callers that read the value from elsewhere use [`fill`](Self::fill).
-    fn insert(&self, key: &str, value: Option<Bytes>, ttl: Duration) {
+    fn insert(&self, key: &str, value: Option<Bytes>, ttl: Duration, refresh_in: Option<Duration>) {
         if let Some(cache) = &self.cache {
             let ttl = ttl.min(self.max_ttl);
             if !ttl.is_zero() {
                 let now = Instant::now();
                 // An unrepresentable expiry (beyond any configurable TTL) is not cached.
                 let expires_at = now.checked_add(ttl).unwrap_or(now);
-                cache.insert(key.to_owned(), L1Entry { value, expires_at });
+                let refresh_at = refresh_in.and_then(|d| now.checked_add(d));
+                cache.insert(
+                    key.to_owned(),
+                    L1Entry {
+                        value,
+                        expires_at,
+                        refresh_at,
+                    },
+                );
                 self.changed(Some(key));
             }
         }

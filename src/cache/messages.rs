@@ -44,6 +44,15 @@ pub struct Acquire {
     pub key: String,
 }
 
+/// Asks to reload `key` in the background (eager refresh): answers a guard when no load of the
+/// key is under way in this process, `None` otherwise.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<LoadGuard>")]
+pub struct Refresh {
+    /// The cache key (without the namespace).
+    pub key: String,
+}
+
 /// Ends a load begun with [`Acquire`]: stores the result (unless a write made it stale) and
 /// wakes every waiter. `outcome: None` means the load failed or was abandoned.
 #[derive(Debug, Message)]

@@ -42,6 +42,17 @@ pub struct FillGuard {
     /// The marker's token then (empty: none); `None` on the memory backend (no guard needed).
     marker: Option<Vec<u8>>,
     taken: Instant,
+    /// The SHA-1 (hex) of the L2 value the loader found before it began (a stale value it may
+    /// replace, or a fresh one an eager refresh replaces); `None`: the key was absent.
+    expect: Option<String>,
+}
+
+impl FillGuard {
+    /// Expects L2 to hold `raw` (as read before the load) when the fill lands, or nothing.
+    pub(crate) fn expecting(mut self, raw: Option<&[u8]>) -> Self {
+        self.expect = raw.map(|raw| sha1_smol::Sha1::from(raw).digest().to_string());
+        self
+    }
 }
 
 /// Sets a key and its fill-guard marker.
@@ -58,11 +69,14 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return n
 ";
 
-/// A load's fill: only while the marker is what the loader saw and the key is absent.
+/// A load's fill: only while the marker is what the loader saw and the key holds what the
+/// loader found before it began (its SHA-1 in `ARGV[4]`; empty: nothing) or nothing at all.
 const FILL_SCRIPT: &str = r"
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
-return 0
+local now = redis.call('GET', KEYS[1])
+if now and (ARGV[4] == '' or redis.sha1hex(now) ~= ARGV[4]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 ";
 
 /// A fresh marker token: random per process, then a counter (never empty).
@@ -155,6 +169,7 @@ impl Store {
             Self::Memory(_) => Some(FillGuard {
                 marker: None,
                 taken: Instant::now(),
+                expect: None,
             }),
             Self::Redis(r) => r.fill_guard(key).await,
         }
@@ -179,12 +194,13 @@ impl Store {
         }
     }
 
-    /// Whether a positive (non-negative) entry exists.
+    /// Whether a positive (non-negative), fresh entry exists.
     pub(crate) async fn exists(&self, key: &str) -> Result<bool, RedisError> {
-        match self {
-            Self::Memory(m) => Ok(m.get(key).is_some_and(|(v, _)| v != NEGATIVE_MARKER)),
-            Self::Redis(r) => r.exists(key).await,
-        }
+        let head = match self {
+            Self::Memory(m) => m.get(key).map(|(v, _)| v),
+            Self::Redis(r) => r.head(key).await?,
+        };
+        Ok(head.is_some_and(|head| super::envelope::holds_fresh_value(&head)))
     }
 
     /// Deletes every entry whose key matches `glob`; answers how many were deleted.
@@ -239,6 +255,7 @@ impl RedisStore {
             Ok(token) => Some(FillGuard {
                 marker: Some(token.unwrap_or_default()),
                 taken,
+                expect: None,
             }),
             Err(err) => {
                 tracing::debug!(error = %err, "cache: fill guard unreadable; the load will not fill L2");
@@ -269,7 +286,8 @@ impl RedisStore {
             .key(&marker)
             .arg(value.as_ref())
             .arg(millis(ttl))
-            .arg(seen.as_slice());
+            .arg(seen.as_slice())
+            .arg(guard.expect.as_deref().unwrap_or(""));
         let filled: i64 = self.redis.invoke(&invocation).await?;
         Ok(filled == 1)
     }
@@ -341,14 +359,19 @@ impl RedisStore {
         Ok(n > 0)
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, RedisError> {
-        // The first byte tells a value from the negative marker without fetching the value;
-        // a missing key reads as "" (no JSON value is empty).
-        let first: Vec<u8> = self
+    /// The first bytes of the value (enough for an envelope's header and the first byte of
+    /// its JSON), without fetching the whole value; `None`: absent (no JSON value is empty).
+    async fn head(&self, key: &str) -> Result<Option<Bytes>, RedisError> {
+        let head: Vec<u8> = self
             .redis
-            .query(redis::cmd("GETRANGE").arg(self.key(key)).arg(0).arg(0))
+            .query(
+                redis::cmd("GETRANGE")
+                    .arg(self.key(key))
+                    .arg(0)
+                    .arg(super::envelope::HEAD_BYTES - 1),
+            )
             .await?;
-        Ok(matches!(first.first(), Some(&b) if b != NEGATIVE_MARKER[0]))
+        Ok((!head.is_empty()).then(|| Bytes::from(head)))
     }
 
     async fn flush(&self, glob: &str) -> Result<u64, RedisError> {
@@ -428,13 +451,15 @@ impl MemoryL2 {
     }
 
     fn set(&self, key: &str, value: Bytes, ttl: Duration) {
-        self.entries.insert(
-            key.to_owned(),
-            MemEntry {
-                value,
-                expires_at: Instant::now() + ttl,
-            },
-        );
+        let now = Instant::now();
+        // Callers bound TTLs by `MAX_TTL`; should one still not fit this clock, the entry
+        // expires at once rather than bring the cache down.
+        let Some(expires_at) = now.checked_add(ttl) else {
+            self.entries.invalidate(key);
+            return;
+        };
+        self.entries
+            .insert(key.to_owned(), MemEntry { value, expires_at });
     }
 
     fn delete(&self, key: &str) -> bool {
