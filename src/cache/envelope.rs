@@ -2,7 +2,11 @@
 //! that holds the time it was written and its logical TTL in front of the JSON, so that every
 //! instance can tell a fresh value from a stale one (served only when its loader fails).
 //!
-//! `!rk1\t<written, Unix ms>\t<TTL, ms>\n<JSON>`
+//! `!rk1\t<written, Unix ms>\t<TTL, ms>[\t<tag>\t<tag token>]...\n<JSON>`
+//!
+//! A tagged entry (see `tags.rs`) carries the token each of its tags had when it was written:
+//! it reads as absent once a tag's token changed (the tag was dropped). Tags hold no control
+//! character, so tabs and the newline delimit them.
 //!
 //! No JSON value starts with `!`, so an envelope is never mistaken for a value, and a value
 //! written by another program (plain JSON) reads as it always did: fresh until its Redis TTL.
@@ -23,18 +27,24 @@ const MAGIC: &[u8] = b"!rk1\t";
 /// Bytes enough for the longest header and the first byte of the JSON after it.
 pub(crate) const HEAD_BYTES: usize = 64;
 
-/// Whether a value whose first bytes are `head` is a positive value, fresh now.
-pub(crate) fn holds_fresh_value(head: &[u8]) -> bool {
+/// Whether a value whose first bytes are `head` is a positive value, fresh now; `None` when
+/// the head cannot tell (a tagged envelope, whose tags must be checked, or a header longer than
+/// the head).
+pub(crate) fn holds_fresh_value(head: &[u8]) -> Option<bool> {
     if head.starts_with(NEGATIVE_MARKER) {
-        return false;
+        return Some(false);
     }
-    match header(head) {
-        Some((meta, body)) => {
-            matches!(meta.freshness(now_ms(), 0.0), Freshness::Fresh { .. })
-                && head.get(body).is_some_and(|&b| b != NEGATIVE_MARKER[0])
-        }
-        None => !head.is_empty(),
+    if !head.starts_with(MAGIC) {
+        return Some(!head.is_empty());
     }
+    let (meta, body) = header(head)?;
+    if !tags(head).is_empty() {
+        return None;
+    }
+    Some(
+        matches!(meta.freshness(now_ms(), 0.0), Freshness::Fresh { .. })
+            && head.get(body).is_some_and(|&b| b != NEGATIVE_MARKER[0]),
+    )
 }
 
 /// When a value was written and how long it is fresh, in Unix milliseconds.
@@ -57,11 +67,12 @@ pub(crate) enum Freshness {
 }
 
 /// An L2 value taken apart: the JSON (`None`: a negative entry) and, for an envelope, its
-/// freshness.
+/// freshness and its tags with their tokens.
 #[derive(Debug, Clone)]
 pub(crate) struct Decoded {
     pub(crate) value: Option<Bytes>,
     pub(crate) meta: Option<Meta>,
+    pub(crate) tags: Vec<(String, String)>,
 }
 
 /// Milliseconds since the Unix epoch on this machine's clock.
@@ -75,9 +86,17 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Wraps `json` (fresh for `ttl` from now) in an envelope.
-pub(crate) fn encode(json: &[u8], ttl: Duration) -> Bytes {
-    let head = format!("{}\t{}\n", now_ms(), millis(ttl));
+/// Wraps `json` (fresh for `ttl` from now, written under these tags and tokens) in an
+/// envelope.
+pub(crate) fn encode(json: &[u8], ttl: Duration, tags: &[(String, String)]) -> Bytes {
+    let mut head = format!("{}\t{}", now_ms(), millis(ttl));
+    for (tag, token) in tags {
+        head.push('\t');
+        head.push_str(tag);
+        head.push('\t');
+        head.push_str(token);
+    }
+    head.push('\n');
     let mut out = BytesMut::with_capacity(MAGIC.len() + head.len() + json.len());
     out.put_slice(MAGIC);
     out.put_slice(head.as_bytes());
@@ -91,32 +110,56 @@ pub(crate) fn decode(raw: Bytes) -> Decoded {
         return Decoded {
             value: None,
             meta: None,
+            tags: Vec::new(),
         };
     }
     if let Some((meta, body)) = header(&raw) {
+        let tags = tags(&raw[..body]);
         let value = raw.slice(body..);
         return Decoded {
             value: (value.as_ref() != NEGATIVE_MARKER).then_some(value),
             meta: Some(meta),
+            tags,
         };
     }
     Decoded {
         value: Some(raw),
         meta: None,
+        tags: Vec::new(),
     }
+}
+
+/// The fields of an envelope's header line (without `MAGIC` and the newline).
+fn fields(raw: &[u8]) -> Option<(std::str::Split<'_, char>, usize)> {
+    let rest = raw.strip_prefix(MAGIC)?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let line = std::str::from_utf8(&rest[..end]).ok()?;
+    Some((line.split('\t'), MAGIC.len() + end + 1))
 }
 
 /// The envelope's header and where its JSON begins, if `raw` is an envelope.
 pub(crate) fn header(raw: &[u8]) -> Option<(Meta, usize)> {
-    let rest = raw.strip_prefix(MAGIC)?;
-    let end = rest.iter().position(|&b| b == b'\n')?;
-    let line = std::str::from_utf8(&rest[..end]).ok()?;
-    let (written, ttl) = line.split_once('\t')?;
+    let (mut fields, body) = fields(raw)?;
     let meta = Meta {
-        written_ms: written.parse().ok()?,
-        ttl_ms: ttl.parse().ok()?,
+        written_ms: fields.next()?.parse().ok()?,
+        ttl_ms: fields.next()?.parse().ok()?,
     };
-    Some((meta, MAGIC.len() + end + 1))
+    // Tags come in pairs.
+    if fields.count() % 2 != 0 {
+        return None;
+    }
+    Some((meta, body))
+}
+
+/// The tags and tokens of a well-formed envelope header.
+fn tags(raw: &[u8]) -> Vec<(String, String)> {
+    let Some((fields, _)) = fields(raw) else {
+        return Vec::new();
+    };
+    let rest: Vec<&str> = fields.skip(2).collect();
+    rest.chunks_exact(2)
+        .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+        .collect()
 }
 
 impl Meta {
@@ -148,7 +191,7 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip_and_plain_values_stay_plain() {
-        let raw = encode(br#"{"a":1}"#, Duration::from_secs(10));
+        let raw = encode(br#"{"a":1}"#, Duration::from_secs(10), &[]);
         let decoded = decode(raw);
         assert_eq!(decoded.value.as_deref(), Some(&br#"{"a":1}"#[..]));
         let meta = decoded.meta.unwrap();
@@ -173,5 +216,20 @@ mod tests {
             assert_eq!(decoded.meta, None);
         }
         assert_eq!(decode(Bytes::from_static(NEGATIVE_MARKER)).value, None);
+        let tagged = [
+            ("a b".to_owned(), "t1".to_owned()),
+            ("c".to_owned(), "t2".to_owned()),
+        ];
+        let decoded = decode(encode(b"[1]", Duration::from_secs(1), &tagged));
+        assert_eq!(decoded.value.as_deref(), Some(&b"[1]"[..]));
+        assert_eq!(decoded.tags, tagged);
+        assert_eq!(
+            holds_fresh_value(&encode(b"1", Duration::from_secs(9), &[])),
+            Some(true)
+        );
+        assert_eq!(
+            holds_fresh_value(&encode(b"1", Duration::from_secs(9), &tagged)),
+            None
+        );
     }
 }

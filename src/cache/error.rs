@@ -16,6 +16,10 @@ pub enum CacheError {
     /// [`MAX_PATTERN_CHARS`](super::MAX_PATTERN_CHARS), or holds a control character.
     #[error("invalid cache pattern: {0}")]
     InvalidPattern(&'static str),
+    /// A tag is empty, too long (64 characters over HTTP, 128 for the library) or holds a
+    /// control character, or there are more than 8.
+    #[error("invalid cache tag: {0}")]
+    InvalidTag(&'static str),
     /// The value is not JSON.
     #[error("cache values must be JSON")]
     InvalidValue,
@@ -56,9 +60,10 @@ pub fn validate_key(key: &str) -> Result<(), CacheError> {
 impl ResponseError for CacheError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidKey(_) | Self::InvalidPattern(_) | Self::InvalidTtl => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidKey(_)
+            | Self::InvalidPattern(_)
+            | Self::InvalidTag(_)
+            | Self::InvalidTtl => StatusCode::BAD_REQUEST,
             Self::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(err) => err.status_code(),
             Self::ActorGone => StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +90,13 @@ impl ResponseError for CacheError {
                 "Cache patterns are 1 to 128 characters of printable UTF-8: {why}."
             ))
             .into_response(),
+            Self::InvalidTag(why) => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-tag", "Invalid cache tag")
+                    .with_detail(format!(
+                        "At most 8 tags of 1 to 64 characters, none a control character: {why}."
+                    ))
+                    .into_response()
+            }
             Self::InvalidTtl => {
                 Problem::bad_request("ttl must be from 1 second to 100 years.").into_response()
             }

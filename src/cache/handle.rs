@@ -52,11 +52,12 @@ impl CacheHandle {
         let stats = Arc::new(Stats::default());
         let mut l1 = L1::new(config.l1_max_bytes(), config.l1_ttl(), Arc::clone(&stats));
         let mut feed = None;
+        let tokens = Arc::default();
         let store = match redis {
             Some(redis) => {
                 if l1.enabled() {
                     l1 = l1.fed();
-                    feed = start_feed(&redis, &config, &l1, &stats);
+                    feed = start_feed(&redis, &config, &l1, &stats, &tokens);
                 }
                 Store::Redis(RedisStore::new(
                     redis,
@@ -74,6 +75,7 @@ impl CacheHandle {
             _feed: feed,
             throttles: std::sync::Mutex::default(),
             refreshing: std::sync::Mutex::default(),
+            tokens,
         });
         let addr = CacheActor::new(Arc::clone(&inner)).start();
         Self { inner, addr }
@@ -114,7 +116,7 @@ impl CacheHandle {
                 tier: Tier::L2,
             })),
             // A plain read has no loader to fail: past its TTL, a value is gone.
-            L2Read::Stale { .. } | L2Read::Miss => {
+            L2Read::Stale { .. } | L2Read::Dropped { .. } | L2Read::Miss => {
                 Stats::bump(&self.inner.stats.misses);
                 Ok(None)
             }
@@ -144,11 +146,15 @@ impl CacheHandle {
         if !self.inner.store.readable() {
             return Err(self.unavailable());
         }
-        self.inner
-            .store
-            .exists(key)
-            .await
-            .map_err(|err| self.l2_failed(err))
+        match self.inner.store.exists(key).await {
+            Ok(Some(exists)) => Ok(exists),
+            // A tagged entry: its tags decide.
+            Ok(None) => Ok(matches!(
+                self.read_l2(key).await?,
+                L2Read::Fresh { value: Some(_), .. }
+            )),
+            Err(err) => Err(self.l2_failed(err)),
+        }
     }
 
     /// Stores `value` as JSON under `key` for `ttl`.
@@ -171,7 +177,40 @@ impl CacheHandle {
     /// # Errors
     /// As [`set`](Self::set), and [`CacheError::InvalidValue`] when `json` is not JSON.
     pub async fn set_json(&self, key: &str, json: Bytes, ttl: Duration) -> Result<(), CacheError> {
+        self.set_json_tagged(key, json, ttl, &[]).await
+    }
+
+    /// [`set`](Self::set) with tags: [`invalidate_tag`](Self::invalidate_tag) of any of them
+    /// drops the entry.
+    ///
+    /// # Errors
+    /// As [`set`](Self::set), and [`CacheError::InvalidTag`] for a bad tag or more than
+    /// [`MAX_TAGS`](super::MAX_TAGS).
+    pub async fn set_tagged<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+        tags: &[&str],
+    ) -> Result<(), CacheError> {
+        let json = serde_json::to_vec(value)?;
+        self.set_json_tagged(key, Bytes::from(json), ttl, tags)
+            .await
+    }
+
+    /// [`set_json`](Self::set_json) with tags (see [`set_tagged`](Self::set_tagged)).
+    ///
+    /// # Errors
+    /// As [`set_tagged`](Self::set_tagged).
+    pub async fn set_json_tagged(
+        &self,
+        key: &str,
+        json: Bytes,
+        ttl: Duration,
+        tags: &[&str],
+    ) -> Result<(), CacheError> {
         validate_key(key)?;
+        super::validate_tags(tags)?;
         validate_ttl(ttl)?;
         if serde_json::from_slice::<serde::de::IgnoredAny>(&json).is_err() {
             return Err(CacheError::InvalidValue);
@@ -181,6 +220,25 @@ impl CacheHandle {
             key: key.to_owned(),
             value: json,
             ttl,
+            tags: tags.iter().map(|&tag| tag.to_owned()).collect(),
+        })
+        .await?
+    }
+
+    /// Drops every entry written with `tag` before this call, from L2 and from every
+    /// instance's L1 (through the invalidation feed), at one Redis command whatever the number
+    /// of entries; entries written after it live.
+    ///
+    /// # Errors
+    /// [`CacheError::InvalidTag`]; [`CacheError::Unavailable`] when L2 cannot be written.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), CacheError> {
+        super::validate_tag(tag)?;
+        if let Err(err) = self.fail_fast_when_down() {
+            self.inner.l1.drop_tag(tag);
+            return Err(err);
+        }
+        self.send(super::InvalidateTag {
+            tag: tag.to_owned(),
         })
         .await?
     }

@@ -15,6 +15,7 @@ use super::{
     l1::L1,
     stats::Stats,
     store::Store,
+    tags::TokenCache,
 };
 use crate::connection::{FeedEvent, InvalidationFeed, RedisError, RedisHandle};
 
@@ -30,6 +31,8 @@ pub(crate) struct Inner {
     pub(crate) throttles: Mutex<HashMap<String, Instant>>,
     /// Keys this process is reloading in the background (eager refresh).
     pub(crate) refreshing: Mutex<HashSet<String>>,
+    /// Tag tokens known while the feed is up.
+    pub(crate) tokens: Arc<TokenCache>,
 }
 
 /// Throttled keys kept before the expired ones are swept; past twice as many live ones, a new
@@ -41,6 +44,38 @@ const THROTTLE_SWEEP_AT: usize = 4096;
 const ECHO_WAIT: Duration = Duration::from_millis(250);
 
 impl Inner {
+    /// Whether every tag still has the token an entry recorded: from the tokens this process
+    /// knows while the feed is up (no round trip), else from L2.
+    async fn tags_current(&self, tags: &[(String, String)]) -> Result<bool, RedisError> {
+        if !matches!(self.store, Store::Redis(_)) || !self.l1.is_live() {
+            return self.store.tags_current(tags).await;
+        }
+        let generation = self.tokens.generation();
+        let mut missing = Vec::new();
+        for (tag, token) in tags {
+            match self.tokens.get(tag) {
+                Some(known) if known == *token => {}
+                Some(_) => return Ok(false),
+                None => missing.push(tag.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(true);
+        }
+        let read = self.store.current_tags(&missing).await?;
+        let current = tags.iter().all(|(tag, token)| {
+            read.iter()
+                .find(|(t, _)| t == tag)
+                .is_none_or(|(_, now)| now.as_deref() == Some(token.as_str()))
+        });
+        self.tokens.keep(
+            generation,
+            read.into_iter()
+                .filter_map(|(tag, token)| Some((tag, token?))),
+        );
+        Ok(current)
+    }
+
     /// Whether `key`'s loader failed less than the throttle period ago.
     pub(crate) fn throttled(&self, key: &str) -> bool {
         let throttles = self
@@ -126,6 +161,12 @@ impl Inner {
             return Ok(L2Read::Miss);
         };
         let decoded = envelope::decode(raw.clone());
+        if !decoded.tags.is_empty() && !self.tags_current(&decoded.tags).await? {
+            // A tag was dropped after this entry was written.
+            return Ok(L2Read::Dropped { raw });
+        }
+        let tags: Option<Arc<[String]>> = (!decoded.tags.is_empty())
+            .then(|| decoded.tags.iter().map(|(tag, _)| tag.clone()).collect());
         let (fresh_left, refresh_in) = match decoded
             .meta
             .map(|meta| meta.freshness(envelope::now_ms(), self.config.eager_refresh))
@@ -145,7 +186,7 @@ impl Inner {
             .min()
             .unwrap_or(self.config.l1_ttl());
         self.l1
-            .fill_refreshing(key, decoded.value.clone(), ttl, refresh_in, ticket);
+            .fill_refreshing(key, decoded.value.clone(), ttl, (refresh_in, tags), ticket);
         Ok(L2Read::Fresh {
             value: decoded.value,
             refresh: refresh_in.is_some_and(|d| d.is_zero()),
@@ -160,6 +201,9 @@ pub(crate) enum L2Read {
     Miss,
     /// A fresh value (`None`: a negative entry), due for an eager refresh or not.
     Fresh { value: Option<Bytes>, refresh: bool },
+    /// An entry written under a tag dropped since: as good as absent; `raw` as stored (a load
+    /// may replace it).
+    Dropped { raw: Bytes },
     /// A value past its TTL, kept for fail-safe, written `age` ago; `raw` as stored.
     Stale {
         value: Bytes,
@@ -174,32 +218,43 @@ pub(crate) fn start_feed(
     config: &CacheConfig,
     l1: &L1,
     stats: &Arc<Stats>,
+    tokens: &Arc<TokenCache>,
 ) -> Option<InvalidationFeed> {
     use std::sync::atomic::Ordering;
 
     // Bypassed (`L1::fed`) until the feed is armed.
     stats.feed.store(L1Feed::Down.as_u8(), Ordering::Relaxed);
     let namespace = config.namespace();
-    let (l1, stats) = (l1.clone(), Arc::clone(stats));
+    let tag_namespace = super::store::tag_namespace(config.key_prefix());
+    let (l1, stats, tokens) = (l1.clone(), Arc::clone(stats), Arc::clone(tokens));
     let listener = {
-        let namespace = namespace.clone();
+        let (namespace, tag_namespace) = (namespace.clone(), tag_namespace.clone());
         move |event: FeedEvent| match event {
             FeedEvent::Invalidated(keys) => {
                 for key in keys {
-                    // Keys outside the namespace or not UTF-8 were never cached here.
+                    // Keys outside the namespaces or not UTF-8 were never cached here.
                     if let Some(key) = key.strip_prefix(namespace.as_bytes())
                         && let Ok(key) = std::str::from_utf8(key)
                     {
                         l1.invalidate_reported(key);
                         Stats::bump(&stats.l1_invalidations);
+                    } else if let Some(tag) = key.strip_prefix(tag_namespace.as_bytes())
+                        && let Ok(tag) = std::str::from_utf8(tag)
+                    {
+                        // A tag dropped (or its token's life extended): its entries go.
+                        tokens.forget(Some(tag));
+                        l1.drop_tag(tag);
+                        Stats::bump(&stats.l1_invalidations);
                     }
                 }
             }
             FeedEvent::FlushedAll => {
+                tokens.forget(None);
                 l1.invalidate_all_reported();
                 Stats::bump(&stats.l1_invalidations);
             }
             FeedEvent::Down => {
+                tokens.forget(None);
                 l1.set_live(false);
                 let was = stats.feed.swap(L1Feed::Down.as_u8(), Ordering::Relaxed);
                 if was == L1Feed::Up.as_u8() {
@@ -207,12 +262,13 @@ pub(crate) fn start_feed(
                 }
             }
             FeedEvent::Up => {
+                tokens.forget(None);
                 l1.set_live(true);
                 stats.feed.store(L1Feed::Up.as_u8(), Ordering::Relaxed);
             }
         }
     };
-    match redis.invalidation_feed(vec![namespace], listener) {
+    match redis.invalidation_feed(vec![namespace, tag_namespace], listener) {
         Ok(feed) => Some(feed),
         Err(err) => {
             // L1 stays bypassed: correct, only slower.

@@ -47,6 +47,7 @@ mod response;
 pub(crate) mod routes;
 mod stats;
 mod store;
+mod tags;
 mod tier;
 
 pub use actor::CacheActor;
@@ -61,7 +62,9 @@ pub use config::{
 pub use error::{CacheError, MAX_KEY_BYTES, validate_key};
 pub use glob::{Glob, MAX_PATTERN_CHARS, escape as escape_glob, glob_match, validate_pattern};
 pub use handle::CacheHandle;
-pub use messages::{Acquire, Delete, FlushPattern, Lease, LoadGuard, Refresh, Release, Set};
+pub use messages::{
+    Acquire, Delete, FlushPattern, InvalidateTag, Lease, LoadGuard, Refresh, Release, Set,
+};
 pub use response::X_CACHE;
 #[cfg(feature = "server")]
 pub(crate) use response::{cached_json, with_tier};
@@ -69,4 +72,5 @@ pub(crate) use response::{cached_json, with_tier};
 pub use routes::{API_KEY_PREFIX, MAX_API_KEY_CHARS, MAX_API_PATTERN_CHARS};
 pub use stats::{CacheStats, L1Feed};
 pub use store::{FILL_GUARD_TTL, FillGuard};
+pub use tags::{MAX_TAG_CHARS, MAX_TAGS, validate_tag, validate_tags};
 pub use tier::{Hit, Remembered, Tier};

@@ -71,8 +71,14 @@ trait Mode<E, Fut> {
     /// abandons it (the guard's drop wakes the waiters).
     fn finish(cache: &CacheHandle, key: &str, ttl: Duration, guard: LoadGuard, load: Pin<Box<Fut>>);
 
-    /// Starts one background reload of `key` with `loader` (owned), or nothing.
-    fn refresh<F: FnOnce() -> Fut>(cache: &CacheHandle, key: &str, ttl: Duration, loader: F);
+    /// Starts one background reload of `key` (written with `tags`) with `loader` (owned), or
+    /// nothing.
+    fn refresh<F: FnOnce() -> Fut>(
+        cache: &CacheHandle,
+        key: &str,
+        entry: (Duration, &[&str]),
+        loader: F,
+    );
 }
 
 /// A loader that borrows from its caller.
@@ -83,7 +89,7 @@ impl<E, Fut> Mode<E, Fut> for Borrowed {
 
     fn finish(_: &CacheHandle, _: &str, _: Duration, _: LoadGuard, _: Pin<Box<Fut>>) {}
 
-    fn refresh<F: FnOnce() -> Fut>(_: &CacheHandle, _: &str, _: Duration, _: F) {}
+    fn refresh<F: FnOnce() -> Fut>(_: &CacheHandle, _: &str, _: (Duration, &[&str]), _: F) {}
 }
 
 /// A loader whose future owns what it uses.
@@ -110,13 +116,19 @@ where
         });
     }
 
-    fn refresh<F: FnOnce() -> Fut>(cache: &CacheHandle, key: &str, ttl: Duration, loader: F) {
+    fn refresh<F: FnOnce() -> Fut>(
+        cache: &CacheHandle,
+        key: &str,
+        (ttl, tags): (Duration, &[&str]),
+        loader: F,
+    ) {
         if !cache.inner.begin_refresh(key) {
             return;
         }
         Stats::bump(&cache.inner.stats.eager_refreshes);
         let load = loader();
         let (cache, key) = (cache.clone(), key.to_owned());
+        let tags: Vec<String> = tags.iter().map(|&tag| tag.to_owned()).collect();
         actix::spawn(async move {
             if let Ok(Some(mut guard)) = cache.send(Refresh { key: key.clone() }).await {
                 // The reload replaces what L2 holds now, and nothing written since.
@@ -124,7 +136,9 @@ where
                     Ok(found) => Some(found.map(|(raw, _)| raw)),
                     Err(_) => None,
                 };
-                if let Some(now) = now {
+                if let Some(now) = now
+                    && cache.tag_guard(&mut guard, &tags, ttl).await
+                {
                     guard.fill = cache
                         .inner
                         .store
@@ -206,7 +220,7 @@ impl CacheHandle {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Bytes>, E>>,
     {
-        self.remember_in::<Borrowed, E, F, Fut>(key, ttl, loader)
+        self.remember_in::<Borrowed, E, F, Fut>(key, (ttl, &[]), loader)
             .await
     }
 
@@ -230,13 +244,59 @@ impl CacheHandle {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Bytes>, E>> + 'static,
     {
-        self.remember_in::<Owned, E, F, Fut>(key, ttl, loader).await
+        self.remember_in::<Owned, E, F, Fut>(key, (ttl, &[]), loader)
+            .await
+    }
+
+    /// [`remember_json_owned`](Self::remember_json_owned) writing the loaded value with `tags`:
+    /// [`invalidate_tag`](Self::invalidate_tag) of any of them drops it. The tags' tokens are
+    /// read before the load begins (one more round trip per load), so a tag dropped during the
+    /// load drops its result too.
+    ///
+    /// # Errors
+    /// As [`remember`](Self::remember), and [`CacheError::InvalidTag`].
+    pub async fn remember_json_tagged<E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        tags: &[&str],
+        loader: F,
+    ) -> Result<Remembered<Bytes>, E>
+    where
+        E: From<CacheError> + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Bytes>, E>> + 'static,
+    {
+        self.remember_in::<Owned, E, F, Fut>(key, (ttl, tags), loader)
+            .await
+    }
+
+    /// Reads the tokens of `tags` into `guard`, for an entry living `ttl` plus the fail-safe
+    /// window; false when they cannot be read (the load's value must then not be cached: an
+    /// entry without its tags would survive their drop).
+    async fn tag_guard(&self, guard: &mut LoadGuard, tags: &[String], ttl: Duration) -> bool {
+        if tags.is_empty() {
+            return true;
+        }
+        let life = ttl
+            .saturating_add(self.inner.config.fail_safe_max)
+            .min(super::MAX_TTL);
+        match self.inner.store.tag_tokens(tags, life).await {
+            Ok(tokens) => {
+                guard.tags = tokens;
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cache: tag tokens unreadable; the load is not cached");
+                false
+            }
+        }
     }
 
     async fn remember_in<M, E, F, Fut>(
         &self,
         key: &str,
-        ttl: Duration,
+        (ttl, tags): (Duration, &[&str]),
         loader: F,
     ) -> Result<Remembered<Bytes>, E>
     where
@@ -250,7 +310,7 @@ impl CacheHandle {
         if let Some((value, due)) = self.inner.l1.get_refreshing(key) {
             Stats::bump(&self.inner.stats.l1_hits);
             if due {
-                M::refresh(self, key, ttl, loader);
+                M::refresh(self, key, (ttl, tags), loader);
             }
             return Ok(Remembered {
                 value,
@@ -262,7 +322,7 @@ impl CacheHandle {
         match self.read_l2(key).await {
             Ok(L2Read::Fresh { value, refresh, .. }) => {
                 if refresh {
-                    M::refresh(self, key, ttl, loader);
+                    M::refresh(self, key, (ttl, tags), loader);
                 }
                 return Ok(Remembered {
                     value,
@@ -271,11 +331,13 @@ impl CacheHandle {
                 });
             }
             Ok(L2Read::Stale { value, age, .. }) => stale = Some(Stale { value, age }),
-            Ok(L2Read::Miss) => {}
+            Ok(L2Read::Miss | L2Read::Dropped { .. }) => {}
             // Degrade: the loader can answer without L2.
             Err(CacheError::Unavailable(_)) => {}
             Err(other) => return Err(other.into()),
         }
+        // Checked here, off the hit path: they matter only to what a load writes.
+        super::validate_tags(tags)?;
         if let Some(stale) = stale.take_if(|_| self.inner.throttled(key)) {
             return Ok(self.stale(stale));
         }
@@ -338,10 +400,23 @@ impl CacheHandle {
                             stale = Some(Stale { value, age });
                             Some(raw)
                         }
+                        Ok(L2Read::Dropped { raw }) => Some(raw),
                         Ok(L2Read::Miss) | Err(_) => None,
                     };
                     // unwrap: a caller becomes leader at most once, then returns.
                     let load = loader.take().unwrap();
+                    let tags: Vec<String> = tags.iter().map(|&tag| tag.to_owned()).collect();
+                    if !self.tag_guard(&mut guard, &tags, ttl).await {
+                        // Answer the callers, cache nothing.
+                        drop(guard);
+                        Stats::bump(&self.inner.stats.loads);
+                        let value = load().await?;
+                        return Ok(Remembered {
+                            value,
+                            tier: Tier::Miss,
+                            age: None,
+                        });
+                    }
                     // Before the load: a change to the key from now on forbids the L2 fill.
                     guard.fill = self
                         .inner

@@ -138,17 +138,22 @@ async fn list(catalog: web::Data<CatalogHandle>) -> Result<HttpResponse, Catalog
     let catalog = catalog.get_ref();
     let remembered = catalog
         .cache()
-        .remember_json_owned(LIST_KEY, catalog.config().product_list_ttl, || {
-            let catalog = catalog.clone();
-            async move {
-                let products = catalog.list().await?;
-                let body = serde_json::to_vec(&ProductList {
-                    products: &products,
-                })
-                .map_err(crate::cache::CacheError::from)?;
-                Ok::<_, CatalogError>(Some(Bytes::from(body)))
-            }
-        })
+        .remember_json_tagged(
+            LIST_KEY,
+            catalog.config().product_list_ttl,
+            &[super::CATALOG_TAG],
+            || {
+                let catalog = catalog.clone();
+                async move {
+                    let products = catalog.list().await?;
+                    let body = serde_json::to_vec(&ProductList {
+                        products: &products,
+                    })
+                    .map_err(crate::cache::CacheError::from)?;
+                    Ok::<_, CatalogError>(Some(Bytes::from(body)))
+                }
+            },
+        )
         .await?;
     Ok(cached_json(remembered))
 }
@@ -189,9 +194,10 @@ async fn get(req: actix_web::HttpRequest) -> Result<HttpResponse, actix_web::Err
     let catalog = catalog.get_ref();
     let remembered = catalog
         .cache()
-        .remember_json_owned(
+        .remember_json_tagged(
             ProductKey::new(id).as_str(),
             catalog.config().product_ttl,
+            &[super::CATALOG_TAG],
             || {
                 // Owned, so that a slow load can finish (and a refresh run) in the background;
                 // cloned only when a load begins.
