@@ -369,6 +369,37 @@ fn redis_cmd<T: ::redis::FromRedisValue>(backend: &Backend, cmd: &::redis::Cmd) 
     }
 }
 
+/// A failing loader behind an eager refresh is called once per throttle period, however many
+/// hits ask for a refresh meanwhile; the value keeps being served from L1.
+async fn eager_refresh_respects_the_throttle(backend: Backend) {
+    let mut config = failsafe_config(&backend);
+    config.cache.eager_refresh = 0.2;
+    config.cache.fail_safe_throttle = Duration::from_secs(2);
+    let services = services(&config);
+    common::feed_ready(&services).await;
+    let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let ttl = Duration::from_secs(3);
+    services
+        .cache
+        .remember_json_owned("eager-fail", ttl, slow(&calls, Duration::ZERO, "1"))
+        .await
+        .unwrap();
+    // Past 0.6 s every hit is due for a refresh; read every 20 ms until 2.5 s.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1_800) {
+        let reply = services
+            .cache
+            .remember_json_owned::<CacheError, _, _>("eager-fail", ttl, failing(&failures))
+            .await
+            .unwrap();
+        assert_eq!(reply.tier, Tier::L1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(failures.load(Ordering::SeqCst), 1);
+    assert_eq!(services.cache.stats().eager_refreshes, 1);
+}
+
 /// A value another program writes as plain JSON reads as a fresh value until its Redis TTL (then
 /// the loader runs: no stale copy of a value redkit did not load); a value redkit loads is an
 /// envelope kept for its TTL plus the fail-safe window, which `get` reads as plain JSON.
@@ -435,6 +466,7 @@ async fn plain_json_of_other_programs_stays_fresh(backend: Backend) {
 }
 
 backend_suite!(
+    eager_refresh_respects_the_throttle,
     plain_json_of_other_programs_stays_fresh,
     failing_loader_serves_stale,
     huge_ttls_never_overflow,

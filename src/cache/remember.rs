@@ -122,7 +122,9 @@ where
         (ttl, tags): (Duration, &[&str]),
         loader: F,
     ) {
-        if !cache.inner.begin_refresh(key) {
+        // A failing loader is left alone for the throttle period, refreshes included (else
+        // every hit past the refresh point would call it again).
+        if cache.inner.throttled(key) || !cache.inner.begin_refresh(key) {
             return;
         }
         Stats::bump(&cache.inner.stats.eager_refreshes);

@@ -231,8 +231,9 @@ pub(crate) struct CachePut<'a> {
         description = "Any JSON value."),
     responses(
         (status = 200, description = "Stored.", body = CachePut<'static>),
-        (status = 400, description = "Invalid key (`invalid-key`), `ttl` out of range, or a \
-            malformed body.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid key (`invalid-key`), `ttl` out of range, a bad \
+            tag or more than 8 (`invalid-tag`), or a malformed body.", body = Problem,
+            content_type = "application/problem+json"),
         (status = 401, description = "No valid access token.", body = Problem,
             content_type = "application/problem+json"),
         (status = 413, description = "The value is longer than the configured maximum (64 KiB \
