@@ -488,7 +488,7 @@ async fn headline(
 
     let (sent, sent_off) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (cpu, calls, threads) = (redis_cpu(server), script_calls(server), thread_cpu());
-    let leased = limiter.stats_now().leased;
+    let leased = limiter.stats().leased;
     let run = support::compare_with(
         (limited, rotating(sent.clone(), first, identities)),
         (shipped.off, rotating(sent_off, first, identities)),
@@ -498,7 +498,7 @@ async fn headline(
     )
     .await;
     let (cpu, calls) = (redis_cpu(server) - cpu, script_calls(server) - calls);
-    let leased = limiter.stats_now().leased - leased;
+    let leased = limiter.stats().leased - leased;
     if std::env::var_os("REDKIT_BENCH_VERBOSE").is_some() {
         for (thread, used) in thread_cpu() {
             let used = used - threads.get(&thread).copied().unwrap_or(0.0);

@@ -28,7 +28,10 @@ async fn main() -> std::io::Result<()> {
         App::new().service(
             web::scope("/orders")
                 .wrap(limiter.middleware_for(orders))
-                .route("", web::post().to(|| async { HttpResponse::Accepted().finish() })),
+                .route(
+                    "",
+                    web::post().to(|| async { HttpResponse::Accepted().finish() }),
+                ),
         )
     })
     .bind(("127.0.0.1", 8082))?

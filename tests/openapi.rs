@@ -852,7 +852,7 @@ async fn docs_are_served_offline() {
 #[actix_web::test]
 async fn x_cache_values_are_the_ones_sent() {
     use redkit::cache::Tier;
-    let sent: BTreeSet<&str> = [Tier::L1, Tier::L2, Tier::Miss]
+    let sent: BTreeSet<&str> = [Tier::L1, Tier::L2, Tier::Miss, Tier::Stale]
         .into_iter()
         .map(Tier::header_value)
         .collect();

@@ -95,7 +95,7 @@ async fn exact_under_concurrency(backend: Backend) {
             clock.advance(Duration::from_secs(120));
         }
         // On Redis every decision was made there, not by the fallback.
-        let stats = services.ratelimit.stats().await;
+        let stats = services.ratelimit.stats();
         assert_eq!((stats.fallback_decisions, stats.store_errors), (0, 0));
         assert_eq!(stats.allowed, 300);
     }
@@ -351,7 +351,7 @@ async fn shadow_and_preflight(backend: Backend) {
         assert_eq!(reply.status, 200);
         assert_eq!(reply.header("ratelimit"), None);
     }
-    let stats = services.ratelimit.stats().await;
+    let stats = services.ratelimit.stats();
     assert_eq!((stats.allowed, stats.shadow_denied), (2, 3));
 
     let (config2, _clock) = setup(&backend, &["default=1/60s".to_owned()], &[]);
@@ -469,7 +469,7 @@ async fn login_refund_on_the_fallback() {
     let services = services(&config);
     backend.server().unwrap().kill();
     refunded_then_five_failures(&services.ratelimit, "alice").await;
-    let stats = services.ratelimit.stats().await;
+    let stats = services.ratelimit.stats();
     assert_eq!(stats.fallback_decisions, 16, "{stats:?}");
 }
 
@@ -721,7 +721,7 @@ async fn two_instances_exact_when_coalesced() {
             clock.advance(Duration::from_secs(120));
         }
         for services in [&one, &two] {
-            let stats = services.ratelimit.stats().await;
+            let stats = services.ratelimit.stats();
             assert_eq!((stats.fallback_decisions, stats.store_errors), (0, 0));
         }
     }
@@ -747,7 +747,7 @@ async fn leases_spend_locally_from_the_first_request() {
         let app = app(&services).await;
         // Another client first: the script is loaded before counting.
         assert_eq!(call(&app, post("10.0.6.2")).await.status, 200);
-        let leased = services.ratelimit.stats().await.leased;
+        let leased = services.ratelimit.stats().leased;
         let server = backend.server().unwrap();
         let mut calls = Vec::new();
         for k in 1..=12u64 {
@@ -774,7 +774,7 @@ async fn leases_spend_locally_from_the_first_request() {
             "{algorithm}"
         );
         assert_eq!(
-            services.ratelimit.stats().await.leased - leased,
+            services.ratelimit.stats().leased - leased,
             if algorithm == "log" { 0 } else { 10 },
             "{algorithm}"
         );
@@ -807,7 +807,7 @@ async fn leases_keep_two_instances_exact() {
             clock.advance(Duration::from_secs(120));
         }
         for services in [&one, &two] {
-            let stats = services.ratelimit.stats().await;
+            let stats = services.ratelimit.stats();
             assert_eq!((stats.fallback_decisions, stats.store_errors), (0, 0));
         }
     }
@@ -932,7 +932,7 @@ async fn redis_down_fail_open_and_closed() {
     let reply = call(&app, del).await;
     reply.problem(503);
     assert_eq!(reply.header("retry-after"), Some("1"));
-    let stats = services.ratelimit.stats().await;
+    let stats = services.ratelimit.stats();
     // The five POSTs, each one decision of one policy in process (all five passed the local
     // block before the first denial); the DELETE was refused before deciding.
     assert_eq!(stats.fallback_decisions, 5, "{stats:?}");

@@ -219,7 +219,7 @@ async fn window_edge(backend: Backend, holders: usize) {
         record(post_edge, last);
         check_bound(algorithm, 64, window, &times);
         for services in &instances {
-            let stats = services.ratelimit.stats().await;
+            let stats = services.ratelimit.stats();
             assert_eq!((stats.fallback_decisions, stats.store_errors), (0, 0));
         }
     }

@@ -4,8 +4,8 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFu
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    Acquire, CacheError, Delete, FlushPattern, Lease, LoadGuard, Release, Set, glob::Glob,
-    inner::Inner, l1::Ticket, stats::Stats,
+    Acquire, CacheError, Delete, FlushPattern, InvalidateTag, Lease, LoadGuard, MAX_TTL, Refresh,
+    Release, Set, glob::Glob, inner::Inner, l1::Ticket, stats::Stats,
 };
 
 /// A load in progress for one key.
@@ -105,12 +105,21 @@ impl Handler<Set> for CacheActor {
         let echo = self.inner.l1.echo(&msg.key);
         let fed = echo.is_some();
         let inner = Arc::clone(&self.inner);
-        let (key, value, ttl) = (msg.key, msg.value, msg.ttl);
+        let (key, value, ttl, tags) = (msg.key, msg.value, msg.ttl, msg.tags);
+        let l1_tags: Option<Arc<[String]>> = (!tags.is_empty()).then(|| tags.clone().into());
         let write = {
             let (key, value) = (key.clone(), value.clone());
             async move {
                 wait_all(pending).await;
-                inner.store.set(&key, value, ttl).await?;
+                let stored = if tags.is_empty() {
+                    value
+                } else {
+                    // A tagged value is an envelope naming its tags' tokens (fresh for its
+                    // whole Redis TTL).
+                    let tokens = inner.store.tag_tokens(&tags, ttl).await?;
+                    super::envelope::encode(&value, ttl, &tokens)
+                };
+                inner.store.set(&key, stored, ttl).await?;
                 if let Some(echo) = echo {
                     inner.refill_after_echo(&key, echo).await;
                 }
@@ -124,7 +133,16 @@ impl Handler<Set> for CacheActor {
                     // With a feed, L1 was refilled from L2 after the write's echo; without one
                     // (one instance), the newest write fills it, unless a change was reported
                     // meanwhile, which drops the key instead.
-                    if !fed && latest && !act.inner.l1.fill(&key, Some(value), ttl, ticket) {
+                    if !fed
+                        && latest
+                        && !act.inner.l1.fill_refreshing(
+                            &key,
+                            Some(value),
+                            ttl,
+                            (None, l1_tags),
+                            ticket,
+                        )
+                    {
                         act.inner.l1.invalidate(&key);
                     }
                     Ok(())
@@ -198,6 +216,33 @@ impl Handler<FlushPattern> for CacheActor {
     }
 }
 
+impl Handler<InvalidateTag> for CacheActor {
+    type Result = ResponseActFuture<Self, Result<(), CacheError>>;
+
+    fn handle(&mut self, msg: InvalidateTag, _ctx: &mut Self::Context) -> Self::Result {
+        // Loads in flight may carry the tag: none of them fills L1 (their L2 fill names the
+        // old token, so it reads as absent).
+        let pending = self.barrier(|_| true);
+        self.inner.l1.drop_tag(&msg.tag);
+        let store = self.inner.store.clone();
+        let tag = msg.tag;
+        let drop_tag = {
+            let tag = tag.clone();
+            async move {
+                wait_all(pending).await;
+                store.drop_tag(&tag).await
+            }
+        };
+        Box::pin(drop_tag.into_actor(self).map(move |result, act, _| {
+            act.inner.l1.drop_tag(&tag);
+            result.map_err(|err| {
+                Stats::bump(&act.inner.stats.l2_errors);
+                CacheError::Unavailable(err)
+            })
+        }))
+    }
+}
+
 impl Handler<Acquire> for CacheActor {
     type Result = actix::MessageResult<Acquire>;
 
@@ -228,11 +273,38 @@ impl Handler<Acquire> for CacheActor {
                         addr: ctx.address(),
                         armed: true,
                         fill: None,
+                        tags: Vec::new(),
                     })
                 }
             }
         };
         actix::MessageResult(lease)
+    }
+}
+
+impl Handler<Refresh> for CacheActor {
+    type Result = actix::MessageResult<Refresh>;
+
+    fn handle(&mut self, msg: Refresh, ctx: &mut Self::Context) -> Self::Result {
+        if self.flights.contains_key(&msg.key) {
+            return actix::MessageResult(None);
+        }
+        let ticket = self.inner.l1.ticket(&msg.key);
+        self.flights.insert(
+            msg.key.clone(),
+            Flight::Loading {
+                waiters: Vec::new(),
+                stale: false,
+                ticket,
+            },
+        );
+        actix::MessageResult(Some(LoadGuard {
+            key: msg.key,
+            addr: ctx.address(),
+            armed: true,
+            fill: None,
+            tags: Vec::new(),
+        }))
     }
 }
 
@@ -262,7 +334,20 @@ impl Handler<Release> for CacheActor {
             return;
         }
         let key = msg.key;
-        self.inner.l1.fill(&key, value.clone(), ttl, ticket);
+        let config = &self.inner.config;
+        // A loaded value is kept past its TTL for fail-safe, in an envelope that says when it
+        // goes stale (see `envelope.rs`); an eager refresh needs the envelope too (every
+        // instance must know when the value was written).
+        let tags = msg.tags;
+        let wrapped = value.is_some()
+            && (!config.fail_safe_max.is_zero() || config.eager_refresh > 0.0 || !tags.is_empty());
+        let refresh_in =
+            (wrapped && config.eager_refresh > 0.0).then(|| ttl.mul_f64(config.eager_refresh));
+        let l1_tags: Option<Arc<[String]>> =
+            (!tags.is_empty()).then(|| tags.iter().map(|(tag, _)| tag.clone()).collect());
+        self.inner
+            .l1
+            .fill_refreshing(&key, value.clone(), ttl, (refresh_in, l1_tags), ticket);
         // L2 is filled only under the guard taken before the load (see `Store::fill`).
         let Some(guard) = msg.fill else {
             return;
@@ -283,8 +368,17 @@ impl Handler<Release> for CacheActor {
             },
         );
         let store = self.inner.store.clone();
-        let bytes =
-            value.unwrap_or_else(|| bytes::Bytes::from_static(super::store::NEGATIVE_MARKER));
+        let (bytes, ttl) = match value {
+            Some(json) if wrapped => (
+                super::envelope::encode(&json, ttl, &tags),
+                ttl.saturating_add(config.fail_safe_max).min(MAX_TTL),
+            ),
+            Some(json) => (json, ttl),
+            None => (
+                bytes::Bytes::from_static(super::store::NEGATIVE_MARKER),
+                ttl,
+            ),
+        };
         let echo = self.inner.l1.echo(&key);
         // The caller's `complete` returns once L1 holds what L2 holds (or L1 gave up).
         let handled = msg.handled;

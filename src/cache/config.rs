@@ -20,6 +20,21 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 300;
 pub const DEFAULT_CACHE_MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Largest value `PUT /cache/{key}` accepts, in bytes (64 KiB).
 pub const DEFAULT_CACHE_MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Default fail-safe window: how long past its TTL a loaded entry may still be served when its
+/// loader fails, in seconds.
+pub const DEFAULT_FAIL_SAFE_MAX_SECS: u64 = 3600;
+/// Default pause between two calls of a failing loader for one key, in seconds.
+pub const DEFAULT_FAIL_SAFE_THROTTLE_SECS: u64 = 30;
+/// Default soft loader timeout, in milliseconds (0: off).
+pub const DEFAULT_LOADER_SOFT_TIMEOUT_MS: u64 = 1000;
+/// Default hard loader timeout, in milliseconds (0: off, wait for the loader).
+pub const DEFAULT_LOADER_HARD_TIMEOUT_MS: u64 = 0;
+/// Default eager refresh point, as a fraction of the TTL (0: off).
+pub const DEFAULT_EAGER_REFRESH: f64 = 0.8;
+/// Longest TTL the cache accepts anywhere (library calls included): 100 years. Longer ones are
+/// refused ([`CacheError::InvalidTtl`](super::CacheError::InvalidTtl)): no expiry computed from
+/// a TTL can overflow, in this process or in Redis.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Settings of the two-tier cache and of its HTTP API (`/cache`).
 #[derive(Debug, Clone)]
@@ -41,6 +56,21 @@ pub struct CacheConfig {
     pub max_ttl: Duration,
     /// Largest value `PUT /cache/{key}` accepts, in bytes of JSON.
     pub max_value_bytes: usize,
+    /// How long past its TTL a value `remember` loaded may still be served (`X-Cache: STALE`)
+    /// when its loader fails or times out; zero turns fail-safe off.
+    pub fail_safe_max: Duration,
+    /// After a loader failed for a key, its stale value is served without calling the loader
+    /// again for this long (per key and process).
+    pub fail_safe_throttle: Duration,
+    /// With a stale value at hand, answer it after the loader ran this long (the load goes on in
+    /// the background where the loader allows it); zero: off.
+    pub loader_soft_timeout: Duration,
+    /// With nothing stale at hand, give up on a loader after this long
+    /// ([`CacheError::LoaderTimeout`](super::CacheError::LoaderTimeout), HTTP 504); zero: off.
+    pub loader_hard_timeout: Duration,
+    /// A hit past this fraction of its entry's TTL starts one background reload (for loaders
+    /// that allow it); 0 turns it off.
+    pub eager_refresh: f64,
 }
 
 impl Default for CacheConfig {
@@ -54,6 +84,11 @@ impl Default for CacheConfig {
             default_ttl: Duration::from_secs(DEFAULT_CACHE_TTL_SECS),
             max_ttl: Duration::from_secs(DEFAULT_CACHE_MAX_TTL_SECS),
             max_value_bytes: DEFAULT_CACHE_MAX_VALUE_BYTES,
+            fail_safe_max: Duration::from_secs(DEFAULT_FAIL_SAFE_MAX_SECS),
+            fail_safe_throttle: Duration::from_secs(DEFAULT_FAIL_SAFE_THROTTLE_SECS),
+            loader_soft_timeout: Duration::from_millis(DEFAULT_LOADER_SOFT_TIMEOUT_MS),
+            loader_hard_timeout: Duration::from_millis(DEFAULT_LOADER_HARD_TIMEOUT_MS),
+            eager_refresh: DEFAULT_EAGER_REFRESH,
         }
     }
 }
@@ -82,6 +117,33 @@ impl CacheConfig {
             if value.as_secs() == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1 second")));
             }
+            if value > MAX_TTL {
+                return Err(ConfigError(format!("{name} must be at most 100 years")));
+            }
+        }
+        for (name, value) in [
+            ("--fail-safe-max/FAIL_SAFE_MAX", self.fail_safe_max),
+            (
+                "--fail-safe-throttle/FAIL_SAFE_THROTTLE",
+                self.fail_safe_throttle,
+            ),
+            (
+                "--loader-soft-timeout-ms/LOADER_SOFT_TIMEOUT_MS",
+                self.loader_soft_timeout,
+            ),
+            (
+                "--loader-hard-timeout-ms/LOADER_HARD_TIMEOUT_MS",
+                self.loader_hard_timeout,
+            ),
+        ] {
+            if value > MAX_TTL {
+                return Err(ConfigError(format!("{name} must be at most 100 years")));
+            }
+        }
+        if !(0.0..1.0).contains(&self.eager_refresh) {
+            return Err(ConfigError::new(
+                "--eager-refresh/EAGER_REFRESH must be from 0 (off) to below 1",
+            ));
         }
         if self.default_ttl > self.max_ttl {
             return Err(ConfigError::new(
@@ -119,6 +181,11 @@ impl CacheConfig {
     /// Budget of the memory backend's L2 store, in bytes.
     pub fn memory_l2_max_bytes(&self) -> u64 {
         self.memory_l2_max_bytes
+    }
+
+    /// How long past its TTL a loaded value may be served when its loader fails (zero: off).
+    pub fn fail_safe_max(&self) -> Duration {
+        self.fail_safe_max
     }
 
     /// The Redis key prefix of cache entries: `<prefix>cache:`.
@@ -166,6 +233,41 @@ impl CacheConfigBuilder {
     #[must_use]
     pub fn memory_l2_max_bytes(mut self, bytes: u64) -> Self {
         self.config.memory_l2_max_bytes = bytes;
+        self
+    }
+
+    /// Sets the fail-safe window (zero turns fail-safe off).
+    #[must_use]
+    pub fn fail_safe_max(mut self, window: Duration) -> Self {
+        self.config.fail_safe_max = window;
+        self
+    }
+
+    /// Sets how long a failing loader is left alone per key.
+    #[must_use]
+    pub fn fail_safe_throttle(mut self, pause: Duration) -> Self {
+        self.config.fail_safe_throttle = pause;
+        self
+    }
+
+    /// Sets the soft loader timeout (zero: off).
+    #[must_use]
+    pub fn loader_soft_timeout(mut self, timeout: Duration) -> Self {
+        self.config.loader_soft_timeout = timeout;
+        self
+    }
+
+    /// Sets the hard loader timeout (zero: off).
+    #[must_use]
+    pub fn loader_hard_timeout(mut self, timeout: Duration) -> Self {
+        self.config.loader_hard_timeout = timeout;
+        self
+    }
+
+    /// Sets the eager refresh fraction (0 turns it off).
+    #[must_use]
+    pub fn eager_refresh(mut self, fraction: f64) -> Self {
+        self.config.eager_refresh = fraction;
         self
     }
 

@@ -16,12 +16,19 @@ pub enum CacheError {
     /// [`MAX_PATTERN_CHARS`](super::MAX_PATTERN_CHARS), or holds a control character.
     #[error("invalid cache pattern: {0}")]
     InvalidPattern(&'static str),
+    /// A tag is empty, too long (64 characters over HTTP, 128 for the library) or holds a
+    /// control character, or there are more than 8.
+    #[error("invalid cache tag: {0}")]
+    InvalidTag(&'static str),
     /// The value is not JSON.
     #[error("cache values must be JSON")]
     InvalidValue,
-    /// The TTL is zero.
-    #[error("cache TTL must be at least one second")]
+    /// The TTL is under one second or over [`MAX_TTL`](super::MAX_TTL) (100 years).
+    #[error("cache TTL must be from one second to 100 years")]
     InvalidTtl,
+    /// The loader ran past the hard timeout and nothing stale was at hand.
+    #[error("the loader did not answer in time")]
+    LoaderTimeout,
     /// L2 (Redis) is needed for this operation and cannot be reached.
     #[error(transparent)]
     Unavailable(#[from] RedisError),
@@ -53,12 +60,14 @@ pub fn validate_key(key: &str) -> Result<(), CacheError> {
 impl ResponseError for CacheError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidKey(_) | Self::InvalidPattern(_) | Self::InvalidTtl => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidKey(_)
+            | Self::InvalidPattern(_)
+            | Self::InvalidTag(_)
+            | Self::InvalidTtl => StatusCode::BAD_REQUEST,
             Self::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(err) => err.status_code(),
             Self::ActorGone => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LoaderTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Serde(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,9 +90,19 @@ impl ResponseError for CacheError {
                 "Cache patterns are 1 to 128 characters of printable UTF-8: {why}."
             ))
             .into_response(),
-            Self::InvalidTtl => {
-                Problem::bad_request("ttl must be at least 1 second.").into_response()
+            Self::InvalidTag(why) => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-tag", "Invalid cache tag")
+                    .with_detail(format!(
+                        "At most 8 tags of 1 to 64 characters, none a control character: {why}."
+                    ))
+                    .into_response()
             }
+            Self::InvalidTtl => {
+                Problem::bad_request("ttl must be from 1 second to 100 years.").into_response()
+            }
+            Self::LoaderTimeout => Problem::for_status(StatusCode::GATEWAY_TIMEOUT)
+                .with_detail("The data source did not answer in time.")
+                .into_response(),
             Self::InvalidValue => Problem::validation("Cache values must be JSON.").into_response(),
             Self::Unavailable(err) => {
                 tracing::warn!(error = %err, "cache operation needs redis");

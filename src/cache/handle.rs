@@ -9,8 +9,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
     CacheActor, CacheConfig, CacheError, CacheStats, Delete, FlushPattern, Hit, Set, Tier,
+    config::MAX_TTL,
     error::validate_key,
-    inner::{Inner, start_feed},
+    inner::{Inner, L2Read, start_feed},
     l1::L1,
     stats::{L1Feed, Stats},
     store::{MemoryL2, RedisStore, Store},
@@ -33,6 +34,14 @@ impl std::fmt::Debug for CacheHandle {
     }
 }
 
+/// Checks a TTL: from one second to [`MAX_TTL`].
+pub(super) fn validate_ttl(ttl: Duration) -> Result<(), CacheError> {
+    if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
+        return Err(CacheError::InvalidTtl);
+    }
+    Ok(())
+}
+
 impl CacheHandle {
     /// Starts the cache actor on the current arbiter, with Redis as L2 when `redis` is given
     /// and the in-process store otherwise.
@@ -43,11 +52,12 @@ impl CacheHandle {
         let stats = Arc::new(Stats::default());
         let mut l1 = L1::new(config.l1_max_bytes(), config.l1_ttl(), Arc::clone(&stats));
         let mut feed = None;
+        let tokens = Arc::default();
         let store = match redis {
             Some(redis) => {
                 if l1.enabled() {
                     l1 = l1.fed();
-                    feed = start_feed(&redis, &config, &l1, &stats);
+                    feed = start_feed(&redis, &config, &l1, &stats, &tokens);
                 }
                 Store::Redis(RedisStore::new(
                     redis,
@@ -63,6 +73,9 @@ impl CacheHandle {
             stats,
             config,
             _feed: feed,
+            throttles: std::sync::Mutex::default(),
+            refreshing: std::sync::Mutex::default(),
+            tokens,
         });
         let addr = CacheActor::new(Arc::clone(&inner)).start();
         Self { inner, addr }
@@ -98,11 +111,12 @@ impl CacheHandle {
             }));
         }
         match self.read_l2(key).await? {
-            Some(value) => Ok(value.map(|json| Hit {
+            L2Read::Fresh { value, .. } => Ok(value.map(|json| Hit {
                 json,
                 tier: Tier::L2,
             })),
-            None => {
+            // A plain read has no loader to fail: past its TTL, a value is gone.
+            L2Read::Stale { .. } | L2Read::Dropped { .. } | L2Read::Miss => {
                 Stats::bump(&self.inner.stats.misses);
                 Ok(None)
             }
@@ -132,11 +146,15 @@ impl CacheHandle {
         if !self.inner.store.readable() {
             return Err(self.unavailable());
         }
-        self.inner
-            .store
-            .exists(key)
-            .await
-            .map_err(|err| self.l2_failed(err))
+        match self.inner.store.exists(key).await {
+            Ok(Some(exists)) => Ok(exists),
+            // A tagged entry: its tags decide.
+            Ok(None) => Ok(matches!(
+                self.read_l2(key).await?,
+                L2Read::Fresh { value: Some(_), .. }
+            )),
+            Err(err) => Err(self.l2_failed(err)),
+        }
     }
 
     /// Stores `value` as JSON under `key` for `ttl`.
@@ -159,10 +177,41 @@ impl CacheHandle {
     /// # Errors
     /// As [`set`](Self::set), and [`CacheError::InvalidValue`] when `json` is not JSON.
     pub async fn set_json(&self, key: &str, json: Bytes, ttl: Duration) -> Result<(), CacheError> {
+        self.set_json_tagged(key, json, ttl, &[]).await
+    }
+
+    /// [`set`](Self::set) with tags: [`invalidate_tag`](Self::invalidate_tag) of any of them
+    /// drops the entry.
+    ///
+    /// # Errors
+    /// As [`set`](Self::set), and [`CacheError::InvalidTag`] for a bad tag or more than
+    /// [`MAX_TAGS`](super::MAX_TAGS).
+    pub async fn set_tagged<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+        tags: &[&str],
+    ) -> Result<(), CacheError> {
+        let json = serde_json::to_vec(value)?;
+        self.set_json_tagged(key, Bytes::from(json), ttl, tags)
+            .await
+    }
+
+    /// [`set_json`](Self::set_json) with tags (see [`set_tagged`](Self::set_tagged)).
+    ///
+    /// # Errors
+    /// As [`set_tagged`](Self::set_tagged).
+    pub async fn set_json_tagged(
+        &self,
+        key: &str,
+        json: Bytes,
+        ttl: Duration,
+        tags: &[&str],
+    ) -> Result<(), CacheError> {
         validate_key(key)?;
-        if ttl < Duration::from_secs(1) {
-            return Err(CacheError::InvalidTtl);
-        }
+        super::validate_tags(tags)?;
+        validate_ttl(ttl)?;
         if serde_json::from_slice::<serde::de::IgnoredAny>(&json).is_err() {
             return Err(CacheError::InvalidValue);
         }
@@ -171,6 +220,25 @@ impl CacheHandle {
             key: key.to_owned(),
             value: json,
             ttl,
+            tags: tags.iter().map(|&tag| tag.to_owned()).collect(),
+        })
+        .await?
+    }
+
+    /// Drops every entry written with `tag` before this call, from L2 and from every
+    /// instance's L1 (through the invalidation feed), at one Redis command whatever the number
+    /// of entries; entries written after it live.
+    ///
+    /// # Errors
+    /// [`CacheError::InvalidTag`]; [`CacheError::Unavailable`] when L2 cannot be written.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), CacheError> {
+        super::validate_tag(tag)?;
+        if let Err(err) = self.fail_fast_when_down() {
+            self.inner.l1.drop_tag(tag);
+            return Err(err);
+        }
+        self.send(super::InvalidateTag {
+            tag: tag.to_owned(),
         })
         .await?
     }
@@ -215,18 +283,19 @@ impl CacheHandle {
         self.flush_pattern("*").await
     }
 
-    /// Reads L2 and fills L1. `Ok(None)`: a miss; `Ok(Some(None))`: a negative entry.
-    pub(super) async fn read_l2(&self, key: &str) -> Result<Option<Option<Bytes>>, CacheError> {
+    /// Reads L2 and fills L1 with a fresh value.
+    pub(super) async fn read_l2(&self, key: &str) -> Result<L2Read, CacheError> {
         if !self.inner.store.readable() {
             Stats::bump(&self.inner.stats.l2_errors);
             return Err(self.unavailable());
         }
         match self.inner.read_l2_and_fill(key).await {
-            Ok(Some(value)) => {
-                Stats::bump(&self.inner.stats.l2_hits);
-                Ok(Some(value))
+            Ok(read) => {
+                if matches!(read, L2Read::Fresh { .. }) {
+                    Stats::bump(&self.inner.stats.l2_hits);
+                }
+                Ok(read)
             }
-            Ok(None) => Ok(None),
             Err(err) => Err(self.l2_failed(err)),
         }
     }

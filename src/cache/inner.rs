@@ -1,15 +1,21 @@
 //! The state the cache handle and actor share, and the invalidation feed that keeps its L1
 //! coherent with Redis.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 
 use super::{
     CacheConfig, L1Feed,
+    envelope::{self, Freshness},
     l1::L1,
     stats::Stats,
-    store::{NEGATIVE_MARKER, Store},
+    store::Store,
+    tags::TokenCache,
 };
 use crate::connection::{FeedEvent, InvalidationFeed, RedisError, RedisHandle};
 
@@ -20,13 +26,117 @@ pub(crate) struct Inner {
     pub(crate) config: CacheConfig,
     /// Keeps L1 coherent with Redis; stops when the cache is dropped.
     pub(crate) _feed: Option<InvalidationFeed>,
+    /// Per key whose loader failed, until when its stale value is served without calling the
+    /// loader again.
+    pub(crate) throttles: Mutex<HashMap<String, Instant>>,
+    /// Keys this process is reloading in the background (eager refresh).
+    pub(crate) refreshing: Mutex<HashSet<String>>,
+    /// Tag tokens known while the feed is up.
+    pub(crate) tokens: Arc<TokenCache>,
 }
+
+/// Throttled keys kept before the expired ones are swept; past twice as many live ones, a new
+/// failure is not recorded (its loader is then called again sooner, never more memory held).
+const THROTTLE_SWEEP_AT: usize = 4096;
 
 /// How long a writer waits for the feed to report its own write before it leaves L1 to the
 /// next read (the echo takes well under a millisecond on a live feed).
 const ECHO_WAIT: Duration = Duration::from_millis(250);
 
 impl Inner {
+    /// Whether every tag still has the token an entry recorded: from the tokens this process
+    /// knows while the feed is up (no round trip), else from L2.
+    async fn tags_current(&self, tags: &[(String, String)]) -> Result<bool, RedisError> {
+        if !matches!(self.store, Store::Redis(_)) || !self.l1.is_live() {
+            return self.store.tags_current(tags).await;
+        }
+        let generation = self.tokens.generation();
+        let mut missing = Vec::new();
+        for (tag, token) in tags {
+            match self.tokens.get(tag) {
+                Some(known) if known == *token => {}
+                Some(_) => return Ok(false),
+                None => missing.push(tag.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(true);
+        }
+        let read = self.store.current_tags(&missing).await?;
+        let current = tags.iter().all(|(tag, token)| {
+            read.iter()
+                .find(|(t, _)| t == tag)
+                .is_none_or(|(_, now)| now.as_deref() == Some(token.as_str()))
+        });
+        self.tokens.keep(
+            generation,
+            read.into_iter()
+                .filter_map(|(tag, token)| Some((tag, token?))),
+        );
+        Ok(current)
+    }
+
+    /// Whether `key`'s loader failed less than the throttle period ago.
+    pub(crate) fn throttled(&self, key: &str) -> bool {
+        let throttles = self
+            .throttles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        throttles
+            .get(key)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Records a failure of `key`'s loader.
+    pub(crate) fn throttle(&self, key: &str) {
+        let now = Instant::now();
+        let Some(until) = now.checked_add(self.config.fail_safe_throttle) else {
+            return;
+        };
+        let mut throttles = self
+            .throttles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if throttles.len() >= THROTTLE_SWEEP_AT {
+            throttles.retain(|_, until| now < *until);
+        }
+        if throttles.len() < 2 * THROTTLE_SWEEP_AT {
+            throttles.insert(key.to_owned(), until);
+        }
+    }
+
+    /// Forgets a failure of `key`'s loader (it answered).
+    pub(crate) fn unthrottle(&self, key: &str) {
+        let mut throttles = self
+            .throttles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !throttles.is_empty() {
+            throttles.remove(key);
+        }
+    }
+
+    /// Marks `key` as being refreshed; false when it already is.
+    pub(crate) fn begin_refresh(&self, key: &str) -> bool {
+        let mut refreshing = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if refreshing.contains(key) {
+            return false;
+        }
+        refreshing.insert(key.to_owned())
+    }
+
+    /// Ends a refresh begun with [`begin_refresh`](Self::begin_refresh).
+    pub(crate) fn end_refresh(&self, key: &str) {
+        let mut refreshing = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        refreshing.remove(key);
+    }
+
     /// After this instance's write of `key` reached L2: waits (bounded) for the feed to report
     /// it, then fills L1 from a fresh L2 read, which no reported change has overtaken.
     pub(crate) async fn refill_after_echo(
@@ -43,22 +153,63 @@ impl Inner {
         }
     }
 
-    /// Reads `key` from L2 and fills L1 with it, under a ticket taken before the read (a change
-    /// reported after it keeps the value out of L1). `Ok(None)`: a miss; `Ok(Some(None))`: a
-    /// negative entry.
-    pub(crate) async fn read_l2_and_fill(
-        &self,
-        key: &str,
-    ) -> Result<Option<Option<Bytes>>, RedisError> {
+    /// Reads `key` from L2 and fills L1 with it when fresh, under a ticket taken before the
+    /// read (a change reported after it keeps the value out of L1).
+    pub(crate) async fn read_l2_and_fill(&self, key: &str) -> Result<L2Read, RedisError> {
         let ticket = self.l1.ticket(key);
-        let Some((bytes, left)) = self.store.get(key, self.l1.enabled()).await? else {
-            return Ok(None);
+        let Some((raw, left)) = self.store.get(key, self.l1.enabled()).await? else {
+            return Ok(L2Read::Miss);
         };
-        let value = (bytes.as_ref() != NEGATIVE_MARKER).then_some(bytes);
-        let ttl = left.unwrap_or(self.config.l1_ttl());
-        self.l1.fill(key, value.clone(), ttl, ticket);
-        Ok(Some(value))
+        let decoded = envelope::decode(raw.clone());
+        if !decoded.tags.is_empty() && !self.tags_current(&decoded.tags).await? {
+            // A tag was dropped after this entry was written.
+            return Ok(L2Read::Dropped { raw });
+        }
+        let tags: Option<Arc<[String]>> = (!decoded.tags.is_empty())
+            .then(|| decoded.tags.iter().map(|(tag, _)| tag.clone()).collect());
+        let (fresh_left, refresh_in) = match decoded
+            .meta
+            .map(|meta| meta.freshness(envelope::now_ms(), self.config.eager_refresh))
+        {
+            Some(Freshness::Stale { age }) => {
+                return Ok(match decoded.value {
+                    Some(value) => L2Read::Stale { value, age, raw },
+                    None => L2Read::Miss,
+                });
+            }
+            Some(Freshness::Fresh { left, refresh_in }) => (left, refresh_in),
+            None => (None, None),
+        };
+        let ttl = [left, fresh_left]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.config.l1_ttl());
+        self.l1
+            .fill_refreshing(key, decoded.value.clone(), ttl, (refresh_in, tags), ticket);
+        Ok(L2Read::Fresh {
+            value: decoded.value,
+            refresh: refresh_in.is_some_and(|d| d.is_zero()),
+        })
     }
+}
+
+/// What an L2 read found.
+#[derive(Debug, Clone)]
+pub(crate) enum L2Read {
+    /// Nothing.
+    Miss,
+    /// A fresh value (`None`: a negative entry), due for an eager refresh or not.
+    Fresh { value: Option<Bytes>, refresh: bool },
+    /// An entry written under a tag dropped since: as good as absent; `raw` as stored (a load
+    /// may replace it).
+    Dropped { raw: Bytes },
+    /// A value past its TTL, kept for fail-safe, written `age` ago; `raw` as stored.
+    Stale {
+        value: Bytes,
+        age: Duration,
+        raw: Bytes,
+    },
 }
 
 /// Starts the feed that applies every change under the cache namespace to `l1`.
@@ -67,32 +218,43 @@ pub(crate) fn start_feed(
     config: &CacheConfig,
     l1: &L1,
     stats: &Arc<Stats>,
+    tokens: &Arc<TokenCache>,
 ) -> Option<InvalidationFeed> {
     use std::sync::atomic::Ordering;
 
     // Bypassed (`L1::fed`) until the feed is armed.
     stats.feed.store(L1Feed::Down.as_u8(), Ordering::Relaxed);
     let namespace = config.namespace();
-    let (l1, stats) = (l1.clone(), Arc::clone(stats));
+    let tag_namespace = super::store::tag_namespace(config.key_prefix());
+    let (l1, stats, tokens) = (l1.clone(), Arc::clone(stats), Arc::clone(tokens));
     let listener = {
-        let namespace = namespace.clone();
+        let (namespace, tag_namespace) = (namespace.clone(), tag_namespace.clone());
         move |event: FeedEvent| match event {
             FeedEvent::Invalidated(keys) => {
                 for key in keys {
-                    // Keys outside the namespace or not UTF-8 were never cached here.
+                    // Keys outside the namespaces or not UTF-8 were never cached here.
                     if let Some(key) = key.strip_prefix(namespace.as_bytes())
                         && let Ok(key) = std::str::from_utf8(key)
                     {
                         l1.invalidate_reported(key);
                         Stats::bump(&stats.l1_invalidations);
+                    } else if let Some(tag) = key.strip_prefix(tag_namespace.as_bytes())
+                        && let Ok(tag) = std::str::from_utf8(tag)
+                    {
+                        // A tag dropped (or its token's life extended): its entries go.
+                        tokens.forget(Some(tag));
+                        l1.drop_tag(tag);
+                        Stats::bump(&stats.l1_invalidations);
                     }
                 }
             }
             FeedEvent::FlushedAll => {
+                tokens.forget(None);
                 l1.invalidate_all_reported();
                 Stats::bump(&stats.l1_invalidations);
             }
             FeedEvent::Down => {
+                tokens.forget(None);
                 l1.set_live(false);
                 let was = stats.feed.swap(L1Feed::Down.as_u8(), Ordering::Relaxed);
                 if was == L1Feed::Up.as_u8() {
@@ -100,12 +262,13 @@ pub(crate) fn start_feed(
                 }
             }
             FeedEvent::Up => {
+                tokens.forget(None);
                 l1.set_live(true);
                 stats.feed.store(L1Feed::Up.as_u8(), Ordering::Relaxed);
             }
         }
     };
-    match redis.invalidation_feed(vec![namespace], listener) {
+    match redis.invalidation_feed(vec![namespace, tag_namespace], listener) {
         Ok(feed) => Some(feed),
         Err(err) => {
             // L1 stays bypassed: correct, only slower.

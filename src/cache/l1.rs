@@ -58,6 +58,10 @@ pub(crate) struct L1Entry {
     pub(crate) value: Option<Bytes>,
     /// When moka drops it; fronts serve it until then at most.
     expires_at: Instant,
+    /// From when a hit asks for an eager refresh (`None`: never).
+    refresh_at: Option<Instant>,
+    /// The tags it was written with (dropping one drops the entry).
+    tags: Option<Arc<[String]>>,
 }
 
 struct L1Expiry;
@@ -234,6 +238,7 @@ impl L1 {
 
     /// Stores `value` read under `ticket`, unless an invalidation of its stripe (or a flush, or
     /// the feed going down) came after the ticket; answers whether it stayed.
+    #[cfg(test)]
     pub(crate) fn fill(
         &self,
         key: &str,
@@ -241,10 +246,23 @@ impl L1 {
         ttl: Duration,
         ticket: Ticket,
     ) -> bool {
+        self.fill_refreshing(key, value, ttl, (None, None), ticket)
+    }
+
+    /// As [`fill`](Self::fill), for an entry due for an eager refresh in `refresh_in` and
+    /// written with `tags`.
+    pub(crate) fn fill_refreshing(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        ttl: Duration,
+        (refresh_in, tags): (Option<Duration>, Option<Arc<[String]>>),
+        ticket: Ticket,
+    ) -> bool {
         if self.cache.is_none() || !self.current(ticket) {
             return false;
         }
-        self.insert(key, value, ttl);
+        self.insert(key, value, ttl, refresh_in, tags);
         // An invalidation that bumped the epoch before this check is seen here; one that bumps
         // it after removes the entry itself (it removes after bumping).
         if self.current(ticket) {
@@ -285,6 +303,11 @@ impl L1 {
 
     /// The entry's value (`None` inside: a negative entry), from this thread's front or moka.
     pub(crate) fn get(&self, key: &str) -> Option<Option<Bytes>> {
+        self.get_refreshing(key).map(|(value, _)| value)
+    }
+
+    /// As [`get`](Self::get), and whether the entry is due for an eager refresh.
+    pub(crate) fn get_refreshing(&self, key: &str) -> Option<(Option<Bytes>, bool)> {
         let cache = self.cache.as_ref()?;
         // Bypassed while the feed is down: one relaxed load of a flag that rarely changes (its
         // cache line stays shared across threads). A read racing the switch may serve what was
@@ -311,7 +334,8 @@ impl L1 {
                     .fill(self.id, (stripe, generation), key, &entry);
             });
         }
-        Some(entry.value)
+        let due = entry.refresh_at.is_some_and(|at| now >= at);
+        Some((entry.value, due))
     }
 
     /// Marks the front entries of `key` (of every key: `None`) stale; called after each change
@@ -331,14 +355,30 @@ impl L1 {
 
     /// Stores `value` for at most `ttl` (itself capped by the L1 TTL): L1 never outlives L2.
     /// Unchecked: callers that read the value from elsewhere use [`fill`](Self::fill).
-    fn insert(&self, key: &str, value: Option<Bytes>, ttl: Duration) {
+    fn insert(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        ttl: Duration,
+        refresh_in: Option<Duration>,
+        tags: Option<Arc<[String]>>,
+    ) {
         if let Some(cache) = &self.cache {
             let ttl = ttl.min(self.max_ttl);
             if !ttl.is_zero() {
                 let now = Instant::now();
                 // An unrepresentable expiry (beyond any configurable TTL) is not cached.
                 let expires_at = now.checked_add(ttl).unwrap_or(now);
-                cache.insert(key.to_owned(), L1Entry { value, expires_at });
+                let refresh_at = refresh_in.and_then(|d| now.checked_add(d));
+                cache.insert(
+                    key.to_owned(),
+                    L1Entry {
+                        value,
+                        expires_at,
+                        refresh_at,
+                        tags,
+                    },
+                );
                 self.changed(Some(key));
             }
         }
@@ -348,6 +388,24 @@ impl L1 {
         let removed = self.cache.as_ref().is_some_and(|c| c.remove(key).is_some());
         self.changed(Some(key));
         removed
+    }
+
+    /// Drops every entry written with `tag`; fills that began before are refused.
+    pub(crate) fn drop_tag(&self, tag: &str) {
+        let Some(cache) = &self.cache else { return };
+        let doomed: Vec<_> = cache
+            .iter()
+            .filter(|(_, e)| e.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == tag)))
+            .map(|(k, _)| k)
+            .collect();
+        // Every stripe: loads in flight of entries with this tag must not fill afterwards.
+        for epoch in self.epochs.iter() {
+            epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        for key in &doomed {
+            cache.invalidate(key.as_str());
+        }
+        self.changed(None);
     }
 
     pub(crate) fn remove_matching(&self, glob: &str) -> u64 {

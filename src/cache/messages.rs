@@ -16,6 +16,17 @@ pub struct Set {
     pub value: Bytes,
     /// Time to live in L2 (L1 keeps it at most this long).
     pub ttl: Duration,
+    /// Tags to write it with (checked: see [`validate_tags`](super::validate_tags)).
+    pub tags: Vec<String>,
+}
+
+/// Drops every entry written with `tag` before this message, from both tiers (and, through the
+/// invalidation feed, from every instance's L1).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), CacheError>")]
+pub struct InvalidateTag {
+    /// The tag.
+    pub tag: String,
 }
 
 /// Removes `key` from both tiers; answers whether L2 held it.
@@ -44,6 +55,15 @@ pub struct Acquire {
     pub key: String,
 }
 
+/// Asks to reload `key` in the background (eager refresh): answers a guard when no load of the
+/// key is under way in this process, `None` otherwise.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<LoadGuard>")]
+pub struct Refresh {
+    /// The cache key (without the namespace).
+    pub key: String,
+}
+
 /// Ends a load begun with [`Acquire`]: stores the result (unless a write made it stale) and
 /// wakes every waiter. `outcome: None` means the load failed or was abandoned.
 #[derive(Debug, Message)]
@@ -62,6 +82,8 @@ pub struct Release {
     /// The value was found in the cache (a load that ended just before this one began stored
     /// it), not loaded: the waiters get it, nothing is stored.
     pub cached: bool,
+    /// The tags of the value and their tokens, read before the load began.
+    pub tags: Vec<(String, String)>,
 }
 
 /// The answer to [`Acquire`].
@@ -84,6 +106,8 @@ pub struct LoadGuard {
     pub(super) armed: bool,
     /// Taken by the leader before it runs its loader.
     pub(super) fill: Option<FillGuard>,
+    /// The tags (and their tokens) the leader read before it runs its loader.
+    pub(super) tags: Vec<(String, String)>,
 }
 
 impl LoadGuard {
@@ -118,6 +142,7 @@ impl LoadGuard {
             handled,
             fill: self.fill.take(),
             cached,
+            tags: std::mem::take(&mut self.tags),
         });
     }
 }

@@ -82,6 +82,30 @@ impl Collector for CacheCollector {
             "L1 flushes because the invalidation feed was lost",
             s.l1_feed_flushes,
         )?;
+        counter(
+            &mut encoder,
+            "cache_stale_served",
+            "Answers served past their TTL because the loader failed or was too slow (fail-safe)",
+            s.stale_served,
+        )?;
+        counter(
+            &mut encoder,
+            "cache_loader_failures",
+            "Loader runs that failed or passed the hard timeout",
+            s.loader_failures,
+        )?;
+        counter(
+            &mut encoder,
+            "cache_loader_timeouts",
+            "Loader runs that passed the soft or hard timeout",
+            s.loader_timeouts,
+        )?;
+        counter(
+            &mut encoder,
+            "cache_eager_refreshes",
+            "Background reloads started by a hit past the eager refresh point",
+            s.eager_refreshes,
+        )?;
         if s.l1_feed != L1Feed::Off {
             gauge(
                 &mut encoder,

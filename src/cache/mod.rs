@@ -34,6 +34,7 @@
 mod actor;
 mod cached;
 mod config;
+mod envelope;
 mod error;
 mod glob;
 mod handle;
@@ -45,23 +46,29 @@ mod remember;
 mod response;
 mod stats;
 mod store;
+mod tags;
 mod tier;
 
 pub use actor::CacheActor;
 pub use cached::{cached, cached_with_key, key_for};
 pub use config::{
     CacheConfig, CacheConfigBuilder, DEFAULT_CACHE_MAX_TTL_SECS, DEFAULT_CACHE_MAX_VALUE_BYTES,
-    DEFAULT_CACHE_TTL_SECS, DEFAULT_L1_MAX_BYTES, DEFAULT_L1_TTL_SECS, DEFAULT_MEMORY_L2_MAX_BYTES,
-    DEFAULT_NEGATIVE_TTL_SECS,
+    DEFAULT_CACHE_TTL_SECS, DEFAULT_EAGER_REFRESH, DEFAULT_FAIL_SAFE_MAX_SECS,
+    DEFAULT_FAIL_SAFE_THROTTLE_SECS, DEFAULT_L1_MAX_BYTES, DEFAULT_L1_TTL_SECS,
+    DEFAULT_LOADER_HARD_TIMEOUT_MS, DEFAULT_LOADER_SOFT_TIMEOUT_MS, DEFAULT_MEMORY_L2_MAX_BYTES,
+    DEFAULT_NEGATIVE_TTL_SECS, MAX_TTL,
 };
 pub use error::{CacheError, MAX_KEY_BYTES, validate_key};
 pub use glob::{Glob, MAX_PATTERN_CHARS, escape as escape_glob, glob_match, validate_pattern};
 pub use handle::CacheHandle;
-pub use messages::{Acquire, Delete, FlushPattern, Lease, LoadGuard, Release, Set};
+pub use messages::{
+    Acquire, Delete, FlushPattern, InvalidateTag, Lease, LoadGuard, Refresh, Release, Set,
+};
 pub use metrics::CacheCollector;
 pub use response::X_CACHE;
 #[cfg(feature = "server")]
 pub(crate) use response::{cached_json, with_tier};
 pub use stats::{CacheStats, L1Feed};
 pub use store::{FILL_GUARD_TTL, FillGuard};
+pub use tags::{MAX_TAG_CHARS, MAX_TAGS, validate_tag, validate_tags};
 pub use tier::{Hit, Remembered, Tier};

@@ -1,14 +1,161 @@
 //! [`CacheHandle::remember`]: a value loaded once on a miss (per process, concurrent callers
 //! coalesced), cached in both tiers, degrading to the loader when L2 fails.
+//!
+//! # Fail-safe, timeouts and eager refresh
+//! - A loaded value is kept in L2 for its TTL plus the fail-safe window (see `envelope.rs`).
+//!   Past its TTL it is *stale*: a read loads again, and answers the stale value
+//!   ([`Tier::Stale`]) when the loader fails, passes the hard timeout, or (with a stale value at
+//!   hand) the soft timeout. After a failure the loader of that key is left alone for the
+//!   throttle period (per process): stale reads meanwhile cost one L2 read each.
+//! - A loader whose future owns what it uses (`'static`, [`remember_json_owned`]) can outlive
+//!   its caller: at the soft timeout its load goes on in the background and fills both tiers;
+//!   a hit past the eager refresh point starts one background reload (one per key and
+//!   process), so that a key read steadily never misses.
+//!
+//! [`remember_json_owned`]: CacheHandle::remember_json_owned
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    Acquire, CacheError, CacheHandle, Lease, Remembered, Tier, error::validate_key, stats::Stats,
+    Acquire, CacheError, CacheHandle, FILL_GUARD_TTL, Lease, LoadGuard, Remembered, Tier,
+    error::validate_key, handle::validate_ttl, inner::L2Read, messages::Refresh, stats::Stats,
 };
+
+/// Longest a load runs in the background (past its caller's soft timeout, or an eager
+/// refresh): a load that takes longer could not fill L2 anyway (see [`FILL_GUARD_TTL`]), and a
+/// hung loader must not hold its key's flight for ever. The hard timeout is for callers who
+/// wait, and does not apply here.
+const BACKGROUND_LIMIT: Duration = Duration::from_secs(FILL_GUARD_TTL.as_secs() / 2);
+
+/// A value past its TTL, kept for fail-safe.
+struct Stale {
+    value: Bytes,
+    age: Duration,
+}
+
+/// How a load ended in its caller's time.
+enum Outcome<E> {
+    Done(Result<Option<Bytes>, E>),
+    Soft,
+    Hard,
+}
+
+/// How a load ended, as its guard reports it.
+enum Loaded {
+    Value(Option<Bytes>),
+    Failed,
+    TimedOut,
+}
+
+impl Loaded {
+    /// A load's result, `None` when it passed the hard timeout.
+    fn of<E>(result: Option<Result<Option<Bytes>, E>>) -> Self {
+        match result {
+            Some(Ok(value)) => Self::Value(value),
+            Some(Err(_)) => Self::Failed,
+            None => Self::TimedOut,
+        }
+    }
+}
+
+/// What a load may do beyond its caller's call: nothing (a borrowing loader), or finish in
+/// the background and refresh early (an owned one).
+trait Mode<E, Fut> {
+    /// Whether the load may outlive its caller.
+    const OWNED: bool;
+
+    /// Runs the rest of `load` in the background and reports it through `guard` (owned), or
+    /// abandons it (the guard's drop wakes the waiters).
+    fn finish(cache: &CacheHandle, key: &str, ttl: Duration, guard: LoadGuard, load: Pin<Box<Fut>>);
+
+    /// Starts one background reload of `key` (written with `tags`) with `loader` (owned), or
+    /// nothing.
+    fn refresh<F: FnOnce() -> Fut>(
+        cache: &CacheHandle,
+        key: &str,
+        entry: (Duration, &[&str]),
+        loader: F,
+    );
+}
+
+/// A loader that borrows from its caller.
+struct Borrowed;
+
+impl<E, Fut> Mode<E, Fut> for Borrowed {
+    const OWNED: bool = false;
+
+    fn finish(_: &CacheHandle, _: &str, _: Duration, _: LoadGuard, _: Pin<Box<Fut>>) {}
+
+    fn refresh<F: FnOnce() -> Fut>(_: &CacheHandle, _: &str, _: (Duration, &[&str]), _: F) {}
+}
+
+/// A loader whose future owns what it uses.
+struct Owned;
+
+impl<E, Fut> Mode<E, Fut> for Owned
+where
+    E: 'static,
+    Fut: Future<Output = Result<Option<Bytes>, E>> + 'static,
+{
+    const OWNED: bool = true;
+
+    fn finish(
+        cache: &CacheHandle,
+        key: &str,
+        ttl: Duration,
+        guard: LoadGuard,
+        load: Pin<Box<Fut>>,
+    ) {
+        let (cache, key) = (cache.clone(), key.to_owned());
+        actix::spawn(async move {
+            let result = tokio::time::timeout(BACKGROUND_LIMIT, load).await.ok();
+            cache.loaded(&key, ttl, guard, Loaded::of(result)).await;
+        });
+    }
+
+    fn refresh<F: FnOnce() -> Fut>(
+        cache: &CacheHandle,
+        key: &str,
+        (ttl, tags): (Duration, &[&str]),
+        loader: F,
+    ) {
+        // A failing loader is left alone for the throttle period, refreshes included (else
+        // every hit past the refresh point would call it again).
+        if cache.inner.throttled(key) || !cache.inner.begin_refresh(key) {
+            return;
+        }
+        Stats::bump(&cache.inner.stats.eager_refreshes);
+        let load = loader();
+        let (cache, key) = (cache.clone(), key.to_owned());
+        let tags: Vec<String> = tags.iter().map(|&tag| tag.to_owned()).collect();
+        actix::spawn(async move {
+            if let Ok(Some(mut guard)) = cache.send(Refresh { key: key.clone() }).await {
+                // The reload replaces what L2 holds now, and nothing written since.
+                let now = match cache.inner.store.get(&key, false).await {
+                    Ok(found) => Some(found.map(|(raw, _)| raw)),
+                    Err(_) => None,
+                };
+                if let Some(now) = now
+                    && cache.tag_guard(&mut guard, &tags, ttl).await
+                {
+                    guard.fill = cache
+                        .inner
+                        .store
+                        .fill_guard(&key)
+                        .await
+                        .map(|g| g.expecting(now.as_deref()));
+                    Stats::bump(&cache.inner.stats.loads);
+                    let result = tokio::time::timeout(BACKGROUND_LIMIT, load).await.ok();
+                    cache.loaded(&key, ttl, guard, Loaded::of(result)).await;
+                }
+            }
+            cache.inner.end_refresh(&key);
+        });
+    }
+}
 
 impl CacheHandle {
     /// Answers the value of `key`, running `loader` on a miss and caching its answer for `ttl`
@@ -16,10 +163,12 @@ impl CacheHandle {
     ///
     /// Concurrent calls for one cold key run the loader once in this process; the others wait
     /// for its result. When L2 fails, the call degrades to L1 and the loader (logged, counted).
+    /// Past its TTL, a loaded value is served stale when the loader fails (see the
+    /// [module docs](self)).
     ///
     /// # Errors
     /// The loader's error, or [`CacheError`] (converted into `E`) for an invalid key or a value
-    /// that does not (de)serialize as `T`.
+    /// that does not (de)serialize as `T`, or [`CacheError::LoaderTimeout`].
     pub async fn remember<T, E, F, Fut>(
         &self,
         key: &str,
@@ -51,11 +200,14 @@ impl CacheHandle {
         Ok(Remembered {
             value,
             tier: raw.tier,
+            age: raw.age,
         })
     }
 
     /// [`remember`](Self::remember) on JSON bytes: no (de)serialization on a hit, so a handler
-    /// can send the cached bytes as they are.
+    /// can send the cached bytes as they are. The loader borrows from the caller, so its load
+    /// never outlives the call: no soft timeout, no eager refresh (see
+    /// [`remember_json_owned`](Self::remember_json_owned)).
     ///
     /// # Errors
     /// As [`remember`](Self::remember).
@@ -70,28 +222,126 @@ impl CacheHandle {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Bytes>, E>>,
     {
-        validate_key(key)?;
-        if ttl < Duration::from_secs(1) {
-            return Err(CacheError::InvalidTtl.into());
+        self.remember_in::<Borrowed, E, F, Fut>(key, (ttl, &[]), loader)
+            .await
+    }
+
+    /// [`remember_json`](Self::remember_json) for a loader whose future owns what it uses
+    /// (`'static`; the closure itself may borrow, it is called only to load): such a load can
+    /// outlive its caller, which adds the soft timeout (with a stale value at hand, answer it
+    /// and let the load finish in the background, filling both tiers) and eager refresh (a hit
+    /// past the configured fraction of the TTL starts one background reload). Must run on an
+    /// actix system (it spawns there).
+    ///
+    /// # Errors
+    /// As [`remember`](Self::remember).
+    pub async fn remember_json_owned<E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        loader: F,
+    ) -> Result<Remembered<Bytes>, E>
+    where
+        E: From<CacheError> + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Bytes>, E>> + 'static,
+    {
+        self.remember_in::<Owned, E, F, Fut>(key, (ttl, &[]), loader)
+            .await
+    }
+
+    /// [`remember_json_owned`](Self::remember_json_owned) writing the loaded value with `tags`:
+    /// [`invalidate_tag`](Self::invalidate_tag) of any of them drops it. The tags' tokens are
+    /// read before the load begins (one more round trip per load), so a tag dropped during the
+    /// load drops its result too.
+    ///
+    /// # Errors
+    /// As [`remember`](Self::remember), and [`CacheError::InvalidTag`].
+    pub async fn remember_json_tagged<E, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        tags: &[&str],
+        loader: F,
+    ) -> Result<Remembered<Bytes>, E>
+    where
+        E: From<CacheError> + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Bytes>, E>> + 'static,
+    {
+        self.remember_in::<Owned, E, F, Fut>(key, (ttl, tags), loader)
+            .await
+    }
+
+    /// Reads the tokens of `tags` into `guard`, for an entry living `ttl` plus the fail-safe
+    /// window; false when they cannot be read (the load's value must then not be cached: an
+    /// entry without its tags would survive their drop).
+    async fn tag_guard(&self, guard: &mut LoadGuard, tags: &[String], ttl: Duration) -> bool {
+        if tags.is_empty() {
+            return true;
         }
-        if let Some(value) = self.inner.l1.get(key) {
+        let life = ttl
+            .saturating_add(self.inner.config.fail_safe_max)
+            .min(super::MAX_TTL);
+        match self.inner.store.tag_tokens(tags, life).await {
+            Ok(tokens) => {
+                guard.tags = tokens;
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cache: tag tokens unreadable; the load is not cached");
+                false
+            }
+        }
+    }
+
+    async fn remember_in<M, E, F, Fut>(
+        &self,
+        key: &str,
+        (ttl, tags): (Duration, &[&str]),
+        loader: F,
+    ) -> Result<Remembered<Bytes>, E>
+    where
+        M: Mode<E, Fut>,
+        E: From<CacheError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Bytes>, E>>,
+    {
+        validate_key(key)?;
+        validate_ttl(ttl)?;
+        if let Some((value, due)) = self.inner.l1.get_refreshing(key) {
             Stats::bump(&self.inner.stats.l1_hits);
+            if due {
+                M::refresh(self, key, (ttl, tags), loader);
+            }
             return Ok(Remembered {
                 value,
                 tier: Tier::L1,
+                age: None,
             });
         }
+        let mut stale = None;
         match self.read_l2(key).await {
-            Ok(Some(value)) => {
+            Ok(L2Read::Fresh { value, refresh, .. }) => {
+                if refresh {
+                    M::refresh(self, key, (ttl, tags), loader);
+                }
                 return Ok(Remembered {
                     value,
                     tier: Tier::L2,
+                    age: None,
                 });
             }
-            Ok(None) => {}
+            Ok(L2Read::Stale { value, age, .. }) => stale = Some(Stale { value, age }),
+            Ok(L2Read::Miss | L2Read::Dropped { .. }) => {}
             // Degrade: the loader can answer without L2.
             Err(CacheError::Unavailable(_)) => {}
             Err(other) => return Err(other.into()),
+        }
+        // Checked here, off the hit path: they matter only to what a load writes.
+        super::validate_tags(tags)?;
+        if let Some(stale) = stale.take_if(|_| self.inner.throttled(key)) {
+            return Ok(self.stale(stale));
         }
         Stats::bump(&self.inner.stats.misses);
         let mut loader = Some(loader);
@@ -106,17 +356,30 @@ impl CacheHandle {
                     return Ok(Remembered {
                         value,
                         tier: Tier::Miss,
+                        age: None,
                     });
                 }
                 Lease::Follower(rx) => {
-                    if let Ok(Some(value)) = rx.await {
-                        Stats::bump(&self.inner.stats.coalesced);
-                        return Ok(Remembered {
-                            value,
-                            tier: Tier::Miss,
-                        });
+                    let limit = self.wait_limit(stale.is_some());
+                    let waited = match limit {
+                        Some(limit) => tokio::time::timeout(limit, rx).await.ok(),
+                        None => Some(rx.await),
+                    };
+                    match (waited, stale) {
+                        (Some(Ok(Some(value))), _) => {
+                            Stats::bump(&self.inner.stats.coalesced);
+                            return Ok(Remembered {
+                                value,
+                                tier: Tier::Miss,
+                                age: None,
+                            });
+                        }
+                        // The leader failed (it counted it), or is too slow.
+                        (_, Some(stale)) => return Ok(self.stale(stale)),
+                        (None, None) => return Err(CacheError::LoaderTimeout.into()),
+                        // The leader failed or gave up: acquire again.
+                        (Some(_), None) => stale = None,
                     }
-                    // The leader failed or gave up: acquire again.
                 }
                 Lease::Leader(mut guard) => {
                     // A load that ended between this caller's L2 miss and its lease stored its
@@ -126,32 +389,166 @@ impl CacheHandle {
                     // load, 500 concurrent cold reads loaded the row twice without it. The
                     // callers waiting on this lease get the value from it: with L1 off, each
                     // would otherwise take the lease in turn and read L2 again.
-                    if let Ok(Some(value)) = self.read_l2(key).await {
-                        guard.share(value.clone());
-                        return Ok(Remembered {
-                            value,
-                            tier: Tier::L2,
-                        });
-                    }
+                    let seen = match self.read_l2(key).await {
+                        Ok(L2Read::Fresh { value, .. }) => {
+                            guard.share(value.clone());
+                            return Ok(Remembered {
+                                value,
+                                tier: Tier::L2,
+                                age: None,
+                            });
+                        }
+                        Ok(L2Read::Stale { value, age, raw }) => {
+                            stale = Some(Stale { value, age });
+                            Some(raw)
+                        }
+                        Ok(L2Read::Dropped { raw }) => Some(raw),
+                        Ok(L2Read::Miss) | Err(_) => None,
+                    };
                     // unwrap: a caller becomes leader at most once, then returns.
                     let load = loader.take().unwrap();
+                    let tags: Vec<String> = tags.iter().map(|&tag| tag.to_owned()).collect();
+                    if !self.tag_guard(&mut guard, &tags, ttl).await {
+                        // Answer the callers, cache nothing.
+                        drop(guard);
+                        Stats::bump(&self.inner.stats.loads);
+                        let value = load().await?;
+                        return Ok(Remembered {
+                            value,
+                            tier: Tier::Miss,
+                            age: None,
+                        });
+                    }
                     // Before the load: a change to the key from now on forbids the L2 fill.
-                    guard.fill = self.inner.store.fill_guard(key).await;
+                    guard.fill = self
+                        .inner
+                        .store
+                        .fill_guard(key)
+                        .await
+                        .map(|g| g.expecting(seen.as_deref()));
                     Stats::bump(&self.inner.stats.loads);
-                    // On error (or cancellation) the guard drops unreported and waiters retry.
-                    let value = load().await?;
-                    let ttl = if value.is_some() {
-                        ttl
-                    } else {
-                        self.inner.config.negative_ttl()
-                    };
-                    guard.complete(value.clone(), ttl).await;
-                    return Ok(Remembered {
-                        value,
-                        tier: Tier::Miss,
-                    });
+                    let load = Box::pin(load());
+                    return self.lead::<M, E, Fut>(key, ttl, guard, load, stale).await;
                 }
             }
+        }
+    }
+
+    /// How long a caller waits for a load: the soft timeout with a stale value at hand (when
+    /// the load can go on without its caller), else the hard timeout; `None`: no limit.
+    fn wait_limit(&self, stale: bool) -> Option<Duration> {
+        let config = &self.inner.config;
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let soft = nonzero(config.loader_soft_timeout).filter(|_| stale);
+        match (soft, nonzero(config.loader_hard_timeout)) {
+            (Some(soft), Some(hard)) => Some(soft.min(hard)),
+            (soft, hard) => soft.or(hard),
+        }
+    }
+
+    /// Runs the leader's load within the timeouts and answers for it.
+    async fn lead<M, E, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        guard: LoadGuard,
+        mut load: Pin<Box<Fut>>,
+        stale: Option<Stale>,
+    ) -> Result<Remembered<Bytes>, E>
+    where
+        M: Mode<E, Fut>,
+        E: From<CacheError>,
+        Fut: Future<Output = Result<Option<Bytes>, E>>,
+    {
+        let config = &self.inner.config;
+        let soft = (M::OWNED && stale.is_some() && !config.loader_soft_timeout.is_zero())
+            .then_some(config.loader_soft_timeout);
+        let hard = (!config.loader_hard_timeout.is_zero()).then_some(config.loader_hard_timeout);
+        let sleep = |limit: Option<Duration>| async move {
+            match limit {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            result = &mut load => Outcome::Done(result),
+            () = sleep(soft) => Outcome::Soft,
+            () = sleep(hard) => Outcome::Hard,
+        };
+        match outcome {
+            Outcome::Done(Ok(value)) => {
+                let value = self.loaded(key, ttl, guard, Loaded::Value(value)).await;
+                Ok(Remembered {
+                    value,
+                    tier: Tier::Miss,
+                    age: None,
+                })
+            }
+            Outcome::Done(Err(err)) => {
+                self.loaded(key, ttl, guard, Loaded::Failed).await;
+                match stale {
+                    Some(stale) => Ok(self.stale(stale)),
+                    None => Err(err),
+                }
+            }
+            Outcome::Soft => {
+                Stats::bump(&self.inner.stats.loader_timeouts);
+                M::finish(self, key, ttl, guard, load);
+                // unwrap: the soft timeout is armed only with a stale value at hand.
+                Ok(self.stale(stale.unwrap()))
+            }
+            Outcome::Hard => {
+                Stats::bump(&self.inner.stats.loader_timeouts);
+                drop(load);
+                self.loaded(key, ttl, guard, Loaded::TimedOut).await;
+                match stale {
+                    Some(stale) => Ok(self.stale(stale)),
+                    None => Err(CacheError::LoaderTimeout.into()),
+                }
+            }
+        }
+    }
+
+    /// Reports a load's end through its guard: a value is stored (the throttle of the key
+    /// lifted); a failure or a hard timeout is counted and throttles the key's loader. Answers
+    /// the value stored.
+    async fn loaded(
+        &self,
+        key: &str,
+        ttl: Duration,
+        guard: LoadGuard,
+        loaded: Loaded,
+    ) -> Option<Bytes> {
+        match loaded {
+            Loaded::Value(value) => {
+                self.inner.unthrottle(key);
+                let ttl = if value.is_some() {
+                    ttl
+                } else {
+                    self.inner.config.negative_ttl()
+                };
+                guard.complete(value.clone(), ttl).await;
+                value
+            }
+            failed => {
+                Stats::bump(&self.inner.stats.loader_failures);
+                if matches!(failed, Loaded::TimedOut) {
+                    tracing::warn!(key, "cache: the loader passed the hard timeout");
+                }
+                self.inner.throttle(key);
+                // Dropped unreported: waiters serve their stale value or retry.
+                drop(guard);
+                None
+            }
+        }
+    }
+
+    fn stale(&self, stale: Stale) -> Remembered<Bytes> {
+        Stats::bump(&self.inner.stats.stale_served);
+        Remembered {
+            value: Some(stale.value),
+            tier: Tier::Stale,
+            age: Some(stale.age),
         }
     }
 }

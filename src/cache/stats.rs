@@ -15,6 +15,10 @@ pub(crate) struct Stats {
     pub(crate) l1_invalidations: AtomicU64,
     pub(crate) l1_feed_flushes: AtomicU64,
     pub(crate) fills_refused: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) loader_failures: AtomicU64,
+    pub(crate) loader_timeouts: AtomicU64,
+    pub(crate) eager_refreshes: AtomicU64,
     /// [`L1Feed`] as a number (0 off, 1 down, 2 up).
     pub(crate) feed: AtomicU8,
 }
@@ -78,6 +82,14 @@ pub struct CacheStats {
     pub fills_refused: u64,
     /// The invalidation feed's state.
     pub l1_feed: L1Feed,
+    /// Answers served past their TTL because the loader failed or was too slow (fail-safe).
+    pub stale_served: u64,
+    /// Loader runs that failed (an error, or the hard timeout).
+    pub loader_failures: u64,
+    /// Loader runs that passed the soft or hard timeout.
+    pub loader_timeouts: u64,
+    /// Background reloads started by a hit past the eager refresh point.
+    pub eager_refreshes: u64,
 }
 
 impl Stats {
@@ -96,6 +108,10 @@ impl Stats {
             l1_feed_flushes: get(&self.l1_feed_flushes),
             fills_refused: get(&self.fills_refused),
             l1_feed: L1Feed::from_u8(self.feed.load(Ordering::Relaxed)),
+            stale_served: get(&self.stale_served),
+            loader_failures: get(&self.loader_failures),
+            loader_timeouts: get(&self.loader_timeouts),
+            eager_refreshes: get(&self.eager_refreshes),
         }
     }
 

@@ -42,6 +42,17 @@ pub struct FillGuard {
     /// The marker's token then (empty: none); `None` on the memory backend (no guard needed).
     marker: Option<Vec<u8>>,
     taken: Instant,
+    /// The SHA-1 (hex) of the L2 value the loader found before it began (a stale value it may
+    /// replace, or a fresh one an eager refresh replaces); `None`: the key was absent.
+    expect: Option<String>,
+}
+
+impl FillGuard {
+    /// Expects L2 to hold `raw` (as read before the load) when the fill lands, or nothing.
+    pub(crate) fn expecting(mut self, raw: Option<&[u8]>) -> Self {
+        self.expect = raw.map(|raw| sha1_smol::Sha1::from(raw).digest().to_string());
+        self
+    }
 }
 
 /// Sets a key and its fill-guard marker.
@@ -58,15 +69,32 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return n
 ";
 
-/// A load's fill: only while the marker is what the loader saw and the key is absent.
+/// A load's fill: only while the marker is what the loader saw and the key holds what the
+/// loader found before it began (its SHA-1 in `ARGV[4]`; empty: nothing) or nothing at all.
 const FILL_SCRIPT: &str = r"
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
-return 0
+local now = redis.call('GET', KEYS[1])
+if now and (ARGV[4] == '' or redis.sha1hex(now) ~= ARGV[4]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// A tagged write's token of one tag: the current one (a fresh `ARGV[1]` when there is none),
+/// the key's life extended to twice `ARGV[2]` ms when it has less than `ARGV[2]` left.
+const TAG_SCRIPT: &str = r"
+local t = redis.call('GET', KEYS[1])
+if not t then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  return ARGV[1]
+end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return t
 ";
 
 /// A fresh marker token: random per process, then a counter (never empty).
-fn marker_token() -> String {
+pub(crate) fn marker_token() -> String {
     static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nonce = NONCE.get_or_init(|| {
@@ -155,6 +183,7 @@ impl Store {
             Self::Memory(_) => Some(FillGuard {
                 marker: None,
                 taken: Instant::now(),
+                expect: None,
             }),
             Self::Redis(r) => r.fill_guard(key).await,
         }
@@ -179,11 +208,85 @@ impl Store {
         }
     }
 
-    /// Whether a positive (non-negative) entry exists.
-    pub(crate) async fn exists(&self, key: &str) -> Result<bool, RedisError> {
+    /// Whether a positive (non-negative), fresh entry exists; `None` when its first bytes
+    /// cannot tell (a tagged entry: read it whole).
+    pub(crate) async fn exists(&self, key: &str) -> Result<Option<bool>, RedisError> {
+        let head = match self {
+            Self::Memory(m) => m.get(key).map(|(v, _)| v),
+            Self::Redis(r) => r.head(key).await?,
+        };
+        Ok(match head {
+            Some(head) => super::envelope::holds_fresh_value(&head),
+            None => Some(false),
+        })
+    }
+
+    /// The current token of each of `tags` (created when missing), each token key made to live
+    /// at least `ttl` (an entry written under them lives that long).
+    pub(crate) async fn tag_tokens(
+        &self,
+        tags: &[String],
+        ttl: Duration,
+    ) -> Result<Vec<(String, String)>, RedisError> {
+        let life = ttl.saturating_mul(2).min(super::MAX_TTL);
         match self {
-            Self::Memory(m) => Ok(m.get(key).is_some_and(|(v, _)| v != NEGATIVE_MARKER)),
-            Self::Redis(r) => r.exists(key).await,
+            Self::Memory(m) => Ok(tags
+                .iter()
+                .map(|tag| (tag.clone(), m.tag_token(tag, ttl, life)))
+                .collect()),
+            Self::Redis(r) => {
+                let tokens = futures_util::future::try_join_all(
+                    tags.iter().map(|tag| r.tag_token(tag, ttl, life)),
+                )
+                .await?;
+                Ok(tags.iter().cloned().zip(tokens).collect())
+            }
+        }
+    }
+
+    /// Whether every tag still has the token an entry recorded.
+    pub(crate) async fn tags_current(&self, tags: &[(String, String)]) -> Result<bool, RedisError> {
+        match self {
+            Self::Memory(m) => Ok(tags
+                .iter()
+                .all(|(tag, token)| m.current_tag(tag).as_deref() == Some(token.as_str()))),
+            Self::Redis(r) => {
+                let now = futures_util::future::try_join_all(
+                    tags.iter().map(|(tag, _)| r.current_tag(tag)),
+                )
+                .await?;
+                Ok(tags
+                    .iter()
+                    .zip(now)
+                    .all(|((_, token), now)| now.as_deref() == Some(token.as_str())))
+            }
+        }
+    }
+
+    /// The current token of each tag (Redis only; `None`: none).
+    pub(crate) async fn current_tags(
+        &self,
+        tags: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, RedisError> {
+        let now = match self {
+            Self::Memory(m) => tags.iter().map(|tag| m.current_tag(tag)).collect(),
+            Self::Redis(r) => {
+                futures_util::future::try_join_all(tags.iter().map(|tag| r.current_tag(tag)))
+                    .await?
+            }
+        };
+        Ok(tags.iter().cloned().zip(now).collect())
+    }
+
+    /// Gives `tag` a new token (when it has one): every entry written under the old one reads
+    /// as absent from now on. One command.
+    pub(crate) async fn drop_tag(&self, tag: &str) -> Result<(), RedisError> {
+        match self {
+            Self::Memory(m) => {
+                m.drop_tag(tag);
+                Ok(())
+            }
+            Self::Redis(r) => r.drop_tag(tag).await,
         }
     }
 
@@ -203,7 +306,9 @@ pub(crate) struct RedisStore {
     namespace: String,
     /// `<prefix>fillguard:`.
     guards: String,
-    scripts: std::sync::Arc<[redis::Script; 3]>,
+    /// `<prefix>cachetag:`.
+    tags: String,
+    scripts: std::sync::Arc<[redis::Script; 4]>,
 }
 
 impl RedisStore {
@@ -212,10 +317,12 @@ impl RedisStore {
             redis,
             namespace,
             guards: format!("{prefix}fillguard:"),
+            tags: tag_namespace(prefix),
             scripts: std::sync::Arc::new([
                 redis::Script::new(SET_SCRIPT),
                 redis::Script::new(DELETE_SCRIPT),
                 redis::Script::new(FILL_SCRIPT),
+                redis::Script::new(TAG_SCRIPT),
             ]),
         }
     }
@@ -239,6 +346,7 @@ impl RedisStore {
             Ok(token) => Some(FillGuard {
                 marker: Some(token.unwrap_or_default()),
                 taken,
+                expect: None,
             }),
             Err(err) => {
                 tracing::debug!(error = %err, "cache: fill guard unreadable; the load will not fill L2");
@@ -269,7 +377,8 @@ impl RedisStore {
             .key(&marker)
             .arg(value.as_ref())
             .arg(millis(ttl))
-            .arg(seen.as_slice());
+            .arg(seen.as_slice())
+            .arg(guard.expect.as_deref().unwrap_or(""));
         let filled: i64 = self.redis.invoke(&invocation).await?;
         Ok(filled == 1)
     }
@@ -341,14 +450,49 @@ impl RedisStore {
         Ok(n > 0)
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, RedisError> {
-        // The first byte tells a value from the negative marker without fetching the value;
-        // a missing key reads as "" (no JSON value is empty).
-        let first: Vec<u8> = self
+    async fn tag_token(
+        &self,
+        tag: &str,
+        ttl: Duration,
+        life: Duration,
+    ) -> Result<String, RedisError> {
+        let mut invocation = self.scripts[3].prepare_invoke();
+        invocation
+            .key(format!("{}{tag}", self.tags))
+            .arg(marker_token())
+            .arg(millis(ttl))
+            .arg(millis(life));
+        self.redis.invoke(&invocation).await
+    }
+
+    async fn current_tag(&self, tag: &str) -> Result<Option<String>, RedisError> {
+        self.redis
+            .query(redis::cmd("GET").arg(format!("{}{tag}", self.tags)))
+            .await
+    }
+
+    async fn drop_tag(&self, tag: &str) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}{tag}", self.tags))
+            .arg(marker_token())
+            .arg("XX")
+            .arg("KEEPTTL");
+        self.redis.query::<Option<String>>(&cmd).await.map(drop)
+    }
+
+    /// The first bytes of the value (enough for an envelope's header and the first byte of
+    /// its JSON), without fetching the whole value; `None`: absent (no JSON value is empty).
+    async fn head(&self, key: &str) -> Result<Option<Bytes>, RedisError> {
+        let head: Vec<u8> = self
             .redis
-            .query(redis::cmd("GETRANGE").arg(self.key(key)).arg(0).arg(0))
+            .query(
+                redis::cmd("GETRANGE")
+                    .arg(self.key(key))
+                    .arg(0)
+                    .arg(super::envelope::HEAD_BYTES - 1),
+            )
             .await?;
-        Ok(matches!(first.first(), Some(&b) if b != NEGATIVE_MARKER[0]))
+        Ok((!head.is_empty()).then(|| Bytes::from(head)))
     }
 
     async fn flush(&self, glob: &str) -> Result<u64, RedisError> {
@@ -405,11 +549,21 @@ impl Expiry<String, MemEntry> for MemExpiry {
     }
 }
 
-/// L2 of the memory backend: a bounded, expiring map with Redis' semantics, single-instance.
+/// The Redis key prefix of tag tokens: `<prefix>cachetag:`.
+pub(crate) fn tag_namespace(prefix: &str) -> String {
+    format!("{prefix}cachetag:")
+}
+
+/// L2 of the memory backend: a bounded, expiring map with Redis' semantics, single-instance;
+/// tag tokens in a second one.
 #[derive(Clone)]
 pub(crate) struct MemoryL2 {
     entries: Cache<String, MemEntry>,
+    tags: Cache<String, MemEntry>,
 }
+
+/// Budget of the memory backend's tag tokens (bounded by the entries that name them).
+const MEMORY_TAGS_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 impl MemoryL2 {
     pub(crate) fn new(max_bytes: u64) -> Self {
@@ -418,7 +572,50 @@ impl MemoryL2 {
             .weigher(|k: &String, v: &MemEntry| weight(k.len(), v.value.len()))
             .expire_after(MemExpiry)
             .build();
-        Self { entries }
+        let tags = Cache::builder()
+            .max_capacity(MEMORY_TAGS_MAX_BYTES)
+            .weigher(|k: &String, v: &MemEntry| weight(k.len(), v.value.len()))
+            .expire_after(MemExpiry)
+            .build();
+        Self { entries, tags }
+    }
+
+    fn tag_token(&self, tag: &str, ttl: Duration, life: Duration) -> String {
+        let now = Instant::now();
+        let entry = self.tags.get(tag).filter(|e| e.expires_at > now);
+        let (token, expires_at) = match entry {
+            Some(e) if e.expires_at.saturating_duration_since(now) >= ttl => return text(&e.value),
+            Some(e) => (e.value, now.checked_add(life)),
+            None => (Bytes::from(marker_token()), now.checked_add(life)),
+        };
+        // Lives at least as long as any entry (TTLs are bounded by `MAX_TTL`).
+        if let Some(expires_at) = expires_at {
+            self.tags.insert(
+                tag.to_owned(),
+                MemEntry {
+                    value: token.clone(),
+                    expires_at,
+                },
+            );
+        }
+        text(&token)
+    }
+
+    fn current_tag(&self, tag: &str) -> Option<String> {
+        let entry = self.tags.get(tag)?;
+        (entry.expires_at > Instant::now()).then(|| text(&entry.value))
+    }
+
+    fn drop_tag(&self, tag: &str) {
+        if let Some(entry) = self.tags.get(tag) {
+            self.tags.insert(
+                tag.to_owned(),
+                MemEntry {
+                    value: Bytes::from(marker_token()),
+                    expires_at: entry.expires_at,
+                },
+            );
+        }
     }
 
     fn get(&self, key: &str) -> Option<L2Value> {
@@ -428,13 +625,15 @@ impl MemoryL2 {
     }
 
     fn set(&self, key: &str, value: Bytes, ttl: Duration) {
-        self.entries.insert(
-            key.to_owned(),
-            MemEntry {
-                value,
-                expires_at: Instant::now() + ttl,
-            },
-        );
+        let now = Instant::now();
+        // Callers bound TTLs by `MAX_TTL`; should one still not fit this clock, the entry
+        // expires at once rather than bring the cache down.
+        let Some(expires_at) = now.checked_add(ttl) else {
+            self.entries.invalidate(key);
+            return;
+        };
+        self.entries
+            .insert(key.to_owned(), MemEntry { value, expires_at });
     }
 
     fn delete(&self, key: &str) -> bool {
@@ -457,6 +656,10 @@ impl MemoryL2 {
         }
         doomed.len() as u64
     }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Weight of an entry for moka's byte budget: key, value and a fixed bookkeeping overhead.

@@ -12,15 +12,18 @@ pub enum Tier {
     L2,
     /// Neither: the value was loaded (or is absent).
     Miss,
+    /// L2 held it past its TTL, and its loader failed or was too slow (fail-safe).
+    Stale,
 }
 
 impl Tier {
-    /// The `X-Cache` header value: `HIT-L1`, `HIT-L2` or `MISS`.
+    /// The `X-Cache` header value: `HIT-L1`, `HIT-L2`, `MISS` or `STALE`.
     pub fn header_value(self) -> &'static str {
         match self {
             Self::L1 => "HIT-L1",
             Self::L2 => "HIT-L2",
             Self::Miss => "MISS",
+            Self::Stale => "STALE",
         }
     }
 }
@@ -44,4 +47,6 @@ pub struct Remembered<T> {
     pub value: Option<T>,
     /// Which tier answered, or [`Tier::Miss`] when it was loaded.
     pub tier: Tier,
+    /// For a [`Tier::Stale`] answer, how long ago the value was loaded (HTTP `Age`).
+    pub age: Option<std::time::Duration>,
 }

@@ -16,6 +16,13 @@
 //!   the same at once.
 //! - `NOLOOP` is not used: the listener also hears about this process's own writes (harmless,
 //!   and it keeps one connection's changes ordered with everyone else's).
+//! - `SWAPDB` changes every key of the database at once and Redis reports none of it. The feed
+//!   keeps a *sentinel* key of its own in its database (random name, outside the tracked
+//!   prefixes, [`SENTINEL_TTL`]), set when it arms and extended by each liveness check in the
+//!   same round trip: when the extension finds it gone (the database was swapped, flushed, or
+//!   the key evicted), the listener hears [`FeedEvent::FlushedAll`] and the sentinel is set
+//!   again. A swap is thus applied within one check interval plus the deadline. A cluster has
+//!   no `SWAPDB` (one database), so it has no sentinel.
 //!
 //! On a Redis Cluster the connection is redis-rs's async cluster connection (one multiplexed
 //! connection per node): tracking is armed on every node it knows (the replicas too, as far as
@@ -55,6 +62,8 @@ const CLUSTER_ID: i64 = -1;
 
 /// How often the feed proves its connection alive.
 pub const FEED_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Life of the feed's sentinel key, extended by every liveness check.
+pub const SENTINEL_TTL: Duration = Duration::from_secs(60);
 /// Pause between two failed attempts to arm tracking (the manager's own backoff comes first).
 const REARM_PAUSE: Duration = Duration::from_millis(100);
 
@@ -92,25 +101,52 @@ pub(super) fn start(
 ) -> Result<InvalidationFeed, RedisError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = target.push(tx)?;
+    let sentinel = (!target.is_cluster())
+        .then(|| sentinel_name(&prefixes))
+        .flatten();
     let task = tokio::spawn(run(
         target.clone(),
         conn,
         rx,
-        prefixes,
+        (prefixes, sentinel),
         target.response_timeout,
         listener,
     ));
     Ok(InvalidationFeed { task })
 }
 
+/// A sentinel key name for a feed tracking `prefixes`: the first prefix less its last
+/// character, `~feed:` and a random token (so under no tracked prefix, and one per feed);
+/// `None` when that name would still be tracked.
+fn sentinel_name(prefixes: &[String]) -> Option<String> {
+    let first = prefixes.first()?;
+    let mut stem = first.clone();
+    stem.pop();
+    let mut token = [0u8; 8];
+    // Should the OS source fail, the process id and the clock still tell feeds apart.
+    let _ = getrandom::fill(&mut token);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let token = u64::from_le_bytes(token) ^ u64::from(std::process::id()) ^ (nanos as u64);
+    let name = format!("{stem}~feed:{token:016x}");
+    (!prefixes.iter().any(|p| name.starts_with(p.as_str()))).then_some(name)
+}
+
 async fn run(
     target: Target,
     mut conn: Connection,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    prefixes: Vec<String>,
+    (prefixes, sentinel): (Vec<String>, Option<String>),
     deadline: Duration,
     listener: Arc<dyn Fn(FeedEvent) + Send + Sync>,
 ) {
+    let sentinel_ms = u64::try_from(SENTINEL_TTL.as_millis()).unwrap_or(u64::MAX);
+    let mut plant = redis::cmd("SET");
+    if let Some(sentinel) = &sentinel {
+        plant.arg(sentinel).arg(1).arg("PX").arg(sentinel_ms);
+    }
     let mut arm = redis::pipe();
     arm.cmd("CLIENT").arg("ID");
     // After a missed deadline the connection may be the same one, still tracking: Redis refuses
@@ -124,6 +160,9 @@ async fn run(
         }
     }
     arm.ignore();
+    if sentinel.is_some() {
+        arm.add_command(plant.clone()).ignore();
+    }
     let mut off = redis::cmd("CLIENT");
     off.arg("TRACKING").arg("OFF");
     let mut on = redis::cmd("CLIENT");
@@ -131,8 +170,13 @@ async fn run(
     for prefix in &prefixes {
         on.arg("PREFIX").arg(prefix);
     }
-    let mut check = redis::cmd("CLIENT");
-    check.arg("ID");
+    let mut check = redis::pipe();
+    check.cmd("CLIENT").arg("ID");
+    match &sentinel {
+        Some(sentinel) => check.cmd("PEXPIRE").arg(sentinel).arg(sentinel_ms),
+        // Answers 1, as a sentinel still there would.
+        None => check.cmd("ECHO").arg(1),
+    };
     let mut trackinginfo = redis::cmd("CLIENT");
     trackinginfo.arg("TRACKINGINFO");
     let mut slots = redis::cmd("CLUSTER");
@@ -205,9 +249,15 @@ async fn run(
                     // Whether the armed connection is still there and tracking.
                     let alive = tokio::time::timeout(deadline, async {
                         if !conn.is_cluster() {
-                            let now = check.query_async::<i64>(&mut conn).await?;
+                            let (now, there) = check.query_async::<(i64, i64)>(&mut conn).await?;
                             if now != id {
                                 tracing::warn!("invalidation feed: the connection was replaced; re-arming");
+                            } else if there == 0 {
+                                // Every key may have changed at once (a SWAPDB): Redis said
+                                // nothing of it.
+                                tracing::warn!("invalidation feed: its sentinel key vanished (SWAPDB, flush or eviction); L1 flushed");
+                                listener(FeedEvent::FlushedAll);
+                                plant.query_async::<()>(&mut conn).await?;
                             }
                             return Ok::<bool, redis::RedisError>(now == id);
                         }

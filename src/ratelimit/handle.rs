@@ -6,12 +6,10 @@ use std::{
     sync::Arc,
 };
 
-use actix::{Actor, Addr};
 use actix_web::HttpRequest;
 
 use super::{
-    Decision, GetStats, Policy, RateLimitActor, RateLimitConfig, RateLimitError, RateLimitStats,
-    Sweep, UserResolver,
+    Decision, Policy, RateLimitConfig, RateLimitError, RateLimitStats, UserResolver,
     algo::{MemoryCounters, Sharded},
     batch::Coalescer,
     counters::Counters,
@@ -20,7 +18,7 @@ use super::{
 };
 use crate::connection::RedisHandle;
 
-/// State shared by the handle (hot path) and the actor (sweeping, stats).
+/// State shared by the handle (hot path) and its sweeper task.
 pub(crate) struct Inner {
     pub(crate) config: RateLimitConfig,
     pub(super) redis: Option<RedisHandle>,
@@ -51,11 +49,10 @@ pub(crate) struct Verdict {
 }
 
 /// A cloneable handle to the rate limiter. Decisions run in the caller's task on state the
-/// [`RateLimitActor`] owns and cleans (see the [module docs](super)).
+/// handle shares with its sweeper task (see the [module docs](super)).
 #[derive(Clone)]
 pub struct RateLimitHandle {
     pub(super) inner: Arc<Inner>,
-    addr: Addr<RateLimitActor>,
     users: Option<UserResolver>,
 }
 
@@ -96,12 +93,8 @@ impl RateLimitHandle {
             coalescer,
             leases,
         });
-        let addr = RateLimitActor::new(inner.clone()).start();
-        Self {
-            inner,
-            addr,
-            users: None,
-        }
+        super::sweeper::start_sweeper(&inner);
+        Self { inner, users: None }
     }
 
     /// This handle, identifying requests by the verified user `resolver` answers (else by IP).
@@ -143,8 +136,8 @@ impl RateLimitHandle {
         }
     }
 
-    /// Counters since start, read directly (no actor message): for scrapes and stats streams.
-    pub fn stats_now(&self) -> RateLimitStats {
+    /// Counters since start, read directly from the shared atomics.
+    pub fn stats(&self) -> RateLimitStats {
         self.inner.stats()
     }
 
@@ -153,14 +146,10 @@ impl RateLimitHandle {
         self.inner.counters.per_policy()
     }
 
-    /// Counters since start, from the actor.
-    pub async fn stats(&self) -> RateLimitStats {
-        self.addr.send(GetStats).await.unwrap_or_default()
-    }
-
-    /// Asks the actor to forget expired in-process state now; answers how many entries went.
-    pub async fn sweep(&self) -> usize {
-        self.addr.send(Sweep).await.unwrap_or(0)
+    /// Forgets expired in-process state now, as the sweeper does every 10 s; answers how many
+    /// entries went.
+    pub fn sweep(&self) -> usize {
+        super::sweeper::sweep(&self.inner)
     }
 
     pub(crate) fn policy(&self, id: PolicyId) -> &Policy {

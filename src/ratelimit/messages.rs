@@ -1,16 +1,4 @@
-use actix::Message;
 use serde::Serialize;
-
-/// Asks the actor to forget expired in-process state (memory backend, fallback limiter, local
-/// blocks) now, as its timer does periodically; answers how many entries went.
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
-pub struct Sweep;
-
-/// Asks for the limiter's counters since start; answers a [`RateLimitStats`].
-#[derive(Debug, Message)]
-#[rtype(result = "RateLimitStats")]
-pub struct GetStats;
 
 /// The limiter's counters since start, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]

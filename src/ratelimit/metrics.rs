@@ -43,7 +43,7 @@ impl Collector for RateLimitCollector {
                 }
             }
         }
-        let r = self.0.stats_now();
+        let r = self.0.stats();
         counter(
             &mut encoder,
             "ratelimit_blocked_locally",

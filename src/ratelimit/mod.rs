@@ -63,12 +63,11 @@
 //! actor on another thread costs about a third of a trivial request's throughput on a 2-core
 //! machine, which alone would break the target of 0.70 of an unlimited route
 //! (`benches/ratelimit.rs`). The Redis calls are made by a flush task spawned on the caller's
-//! own runtime thread, one per batch. The [`RateLimitActor`] owns the state the handle works on
-//! (memory backend, fallback limiter, the local "blocked until" map, counters), sweeps it, and
-//! answers for the counters. A client inside a retry-after it was given is denied from that
+//! own runtime thread, one per batch. The handle's shared state (memory backend, fallback limiter,
+//! the local "blocked until" map, counters) is swept by a task that ends with the last handle,
+//! and its counters are read directly ([`RateLimitHandle::stats`]). A client inside a retry-after it was given is denied from that
 //! local map with zero Redis commands.
 
-mod actor;
 mod algo;
 mod batch;
 #[cfg(test)]
@@ -88,16 +87,16 @@ mod middleware;
 mod policy;
 mod response;
 mod spec;
+mod sweeper;
 
 /// The trusted proxies' networks, from the client-address rule of [`crate::client`].
 pub use crate::client::IpNet;
-pub use actor::RateLimitActor;
 pub use algo::Decision;
 pub use error::RateLimitError;
 pub use handle::RateLimitHandle;
 pub use identity::{DEFAULT_IPV6_PREFIX, UserResolver, client_group, client_ip};
 pub use login::LoginAttempt;
-pub use messages::{GetStats, RateLimitStats, Sweep};
+pub use messages::RateLimitStats;
 pub use metrics::RateLimitCollector;
 #[cfg(feature = "server")]
 pub(crate) use middleware::EXEMPT;

@@ -29,6 +29,7 @@ pub(super) struct FrontEntry {
     generation: u64,
     pub(super) value: Option<Bytes>,
     expires_at: Instant,
+    refresh_at: Option<Instant>,
     hits: u32,
 }
 
@@ -47,8 +48,14 @@ thread_local! {
 }
 
 impl Front {
-    /// The entry's value if it may be served now; `None` sends the read to moka.
-    pub(super) fn hit(&mut self, l1: &L1, key: &str, now: Instant) -> Option<Option<Bytes>> {
+    /// The entry's value if it may be served now, and whether it is due for an eager refresh;
+    /// `None` sends the read to moka.
+    pub(super) fn hit(
+        &mut self,
+        l1: &L1,
+        key: &str,
+        now: Instant,
+    ) -> Option<(Option<Bytes>, bool)> {
         let entry = self.entries.get_mut(key)?;
         if entry.l1 != l1.id
             || entry.generation != l1.generations[entry.stripe].load(Ordering::Acquire)
@@ -61,7 +68,8 @@ impl Front {
             entry.hits = 0;
             return None;
         }
-        Some(entry.value.clone())
+        let due = entry.refresh_at.is_some_and(|at| now >= at);
+        Some((entry.value.clone(), due))
     }
 
     /// Keeps `entry` (read from moka at `generation` of `stripe`) for the next reads of `key`.
@@ -84,6 +92,7 @@ impl Front {
             generation,
             value: entry.value.clone(),
             expires_at: entry.expires_at,
+            refresh_at: entry.refresh_at,
             hits: 0,
         };
         if let Some(old) = self.entries.get_mut(key) {

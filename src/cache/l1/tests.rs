@@ -18,19 +18,19 @@ fn value(text: &str) -> Option<Bytes> {
 fn changes_are_seen_through_the_front() {
     let l1 = l1();
     let ttl = Duration::from_secs(60);
-    l1.insert("k", value("1"), ttl);
+    l1.insert("k", value("1"), ttl, None, None);
     assert_eq!(l1.get("k"), Some(value("1")));
     // Served from the front now.
     assert_eq!(l1.get("k"), Some(value("1")));
     assert!(FRONT.with(|f| f.borrow().entries.contains_key("k")));
-    l1.insert("k", value("2"), ttl);
+    l1.insert("k", value("2"), ttl, None, None);
     assert_eq!(l1.get("k"), Some(value("2")));
     assert_eq!(l1.get("k"), Some(value("2")));
-    l1.insert("k", None, ttl);
+    l1.insert("k", None, ttl, None, None);
     assert_eq!(l1.get("k"), Some(None));
     assert!(l1.invalidate("k"));
     assert_eq!(l1.get("k"), None);
-    l1.insert("k", value("3"), ttl);
+    l1.insert("k", value("3"), ttl, None, None);
     assert_eq!(l1.get("k"), Some(value("3")));
     assert_eq!(l1.get("k"), Some(value("3")));
     assert_eq!(l1.remove_matching("*"), 1);
@@ -123,12 +123,12 @@ fn abandoned_echo_waiters_are_swept() {
 fn another_threads_change_is_seen_at_once() {
     let l1 = l1();
     let ttl = Duration::from_secs(60);
-    l1.insert("shared", value("old"), ttl);
+    l1.insert("shared", value("old"), ttl, None, None);
     for _ in 0..3 {
         assert_eq!(l1.get("shared"), Some(value("old")));
     }
     let writer = l1.clone();
-    std::thread::spawn(move || writer.insert("shared", value("new"), ttl))
+    std::thread::spawn(move || writer.insert("shared", value("new"), ttl, None, None))
         .join()
         .unwrap();
     assert_eq!(l1.get("shared"), Some(value("new")));
@@ -143,8 +143,8 @@ fn another_threads_change_is_seen_at_once() {
 fn instances_do_not_share_front_entries() {
     let (a, b) = (l1(), l1());
     let ttl = Duration::from_secs(60);
-    a.insert("same", value("a"), ttl);
-    b.insert("same", value("b"), ttl);
+    a.insert("same", value("a"), ttl, None, None);
+    b.insert("same", value("b"), ttl, None, None);
     for _ in 0..3 {
         assert_eq!(a.get("same"), Some(value("a")));
         assert_eq!(b.get("same"), Some(value("b")));
@@ -154,7 +154,7 @@ fn instances_do_not_share_front_entries() {
 #[test]
 fn front_entries_expire_with_their_l1_entry() {
     let l1 = l1();
-    l1.insert("brief", value("x"), Duration::from_millis(100));
+    l1.insert("brief", value("x"), Duration::from_millis(100), None, None);
     assert_eq!(l1.get("brief"), Some(value("x")));
     assert_eq!(l1.get("brief"), Some(value("x")));
     std::thread::sleep(Duration::from_millis(150));
@@ -167,7 +167,7 @@ fn front_is_bounded() {
     let ttl = Duration::from_secs(60);
     for i in 0..(FRONT_MAX_ENTRIES + 10) {
         let key = format!("key:{i}");
-        l1.insert(&key, value("v"), ttl);
+        l1.insert(&key, value("v"), ttl, None, None);
         assert_eq!(l1.get(&key), Some(value("v")));
         assert!(front_len() <= FRONT_MAX_ENTRIES);
     }
@@ -177,7 +177,7 @@ fn front_is_bounded() {
     let large = Bytes::from(vec![b'2'; FRONT_MAX_VALUE]);
     for i in 0..(FRONT_MAX_ENTRIES - 10) {
         let key = format!("key:{}", i + 10);
-        l1.insert(&key, Some(large.clone()), ttl);
+        l1.insert(&key, Some(large.clone()), ttl, None, None);
         assert_eq!(l1.get(&key), Some(Some(large.clone())));
         assert!(FRONT.with(|f| f.borrow().bytes) <= FRONT_MAX_BYTES);
     }
@@ -191,7 +191,7 @@ fn front_is_bounded() {
         assert_eq!(f.bytes, held);
     });
     let big = Bytes::from(vec![b'1'; FRONT_MAX_VALUE + 1]);
-    l1.insert("big", Some(big.clone()), ttl);
+    l1.insert("big", Some(big.clone()), ttl, None, None);
     assert_eq!(l1.get("big"), Some(Some(big)));
     assert!(!FRONT.with(|f| f.borrow().entries.contains_key("big")));
     assert!(FRONT.with(|f| f.borrow().bytes) <= FRONT_MAX_BYTES);

@@ -15,6 +15,10 @@ pub(crate) mod routes;
 pub use actor::{CatalogActor, CatalogHandle};
 pub use config::{CatalogConfig, DEFAULT_PRODUCT_LIST_TTL_SECS, DEFAULT_PRODUCT_TTL_SECS};
 pub use error::CatalogError;
+
+/// The cache tag of every catalog entry (each product, the list):
+/// `cache.invalidate_tag(CATALOG_TAG)` drops them all, on every instance, in one command.
+pub const CATALOG_TAG: &str = "catalog";
 pub use messages::{
     CreateProduct, DeleteProduct, GetProduct, ListProducts, NewProduct, Product, ProductPatch,
     UpdateProduct,

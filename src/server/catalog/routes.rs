@@ -104,13 +104,18 @@ impl ProductId {
 
 fn cached_json(remembered: Remembered<Bytes>) -> HttpResponse {
     let tier = remembered.tier.header_value();
-    match remembered.value {
+    let mut res = match remembered.value {
         Some(json) => crate::cache::cached_json(json, tier),
         None => with_tier(
             Problem::not_found("No product with this id.").into_response(),
             tier,
         ),
+    };
+    if let Some(age) = remembered.age {
+        res.headers_mut()
+            .insert(header::AGE, header::HeaderValue::from(age.as_secs()));
     }
+    res
 }
 
 /// Every product (read through the cache; `X-Cache` says which tier answered).
@@ -121,22 +126,34 @@ fn cached_json(remembered: Remembered<Bytes>) -> HttpResponse {
     tag = "products",
     responses(
         (status = 200, description = "The products.", body = ProductList<'static>,
-            headers(("X-Cache" = String, description = "`HIT-L1`, `HIT-L2` or `MISS` (loaded)."))),
+            headers(("X-Cache" = String, description = "`HIT-L1`, `HIT-L2`, `MISS` (loaded) or \
+                `STALE` (past its TTL, served because loading failed or was too slow: fail-safe)."),
+                ("Age" = u64, description = "With `X-Cache: STALE`: seconds since the value was loaded."))),
+        (status = 500, description = "The database failed and nothing stale was at hand.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The server is shutting down.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The database did not answer within the hard loader timeout, and nothing stale was at hand.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list(catalog: web::Data<CatalogHandle>) -> Result<HttpResponse, CatalogError> {
     let catalog = catalog.get_ref();
     let remembered = catalog
         .cache()
-        .remember_json(LIST_KEY, catalog.config().product_list_ttl, || async {
-            let products = catalog.list().await?;
-            let body = serde_json::to_vec(&ProductList {
-                products: &products,
-            })
-            .map_err(crate::cache::CacheError::from)?;
-            Ok::<_, CatalogError>(Some(Bytes::from(body)))
-        })
+        .remember_json_tagged(
+            LIST_KEY,
+            catalog.config().product_list_ttl,
+            &[super::CATALOG_TAG],
+            || {
+                let catalog = catalog.clone();
+                async move {
+                    let products = catalog.list().await?;
+                    let body = serde_json::to_vec(&ProductList {
+                        products: &products,
+                    })
+                    .map_err(crate::cache::CacheError::from)?;
+                    Ok::<_, CatalogError>(Some(Bytes::from(body)))
+                }
+            },
+        )
         .await?;
     Ok(cached_json(remembered))
 }
@@ -150,11 +167,15 @@ async fn list(catalog: web::Data<CatalogHandle>) -> Result<HttpResponse, Catalog
     params(("id" = i64, Path, minimum = 1, description = "A product id: a positive integer.")),
     responses(
         (status = 200, description = "The product.", body = Product,
-            headers(("X-Cache" = String, description = "`HIT-L1`, `HIT-L2` or `MISS` (loaded)."))),
+            headers(("X-Cache" = String, description = "`HIT-L1`, `HIT-L2`, `MISS` (loaded) or \
+                `STALE` (past its TTL, served because loading failed or was too slow: fail-safe)."),
+                ("Age" = u64, description = "With `X-Cache: STALE`: seconds since the value was loaded."))),
         (status = 400, description = "The id is not a positive integer (`invalid-parameter`).",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No product with this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database failed and nothing stale was at hand.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The server is shutting down.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The database did not answer within the hard loader timeout, and nothing stale was at hand.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn get(req: actix_web::HttpRequest) -> Result<HttpResponse, actix_web::Error> {
@@ -173,15 +194,21 @@ async fn get(req: actix_web::HttpRequest) -> Result<HttpResponse, actix_web::Err
     let catalog = catalog.get_ref();
     let remembered = catalog
         .cache()
-        .remember_json(
+        .remember_json_tagged(
             ProductKey::new(id).as_str(),
             catalog.config().product_ttl,
-            || async {
-                match catalog.get(id).await? {
-                    Some(product) => Ok::<_, CatalogError>(Some(Bytes::from(
-                        serde_json::to_vec(&product).map_err(crate::cache::CacheError::from)?,
-                    ))),
-                    None => Ok(None),
+            &[super::CATALOG_TAG],
+            || {
+                // Owned, so that a slow load can finish (and a refresh run) in the background;
+                // cloned only when a load begins.
+                let catalog = catalog.clone();
+                async move {
+                    match catalog.get(id).await? {
+                        Some(product) => Ok::<_, CatalogError>(Some(Bytes::from(
+                            serde_json::to_vec(&product).map_err(crate::cache::CacheError::from)?,
+                        ))),
+                        None => Ok(None),
+                    }
                 }
             },
         )

@@ -279,6 +279,26 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     pub session_idle_timeout: u64,
+    /// How long past its TTL a loaded cache entry may still be served (`X-Cache: STALE`) when
+    /// its loader fails or is too slow, in seconds; 0 turns fail-safe off.
+    #[arg(long, env = "FAIL_SAFE_MAX", default_value_t = crate::cache::DEFAULT_FAIL_SAFE_MAX_SECS, value_name = "SECS")]
+    pub fail_safe_max: u64,
+    /// After a loader failed, how long its stale value is served without calling it again
+    /// (per key and instance), in seconds.
+    #[arg(long, env = "FAIL_SAFE_THROTTLE", default_value_t = crate::cache::DEFAULT_FAIL_SAFE_THROTTLE_SECS, value_name = "SECS")]
+    pub fail_safe_throttle: u64,
+    /// With a stale value at hand, answer it once the loader ran this long (the load finishes
+    /// in the background), in milliseconds; 0: off.
+    #[arg(long, env = "LOADER_SOFT_TIMEOUT_MS", default_value_t = crate::cache::DEFAULT_LOADER_SOFT_TIMEOUT_MS, value_name = "MS")]
+    pub loader_soft_timeout_ms: u64,
+    /// With nothing stale at hand, give up on a loader after this long (504), in milliseconds;
+    /// 0: wait for it.
+    #[arg(long, env = "LOADER_HARD_TIMEOUT_MS", default_value_t = crate::cache::DEFAULT_LOADER_HARD_TIMEOUT_MS, value_name = "MS")]
+    pub loader_hard_timeout_ms: u64,
+    /// A cache hit past this fraction of its entry's TTL starts one background reload
+    /// (0 to below 1; 0: off).
+    #[arg(long, env = "EAGER_REFRESH", default_value_t = crate::cache::DEFAULT_EAGER_REFRESH, value_name = "FRACTION")]
+    pub eager_refresh: f64,
 }
 
 impl Default for ServeArgs {
@@ -334,6 +354,11 @@ impl Default for ServeArgs {
             refresh_reuse_grace: crate::auth::DEFAULT_REFRESH_REUSE_GRACE_SECS,
             session_limit_policy: "evict-oldest".to_owned(),
             session_idle_timeout: 0,
+            fail_safe_max: crate::cache::DEFAULT_FAIL_SAFE_MAX_SECS,
+            fail_safe_throttle: crate::cache::DEFAULT_FAIL_SAFE_THROTTLE_SECS,
+            loader_soft_timeout_ms: crate::cache::DEFAULT_LOADER_SOFT_TIMEOUT_MS,
+            loader_hard_timeout_ms: crate::cache::DEFAULT_LOADER_HARD_TIMEOUT_MS,
+            eager_refresh: crate::cache::DEFAULT_EAGER_REFRESH,
         }
     }
 }

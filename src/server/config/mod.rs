@@ -186,6 +186,11 @@ impl Config {
         cache.default_ttl = Duration::from_secs(args.cache_ttl);
         cache.max_ttl = Duration::from_secs(args.cache_max_ttl);
         cache.max_value_bytes = args.cache_max_value_bytes;
+        cache.fail_safe_max = Duration::from_secs(args.fail_safe_max);
+        cache.fail_safe_throttle = Duration::from_secs(args.fail_safe_throttle);
+        cache.loader_soft_timeout = Duration::from_millis(args.loader_soft_timeout_ms);
+        cache.loader_hard_timeout = Duration::from_millis(args.loader_hard_timeout_ms);
+        cache.eager_refresh = args.eager_refresh;
         cache.validate()?;
         let catalog = crate::catalog::CatalogConfig {
             product_ttl: Duration::from_secs(args.product_ttl),

@@ -130,7 +130,7 @@ impl StatsSnapshot {
             redis_latency_us: redis.map(|r| r.latency_us),
             http: services.metrics.http_outcomes(),
             cache: services.cache.stats(),
-            ratelimit: services.ratelimit.stats_now(),
+            ratelimit: services.ratelimit.stats(),
             events: services.events.stats(),
         }
     }

@@ -36,6 +36,61 @@ fn api_key(key: &str) -> Result<String, CacheError> {
     Ok(format!("{API_KEY_PREFIX}{key}"))
 }
 
+/// Longest tag of the HTTP API, in characters (stored under [`API_KEY_PREFIX`], like its keys:
+/// API callers cannot drop the server's own tags).
+pub const MAX_API_TAG_CHARS: usize = 64;
+
+/// An API tag, checked (1 to [`MAX_API_TAG_CHARS`] characters, none a control character), as
+/// the handle's tag.
+fn api_tag(tag: &str) -> Result<String, CacheError> {
+    if tag.chars().count() > MAX_API_TAG_CHARS {
+        return Err(CacheError::InvalidTag("a tag is longer than 64 characters"));
+    }
+    crate::cache::validate_tag(tag)?;
+    Ok(format!("{API_KEY_PREFIX}{tag}"))
+}
+
+/// The `tag` parameters of a query string (repeatable, which `web::Query` cannot read),
+/// percent-decoded and checked, as the handle's tags.
+fn api_tags(query: &str) -> Result<Vec<String>, CacheError> {
+    let mut tags = Vec::new();
+    for pair in query.split('&') {
+        let value = match pair.split_once('=') {
+            Some(("tag", value)) => value,
+            None if pair == "tag" => "",
+            _ => continue,
+        };
+        if tags.len() == crate::cache::MAX_TAGS {
+            return Err(CacheError::InvalidTag("more than 8 tags"));
+        }
+        let tag = percent_decode(value)
+            .ok_or(CacheError::InvalidTag("a tag is not percent-encoded UTF-8"))?;
+        tags.push(api_tag(&tag)?);
+    }
+    Ok(tags)
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value; `None` for a bad escape or bytes
+/// that are not UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/cache").route(web::delete().to(flush)))
         .service(
@@ -164,13 +219,18 @@ pub(crate) struct CachePut<'a> {
     params(("key" = String, Path, min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
         description = "1 to 127 characters, none a control character; may hold `/`. A \
         namespace of its own: the server's cached data cannot be read or written here."),
-        TtlQuery),
+        TtlQuery,
+        ("tag" = Option<Vec<String>>, Query, explode = true, style = Form,
+            description = "A tag to write the value with, repeatable (`?tag=a&tag=b`): at most \
+            8, each 1 to 64 characters, none a control character. `DELETE /cache?tag=` drops \
+            every value written with it.")),
     request_body(content = inline(serde_json::Value), content_type = "application/json",
         description = "Any JSON value."),
     responses(
         (status = 200, description = "Stored.", body = CachePut<'static>),
-        (status = 400, description = "Invalid key (`invalid-key`), `ttl` out of range, or a \
-            malformed body.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid key (`invalid-key`), `ttl` out of range, a bad \
+            tag or more than 8 (`invalid-tag`), or a malformed body.", body = Problem,
+            content_type = "application/problem+json"),
         (status = 401, description = "No valid access token.", body = Problem,
             content_type = "application/problem+json"),
         (status = 413, description = "The value is longer than the configured maximum (64 KiB \
@@ -182,11 +242,13 @@ pub(crate) struct CachePut<'a> {
 )]
 async fn put(
     _user: AuthUser,
+    req: actix_web::HttpRequest,
     cache: web::Data<CacheHandle>,
     key: web::Path<String>,
     query: web::Query<TtlQuery>,
     value: web::Json<Box<RawValue>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let tags = api_tags(req.query_string())?;
     let settings = cache.config();
     let ttl = match query.ttl {
         None => settings.default_ttl,
@@ -208,7 +270,10 @@ async fn put(
             .into());
     }
     let json = Bytes::copy_from_slice(value.get().as_bytes());
-    cache.set_json(&api_key(&key)?, json, ttl).await?;
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    cache
+        .set_json_tagged(&api_key(&key)?, json, ttl, &tags)
+        .await?;
     Ok(HttpResponse::Ok().json(CachePut {
         key: key.as_str(),
         ttl: ttl.as_secs(),
@@ -253,13 +318,21 @@ async fn delete(
 #[into_params(parameter_in = Query)]
 struct FlushQuery {
     /// A glob (`*`, `?`, `[..]`, `[^..]`, `\`) over the API's keys: 1 to 124 characters, none
-    /// a control character; required.
+    /// a control character. Exactly one of `pattern` and `tag`.
     #[param(
         min_length = 1,
         max_length = 124,
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
-    pattern: String,
+    pattern: Option<String>,
+    /// A tag (1 to 64 characters, none a control character): drops every value written with
+    /// it before this call (`PUT /cache/{key}?tag=`), on every instance, whatever their number.
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    tag: Option<String>,
 }
 
 /// The body of `DELETE /cache?pattern=`.
@@ -269,7 +342,8 @@ pub(crate) struct Flushed {
     deleted: u64,
 }
 
-/// Removes every key matching a glob pattern, from both tiers.
+/// Removes every key matching a glob pattern, or every value written with a tag, from both
+/// tiers.
 #[utoipa::path(
     delete,
     path = "/cache",
@@ -277,9 +351,11 @@ pub(crate) struct Flushed {
     tag = "cache",
     params(FlushQuery),
     responses(
-        (status = 200, description = "Removed.", body = Flushed),
-        (status = 400, description = "`pattern` missing or invalid.", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 200, description = "Removed (`pattern`).", body = Flushed),
+        (status = 204, description = "The tag is dropped (`tag`): values written with it \
+            before are gone from every instance."),
+        (status = 400, description = "Neither or both of `pattern` and `tag`, or one invalid.",
+            body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token.", body = Problem,
             content_type = "application/problem+json"),
         (status = 503, description = "Redis cannot be written (or revocation cannot be checked).",
@@ -292,15 +368,27 @@ async fn flush(
     cache: web::Data<CacheHandle>,
     query: web::Query<FlushQuery>,
 ) -> Result<HttpResponse, CacheError> {
-    crate::cache::validate_pattern(&query.pattern).map_err(CacheError::InvalidPattern)?;
-    if query.pattern.chars().count() > MAX_API_PATTERN_CHARS {
+    let pattern = match (&query.pattern, &query.tag) {
+        (Some(pattern), None) => pattern,
+        (None, Some(tag)) => {
+            cache.invalidate_tag(&api_tag(tag)?).await?;
+            return Ok(HttpResponse::NoContent().finish());
+        }
+        _ => {
+            return Err(CacheError::InvalidPattern(
+                "give exactly one of `pattern` and `tag`",
+            ));
+        }
+    };
+    crate::cache::validate_pattern(pattern).map_err(CacheError::InvalidPattern)?;
+    if pattern.chars().count() > MAX_API_PATTERN_CHARS {
         return Err(CacheError::InvalidPattern(
             "pattern is longer than 124 characters",
         ));
     }
     // The prefix holds no glob metacharacter: the pattern can only match inside it.
     let deleted = cache
-        .flush_pattern(&format!("{API_KEY_PREFIX}{}", query.pattern))
+        .flush_pattern(&format!("{API_KEY_PREFIX}{pattern}"))
         .await?;
     Ok(HttpResponse::Ok().json(Flushed { deleted }))
 }
