@@ -924,7 +924,7 @@ async fn sessions_per_user_are_capped(backend: Backend) {
     assert_eq!(call(&app, refresh(&pairs[4].1)).await.status, 200);
 }
 
-/// Issue 12: a user's sessions, index and login counter are keyed by the user's hash tag (one
+/// A user's sessions, index and login counter are keyed by the user's hash tag (one
 /// slot on a cluster), every key has a TTL, a reused refresh token revokes and deletes its
 /// session (strict rotation), and logout-all revokes and deletes every session of the user
 /// (not another user's).
@@ -955,8 +955,21 @@ async fn sessions_keyed_by_user(backend: Backend) {
     let keys = |uid: u32| {
         backend.keys_with_ttl().map(|mut keys| {
             keys.sort();
+            // Each kind within its bounds (ms): a user's keys live as long as a refresh token
+            // (604,800 s; the test takes seconds), the login limiter's a window (900 s),
+            // revocation records as long as an access token plus leeway (1,805 s).
             for (key, ttl) in &keys {
-                assert!(*ttl > 0, "{key} has no TTL ({ttl})");
+                let bounds = if key.contains("{user:") {
+                    604_700_000..=604_860_000
+                } else if key.contains(":rl:") {
+                    1..=900_000
+                } else {
+                    1..=1_805_000
+                };
+                assert!(
+                    bounds.contains(ttl),
+                    "{key}: TTL {ttl} ms, not in {bounds:?}"
+                );
             }
             let tag = format!("{{user:{uid}}}");
             let user: Vec<String> = keys

@@ -255,13 +255,15 @@ async fn tls_cluster_serves_the_cache(auth_clients: bool) {
     options.auth_clients = auth_clients;
     let cluster = RedisCluster::start_with(options);
     let ca = cluster.ca().unwrap();
-    let config = config_from(ServeArgs {
+    let mut config = config_from(ServeArgs {
         redis_cluster_nodes: Some(cluster.urls().join(",")),
         redis_ca_cert: Some(ca.ca_file()),
         redis_client_cert: auth_clients.then(|| ca.client_cert_file()),
         redis_client_key: auth_clients.then(|| ca.client_key_file()),
         ..ServeArgs::default()
     });
+    // Every node's state in `/health`: each one reached over TLS.
+    config.health_nodes = true;
     let services = common::services(&config);
     let app = common::app(&services).await;
     let body = healthy(&app).await;
