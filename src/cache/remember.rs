@@ -164,7 +164,7 @@ impl CacheHandle {
     /// Concurrent calls for one cold key run the loader once in this process; the others wait
     /// for its result. When L2 fails, the call degrades to L1 and the loader (logged, counted).
     /// Past its TTL, a loaded value is served stale when the loader fails (see the
-    /// [module docs](self)).
+    /// [cache docs](crate::cache)).
     ///
     /// # Errors
     /// The loader's error, or [`CacheError`] (converted into `E`) for an invalid key or a value
