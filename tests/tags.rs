@@ -137,7 +137,7 @@ async fn dropping_a_tag_drops_its_entries_everywhere(backend: Backend) {
 }
 
 /// Bad tags are 400 `invalid-tag` problems and store nothing: empty, 65 characters, a control
-/// character, 9 tags; `DELETE /cache` wants exactly one of `pattern` and `tag`.
+/// character, 9 tags; `DELETE /cache` with neither `pattern` nor `tag` removes nothing.
 async fn bad_tags_are_400(backend: Backend) {
     let services = services(&backend.config());
     let app = app(&services).await;
@@ -182,11 +182,26 @@ async fn bad_tags_are_400(backend: Backend) {
         call(&app, put("eight", &format!("?{max}"))).await.status,
         200
     );
-    for uri in ["/cache", "/cache?pattern=*&tag=a", "/cache?tag="] {
+    let none = call(&app, with_token(TestRequest::delete()).uri("/cache")).await;
+    assert_eq!(
+        (none.status, none.json()),
+        (200, serde_json::json!({"deleted": 0}))
+    );
+    for uri in ["/cache?tag=", "/cache?pattern=*&tag="] {
         call(&app, with_token(TestRequest::delete()).uri(uri))
             .await
             .problem(400);
     }
+    // Both: the tag is dropped and the pattern flushed; the answer counts the pattern's keys.
+    let both = call(
+        &app,
+        with_token(TestRequest::delete()).uri("/cache?pattern=eigh*&tag=t0"),
+    )
+    .await;
+    assert_eq!(
+        (both.status, both.json()),
+        (200, serde_json::json!({"deleted": 1}))
+    );
     let reply = call(&app, TestRequest::delete().uri("/cache?tag=a")).await;
     reply.problem(401);
 }

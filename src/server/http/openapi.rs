@@ -85,7 +85,7 @@ Authenticated operations take the access token from `POST /auth/login` as \
         crate::server::routes::events::subscribe,
         crate::server::routes::events::publish,
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, crate::server::routes::cache::ApiTagParam)),
     modifiers(&Conventions),
     tags(
         (name = "health", description = "Readiness and liveness probes."),

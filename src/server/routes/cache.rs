@@ -220,7 +220,7 @@ pub(crate) struct CachePut<'a> {
         description = "1 to 127 characters, none a control character; may hold `/`. A \
         namespace of its own: the server's cached data cannot be read or written here."),
         TtlQuery,
-        ("tag" = Option<Vec<String>>, Query, explode = true, style = Form,
+        ("tag" = Option<Vec<ApiTagParam>>, Query, explode = true, style = Form, max_items = 8,
             description = "A tag to write the value with, repeatable (`?tag=a&tag=b`): at most \
             8, each 1 to 64 characters, none a control character. `DELETE /cache?tag=` drops \
             every value written with it.")),
@@ -314,11 +314,28 @@ async fn delete(
     }
 }
 
+/// One `tag` of `PUT /cache/{key}` in the OpenAPI document: 1 to 64 characters, none a control
+/// character (a schema only: the tags are read from the raw query string).
+pub(crate) struct ApiTagParam;
+
+impl utoipa::PartialSchema for ApiTagParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_API_TAG_CHARS))
+            .pattern(Some(r"^[^\u0000-\u001F\u007F-\u009F]+$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ApiTagParam {}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct FlushQuery {
     /// A glob (`*`, `?`, `[..]`, `[^..]`, `\`) over the API's keys: 1 to 124 characters, none
-    /// a control character. Exactly one of `pattern` and `tag`.
+    /// a control character. With neither `pattern` nor `tag`, nothing is removed.
     #[param(
         min_length = 1,
         max_length = 124,
@@ -351,10 +368,12 @@ pub(crate) struct Flushed {
     tag = "cache",
     params(FlushQuery),
     responses(
-        (status = 200, description = "Removed (`pattern`).", body = Flushed),
+        (status = 200, description = "Removed (`pattern`; with `tag` too, the tag is dropped \
+            first and `deleted` counts the pattern's keys).", body = Flushed),
         (status = 204, description = "The tag is dropped (`tag`): values written with it \
             before are gone from every instance."),
-        (status = 400, description = "Neither or both of `pattern` and `tag`, or one invalid.",
+        (status = 400, description = "An invalid `pattern` or `tag` (with neither, nothing is \
+            removed: 200 with `deleted: 0`).",
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token.", body = Problem,
             content_type = "application/problem+json"),
@@ -368,17 +387,21 @@ async fn flush(
     cache: web::Data<CacheHandle>,
     query: web::Query<FlushQuery>,
 ) -> Result<HttpResponse, CacheError> {
-    let pattern = match (&query.pattern, &query.tag) {
-        (Some(pattern), None) => pattern,
+    // Both: the tag is dropped, then the pattern flushed (the answer counts the pattern's keys).
+    let tag = query.tag.as_deref().map(api_tag).transpose()?;
+    let pattern = match (&query.pattern, tag) {
+        (Some(pattern), tag) => {
+            if let Some(tag) = tag {
+                cache.invalidate_tag(&tag).await?;
+            }
+            pattern
+        }
         (None, Some(tag)) => {
-            cache.invalidate_tag(&api_tag(tag)?).await?;
+            cache.invalidate_tag(&tag).await?;
             return Ok(HttpResponse::NoContent().finish());
         }
-        _ => {
-            return Err(CacheError::InvalidPattern(
-                "give exactly one of `pattern` and `tag`",
-            ));
-        }
+        // Nothing selected: nothing removed (never "everything": that is `pattern=*`).
+        (None, None) => return Ok(HttpResponse::Ok().json(Flushed { deleted: 0 })),
     };
     crate::cache::validate_pattern(pattern).map_err(CacheError::InvalidPattern)?;
     if pattern.chars().count() > MAX_API_PATTERN_CHARS {
