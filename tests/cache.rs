@@ -390,9 +390,11 @@ async fn flush_pattern_matches_globs(backend: Backend) {
             "{key}"
         );
     }
-    call(&app, with_token(TestRequest::delete()).uri("/cache"))
-        .await
-        .problem(400);
+    // No pattern (and no tag): nothing is removed, never everything.
+    assert_eq!(call(&app, put("kept", "1")).await.status, 200);
+    let none = call(&app, with_token(TestRequest::delete()).uri("/cache")).await;
+    assert_eq!((none.status, none.json()), (200, json!({"deleted": 0})));
+    assert!(services.cache.exists("api:kept").await.unwrap());
 }
 
 fn urlencode(s: &str) -> String {
