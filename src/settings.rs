@@ -12,6 +12,29 @@
 /// Default prefix of every Redis key redkit writes.
 pub const DEFAULT_KEY_PREFIX: &str = "redkit:";
 
+/// Longest duration any setting accepts (100 years): every instant, TTL and timestamp redkit
+/// derives from one (`now` plus it, in micro- or milliseconds, in Redis's `PEXPIRE` and in Lua's
+/// exact integers) stays far from overflow.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Checks that the setting `name` lies within `min..=`[`MAX_DURATION`].
+///
+/// # Errors
+/// A [`ConfigError`] naming `name` and both bounds.
+pub fn validate_duration(
+    name: &str,
+    value: std::time::Duration,
+    min: std::time::Duration,
+) -> Result<(), ConfigError> {
+    if value < min || value > MAX_DURATION {
+        return Err(ConfigError(format!(
+            "{name} must be between {min:?} and {} days",
+            MAX_DURATION.as_secs() / 86_400
+        )));
+    }
+    Ok(())
+}
+
 /// Longest key prefix, in bytes.
 pub const MAX_KEY_PREFIX_BYTES: usize = 64;
 

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     clock::{Clock, SystemClock},
-    settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_key_prefix},
+    settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_duration, validate_key_prefix},
 };
 
 /// Shortest accepted signing secret, in bytes (HS256 wants at least its output size).
@@ -192,15 +192,17 @@ impl AuthConfig {
     /// Checks the settings.
     ///
     /// # Errors
-    /// The first bad value, in one line naming its command-line option: a zero token lifetime,
+    /// The first bad value, in one line naming its command-line option: a token lifetime or idle
+    /// timeout under a second or over [`MAX_DURATION`](crate::settings::MAX_DURATION),
     /// an access token outliving the refresh token, a leeway above [`MAX_LEEWAY_SECS`], an empty
     /// issuer, a bad key prefix, a zero hash queue or session cap, or a reuse grace window
     /// longer than the refresh-token lifetime.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.access_ttl.as_secs() == 0 || self.refresh_ttl.as_secs() == 0 {
-            return Err(ConfigError::new(
-                "--access-token-ttl and --refresh-token-ttl must be at least 1 second",
-            ));
+        let second = Duration::from_secs(1);
+        validate_duration("--access-token-ttl", self.access_ttl, second)?;
+        validate_duration("--refresh-token-ttl", self.refresh_ttl, second)?;
+        if let Some(idle) = self.session_idle_timeout {
+            validate_duration("--session-idle-timeout", idle, second)?;
         }
         if self.access_ttl > self.refresh_ttl {
             // Revocations (logout, logout-all) are kept for the refresh TTL: an access token

@@ -127,6 +127,10 @@ pub enum AuthError {
     /// Hashing failed or the users actor is gone (500; logged).
     #[error("internal: {0}")]
     Internal(String),
+    /// [`AuthHandle::start`](super::AuthHandle::start) was given settings
+    /// [`AuthConfig::validate`](super::AuthConfig::validate) refuses (never answered to a request).
+    #[error(transparent)]
+    Config(#[from] crate::settings::ConfigError),
 }
 
 impl ResponseError for AuthError {
@@ -140,7 +144,9 @@ impl ResponseError for AuthError {
             Self::RevocationUnknown | Self::NotReplicated | Self::Busy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::Internal(_) | Self::Config(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -205,7 +211,7 @@ impl ResponseError for AuthError {
                 Problem::unavailable("Too many logins are being checked right now; retry shortly.")
                     .into_response()
             }
-            Self::Database(_) | Self::Internal(_) => {
+            Self::Database(_) | Self::Internal(_) | Self::Config(_) => {
                 tracing::error!(error = %self, "auth: internal failure");
                 Problem::internal().into_response()
             }

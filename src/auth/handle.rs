@@ -119,12 +119,14 @@ impl AuthHandle {
     /// actix system). Never waits for Redis.
     ///
     /// # Errors
+    /// [`AuthError::Config`] when [`AuthConfig::validate`] refuses `config`,
     /// [`AuthError::Database`] when the users table cannot be opened.
     pub fn start(
         config: &AuthConfig,
         database: &DatabaseLocation,
         redis: Option<(&RedisHandle, &crate::connection::RedisSettings)>,
     ) -> Result<Self, AuthError> {
+        config.validate()?;
         if config.secret.is_generated() {
             tracing::warn!(
                 "SECRET_KEY is not set: using a random token key; tokens die with this process, and instances sharing Redis must share a key"

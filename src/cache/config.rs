@@ -34,7 +34,7 @@ pub const DEFAULT_EAGER_REFRESH: f64 = 0.8;
 /// Longest TTL the cache accepts anywhere (library calls included): 100 years. Longer ones are
 /// refused ([`CacheError::InvalidTtl`](super::CacheError::InvalidTtl)): no expiry computed from
 /// a TTL can overflow, in this process or in Redis.
-pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub const MAX_TTL: Duration = crate::settings::MAX_DURATION;
 
 /// Settings of the two-tier cache and of its HTTP API (`/cache`).
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     clock::{Clock, SystemClock},
-    settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_key_prefix},
+    settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_duration, validate_key_prefix},
 };
 
 /// Default number of events kept per channel's history.
@@ -80,7 +80,8 @@ impl EventsConfig {
     ///
     /// # Errors
     /// The first bad value, in one line naming its command-line option: a bad key prefix, or a
-    /// zero history, TTL, queue, heartbeat, event size or connection cap.
+    /// zero history, queue, event size or connection cap, a TTL under a second, a zero heartbeat,
+    /// or a duration over [`MAX_DURATION`](crate::settings::MAX_DURATION).
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_key_prefix(&self.key_prefix)?;
         for (name, value) in [
@@ -100,14 +101,17 @@ impl EventsConfig {
                 return Err(ConfigError(format!("{name} must be at least 1")));
             }
         }
-        for (name, value) in [
-            ("--events-ttl/EVENTS_TTL", self.stream_ttl),
-            ("--events-heartbeat-ms/EVENTS_HEARTBEAT_MS", self.heartbeat),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError(format!("{name} must be at least 1")));
-            }
-        }
+        validate_duration(
+            "--events-ttl/EVENTS_TTL",
+            self.stream_ttl,
+            Duration::from_secs(1),
+        )?;
+        validate_duration(
+            "--events-heartbeat-ms/EVENTS_HEARTBEAT_MS",
+            self.heartbeat,
+            Duration::from_millis(1),
+        )?;
+        validate_duration("EventsConfig::retry", self.retry, Duration::ZERO)?;
         Ok(())
     }
 }

@@ -42,6 +42,11 @@ pub enum EventsError {
     /// Something that should not happen (an unparsable id from Redis, no randomness).
     #[error("internal events error: {0}")]
     Internal(&'static str),
+    /// [`EventsHandle::start`](super::EventsHandle::start) was given settings
+    /// [`EventsConfig::validate`](super::EventsConfig::validate) refuses (never answered to a
+    /// request).
+    #[error(transparent)]
+    Config(#[from] crate::settings::ConfigError),
 }
 
 impl From<super::Rejection> for EventsError {
@@ -64,7 +69,7 @@ impl ResponseError for EventsError {
             Self::ServerFull | Self::RevocationUnknown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable(err) => err.status_code(),
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -134,6 +139,10 @@ impl ResponseError for EventsError {
             }
             Self::Internal(what) => {
                 tracing::error!(error = what, "events operation failed");
+                Problem::internal().into_response()
+            }
+            Self::Config(e) => {
+                tracing::error!(error = %e, "events settings refused");
                 Problem::internal().into_response()
             }
         }

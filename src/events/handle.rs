@@ -73,8 +73,10 @@ impl EventsHandle {
     /// channels accept no token until [`set_auth`](Self::set_auth) is called.
     ///
     /// # Errors
+    /// [`EventsError::Config`] when [`EventsConfig::validate`] refuses `config`,
     /// [`EventsError::Unavailable`] when the Redis settings are unusable (not when Redis is down).
     pub fn start(config: &EventsConfig, redis: Option<RedisHandle>) -> Result<Self, EventsError> {
+        config.validate()?;
         let hub = Arc::new(Hub::new(config.queue_size, config.clock.clone()));
         let auth: Arc<RwLock<Arc<dyn EventsAuth>>> = Arc::new(RwLock::new(Arc::new(DenyAll)));
         let actor = EventsActor::new(config, redis.as_ref(), hub.clone(), auth.clone())?;

@@ -69,7 +69,13 @@ impl std::fmt::Debug for RateLimitHandle {
 
 impl RateLimitHandle {
     /// Starts the limiter's actor on the current actix system; decisions use Redis when given.
-    pub fn start(config: RateLimitConfig, redis: Option<RedisHandle>) -> Self {
+    /// Policies past their bounds are clamped ([`Policy::clamped`](super::Policy::clamped)).
+    pub fn start(mut config: RateLimitConfig, redis: Option<RedisHandle>) -> Self {
+        config.global = config.global.map(super::Policy::clamped);
+        for route in &mut config.routes {
+            route.policy = route.policy.clone().clamped();
+        }
+        config.login = config.login.clone().clamped();
         let random = RandomState::new().hash_one(std::process::id());
         // A standalone Redis takes a whole batch in one call; a cluster one call per slot
         // (see `batch`).

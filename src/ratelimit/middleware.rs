@@ -256,6 +256,6 @@ impl RateLimitHandle {
     /// # }
     /// ```
     pub fn middleware_for(&self, policy: Policy) -> RateLimit {
-        RateLimit::with_policy(self.clone(), policy)
+        RateLimit::with_policy(self.clone(), policy.clamped())
     }
 }

@@ -92,12 +92,25 @@ impl Policy {
     pub fn new(name: impl Into<String>, limit: u64, window: Duration) -> Self {
         Self {
             name: name.into(),
-            limit: limit.clamp(1, MAX_LIMIT),
-            window: window.clamp(Duration::from_secs(1), Duration::from_secs(MAX_WINDOW_SECS)),
+            limit,
+            window,
             algorithm: Algorithm::default(),
             shadow: false,
             fail_mode: FailMode::default(),
         }
+        .clamped()
+    }
+
+    /// This policy with its limit and window brought within their bounds, as [`Policy::new`]
+    /// does. The limiter applies it to every policy it is given, so that a field set past its
+    /// bound after `new` cannot overflow a window computation.
+    #[must_use]
+    pub fn clamped(mut self) -> Self {
+        self.limit = self.limit.clamp(1, MAX_LIMIT);
+        self.window = self
+            .window
+            .clamp(Duration::from_secs(1), Duration::from_secs(MAX_WINDOW_SECS));
+        self
     }
 
     /// This policy with another algorithm.
