@@ -11,6 +11,9 @@
 //! 2. L2 read: `GET /cache/{key}` with L1 off vs a handler doing one Redis GET over a shared
 //!    multiplexed connection. Target ≥ 0.85.
 //! 3. No errors at 64 and 256 concurrent connections on both paths.
+//! 4. Fail-safe: `GET /products/1` answered `STALE` (its TTL passed, its loader failing: the
+//!    catalog's table dropped, retried once per throttle period) vs the L2 read of case 2.
+//!    Target ≥ 1.0: a stale answer costs no more than an L2 hit.
 //!
 //! And what case 1 rests on: the L1 hits send no command to Redis. `INFO commandstats` totals
 //! (every command, whatever its name) are read before and after the L1 rounds, and again over an
@@ -56,6 +59,7 @@ struct Addrs {
     l1_base: SocketAddr,
     l2: SocketAddr,
     l2_base: SocketAddr,
+    stale: SocketAddr,
     product: bytes::Bytes,
 }
 
@@ -121,6 +125,27 @@ fn serve_all(redis_url: String) -> Addrs {
                 let s = without_l1.clone();
                 support::serve_one_worker!(move || redkit::http::app(s.clone()))
             };
+            // Products cached for 1 s from a catalog whose table is then dropped: once the TTL
+            // passed, every answer is the fail-safe's stale value.
+            let stale = {
+                let dir = tempfile::tempdir().unwrap();
+                let mut config = config(redkit::config::DEFAULT_L1_MAX_BYTES);
+                // Its own keys: the other servers' product in L2 is fresh.
+                config.cache.key_prefix = "stale:".into();
+                config.database = redkit::config::DatabaseLocation::File(dir.path().join("c.db"));
+                config.catalog.product_ttl = Duration::from_secs(1);
+                let services = Services::start(&config).unwrap();
+                let addr = support::serve_one_worker!(move || redkit::http::app(services.clone()));
+                let first = common::http(addr, "GET", "/products/1", &[], b"").await;
+                assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
+                rusqlite::Connection::open(dir.path().join("c.db"))
+                    .unwrap()
+                    .execute_batch("DROP TABLE products")
+                    .unwrap();
+                // The directory lives as long as the server: until the process ends.
+                std::mem::forget(dir);
+                addr
+            };
             let l1_base = support::serve_product_baseline(product.clone());
             let l2_base = {
                 let client = redis::Client::open(redis_url.as_str()).unwrap();
@@ -158,6 +183,7 @@ fn serve_all(redis_url: String) -> Addrs {
                 l1_base,
                 l2,
                 l2_base,
+                stale,
                 product,
             })
             .unwrap();
@@ -271,6 +297,13 @@ fn main() {
         }
         let l2 = compare((addrs.l2, get_key), (addrs.l2_base, get_key), connections(), rounds(), each()).await;
         report("2. L2 GET /cache/{key} (L1 off) vs GET handler", 0.85, &l2);
+
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let stale = common::http(addrs.stale, "GET", "/products/1", &[], b"").await;
+        assert_eq!((stale.status, stale.header("x-cache")), (200, Some("STALE")));
+        assert_eq!(stale.body, addrs.product[..]);
+        let failsafe = compare((addrs.stale, get_product), (addrs.l2, get_key), connections(), rounds(), each()).await;
+        report("4. STALE GET /products/1 vs L2 GET /cache/{key}", 1.0, &failsafe);
 
         for connections in support::sized([64, 256], [8, 32]) {
             for (name, addr, req) in [("L1", addrs.l1, get_product), ("L2", addrs.l2, get_key)] {
