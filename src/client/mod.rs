@@ -3,14 +3,30 @@
 //! `auth`, `events` and `ratelimit` each use the one rule without importing each other; the
 //! limiter re-exports it (`redkit::ratelimit::client_ip` keeps working).
 
-mod ipnet;
-
 use std::net::{IpAddr, SocketAddr};
 
 use actix_web::{HttpRequest, http::header};
-
 pub use ipnet::IpNet;
-pub(crate) use ipnet::canonical;
+
+/// Parses a network in CIDR notation (`10.0.0.0/8`, `::1/128`) or a bare address (that host
+/// alone), as `--trusted-proxies` takes them.
+///
+/// # Errors
+/// A one-line description of what is wrong.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR with a valid prefix length"))
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as plain IPv4, so that one rule covers both.
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
 
 /// IPv6 clients are grouped by this many leading bits unless configured otherwise.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
@@ -36,7 +52,7 @@ pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
 /// tests) the answer is `None`.
 pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = canonical(req.peer_addr()?.ip());
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(&ip));
     if trusted.is_empty() || !is_trusted(peer) {
         return Some(peer);
     }
@@ -78,12 +94,10 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
 /// per-address limits on single IPv6 addresses are escaped by rotating inside it).
 pub fn client_group(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     match canonical(ip) {
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(v6_prefix.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new_assert(v6, v6_prefix.min(128))
+            .trunc()
+            .addr()
+            .into(),
         v4 => v4,
     }
 }

@@ -109,7 +109,7 @@ impl RateLimitConfig {
             if cidr.is_empty() {
                 continue;
             }
-            let net = IpNet::parse(cidr).map_err(|e| {
+            let net = crate::client::parse_net(cidr).map_err(|e| {
                 ConfigError(format!("invalid --trusted-proxies/TRUSTED_PROXIES: {e}"))
             })?;
             config.trusted_proxies.push(net);
@@ -298,9 +298,10 @@ mod tests {
         assert_eq!(route.policy.algorithm, Algorithm::SlidingCounter);
         assert!(route.policy.shadow);
         assert_eq!(route.policy.fail_mode, FailMode::Closed);
-        assert!(config.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
-        assert!(!config.trusted_proxies[0].contains("11.1.2.3".parse().unwrap()));
-        assert!(config.trusted_proxies[1].contains("::1".parse().unwrap()));
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+        assert!(config.trusted_proxies[0].contains(&ip("10.1.2.3")));
+        assert!(!config.trusted_proxies[0].contains(&ip("11.1.2.3")));
+        assert!(config.trusted_proxies[1].contains(&ip("::1")));
         let off = RateLimitConfig::parse(&["default=off"], &[] as &[&str]).unwrap();
         assert!(off.global.is_none());
     }
