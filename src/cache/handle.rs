@@ -73,7 +73,7 @@ impl CacheHandle {
             stats,
             config,
             _feed: feed,
-            throttles: std::sync::Mutex::default(),
+            throttles: super::failsafe::Throttles::default(),
             refreshing: std::sync::Mutex::default(),
             tokens,
         });

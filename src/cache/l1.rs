@@ -232,7 +232,7 @@ impl L1 {
     }
 
     /// Whether `ticket` is still current (no invalidation of its stripe since, L1 live).
-    fn current(&self, ticket: Ticket) -> bool {
+    pub(crate) fn current(&self, ticket: Ticket) -> bool {
         self.is_live() && self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch
     }
 

@@ -36,6 +36,7 @@ mod cached;
 mod config;
 mod envelope;
 mod error;
+mod failsafe;
 mod glob;
 mod handle;
 mod inner;
