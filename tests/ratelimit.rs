@@ -12,9 +12,10 @@ use common::{Backend, Reply, app, call, services};
 use futures_util::future::join_all;
 use redkit::{
     Config,
+    clock::ManualClock,
     config::ServeArgs,
     http::Services,
-    ratelimit::{Algorithm, ManualClock, Policy, RateLimitConfig, RateLimitHandle},
+    ratelimit::{Algorithm, Policy, RateLimitConfig, RateLimitHandle},
 };
 
 /// A whole second, so fixed windows start exactly at the clock's start.

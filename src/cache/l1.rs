@@ -64,26 +64,35 @@ pub(crate) struct L1Entry {
     tags: Option<Arc<[String]>>,
 }
 
-struct L1Expiry;
+impl Deadline for L1Entry {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+}
 
-impl Expiry<String, L1Entry> for L1Expiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &L1Entry,
-        now: Instant,
-    ) -> Option<Duration> {
-        Some(value.expires_at.saturating_duration_since(now))
+/// An entry that carries its own expiry instant.
+pub(crate) trait Deadline {
+    /// When moka drops the entry.
+    fn expires_at(&self) -> Instant;
+}
+
+/// moka's expiry for entries that carry their own deadline (L1's and the memory L2's): each
+/// lives until its instant, whether created or overwritten.
+pub(crate) struct AtDeadline;
+
+impl<V: Deadline> Expiry<String, V> for AtDeadline {
+    fn expire_after_create(&self, _key: &String, value: &V, now: Instant) -> Option<Duration> {
+        Some(value.expires_at().saturating_duration_since(now))
     }
 
     fn expire_after_update(
         &self,
         _key: &String,
-        value: &L1Entry,
+        value: &V,
         now: Instant,
         _left: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.expires_at.saturating_duration_since(now))
+        Some(value.expires_at().saturating_duration_since(now))
     }
 }
 
@@ -140,7 +149,7 @@ impl L1 {
                 .weigher(|k: &String, v: &L1Entry| {
                     weight(k.len(), v.value.as_ref().map_or(0, Bytes::len))
                 })
-                .expire_after(L1Expiry)
+                .expire_after(AtDeadline)
                 .eviction_listener(move |_key, _value, cause| {
                     if cause == RemovalCause::Size {
                         stats.evictions.fetch_add(1, Ordering::Relaxed);
