@@ -1,4 +1,4 @@
-//! Cluster benchmark (issue 12): redkit on a private 3-primary Redis Cluster.
+//! Cluster benchmark: redkit on a private 3-primary Redis Cluster.
 //!
 //! Run: `cargo bench --bench cluster`
 //!

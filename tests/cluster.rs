@@ -1,4 +1,4 @@
-//! Redis Cluster (issue 12): the harness itself (a private cluster starts with every slot
+//! Redis Cluster: the harness itself (a private cluster starts with every slot
 //! covered, routes keys, fails over, is gone when dropped), two redkit instances on one cluster,
 //! and a primary's failover survived.
 

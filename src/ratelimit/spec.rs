@@ -339,7 +339,7 @@ mod tests {
         let config = RateLimitConfig::default();
         assert_eq!(config.global.unwrap().algorithm, Algorithm::Gcra);
         assert_eq!(config.routes[0].policy.algorithm, Algorithm::Gcra);
-        // The built-in publish policy (issue 16) too.
+        // The built-in publish policy too.
         assert_eq!(config.routes[1].policy.name, "POST /events/{channel}");
         assert_eq!(config.routes[1].policy.algorithm, Algorithm::Gcra);
         assert_eq!(config.login.algorithm, Algorithm::SlidingLog);
