@@ -401,39 +401,33 @@ impl L1 {
 
     /// Drops every entry written with `tag`; fills that began before are refused.
     pub(crate) fn drop_tag(&self, tag: &str) {
-        let Some(cache) = &self.cache else { return };
-        let doomed: Vec<_> = cache
-            .iter()
-            .filter(|(_, e)| e.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == tag)))
-            .map(|(k, _)| k)
-            .collect();
-        // Every stripe: loads in flight of entries with this tag must not fill afterwards.
-        for epoch in self.epochs.iter() {
-            epoch.fetch_add(1, Ordering::SeqCst);
-        }
-        for key in &doomed {
-            cache.invalidate(key.as_str());
-        }
-        self.changed(None);
+        self.drop_where(|_, e| e.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == tag)));
     }
 
+    /// Drops every entry whose key matches the Redis glob `glob`; fills that began before are
+    /// refused. Answers how many it dropped.
     pub(crate) fn remove_matching(&self, glob: &str) -> u64 {
-        let Some(cache) = &self.cache else { return 0 };
         let glob = Glob::new(glob.as_bytes());
-        let doomed: Vec<_> = cache
+        self.drop_where(|k, _| glob.matches(k.as_bytes()))
+    }
+
+    /// Drops every entry `doomed` picks. Every stripe's fills that began before are refused: a
+    /// load in flight of a dropped entry must not put it back. Answers how many it dropped.
+    fn drop_where(&self, doomed: impl Fn(&str, &L1Entry) -> bool) -> u64 {
+        let Some(cache) = &self.cache else { return 0 };
+        let keys: Vec<_> = cache
             .iter()
-            .filter(|(k, _)| glob.matches(k.as_bytes()))
+            .filter(|(k, e)| doomed(k, e))
             .map(|(k, _)| k)
             .collect();
-        // Every stripe: loads of matching keys in flight must not fill afterwards.
         for epoch in self.epochs.iter() {
             epoch.fetch_add(1, Ordering::SeqCst);
         }
-        for key in &doomed {
+        for key in &keys {
             cache.invalidate(key.as_str());
         }
         self.changed(None);
-        doomed.len() as u64
+        keys.len() as u64
     }
 
     /// Bytes currently held (after pending housekeeping).
