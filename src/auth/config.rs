@@ -179,8 +179,10 @@ pub struct AuthConfig {
     #[cfg_attr(feature = "server", arg(long, env = "REFRESH_REUSE_GRACE", value_name = "SECS",
         value_parser = parse_secs, default_value = DEFAULT_REFRESH_REUSE_GRACE_SECS.to_string()))]
     pub refresh_reuse_grace: Duration,
-    /// A session not refreshed for this long can no longer refresh and is revoked (0 or `None`:
-    /// no idle limit). The absolute limit stays the refresh-token lifetime from login.
+    /// A session not refreshed for this long can no longer refresh and is revoked; 0: no idle
+    /// limit. The absolute limit stays the refresh-token lifetime from login.
+    // The path is spelled out so that clap takes the whole `Option` from the parser (0 is
+    // `None`) instead of reading the option as one that may be left out.
     #[cfg_attr(feature = "server", arg(long, env = "SESSION_IDLE_TIMEOUT", value_name = "SECS",
         value_parser = parse_secs_or_off, default_value = "0"))]
     pub session_idle_timeout: ::std::option::Option<Duration>,

@@ -130,6 +130,7 @@ pub struct ServeArgs {
     /// Seconds a connection's sent data may stay unacknowledged (a client that stopped reading,
     /// such as a stalled SSE subscriber) before the connection is closed; 0 turns it off.
     /// Linux only (`TCP_USER_TIMEOUT`); ignored elsewhere.
+    // Spelled out so that clap takes the whole `Option` from the parser (0 is `None`).
     #[arg(long, env = "WRITE_TIMEOUT", value_name = "SECS", value_parser = parse_secs_or_off,
         default_value = DEFAULT_WRITE_TIMEOUT_SECS.to_string())]
     pub write_timeout: ::std::option::Option<std::time::Duration>,
