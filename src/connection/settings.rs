@@ -230,6 +230,43 @@ impl RedisSettings {
 mod tests {
     use super::*;
 
+    /// `validate()` takes one parsable target with timeouts of at least 1 ms, and names the
+    /// option of the first bad value without showing a password.
+    #[test]
+    fn validate_names_the_first_bad_value() {
+        assert_eq!(
+            RedisSettings::new("redis://127.0.0.1:6379").validate(),
+            Ok(())
+        );
+        assert_eq!(
+            RedisSettings::cluster(["redis://h:1", "redis://h:2"]).validate(),
+            Ok(())
+        );
+        let mut both = RedisSettings::cluster(["redis://h:1"]);
+        both.url = "redis://h:2".into();
+        let mut zero = RedisSettings::new("redis://h:1");
+        zero.response_timeout = Duration::ZERO;
+        for (settings, needle) in [
+            (
+                RedisSettings::new("http://x"),
+                "invalid --redis-url/REDIS_URL",
+            ),
+            (both, "exclude each other"),
+            (
+                RedisSettings::cluster(["redis://:hunter2@h:1", "nope"]),
+                "entry \"nope\": expected redis://HOST:PORT",
+            ),
+            (
+                zero,
+                "--redis-timeout-ms/REDIS_TIMEOUT_MS must be at least 1",
+            ),
+        ] {
+            let err = settings.validate().unwrap_err();
+            assert!(err.contains(needle), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
     /// Passwords leave every form of Redis URL; the rest of the URL stays readable.
     #[test]
     fn urls_are_redacted() {
