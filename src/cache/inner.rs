@@ -156,7 +156,7 @@ impl Inner {
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(self.config.l1_ttl());
+            .unwrap_or(self.config.l1_ttl);
         self.l1
             .fill_refreshing(key, decoded.value.clone(), ttl, (refresh_in, tags), ticket);
         Ok(L2Read::Fresh {
@@ -197,7 +197,7 @@ pub(crate) fn start_feed(
     // Bypassed (`L1::fed`) until the feed is armed.
     stats.feed.store(L1Feed::Down.as_u8(), Ordering::Relaxed);
     let namespace = config.namespace();
-    let tag_namespace = super::store::tag_namespace(config.key_prefix());
+    let tag_namespace = super::store::tag_namespace(&config.key_prefix);
     let (l1, stats, tokens) = (l1.clone(), Arc::clone(stats), Arc::clone(tokens));
     let listener = {
         let (namespace, tag_namespace) = (namespace.clone(), tag_namespace.clone());

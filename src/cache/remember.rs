@@ -550,7 +550,7 @@ impl CacheHandle {
                 let ttl = if value.is_some() {
                     ttl
                 } else {
-                    self.inner.config.negative_ttl()
+                    self.inner.config.negative_ttl
                 };
                 guard.complete(value.clone(), ttl).await;
                 value

@@ -8,7 +8,7 @@ use super::{
     algo::{MemoryCounters, Mode, Raw},
     counters::bump,
     handle::{PolicyId, Verdict},
-    lease::{Spent as LeaseSpent, leasable},
+    lease::{LeasedUnit, leasable},
     lua::Ask,
     policy::FailMode,
 };
@@ -35,7 +35,7 @@ impl RateLimitHandle {
         policy: &Policy,
         identity: &str,
         cost: u64,
-    ) -> Result<(Decision, Option<Spent>), RateLimitError> {
+    ) -> Result<(Decision, Option<Charge>), RateLimitError> {
         let key = self.key(policy, identity);
         let now = self.inner.config.clock.now_us();
         if let Some(decision) = self.blocked_now(policy, &key, now) {
@@ -45,7 +45,7 @@ impl RateLimitHandle {
         let (now, mut asks, raws, source) = self.decide(&[policy], vec![ask]).await?;
         let raw = first(policy, &raws)?.0;
         let decision = self.record(policy, &asks[0].key, raw, now);
-        let spent = decision.allowed.then(|| Spent {
+        let spent = decision.allowed.then(|| Charge {
             ask: asks.swap_remove(0),
             now,
             source,
@@ -103,7 +103,7 @@ impl RateLimitHandle {
             tries += 1;
             let now = self.inner.config.clock.now_us();
             // Units leased to this instance first: they are the identity's, reserved on Redis.
-            let local: Vec<Option<LeaseSpent>> = keyed
+            let local: Vec<Option<LeasedUnit>> = keyed
                 .iter()
                 .zip(&leased)
                 .map(|((_, key), leased)| {
@@ -194,7 +194,7 @@ impl RateLimitHandle {
     }
 
     /// Returns the leased units a request took before it was denied (or failed).
-    fn give_back(&self, keyed: &[(PolicyId, String)], local: &[Option<LeaseSpent>]) {
+    fn give_back(&self, keyed: &[(PolicyId, String)], local: &[Option<LeasedUnit>]) {
         for ((_, key), spent) in keyed.iter().zip(local) {
             if spent.is_some() {
                 self.inner.leases.give_back(key);
@@ -203,7 +203,7 @@ impl RateLimitHandle {
     }
 
     /// An admission from a leased unit, counted like one decided by the store.
-    fn record_leased(&self, policy: &Policy, spent: LeaseSpent) -> Decision {
+    fn record_leased(&self, policy: &Policy, spent: LeasedUnit) -> Decision {
         bump(&self.inner.counters.allowed);
         bump(&self.inner.counters.leased);
         self.inner.counters.count(&policy.name, 0);
@@ -425,10 +425,10 @@ pub(super) enum Source {
     Fallback,
 }
 
-/// What an allowed decision spent: its ask, the time it was decided at (a log refund removes
-/// the entries stamped with it) and where.
+/// What an allowed decision charged, kept to refund it: its ask, the time it was decided at (a
+/// log refund removes the entries stamped with it) and the store that charged it.
 #[derive(Debug)]
-pub(super) struct Spent {
+pub(super) struct Charge {
     pub(super) ask: Ask,
     pub(super) now: u64,
     pub(super) source: Source,

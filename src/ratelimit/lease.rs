@@ -104,7 +104,7 @@ pub(crate) struct Leases(Sharded<Lease>);
 
 /// A unit spent from a lease: what the request's headers report.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Spent {
+pub(crate) struct LeasedUnit {
     pub(crate) remaining: u64,
     pub(crate) reset_us: u64,
 }
@@ -115,7 +115,7 @@ impl Leases {
     }
 
     /// Takes one held unit of `key`, if any is live at `now`.
-    pub(crate) fn take(&self, key: &str, now: u64) -> Option<Spent> {
+    pub(crate) fn take(&self, key: &str, now: u64) -> Option<LeasedUnit> {
         self.0.with(key, |map| {
             let lease = map.get_mut(key)?;
             let live = lease.live(now);
@@ -126,7 +126,7 @@ impl Leases {
             lease.units = live - 1;
             lease.remaining = lease.remaining.saturating_sub(1);
             lease.spent_all = lease.units == 0;
-            Some(Spent {
+            Some(LeasedUnit {
                 remaining: lease.remaining,
                 reset_us: lease.reset_at.saturating_sub(now),
             })
