@@ -126,7 +126,7 @@ fn serve_all(redis_url: String) -> Addrs {
             // passed, every answer is the fail-safe's stale value.
             let stale = {
                 let dir = tempfile::tempdir().unwrap();
-                let mut config = config(redkit::config::DEFAULT_L1_MAX_BYTES);
+                let mut config = config(redkit::cache::DEFAULT_L1_MAX_BYTES);
                 // Its own keys: the other servers' product in L2 is fresh.
                 config.cache.key_prefix = "stale:".into();
                 config.database = redkit::config::DatabaseLocation::File(dir.path().join("c.db"));
