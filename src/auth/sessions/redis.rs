@@ -127,104 +127,6 @@ impl RedisStore {
         Ok(())
     }
 
-    async fn create_now(
-        &self,
-        s: &Session,
-        cap: Option<(usize, &[Session])>,
-        t: Times,
-    ) -> Result<Created, AuthError> {
-        let k = &self.keys;
-        let (limit, read) = cap.unwrap_or((0, &[]));
-        let mut inv = self.create.prepare_invoke();
-        inv.key(k.session(s.user_id, &s.sid))
-            .key(k.user_sessions(s.user_id))
-            .key(session_seq(k, s.user_id));
-        for other in read {
-            inv.key(k.session(s.user_id, &other.sid));
-        }
-        inv.arg(&s.sid)
-            .arg(t.ttl_ms)
-            .arg(limit)
-            .arg(t.now_ms)
-            .arg(t.idle_ms)
-            .arg(read.len());
-        for other in read {
-            inv.arg(&other.sid);
-        }
-        for (field, value) in [
-            ("uid", s.user_id.to_string()),
-            ("username", s.username.clone()),
-            ("email", s.email.clone()),
-            ("created_at", s.created_at.to_string()),
-            ("ip", s.ip.clone()),
-            ("ua", s.user_agent.clone()),
-            ("rjti", s.refresh_jti.clone()),
-            ("riat", s.refresh_iat.to_string()),
-            ("rexp", s.refresh_exp.to_string()),
-            ("last", s.last_used_ms.to_string()),
-        ] {
-            inv.arg(field).arg(value);
-        }
-        let seq: i64 = self.redis.invoke(&inv).await?;
-        Ok(match seq {
-            -1 => Created::IndexChanged,
-            0 => Created::Full,
-            seq => {
-                self.replicated(&k.session(s.user_id, &s.sid)).await?;
-                Created::Stored(seq.unsigned_abs())
-            }
-        })
-    }
-
-    async fn rotate_now(
-        &self,
-        uid: UserId,
-        sid: &str,
-        presented: &str,
-        successor: (&str, i64, i64),
-        t: Times,
-        view: &RevocationView,
-    ) -> Result<Rotation, AuthError> {
-        let (new_jti, new_iat, legacy_exp) = successor;
-        let mut inv = self.rotate.prepare_invoke();
-        inv.key(self.keys.session(uid, sid))
-            .key(self.keys.user_sessions(uid))
-            .arg(presented)
-            .arg(t.now_ms)
-            .arg(t.grace_ms)
-            .arg(t.idle_ms)
-            .arg(new_jti)
-            .arg(new_iat)
-            .arg(legacy_exp)
-            .arg(t.ttl_ms);
-        let (code, fields): (i64, Option<HashMap<String, String>>) =
-            self.redis.invoke(&inv).await?;
-        let session = || fields.as_ref().and_then(|f| from_hash(sid, f));
-        match code {
-            1 => {
-                self.replicated(&self.keys.session(uid, sid)).await?;
-                Ok(session().map_or(Rotation::Gone, Rotation::Rotated))
-            }
-            2 => Ok(session().map_or(Rotation::Gone, Rotation::Grace)),
-            -1 | -2 => {
-                // Revoked in the global record first, then deleted.
-                let events = [Revocation::Session(
-                    sid.to_owned(),
-                    t.now_ms + t.revoke_for_ms,
-                )];
-                self.record(&events, t).await?;
-                view.apply(events);
-                self.drop_sessions(uid, &[sid.to_owned()], t).await?;
-                Ok(if code == -1 {
-                    Rotation::Reused
-                } else {
-                    Rotation::IdleExpired
-                })
-            }
-            _ => Ok(Rotation::Gone),
-        }
-    }
-
     /// Step one of every revocation: the global record, which every instance's view reads
     /// (events) and rebuilds from (zsets). One `MULTI` in the `{revocations}` slot: prunes
     /// what expired, adds `events` (a jti also to the denylist), keeps each zset's TTL past its
@@ -336,100 +238,6 @@ impl RedisStore {
         self.redis.query_pipe::<()>(&pipe).await?;
         self.replicated(&self.keys.user_sessions(uid)).await
     }
-
-    async fn get_now(&self, uid: UserId, sid: &str) -> Result<Option<Session>, AuthError> {
-        let map: HashMap<String, String> = self
-            .redis
-            .query(redis::cmd("HGETALL").arg(self.keys.session(uid, sid)))
-            .await?;
-        Ok(from_hash(sid, &map))
-    }
-
-    async fn list_now(&self, uid: UserId, prune: bool) -> Result<Vec<Session>, AuthError> {
-        let index = self.keys.user_sessions(uid);
-        let sids: Vec<String> = self.redis.query(redis::cmd("SMEMBERS").arg(&index)).await?;
-        if sids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for sid in &sids {
-            pipe.hgetall(self.keys.session(uid, sid));
-        }
-        let maps: Vec<HashMap<String, String>> = self.redis.query_pipe(&pipe).await?;
-        // An empty hash is a session key that expired: dropped from the index here, in the
-        // user's slot, so no login needs a pass of its own to prune it.
-        let dead: Vec<&String> = sids
-            .iter()
-            .zip(&maps)
-            .filter_map(|(sid, map)| map.is_empty().then_some(sid))
-            .collect();
-        if prune && !dead.is_empty() {
-            self.redis
-                .query::<i64>(redis::cmd("SREM").arg(&index).arg(&dead))
-                .await?;
-        }
-        Ok(in_login_order(
-            sids.iter()
-                .zip(&maps)
-                .filter_map(|(sid, map)| from_hash(sid, map))
-                .collect(),
-        ))
-    }
-
-    async fn revoke_session_now(
-        &self,
-        uid: UserId,
-        sid: &str,
-        access: Option<(&str, i64)>,
-        t: Times,
-        view: &RevocationView,
-    ) -> Result<bool, AuthError> {
-        // The key names the user: only the caller's own session is found.
-        let owner: Option<String> = self
-            .redis
-            .query(
-                redis::cmd("HGET")
-                    .arg(self.keys.session(uid, sid))
-                    .arg("uid"),
-            )
-            .await?;
-        let existed = owner.as_deref() == Some(uid.to_string().as_str());
-        if !existed && access.is_none() {
-            // Not the caller's session: nothing to revoke (and no probing of others').
-            return Ok(false);
-        }
-        let mut events = vec![Revocation::Session(
-            sid.to_owned(),
-            t.now_ms + t.revoke_for_ms,
-        )];
-        if let Some((jti, until)) = access {
-            events.push(Revocation::Token(jti.to_owned(), until));
-        }
-        self.record(&events, t).await?;
-        view.apply(events);
-        if existed {
-            self.drop_sessions(uid, &[sid.to_owned()], t).await?;
-        }
-        Ok(existed)
-    }
-
-    async fn revoke_user_now(
-        &self,
-        uid: UserId,
-        before: i64,
-        t: Times,
-        view: &RevocationView,
-    ) -> Result<(), AuthError> {
-        // A session created after this read is newer than the logout-all.
-        let sids: Vec<String> = self
-            .redis
-            .query(redis::cmd("SMEMBERS").arg(self.keys.user_sessions(uid)))
-            .await?;
-        let events = super::revocations(uid, before, &sids, t);
-        self.record(&events, t).await?;
-        view.apply(events);
-        self.drop_sessions(uid, &sids, t).await
-    }
 }
 
 impl SessionStore for RedisStore {
@@ -447,7 +255,49 @@ impl SessionStore for RedisStore {
         cap: Option<(usize, &'a [Session])>,
         t: Times,
     ) -> AuthFuture<'a, Created> {
-        Box::pin(self.create_now(s, cap, t))
+        Box::pin(async move {
+            let k = &self.keys;
+            let (limit, read) = cap.unwrap_or((0, &[]));
+            let mut inv = self.create.prepare_invoke();
+            inv.key(k.session(s.user_id, &s.sid))
+                .key(k.user_sessions(s.user_id))
+                .key(session_seq(k, s.user_id));
+            for other in read {
+                inv.key(k.session(s.user_id, &other.sid));
+            }
+            inv.arg(&s.sid)
+                .arg(t.ttl_ms)
+                .arg(limit)
+                .arg(t.now_ms)
+                .arg(t.idle_ms)
+                .arg(read.len());
+            for other in read {
+                inv.arg(&other.sid);
+            }
+            for (field, value) in [
+                ("uid", s.user_id.to_string()),
+                ("username", s.username.clone()),
+                ("email", s.email.clone()),
+                ("created_at", s.created_at.to_string()),
+                ("ip", s.ip.clone()),
+                ("ua", s.user_agent.clone()),
+                ("rjti", s.refresh_jti.clone()),
+                ("riat", s.refresh_iat.to_string()),
+                ("rexp", s.refresh_exp.to_string()),
+                ("last", s.last_used_ms.to_string()),
+            ] {
+                inv.arg(field).arg(value);
+            }
+            let seq: i64 = self.redis.invoke(&inv).await?;
+            Ok(match seq {
+                -1 => Created::IndexChanged,
+                0 => Created::Full,
+                seq => {
+                    self.replicated(&k.session(s.user_id, &s.sid)).await?;
+                    Created::Stored(seq.unsigned_abs())
+                }
+            })
+        })
     }
 
     fn rotate<'a>(
@@ -459,7 +309,46 @@ impl SessionStore for RedisStore {
         t: Times,
         view: &'a RevocationView,
     ) -> AuthFuture<'a, Rotation> {
-        Box::pin(self.rotate_now(uid, sid, presented, successor, t, view))
+        Box::pin(async move {
+            let (new_jti, new_iat, legacy_exp) = successor;
+            let mut inv = self.rotate.prepare_invoke();
+            inv.key(self.keys.session(uid, sid))
+                .key(self.keys.user_sessions(uid))
+                .arg(presented)
+                .arg(t.now_ms)
+                .arg(t.grace_ms)
+                .arg(t.idle_ms)
+                .arg(new_jti)
+                .arg(new_iat)
+                .arg(legacy_exp)
+                .arg(t.ttl_ms);
+            let (code, fields): (i64, Option<HashMap<String, String>>) =
+                self.redis.invoke(&inv).await?;
+            let session = || fields.as_ref().and_then(|f| from_hash(sid, f));
+            match code {
+                1 => {
+                    self.replicated(&self.keys.session(uid, sid)).await?;
+                    Ok(session().map_or(Rotation::Gone, Rotation::Rotated))
+                }
+                2 => Ok(session().map_or(Rotation::Gone, Rotation::Grace)),
+                -1 | -2 => {
+                    // Revoked in the global record first, then deleted.
+                    let events = [Revocation::Session(
+                        sid.to_owned(),
+                        t.now_ms + t.revoke_for_ms,
+                    )];
+                    self.record(&events, t).await?;
+                    view.apply(events);
+                    self.drop_sessions(uid, &[sid.to_owned()], t).await?;
+                    Ok(if code == -1 {
+                        Rotation::Reused
+                    } else {
+                        Rotation::IdleExpired
+                    })
+                }
+                _ => Ok(Rotation::Gone),
+            }
+        })
     }
 
     fn get<'a>(
@@ -469,11 +358,46 @@ impl SessionStore for RedisStore {
         _now_ms: i64,
     ) -> AuthFuture<'a, Option<Session>> {
         // A session's key expires with it.
-        Box::pin(self.get_now(uid, sid))
+        Box::pin(async move {
+            let map: HashMap<String, String> = self
+                .redis
+                .query(redis::cmd("HGETALL").arg(self.keys.session(uid, sid)))
+                .await?;
+            Ok(from_hash(sid, &map))
+        })
     }
 
     fn list(&self, uid: UserId, _now_ms: i64, prune: bool) -> AuthFuture<'_, Vec<Session>> {
-        Box::pin(self.list_now(uid, prune))
+        Box::pin(async move {
+            let index = self.keys.user_sessions(uid);
+            let sids: Vec<String> = self.redis.query(redis::cmd("SMEMBERS").arg(&index)).await?;
+            if sids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut pipe = redis::pipe();
+            for sid in &sids {
+                pipe.hgetall(self.keys.session(uid, sid));
+            }
+            let maps: Vec<HashMap<String, String>> = self.redis.query_pipe(&pipe).await?;
+            // An empty hash is a session key that expired: dropped from the index here, in the
+            // user's slot, so no login needs a pass of its own to prune it.
+            let dead: Vec<&String> = sids
+                .iter()
+                .zip(&maps)
+                .filter_map(|(sid, map)| map.is_empty().then_some(sid))
+                .collect();
+            if prune && !dead.is_empty() {
+                self.redis
+                    .query::<i64>(redis::cmd("SREM").arg(&index).arg(&dead))
+                    .await?;
+            }
+            Ok(in_login_order(
+                sids.iter()
+                    .zip(&maps)
+                    .filter_map(|(sid, map)| from_hash(sid, map))
+                    .collect(),
+            ))
+        })
     }
 
     fn revoke_session<'a>(
@@ -484,7 +408,35 @@ impl SessionStore for RedisStore {
         t: Times,
         view: &'a RevocationView,
     ) -> AuthFuture<'a, bool> {
-        Box::pin(self.revoke_session_now(uid, sid, access, t, view))
+        Box::pin(async move {
+            // The key names the user: only the caller's own session is found.
+            let owner: Option<String> = self
+                .redis
+                .query(
+                    redis::cmd("HGET")
+                        .arg(self.keys.session(uid, sid))
+                        .arg("uid"),
+                )
+                .await?;
+            let existed = owner.as_deref() == Some(uid.to_string().as_str());
+            if !existed && access.is_none() {
+                // Not the caller's session: nothing to revoke (and no probing of others').
+                return Ok(false);
+            }
+            let mut events = vec![Revocation::Session(
+                sid.to_owned(),
+                t.now_ms + t.revoke_for_ms,
+            )];
+            if let Some((jti, until)) = access {
+                events.push(Revocation::Token(jti.to_owned(), until));
+            }
+            self.record(&events, t).await?;
+            view.apply(events);
+            if existed {
+                self.drop_sessions(uid, &[sid.to_owned()], t).await?;
+            }
+            Ok(existed)
+        })
     }
 
     fn revoke_user<'a>(
@@ -494,7 +446,17 @@ impl SessionStore for RedisStore {
         t: Times,
         view: &'a RevocationView,
     ) -> AuthFuture<'a, ()> {
-        Box::pin(self.revoke_user_now(uid, before, t, view))
+        Box::pin(async move {
+            // A session created after this read is newer than the logout-all.
+            let sids: Vec<String> = self
+                .redis
+                .query(redis::cmd("SMEMBERS").arg(self.keys.user_sessions(uid)))
+                .await?;
+            let events = super::revocations(uid, before, &sids, t);
+            self.record(&events, t).await?;
+            view.apply(events);
+            self.drop_sessions(uid, &sids, t).await
+        })
     }
 
     fn revoked<'a>(&'a self, p: &'a Principal) -> AuthFuture<'a, Result<(), RejectReason>> {
