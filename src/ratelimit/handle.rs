@@ -13,10 +13,9 @@ use super::{
     algo::{MemoryCounters, Sharded},
     batch::Coalescer,
     counters::Counters,
-    identity::client_ip,
     lease::Leases,
 };
-use crate::connection::RedisHandle;
+use crate::{client::client_addr, connection::RedisHandle};
 
 /// State shared by the handle (hot path) and its sweeper task.
 pub(crate) struct Inner {
@@ -124,7 +123,7 @@ impl RateLimitHandle {
         if let Some(user) = self.users.as_ref().and_then(|resolve| resolve(req)) {
             return ["user:", &user].concat();
         }
-        let grouped = client_ip(req, &self.inner.config.trusted_proxies)
+        let grouped = client_addr(req, &self.inner.config.trusted_proxies)
             .map(|ip| super::client_group(ip, self.inner.config.ipv6_prefix));
         match grouped {
             Some(ip) => {

@@ -4,10 +4,12 @@ use std::{future::Future, net::IpAddr, time::Duration};
 
 use actix_web::{HttpRequest, HttpResponse};
 
+use crate::client::client_addr;
+
 use super::{
     Decision, Policy, RateLimitHandle,
     algo::Mode,
-    client_group, client_ip,
+    client_group,
     decide::{Source, Spent},
     lua,
     response::too_many_requests,
@@ -38,7 +40,7 @@ impl RateLimitHandle {
     ) -> Result<Result<T, E>, HttpResponse> {
         let config = self.config();
         let Some(ip) =
-            client_ip(req, &config.trusted_proxies).map(|ip| client_group(ip, config.ipv6_prefix))
+            client_addr(req, &config.trusted_proxies).map(|ip| client_group(ip, config.ipv6_prefix))
         else {
             return Ok(verify.await);
         };
