@@ -3,11 +3,7 @@ use std::{
     rc::Rc,
 };
 
-use actix_web::{
-    FromRequest, HttpRequest,
-    dev::Payload,
-    http::header,
-};
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header};
 use futures_util::future::{Either, LocalBoxFuture};
 
 use super::{ACCESS_COOKIE, AuthError, AuthHandle, Principal, RejectReason};
@@ -292,7 +288,8 @@ mod tests {
             let Some(map) = headers(&pairs) else {
                 return Ok(());
             };
-            prop_assert_eq!(token_of(&map).as_deref(), expected_token(&map));
+            let token = token_of(&map);
+            prop_assert_eq!(token.as_deref(), expected_token(&map));
         }
 
         /// `Bearer <t>` (any case of the scheme) answers `t`; without `Authorization`, the
@@ -305,10 +302,12 @@ mod tests {
         ) {
             let bearer = format!("{scheme} {token}");
             let map = headers(&[(header::AUTHORIZATION, bearer.as_bytes())]).unwrap();
-            prop_assert_eq!(token_of(&map).as_deref(), Some(token.as_str()));
+            let found = token_of(&map);
+            prop_assert_eq!(found.as_deref(), Some(token.as_str()));
             let cookies = format!("{before}; {ACCESS_COOKIE}={token}; other=1");
             let map = headers(&[(header::COOKIE, cookies.as_bytes())]).unwrap();
-            prop_assert_eq!(token_of(&map).as_deref(), Some(token.as_str()));
+            let found = token_of(&map);
+            prop_assert_eq!(found.as_deref(), Some(token.as_str()));
             let empty = format!("{before}; {ACCESS_COOKIE}=");
             let map = headers(&[(header::COOKIE, empty.as_bytes())]).unwrap();
             prop_assert_eq!(token_of(&map), None);

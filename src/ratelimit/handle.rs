@@ -32,21 +32,6 @@ pub(crate) struct Inner {
     pub(crate) leases: Arc<Leases>,
 }
 
-/// Which configured policy: the global one or a route's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PolicyId {
-    Global,
-    Route(usize),
-}
-
-/// The decisions of every policy applying to one request.
-#[derive(Debug)]
-pub(crate) struct Verdict {
-    pub(crate) decisions: Vec<(PolicyId, Decision)>,
-    /// Index in `decisions` of the enforcing policy that denied, if any.
-    pub(crate) denied: Option<usize>,
-}
-
 /// A cloneable handle to the rate limiter. Decisions run in the caller's task on state the
 /// handle shares with its sweeper task (see the [module docs](super)).
 #[derive(Clone)]
@@ -155,19 +140,6 @@ impl RateLimitHandle {
     /// entries went.
     pub fn sweep(&self) -> usize {
         super::sweeper::sweep(&self.inner)
-    }
-
-    pub(crate) fn policy(&self, id: PolicyId) -> &Policy {
-        match id {
-            PolicyId::Route(i) => &self.inner.config.routes[i].policy,
-            PolicyId::Global => self
-                .inner
-                .config
-                .global
-                .as_ref()
-                // unwrap: PolicyId::Global is only made when a global policy exists.
-                .expect("global policy"),
-        }
     }
 }
 

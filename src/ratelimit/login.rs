@@ -39,8 +39,8 @@ impl RateLimitHandle {
         wrong_password: impl FnOnce(&E) -> bool,
     ) -> Result<Result<T, E>, HttpResponse> {
         let config = self.config();
-        let Some(ip) =
-            client_addr(req, &config.trusted_proxies).map(|ip| client_group(ip, config.ipv6_prefix))
+        let Some(ip) = client_addr(req, &config.trusted_proxies)
+            .map(|ip| client_group(ip, config.ipv6_prefix))
         else {
             return Ok(verify.await);
         };
@@ -117,7 +117,7 @@ impl RateLimitHandle {
             (Source::Fallback, _) => &inner.fallback,
             _ => &inner.memory,
         };
-        store.decide(&ask.key, &ask.args(now, Mode::Refund));
+        store.decide(&ask, now, Mode::Refund);
     }
 }
 
