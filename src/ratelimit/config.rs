@@ -8,7 +8,7 @@ use crate::settings::{ConfigError, validate_key_prefix};
 
 impl RateLimitConfig {
     /// Checks the key prefix, the IPv6 prefix length, and each policy's limit and window
-    /// (`parse` and [`Policy::new`] keep them in bounds; a field set afterwards may not be).
+    /// (`parse` and [`Policy::new`](super::Policy::new) keep them in bounds; a field set afterwards may not be).
     ///
     /// # Errors
     /// The first bad value, in one line naming its command-line option or policy.
