@@ -1,4 +1,4 @@
-//! Cluster benchmark (issue 12): redkit on a private 3-primary Redis Cluster.
+//! Cluster benchmark: redkit on a private 3-primary Redis Cluster.
 //!
 //! Run: `cargo bench --bench cluster`
 //!
@@ -167,10 +167,7 @@ fn serve_all(config: Config, nodes: Vec<String>) -> Addrs {
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let mut l2_config = config.clone();
-            l2_config.cache = redkit::cache::CacheConfig::builder()
-                .l1_max_bytes(0)
-                .build()
-                .unwrap();
+            l2_config.cache.l1_max_bytes = 0;
             let without_l1 = Services::start(&l2_config).unwrap();
             without_l1
                 .cache

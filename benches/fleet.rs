@@ -1,4 +1,4 @@
-//! Fleet benchmark (issue 15): two redkit instances on one Redis serve L1 hits at full speed
+//! Fleet benchmark: two redkit instances on one Redis serve L1 hits at full speed
 //! while another Redis client writes 100 keys a second under the cache prefix.
 //!
 //! Run: `cargo bench --bench fleet`

@@ -70,17 +70,14 @@ fn serve_all(redis_url: String) -> Addrs {
             let config = |l1_bytes: u64| {
                 let mut config = Config::for_tests();
                 config.redis = Some(RedisSettings::new(redis_url.clone()));
-                config.cache = redkit::cache::CacheConfig::builder()
-                    .l1_max_bytes(l1_bytes)
-                    .build()
-                    .unwrap();
+                config.cache.l1_max_bytes = l1_bytes;
                 // This bench measures the cache path; `benches/ratelimit.rs` measures the limiter.
                 config.rate_limit =
                     redkit::ratelimit::RateLimitConfig::parse(&["default=off"], &[] as &[&str])
                         .unwrap();
                 config
             };
-            let with_l1 = Services::start(&config(redkit::config::DEFAULT_L1_MAX_BYTES)).unwrap();
+            let with_l1 = Services::start(&config(redkit::cache::DEFAULT_L1_MAX_BYTES)).unwrap();
             let without_l1 = Services::start(&config(0)).unwrap();
             // Warm: the product in L1 (and L2), a cache key in L2.
             let product = with_l1.catalog.get(1).await.unwrap().unwrap();
@@ -129,7 +126,7 @@ fn serve_all(redis_url: String) -> Addrs {
             // passed, every answer is the fail-safe's stale value.
             let stale = {
                 let dir = tempfile::tempdir().unwrap();
-                let mut config = config(redkit::config::DEFAULT_L1_MAX_BYTES);
+                let mut config = config(redkit::cache::DEFAULT_L1_MAX_BYTES);
                 // Its own keys: the other servers' product in L2 is fresh.
                 config.cache.key_prefix = "stale:".into();
                 config.database = redkit::config::DatabaseLocation::File(dir.path().join("c.db"));

@@ -325,10 +325,7 @@ fn start_shipped(redis_url: String) -> Shipped {
             let config = |specs: &[&str]| {
                 let mut config = Config::for_tests();
                 config.redis = Some(RedisSettings::new(redis_url.clone()));
-                config.cache = redkit::cache::CacheConfig::builder()
-                    .l1_max_bytes(redkit::config::DEFAULT_L1_MAX_BYTES)
-                    .build()
-                    .expect("cache config");
+                config.cache.l1_max_bytes = redkit::cache::DEFAULT_L1_MAX_BYTES;
                 // The shipped policies, with the load generator as the trusted proxy.
                 config.rate_limit =
                     RateLimitConfig::parse(specs, &["127.0.0.1/32"]).expect("bench specs");

@@ -31,10 +31,17 @@ async fn main() -> std::io::Result<()> {
     // With `REDIS_URL`, L2 is Redis and every instance's L1 stays coherent; without, in process.
     let redis = std::env::var("REDIS_URL")
         .ok()
-        .map(|url| RedisHandle::connect(&RedisSettings::new(url)))
-        .transpose()
-        .map_err(std::io::Error::other)?;
-    let cache = CacheHandle::start(CacheConfig::default(), redis);
+        .map(|url| {
+            let settings = RedisSettings::new(url);
+            settings.validate().map_err(std::io::Error::other)?;
+            RedisHandle::connect(&settings).map_err(std::io::Error::other)
+        })
+        .transpose()?;
+    // Settings are public fields on top of `Default`, checked by `validate()`.
+    let mut config = CacheConfig::default();
+    config.l1_ttl = std::time::Duration::from_secs(30);
+    config.validate().map_err(std::io::Error::other)?;
+    let cache = CacheHandle::start(config, redis);
     HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(cache.clone()))

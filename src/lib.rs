@@ -150,7 +150,8 @@
 //! - **Capabilities**, side by side: [`cache`], [`ratelimit`], [`auth`], [`events`]. Each owns
 //!   its settings and their `DEFAULT_*` constants in its `config.rs`: a `#[non_exhaustive]`
 //!   struct with public fields, `Default`, and `validate()` returning a
-//!   [`settings::ConfigError`]. Where one needs another, a small trait in the one that receives
+//!   [`settings::ConfigError`] (one way to build it; no builder). With `server`, the same struct
+//!   derives `clap::Args`: each field carries its flag, variable, default and `--help` line. Where one needs another, a small trait in the one that receives
 //!   the help says what it needs (`ratelimit::UserResolver`, `events::EventsAuth`).
 //! - **The server** ([`server`], the `server` feature): every capability's routes, the sample
 //!   [`catalog`], [`http`] (`Services`, `app()`, OpenAPI, docs, demo, health), [`config`] (the

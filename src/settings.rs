@@ -1,13 +1,12 @@
 //! What every feature's configuration shares: the one error type of a rejected setting, the
-//! default Redis key prefix and its rule.
+//! default Redis key prefix and its rule, and the parsers of the command line's durations.
 //!
 //! Bottom layer. Every feature configures itself the same way: a `#[non_exhaustive]` struct with
 //! public fields, `Default` built from the feature's own `DEFAULT_*` constants (in its
-//! `config.rs`), and a `validate()` that reports the first bad value as a [`ConfigError`].
-//! The CLI (`redkit::config`) only fills these structs from its arguments and calls `validate()`.
-//! Two conveniences stay on top of that one style: `CacheConfig::builder()` (chained setters over
-//! the public fields, `build()` is `validate()`) and `RateLimitConfig::parse` (policy specs read
-//! onto the defaults; call `validate()` after setting the other fields).
+//! `config.rs`), and a `validate()` that reports the first bad value as a [`ConfigError`]. With
+//! the `server` feature the same struct derives `clap::Args`: each field's doc line is its
+//! `--help` text, and its attribute names its flag, its environment variable and its default, so
+//! an option is written once, next to the field it sets.
 
 /// Default prefix of every Redis key redkit writes.
 pub const DEFAULT_KEY_PREFIX: &str = "redkit:";
@@ -80,6 +79,26 @@ pub fn validate_key_prefix(prefix: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// Parses a command-line value in whole seconds (`SECS`).
+#[cfg(feature = "server")]
+pub(crate) fn parse_secs(value: &str) -> Result<std::time::Duration, std::num::ParseIntError> {
+    value.parse().map(std::time::Duration::from_secs)
+}
+
+/// Parses a command-line value in whole milliseconds (`MS`).
+#[cfg(feature = "server")]
+pub(crate) fn parse_millis(value: &str) -> Result<std::time::Duration, std::num::ParseIntError> {
+    value.parse().map(std::time::Duration::from_millis)
+}
+
+/// Parses a command-line value in whole seconds where `0` turns the limit off (`None`).
+#[cfg(feature = "server")]
+pub(crate) fn parse_secs_or_off(
+    value: &str,
+) -> Result<Option<std::time::Duration>, std::num::ParseIntError> {
+    parse_secs(value).map(|d| (!d.is_zero()).then_some(d))
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use actix_web::{App, HttpResponse, test, web};
 use base64::Engine;
 use common::{Backend, bearer, call, login, register_and_login, services, with_test_secret};
 use redkit::{
-    auth::{AuthUser, ManualClock, ViewState},
+    auth::{AuthUser, ViewState},
+    clock::ManualClock,
     http::Services,
 };
 use serde_json::{Value, json};
@@ -548,7 +549,7 @@ trait NowSecs {
 
 impl NowSecs for ManualClock {
     fn now_secs_for_test(&self) -> i64 {
-        redkit::auth::Clock::now_secs(self)
+        redkit::clock::Clock::now_secs(self)
     }
 }
 

@@ -42,12 +42,9 @@ fn assert_hit(reply: &Reply, key: &str, value: serde_json::Value, tier: &str) {
 
 /// A cached `null`, `[]`, `0`, `""`, `false` and `{}` are hits, from L1 and from L2 alike.
 async fn falsy_values_are_hits(backend: Backend) {
-    for l1_bytes in [redkit::config::DEFAULT_L1_MAX_BYTES, 0] {
+    for l1_bytes in [redkit::cache::DEFAULT_L1_MAX_BYTES, 0] {
         let mut config = backend.config();
-        config.cache = redkit::cache::CacheConfig::builder()
-            .l1_max_bytes(l1_bytes)
-            .build()
-            .unwrap();
+        config.cache.l1_max_bytes = l1_bytes;
         let services = services(&config);
         let app = app(&services).await;
         common::authorize(&app).await;
@@ -194,10 +191,7 @@ async fn writes_keep_l1_consistent(backend: Backend) {
 /// `remember` caches an absent result as a negative entry: the loader runs once until it expires.
 async fn remember_caches_absence(backend: Backend) {
     let mut config = backend.config();
-    config.cache = redkit::cache::CacheConfig::builder()
-        .negative_ttl(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    config.cache.negative_ttl = Duration::from_secs(1);
     let services = services(&config);
     // L1 serves only once the invalidation feed is up (on a cluster: armed on every node).
     common::feed_ready(&services).await;
@@ -266,10 +260,10 @@ async fn remember_is_single_flight(backend: Backend) {
 /// lease next finds the value in L2 (stored meanwhile) and hands it to all the others at once:
 /// one L2 read, not one per waiter in turn (L1 off: nothing else would serve them).
 async fn waiters_share_a_value_found_in_l2(backend: Backend) {
-    use redkit::cache::{Acquire, CacheConfig, Lease};
+    use redkit::cache::{Acquire, Lease};
     const WAITERS: usize = 10;
     let mut config = backend.config();
-    config.cache = CacheConfig::builder().l1_max_bytes(0).build().unwrap();
+    config.cache.l1_max_bytes = 0;
     let services = services(&config);
     let cache = services.cache.clone();
     let acquire = |key: &str| {
@@ -570,10 +564,7 @@ async fn cached_helper(backend: Backend) {
 /// no `PTTL`, since there is no L1 whose life it would bound.
 async fn l1_off_reads_l2_with_one_command(backend: Backend) {
     let mut config = backend.config();
-    config.cache = redkit::cache::CacheConfig::builder()
-        .l1_max_bytes(0)
-        .build()
-        .unwrap();
+    config.cache.l1_max_bytes = 0;
     let services = services(&config);
     let app = app_for(&services).await;
     for (key, value) in [("nothing", json!(null)), ("obj", json!({"a": 1}))] {

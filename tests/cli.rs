@@ -5,6 +5,7 @@
 mod common;
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -52,58 +53,41 @@ fn assert_one_line_error(code: i32, stderr: &[String], needle: &str) {
     assert!(!stderr[0].contains("panicked"));
 }
 
-/// `--help` documents every option together with its environment variable.
+/// `--help` and the README's configuration table list the same options, each with an
+/// environment variable, and agree on every variable and default: neither can drift.
 #[test]
-fn help_documents_every_option_and_variable() {
+fn help_and_readme_table_agree() {
     let out = redkit().arg("--help").output().unwrap();
     assert!(out.status.success());
-    let help = String::from_utf8(out.stdout).unwrap();
-    for (flag, var) in [
-        ("--bind", "BIND"),
-        ("--redis-url", "REDIS_URL"),
-        ("--redis-cluster-nodes", "REDIS_CLUSTER_NODES"),
-        ("--redis-ca-cert", "REDIS_CA_CERT"),
-        ("--redis-client-cert", "REDIS_CLIENT_CERT"),
-        ("--redis-client-key", "REDIS_CLIENT_KEY"),
-        ("--database-url", "DATABASE_URL"),
-        ("--workers", "WORKERS"),
-        ("--log-format", "LOG_FORMAT"),
-        ("--key-prefix", "KEY_PREFIX"),
-        ("--l1-max-bytes", "L1_MAX_BYTES"),
-        ("--l1-ttl", "L1_TTL"),
-        ("--cache-ttl", "CACHE_TTL"),
-        ("--cache-max-ttl", "CACHE_MAX_TTL"),
-        ("--negative-ttl", "NEGATIVE_TTL"),
-        ("--product-ttl", "PRODUCT_TTL"),
-        ("--product-list-ttl", "PRODUCT_LIST_TTL"),
-        ("--redis-timeout-ms", "REDIS_TIMEOUT_MS"),
-        ("--redis-connect-timeout-ms", "REDIS_CONNECT_TIMEOUT_MS"),
-        ("--body-limit", "BODY_LIMIT"),
-        ("--shutdown-timeout", "SHUTDOWN_TIMEOUT"),
-        ("--rate-limit", "RATE_LIMITS"),
-        ("--trusted-proxies", "TRUSTED_PROXIES"),
-        ("--secret-key", "SECRET_KEY"),
-        ("--secret-key-file", "SECRET_KEY_FILE"),
-        ("--access-token-ttl", "ACCESS_TOKEN_TTL"),
-        ("--refresh-token-ttl", "REFRESH_TOKEN_TTL"),
-        ("--token-leeway", "TOKEN_LEEWAY"),
-        ("--token-issuer", "TOKEN_ISSUER"),
-        ("--events-history-len", "EVENTS_HISTORY_LEN"),
-        ("--events-ttl", "EVENTS_TTL"),
-        ("--events-queue", "EVENTS_QUEUE"),
-        ("--events-heartbeat-ms", "EVENTS_HEARTBEAT_MS"),
-        ("--events-retry-ms", "EVENTS_RETRY_MS"),
-        ("--write-timeout", "WRITE_TIMEOUT"),
-        ("--refresh-reuse-grace", "REFRESH_REUSE_GRACE"),
-        ("--session-limit-policy", "SESSION_LIMIT_POLICY"),
-        ("--session-idle-timeout", "SESSION_IDLE_TIMEOUT"),
-    ] {
-        assert!(help.contains(flag), "--help lacks {flag}");
-        // The secret's value is hidden: `[env: SECRET_KEY]`, no `=`.
-        assert!(
-            help.contains(&format!("[env: {var}=")) || help.contains(&format!("[env: {var}]")),
-            "--help lacks the variable {var}"
-        );
+    let help = help_options(&String::from_utf8(out.stdout).unwrap());
+    let readme = readme_options(include_str!("../README.md"));
+    let names = |m: &BTreeMap<String, (String, Option<String>)>| m.keys().cloned().collect();
+    let (in_help, in_readme): (BTreeSet<String>, BTreeSet<String>) = (names(&help), names(&readme));
+    assert_eq!(
+        in_help.difference(&in_readme).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "options of --help missing from the README table"
+    );
+    assert_eq!(
+        in_readme.difference(&in_help).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "README table rows that --help does not know"
+    );
+    for (flag, (var, default)) in &help {
+        let (readme_var, readme_default) = &readme[flag];
+        assert_eq!(var, readme_var, "{flag}: variable");
+        let readme_default = readme_default.as_deref().unwrap_or_default();
+        match default {
+            // The README may add a word after the value: "`0` (off)".
+            Some(default) => assert!(
+                readme_default.starts_with(&format!("`{default}`")),
+                "{flag}: --help says default {default}, the README {readme_default:?}"
+            ),
+            None => assert!(
+                !readme_default.starts_with('`'),
+                "{flag}: no default in --help, the README says {readme_default:?}"
+            ),
+        }
     }
     let serve = redkit().args(["serve", "--help"]).output().unwrap();
     assert!(
@@ -111,6 +95,71 @@ fn help_documents_every_option_and_variable() {
             .unwrap()
             .contains("--redis-url")
     );
+}
+
+/// Each `--flag` of a long `--help` (not `--help` or `--version`), with its variable and default.
+fn help_options(help: &str) -> BTreeMap<String, (String, Option<String>)> {
+    let mut options = BTreeMap::new();
+    let mut current: Option<(String, Option<String>, Option<String>)> = None;
+    let mut finish = |current: Option<(String, Option<String>, Option<String>)>| {
+        if let Some((flag, var, default)) = current {
+            let var = var.unwrap_or_else(|| panic!("{flag} has no environment variable"));
+            options.insert(flag, (var, default));
+        }
+    };
+    for line in help.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let head = line.trim_start();
+        if (2..=6).contains(&indent) && head.starts_with('-') {
+            finish(current.take());
+            let flag = head
+                .split([' ', ','])
+                .find(|w| w.starts_with("--"))
+                .unwrap();
+            if flag != "--help" && flag != "--version" {
+                current = Some((flag.to_owned(), None, None));
+            }
+        } else if let Some((_, var, default)) = current.as_mut() {
+            if let Some(rest) = head.strip_prefix("[env: ") {
+                *var = Some(rest.split(['=', ']']).next().unwrap().to_owned());
+            } else if let Some(rest) = head.strip_prefix("[default: ") {
+                *default = Some(rest.trim_end_matches(']').to_owned());
+            }
+        }
+    }
+    finish(current);
+    options
+}
+
+/// The rows of the README's configuration table: each `--flag` with its variable and its
+/// default cell (a row may list two flags and their two variables).
+fn readme_options(readme: &str) -> BTreeMap<String, (String, Option<String>)> {
+    let mut options = BTreeMap::new();
+    let rows = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| flag | variable | default |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        let (flags, vars) = (ticked(cells[0]), ticked(cells[1]));
+        assert_eq!(flags.len(), vars.len(), "README row {row:?}");
+        for (flag, var) in flags.into_iter().zip(vars) {
+            options.insert(flag, (var, Some(cells[2].to_owned())));
+        }
+    }
+    assert!(
+        !options.is_empty(),
+        "the README's configuration table is gone"
+    );
+    options
 }
 
 /// Bad configuration exits non-zero with one human-readable line, never a panic.

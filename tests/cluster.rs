@@ -1,4 +1,4 @@
-//! Redis Cluster (issue 12): the harness itself (a private cluster starts with every slot
+//! Redis Cluster: the harness itself (a private cluster starts with every slot
 //! covered, routes keys, fails over, is gone when dropped), two redkit instances on one cluster,
 //! and a primary's failover survived.
 
@@ -148,7 +148,7 @@ async fn killed_primary_fails_over_to_its_replica() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// redkit on the cluster: two instances (item 3 of the brief) and a primary's failover (item 4).
+// redkit on the cluster: two instances, and a primary's failover survived.
 
 /// How long a change may take to reach the other instance here: generous next to the 100 ms
 /// target (measured by `benches/cluster.rs`), as in `tests/fleet.rs`.

@@ -21,7 +21,7 @@ use actix_web::{
 };
 use common::{Backend, bearer, call, services};
 use futures_util::StreamExt;
-use redkit::{http::Services, ratelimit::ManualClock};
+use redkit::{clock::ManualClock, http::Services};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

@@ -295,10 +295,7 @@ async fn every_key_has_a_ttl() {
 async fn flush_never_leaves_the_namespace() {
     let backend = Backend::redis();
     let mut config = backend.config();
-    config.cache = redkit::cache::CacheConfig::builder()
-        .key_prefix("r[1]*?\\:")
-        .build()
-        .unwrap();
+    config.cache.key_prefix = "r[1]*?\\:".into();
     let services = services(&config);
     let app = app(&services).await;
     common::authorize(&app).await;

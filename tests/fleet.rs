@@ -1,6 +1,6 @@
 //! Two instances on one Redis behave as one cache: every change, made through either instance or
 //! by another Redis client, reaches the other's L1; losing the invalidation feed is never stale;
-//! loads overtaken by a change never put their old value back (issue 15).
+//! loads overtaken by a change never put their old value back.
 
 #![cfg(feature = "server")]
 

@@ -12,9 +12,10 @@ use common::{Backend, Reply, app, call, services};
 use futures_util::future::join_all;
 use redkit::{
     Config,
+    clock::ManualClock,
     config::ServeArgs,
     http::Services,
-    ratelimit::{Algorithm, ManualClock, Policy, RateLimitConfig, RateLimitHandle},
+    ratelimit::{Algorithm, Policy, RateLimitConfig, RateLimitHandle},
 };
 
 /// A whole second, so fixed windows start exactly at the clock's start.
@@ -326,7 +327,7 @@ async fn trusted_proxy_uses_right_hop(backend: Backend) {
         "Forwarded",
         "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https",
     ));
-    // IPv6 clients are grouped by /64 (issue 16).
+    // IPv6 clients are grouped by /64: one subscriber usually holds a whole /64.
     assert_eq!(call(&app, req).await.json()["identity"], "ip:2001:db8::/64");
     // Two clients behind the same proxy have separate buckets; the spoofed left entry is ignored.
     let a = post("10.0.0.7").insert_header(("X-Forwarded-For", "9.9.9.9, 203.0.113.7"));

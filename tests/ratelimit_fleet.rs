@@ -17,8 +17,9 @@ use common::{Backend, Reply, app, call, services};
 use futures_util::future::join_all;
 use redkit::{
     Config,
+    clock::{Clock, ManualClock, SystemClock},
     http::Services,
-    ratelimit::{Clock, ManualClock, RateLimitConfig, SystemClock},
+    ratelimit::RateLimitConfig,
 };
 
 /// A whole minute (so a whole 20 s window): fixed windows start exactly at the clock's start.

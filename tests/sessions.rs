@@ -18,7 +18,8 @@ use actix_web::{body::MessageBody, dev::ServiceResponse, test};
 use common::{Backend, Reply, bearer, call};
 use redkit::{
     Config,
-    auth::{ManualClock, SessionLimitPolicy, ViewState},
+    auth::{SessionLimitPolicy, ViewState},
+    clock::ManualClock,
     db::DatabaseLocation,
     http::Services,
 };

@@ -3,7 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{AuthHandle, Clock, ManualClock, Session};
+use super::{AuthHandle, Clock, Session};
+use crate::clock::ManualClock;
 
 /// A session opened as `login` opens one once the password checked out (the argon2 check is
 /// what this leaves out: 10,000 of them would take minutes).

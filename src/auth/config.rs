@@ -4,6 +4,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+#[cfg(feature = "server")]
+use crate::settings::{parse_secs, parse_secs_or_off};
 use crate::{
     clock::{Clock, SystemClock},
     settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_duration, validate_key_prefix},
@@ -96,6 +98,7 @@ impl std::fmt::Debug for SecretKey {
 
 /// What a login beyond [`AuthConfig::max_sessions_per_user`] does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(clap::ValueEnum))]
 #[non_exhaustive]
 pub enum SessionLimitPolicy {
     /// Revokes the user's oldest sessions (by login order): the new login always survives.
@@ -105,64 +108,84 @@ pub enum SessionLimitPolicy {
     RejectNew,
 }
 
-impl SessionLimitPolicy {
-    /// The policy named `evict-oldest` or `reject-new`.
-    ///
-    /// # Errors
-    /// A one-line message naming the option for any other name.
-    pub fn parse(name: &str) -> Result<Self, ConfigError> {
-        match name {
-            "evict-oldest" => Ok(Self::EvictOldest),
-            "reject-new" => Ok(Self::RejectNew),
-            other => Err(ConfigError(format!(
-                "--session-limit-policy/SESSION_LIMIT_POLICY must be evict-oldest or reject-new, not {other:?}"
-            ))),
-        }
-    }
-}
-
-/// Settings of the auth feature.
+/// Settings of the auth feature. With the `server` feature, also its command-line options (each
+/// field's doc line is its `--help` text).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "server", derive(clap::Args))]
 #[non_exhaustive]
 pub struct AuthConfig {
-    /// HS256 signing secret.
+    /// HS256 signing secret; the server reads it from `--secret-key` or `--secret-key-file`.
+    #[cfg_attr(feature = "server", arg(skip = SecretKey::generate()))]
     pub secret: SecretKey,
-    /// Access-token lifetime.
+    /// Access-token lifetime (at most the refresh-token lifetime).
+    #[cfg_attr(feature = "server", arg(long = "access-token-ttl", env = "ACCESS_TOKEN_TTL",
+        value_name = "SECS", value_parser = parse_secs,
+        default_value = DEFAULT_ACCESS_TTL_SECS.to_string()))]
     pub access_ttl: Duration,
     /// Refresh-token and session lifetime.
+    #[cfg_attr(feature = "server", arg(long = "refresh-token-ttl", env = "REFRESH_TOKEN_TTL",
+        value_name = "SECS", value_parser = parse_secs,
+        default_value = DEFAULT_REFRESH_TTL_SECS.to_string()))]
     pub refresh_ttl: Duration,
-    /// Clock-skew leeway for `exp`, `nbf` and `iat` (at most [`MAX_LEEWAY_SECS`]).
+    /// Clock-skew leeway for token times (`exp`, `nbf`, `iat`), 0 to 5 seconds.
+    #[cfg_attr(feature = "server", arg(long = "token-leeway", env = "TOKEN_LEEWAY",
+        value_name = "SECS", value_parser = parse_secs,
+        default_value = DEFAULT_LEEWAY_SECS.to_string()))]
     pub leeway: Duration,
-    /// `iss` of issued tokens, and the only one accepted.
+    /// `iss` and `aud` of issued tokens (the only ones accepted).
+    #[cfg_attr(feature = "server", arg(long = "token-issuer", env = "TOKEN_ISSUER",
+        value_name = "NAME", default_value = DEFAULT_ISSUER))]
     pub issuer: String,
-    /// `aud` of issued tokens, and the only one accepted.
+    /// `aud` of issued tokens, and the only one accepted; the server's `--token-issuer` sets it
+    /// with the issuer.
+    #[cfg_attr(feature = "server", arg(skip = DEFAULT_ISSUER.to_owned()))]
     pub audience: String,
-    /// Prefix of every Redis key and channel auth writes.
+    /// Prefix of every Redis key and channel auth writes; the server's `--key-prefix` sets it for
+    /// every feature at once.
+    #[cfg_attr(feature = "server", arg(skip = DEFAULT_KEY_PREFIX.to_owned()))]
     pub key_prefix: String,
     /// Where "now" comes from.
+    #[cfg_attr(feature = "server", arg(skip = Arc::new(SystemClock) as Arc<dyn Clock>))]
     pub clock: Arc<dyn Clock>,
-    /// Logins and registrations hashing or queued at once; beyond, 503 with `Retry-After`.
+    /// Logins and registrations hashing a password or queued at once; beyond, 503 with
+    /// `Retry-After` (each argon2 hash in flight holds 19 MiB).
+    #[cfg_attr(feature = "server", arg(long, env = "HASH_QUEUE", value_name = "N",
+        default_value_t = DEFAULT_HASH_QUEUE))]
     pub hash_queue: usize,
-    /// Always mark the access cookie `Secure` (behind a TLS-terminating proxy that does not
-    /// say `X-Forwarded-Proto: https`); otherwise only requests seen as HTTPS get it.
+    /// Always mark the access cookie `Secure`: set it behind a TLS-terminating proxy (without
+    /// it, only requests seen as HTTPS, directly or by `X-Forwarded-Proto`/`Forwarded`, get it).
+    #[cfg_attr(feature = "server", arg(long, env = "SECURE_COOKIE"))]
     pub secure_cookie: bool,
-    /// Live sessions one user may hold (at least 1): a login beyond it revokes the user's oldest
+    /// Live sessions one user may hold (at least 1); a login beyond revokes the user's oldest
     /// sessions, so that logging in again and again cannot grow the store without bound.
+    #[cfg_attr(feature = "server", arg(long, env = "MAX_SESSIONS_PER_USER", value_name = "N",
+        default_value_t = DEFAULT_MAX_SESSIONS_PER_USER))]
     pub max_sessions_per_user: usize,
-    /// With Redis: answer a revocation, a refresh rotation or a login only once a replica
-    /// acknowledged it (`WAIT 1`, within half the Redis response timeout; 503 otherwise), so
-    /// that a failover cannot undo it. For deployments with replicas (without one, every such
-    /// write answers 503). Off by default ([`DEFAULT_DURABLE_WRITES`]).
+    /// Answer a revocation, a refresh rotation or a login only once a replica has it (`WAIT 1`
+    /// within half the Redis timeout; 503 otherwise): a failover cannot undo them. Needs a
+    /// deployment with replicas (without one, every such write answers 503).
+    #[cfg_attr(
+        feature = "server",
+        arg(long = "redis-durable-writes", env = "REDIS_DURABLE_WRITES")
+    )]
     pub durable_writes: bool,
-    /// What a login beyond [`max_sessions_per_user`](Self::max_sessions_per_user) does.
+    /// What a login beyond `--max-sessions-per-user` does.
+    #[cfg_attr(feature = "server", arg(long, env = "SESSION_LIMIT_POLICY", value_name = "POLICY",
+        value_enum, default_value_t = SessionLimitPolicy::EvictOldest))]
     pub session_limit_policy: SessionLimitPolicy,
-    /// How long after a refresh token was first spent presenting it again still answers its
-    /// one successor (a retried request, two tabs refreshing at once) instead of revoking the
-    /// session as a reuse; zero is strict rotation. At most the refresh-token lifetime.
+    /// How long after a refresh token was first spent presenting it again (a retried request,
+    /// two tabs) still answers its one successor instead of revoking the session as a reuse;
+    /// 0 is strict rotation. At most the refresh-token lifetime.
+    #[cfg_attr(feature = "server", arg(long, env = "REFRESH_REUSE_GRACE", value_name = "SECS",
+        value_parser = parse_secs, default_value = DEFAULT_REFRESH_REUSE_GRACE_SECS.to_string()))]
     pub refresh_reuse_grace: Duration,
-    /// A session not refreshed for this long can no longer refresh and is revoked; `None`: no
-    /// idle limit. The absolute limit stays [`refresh_ttl`](Self::refresh_ttl) from login.
-    pub session_idle_timeout: Option<Duration>,
+    /// A session not refreshed for this long can no longer refresh and is revoked; 0: no idle
+    /// limit. The absolute limit stays the refresh-token lifetime from login.
+    // The path is spelled out so that clap takes the whole `Option` from the parser (0 is
+    // `None`) instead of reading the option as one that may be left out.
+    #[cfg_attr(feature = "server", arg(long, env = "SESSION_IDLE_TIMEOUT", value_name = "SECS",
+        value_parser = parse_secs_or_off, default_value = "0"))]
+    pub session_idle_timeout: ::std::option::Option<Duration>,
 }
 
 impl Default for AuthConfig {

@@ -89,5 +89,4 @@ pub use sessions::Session;
 pub use tokens::{MAX_TOKEN_LEN, Principal, TokenType, UserId};
 pub use users::User;
 
-/// The one clock of [`crate::clock`], re-exported where auth's settings name it.
-pub use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::clock::Clock;

@@ -436,7 +436,7 @@ fn apply_event(view: &RevocationView, event: PushEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::ManualClock;
+    use crate::clock::ManualClock;
 
     fn principal(jti: &str, sid: &str, user: UserId, iat: i64) -> Principal {
         Principal {

@@ -298,7 +298,7 @@ fn classify(token: &str, err: &jsonwebtoken::errors::Error) -> RejectReason {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{ManualClock, SecretKey};
+    use crate::{auth::SecretKey, clock::ManualClock};
 
     fn tokens(secret: &[u8]) -> Tokens {
         let config = AuthConfig {

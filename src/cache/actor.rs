@@ -5,8 +5,13 @@ use tokio::sync::{oneshot, watch};
 
 use super::{
     Acquire, CacheError, Delete, FlushPattern, InvalidateTag, Lease, LoadGuard, MAX_TTL, Refresh,
-    Release, Set, glob::Glob, inner::Inner, l1::Ticket, stats::Stats,
+    Release, Set,
+    glob::Glob,
+    inner::Inner,
+    l1::{L1, Ticket},
+    stats::Stats,
 };
+use crate::connection::RedisError;
 
 /// A load in progress for one key.
 enum Flight {
@@ -80,6 +85,29 @@ impl CacheActor {
         } else {
             false
         }
+    }
+
+    /// Runs `write` once the L2 stores in `pending` landed, dropping what `drop_l1` drops from
+    /// L1 both at once (readers here stop seeing it before L2 answers) and after the write (a
+    /// fill that raced it cannot leave it behind).
+    fn drop_around<T: 'static>(
+        &mut self,
+        pending: Vec<watch::Receiver<bool>>,
+        write: impl Future<Output = Result<T, RedisError>> + 'static,
+        drop_l1: impl Fn(&L1) + 'static,
+    ) -> ResponseActFuture<Self, Result<T, CacheError>> {
+        drop_l1(&self.inner.l1);
+        let write = async move {
+            wait_all(pending).await;
+            write.await
+        };
+        Box::pin(write.into_actor(self).map(move |result, act, _| {
+            drop_l1(&act.inner.l1);
+            result.map_err(|err| {
+                Stats::bump(&act.inner.stats.l2_errors);
+                CacheError::Unavailable(err)
+            })
+        }))
     }
 }
 
@@ -194,25 +222,17 @@ impl Handler<FlushPattern> for CacheActor {
     type Result = ResponseActFuture<Self, Result<u64, CacheError>>;
 
     fn handle(&mut self, msg: FlushPattern, _ctx: &mut Self::Context) -> Self::Result {
-        let pattern = msg.pattern;
-        let glob = Glob::new(pattern.as_bytes());
+        let glob = Glob::new(msg.pattern.as_bytes());
         let pending = self.barrier(|k| glob.matches(k.as_bytes()));
-        self.inner.l1.remove_matching(&pattern);
         let store = self.inner.store.clone();
+        let pattern = msg.pattern;
         let flush = {
             let pattern = pattern.clone();
-            async move {
-                wait_all(pending).await;
-                store.flush(&pattern).await
-            }
+            async move { store.flush(&pattern).await }
         };
-        Box::pin(flush.into_actor(self).map(move |result, act, _| {
-            act.inner.l1.remove_matching(&pattern);
-            result.map_err(|err| {
-                Stats::bump(&act.inner.stats.l2_errors);
-                CacheError::Unavailable(err)
-            })
-        }))
+        self.drop_around(pending, flush, move |l1| {
+            l1.remove_matching(&pattern);
+        })
     }
 }
 
@@ -223,23 +243,13 @@ impl Handler<InvalidateTag> for CacheActor {
         // Loads in flight may carry the tag: none of them fills L1 (their L2 fill names the
         // old token, so it reads as absent).
         let pending = self.barrier(|_| true);
-        self.inner.l1.drop_tag(&msg.tag);
         let store = self.inner.store.clone();
         let tag = msg.tag;
         let drop_tag = {
             let tag = tag.clone();
-            async move {
-                wait_all(pending).await;
-                store.drop_tag(&tag).await
-            }
+            async move { store.drop_tag(&tag).await }
         };
-        Box::pin(drop_tag.into_actor(self).map(move |result, act, _| {
-            act.inner.l1.drop_tag(&tag);
-            result.map_err(|err| {
-                Stats::bump(&act.inner.stats.l2_errors);
-                CacheError::Unavailable(err)
-            })
-        }))
+        self.drop_around(pending, drop_tag, move |l1| l1.drop_tag(&tag))
     }
 }
 

@@ -1,10 +1,11 @@
 //! Cache settings and their defaults. Configured like every feature (see [`crate::settings`]):
-//! public fields, `Default`, and [`CacheConfig::validate`]; [`CacheConfig::builder`] is the same
-//! thing as chained setters.
+//! public fields, `Default`, and [`CacheConfig::validate`].
 
 use std::time::Duration;
 
 use crate::settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_key_prefix};
+#[cfg(feature = "server")]
+use crate::settings::{parse_millis, parse_secs};
 
 /// Default L1 (in-process) cache budget: 64 MiB.
 pub const DEFAULT_L1_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -36,40 +37,71 @@ pub const DEFAULT_EAGER_REFRESH: f64 = 0.8;
 /// a TTL can overflow, in this process or in Redis.
 pub const MAX_TTL: Duration = crate::settings::MAX_DURATION;
 
-/// Settings of the two-tier cache and of its HTTP API (`/cache`).
+/// Settings of the two-tier cache and of its HTTP API (`/cache`). With the `server` feature,
+/// also the cache's command-line options (each field's doc line is its `--help` text).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "server", derive(clap::Args))]
 #[non_exhaustive]
 pub struct CacheConfig {
-    /// Prefix of every Redis key (cache keys live under `<prefix>cache:`).
+    /// Prefix of every Redis key (cache keys live under `<prefix>cache:`); the server's
+    /// `--key-prefix` sets it for every feature at once.
+    #[cfg_attr(feature = "server", arg(skip = DEFAULT_KEY_PREFIX.to_owned()))]
     pub key_prefix: String,
-    /// L1 budget in bytes; 0 turns L1 off.
+    /// L1 (in-process) cache budget in bytes; 0 turns L1 off.
+    #[cfg_attr(feature = "server", arg(long, env = "L1_MAX_BYTES", value_name = "BYTES",
+        default_value_t = DEFAULT_L1_MAX_BYTES))]
     pub l1_max_bytes: u64,
-    /// Upper bound of an L1 entry's lifetime.
+    /// Longest an entry may live in L1 (never longer than its L2 TTL).
+    #[cfg_attr(feature = "server", arg(long, env = "L1_TTL", value_name = "SECS",
+        value_parser = parse_secs, default_value = DEFAULT_L1_TTL_SECS.to_string()))]
     pub l1_ttl: Duration,
-    /// Lifetime of negative entries written by `remember`.
+    /// TTL of negative ("absent") cache entries written by `remember`.
+    #[cfg_attr(feature = "server", arg(long, env = "NEGATIVE_TTL", value_name = "SECS",
+        value_parser = parse_secs, default_value = DEFAULT_NEGATIVE_TTL_SECS.to_string()))]
     pub negative_ttl: Duration,
     /// Budget of the memory backend's L2 store, in bytes.
+    #[cfg_attr(feature = "server", arg(skip = DEFAULT_MEMORY_L2_MAX_BYTES))]
     pub memory_l2_max_bytes: u64,
     /// TTL of `PUT /cache/{key}` without `?ttl=`.
+    #[cfg_attr(feature = "server", arg(long = "cache-ttl", env = "CACHE_TTL", value_name = "SECS",
+        value_parser = parse_secs, default_value = DEFAULT_CACHE_TTL_SECS.to_string()))]
     pub default_ttl: Duration,
     /// Largest TTL `PUT /cache/{key}?ttl=` accepts.
+    #[cfg_attr(feature = "server", arg(long = "cache-max-ttl", env = "CACHE_MAX_TTL",
+        value_name = "SECS", value_parser = parse_secs,
+        default_value = DEFAULT_CACHE_MAX_TTL_SECS.to_string()))]
     pub max_ttl: Duration,
-    /// Largest value `PUT /cache/{key}` accepts, in bytes of JSON.
+    /// Largest value `PUT /cache/{key}` accepts, in bytes of JSON; 413 beyond.
+    #[cfg_attr(feature = "server", arg(long = "cache-max-value-bytes",
+        env = "CACHE_MAX_VALUE_BYTES", value_name = "BYTES",
+        default_value_t = DEFAULT_CACHE_MAX_VALUE_BYTES))]
     pub max_value_bytes: usize,
-    /// How long past its TTL a value `remember` loaded may still be served (`X-Cache: STALE`)
-    /// when its loader fails or times out; zero turns fail-safe off.
+    /// How long past its TTL a loaded cache entry may still be served (`X-Cache: STALE`) when
+    /// its loader fails or is too slow; 0 turns fail-safe off.
+    #[cfg_attr(feature = "server", arg(long, env = "FAIL_SAFE_MAX", value_name = "SECS",
+        value_parser = parse_secs, default_value = DEFAULT_FAIL_SAFE_MAX_SECS.to_string()))]
     pub fail_safe_max: Duration,
-    /// After a loader failed for a key, its stale value is served without calling the loader
-    /// again for this long (per key and process).
+    /// After a loader failed, how long its stale value is served without calling it again
+    /// (per key and instance).
+    #[cfg_attr(feature = "server", arg(long, env = "FAIL_SAFE_THROTTLE", value_name = "SECS",
+        value_parser = parse_secs, default_value = DEFAULT_FAIL_SAFE_THROTTLE_SECS.to_string()))]
     pub fail_safe_throttle: Duration,
-    /// With a stale value at hand, answer it after the loader ran this long (the load goes on in
-    /// the background where the loader allows it); zero: off.
+    /// With a stale value at hand, answer it once the loader ran this long (the load finishes
+    /// in the background where the loader allows it); 0: off.
+    #[cfg_attr(feature = "server", arg(long = "loader-soft-timeout-ms",
+        env = "LOADER_SOFT_TIMEOUT_MS", value_name = "MS", value_parser = parse_millis,
+        default_value = DEFAULT_LOADER_SOFT_TIMEOUT_MS.to_string()))]
     pub loader_soft_timeout: Duration,
-    /// With nothing stale at hand, give up on a loader after this long
-    /// ([`CacheError::LoaderTimeout`](super::CacheError::LoaderTimeout), HTTP 504); zero: off.
+    /// With nothing stale at hand, give up on a loader after this long (`LoaderTimeout`, HTTP
+    /// 504); 0: wait for it.
+    #[cfg_attr(feature = "server", arg(long = "loader-hard-timeout-ms",
+        env = "LOADER_HARD_TIMEOUT_MS", value_name = "MS", value_parser = parse_millis,
+        default_value = DEFAULT_LOADER_HARD_TIMEOUT_MS.to_string()))]
     pub loader_hard_timeout: Duration,
-    /// A hit past this fraction of its entry's TTL starts one background reload (for loaders
-    /// that allow it); 0 turns it off.
+    /// A cache hit past this fraction of its entry's TTL starts one background reload (for
+    /// loaders that allow it; 0 to below 1; 0: off).
+    #[cfg_attr(feature = "server", arg(long, env = "EAGER_REFRESH", value_name = "FRACTION",
+        default_value_t = DEFAULT_EAGER_REFRESH))]
     pub eager_refresh: f64,
 }
 
@@ -94,13 +126,6 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
-    /// A builder starting from the defaults.
-    pub fn builder() -> CacheConfigBuilder {
-        CacheConfigBuilder {
-            config: Self::default(),
-        }
-    }
-
     /// Checks the settings.
     ///
     /// # Errors
@@ -158,125 +183,8 @@ impl CacheConfig {
         Ok(())
     }
 
-    /// Prefix of every Redis key (cache keys live under `<prefix>cache:`).
-    pub fn key_prefix(&self) -> &str {
-        &self.key_prefix
-    }
-
-    /// L1 budget in bytes; 0 means L1 is off.
-    pub fn l1_max_bytes(&self) -> u64 {
-        self.l1_max_bytes
-    }
-
-    /// Upper bound of an L1 entry's lifetime.
-    pub fn l1_ttl(&self) -> Duration {
-        self.l1_ttl
-    }
-
-    /// Lifetime of negative entries written by `remember`.
-    pub fn negative_ttl(&self) -> Duration {
-        self.negative_ttl
-    }
-
-    /// Budget of the memory backend's L2 store, in bytes.
-    pub fn memory_l2_max_bytes(&self) -> u64 {
-        self.memory_l2_max_bytes
-    }
-
-    /// How long past its TTL a loaded value may be served when its loader fails (zero: off).
-    pub fn fail_safe_max(&self) -> Duration {
-        self.fail_safe_max
-    }
-
     /// The Redis key prefix of cache entries: `<prefix>cache:`.
     pub fn namespace(&self) -> String {
         format!("{}cache:", self.key_prefix)
-    }
-}
-
-/// Chained setters over [`CacheConfig`]'s fields, ending in [`validate`](CacheConfig::validate).
-#[derive(Debug, Clone)]
-pub struct CacheConfigBuilder {
-    config: CacheConfig,
-}
-
-impl CacheConfigBuilder {
-    /// Sets the Redis key prefix.
-    #[must_use]
-    pub fn key_prefix(mut self, prefix: &str) -> Self {
-        prefix.clone_into(&mut self.config.key_prefix);
-        self
-    }
-
-    /// Sets the L1 budget in bytes (0 turns L1 off).
-    #[must_use]
-    pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
-        self.config.l1_max_bytes = bytes;
-        self
-    }
-
-    /// Sets the upper bound of an L1 entry's lifetime.
-    #[must_use]
-    pub fn l1_ttl(mut self, ttl: Duration) -> Self {
-        self.config.l1_ttl = ttl;
-        self
-    }
-
-    /// Sets the lifetime of negative entries.
-    #[must_use]
-    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.config.negative_ttl = ttl;
-        self
-    }
-
-    /// Sets the memory backend's L2 budget in bytes.
-    #[must_use]
-    pub fn memory_l2_max_bytes(mut self, bytes: u64) -> Self {
-        self.config.memory_l2_max_bytes = bytes;
-        self
-    }
-
-    /// Sets the fail-safe window (zero turns fail-safe off).
-    #[must_use]
-    pub fn fail_safe_max(mut self, window: Duration) -> Self {
-        self.config.fail_safe_max = window;
-        self
-    }
-
-    /// Sets how long a failing loader is left alone per key.
-    #[must_use]
-    pub fn fail_safe_throttle(mut self, pause: Duration) -> Self {
-        self.config.fail_safe_throttle = pause;
-        self
-    }
-
-    /// Sets the soft loader timeout (zero: off).
-    #[must_use]
-    pub fn loader_soft_timeout(mut self, timeout: Duration) -> Self {
-        self.config.loader_soft_timeout = timeout;
-        self
-    }
-
-    /// Sets the hard loader timeout (zero: off).
-    #[must_use]
-    pub fn loader_hard_timeout(mut self, timeout: Duration) -> Self {
-        self.config.loader_hard_timeout = timeout;
-        self
-    }
-
-    /// Sets the eager refresh fraction (0 turns it off).
-    #[must_use]
-    pub fn eager_refresh(mut self, fraction: f64) -> Self {
-        self.config.eager_refresh = fraction;
-        self
-    }
-
-    /// Checks and returns the configuration.
-    ///
-    /// # Errors
-    /// What [`CacheConfig::validate`] reports.
-    pub fn build(self) -> Result<CacheConfig, ConfigError> {
-        self.config.validate()?;
-        Ok(self.config)
     }
 }

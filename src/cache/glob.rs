@@ -3,7 +3,7 @@
 //!
 //! # Linear time
 //! Redis' matcher (and the port this module used to hold) backtracks recursively at every `*`:
-//! `*a*a*a*a*a*b` against a 200-byte key took 8.5 s, on the cache actor's thread (issue 16).
+//! `*a*a*a*a*a*b` against a 200-byte key took 8.5 s, on the cache actor's thread.
 //! Here a pattern is compiled once into a sequence of atoms (a star, or a set of bytes that
 //! matches exactly one byte) and run as a bit-parallel NFA (Shift-And): one pass over the text,
 //! each byte costing `⌈(atoms + 1) / 64⌉` word operations, whatever the pattern. No crate offers

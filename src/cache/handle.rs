@@ -50,7 +50,7 @@ impl CacheHandle {
     /// [module docs](super)): L1 is bypassed until the feed is armed.
     pub fn start(config: CacheConfig, redis: Option<RedisHandle>) -> Self {
         let stats = Arc::new(Stats::default());
-        let mut l1 = L1::new(config.l1_max_bytes(), config.l1_ttl(), Arc::clone(&stats));
+        let mut l1 = L1::new(config.l1_max_bytes, config.l1_ttl, Arc::clone(&stats));
         let mut feed = None;
         let tokens = Arc::default();
         let store = match redis {
@@ -61,11 +61,11 @@ impl CacheHandle {
                 }
                 Store::Redis(RedisStore::new(
                     redis,
-                    config.key_prefix(),
+                    &config.key_prefix,
                     config.namespace(),
                 ))
             }
-            None => Store::Memory(MemoryL2::new(config.memory_l2_max_bytes())),
+            None => Store::Memory(MemoryL2::new(config.memory_l2_max_bytes)),
         };
         let inner = Arc::new(Inner {
             l1,
@@ -73,7 +73,7 @@ impl CacheHandle {
             stats,
             config,
             _feed: feed,
-            throttles: std::sync::Mutex::default(),
+            throttles: super::failsafe::Throttles::default(),
             refreshing: std::sync::Mutex::default(),
             tokens,
         });

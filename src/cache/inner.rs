@@ -2,9 +2,9 @@
 //! coherent with Redis.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::{
     CacheConfig, L1Feed,
     envelope::{self, Freshness},
+    failsafe::Throttles,
     l1::L1,
     stats::Stats,
     store::Store,
@@ -27,17 +28,13 @@ pub(crate) struct Inner {
     /// Keeps L1 coherent with Redis; stops when the cache is dropped.
     pub(crate) _feed: Option<InvalidationFeed>,
     /// Per key whose loader failed, until when its stale value is served without calling the
-    /// loader again.
-    pub(crate) throttles: Mutex<HashMap<String, Instant>>,
+    /// loader again, and that value.
+    pub(crate) throttles: Throttles,
     /// Keys this process is reloading in the background (eager refresh).
     pub(crate) refreshing: Mutex<HashSet<String>>,
     /// Tag tokens known while the feed is up.
     pub(crate) tokens: Arc<TokenCache>,
 }
-
-/// Throttled keys kept before the expired ones are swept; past twice as many live ones, a new
-/// failure is not recorded (its loader is then called again sooner, never more memory held).
-const THROTTLE_SWEEP_AT: usize = 4096;
 
 /// How long a writer waits for the feed to report its own write before it leaves L1 to the
 /// next read (the echo takes well under a millisecond on a live feed).
@@ -78,42 +75,17 @@ impl Inner {
 
     /// Whether `key`'s loader failed less than the throttle period ago.
     pub(crate) fn throttled(&self, key: &str) -> bool {
-        let throttles = self
-            .throttles
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        throttles
-            .get(key)
-            .is_some_and(|until| Instant::now() < *until)
+        self.throttles.throttled(key)
     }
 
     /// Records a failure of `key`'s loader.
     pub(crate) fn throttle(&self, key: &str) {
-        let now = Instant::now();
-        let Some(until) = now.checked_add(self.config.fail_safe_throttle) else {
-            return;
-        };
-        let mut throttles = self
-            .throttles
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if throttles.len() >= THROTTLE_SWEEP_AT {
-            throttles.retain(|_, until| now < *until);
-        }
-        if throttles.len() < 2 * THROTTLE_SWEEP_AT {
-            throttles.insert(key.to_owned(), until);
-        }
+        self.throttles.throttle(key, self.config.fail_safe_throttle);
     }
 
     /// Forgets a failure of `key`'s loader (it answered).
     pub(crate) fn unthrottle(&self, key: &str) {
-        let mut throttles = self
-            .throttles
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !throttles.is_empty() {
-            throttles.remove(key);
-        }
+        self.throttles.forget(key);
     }
 
     /// Marks `key` as being refreshed; false when it already is.
@@ -184,7 +156,7 @@ impl Inner {
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(self.config.l1_ttl());
+            .unwrap_or(self.config.l1_ttl);
         self.l1
             .fill_refreshing(key, decoded.value.clone(), ttl, (refresh_in, tags), ticket);
         Ok(L2Read::Fresh {
@@ -225,7 +197,7 @@ pub(crate) fn start_feed(
     // Bypassed (`L1::fed`) until the feed is armed.
     stats.feed.store(L1Feed::Down.as_u8(), Ordering::Relaxed);
     let namespace = config.namespace();
-    let tag_namespace = super::store::tag_namespace(config.key_prefix());
+    let tag_namespace = super::store::tag_namespace(&config.key_prefix);
     let (l1, stats, tokens) = (l1.clone(), Arc::clone(stats), Arc::clone(tokens));
     let listener = {
         let (namespace, tag_namespace) = (namespace.clone(), tag_namespace.clone());

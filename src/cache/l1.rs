@@ -64,26 +64,35 @@ pub(crate) struct L1Entry {
     tags: Option<Arc<[String]>>,
 }
 
-struct L1Expiry;
+impl Deadline for L1Entry {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+}
 
-impl Expiry<String, L1Entry> for L1Expiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &L1Entry,
-        now: Instant,
-    ) -> Option<Duration> {
-        Some(value.expires_at.saturating_duration_since(now))
+/// An entry that carries its own expiry instant.
+pub(crate) trait Deadline {
+    /// When moka drops the entry.
+    fn expires_at(&self) -> Instant;
+}
+
+/// moka's expiry for entries that carry their own deadline (L1's and the memory L2's): each
+/// lives until its instant, whether created or overwritten.
+pub(crate) struct AtDeadline;
+
+impl<V: Deadline> Expiry<String, V> for AtDeadline {
+    fn expire_after_create(&self, _key: &String, value: &V, now: Instant) -> Option<Duration> {
+        Some(value.expires_at().saturating_duration_since(now))
     }
 
     fn expire_after_update(
         &self,
         _key: &String,
-        value: &L1Entry,
+        value: &V,
         now: Instant,
         _left: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.expires_at.saturating_duration_since(now))
+        Some(value.expires_at().saturating_duration_since(now))
     }
 }
 
@@ -140,7 +149,7 @@ impl L1 {
                 .weigher(|k: &String, v: &L1Entry| {
                     weight(k.len(), v.value.as_ref().map_or(0, Bytes::len))
                 })
-                .expire_after(L1Expiry)
+                .expire_after(AtDeadline)
                 .eviction_listener(move |_key, _value, cause| {
                     if cause == RemovalCause::Size {
                         stats.evictions.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +241,7 @@ impl L1 {
     }
 
     /// Whether `ticket` is still current (no invalidation of its stripe since, L1 live).
-    fn current(&self, ticket: Ticket) -> bool {
+    pub(crate) fn current(&self, ticket: Ticket) -> bool {
         self.is_live() && self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch
     }
 
@@ -392,39 +401,33 @@ impl L1 {
 
     /// Drops every entry written with `tag`; fills that began before are refused.
     pub(crate) fn drop_tag(&self, tag: &str) {
-        let Some(cache) = &self.cache else { return };
-        let doomed: Vec<_> = cache
-            .iter()
-            .filter(|(_, e)| e.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == tag)))
-            .map(|(k, _)| k)
-            .collect();
-        // Every stripe: loads in flight of entries with this tag must not fill afterwards.
-        for epoch in self.epochs.iter() {
-            epoch.fetch_add(1, Ordering::SeqCst);
-        }
-        for key in &doomed {
-            cache.invalidate(key.as_str());
-        }
-        self.changed(None);
+        self.drop_where(|_, e| e.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == tag)));
     }
 
+    /// Drops every entry whose key matches the Redis glob `glob`; fills that began before are
+    /// refused. Answers how many it dropped.
     pub(crate) fn remove_matching(&self, glob: &str) -> u64 {
-        let Some(cache) = &self.cache else { return 0 };
         let glob = Glob::new(glob.as_bytes());
-        let doomed: Vec<_> = cache
+        self.drop_where(|k, _| glob.matches(k.as_bytes()))
+    }
+
+    /// Drops every entry `doomed` picks. Every stripe's fills that began before are refused: a
+    /// load in flight of a dropped entry must not put it back. Answers how many it dropped.
+    fn drop_where(&self, doomed: impl Fn(&str, &L1Entry) -> bool) -> u64 {
+        let Some(cache) = &self.cache else { return 0 };
+        let keys: Vec<_> = cache
             .iter()
-            .filter(|(k, _)| glob.matches(k.as_bytes()))
+            .filter(|(k, e)| doomed(k, e))
             .map(|(k, _)| k)
             .collect();
-        // Every stripe: loads of matching keys in flight must not fill afterwards.
         for epoch in self.epochs.iter() {
             epoch.fetch_add(1, Ordering::SeqCst);
         }
-        for key in &doomed {
+        for key in &keys {
             cache.invalidate(key.as_str());
         }
         self.changed(None);
-        doomed.len() as u64
+        keys.len() as u64
     }
 
     /// Bytes currently held (after pending housekeeping).

@@ -69,7 +69,7 @@ impl Collector for CacheCollector {
             "Bytes held by L1",
             i64::try_from(s.l1_bytes).unwrap_or(i64::MAX),
         )?;
-        // The L1 invalidation feed (issue 15); `dashboards/redkit.json` queries these names.
+        // The L1 invalidation feed; `dashboards/redkit.json` queries these names.
         counter(
             &mut encoder,
             "cache_l1_invalidations",

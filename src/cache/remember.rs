@@ -6,7 +6,9 @@
 //!   Past its TTL it is *stale*: a read loads again, and answers the stale value
 //!   ([`Tier::Stale`]) when the loader fails, passes the hard timeout, or (with a stale value at
 //!   hand) the soft timeout. After a failure the loader of that key is left alone for the
-//!   throttle period (per process): stale reads meanwhile cost one L2 read each.
+//!   throttle period (per process); the stale value answered meanwhile is kept in process
+//!   (`failsafe.rs`), so later stale answers skip L2 while the feed reports no change to the
+//!   key, and still answer while L2 cannot.
 //! - A loader whose future owns what it uses (`'static`, [`remember_json_owned`]) can outlive
 //!   its caller: at the soft timeout its load goes on in the background and fills both tiers;
 //!   a hit past the eager refresh point starts one background reload (one per key and
@@ -320,6 +322,17 @@ impl CacheHandle {
                 age: None,
             });
         }
+        // Taken before L2 is read: a stale copy kept from this read is good while it holds.
+        let ticket = self.inner.l1.ticket(key);
+        // A failing loader's stale copy, L2 unchanged since (its stripe saw no invalidation):
+        // answered without reading L2.
+        if let Some(copy) = self.inner.throttles.copy(key, true)
+            && self.inner.l1.enabled()
+            && self.inner.l1.current(copy.ticket)
+        {
+            let (value, age) = copy.now(std::time::Instant::now());
+            return Ok(self.stale(Stale { value, age }));
+        }
         let mut stale = None;
         match self.read_l2(key).await {
             Ok(L2Read::Fresh { value, refresh, .. }) => {
@@ -334,13 +347,25 @@ impl CacheHandle {
             }
             Ok(L2Read::Stale { value, age, .. }) => stale = Some(Stale { value, age }),
             Ok(L2Read::Miss | L2Read::Dropped { .. }) => {}
-            // Degrade: the loader can answer without L2.
-            Err(CacheError::Unavailable(_)) => {}
+            // Degrade: the loader can answer without L2; if it fails too, the stale copy a
+            // failure left (if any, within the fail-safe window) answers.
+            Err(CacheError::Unavailable(_)) => {
+                stale = self.inner.throttles.copy(key, false).map(|copy| {
+                    let (value, age) = copy.now(std::time::Instant::now());
+                    Stale { value, age }
+                });
+            }
             Err(other) => return Err(other.into()),
         }
         // Checked here, off the hit path: they matter only to what a load writes.
         super::validate_tags(tags)?;
         if let Some(stale) = stale.take_if(|_| self.inner.throttled(key)) {
+            self.inner.throttles.keep(
+                key,
+                (&stale.value, stale.age),
+                ticket,
+                self.inner.config.fail_safe_max,
+            );
             return Ok(self.stale(stale));
         }
         Stats::bump(&self.inner.stats.misses);
@@ -525,7 +550,7 @@ impl CacheHandle {
                 let ttl = if value.is_some() {
                     ttl
                 } else {
-                    self.inner.config.negative_ttl()
+                    self.inner.config.negative_ttl
                 };
                 guard.complete(value.clone(), ttl).await;
                 value

@@ -17,9 +17,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use moka::{Expiry, sync::Cache};
+use moka::sync::Cache;
 
-use super::glob::{Glob, escape};
+use super::{
+    glob::{Glob, escape},
+    l1::{AtDeadline, Deadline},
+};
 use crate::connection::{RedisError, RedisHandle};
 
 /// How many keys one `SCAN` step asks for while flushing.
@@ -526,26 +529,9 @@ struct MemEntry {
     expires_at: Instant,
 }
 
-struct MemExpiry;
-
-impl Expiry<String, MemEntry> for MemExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &MemEntry,
-        now: Instant,
-    ) -> Option<Duration> {
-        Some(value.expires_at.saturating_duration_since(now))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        value: &MemEntry,
-        now: Instant,
-        _left: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.expires_at.saturating_duration_since(now))
+impl Deadline for MemEntry {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
     }
 }
 
@@ -570,12 +556,12 @@ impl MemoryL2 {
         let entries = Cache::builder()
             .max_capacity(max_bytes.max(1))
             .weigher(|k: &String, v: &MemEntry| weight(k.len(), v.value.len()))
-            .expire_after(MemExpiry)
+            .expire_after(AtDeadline)
             .build();
         let tags = Cache::builder()
             .max_capacity(MEMORY_TAGS_MAX_BYTES)
             .weigher(|k: &String, v: &MemEntry| weight(k.len(), v.value.len()))
-            .expire_after(MemExpiry)
+            .expire_after(AtDeadline)
             .build();
         Self { entries, tags }
     }

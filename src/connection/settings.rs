@@ -2,30 +2,46 @@
 
 use std::time::Duration;
 
+use crate::settings::ConfigError;
+
 /// Default Redis response timeout, in milliseconds.
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 1000;
 /// Default Redis connect timeout, in milliseconds.
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1000;
 
-/// How to reach Redis. Its `Debug` output shows the URLs with their passwords redacted.
+/// How to reach Redis. Its `Debug` output shows the URLs with their passwords redacted. With the
+/// `server` feature, the timeouts are also command-line options (each doc line is its `--help`);
+/// the server fills the target and the certificates from its own options.
 #[derive(Clone)]
+#[cfg_attr(feature = "server", derive(clap::Args))]
 #[non_exhaustive]
 pub struct RedisSettings {
     /// The parsed connection target (one Redis); unused when `cluster_nodes` is not empty.
+    #[cfg_attr(feature = "server", arg(skip))]
     pub url: String,
     /// Seed nodes of a Redis Cluster; empty for one Redis at `url`.
+    #[cfg_attr(feature = "server", arg(skip))]
     pub cluster_nodes: Vec<String>,
-    /// Per-command response timeout.
+    /// Redis response timeout, per command.
+    #[cfg_attr(feature = "server", arg(long = "redis-timeout-ms", env = "REDIS_TIMEOUT_MS",
+        value_name = "MS", value_parser = crate::settings::parse_millis,
+        default_value = DEFAULT_REDIS_TIMEOUT_MS.to_string()))]
     pub response_timeout: Duration,
-    /// Connect timeout.
+    /// Redis connect timeout.
+    #[cfg_attr(feature = "server", arg(long = "redis-connect-timeout-ms",
+        env = "REDIS_CONNECT_TIMEOUT_MS", value_name = "MS",
+        value_parser = crate::settings::parse_millis,
+        default_value = DEFAULT_REDIS_CONNECT_TIMEOUT_MS.to_string()))]
     pub connect_timeout: Duration,
     /// Root certificates (PEM) that a `rediss://` server's certificate must chain to, instead of
     /// the system's; ignored for `redis://` and `unix://`. Needs the `tls` feature (without it,
     /// `rediss://` and this are refused when the connections are set up).
+    #[cfg_attr(feature = "server", arg(skip))]
     pub tls_root_certs: Option<Vec<u8>>,
     /// The certificate a `rediss://` server that authenticates clients (`tls-auth-clients yes`,
     /// Redis's default once TLS is on) is shown, with its key; ignored for `redis://`. Needs the
     /// `tls` feature.
+    #[cfg_attr(feature = "server", arg(skip))]
     pub tls_client_identity: Option<TlsClientIdentity>,
 }
 
@@ -144,11 +160,112 @@ impl RedisSettings {
             ..Self::new("")
         }
     }
+
+    /// Whether the target is reached over TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+            || self
+                .cluster_nodes
+                .iter()
+                .any(|n| n.starts_with("rediss://"))
+    }
+
+    /// Checks the settings: one target (a URL or cluster seeds, not both) that redis-rs can
+    /// parse, seeds that are all `redis://` or all `rediss://`, and timeouts of at least 1 ms.
+    ///
+    /// # Errors
+    /// The first bad value, in one line naming its command-line option; URLs are shown with
+    /// their passwords redacted.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.cluster_nodes.is_empty() && !self.url.is_empty() {
+            return Err(ConfigError::new(
+                "--redis-url/REDIS_URL and --redis-cluster-nodes/REDIS_CLUSTER_NODES exclude each other: give one",
+            ));
+        }
+        for node in &self.cluster_nodes {
+            let problem = if node.starts_with("redis://") || node.starts_with("rediss://") {
+                redis::Client::open(node.as_str())
+                    .err()
+                    .map(|e| e.detail().unwrap_or("unparsable URL").to_owned())
+            } else {
+                Some("expected redis://HOST:PORT or rediss://HOST:PORT".to_owned())
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError(format!(
+                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {:?}: {problem}",
+                    redact_url(node)
+                )));
+            }
+        }
+        let tls = |n: &String| n.starts_with("rediss://");
+        if self.cluster_nodes.iter().any(tls) && !self.cluster_nodes.iter().all(tls) {
+            return Err(ConfigError::new(
+                "--redis-cluster-nodes/REDIS_CLUSTER_NODES mixes redis:// and rediss:// seeds: a cluster is all TLS or none",
+            ));
+        }
+        if self.cluster_nodes.is_empty() {
+            redis::Client::open(self.url.as_str()).map_err(|e| {
+                ConfigError(format!(
+                    "invalid --redis-url/REDIS_URL: {}",
+                    e.detail().unwrap_or("unparsable URL")
+                ))
+            })?;
+        }
+        for (name, value) in [
+            ("--redis-timeout-ms/REDIS_TIMEOUT_MS", self.response_timeout),
+            (
+                "--redis-connect-timeout-ms/REDIS_CONNECT_TIMEOUT_MS",
+                self.connect_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `validate()` takes one parsable target with timeouts of at least 1 ms, and names the
+    /// option of the first bad value without showing a password.
+    #[test]
+    fn validate_names_the_first_bad_value() {
+        assert_eq!(
+            RedisSettings::new("redis://127.0.0.1:6379").validate(),
+            Ok(())
+        );
+        assert_eq!(
+            RedisSettings::cluster(["redis://h:1", "redis://h:2"]).validate(),
+            Ok(())
+        );
+        let mut both = RedisSettings::cluster(["redis://h:1"]);
+        both.url = "redis://h:2".into();
+        let mut zero = RedisSettings::new("redis://h:1");
+        zero.response_timeout = Duration::ZERO;
+        for (settings, needle) in [
+            (
+                RedisSettings::new("http://x"),
+                "invalid --redis-url/REDIS_URL",
+            ),
+            (both, "exclude each other"),
+            (
+                RedisSettings::cluster(["redis://:hunter2@h:1", "nope"]),
+                "entry \"nope\": expected redis://HOST:PORT",
+            ),
+            (
+                zero,
+                "--redis-timeout-ms/REDIS_TIMEOUT_MS must be at least 1",
+            ),
+        ] {
+            let err = settings.validate().unwrap_err();
+            assert!(err.contains(needle), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
 
     /// Passwords leave every form of Redis URL; the rest of the URL stays readable.
     #[test]

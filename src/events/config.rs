@@ -3,6 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+#[cfg(feature = "server")]
+use crate::settings::{parse_millis, parse_secs};
 use crate::{
     clock::{Clock, SystemClock},
     settings::{ConfigError, DEFAULT_KEY_PREFIX, validate_duration, validate_key_prefix},
@@ -27,33 +29,61 @@ pub const DEFAULT_SSE_MAX_CONNECTIONS: usize = 10_000;
 /// Most SSE connections open at once from one client address (IPv6: one /64 by default).
 pub const DEFAULT_SSE_MAX_PER_IP: usize = 32;
 
-/// Settings of live events, defaulting to the `DEFAULT_*` constants of this module.
+/// Settings of live events, defaulting to the `DEFAULT_*` constants of this module. With the
+/// `server` feature, also their command-line options (each field's doc line is its `--help`).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "server", derive(clap::Args))]
 #[non_exhaustive]
 pub struct EventsConfig {
-    /// Prefix of the Redis keys: streams are `<prefix>events:{channel}`.
+    /// Prefix of the Redis keys: streams are `<prefix>events:{channel}`; the server's
+    /// `--key-prefix` sets it for every feature at once.
+    #[cfg_attr(feature = "server", arg(skip = DEFAULT_KEY_PREFIX.to_owned()))]
     pub key_prefix: String,
-    /// Events kept per channel (`XADD MAXLEN ~`; the memory ring keeps exactly this many).
+    /// Events kept per channel's history (`XADD MAXLEN ~`; the memory ring keeps exactly this
+    /// many).
+    #[cfg_attr(feature = "server", arg(long = "events-history-len", env = "EVENTS_HISTORY_LEN",
+        value_name = "N", default_value_t = DEFAULT_EVENTS_HISTORY_LEN))]
     pub history_len: usize,
-    /// A channel's history expires this long after its last publish.
+    /// TTL of a channel's history after its last publish.
+    #[cfg_attr(feature = "server", arg(long = "events-ttl", env = "EVENTS_TTL",
+        value_name = "SECS", value_parser = parse_secs,
+        default_value = DEFAULT_EVENTS_TTL_SECS.to_string()))]
     pub stream_ttl: Duration,
-    /// Events queued per client before it is cut as a slow consumer.
+    /// Events queued per SSE client before it is cut as a slow consumer.
+    #[cfg_attr(feature = "server", arg(long = "events-queue", env = "EVENTS_QUEUE",
+        value_name = "N", default_value_t = DEFAULT_EVENTS_QUEUE))]
     pub queue_size: usize,
-    /// Interval of heartbeat comments.
+    /// Interval of SSE heartbeat comments.
+    #[cfg_attr(feature = "server", arg(long = "events-heartbeat-ms", env = "EVENTS_HEARTBEAT_MS",
+        value_name = "MS", value_parser = parse_millis,
+        default_value = DEFAULT_EVENTS_HEARTBEAT_MS.to_string()))]
     pub heartbeat: Duration,
-    /// The `retry:` hint sent first on every stream.
+    /// SSE `retry:` hint sent first on every stream.
+    #[cfg_attr(feature = "server", arg(long = "events-retry-ms", env = "EVENTS_RETRY_MS",
+        value_name = "MS", value_parser = parse_millis,
+        default_value = DEFAULT_EVENTS_RETRY_MS.to_string()))]
     pub retry: Duration,
-    /// Largest event data accepted by `publish` (compact JSON bytes): what history keeps is
-    /// bounded by this times `history_len` per channel.
+    /// Largest event data `POST /events/{channel}` accepts (compact JSON), in bytes; 413 beyond.
+    /// What history keeps is bounded by this times the history length per channel.
+    #[cfg_attr(feature = "server", arg(long, env = "MAX_EVENT_BYTES", value_name = "BYTES",
+        default_value_t = DEFAULT_MAX_EVENT_BYTES))]
     pub max_event_bytes: usize,
-    /// Most events replayed to one resuming client (`Last-Event-ID`); a client further behind
-    /// gets `event: reset`. Replays are also capped at 1 MiB.
+    /// Most events replayed to a client resuming with `Last-Event-ID` (and at most 1 MiB); a
+    /// client further behind gets `event: reset`.
+    #[cfg_attr(feature = "server", arg(long = "events-max-replay", env = "EVENTS_MAX_REPLAY",
+        value_name = "N", default_value_t = DEFAULT_EVENTS_MAX_REPLAY))]
     pub max_replay: usize,
-    /// Most SSE connections open at once in this process (503 beyond).
+    /// Most SSE connections open at once in this process; beyond, 503 with `Retry-After`.
+    #[cfg_attr(feature = "server", arg(long = "sse-max-connections", env = "SSE_MAX_CONNECTIONS",
+        value_name = "N", default_value_t = DEFAULT_SSE_MAX_CONNECTIONS))]
     pub max_connections: usize,
-    /// Most SSE connections open at once from one client address (429 beyond).
+    /// Most SSE connections open at once from one client address (IPv6 grouped by
+    /// `--ipv6-prefix`); beyond, 429.
+    #[cfg_attr(feature = "server", arg(long = "sse-max-per-ip", env = "SSE_MAX_PER_IP",
+        value_name = "N", default_value_t = DEFAULT_SSE_MAX_PER_IP))]
     pub max_connections_per_ip: usize,
     /// Where "now" comes from: the ids the memory backend mints and a channel's join baseline.
+    #[cfg_attr(feature = "server", arg(skip = Arc::new(SystemClock) as Arc<dyn Clock>))]
     pub clock: Arc<dyn Clock>,
 }
 

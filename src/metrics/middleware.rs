@@ -308,14 +308,13 @@ struct Handles {
 
 // Receipt: each worker thread keeps its own handles to the route metrics it served, found by
 // request path, so a request skips actix's route-pattern walk (and the `String` it allocates),
-// the metric families' shared `RwLock`s and their label hashing. Recorded when it was added
-// (commit f43a2ba, 2026-11-26, `benches/http.rs` L1-hit case, the figure in the comment on
-// `RouteHandles`): about 3 % of an L1 hit's throughput, above that bench's run-to-run spread
-// (about 2 %); no later run re-measured it alone. Why it stays correct: a path is only a
-// shortcut to the route its first request resolved to, and redkit's routes are told apart by
-// path and method alone, so a path resolves the same way every time (an embedder's guard on
-// something else, a header say, would count such requests on the first route seen for the
-// path); entries are keyed by registry
+// the metric families' shared `RwLock`s and their label hashing. Measured with `benches/http.rs`
+// (L1-hit case, the figure in the comment on `RouteHandles`): about 3 % of an L1 hit's
+// throughput, above that bench's run-to-run spread (about 2 %); not re-measured alone since.
+// Why it stays correct: a path is only a shortcut to the route its first request resolved to,
+// and redkit's routes are told apart by path and method alone, so a path resolves the same way
+// every time (an embedder's guard on something else, a header say, would count such requests on
+// the first route seen for the path); entries are keyed by registry
 // id (`Metrics::id`, process-unique, never an address) and method, so two apps or registries on
 // one thread never share handles; the handles are the families' own (`get_or_create`), so
 // `/metrics` sees every count; `MAX_CACHED_PATHS`, `MAX_CACHED_PATH_LEN` and `MAX_CACHED_ROUTES`

@@ -33,7 +33,7 @@ impl RateLimitHandle {
         policy: &Policy,
         identity: &str,
         cost: u64,
-    ) -> Result<(Decision, Option<Spent>), RateLimitError> {
+    ) -> Result<(Decision, Option<Charge>), RateLimitError> {
         let ask = self.ask(policy, identity, cost, Mode::Consume);
         let now = self.inner.config.clock.now_us();
         if let Some(decision) = self.blocked(policy, &ask.key, now, true) {
@@ -41,7 +41,7 @@ impl RateLimitHandle {
         }
         let (now, mut asks, decided, source) = self.decide(&[policy], vec![ask]).await?;
         let decision = self.record(policy, &asks[0].key, first(policy, &decided)?, now);
-        let spent = decision.allowed.then(|| Spent {
+        let spent = decision.allowed.then(|| Charge {
             ask: asks.swap_remove(0),
             now,
             source,
@@ -390,10 +390,10 @@ pub(super) enum Source {
     Fallback,
 }
 
-/// What an allowed decision spent: its ask, the time it was decided at (a log refund removes
-/// the entries stamped with it) and where.
+/// What an allowed decision charged, kept to refund it: its ask, the time it was decided at (a
+/// log refund removes the entries stamped with it) and the store that charged it.
 #[derive(Debug)]
-pub(super) struct Spent {
+pub(super) struct Charge {
     pub(super) ask: Ask,
     pub(super) now: u64,
     pub(super) source: Source,

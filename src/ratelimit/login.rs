@@ -10,7 +10,7 @@ use super::{
     Decision, Policy, RateLimitHandle,
     algo::Mode,
     client_group,
-    decide::{Source, Spent},
+    decide::{Charge, Source},
     lua,
     response::too_many_requests,
 };
@@ -20,7 +20,7 @@ use super::{
 pub struct LoginAttempt {
     /// Whether the attempt may go on to verify the password.
     pub decision: Decision,
-    spent: Option<Spent>,
+    spent: Option<Charge>,
 }
 
 impl RateLimitHandle {
@@ -103,7 +103,7 @@ impl RateLimitHandle {
     /// it: the in-process backend, the fail-open fallback, or Redis (a small script of its own,
     /// see `lua`). A refund Redis cannot take is logged and dropped: the attempt stays spent.
     pub async fn login_refund(&self, attempt: LoginAttempt) {
-        let Some(Spent { ask, now, source }) = attempt.spent else {
+        let Some(Charge { ask, now, source }) = attempt.spent else {
             return;
         };
         let inner = &self.inner;

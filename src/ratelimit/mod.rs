@@ -36,7 +36,7 @@
 //!   others admit up to `(N - 1) · (limit / 8 - 1)` fewer per identity while they are held.
 //! - **Time** is the caller's [`Clock`], passed to Redis as a script argument rather than read
 //!   with `TIME` inside the script. Both backends thus behave identically and tests drive time
-//!   with a [`ManualClock`] on either. The price: instances sharing a Redis must have synchronised
+//!   with a [`ManualClock`](crate::clock::ManualClock) on either. The price: instances sharing a Redis must have synchronised
 //!   clocks (NTP); a skew of *s* shifts windows by *s* for requests landing on the skewed instance.
 //! - **Policies** ([`RateLimitConfig`]): a global one (100 / 60 s per identity) and per-route ones
 //!   from `--rate-limit` / `RATE_LIMITS`; `shadow` policies decide and count but never reject.
@@ -108,5 +108,4 @@ pub use policy::{
 };
 pub use spec::RateLimitConfig;
 
-/// The one clock of [`crate::clock`], re-exported where the limiter's settings name it.
-pub use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::clock::Clock;

@@ -1,11 +1,10 @@
 //! What a decision looks like on the wire: the `X-RateLimit-*` and draft `RateLimit-Policy` /
 //! `RateLimit` headers, and the 429 `quota-exceeded` problem.
 //!
-//! Rendered per response, plainly. These were once rendered once per (policy, thread) in a
-//! per-thread cache, for no figure anyone recorded; the headers are written only on limited
-//! routes, whose decision (a shared script call on Redis) costs far more than formatting a few
-//! short strings, and the `ratelimit` bench's rounds spread by tens of percent on this machine,
-//! far more than that formatting could move (issue 11, item 6).
+//! Rendered per response, plainly, not cached per (policy, thread): the headers are written
+//! only on limited routes, whose decision (a shared script call on Redis) costs far more than
+//! formatting a few short strings, and the `ratelimit` bench's rounds spread by tens of percent,
+//! far more than that formatting could move.
 
 use actix_web::{
     HttpResponse,

@@ -16,23 +16,36 @@ use crate::{
     settings::ConfigError,
 };
 
-/// Checked rate-limit configuration.
+/// Checked rate-limit configuration. With the `server` feature, `ipv6_prefix` is also a
+/// command-line option (its doc line is its `--help`); the server reads the policies and the
+/// trusted proxies from `--rate-limit` and `--trusted-proxies` through [`RateLimitConfig::parse`].
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "server", derive(clap::Args))]
 #[non_exhaustive]
 pub struct RateLimitConfig {
     /// The global middleware policy, `None` when `default=off`.
+    #[cfg_attr(feature = "server", arg(skip = RateLimitConfig::default().global))]
     pub global: Option<Policy>,
     /// Per-route policies, first match wins.
+    #[cfg_attr(feature = "server", arg(skip = RateLimitConfig::default().routes))]
     pub routes: Vec<RoutePolicy>,
     /// The login-failure limiter (per username and client IP).
+    #[cfg_attr(feature = "server", arg(skip = RateLimitConfig::default().login))]
     pub login: Policy,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    #[cfg_attr(feature = "server", arg(skip))]
     pub trusted_proxies: Vec<IpNet>,
-    /// Prefix of every Redis key (the limiter adds `rl:`).
+    /// Prefix of every Redis key (the limiter adds `rl:`); the server's `--key-prefix` sets it
+    /// for every feature at once.
+    #[cfg_attr(feature = "server", arg(skip = crate::settings::DEFAULT_KEY_PREFIX.to_owned()))]
     pub key_prefix: String,
-    /// IPv6 clients are limited by their first this-many bits (0 to 128; 64 by default).
+    /// IPv6 clients are rate-limited by their first this-many bits (0 to 128): one subscriber
+    /// usually holds a whole /64.
+    #[cfg_attr(feature = "server", arg(long, env = "IPV6_PREFIX", value_name = "BITS",
+        default_value_t = super::identity::DEFAULT_IPV6_PREFIX))]
     pub ipv6_prefix: u8,
-    /// Where time comes from; tests substitute a [`ManualClock`](super::ManualClock).
+    /// Where time comes from; tests substitute a [`ManualClock`](crate::clock::ManualClock).
+    #[cfg_attr(feature = "server", arg(skip = Arc::new(SystemClock) as Arc<dyn Clock>))]
     pub clock: Arc<dyn Clock>,
 }
 
@@ -93,12 +106,26 @@ impl RateLimitConfig {
         trusted_proxies: &[T],
     ) -> Result<Self, ConfigError> {
         let mut config = Self::default();
+        config.apply_specs(specs, trusted_proxies)?;
+        Ok(config)
+    }
+
+    /// Applies `specs` in order onto these policies (later specs override earlier ones for the
+    /// same route) and adds the `trusted_proxies`.
+    ///
+    /// # Errors
+    /// The first bad spec or CIDR, described in one line.
+    pub fn apply_specs<S: AsRef<str>, T: AsRef<str>>(
+        &mut self,
+        specs: &[S],
+        trusted_proxies: &[T],
+    ) -> Result<(), ConfigError> {
         for spec in specs {
             let spec = spec.as_ref().trim();
             if spec.is_empty() {
                 continue;
             }
-            config.apply_spec(spec).map_err(|e| {
+            self.apply_spec(spec).map_err(|e| {
                 ConfigError(format!(
                     "invalid --rate-limit/RATE_LIMITS spec {spec:?}: {e}"
                 ))
@@ -112,9 +139,9 @@ impl RateLimitConfig {
             let net = crate::client::parse_net(cidr).map_err(|e| {
                 ConfigError(format!("invalid --trusted-proxies/TRUSTED_PROXIES: {e}"))
             })?;
-            config.trusted_proxies.push(net);
+            self.trusted_proxies.push(net);
         }
-        Ok(config)
+        Ok(())
     }
 
     /// Applies one spec: `default=100/60s`, `default=off` or `METHOD PATH=COUNT/WINDOW`, each
@@ -314,7 +341,7 @@ mod tests {
         let config = RateLimitConfig::default();
         assert_eq!(config.global.unwrap().algorithm, Algorithm::Gcra);
         assert_eq!(config.routes[0].policy.algorithm, Algorithm::Gcra);
-        // The built-in publish policy (issue 16) too.
+        // The built-in publish policy too.
         assert_eq!(config.routes[1].policy.name, "POST /events/{channel}");
         assert_eq!(config.routes[1].policy.algorithm, Algorithm::Gcra);
         assert_eq!(config.login.algorithm, Algorithm::SlidingLog);

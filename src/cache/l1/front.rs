@@ -36,9 +36,8 @@ pub(super) struct FrontEntry {
 // Receipt: a front hit skips moka's read path (hashing, an epoch pin, recording the read for
 // its eviction policy, housekeeping), which measured about 2.5 % of an L1 hit's throughput:
 // `benches/http.rs` (`REDKIT_BENCH_ONLY=l1`), L1-hit ratio to a static handler 0.875 without the
-// front, 0.90 with it (commit 16448bc, 2026-11-26, non-LTO). That is just above the bench's
-// run-to-run spread (about 2 %) and the headline sits at its target with a thin margin, so it
-// stays. Why it stays correct: an entry is served only while its stripe's generation (bumped
+// front, 0.90 with it (non-LTO build). That is just above the bench's run-to-run spread
+// (about 2 %) and the headline sits at its target with a thin margin, so it stays. Why it stays correct: an entry is served only while its stripe's generation (bumped
 // after every change reaches moka) is the one it was read at, never past its moka expiry, and
 // only for the `L1` it came from (`l1` id); every `FRONT_TOUCH_EVERY`th hit reads through moka;
 // bounded by `FRONT_MAX_*` per thread. Unit tests in `l1/tests.rs` (including a change made on

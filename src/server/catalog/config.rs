@@ -3,20 +3,24 @@
 
 use std::time::Duration;
 
-use crate::settings::ConfigError;
+use crate::settings::{ConfigError, parse_secs};
 
 /// Default TTL of a cached product, in seconds.
 pub const DEFAULT_PRODUCT_TTL_SECS: u64 = 300;
 /// Default TTL of the cached product list, in seconds.
 pub const DEFAULT_PRODUCT_LIST_TTL_SECS: u64 = 600;
 
-/// Settings of the product catalog.
-#[derive(Debug, Clone)]
+/// Settings of the product catalog, and their command-line options.
+#[derive(Debug, Clone, clap::Args)]
 #[non_exhaustive]
 pub struct CatalogConfig {
     /// TTL of a cached product (and of a cached "no such product").
+    #[arg(long, env = "PRODUCT_TTL", value_name = "SECS", value_parser = parse_secs,
+        default_value = DEFAULT_PRODUCT_TTL_SECS.to_string())]
     pub product_ttl: Duration,
     /// TTL of the cached product list.
+    #[arg(long, env = "PRODUCT_LIST_TTL", value_name = "SECS", value_parser = parse_secs,
+        default_value = DEFAULT_PRODUCT_LIST_TTL_SECS.to_string())]
     pub product_list_ttl: Duration,
 }
 

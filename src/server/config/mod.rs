@@ -1,11 +1,12 @@
 //! Configuration of the `redkit` binary: one [`Config`] struct, filled from the command line and
 //! the environment by clap ([`ServeArgs`], in `args.rs`).
 //!
-//! Top layer: every feature owns its settings and their `DEFAULT_*` constants in its own
-//! `config.rs`, in one style (see [`crate::settings`]); this module only fills them from the
-//! arguments, has each feature `validate()` its own, and keeps the server's own settings (listen
-//! address, workers, body limit, shutdown). [`Config::from_args`] reports the first problem as
-//! one human-readable line.
+//! Top layer: every feature owns its settings struct and its `DEFAULT_*` constants in its own
+//! `config.rs`, in one style (see [`crate::settings`]); with the `server` feature each struct
+//! derives `clap::Args`, and [`ServeArgs`] flattens them in. This module only sets what several
+//! features share (the key prefix), has each feature `validate()` its own, and keeps the server's
+//! own settings (listen address, workers, body limit, shutdown). [`Config::from_args`] reports
+//! the first problem as one human-readable line.
 
 mod args;
 
@@ -14,22 +15,9 @@ use std::{net::SocketAddr, time::Duration};
 pub use args::{Cli, Command, LogFormat, ServeArgs, UserAddArgs, UserCommand};
 
 pub use crate::{
-    cache::{
-        DEFAULT_CACHE_MAX_TTL_SECS, DEFAULT_CACHE_MAX_VALUE_BYTES, DEFAULT_CACHE_TTL_SECS,
-        DEFAULT_L1_MAX_BYTES, DEFAULT_L1_TTL_SECS, DEFAULT_NEGATIVE_TTL_SECS,
-    },
-    catalog::{DEFAULT_PRODUCT_LIST_TTL_SECS, DEFAULT_PRODUCT_TTL_SECS},
-    connection::{
-        DEFAULT_REDIS_CONNECT_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, RedisSettings,
-        TlsClientIdentity,
-    },
-    db::{DEFAULT_DATABASE_URL, DatabaseLocation, parse_database_url},
-    events::{
-        DEFAULT_EVENTS_HEARTBEAT_MS, DEFAULT_EVENTS_HISTORY_LEN, DEFAULT_EVENTS_MAX_REPLAY,
-        DEFAULT_EVENTS_QUEUE, DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS,
-        DEFAULT_MAX_EVENT_BYTES, DEFAULT_SSE_MAX_CONNECTIONS, DEFAULT_SSE_MAX_PER_IP,
-    },
-    settings::{ConfigError, DEFAULT_KEY_PREFIX},
+    connection::{RedisSettings, TlsClientIdentity},
+    db::{DatabaseLocation, parse_database_url},
+    settings::ConfigError,
 };
 
 /// Default listen address.
@@ -97,78 +85,7 @@ impl Config {
                 args.bind
             ))
         })?;
-        let nodes: Vec<String> = args
-            .redis_cluster_nodes
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let url = args.redis_url.as_deref().map(str::trim).unwrap_or_default();
-        if !nodes.is_empty() && !url.is_empty() {
-            return Err(ConfigError::new(
-                "--redis-url/REDIS_URL and --redis-cluster-nodes/REDIS_CLUSTER_NODES exclude each other: give one",
-            ));
-        }
-        for node in &nodes {
-            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
-                return Err(ConfigError(format!(
-                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {:?}: expected redis://HOST:PORT or rediss://HOST:PORT",
-                    crate::connection::redact_url(node)
-                )));
-            }
-            redis::Client::open(node.as_str()).map_err(|e| {
-                ConfigError(format!(
-                    "invalid --redis-cluster-nodes/REDIS_CLUSTER_NODES entry {:?}: {}",
-                    crate::connection::redact_url(node),
-                    e.detail().unwrap_or("unparsable URL")
-                ))
-            })?;
-        }
-        if nodes
-            .iter()
-            .any(|n| n.starts_with("rediss://") != nodes[0].starts_with("rediss://"))
-        {
-            return Err(ConfigError::new(
-                "--redis-cluster-nodes/REDIS_CLUSTER_NODES mixes redis:// and rediss:// seeds: a cluster is all TLS or none",
-            ));
-        }
-        let tls = url.starts_with("rediss://") || nodes.iter().any(|n| n.starts_with("rediss://"));
-        let tls_root_certs = args
-            .redis_ca_cert
-            .as_deref()
-            .map(|path| read_ca_cert(path, tls))
-            .transpose()?;
-        let tls_client_identity = read_client_identity(args, tls)?;
-        let redis = match url {
-            "" if !nodes.is_empty() => Some(RedisSettings {
-                cluster_nodes: nodes,
-                response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
-                connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
-                tls_root_certs,
-                tls_client_identity,
-                ..RedisSettings::new("")
-            }),
-            "" => None,
-            url => {
-                redis::Client::open(url).map_err(|e| {
-                    ConfigError(format!(
-                        "invalid --redis-url/REDIS_URL: {}",
-                        e.detail().unwrap_or("unparsable URL")
-                    ))
-                })?;
-                Some(RedisSettings {
-                    url: url.to_owned(),
-                    cluster_nodes: Vec::new(),
-                    response_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
-                    connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
-                    tls_root_certs,
-                    tls_client_identity,
-                })
-            }
-        };
+        let redis = redis_settings(args)?;
         let database = parse_database_url(&args.database_url)?;
         if args.workers == Some(0) {
             return Err(ConfigError::new("--workers/WORKERS must be at least 1"));
@@ -178,42 +95,17 @@ impl Config {
                 "--body-limit/BODY_LIMIT must be at least 1 byte",
             ));
         }
-        let mut cache = crate::cache::CacheConfig::default();
+        let mut cache = args.cache.clone();
         cache.key_prefix.clone_from(&args.key_prefix);
-        cache.l1_max_bytes = args.l1_max_bytes;
-        cache.l1_ttl = Duration::from_secs(args.l1_ttl);
-        cache.negative_ttl = Duration::from_secs(args.negative_ttl);
-        cache.default_ttl = Duration::from_secs(args.cache_ttl);
-        cache.max_ttl = Duration::from_secs(args.cache_max_ttl);
-        cache.max_value_bytes = args.cache_max_value_bytes;
-        cache.fail_safe_max = Duration::from_secs(args.fail_safe_max);
-        cache.fail_safe_throttle = Duration::from_secs(args.fail_safe_throttle);
-        cache.loader_soft_timeout = Duration::from_millis(args.loader_soft_timeout_ms);
-        cache.loader_hard_timeout = Duration::from_millis(args.loader_hard_timeout_ms);
-        cache.eager_refresh = args.eager_refresh;
         cache.validate()?;
-        let catalog = crate::catalog::CatalogConfig {
-            product_ttl: Duration::from_secs(args.product_ttl),
-            product_list_ttl: Duration::from_secs(args.product_list_ttl),
-        };
-        catalog.validate()?;
+        args.catalog.validate()?;
         let auth = auth_config(args)?;
-        let mut events = crate::events::EventsConfig::default();
+        let mut events = args.events.clone();
         events.key_prefix.clone_from(&args.key_prefix);
-        events.history_len = args.events_history_len;
-        events.stream_ttl = Duration::from_secs(args.events_ttl);
-        events.queue_size = args.events_queue;
-        events.heartbeat = Duration::from_millis(args.events_heartbeat_ms);
-        events.retry = Duration::from_millis(args.events_retry_ms);
-        events.max_event_bytes = args.max_event_bytes;
-        events.max_replay = args.events_max_replay;
-        events.max_connections = args.sse_max_connections;
-        events.max_connections_per_ip = args.sse_max_per_ip;
         events.validate()?;
-        let mut rate_limit =
-            crate::ratelimit::RateLimitConfig::parse(&args.rate_limit, &args.trusted_proxies)?;
+        let mut rate_limit = args.limits.clone();
+        rate_limit.apply_specs(&args.rate_limit, &args.trusted_proxies)?;
         rate_limit.key_prefix.clone_from(&args.key_prefix);
-        rate_limit.ipv6_prefix = args.ipv6_prefix;
         rate_limit.validate()?;
         Ok(Self {
             bind,
@@ -224,12 +116,11 @@ impl Config {
             }),
             log_format: args.log_format,
             cache,
-            catalog,
+            catalog: args.catalog.clone(),
             body_limit: args.body_limit,
             health_nodes: args.health_nodes,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-            write_timeout: (args.write_timeout > 0)
-                .then(|| Duration::from_secs(args.write_timeout)),
+            write_timeout: args.write_timeout,
             rate_limit,
             auth,
             events,
@@ -253,6 +144,37 @@ impl Config {
             None => "memory",
         }
     }
+}
+
+/// The Redis target of `--redis-url` or `--redis-cluster-nodes` (`None`: neither, the memory
+/// backend), checked, with its timeouts and certificates.
+fn redis_settings(args: &ServeArgs) -> Result<Option<RedisSettings>, ConfigError> {
+    let url = args.redis_url.as_deref().map(str::trim).unwrap_or_default();
+    let mut redis = RedisSettings {
+        url: url.to_owned(),
+        cluster_nodes: args
+            .redis_cluster_nodes
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        ..args.redis.clone()
+    };
+    if redis.url.is_empty() && redis.cluster_nodes.is_empty() {
+        return Ok(None);
+    }
+    redis.validate()?;
+    let tls = redis.is_tls();
+    redis.tls_root_certs = args
+        .redis_ca_cert
+        .as_deref()
+        .map(|path| read_ca_cert(path, tls))
+        .transpose()?;
+    redis.tls_client_identity = read_client_identity(args, tls)?;
+    Ok(Some(redis))
 }
 
 /// Reads `--redis-ca-cert`: a PEM file holding at least one certificate, for a `rediss://`
@@ -323,6 +245,7 @@ fn read_file(path: &std::path::Path, option: &str) -> Result<Vec<u8>, ConfigErro
 
 fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError> {
     use crate::auth::{AuthConfig, SecretKey};
+
     let secret = match (&args.secret_key, &args.secret_key_file) {
         (Some(key), _) => {
             SecretKey::given(key.as_bytes()).map_err(|e| ConfigError(format!("SECRET_KEY: {e}")))?
@@ -341,24 +264,12 @@ fn auth_config(args: &ServeArgs) -> Result<crate::auth::AuthConfig, ConfigError>
         }
         (None, None) => SecretKey::generate(),
     };
-    let auth = AuthConfig {
+    let mut auth = AuthConfig {
         secret,
-        access_ttl: Duration::from_secs(args.access_token_ttl),
-        refresh_ttl: Duration::from_secs(args.refresh_token_ttl),
-        leeway: Duration::from_secs(args.token_leeway),
-        issuer: args.token_issuer.clone(),
-        audience: args.token_issuer.clone(),
-        key_prefix: args.key_prefix.clone(),
-        hash_queue: args.hash_queue,
-        max_sessions_per_user: args.max_sessions_per_user,
-        secure_cookie: args.secure_cookie,
-        durable_writes: args.redis_durable_writes,
-        refresh_reuse_grace: Duration::from_secs(args.refresh_reuse_grace),
-        session_limit_policy: crate::auth::SessionLimitPolicy::parse(&args.session_limit_policy)?,
-        session_idle_timeout: (args.session_idle_timeout > 0)
-            .then(|| Duration::from_secs(args.session_idle_timeout)),
-        ..AuthConfig::default()
+        ..args.auth.clone()
     };
+    auth.audience.clone_from(&auth.issuer);
+    auth.key_prefix.clone_from(&args.key_prefix);
     auth.validate()?;
     Ok(auth)
 }
@@ -376,10 +287,13 @@ mod tests {
         assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
         assert!(config.redis.is_none());
         assert_eq!(config.database, DatabaseLocation::File("redkit.db".into()));
-        assert_eq!(config.cache.l1_max_bytes, DEFAULT_L1_MAX_BYTES);
+        assert_eq!(
+            config.cache.l1_max_bytes,
+            crate::cache::DEFAULT_L1_MAX_BYTES
+        );
         assert_eq!(config.write_timeout, Some(Duration::from_secs(60)));
         let off = ServeArgs {
-            write_timeout: 0,
+            write_timeout: None,
             ..ServeArgs::default()
         };
         assert_eq!(Config::from_args(&off).unwrap().write_timeout, None);
@@ -402,7 +316,7 @@ mod tests {
         type Mutate = fn(&mut ServeArgs);
         let cases: [(&str, Mutate); 17] = [
             ("--access-token-ttl", |a| {
-                a.access_token_ttl = a.refresh_token_ttl + 1;
+                a.auth.access_ttl = a.auth.refresh_ttl + Duration::from_secs(1);
             }),
             ("--bind", |a| a.bind = "nope".into()),
             ("REDIS_URL", |a| a.redis_url = Some("http://x".into())),
@@ -447,7 +361,7 @@ mod tests {
             }),
             ("DATABASE_URL", |a| a.database_url = "postgres://x".into()),
             ("--workers", |a| a.workers = Some(0)),
-            ("--cache-ttl", |a| a.cache_ttl = 0),
+            ("--cache-ttl", |a| a.cache.default_ttl = Duration::ZERO),
             ("--rate-limit", |a| {
                 a.rate_limit = vec!["default=0/60s".into()]
             }),
