@@ -262,10 +262,30 @@ async fn library_and_catalog_tags(backend: Backend) {
     assert_eq!(reloaded.json()["id"], json!(1));
 }
 
+/// With L1 off, a dropped tag drops its entries from L2 reads too: a token read once is not
+/// trusted after the drop (only a live invalidation feed may keep tokens).
+async fn dropping_a_tag_without_l1(backend: Backend) {
+    let mut config = backend.config();
+    config.cache.l1_max_bytes = 0;
+    let services = services(&config);
+    let cache = &services.cache;
+    cache
+        .set_tagged("k", &1, Duration::from_secs(60), &["t"])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let hit = cache.get_raw("k").await.unwrap().unwrap();
+        assert_eq!((hit.tier, hit.json.as_ref()), (Tier::L2, &b"1"[..]));
+    }
+    cache.invalidate_tag("t").await.unwrap();
+    assert!(cache.get_raw("k").await.unwrap().is_none());
+}
+
 backend_suite!(
     dropping_a_tag_drops_its_entries_everywhere,
     bad_tags_are_400,
     library_and_catalog_tags,
+    dropping_a_tag_without_l1,
 );
 
 /// A tag dropped while the other instance's feed is lost: once it is back (and meanwhile,

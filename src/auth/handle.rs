@@ -13,7 +13,7 @@ use super::{
     AuthConfig, AuthError, CreateUser, GetUser, RejectReason, Session, SessionLimitPolicy,
     TokenType, User, UserId, UsersActor,
     revocation::{self, Keys, RevocationView, ViewState},
-    sessions::{Store, Times},
+    sessions::{MemoryStore, RedisStore, SessionStore, Times},
     tokens::Tokens,
 };
 use crate::{connection::RedisHandle, db::DatabaseLocation};
@@ -88,10 +88,8 @@ pub struct AuthHandle {
 pub(super) struct Inner {
     pub(super) tokens: Tokens,
     pub(super) view: Arc<RevocationView>,
-    pub(super) store: Store,
+    pub(super) store: Arc<dyn SessionStore>,
     pub(super) users: Addr<UsersActor>,
-    pub(super) keys: Keys,
-    pub(super) redis: Option<RedisHandle>,
     /// Bounds the argon2 work in flight or queued (see [`AuthConfig::hash_queue`]).
     pub(super) hashing: Arc<tokio::sync::Semaphore>,
     pub(super) secure_cookie: bool,
@@ -138,9 +136,9 @@ impl AuthHandle {
         // refresh token finds nothing to rotate): it lives as long as the longest of them.
         let horizon = config.access_ttl + config.leeway;
         let users = super::actor::start(database, config.clock.clone())?;
-        let (store, view) = match redis {
+        let (store, view): (Arc<dyn SessionStore>, _) = match redis {
             None => (
-                Store::memory(),
+                Arc::new(MemoryStore::default()),
                 Arc::new(RevocationView::new(
                     config.clock.clone(),
                     horizon,
@@ -167,7 +165,7 @@ impl AuthHandle {
                     keys.clone(),
                 ));
                 (
-                    Store::Redis(super::sessions::RedisStore::new(
+                    Arc::new(RedisStore::new(
                         handle.clone(),
                         keys.clone(),
                         // Half the response timeout: the wait fits in the command's own.
@@ -183,8 +181,6 @@ impl AuthHandle {
                 view,
                 store,
                 users,
-                keys,
-                redis: redis.map(|(h, _)| h.clone()),
                 hashing: Arc::new(tokio::sync::Semaphore::new(config.hash_queue.max(1))),
                 secure_cookie: config.secure_cookie,
                 max_sessions: config.max_sessions_per_user.max(1),
@@ -276,15 +272,6 @@ impl AuthHandle {
             tracing::warn!("auth: argon2 queue full; login or registration refused");
             AuthError::Busy
         })
-    }
-
-    pub(super) fn ensure_store_up(&self) -> Result<(), AuthError> {
-        match &self.inner.redis {
-            Some(redis) if !redis.is_up() => Err(AuthError::Redis(
-                crate::connection::RedisError::Timeout(redis.timeout()),
-            )),
-            _ => Ok(()),
-        }
     }
 
     /// The pair answered for `session` at `now` (s): its current refresh token, rebuilt from

@@ -21,7 +21,7 @@ impl AuthHandle {
         password: String,
         client: ClientInfo,
     ) -> Result<TokenPair, AuthError> {
-        self.ensure_store_up()?;
+        self.inner.store.ensure_up()?;
         if password.len() > 4 * MAX_PASSWORD_LEN || username.len() > super::MAX_LOGIN_USERNAME_BYTES
         {
             tracing::info!(reason = "oversized-input", "auth: login refused");
@@ -74,7 +74,7 @@ impl AuthHandle {
     async fn create_within_cap(&self, session: &Session, t: Times) -> Result<(), AuthError> {
         let user = session.user_id;
         for _ in 0..4 {
-            let existing = self.inner.store.list_pruning(user, t.now_ms).await?;
+            let existing = self.inner.store.list(user, t.now_ms, true).await?;
             let created = self
                 .inner
                 .store
@@ -106,7 +106,7 @@ impl AuthHandle {
     /// logs in. "Oldest" is by login sequence, so every login agrees on which ones go, and the
     /// newest one never does.
     pub(super) async fn trim_sessions(&self, user: UserId, t: Times) -> Result<(), AuthError> {
-        let listed = self.inner.store.list_pruning(user, t.now_ms).await?;
+        let listed = self.inner.store.list(user, t.now_ms, true).await?;
         let (idle, live): (Vec<&Session>, Vec<&Session>) =
             listed.iter().partition(|s| s.is_idle(t));
         let excess = live.len().saturating_sub(self.inner.max_sessions);
@@ -142,7 +142,7 @@ impl AuthHandle {
     /// [`AuthError::Unauthorized`] (401) for any bad, spent, idle or revoked token;
     /// [`AuthError::Redis`] (503).
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
-        self.ensure_store_up()?;
+        self.inner.store.ensure_up()?;
         let p = self
             .inner
             .tokens
@@ -196,7 +196,7 @@ impl AuthHandle {
     /// # Errors
     /// [`AuthError::Redis`] (503).
     pub async fn logout(&self, p: &Principal) -> Result<(), AuthError> {
-        self.ensure_store_up()?;
+        self.inner.store.ensure_up()?;
         let until = (p.exp + self.inner.tokens.leeway).saturating_mul(1000);
         self.inner
             .store
@@ -216,7 +216,7 @@ impl AuthHandle {
     /// # Errors
     /// [`AuthError::Redis`] (503).
     pub async fn logout_all(&self, p: &Principal) -> Result<(), AuthError> {
-        self.ensure_store_up()?;
+        self.inner.store.ensure_up()?;
         let t = self.times();
         self.inner
             .store
@@ -230,7 +230,7 @@ impl AuthHandle {
     /// [`AuthError::NoSuchSession`] (404) when it is not a live session of this user;
     /// [`AuthError::Redis`] (503).
     pub async fn revoke_session(&self, user: UserId, sid: &str) -> Result<(), AuthError> {
-        self.ensure_store_up()?;
+        self.inner.store.ensure_up()?;
         if self
             .inner
             .store
@@ -260,7 +260,7 @@ impl AuthHandle {
     /// [`AuthError::Redis`] (503).
     pub async fn sessions(&self, user: UserId) -> Result<Vec<Session>, AuthError> {
         let t = self.times();
-        let mut list = self.inner.store.list(user, t.now_ms).await?;
+        let mut list = self.inner.store.list(user, t.now_ms, false).await?;
         list.retain(|s| !s.is_idle(t));
         Ok(list)
     }

@@ -66,7 +66,6 @@ mod messages;
 mod metrics;
 mod revocation;
 mod sessions;
-mod store_redis;
 mod tokens;
 pub mod users;
 mod verify;

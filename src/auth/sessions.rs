@@ -1,4 +1,8 @@
-//! Sessions (one per login) and revocation writes, in Redis or in process with the same rules.
+//! Sessions (one per login) and revocation writes: one trait, [`SessionStore`], with its two
+//! implementations, chosen once when auth starts: in process (`sessions/memory.rs`, one
+//! instance) or Redis (`sessions/redis.rs`, one server or a cluster alike: every call stays in
+//! one slot), with the same rules. Calls go through `Arc<dyn SessionStore>`, one boxed future
+//! each: logins and refreshes, never a token check on the view.
 //!
 //! A session remembers its current refresh jti, and the one spent before it with when it was
 //! spent: presenting the spent one again within the grace window answers the current one (its
@@ -6,18 +10,18 @@
 //! is a reuse. Sessions are ordered by a per-user login sequence, never by time: the cap revokes
 //! the lowest, so the newest login always survives.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-};
-
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 
-pub(crate) use super::store_redis::RedisStore;
 use super::{
-    AuthError, Clock, UserId,
+    AuthError, Clock, Principal, RejectReason, UserId,
     revocation::{Revocation, RevocationView},
 };
+
+mod memory;
+mod redis;
+
+pub(crate) use self::{memory::MemoryStore, redis::RedisStore};
 
 /// A live session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -101,31 +105,6 @@ pub(crate) enum Created {
     IndexChanged,
 }
 
-/// Session storage and revocation writes.
-#[derive(Clone, Debug)]
-pub(crate) enum Store {
-    /// In process (single instance).
-    Memory(Arc<Mutex<MemoryState>>),
-    /// Redis (shared by instances).
-    Redis(RedisStore),
-}
-
-/// A session in process, with what Redis keeps beside it.
-#[derive(Debug)]
-struct Stored {
-    session: Session,
-    expires_ms: i64,
-    /// The spent jti a replay within the grace window may present, and when it was spent (ms).
-    spent: Option<(String, i64)>,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct MemoryState {
-    sessions: HashMap<String, Stored>,
-    by_user: HashMap<UserId, HashSet<String>>,
-    last_seq: u64,
-}
-
 /// Times the store needs, all from the auth clock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Times {
@@ -141,312 +120,91 @@ pub(crate) struct Times {
     pub idle_ms: i64,
 }
 
-impl Store {
-    pub fn memory() -> Self {
-        Self::Memory(Arc::default())
-    }
+/// What a store call answers.
+pub(crate) type AuthFuture<'a, T> = BoxFuture<'a, Result<T, AuthError>>;
 
-    fn lock(state: &Mutex<MemoryState>) -> std::sync::MutexGuard<'_, MemoryState> {
-        state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+/// Session storage and revocation writes. Every revocation is applied to the local
+/// [`RevocationView`] as well, so this instance honours it at once.
+pub(crate) trait SessionStore: Send + Sync + 'static {
+    /// Whether the store can be written now (fails fast, without a round trip, while Redis is
+    /// known to be down).
+    fn ensure_up(&self) -> Result<(), AuthError>;
 
     /// Records a new session, numbered after every earlier login of its user. With `cap` (the
-    /// limit, and the user's sessions the caller read), only while fewer than the limit are live
-    /// and not idle. In memory, also drops the user's expired sessions; on Redis the login's
-    /// [`list_pruning`](Self::list_pruning) does (the index's own TTL restarts at every login, so
-    /// without it the index would only ever grow, and `logout-all` would walk every session ever
-    /// created).
-    pub async fn create(
-        &self,
-        s: &Session,
-        cap: Option<(usize, &[Session])>,
+    /// limit, and the user's sessions the caller read), only while fewer than the limit are
+    /// live and not idle. In memory, also drops the user's expired sessions; on Redis the
+    /// login's [`list`](Self::list) with `prune` does (the index's own TTL restarts at every
+    /// login, so without it the index would only ever grow, and `logout-all` would walk every
+    /// session ever created).
+    fn create<'a>(
+        &'a self,
+        s: &'a Session,
+        cap: Option<(usize, &'a [Session])>,
         t: Times,
-    ) -> Result<Created, AuthError> {
-        match self {
-            Self::Memory(state) => {
-                let mut st = Self::lock(state);
-                let MemoryState {
-                    sessions,
-                    by_user,
-                    last_seq,
-                } = &mut *st;
-                let mine = by_user.entry(s.user_id).or_default();
-                mine.retain(|sid| {
-                    let live = sessions.get(sid).is_some_and(|r| r.expires_ms > t.now_ms);
-                    if !live {
-                        sessions.remove(sid);
-                    }
-                    live
-                });
-                if let Some((limit, _)) = cap {
-                    let live = mine
-                        .iter()
-                        .filter_map(|sid| sessions.get(sid))
-                        .filter(|r| !r.session.is_idle(t))
-                        .count();
-                    if live >= limit {
-                        return Ok(Created::Full);
-                    }
-                }
-                *last_seq += 1;
-                let mut session = s.clone();
-                session.seq = *last_seq;
-                mine.insert(s.sid.clone());
-                sessions.insert(
-                    s.sid.clone(),
-                    Stored {
-                        session,
-                        expires_ms: t.now_ms + t.ttl_ms,
-                        spent: None,
-                    },
-                );
-                Ok(Created::Stored(*last_seq))
-            }
-            Self::Redis(r) => r.create(s, cap, t).await,
-        }
-    }
+    ) -> AuthFuture<'a, Created>;
 
     /// Spends `presented` and makes `successor` (jti, iat) the session's current refresh jti,
     /// atomically; or answers the current one again for a replay of the spent jti within the
     /// grace window; or revokes the session (a reuse, or idle). The successor's third part is
     /// the expiry given to a session stored without one.
-    pub async fn rotate(
-        &self,
+    fn rotate<'a>(
+        &'a self,
         uid: UserId,
-        sid: &str,
-        presented: &str,
-        successor: (&str, i64, i64),
+        sid: &'a str,
+        presented: &'a str,
+        successor: (&'a str, i64, i64),
         t: Times,
-        view: &RevocationView,
-    ) -> Result<Rotation, AuthError> {
-        match self {
-            Self::Memory(state) => {
-                let mut st = Self::lock(state);
-                let Some(stored) = st.sessions.get_mut(sid) else {
-                    return Ok(Rotation::Gone);
-                };
-                if stored.expires_ms <= t.now_ms || stored.session.user_id != uid {
-                    return Ok(Rotation::Gone);
-                }
-                let s = &mut stored.session;
-                let outcome = if s.is_idle(t) {
-                    Rotation::IdleExpired
-                } else if s.refresh_jti == presented {
-                    let (new_jti, new_iat, _) = successor;
-                    stored.spent = Some((presented.to_owned(), t.now_ms));
-                    s.refresh_jti = new_jti.to_owned();
-                    s.refresh_iat = new_iat;
-                    s.touch(t.now_ms);
-                    return Ok(Rotation::Rotated(s.clone()));
-                } else if stored
-                    .spent
-                    .as_ref()
-                    .is_some_and(|(jti, at)| jti == presented && t.now_ms - at < t.grace_ms)
-                {
-                    s.touch(t.now_ms);
-                    return Ok(Rotation::Grace(s.clone()));
-                } else {
-                    Rotation::Reused
-                };
-                st.sessions.remove(sid);
-                if let Some(set) = st.by_user.get_mut(&uid) {
-                    set.remove(sid);
-                }
-                view.apply([Revocation::Session(
-                    sid.to_owned(),
-                    t.now_ms + t.revoke_for_ms,
-                )]);
-                Ok(outcome)
-            }
-            Self::Redis(r) => r.rotate(uid, sid, presented, successor, t, view).await,
-        }
-    }
+        view: &'a RevocationView,
+    ) -> AuthFuture<'a, Rotation>;
 
     /// One session, if live.
-    pub async fn get(
-        &self,
-        uid: UserId,
-        sid: &str,
-        now_ms: i64,
-    ) -> Result<Option<Session>, AuthError> {
-        match self {
-            Self::Memory(state) => Ok(Self::lock(state)
-                .sessions
-                .get(sid)
-                .filter(|r| r.session.user_id == uid && r.expires_ms > now_ms)
-                .map(|r| r.session.clone())),
-            Self::Redis(r) => {
-                let map: HashMap<String, String> = r
-                    .redis
-                    .query(redis::cmd("HGETALL").arg(r.keys.session(uid, sid)))
-                    .await?;
-                Ok(super::store_redis::from_hash(sid, &map))
-            }
-        }
-    }
+    fn get<'a>(&'a self, uid: UserId, sid: &'a str, now_ms: i64)
+    -> AuthFuture<'a, Option<Session>>;
 
-    /// The user's sessions whose lifetime has not ended (idle ones too), in login order.
-    pub async fn list(&self, uid: UserId, now_ms: i64) -> Result<Vec<Session>, AuthError> {
-        self.list_and_prune(uid, now_ms, false).await
-    }
-
-    /// [`list`](Self::list), and on Redis drops from the user's index the sessions whose keys
-    /// expired, from the same read (one `SMEMBERS`, one pipeline of `HGETALL`, and an `SREM` when
-    /// some are gone): a login reads the index once.
-    pub async fn list_pruning(&self, uid: UserId, now_ms: i64) -> Result<Vec<Session>, AuthError> {
-        self.list_and_prune(uid, now_ms, true).await
-    }
-
-    async fn list_and_prune(
-        &self,
-        uid: UserId,
-        now_ms: i64,
-        prune: bool,
-    ) -> Result<Vec<Session>, AuthError> {
-        let mut out = match self {
-            Self::Memory(state) => {
-                let st = Self::lock(state);
-                st.by_user
-                    .get(&uid)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|sid| st.sessions.get(sid))
-                    .filter(|r| r.expires_ms > now_ms)
-                    .map(|r| r.session.clone())
-                    .collect::<Vec<_>>()
-            }
-            Self::Redis(r) => {
-                let index = r.keys.user_sessions(uid);
-                let sids: Vec<String> = r.redis.query(redis::cmd("SMEMBERS").arg(&index)).await?;
-                if sids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut pipe = redis::pipe();
-                for sid in &sids {
-                    pipe.hgetall(r.keys.session(uid, sid));
-                }
-                let maps: Vec<HashMap<String, String>> = r.redis.query_pipe(&pipe).await?;
-                // An empty hash is a session key that expired: dropped from the index here, in
-                // the user's slot, so no login needs a pass of its own to prune it.
-                let dead: Vec<&String> = sids
-                    .iter()
-                    .zip(&maps)
-                    .filter_map(|(sid, map)| map.is_empty().then_some(sid))
-                    .collect();
-                if prune && !dead.is_empty() {
-                    r.redis
-                        .query::<i64>(redis::cmd("SREM").arg(&index).arg(&dead))
-                        .await?;
-                }
-                sids.iter()
-                    .zip(&maps)
-                    .filter_map(|(sid, map)| super::store_redis::from_hash(sid, map))
-                    .collect()
-            }
-        };
-        // Login order, not time: two logins within one clock tick are still ordered.
-        out.sort_by(|a, b| (a.seq, a.created_at, &a.sid).cmp(&(b.seq, b.created_at, &b.sid)));
-        Ok(out)
-    }
+    /// The user's sessions whose lifetime has not ended (idle ones too), in login order. With
+    /// `prune`, on Redis, also drops from the user's index the sessions whose keys expired,
+    /// from the same read (one `SMEMBERS`, one pipeline of `HGETALL`, and an `SREM` when some
+    /// are gone): a login reads the index once.
+    fn list(&self, uid: UserId, now_ms: i64, prune: bool) -> AuthFuture<'_, Vec<Session>>;
 
     /// Revokes session `sid` of `uid`, and denylists `access` (jti, exp ms) if given.
     /// Answers whether the session existed.
-    pub async fn revoke_session(
-        &self,
+    fn revoke_session<'a>(
+        &'a self,
         uid: UserId,
-        sid: &str,
-        access: Option<(&str, i64)>,
+        sid: &'a str,
+        access: Option<(&'a str, i64)>,
         t: Times,
-        view: &RevocationView,
-    ) -> Result<bool, AuthError> {
-        let revoked_until = t.now_ms + t.revoke_for_ms;
-        let mut events = vec![Revocation::Session(sid.to_owned(), revoked_until)];
-        if let Some((jti, until)) = access {
-            events.push(Revocation::Token(jti.to_owned(), until));
-        }
-        let existed = match self {
-            Self::Memory(state) => {
-                let mut st = Self::lock(state);
-                let existed = st
-                    .sessions
-                    .get(sid)
-                    .is_some_and(|r| r.session.user_id == uid && r.expires_ms > t.now_ms);
-                if !existed && access.is_none() {
-                    // Not the caller's session: nothing to revoke (and no touching others').
-                    return Ok(false);
-                }
-                st.sessions.remove(sid);
-                if let Some(set) = st.by_user.get_mut(&uid) {
-                    set.remove(sid);
-                }
-                existed
-            }
-            Self::Redis(r) => {
-                // The key names the user: only the caller's own session is found.
-                let owner: Option<String> = r
-                    .redis
-                    .query(redis::cmd("HGET").arg(r.keys.session(uid, sid)).arg("uid"))
-                    .await?;
-                let existed = owner.as_deref() == Some(uid.to_string().as_str());
-                if !existed && access.is_none() {
-                    // Not the caller's session: nothing to revoke (and no probing of others').
-                    return Ok(false);
-                }
-                r.record(&events, t).await?;
-                view.apply(events);
-                if existed {
-                    r.drop_sessions(uid, &[sid.to_owned()], t).await?;
-                }
-                return Ok(existed);
-            }
-        };
-        view.apply(events);
-        Ok(existed)
-    }
+        view: &'a RevocationView,
+    ) -> AuthFuture<'a, bool>;
 
     /// Revokes every session of `uid` and every token issued before `before` (seconds).
-    pub async fn revoke_user(
-        &self,
+    fn revoke_user<'a>(
+        &'a self,
         uid: UserId,
         before: i64,
         t: Times,
-        view: &RevocationView,
-    ) -> Result<(), AuthError> {
-        let revoked_until = t.now_ms + t.revoke_for_ms;
-        let events = |sids: &[String]| -> Vec<Revocation> {
-            sids.iter()
-                .map(|sid| Revocation::Session(sid.clone(), revoked_until))
-                .chain([Revocation::User(uid, before)])
-                .collect()
-        };
-        match self {
-            Self::Memory(state) => {
-                let sids: Vec<String> = {
-                    let mut st = Self::lock(state);
-                    let sids: Vec<String> = st.by_user.remove(&uid).into_iter().flatten().collect();
-                    for sid in &sids {
-                        st.sessions.remove(sid);
-                    }
-                    sids
-                };
-                view.apply(events(&sids));
-            }
-            Self::Redis(r) => {
-                // A session created after this read is newer than the logout-all.
-                let sids: Vec<String> = r
-                    .redis
-                    .query(redis::cmd("SMEMBERS").arg(r.keys.user_sessions(uid)))
-                    .await?;
-                let events = events(&sids);
-                r.record(&events, t).await?;
-                view.apply(events);
-                r.drop_sessions(uid, &sids, t).await?;
-            }
-        }
-        Ok(())
-    }
+        view: &'a RevocationView,
+    ) -> AuthFuture<'a, ()>;
+
+    /// Whether `p` is revoked, asked of the shared record itself: used while the local view is
+    /// not trusted (in process it always is, and is the whole record).
+    fn revoked<'a>(&'a self, p: &'a Principal) -> AuthFuture<'a, Result<(), RejectReason>>;
+}
+
+/// The revocations of a logout-all: each of `sids`, and the user's tokens issued before `before`.
+fn revocations(uid: UserId, before: i64, sids: &[String], t: Times) -> Vec<Revocation> {
+    let revoked_until = t.now_ms + t.revoke_for_ms;
+    sids.iter()
+        .map(|sid| Revocation::Session(sid.clone(), revoked_until))
+        .chain([Revocation::User(uid, before)])
+        .collect()
+}
+
+/// `sessions` in login order, not time: two logins within one clock tick are still ordered.
+fn in_login_order(mut sessions: Vec<Session>) -> Vec<Session> {
+    sessions.sort_by(|a, b| (a.seq, a.created_at, &a.sid).cmp(&(b.seq, b.created_at, &b.sid)));
+    sessions
 }
 
 /// Times for a store call, from the clock and lifetimes (no grace window, no idle limit).

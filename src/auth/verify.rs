@@ -7,7 +7,7 @@ use actix_web::{HttpMessage, HttpRequest};
 
 use super::{
     AuthError, AuthHandle, Principal, PrincipalStatus, RejectReason, TokenType, UserId,
-    handle::reject, revocation,
+    handle::reject,
 };
 
 impl AuthHandle {
@@ -53,10 +53,7 @@ impl AuthHandle {
         if self.inner.view.state().is_local() {
             return Ok(());
         }
-        let Some(redis) = &self.inner.redis else {
-            return self.inner.view.check(p).map_err(reject);
-        };
-        match revocation::check_remote(redis, &self.inner.keys, p).await {
+        match self.inner.store.revoked(p).await {
             Ok(result) => result.map_err(reject),
             Err(err) => {
                 tracing::warn!(error = %err, "auth: revocation view not in sync and redis unreachable; failing closed");

@@ -358,7 +358,7 @@ impl Handler<Release> for CacheActor {
         self.inner
             .l1
             .fill_refreshing(&key, value.clone(), ttl, (refresh_in, l1_tags), ticket);
-        // L2 is filled only under the guard taken before the load (see `Store::fill`).
+        // L2 is filled only under the guard taken before the load (see `L2Store::fill`).
         let Some(guard) = msg.fill else {
             return;
         };

@@ -14,7 +14,7 @@ use super::{
     inner::{Inner, L2Read, start_feed},
     l1::L1,
     stats::{L1Feed, Stats},
-    store::{MemoryL2, RedisStore, Store},
+    store::{L2Store, MemoryStore, RedisStore},
 };
 use crate::connection::RedisHandle;
 
@@ -53,19 +53,19 @@ impl CacheHandle {
         let mut l1 = L1::new(config.l1_max_bytes, config.l1_ttl, Arc::clone(&stats));
         let mut feed = None;
         let tokens = Arc::default();
-        let store = match redis {
+        let store: Arc<dyn L2Store> = match redis {
             Some(redis) => {
                 if l1.enabled() {
                     l1 = l1.fed();
                     feed = start_feed(&redis, &config, &l1, &stats, &tokens);
                 }
-                Store::Redis(RedisStore::new(
+                Arc::new(RedisStore::new(
                     redis,
                     &config.key_prefix,
                     config.namespace(),
                 ))
             }
-            None => Store::Memory(MemoryL2::new(config.memory_l2_max_bytes)),
+            None => Arc::new(MemoryStore::new(config.memory_l2_max_bytes)),
         };
         let inner = Arc::new(Inner {
             l1,
@@ -146,7 +146,10 @@ impl CacheHandle {
         if !self.inner.store.readable() {
             return Err(self.unavailable());
         }
-        match self.inner.store.exists(key).await {
+        // Its first bytes tell a positive, fresh entry, unless it is tagged.
+        let head = self.inner.store.head(key).await;
+        match head.map(|head| head.map_or(Some(false), |h| super::envelope::holds_fresh_value(&h)))
+        {
             Ok(Some(exists)) => Ok(exists),
             // A tagged entry: its tags decide.
             Ok(None) => Ok(matches!(

@@ -15,14 +15,14 @@ use super::{
     failsafe::Throttles,
     l1::L1,
     stats::Stats,
-    store::Store,
+    store::L2Store,
     tags::TokenCache,
 };
 use crate::connection::{FeedEvent, InvalidationFeed, RedisError, RedisHandle};
 
 pub(crate) struct Inner {
     pub(crate) l1: L1,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<dyn L2Store>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) config: CacheConfig,
     /// Keeps L1 coherent with Redis; stops when the cache is dropped.
@@ -42,18 +42,17 @@ const ECHO_WAIT: Duration = Duration::from_millis(250);
 
 impl Inner {
     /// Whether every tag still has the token an entry recorded: from the tokens this process
-    /// knows while the feed is up (no round trip), else from L2.
+    /// knows while the feed is up (no round trip), else from L2. Without a feed (the memory
+    /// backend, or L1 off) no token is kept: nothing would report its change.
     async fn tags_current(&self, tags: &[(String, String)]) -> Result<bool, RedisError> {
-        if !matches!(self.store, Store::Redis(_)) || !self.l1.is_live() {
-            return self.store.tags_current(tags).await;
-        }
+        let fed = self._feed.is_some() && self.l1.is_live();
         let generation = self.tokens.generation();
         let mut missing = Vec::new();
         for (tag, token) in tags {
-            match self.tokens.get(tag) {
+            match fed.then(|| self.tokens.get(tag)).flatten() {
                 Some(known) if known == *token => {}
                 Some(_) => return Ok(false),
-                None => missing.push(tag.clone()),
+                None => missing.push(tag.as_str()),
             }
         }
         if missing.is_empty() {
@@ -61,15 +60,21 @@ impl Inner {
         }
         let read = self.store.current_tags(&missing).await?;
         let current = tags.iter().all(|(tag, token)| {
-            read.iter()
-                .find(|(t, _)| t == tag)
+            missing
+                .iter()
+                .zip(&read)
+                .find(|(t, _)| **t == tag)
                 .is_none_or(|(_, now)| now.as_deref() == Some(token.as_str()))
         });
-        self.tokens.keep(
-            generation,
-            read.into_iter()
-                .filter_map(|(tag, token)| Some((tag, token?))),
-        );
+        if fed {
+            self.tokens.keep(
+                generation,
+                missing
+                    .iter()
+                    .zip(read)
+                    .filter_map(|(tag, token)| Some(((*tag).to_owned(), token?))),
+            );
+        }
         Ok(current)
     }
 

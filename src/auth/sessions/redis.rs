@@ -1,14 +1,20 @@
-//! The Redis half of the session store: the scripts that create a session and rotate its
-//! refresh token atomically in the user's slot, and the two steps of every revocation.
+//! The session store on Redis, one server or a cluster alike (every call stays in one slot):
+//! the scripts that create a session and rotate its refresh token atomically in the user's
+//! slot, and the two steps of every revocation.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, time::Duration};
 
 use super::{
-    AuthError, Session, UserId,
-    revocation::{Keys, Revocation, RevocationView},
-    sessions::{Created, Rotation, Times},
+    AuthFuture, Created, Principal, RejectReason, Rotation, Session, SessionStore, Times, UserId,
+    in_login_order,
 };
-use crate::connection::RedisHandle;
+use crate::{
+    auth::{
+        AuthError,
+        revocation::{self, Keys, Revocation, RevocationView},
+    },
+    connection::{RedisError, RedisHandle},
+};
 
 // Creates a session, with its login sequence number. KEYS: the new session, the user's index,
 // the user's login counter, then the sessions the caller read from the index (all in the user's
@@ -75,23 +81,24 @@ end
 return {-1, false}
 ";
 
+/// Sessions in Redis, shared by every instance; revocations in the global record.
 #[derive(Clone, Debug)]
 pub(crate) struct RedisStore {
-    pub redis: RedisHandle,
-    pub keys: Keys,
-    create: Arc<redis::Script>,
-    rotate: Arc<redis::Script>,
+    redis: RedisHandle,
+    keys: Keys,
+    create: redis::Script,
+    rotate: redis::Script,
     /// With durable writes: how long a write waits for a replica's acknowledgement.
-    durable: Option<std::time::Duration>,
+    durable: Option<Duration>,
 }
 
 impl RedisStore {
-    pub fn new(redis: RedisHandle, keys: Keys, durable: Option<std::time::Duration>) -> Self {
+    pub(crate) fn new(redis: RedisHandle, keys: Keys, durable: Option<Duration>) -> Self {
         Self {
             redis,
             keys,
-            create: Arc::new(redis::Script::new(CREATE)),
-            rotate: Arc::new(redis::Script::new(ROTATE)),
+            create: redis::Script::new(CREATE),
+            rotate: redis::Script::new(ROTATE),
             durable,
         }
     }
@@ -120,107 +127,6 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Stores `s` with the next login sequence number of its user. With `cap` (the limit and
-    /// the sessions the caller read from the index), only while fewer than the limit are live.
-    pub async fn create(
-        &self,
-        s: &Session,
-        cap: Option<(usize, &[Session])>,
-        t: Times,
-    ) -> Result<Created, AuthError> {
-        let k = &self.keys;
-        let (limit, read) = cap.unwrap_or((0, &[]));
-        let mut inv = self.create.prepare_invoke();
-        inv.key(k.session(s.user_id, &s.sid))
-            .key(k.user_sessions(s.user_id))
-            .key(session_seq(k, s.user_id));
-        for other in read {
-            inv.key(k.session(s.user_id, &other.sid));
-        }
-        inv.arg(&s.sid)
-            .arg(t.ttl_ms)
-            .arg(limit)
-            .arg(t.now_ms)
-            .arg(t.idle_ms)
-            .arg(read.len());
-        for other in read {
-            inv.arg(&other.sid);
-        }
-        for (field, value) in [
-            ("uid", s.user_id.to_string()),
-            ("username", s.username.clone()),
-            ("email", s.email.clone()),
-            ("created_at", s.created_at.to_string()),
-            ("ip", s.ip.clone()),
-            ("ua", s.user_agent.clone()),
-            ("rjti", s.refresh_jti.clone()),
-            ("riat", s.refresh_iat.to_string()),
-            ("rexp", s.refresh_exp.to_string()),
-            ("last", s.last_used_ms.to_string()),
-        ] {
-            inv.arg(field).arg(value);
-        }
-        let seq: i64 = self.redis.invoke(&inv).await?;
-        Ok(match seq {
-            -1 => Created::IndexChanged,
-            0 => Created::Full,
-            seq => {
-                self.replicated(&k.session(s.user_id, &s.sid)).await?;
-                Created::Stored(seq.unsigned_abs())
-            }
-        })
-    }
-
-    /// The Redis side of [`Store::rotate`](super::sessions::Store::rotate).
-    pub async fn rotate(
-        &self,
-        uid: UserId,
-        sid: &str,
-        presented: &str,
-        successor: (&str, i64, i64),
-        t: Times,
-        view: &RevocationView,
-    ) -> Result<Rotation, AuthError> {
-        let (new_jti, new_iat, legacy_exp) = successor;
-        let mut inv = self.rotate.prepare_invoke();
-        inv.key(self.keys.session(uid, sid))
-            .key(self.keys.user_sessions(uid))
-            .arg(presented)
-            .arg(t.now_ms)
-            .arg(t.grace_ms)
-            .arg(t.idle_ms)
-            .arg(new_jti)
-            .arg(new_iat)
-            .arg(legacy_exp)
-            .arg(t.ttl_ms);
-        let (code, fields): (i64, Option<HashMap<String, String>>) =
-            self.redis.invoke(&inv).await?;
-        let session = || fields.as_ref().and_then(|f| from_hash(sid, f));
-        match code {
-            1 => {
-                self.replicated(&self.keys.session(uid, sid)).await?;
-                Ok(session().map_or(Rotation::Gone, Rotation::Rotated))
-            }
-            2 => Ok(session().map_or(Rotation::Gone, Rotation::Grace)),
-            -1 | -2 => {
-                // Revoked in the global record first, then deleted.
-                let events = [Revocation::Session(
-                    sid.to_owned(),
-                    t.now_ms + t.revoke_for_ms,
-                )];
-                self.record(&events, t).await?;
-                view.apply(events);
-                self.drop_sessions(uid, &[sid.to_owned()], t).await?;
-                Ok(if code == -1 {
-                    Rotation::Reused
-                } else {
-                    Rotation::IdleExpired
-                })
-            }
-            _ => Ok(Rotation::Gone),
-        }
-    }
-
     /// Step one of every revocation: the global record, which every instance's view reads
     /// (events) and rebuilds from (zsets). One `MULTI` in the `{revocations}` slot: prunes
     /// what expired, adds `events` (a jti also to the denylist), keeps each zset's TTL past its
@@ -232,7 +138,7 @@ impl RedisStore {
     /// the two steps leaves sessions that exist but are revoked: refresh checks the view
     /// first, so they are refused, and expire with their TTL (a retried logout-all deletes
     /// them). The reverse order would leave the access tokens of deleted sessions accepted.
-    pub(super) async fn record(&self, events: &[Revocation], t: Times) -> Result<(), AuthError> {
+    async fn record(&self, events: &[Revocation], t: Times) -> Result<(), AuthError> {
         let k = &self.keys;
         // Every entry ends within `revoke_for_ms` of its write (a session's and a user's by
         // definition, a jti at its token's `exp` + leeway, which is sooner), so a TTL restarted
@@ -300,12 +206,7 @@ impl RedisStore {
     /// after that, a revoked session that still existed would rotate its refresh token again.
     /// So when this step fails it is retried in the background, every second, for as long as
     /// the record lives; the caller still gets the error.
-    pub(super) async fn drop_sessions(
-        &self,
-        uid: UserId,
-        sids: &[String],
-        t: Times,
-    ) -> Result<(), AuthError> {
+    async fn drop_sessions(&self, uid: UserId, sids: &[String], t: Times) -> Result<(), AuthError> {
         let Err(err) = self.delete_sessions(uid, sids).await else {
             return Ok(());
         };
@@ -314,7 +215,7 @@ impl RedisStore {
         let tries = u64::try_from(t.revoke_for_ms / 1000).unwrap_or(0).max(1);
         tokio::spawn(async move {
             for _ in 0..tries {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 if store.delete_sessions(uid, &sids).await.is_ok() {
                     return;
                 }
@@ -339,6 +240,230 @@ impl RedisStore {
     }
 }
 
+impl SessionStore for RedisStore {
+    fn ensure_up(&self) -> Result<(), AuthError> {
+        if self.redis.is_up() {
+            Ok(())
+        } else {
+            Err(AuthError::Redis(RedisError::Timeout(self.redis.timeout())))
+        }
+    }
+
+    fn create<'a>(
+        &'a self,
+        s: &'a Session,
+        cap: Option<(usize, &'a [Session])>,
+        t: Times,
+    ) -> AuthFuture<'a, Created> {
+        Box::pin(async move {
+            let k = &self.keys;
+            let (limit, read) = cap.unwrap_or((0, &[]));
+            let mut inv = self.create.prepare_invoke();
+            inv.key(k.session(s.user_id, &s.sid))
+                .key(k.user_sessions(s.user_id))
+                .key(session_seq(k, s.user_id));
+            for other in read {
+                inv.key(k.session(s.user_id, &other.sid));
+            }
+            inv.arg(&s.sid)
+                .arg(t.ttl_ms)
+                .arg(limit)
+                .arg(t.now_ms)
+                .arg(t.idle_ms)
+                .arg(read.len());
+            for other in read {
+                inv.arg(&other.sid);
+            }
+            for (field, value) in [
+                ("uid", s.user_id.to_string()),
+                ("username", s.username.clone()),
+                ("email", s.email.clone()),
+                ("created_at", s.created_at.to_string()),
+                ("ip", s.ip.clone()),
+                ("ua", s.user_agent.clone()),
+                ("rjti", s.refresh_jti.clone()),
+                ("riat", s.refresh_iat.to_string()),
+                ("rexp", s.refresh_exp.to_string()),
+                ("last", s.last_used_ms.to_string()),
+            ] {
+                inv.arg(field).arg(value);
+            }
+            let seq: i64 = self.redis.invoke(&inv).await?;
+            Ok(match seq {
+                -1 => Created::IndexChanged,
+                0 => Created::Full,
+                seq => {
+                    self.replicated(&k.session(s.user_id, &s.sid)).await?;
+                    Created::Stored(seq.unsigned_abs())
+                }
+            })
+        })
+    }
+
+    fn rotate<'a>(
+        &'a self,
+        uid: UserId,
+        sid: &'a str,
+        presented: &'a str,
+        successor: (&'a str, i64, i64),
+        t: Times,
+        view: &'a RevocationView,
+    ) -> AuthFuture<'a, Rotation> {
+        Box::pin(async move {
+            let (new_jti, new_iat, legacy_exp) = successor;
+            let mut inv = self.rotate.prepare_invoke();
+            inv.key(self.keys.session(uid, sid))
+                .key(self.keys.user_sessions(uid))
+                .arg(presented)
+                .arg(t.now_ms)
+                .arg(t.grace_ms)
+                .arg(t.idle_ms)
+                .arg(new_jti)
+                .arg(new_iat)
+                .arg(legacy_exp)
+                .arg(t.ttl_ms);
+            let (code, fields): (i64, Option<HashMap<String, String>>) =
+                self.redis.invoke(&inv).await?;
+            let session = || fields.as_ref().and_then(|f| from_hash(sid, f));
+            match code {
+                1 => {
+                    self.replicated(&self.keys.session(uid, sid)).await?;
+                    Ok(session().map_or(Rotation::Gone, Rotation::Rotated))
+                }
+                2 => Ok(session().map_or(Rotation::Gone, Rotation::Grace)),
+                -1 | -2 => {
+                    // Revoked in the global record first, then deleted.
+                    let events = [Revocation::Session(
+                        sid.to_owned(),
+                        t.now_ms + t.revoke_for_ms,
+                    )];
+                    self.record(&events, t).await?;
+                    view.apply(events);
+                    self.drop_sessions(uid, &[sid.to_owned()], t).await?;
+                    Ok(if code == -1 {
+                        Rotation::Reused
+                    } else {
+                        Rotation::IdleExpired
+                    })
+                }
+                _ => Ok(Rotation::Gone),
+            }
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        uid: UserId,
+        sid: &'a str,
+        _now_ms: i64,
+    ) -> AuthFuture<'a, Option<Session>> {
+        // A session's key expires with it.
+        Box::pin(async move {
+            let map: HashMap<String, String> = self
+                .redis
+                .query(redis::cmd("HGETALL").arg(self.keys.session(uid, sid)))
+                .await?;
+            Ok(from_hash(sid, &map))
+        })
+    }
+
+    fn list(&self, uid: UserId, _now_ms: i64, prune: bool) -> AuthFuture<'_, Vec<Session>> {
+        Box::pin(async move {
+            let index = self.keys.user_sessions(uid);
+            let sids: Vec<String> = self.redis.query(redis::cmd("SMEMBERS").arg(&index)).await?;
+            if sids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut pipe = redis::pipe();
+            for sid in &sids {
+                pipe.hgetall(self.keys.session(uid, sid));
+            }
+            let maps: Vec<HashMap<String, String>> = self.redis.query_pipe(&pipe).await?;
+            // An empty hash is a session key that expired: dropped from the index here, in the
+            // user's slot, so no login needs a pass of its own to prune it.
+            let dead: Vec<&String> = sids
+                .iter()
+                .zip(&maps)
+                .filter_map(|(sid, map)| map.is_empty().then_some(sid))
+                .collect();
+            if prune && !dead.is_empty() {
+                self.redis
+                    .query::<i64>(redis::cmd("SREM").arg(&index).arg(&dead))
+                    .await?;
+            }
+            Ok(in_login_order(
+                sids.iter()
+                    .zip(&maps)
+                    .filter_map(|(sid, map)| from_hash(sid, map))
+                    .collect(),
+            ))
+        })
+    }
+
+    fn revoke_session<'a>(
+        &'a self,
+        uid: UserId,
+        sid: &'a str,
+        access: Option<(&'a str, i64)>,
+        t: Times,
+        view: &'a RevocationView,
+    ) -> AuthFuture<'a, bool> {
+        Box::pin(async move {
+            // The key names the user: only the caller's own session is found.
+            let owner: Option<String> = self
+                .redis
+                .query(
+                    redis::cmd("HGET")
+                        .arg(self.keys.session(uid, sid))
+                        .arg("uid"),
+                )
+                .await?;
+            let existed = owner.as_deref() == Some(uid.to_string().as_str());
+            if !existed && access.is_none() {
+                // Not the caller's session: nothing to revoke (and no probing of others').
+                return Ok(false);
+            }
+            let mut events = vec![Revocation::Session(
+                sid.to_owned(),
+                t.now_ms + t.revoke_for_ms,
+            )];
+            if let Some((jti, until)) = access {
+                events.push(Revocation::Token(jti.to_owned(), until));
+            }
+            self.record(&events, t).await?;
+            view.apply(events);
+            if existed {
+                self.drop_sessions(uid, &[sid.to_owned()], t).await?;
+            }
+            Ok(existed)
+        })
+    }
+
+    fn revoke_user<'a>(
+        &'a self,
+        uid: UserId,
+        before: i64,
+        t: Times,
+        view: &'a RevocationView,
+    ) -> AuthFuture<'a, ()> {
+        Box::pin(async move {
+            // A session created after this read is newer than the logout-all.
+            let sids: Vec<String> = self
+                .redis
+                .query(redis::cmd("SMEMBERS").arg(self.keys.user_sessions(uid)))
+                .await?;
+            let events = super::revocations(uid, before, &sids, t);
+            self.record(&events, t).await?;
+            view.apply(events);
+            self.drop_sessions(uid, &sids, t).await
+        })
+    }
+
+    fn revoked<'a>(&'a self, p: &'a Principal) -> AuthFuture<'a, Result<(), RejectReason>> {
+        Box::pin(async move { Ok(revocation::check_remote(&self.redis, &self.keys, p).await?) })
+    }
+}
+
 /// The user's login counter, in the user's slot: it orders the user's sessions for the cap.
 /// It outlives them all (its TTL restarts at every login, and no session outlives its login by
 /// more than the session lifetime), so the order never restarts under a live session.
@@ -346,7 +471,7 @@ fn session_seq(keys: &Keys, uid: UserId) -> String {
     format!("{}session_seq:{{user:{uid}}}", keys.prefix)
 }
 
-pub(crate) fn from_hash(sid: &str, map: &HashMap<String, String>) -> Option<Session> {
+fn from_hash(sid: &str, map: &HashMap<String, String>) -> Option<Session> {
     let num = |field: &str| map.get(field).and_then(|v| v.parse::<i64>().ok());
     let created_at = num("created_at")?;
     // Sessions stored by an earlier version lack the newer fields: they sort first by login
