@@ -1,18 +1,19 @@
-use std::future::{Ready, ready};
-
-use actix_web::{
-    FromRequest, HttpRequest,
-    dev::Payload,
-    http::header::{self, HeaderMap},
+use std::{
+    future::{Ready, ready},
+    rc::Rc,
 };
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header};
 use futures_util::future::{Either, LocalBoxFuture};
 
 use super::{ACCESS_COOKIE, AuthError, AuthHandle, Principal, RejectReason};
 
-/// The token of a request: `Authorization: Bearer <t>`, else the access cookie.
-pub(crate) fn token_from(headers: &HeaderMap) -> Option<&str> {
+/// The token of a request: `Authorization: Bearer <t>` (read once per request,
+/// [`crate::client::bearer`]), else the access cookie.
+pub(crate) fn token_from(req: &HttpRequest) -> Option<Rc<str>> {
+    let headers = req.headers();
     if headers.contains_key(header::AUTHORIZATION) {
-        return crate::client::bearer_token(headers);
+        return crate::client::bearer(req);
     }
     for cookie_header in headers.get_all(header::COOKIE) {
         let Ok(text) = cookie_header.to_str() else {
@@ -23,7 +24,7 @@ pub(crate) fn token_from(headers: &HeaderMap) -> Option<&str> {
                 && name == ACCESS_COOKIE
                 && !value.is_empty()
             {
-                return Some(value);
+                return Some(Rc::from(value));
             }
         }
     }
@@ -52,7 +53,7 @@ pub struct OptionalAuthUser(pub Option<Principal>);
 #[derive(Clone)]
 pub(crate) struct Verified {
     pub(crate) by: usize,
-    pub(crate) token: Box<str>,
+    pub(crate) token: Rc<str>,
     pub(crate) principal: Principal,
 }
 
@@ -71,7 +72,7 @@ fn extract(req: &HttpRequest, optional: bool) -> AuthFuture<Option<Principal>> {
             "auth not configured".into(),
         ))));
     };
-    let Some(token) = token_from(req.headers()) else {
+    let Some(token) = token_from(req) else {
         // A malformed Authorization header is a bad token, not an absent one.
         if req.headers().contains_key(header::AUTHORIZATION) {
             return Either::Left(ready(Err(AuthError::Unauthorized(RejectReason::Malformed))));
@@ -82,16 +83,15 @@ fn extract(req: &HttpRequest, optional: bool) -> AuthFuture<Option<Principal>> {
             Err(AuthError::Unauthorized(RejectReason::Missing))
         }));
     };
-    if let Some(principal) = auth.verified_before(req, token) {
+    if let Some(principal) = auth.verified_before(req, &token) {
         return Either::Left(ready(Ok(Some(principal))));
     }
-    match auth.verify_local(token) {
+    match auth.verify_local(&token) {
         Ok(Some(p)) => Either::Left(ready(Ok(Some(p)))),
         Err(reason) => Either::Left(ready(Err(AuthError::Unauthorized(reason)))),
         Ok(None) => {
             // The view is not trusted right now: ask Redis (fail closed).
             let auth = auth.clone();
-            let token = token.to_owned();
             Either::Right(Box::pin(async move {
                 auth.authenticate(&token).await.map(Some)
             }))
@@ -135,7 +135,7 @@ impl FromRequest for OptionalAuthUser {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderName, HeaderValue};
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
     use proptest::prelude::*;
 
     use super::*;
@@ -146,6 +146,15 @@ mod tests {
             map.append(name.clone(), HeaderValue::from_bytes(value).ok()?);
         }
         Some(map)
+    }
+
+    /// `token_from` on a request carrying `map`'s headers.
+    fn token_of(map: &HeaderMap) -> Option<String> {
+        let mut req = actix_web::test::TestRequest::default();
+        for (name, value) in map {
+            req = req.append_header((name.clone(), value.clone()));
+        }
+        token_from(&req.to_http_request()).map(|t| t.to_string())
     }
 
     /// The rule, written out plainly: what `token_from` must answer for `map`.
@@ -279,7 +288,8 @@ mod tests {
             let Some(map) = headers(&pairs) else {
                 return Ok(());
             };
-            prop_assert_eq!(token_from(&map), expected_token(&map));
+            let token = token_of(&map);
+            prop_assert_eq!(token.as_deref(), expected_token(&map));
         }
 
         /// `Bearer <t>` (any case of the scheme) answers `t`; without `Authorization`, the
@@ -292,13 +302,15 @@ mod tests {
         ) {
             let bearer = format!("{scheme} {token}");
             let map = headers(&[(header::AUTHORIZATION, bearer.as_bytes())]).unwrap();
-            prop_assert_eq!(token_from(&map), Some(token.as_str()));
+            let found = token_of(&map);
+            prop_assert_eq!(found.as_deref(), Some(token.as_str()));
             let cookies = format!("{before}; {ACCESS_COOKIE}={token}; other=1");
             let map = headers(&[(header::COOKIE, cookies.as_bytes())]).unwrap();
-            prop_assert_eq!(token_from(&map), Some(token.as_str()));
+            let found = token_of(&map);
+            prop_assert_eq!(found.as_deref(), Some(token.as_str()));
             let empty = format!("{before}; {ACCESS_COOKIE}=");
             let map = headers(&[(header::COOKIE, empty.as_bytes())]).unwrap();
-            prop_assert_eq!(token_from(&map), None);
+            prop_assert_eq!(token_of(&map), None);
         }
     }
 }

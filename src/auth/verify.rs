@@ -68,17 +68,17 @@ impl AuthHandle {
     /// extensions, where [`AuthUser`](super::AuthUser) and
     /// [`OptionalAuthUser`](super::OptionalAuthUser) find it instead of verifying the token again.
     pub fn verified_user(&self, req: &HttpRequest) -> Option<UserId> {
-        let token = super::extractor::token_from(req.headers())?;
+        let token = super::extractor::token_from(req)?;
         // A second limiter on the same request (a scope's own) reads the first one's result.
-        if let Some(principal) = self.verified_before(req, token) {
+        if let Some(principal) = self.verified_before(req, &token) {
             return Some(principal.user_id);
         }
-        let principal = self.verify_local(token).ok().flatten()?;
+        let principal = self.verify_local(&token).ok().flatten()?;
         let user = principal.user_id;
         // `AuthUser` later in the same request reads this instead of verifying again.
         req.extensions_mut().insert(super::extractor::Verified {
             by: self.identity(),
-            token: token.into(),
+            token,
             principal,
         });
         Some(user)

@@ -2,10 +2,18 @@
 //! routes cap connections by, and a session records. Shared vocabulary (bottom layer), so that
 //! `auth`, `events` and `ratelimit` each use the one rule without importing each other; the
 //! limiter re-exports it (`redkit::ratelimit::client_ip` keeps working).
+//!
+//! Each is worked out once per request: [`client_addr`] and [`bearer`] keep their answer in the
+//! request's extensions, and every later reader of the same request (the limiter's identity, the
+//! login limit, the events routes' per-address caps, the session record, the auth extractors)
+//! reads that answer.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    rc::Rc,
+};
 
-use actix_web::{HttpRequest, http::header};
+use actix_web::{HttpMessage, HttpRequest, http::header};
 pub use ipnet::IpNet;
 
 /// Parses a network in CIDR notation (`10.0.0.0/8`, `::1/128`) or a bare address (that host
@@ -43,7 +51,41 @@ pub fn bearer_token(headers: &header::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The client address of `req`.
+/// A request's client address, once [`client_addr`] has worked it out.
+#[derive(Debug, Clone, Copy)]
+struct ClientAddr(Option<IpAddr>);
+
+/// A request's bearer token, once [`bearer`] has read it.
+#[derive(Debug, Clone)]
+struct Bearer(Option<Rc<str>>);
+
+/// The client address of `req` by [`client_ip`], worked out by the first reader of the request
+/// and kept in its extensions for every later one. The first reader's `trusted` list decides:
+/// the server passes the limiter's trusted proxies everywhere, and its limiter middleware reads
+/// first.
+pub fn client_addr(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    if let Some(ClientAddr(ip)) = req.extensions().get::<ClientAddr>() {
+        return *ip;
+    }
+    let ip = client_ip(req, trusted);
+    req.extensions_mut().insert(ClientAddr(ip));
+    ip
+}
+
+/// The request's bearer token by [`bearer_token`], read by the first reader of the request (the
+/// limiter's identity, an auth extractor, an events route) and kept in its extensions for every
+/// later one: a middleware that rewrites `Authorization` must run before the first reader.
+pub fn bearer(req: &HttpRequest) -> Option<Rc<str>> {
+    if let Some(Bearer(token)) = req.extensions().get::<Bearer>() {
+        return token.clone();
+    }
+    let token: Option<Rc<str>> = bearer_token(req.headers()).map(Rc::from);
+    req.extensions_mut().insert(Bearer(token.clone()));
+    token
+}
+
+/// The client address of `req`, worked out afresh (see [`client_addr`] for the once-per-request
+/// reading every route uses).
 ///
 /// The TCP peer, unless the peer is a trusted proxy: then `X-Forwarded-For` (or, without it,
 /// `Forwarded: for=`) is walked from right to left past trusted hops, and the first untrusted
@@ -113,4 +155,35 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     }
     let inner = hop.strip_prefix('[')?.split(']').next()?;
     inner.parse::<IpAddr>().ok().map(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    /// The client address and the bearer token are worked out by a request's first reader and
+    /// read back by every later one: a later reader with another trusted list gets the same
+    /// address.
+    #[test]
+    fn worked_out_once_per_request() {
+        let proxy: IpNet = "10.0.0.1/32".parse().unwrap();
+        let req = TestRequest::default()
+            .peer_addr("10.0.0.1:9000".parse().unwrap())
+            .insert_header(("x-forwarded-for", "203.0.113.7"))
+            .insert_header(("authorization", "BEARER abc"))
+            .to_http_request();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(client_addr(&req, &[proxy]), Some(client));
+        assert_eq!(client_addr(&req, &[]), Some(client));
+        let first = bearer(&req).unwrap();
+        assert_eq!(&*first, "abc");
+        assert!(Rc::ptr_eq(&first, &bearer(&req).unwrap()));
+        let fresh = TestRequest::default()
+            .peer_addr("10.0.0.1:9000".parse().unwrap())
+            .to_http_request();
+        assert_eq!(client_addr(&fresh, &[]), "10.0.0.1".parse().ok());
+        assert_eq!(bearer(&fresh), None);
+    }
 }

@@ -1,5 +1,5 @@
 //! The three algorithms, in process. [`lua`](super::lua) holds the same arithmetic as a Redis
-//! script; both take the same numbers ([`Args`]) and answer the same [`Raw`] numbers.
+//! script; both take the same [`Ask`] and answer the same [`Decision`].
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -22,18 +22,34 @@ pub(crate) enum Mode {
     Refund,
 }
 
-/// The inputs of one decision, all integers in microseconds.
+/// One decision asked of a store, for one policy and one key: what the in-process stores take
+/// and what the Redis script takes (see [`lua`](super::lua)), times in microseconds.
 #[derive(Debug, Clone)]
-pub(crate) struct Args {
+pub(crate) struct Ask {
+    /// The storage key (the identity is its hash tag).
+    pub(crate) key: String,
     pub(crate) algorithm: Algorithm,
-    pub(crate) now: u64,
+    /// Window in microseconds.
     pub(crate) window: u64,
     pub(crate) limit: u64,
     pub(crate) cost: u64,
+    /// A shadow policy's denial does not stop the request.
+    pub(crate) shadow: bool,
+    /// Spend when allowed (`Consume`) or only look (`Peek`).
     pub(crate) mode: Mode,
+    /// Units wanted for a quota lease (a `Consume` of cost 1); 1: no lease.
+    pub(crate) lease: u64,
 }
 
-impl Args {
+/// What the script needs of a decision's policy: two asks with the same share one entry.
+pub(crate) type PolicyArgs = (Algorithm, u64, u64, bool);
+
+impl Ask {
+    /// The policy as the script sees it.
+    pub(crate) fn policy(&self) -> PolicyArgs {
+        (self.algorithm, self.window, self.limit, self.shadow)
+    }
+
     /// GCRA's emission interval: the window shared equally by `limit` units, rounded up to a
     /// whole microsecond so that the bucket never refills faster than `limit` per `window`.
     pub(crate) fn interval(&self) -> u64 {
@@ -46,39 +62,11 @@ impl Args {
         self.interval().saturating_mul(self.limit.max(1))
     }
 
-    /// When the state written by this decision may be forgotten, in microseconds from `now`.
+    /// When the state a decision writes at `now` may be forgotten, in microseconds from `now`.
     /// The log and GCRA never outlive their window; the counter's current count still weighs on
     /// the next fixed window, so it lives until that one ends.
-    pub(crate) fn counter_ttl(&self) -> u64 {
-        (self.now / self.window + 2) * self.window - self.now
-    }
-}
-
-/// The answer of one decision, as the Lua script returns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Raw {
-    pub(crate) allowed: bool,
-    pub(crate) remaining: u64,
-    pub(crate) reset_us: u64,
-    pub(crate) retry_us: u64,
-}
-
-impl Raw {
-    const REFUNDED: Self = Self {
-        allowed: true,
-        remaining: 0,
-        reset_us: 0,
-        retry_us: 0,
-    };
-
-    pub(crate) fn from_reply(reply: &[i64]) -> Option<Self> {
-        let get = |i: usize| reply.get(i).map(|v| u64::try_from(*v).unwrap_or(0));
-        Some(Self {
-            allowed: get(0)? >= 1,
-            remaining: get(1)?,
-            reset_us: get(2)?,
-            retry_us: get(3)?,
-        })
+    pub(crate) fn counter_ttl(&self, now: u64) -> u64 {
+        (now / self.window + 2) * self.window - now
     }
 }
 
@@ -99,18 +87,45 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub(crate) fn from_raw(raw: Raw, limit: u64) -> Self {
+    /// A store's answer, in microseconds: `reset_us` until more quota comes, `retry_us` until a
+    /// denied request would be admitted.
+    pub(crate) fn new(
+        allowed: bool,
+        limit: u64,
+        remaining: u64,
+        reset_us: u64,
+        retry_us: u64,
+    ) -> Self {
         Self {
-            allowed: raw.allowed,
+            allowed,
             limit,
-            remaining: raw.remaining.min(limit),
-            reset: Duration::from_micros(raw.reset_us.max(raw.retry_us)),
-            retry_after: if raw.allowed {
+            remaining: remaining.min(limit),
+            reset: Duration::from_micros(reset_us.max(retry_us)),
+            retry_after: if allowed {
                 Duration::ZERO
             } else {
-                Duration::from_micros(raw.retry_us.max(1))
+                Duration::from_micros(retry_us.max(1))
             },
         }
+    }
+
+    /// The script's four numbers for one decision (see [`lua`](super::lua)).
+    pub(crate) fn from_reply(reply: &[i64], limit: u64) -> Option<Self> {
+        let get = |i: usize| reply.get(i).map(|v| u64::try_from(*v).unwrap_or(0));
+        Some(Self::new(get(0)? >= 1, limit, get(1)?, get(2)?, get(3)?))
+    }
+
+    /// This decision as reported for a policy of `limit` (the store decided on the limit
+    /// clamped to its bounds).
+    pub(crate) fn shown(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self.remaining = self.remaining.min(limit);
+        self
+    }
+
+    /// The reset in microseconds.
+    pub(crate) fn reset_us(&self) -> u64 {
+        u64::try_from(self.reset.as_micros()).unwrap_or(u64::MAX)
     }
 
     /// `Retry-After` in whole seconds, rounded up and at least 1.
@@ -200,30 +215,33 @@ impl MemoryCounters {
         }
     }
 
-    pub(crate) fn decide(&self, key: &str, a: &Args) -> Raw {
+    /// Decides `ask` at `now` in `mode` (its own mode, or a refund of it).
+    pub(crate) fn decide(&self, ask: &Ask, now: u64, mode: Mode) -> Decision {
+        let a = &Step { ask, now, mode };
+        let key = ask.key.as_str();
         self.slots.with(key, |map| {
             if map.get(key).is_some_and(|s| s.expires_at <= a.now) {
                 map.remove(key);
             }
             match map.get_mut(key) {
                 Some(slot) => {
-                    let (raw, expiry) = step(&mut slot.state, a);
+                    let (decision, expiry) = step(&mut slot.state, a);
                     if let Some(ttl) = expiry {
                         slot.expires_at = a.now + ttl;
                     }
-                    raw
+                    decision
                 }
                 None => {
-                    let mut state = match a.algorithm {
+                    let mut state = match a.ask.algorithm {
                         Algorithm::SlidingCounter => State::Counter {
-                            idx: a.now / a.window,
+                            idx: a.now / a.ask.window,
                             prev: 0,
                             cur: 0,
                         },
                         Algorithm::Gcra => State::Gcra(0),
                         _ => State::Log(VecDeque::new()),
                     };
-                    let (raw, expiry) = step(&mut state, a);
+                    let (decision, expiry) = step(&mut state, a);
                     if let Some(ttl) = expiry {
                         map.insert(
                             key.to_owned(),
@@ -233,7 +251,7 @@ impl MemoryCounters {
                             },
                         );
                     }
-                    raw
+                    decision
                 }
             }
         })
@@ -249,8 +267,15 @@ impl MemoryCounters {
     }
 }
 
+/// One decision being made: the ask, the time and the mode.
+struct Step<'a> {
+    ask: &'a Ask,
+    now: u64,
+    mode: Mode,
+}
+
 /// Runs one decision on `state`; answers the result and, when state was written, its new TTL.
-fn step(state: &mut State, a: &Args) -> (Raw, Option<u64>) {
+fn step(state: &mut State, a: &Step<'_>) -> (Decision, Option<u64>) {
     match state {
         State::Log(log) => sliding_log(log, a),
         State::Counter { idx, prev, cur } => sliding_counter(idx, prev, cur, a),
@@ -258,93 +283,96 @@ fn step(state: &mut State, a: &Args) -> (Raw, Option<u64>) {
     }
 }
 
-fn sliding_log(log: &mut VecDeque<u64>, a: &Args) -> (Raw, Option<u64>) {
-    let cutoff = a.now.saturating_sub(a.window);
+fn sliding_log(log: &mut VecDeque<u64>, a: &Step<'_>) -> (Decision, Option<u64>) {
+    let cutoff = a.now.saturating_sub(a.ask.window);
     while log.front().is_some_and(|t| *t <= cutoff) {
         log.pop_front();
     }
     if a.mode == Mode::Refund {
-        for _ in 0..a.cost {
+        for _ in 0..a.ask.cost {
             if let Some(i) = log.iter().rposition(|t| *t == a.now) {
                 log.remove(i);
             }
         }
-        return (Raw::REFUNDED, None);
+        return (Decision::new(true, a.ask.limit, 0, 0, 0), None);
     }
     let mut count = log.len() as u64;
-    let reset = |log: &VecDeque<u64>| log.front().map_or(0, |t| t + a.window - a.now);
-    if count + a.cost <= a.limit {
+    let reset = |log: &VecDeque<u64>| log.front().map_or(0, |t| t + a.ask.window - a.now);
+    if count + a.ask.cost <= a.ask.limit {
         let mut expiry = None;
         if a.mode == Mode::Consume {
             let at = log.partition_point(|t| *t <= a.now);
-            for _ in 0..a.cost {
+            for _ in 0..a.ask.cost {
                 log.insert(at, a.now);
             }
-            count += a.cost;
-            expiry = Some(a.window);
+            count += a.ask.cost;
+            expiry = Some(a.ask.window);
         }
-        let raw = Raw {
-            allowed: true,
-            remaining: a.limit - count,
-            reset_us: reset(log),
-            retry_us: 0,
-        };
-        return (raw, expiry);
+        let decision = Decision::new(true, a.ask.limit, a.ask.limit - count, reset(log), 0);
+        return (decision, expiry);
     }
-    let retry_us = if a.cost > a.limit {
-        a.window
+    let retry_us = if a.ask.cost > a.ask.limit {
+        a.ask.window
     } else {
         // The oldest entries leave one by one; wait until enough have left for `cost`.
-        let need = usize::try_from(count + a.cost - a.limit).unwrap_or(usize::MAX);
-        log.get(need - 1).map_or(a.window, |t| t + a.window - a.now)
+        let need = usize::try_from(count + a.ask.cost - a.ask.limit).unwrap_or(usize::MAX);
+        log.get(need - 1)
+            .map_or(a.ask.window, |t| t + a.ask.window - a.now)
     };
-    let raw = Raw {
-        allowed: false,
-        remaining: a.limit.saturating_sub(count),
-        reset_us: reset(log),
+    let decision = Decision::new(
+        false,
+        a.ask.limit,
+        a.ask.limit.saturating_sub(count),
+        reset(log),
         retry_us,
-    };
-    (raw, None)
+    );
+    (decision, None)
 }
 
-fn sliding_counter(idx: &mut u64, prev: &mut u64, cur: &mut u64, a: &Args) -> (Raw, Option<u64>) {
-    let now_idx = a.now / a.window;
-    let elapsed = a.now % a.window;
+fn sliding_counter(
+    idx: &mut u64,
+    prev: &mut u64,
+    cur: &mut u64,
+    a: &Step<'_>,
+) -> (Decision, Option<u64>) {
+    let now_idx = a.now / a.ask.window;
+    let elapsed = a.now % a.ask.window;
     if a.mode == Mode::Refund {
         if *idx == now_idx {
-            *cur = cur.saturating_sub(a.cost);
+            *cur = cur.saturating_sub(a.ask.cost);
         } else if *idx == now_idx + 1 {
-            *prev = prev.saturating_sub(a.cost);
+            *prev = prev.saturating_sub(a.ask.cost);
         }
-        return (Raw::REFUNDED, None);
+        return (Decision::new(true, a.ask.limit, 0, 0, 0), None);
     }
     let (mut p, mut c) = (*prev, *cur);
     if *idx < now_idx {
         p = if *idx + 1 == now_idx { c } else { 0 };
         c = 0;
     }
-    let window = a.window as f64;
-    let (limit, cost) = (a.limit as f64, a.cost as f64);
+    let window = a.ask.window as f64;
+    let (limit, cost) = (a.ask.limit as f64, a.ask.cost as f64);
     let mut estimate = p as f64 * ((window - elapsed as f64) / window) + c as f64;
-    let reset_us = a.window - elapsed;
+    let reset_us = a.ask.window - elapsed;
     if estimate + cost <= limit {
         let mut expiry = None;
         if a.mode == Mode::Consume {
-            c += a.cost;
+            c += a.ask.cost;
             estimate += cost;
             (*idx, *prev, *cur) = (now_idx.max(*idx), p, c);
-            expiry = Some(a.counter_ttl());
+            expiry = Some(a.ask.counter_ttl(a.now));
         }
-        let raw = Raw {
-            allowed: true,
-            remaining: (limit - estimate).floor().max(0.0) as u64,
+        let decision = Decision::new(
+            true,
+            a.ask.limit,
+            (limit - estimate).floor().max(0.0) as u64,
             reset_us,
-            retry_us: 0,
-        };
-        return (raw, expiry);
+            0,
+        );
+        return (decision, expiry);
     }
-    let retry_us = if a.cost > a.limit {
-        a.window
+    let retry_us = if a.ask.cost > a.ask.limit {
+        a.ask.window
     } else {
         let avail = limit - cost - c as f64;
         if avail >= 0.0 {
@@ -359,22 +387,23 @@ fn sliding_counter(idx: &mut u64, prev: &mut u64, cur: &mut u64, a: &Args) -> (R
             reset_us + need as u64
         }
     };
-    let raw = Raw {
-        allowed: false,
-        remaining: (limit - estimate).floor().max(0.0) as u64,
+    let decision = Decision::new(
+        false,
+        a.ask.limit,
+        (limit - estimate).floor().max(0.0) as u64,
         reset_us,
         retry_us,
-    };
-    (raw, None)
+    );
+    (decision, None)
 }
 
-fn gcra(stored: &mut u64, a: &Args) -> (Raw, Option<u64>) {
-    let t = a.interval();
-    let tolerance = a.tolerance();
-    let step = t.saturating_mul(a.cost);
+fn gcra(stored: &mut u64, a: &Step<'_>) -> (Decision, Option<u64>) {
+    let t = a.ask.interval();
+    let tolerance = a.ask.tolerance();
+    let step = t.saturating_mul(a.ask.cost);
     if a.mode == Mode::Refund {
         *stored = stored.saturating_sub(step);
-        return (Raw::REFUNDED, None);
+        return (Decision::new(true, a.ask.limit, 0, 0, 0), None);
     }
     let tat = (*stored).max(a.now);
     let new_tat = tat + step;
@@ -387,24 +416,26 @@ fn gcra(stored: &mut u64, a: &Args) -> (Raw, Option<u64>) {
         } else {
             tat
         };
-        let raw = Raw {
-            allowed: true,
-            remaining: (a.now + tolerance - used) / t,
-            reset_us: used - a.now,
-            retry_us: 0,
-        };
-        return (raw, expiry);
+        let decision = Decision::new(
+            true,
+            a.ask.limit,
+            (a.now + tolerance - used) / t,
+            used - a.now,
+            0,
+        );
+        return (decision, expiry);
     }
     let retry_us = if step > tolerance {
-        a.window
+        a.ask.window
     } else {
         new_tat - tolerance - a.now
     };
-    let raw = Raw {
-        allowed: false,
-        remaining: (a.now + tolerance).saturating_sub(tat) / t,
-        reset_us: tat - a.now,
+    let decision = Decision::new(
+        false,
+        a.ask.limit,
+        (a.now + tolerance).saturating_sub(tat) / t,
+        tat - a.now,
         retry_us,
-    };
-    (raw, None)
+    );
+    (decision, None)
 }

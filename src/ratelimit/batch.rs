@@ -24,24 +24,17 @@ use std::sync::{
 use tokio::sync::oneshot;
 
 use super::{
-    Clock,
-    algo::Raw,
+    Clock, Decision,
+    algo::{Ask, PolicyArgs},
     lease::Leases,
-    lua::{self, Ask, MAX_DECISIONS, MAX_POLICIES, PolicyArgs},
+    lua::{self, MAX_DECISIONS, MAX_POLICIES},
 };
 use crate::connection::RedisHandle;
 
 /// What a flush answers one request: the time it was decided at, its asks (given back), and its
-/// decisions in order (stopping at the first enforcing denial) with the units each spent.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) now: u64,
-    pub(crate) asks: Vec<Ask>,
-    pub(crate) raws: Vec<(Raw, u64)>,
-}
-
-/// A flush's answer: decided, or the asks given back because Redis could not answer.
-type Reply = Result<Answer, Vec<Ask>>;
+/// decisions in order (stopping at the first enforcing denial) with the units each spent; or the
+/// asks given back because Redis could not answer.
+pub(crate) type Reply = Result<(u64, Vec<Ask>, Vec<(Decision, u64)>), Vec<Ask>>;
 
 struct Pending {
     asks: Vec<Ask>,
@@ -212,26 +205,25 @@ async fn decide_call(shared: &Shared, now: u64, call: Vec<Pending>) {
     let requests = call.iter().map(|p| p.asks.as_slice());
     match lua::decide(&shared.redis, now, &prefix, requests).await {
         Ok(answers) => {
-            let call: Vec<(Pending, Vec<(Raw, u64)>)> = call.into_iter().zip(answers).collect();
-            for (p, raws) in &call {
-                let admitted = raws.len() == p.asks.len()
-                    && raws
+            let call: Vec<(Pending, Vec<(Decision, u64)>)> =
+                call.into_iter().zip(answers).collect();
+            for (p, decisions) in &call {
+                let admitted = decisions.len() == p.asks.len()
+                    && decisions
                         .iter()
                         .zip(&p.asks)
-                        .all(|((raw, _), ask)| raw.allowed || ask.shadow);
+                        .all(|((d, _), ask)| d.allowed || ask.shadow);
                 for (i, ask) in p.asks.iter().enumerate() {
-                    let (granted, raw) = match raws.get(i) {
-                        Some((raw, granted)) if admitted => (*granted, Some(raw)),
-                        _ => (0, None),
+                    let (granted, remaining, reset) = match decisions.get(i) {
+                        Some((d, granted)) if admitted => (*granted, d.remaining, d.reset_us()),
+                        _ => (0, 0, 0),
                     };
-                    let (remaining, reset) = raw.map_or((0, 0), |r| (r.remaining, r.reset_us));
                     shared.leases.settle(ask, now, granted, remaining, reset);
                 }
             }
-            for (p, raws) in call {
+            for (p, decisions) in call {
                 // A receiver gone (its request was dropped) needs nothing.
-                let asks = p.asks;
-                let _ = p.reply.send(Ok(Answer { now, asks, raws }));
+                let _ = p.reply.send(Ok((now, p.asks, decisions)));
             }
         }
         Err(err) => {

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::{
     Algorithm,
-    algo::{Args, MemoryCounters, Mode},
+    algo::{Ask, MemoryCounters, Mode},
 };
 
 /// Checks `algorithm`'s bound, exactly in integers, on `units` admitted at the sorted `times`
@@ -113,8 +113,11 @@ proptest! {
                 }
                 Advance::Intervals(k) => k * (window / limit),
             };
-            let args = Args { algorithm, now, window, limit, cost, mode: Mode::Consume };
-            if store.decide("k", &args).allowed {
+            let ask = Ask {
+                key: "k".to_owned(), algorithm, window, limit, cost, shadow: false,
+                mode: Mode::Consume, lease: 1,
+            };
+            if store.decide(&ask, now, Mode::Consume).allowed {
                 times.extend(std::iter::repeat_n(now, cost as usize));
             }
         }

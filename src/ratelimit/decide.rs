@@ -1,15 +1,13 @@
 //! Decisions: a request's policies decided on Redis (batched) or in process, local blocks for
 //! identities inside their retry-after, and the recording of every outcome.
 
-use std::{borrow::Cow, time::Duration};
+use std::borrow::Cow;
 
 use super::{
     Decision, MAX_LIMIT, MAX_WINDOW_SECS, Policy, RateLimitError, RateLimitHandle,
-    algo::{MemoryCounters, Mode, Raw},
+    algo::{Ask, MemoryCounters, Mode},
     counters::bump,
-    handle::{PolicyId, Verdict},
-    lease::{LeasedUnit, leasable},
-    lua::Ask,
+    lease::leasable,
     policy::FailMode,
 };
 
@@ -36,15 +34,13 @@ impl RateLimitHandle {
         identity: &str,
         cost: u64,
     ) -> Result<(Decision, Option<Charge>), RateLimitError> {
-        let key = self.key(policy, identity);
+        let ask = self.ask(policy, identity, cost, Mode::Consume);
         let now = self.inner.config.clock.now_us();
-        if let Some(decision) = self.blocked_now(policy, &key, now) {
+        if let Some(decision) = self.blocked(policy, &ask.key, now, true) {
             return Ok((decision, None));
         }
-        let ask = self.ask(policy, key, cost, Mode::Consume);
-        let (now, mut asks, raws, source) = self.decide(&[policy], vec![ask]).await?;
-        let raw = first(policy, &raws)?.0;
-        let decision = self.record(policy, &asks[0].key, raw, now);
+        let (now, mut asks, decided, source) = self.decide(&[policy], vec![ask]).await?;
+        let decision = self.record(policy, &asks[0].key, first(policy, &decided)?, now);
         let spent = decision.allowed.then(|| Charge {
             ask: asks.swap_remove(0),
             now,
@@ -63,86 +59,87 @@ impl RateLimitHandle {
         identity: &str,
         cost: u64,
     ) -> Result<Decision, RateLimitError> {
-        let key = self.key(policy, identity);
+        let ask = self.ask(policy, identity, cost, Mode::Peek);
         let now = self.inner.config.clock.now_us();
-        if let Some(decision) = self.locally_blocked(policy, &key, now) {
+        if let Some(decision) = self.blocked(policy, &ask.key, now, false) {
             return Ok(decision);
         }
-        let ask = self.ask(policy, key.clone(), cost, Mode::Peek);
-        let (now, _, raws, source) = self.decide(&[policy], vec![ask]).await?;
-        let mut raw = first(policy, &raws)?.0;
+        let (now, asks, decided, source) = self.decide(&[policy], vec![ask]).await?;
+        let mut decision = first(policy, &decided)?;
         if source == Source::Redis {
             // Units this instance holds are still the identity's to spend here.
-            raw.remaining += self.inner.leases.held(&key, now);
+            decision.remaining += self.inner.leases.held(&asks[0].key, now);
         }
-        Ok(Decision::from_raw(raw, policy.limit))
+        Ok(decision.shown(policy.limit))
     }
 
     /// Decides every policy of a request in order (route first, then global), all-or-nothing:
     /// when one denies, nothing the earlier ones would have spent stays spent. On Redis that is
     /// one script call, shared with the requests arriving at the same time (see `batch`), for
     /// the policies this instance holds no leased unit of (see `lease`): a request whose every
-    /// policy has one costs no Redis command.
-    pub(crate) async fn check_request(
+    /// policy has one costs no Redis command. Answers each policy's decision in order; the list
+    /// stops at an enforcing denial, which is then its last entry.
+    pub(crate) async fn check_request<'p>(
         &self,
-        ids: &[PolicyId],
+        policies: &[&'p Policy],
         identity: &str,
-    ) -> Result<Verdict, RateLimitError> {
-        let keyed: Vec<(PolicyId, String)> = ids
-            .iter()
-            .map(|&id| (id, self.key(self.policy(id), identity)))
-            .collect();
-        let policies: Vec<&Policy> = ids.iter().map(|&id| self.policy(id)).collect();
+    ) -> Result<Vec<(&'p Policy, Decision)>, RateLimitError> {
         let leasing = self.inner.coalescer.is_some();
-        let leased: Vec<bool> = policies
+        let asks: Vec<Ask> = policies
             .iter()
-            .map(|p| leasing && leasable(p.algorithm, p.limit, p.shadow))
+            .map(|p| self.ask(p, identity, 1, Mode::Consume))
             .collect();
+        let leases = &self.inner.leases;
+        // Units taken from this instance's leases go back when the request is not admitted.
+        let give_back = |local: &[Option<Decision>], asks: &[Ask]| {
+            for (ask, _) in asks.iter().zip(local).filter(|(_, d)| d.is_some()) {
+                leases.give_back(&ask.key);
+            }
+        };
         let mut tries = 0;
         loop {
             tries += 1;
             let now = self.inner.config.clock.now_us();
             // Units leased to this instance first: they are the identity's, reserved on Redis.
-            let local: Vec<Option<LeasedUnit>> = keyed
+            let local: Vec<Option<Decision>> = policies
                 .iter()
-                .zip(&leased)
-                .map(|((_, key), leased)| {
-                    leased.then(|| self.inner.leases.take(key, now)).flatten()
+                .zip(&asks)
+                .map(|(p, ask)| {
+                    let leased = leasing && leasable(p.algorithm, p.limit, p.shadow);
+                    leased
+                        .then(|| leases.take(&ask.key, now, p.limit))
+                        .flatten()
                 })
                 .collect();
             // A block on any other answers before any store is asked: nothing to spend or refund.
-            for (i, (id, key)) in keyed.iter().enumerate() {
-                if local[i].is_some() {
-                    continue;
-                }
-                if let Some(decision) = self.blocked_now(policies[i], key, now) {
-                    self.give_back(&keyed, &local);
-                    return Ok(Verdict {
-                        decisions: vec![(*id, decision)],
-                        denied: Some(0),
-                    });
+            for (i, policy) in policies.iter().enumerate() {
+                if local[i].is_none()
+                    && let Some(decision) = self.blocked(policy, &asks[i].key, now, true)
+                {
+                    give_back(&local, &asks);
+                    return Ok(vec![(*policy, decision)]);
                 }
             }
-            let remote: Vec<usize> = (0..keyed.len()).filter(|&i| local[i].is_none()).collect();
-            let (now, asks, raws, source) = if remote.is_empty() {
+            let remote: Vec<usize> = (0..asks.len()).filter(|&i| local[i].is_none()).collect();
+            let (now, sent, decided, source) = if remote.is_empty() {
                 (now, Vec::new(), Vec::new(), Source::Memory)
             } else {
-                let asks = remote
+                let sent = remote
                     .iter()
                     .map(|&i| {
-                        let policy = policies[i];
-                        let mut ask = self.ask(policy, keyed[i].1.clone(), 1, Mode::Consume);
-                        if leased[i] {
-                            ask.lease = self.inner.leases.want(&ask.key, ask.limit);
+                        let mut ask = asks[i].clone();
+                        let p = policies[i];
+                        if leasing && leasable(p.algorithm, p.limit, p.shadow) {
+                            ask.lease = leases.want(&ask.key, ask.limit);
                         }
                         ask
                     })
                     .collect();
                 let subset: Vec<&Policy> = remote.iter().map(|&i| policies[i]).collect();
-                match self.decide(&subset, asks).await {
+                match self.decide(&subset, sent).await {
                     Ok(decided) => decided,
                     Err(err) => {
-                        self.give_back(&keyed, &local);
+                        give_back(&local, &asks);
                         return Err(err);
                     }
                 }
@@ -150,70 +147,48 @@ impl RateLimitHandle {
             // Denied on Redis while this instance holds units of the denying key (a reservation
             // granted to a request ahead of this one, settled after this one asked): try again
             // on them, as the next request would.
-            let denying = raws
+            let denying = decided
                 .iter()
-                .zip(&asks)
+                .zip(&sent)
                 .zip(&remote)
-                .find(|(((raw, _), _), i)| !raw.allowed && !policies[**i].shadow);
-            if let Some((((_, _), ask), _)) = denying
+                .find(|(((d, _), _), i)| !d.allowed && !policies[**i].shadow);
+            if let Some(((_, ask), _)) = denying
                 && source == Source::Redis
                 && tries < 3
-                && self.inner.leases.held(&ask.key, now) > 0
+                && leases.held(&ask.key, now) > 0
             {
-                self.give_back(&keyed, &local);
+                give_back(&local, &asks);
                 continue;
             }
-            let mut raws = raws.into_iter().zip(&asks);
-            let mut decisions = Vec::with_capacity(keyed.len());
-            let mut denied = None;
+            let mut decided = decided.into_iter().zip(&sent);
+            let mut out = Vec::with_capacity(policies.len());
             for (i, policy) in policies.iter().enumerate() {
                 let decision = match local[i] {
-                    Some(spent) => self.record_leased(policy, spent),
+                    Some(leased) => {
+                        // An admission from a leased unit, counted like one decided by the store.
+                        bump(&self.inner.counters.allowed);
+                        bump(&self.inner.counters.leased);
+                        self.inner.counters.count(&policy.name, 0);
+                        leased
+                    }
                     None => {
-                        let Some(((mut raw, granted), ask)) = raws.next() else {
+                        let Some(((mut decision, granted), ask)) = decided.next() else {
                             break;
                         };
-                        if raw.allowed && ask.lease > 1 {
+                        if decision.allowed && ask.lease > 1 {
                             // The units held here are the identity's too.
-                            raw.remaining += granted.saturating_sub(1);
+                            decision.remaining += granted.saturating_sub(1);
                         }
-                        self.record(policy, &ask.key, raw, now)
+                        self.record(policy, &ask.key, decision, now)
                     }
                 };
-                decisions.push((ids[i], decision));
+                out.push((*policy, decision));
                 if !decision.allowed && !policy.shadow {
-                    denied = Some(i);
-                    break;
+                    give_back(&local, &asks);
+                    return Ok(out);
                 }
             }
-            if denied.is_some() {
-                self.give_back(&keyed, &local);
-            }
-            return Ok(Verdict { decisions, denied });
-        }
-    }
-
-    /// Returns the leased units a request took before it was denied (or failed).
-    fn give_back(&self, keyed: &[(PolicyId, String)], local: &[Option<LeasedUnit>]) {
-        for ((_, key), spent) in keyed.iter().zip(local) {
-            if spent.is_some() {
-                self.inner.leases.give_back(key);
-            }
-        }
-    }
-
-    /// An admission from a leased unit, counted like one decided by the store.
-    fn record_leased(&self, policy: &Policy, spent: LeasedUnit) -> Decision {
-        bump(&self.inner.counters.allowed);
-        bump(&self.inner.counters.leased);
-        self.inner.counters.count(&policy.name, 0);
-        let reset = Duration::from_micros(spent.reset_us);
-        Decision {
-            allowed: true,
-            limit: policy.limit,
-            remaining: spent.remaining.min(policy.limit),
-            reset,
-            retry_after: Duration::ZERO,
+            return Ok(out);
         }
     }
 
@@ -225,7 +200,7 @@ impl RateLimitHandle {
         &self,
         policies: &[&Policy],
         asks: Vec<Ask>,
-    ) -> Result<(u64, Vec<Ask>, Vec<(Raw, u64)>, Source), RateLimitError> {
+    ) -> Result<(u64, Vec<Ask>, Vec<(Decision, u64)>, Source), RateLimitError> {
         let (Some(redis), Some(coalescer)) = (&self.inner.redis, &self.inner.coalescer) else {
             let now = self.inner.config.clock.now_us();
             let raws = self.decide_locally(&self.inner.memory, policies, &asks, now, false)?;
@@ -233,7 +208,7 @@ impl RateLimitHandle {
         };
         let asks = if redis.is_up() {
             match coalescer.decide(asks).await {
-                Ok(answer) => return Ok((answer.now, answer.asks, answer.raws, Source::Redis)),
+                Ok((now, asks, decided)) => return Ok((now, asks, decided, Source::Redis)),
                 // The flush was dropped with its runtime: nothing left to decide with.
                 Err(asks) if asks.is_empty() => {
                     return Err(RateLimitError::Unavailable {
@@ -264,8 +239,8 @@ impl RateLimitHandle {
         asks: &[Ask],
         now: u64,
         fallback: bool,
-    ) -> Result<Vec<(Raw, u64)>, RateLimitError> {
-        let mut raws = Vec::with_capacity(asks.len());
+    ) -> Result<Vec<(Decision, u64)>, RateLimitError> {
+        let mut decided = Vec::with_capacity(asks.len());
         let mut spent = Vec::new();
         for (policy, ask) in policies.iter().zip(asks) {
             if fallback && policy.fail_mode == FailMode::Closed {
@@ -278,23 +253,24 @@ impl RateLimitHandle {
             if fallback {
                 bump(&self.inner.counters.fallback);
             }
-            let raw = store.decide(&ask.key, &ask.args(now, ask.mode));
-            raws.push((raw, ask.cost));
-            if raw.allowed && ask.mode == Mode::Consume {
+            let decision = store.decide(ask, now, ask.mode);
+            decided.push((decision, ask.cost));
+            if decision.allowed && ask.mode == Mode::Consume {
                 spent.push(ask);
-            } else if !raw.allowed && !policy.shadow {
+            } else if !decision.allowed && !policy.shadow {
                 refund(store, &spent, now);
                 break;
             }
         }
-        Ok(raws)
+        Ok(decided)
     }
 
-    fn key(&self, policy: &Policy, identity: &str) -> String {
+    /// The decision `policy` asks of a store for `identity`: its storage key and its numbers.
+    fn ask(&self, policy: &Policy, identity: &str, cost: u64, mode: Mode) -> Ask {
         // The identity is the hash tag: every key of one request (one per policy) lands on one
         // cluster slot, so one script call can decide them all. The algorithm is part of the
         // key: switching it never meets the other one's data type.
-        [
+        let key = [
             self.inner.config.key_prefix.as_str(),
             "rl:{",
             &hash_tag(identity),
@@ -303,10 +279,7 @@ impl RateLimitHandle {
             ":",
             &policy.name,
         ]
-        .concat()
-    }
-
-    fn ask(&self, policy: &Policy, key: String, cost: u64, mode: Mode) -> Ask {
+        .concat();
         let limit = policy.limit.clamp(1, MAX_LIMIT);
         Ask {
             key,
@@ -325,16 +298,9 @@ impl RateLimitHandle {
         }
     }
 
-    /// [`locally_blocked`](Self::locally_blocked), counted as a denial (a decision, not a peek).
-    fn blocked_now(&self, policy: &Policy, key: &str, now: u64) -> Option<Decision> {
-        let decision = self.locally_blocked(policy, key, now)?;
-        bump(&self.inner.counters.blocked_locally);
-        self.inner.counters.count(&policy.name, 1);
-        Some(decision)
-    }
-
-    /// The local denial of an identity still inside a retry-after it was given (no store asked).
-    fn locally_blocked(&self, policy: &Policy, key: &str, now: u64) -> Option<Decision> {
+    /// The local denial of an identity still inside a retry-after it was given (no store
+    /// asked); `count`ed as a denial when it answers a decision rather than a peek.
+    fn blocked(&self, policy: &Policy, key: &str, now: u64, count: bool) -> Option<Decision> {
         if policy.shadow {
             return None;
         }
@@ -346,20 +312,18 @@ impl RateLimitHandle {
             }
             None => None,
         })?;
-        let wait = Duration::from_micros(until - now);
-        Some(Decision {
-            allowed: false,
-            limit: policy.limit,
-            remaining: 0,
-            reset: wait,
-            retry_after: wait,
-        })
+        if count {
+            bump(&self.inner.counters.blocked_locally);
+            self.inner.counters.count(&policy.name, 1);
+        }
+        let wait = until - now;
+        Some(Decision::new(false, policy.limit, 0, wait, wait))
     }
 
-    /// The decision `raw` of a spending check, counted; an enforcing denial blocks `key` locally
-    /// until its retry-after.
-    fn record(&self, policy: &Policy, key: &str, raw: Raw, now: u64) -> Decision {
-        let decision = Decision::from_raw(raw, policy.limit);
+    /// The decision of a spending check, counted and shown for `policy`; an enforcing denial
+    /// blocks `key` locally until its retry-after.
+    fn record(&self, policy: &Policy, key: &str, decision: Decision, now: u64) -> Decision {
+        let decision = decision.shown(policy.limit);
         let counters = &self.inner.counters;
         if decision.allowed {
             bump(&counters.allowed);
@@ -382,14 +346,15 @@ impl RateLimitHandle {
 /// Gives back what `spent` took from `store` (a later policy of the request denied it).
 fn refund(store: &MemoryCounters, spent: &[&Ask], now: u64) {
     for ask in spent {
-        store.decide(&ask.key, &ask.args(now, Mode::Refund));
+        store.decide(ask, now, Mode::Refund);
     }
 }
 
 /// The first decision of a request: there is always one (only later policies can be skipped).
-fn first(policy: &Policy, raws: &[(Raw, u64)]) -> Result<(Raw, u64), RateLimitError> {
-    raws.first()
-        .copied()
+fn first(policy: &Policy, decided: &[(Decision, u64)]) -> Result<Decision, RateLimitError> {
+    decided
+        .first()
+        .map(|(decision, _)| *decision)
         .ok_or_else(|| RateLimitError::Unavailable {
             policy: policy.name.clone(),
         })

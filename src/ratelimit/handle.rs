@@ -13,10 +13,9 @@ use super::{
     algo::{MemoryCounters, Sharded},
     batch::Coalescer,
     counters::Counters,
-    identity::client_ip,
     lease::Leases,
 };
-use crate::connection::RedisHandle;
+use crate::{client::client_addr, connection::RedisHandle};
 
 /// State shared by the handle (hot path) and its sweeper task.
 pub(crate) struct Inner {
@@ -31,21 +30,6 @@ pub(crate) struct Inner {
     pub(crate) coalescer: Option<Coalescer>,
     /// Quota leases held by this instance (used with Redis only).
     pub(crate) leases: Arc<Leases>,
-}
-
-/// Which configured policy: the global one or a route's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PolicyId {
-    Global,
-    Route(usize),
-}
-
-/// The decisions of every policy applying to one request.
-#[derive(Debug)]
-pub(crate) struct Verdict {
-    pub(crate) decisions: Vec<(PolicyId, Decision)>,
-    /// Index in `decisions` of the enforcing policy that denied, if any.
-    pub(crate) denied: Option<usize>,
 }
 
 /// A cloneable handle to the rate limiter. Decisions run in the caller's task on state the
@@ -124,7 +108,7 @@ impl RateLimitHandle {
         if let Some(user) = self.users.as_ref().and_then(|resolve| resolve(req)) {
             return ["user:", &user].concat();
         }
-        let grouped = client_ip(req, &self.inner.config.trusted_proxies)
+        let grouped = client_addr(req, &self.inner.config.trusted_proxies)
             .map(|ip| super::client_group(ip, self.inner.config.ipv6_prefix));
         match grouped {
             Some(ip) => {
@@ -156,19 +140,6 @@ impl RateLimitHandle {
     /// entries went.
     pub fn sweep(&self) -> usize {
         super::sweeper::sweep(&self.inner)
-    }
-
-    pub(crate) fn policy(&self, id: PolicyId) -> &Policy {
-        match id {
-            PolicyId::Route(i) => &self.inner.config.routes[i].policy,
-            PolicyId::Global => self
-                .inner
-                .config
-                .global
-                .as_ref()
-                // unwrap: PolicyId::Global is only made when a global policy exists.
-                .expect("global policy"),
-        }
     }
 }
 

@@ -48,9 +48,8 @@
 //! instances), never more. `tests/ratelimit_fleet.rs` holds the tests at the edges.
 
 use super::{
-    Algorithm,
-    algo::{Mode, Sharded},
-    lua::Ask,
+    Algorithm, Decision,
+    algo::{Ask, Sharded},
 };
 
 /// Policies with smaller limits are never leased: each request is decided on Redis.
@@ -102,20 +101,14 @@ pub(crate) struct Lease {
 /// One process's leases (all workers share them: one lease per key and instance).
 pub(crate) struct Leases(Sharded<Lease>);
 
-/// A unit spent from a lease: what the request's headers report.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LeasedUnit {
-    pub(crate) remaining: u64,
-    pub(crate) reset_us: u64,
-}
-
 impl Leases {
     pub(crate) fn new() -> Self {
         Self(Sharded::new(SHARDS))
     }
 
-    /// Takes one held unit of `key`, if any is live at `now`.
-    pub(crate) fn take(&self, key: &str, now: u64) -> Option<LeasedUnit> {
+    /// Takes one held unit of `key` (of a policy of `limit`), if any is live at `now`: the
+    /// admission its request's headers report.
+    pub(crate) fn take(&self, key: &str, now: u64, limit: u64) -> Option<Decision> {
         self.0.with(key, |map| {
             let lease = map.get_mut(key)?;
             let live = lease.live(now);
@@ -126,10 +119,8 @@ impl Leases {
             lease.units = live - 1;
             lease.remaining = lease.remaining.saturating_sub(1);
             lease.spent_all = lease.units == 0;
-            Some(LeasedUnit {
-                remaining: lease.remaining,
-                reset_us: lease.reset_at.saturating_sub(now),
-            })
+            let reset_us = lease.reset_at.saturating_sub(now);
+            Some(Decision::new(true, limit, lease.remaining, reset_us, 0))
         })
     }
 
@@ -199,9 +190,8 @@ impl Leases {
             lease.pending = false;
             lease.spent_all = false;
             if granted > 1 {
-                let args = ask.args(now, Mode::Consume);
                 let (expires, interval) = match ask.algorithm {
-                    Algorithm::Gcra => (now + reset_us, args.interval()),
+                    Algorithm::Gcra => (now + reset_us, ask.interval()),
                     _ => ((now / ask.window + 1) * ask.window, 0),
                 };
                 // Units still held here from an earlier reservation (a unit given back meanwhile)
@@ -258,6 +248,7 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::algo::Mode;
 
     /// 100 / 60 s: GCRA's emission interval, 0.6 s.
     const T: u64 = 600_000;
@@ -299,10 +290,10 @@ mod tests {
         grant(&leases, "k", 6, 6, now);
         assert_eq!(leases.held("k", now), 5);
         let spent: Vec<u64> = (0..5)
-            .map(|_| leases.take("k", now).unwrap().remaining)
+            .map(|_| leases.take("k", now, 100).unwrap().remaining)
             .collect();
         assert_eq!(spent, [98, 97, 96, 95, 94]);
-        assert!(leases.take("k", now).is_none());
+        assert!(leases.take("k", now, 100).is_none());
         assert_eq!(
             leases.want("k", 100),
             12,
@@ -329,7 +320,7 @@ mod tests {
             grant(&leases, "k", k, k, now);
             k
         };
-        let spend_all = |now: u64| while leases.take("k", now).is_some() {};
+        let spend_all = |now: u64| while leases.take("k", now, 100).is_some() {};
         assert_eq!(reserve(now), 6);
         spend_all(now);
         assert_eq!(reserve(now), 12);
@@ -341,10 +332,10 @@ mod tests {
         assert_eq!(reserve(later), 6);
         spend_all(later);
         assert_eq!(reserve(later), 12);
-        leases.take("k", later).unwrap();
+        leases.take("k", later, 100).unwrap();
         leases.give_back("k");
         while leases.held("k", later) > 0 {
-            leases.take("k", later).unwrap();
+            leases.take("k", later, 100).unwrap();
         }
         assert_eq!(reserve(later), 12, "spent in full after the give-back");
         assert_eq!(leases.want("small", 31), 1, "never below MIN_LIMIT");
@@ -392,7 +383,7 @@ mod tests {
         );
         // Spent at now + 2T + 1: units 1 and 2 have lapsed, unit 3 (slot at now + 3T) is spent,
         // units 4 and 5 stay.
-        assert!(leases.take("g", now + 2 * T + 1).is_some());
+        assert!(leases.take("g", now + 2 * T + 1, 100).is_some());
         assert_eq!(leases.held("g", now + 2 * T + 1), 2);
         assert_eq!(leases.held("g", now + 4 * T + 1), 1);
         assert_eq!(
@@ -413,7 +404,7 @@ mod tests {
         leases.settle(&ask("c", Algorithm::SlidingCounter, 100, 6), now, 6, 93, 1);
         assert_eq!(leases.held("c", window_end - 1), 5);
         assert_eq!(leases.held("c", window_end), 0);
-        assert!(leases.take("c", window_end).is_none());
+        assert!(leases.take("c", window_end, 100).is_none());
 
         assert_eq!(leases.want("d", 100), 6);
         leases.settle(&ask("d", Algorithm::Gcra, 100, 6), now, 0, 0, 0);

@@ -4,10 +4,12 @@ use std::{future::Future, net::IpAddr, time::Duration};
 
 use actix_web::{HttpRequest, HttpResponse};
 
+use crate::client::client_addr;
+
 use super::{
     Decision, Policy, RateLimitHandle,
     algo::Mode,
-    client_group, client_ip,
+    client_group,
     decide::{Charge, Source},
     lua,
     response::too_many_requests,
@@ -37,8 +39,8 @@ impl RateLimitHandle {
         wrong_password: impl FnOnce(&E) -> bool,
     ) -> Result<Result<T, E>, HttpResponse> {
         let config = self.config();
-        let Some(ip) =
-            client_ip(req, &config.trusted_proxies).map(|ip| client_group(ip, config.ipv6_prefix))
+        let Some(ip) = client_addr(req, &config.trusted_proxies)
+            .map(|ip| client_group(ip, config.ipv6_prefix))
         else {
             return Ok(verify.await);
         };
@@ -115,7 +117,7 @@ impl RateLimitHandle {
             (Source::Fallback, _) => &inner.fallback,
             _ => &inner.memory,
         };
-        store.decide(&ask.key, &ask.args(now, Mode::Refund));
+        store.decide(&ask, now, Mode::Refund);
     }
 }
 

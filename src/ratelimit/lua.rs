@@ -25,8 +25,8 @@ use std::sync::LazyLock;
 use redis::Script;
 
 use super::{
-    Algorithm,
-    algo::{Args, Mode, Raw},
+    Algorithm, Decision,
+    algo::{Ask, Mode},
 };
 use crate::connection::{RedisError, RedisHandle};
 
@@ -256,46 +256,6 @@ pub(crate) const MAX_DECISIONS: usize = 256;
 /// Distinct policies per script call at most (a decision's policy index takes 8 bits).
 pub(crate) const MAX_POLICIES: usize = 255;
 
-/// One decision of a request, as the script takes it.
-#[derive(Debug, Clone)]
-pub(crate) struct Ask {
-    /// The storage key (the identity is its hash tag).
-    pub(crate) key: String,
-    pub(crate) algorithm: Algorithm,
-    /// Window in microseconds.
-    pub(crate) window: u64,
-    pub(crate) limit: u64,
-    pub(crate) cost: u64,
-    /// A shadow policy's denial does not stop the request.
-    pub(crate) shadow: bool,
-    /// Spend when allowed (`Consume`) or only look (`Peek`).
-    pub(crate) mode: Mode,
-    /// Units wanted for a quota lease (a `Consume` of cost 1); 1: no lease.
-    pub(crate) lease: u64,
-}
-
-/// What the script needs of a decision's policy: two asks with the same share one entry.
-pub(crate) type PolicyArgs = (Algorithm, u64, u64, bool);
-
-impl Ask {
-    /// The policy as the script sees it.
-    pub(crate) fn policy(&self) -> PolicyArgs {
-        (self.algorithm, self.window, self.limit, self.shadow)
-    }
-
-    /// This decision's inputs at `now`, for the in-process stores and the per-algorithm numbers.
-    pub(crate) fn args(&self, now: u64, mode: Mode) -> Args {
-        Args {
-            algorithm: self.algorithm,
-            now,
-            window: self.window,
-            limit: self.limit,
-            cost: self.cost,
-            mode,
-        }
-    }
-}
-
 fn ttl_ms(us: u64) -> u64 {
     us.div_ceil(1000).max(1)
 }
@@ -308,7 +268,7 @@ pub(crate) async fn decide<'a>(
     now: u64,
     member_prefix: &str,
     requests: impl Iterator<Item = &'a [Ask]> + Clone,
-) -> Result<Vec<Vec<(Raw, u64)>>, RedisError> {
+) -> Result<Vec<Vec<(Decision, u64)>>, RedisError> {
     let mut policies: Vec<&Ask> = Vec::new();
     let mut index = Vec::new();
     for ask in requests.clone().flatten() {
@@ -323,14 +283,15 @@ pub(crate) async fn decide<'a>(
     }
     let mut invocation = SCRIPT.prepare_invoke();
     invocation.arg(now).arg(member_prefix).arg(policies.len());
-    for p in &policies {
-        let a = p.args(now, Mode::Consume);
-        let extra = match p.algorithm {
-            Algorithm::SlidingCounter => [now / a.window, now % a.window, ttl_ms(a.counter_ttl())],
+    for a in &policies {
+        let extra = match a.algorithm {
+            Algorithm::SlidingCounter => {
+                [now / a.window, now % a.window, ttl_ms(a.counter_ttl(now))]
+            }
             Algorithm::Gcra => [a.interval(), a.tolerance(), 0],
             _ => [now.saturating_sub(a.window), ttl_ms(a.window), 0],
         };
-        let code = match p.algorithm {
+        let code = match a.algorithm {
             Algorithm::SlidingCounter => 1,
             Algorithm::Gcra => 2,
             _ => 0,
@@ -339,7 +300,7 @@ pub(crate) async fn decide<'a>(
             .arg(code)
             .arg(a.window)
             .arg(a.limit)
-            .arg(u8::from(p.shadow))
+            .arg(u8::from(a.shadow))
             .arg(extra[0])
             .arg(extra[1])
             .arg(extra[2]);
@@ -369,11 +330,12 @@ pub(crate) async fn decide<'a>(
     let mut out = Vec::new();
     for request in requests {
         let mut raws = Vec::with_capacity(request.len());
-        for _ in request {
+        for ask in request {
             let chunk = chunks.next().ok_or_else(unexpected)?;
             if chunk[0] >= 0 {
                 let granted = u64::try_from(chunk[0]).unwrap_or(0);
-                raws.push((Raw::from_reply(chunk).ok_or_else(unexpected)?, granted));
+                let decision = Decision::from_reply(chunk, ask.limit).ok_or_else(unexpected)?;
+                raws.push((decision, granted));
             }
         }
         out.push(raws);
@@ -383,10 +345,9 @@ pub(crate) async fn decide<'a>(
 
 /// Gives back on Redis what `ask` spent at `now` (see [`REFUND`]).
 pub(crate) async fn refund(redis: &RedisHandle, ask: &Ask, now: u64) -> Result<(), RedisError> {
-    let a = ask.args(now, Mode::Refund);
     let (code, extra) = match ask.algorithm {
-        Algorithm::SlidingCounter => (1, now / a.window),
-        Algorithm::Gcra => (2, a.interval()),
+        Algorithm::SlidingCounter => (1, now / ask.window),
+        Algorithm::Gcra => (2, ask.interval()),
         _ => (0, 0),
     };
     let mut invocation = REFUND_SCRIPT.prepare_invoke();
@@ -394,7 +355,7 @@ pub(crate) async fn refund(redis: &RedisHandle, ask: &Ask, now: u64) -> Result<(
         .key(&ask.key)
         .arg(code)
         .arg(now)
-        .arg(a.cost)
+        .arg(ask.cost)
         .arg(extra);
     let _: i64 = redis.invoke(&invocation).await?;
     Ok(())

@@ -20,8 +20,7 @@ use futures_util::{
 };
 
 use super::{
-    Decision, Policy, RateLimitHandle,
-    handle::{PolicyId, Verdict},
+    Policy, RateLimitConfig, RateLimitHandle,
     response::{too_many_requests, write_headers},
 };
 
@@ -87,30 +86,18 @@ pub struct RateLimitMiddleware<S> {
     only: Option<Arc<Policy>>,
 }
 
-impl<S> RateLimitMiddleware<S> {
-    fn policies(&self, req: &ServiceRequest) -> Vec<PolicyId> {
-        let mut ids = Vec::new();
-        if req.method() == Method::OPTIONS || EXEMPT.contains(&req.path()) {
-            return ids;
-        }
-        let config = self.handle.config();
-        // The path as the router matched it (percent-decoded where decoding is safe): a policy
-        // on `/expensive-operation` also guards `/expensive%2Doperation`, which reaches the
-        // same handler.
-        let routed = req.match_info().get_ref().path();
-        if let Some(policy) = config.route_for(req.method(), routed, || req.match_pattern()) {
-            let i = config
-                .routes
-                .iter()
-                .position(|r| std::ptr::eq(&r.policy, policy))
-                .unwrap_or_default();
-            ids.push(PolicyId::Route(i));
-        }
-        if config.global.is_some() {
-            ids.push(PolicyId::Global);
-        }
-        ids
+/// Which configured policies apply to `req`: none (`None`), or the route policy at an index of
+/// [`RateLimitConfig::routes`](super::RateLimitConfig::routes), if any, then the global one.
+fn applying(config: &RateLimitConfig, req: &ServiceRequest) -> Option<Option<usize>> {
+    if req.method() == Method::OPTIONS || EXEMPT.contains(&req.path()) {
+        return None;
     }
+    // The path as the router matched it (percent-decoded where decoding is safe): a policy on
+    // `/expensive-operation` also guards `/expensive%2Doperation`, which reaches the same
+    // handler.
+    let routed = req.match_info().get_ref().path();
+    let route = config.route_for(req.method(), routed, || req.match_pattern());
+    (route.is_some() || config.global.is_some()).then_some(route)
 }
 
 impl<S, B> Service<ServiceRequest> for RateLimitMiddleware<S>
@@ -142,32 +129,46 @@ where
                 req,
             )));
         }
-        let ids = self.policies(&req);
-        if ids.is_empty() {
+        let Some(route) = applying(self.handle.config(), &req) else {
             return Either::Left(self.service.call(req).map(pass));
-        }
+        };
         let handle = self.handle.clone();
         let service = self.service.clone();
         Either::Right(Box::pin(async move {
+            let config = handle.config();
+            let policies: Vec<&Policy> = route
+                .map(|i| &config.routes[i].policy)
+                .into_iter()
+                .chain(&config.global)
+                .collect();
             let identity = handle.identity(req.request());
-            let verdict = match handle.check_request(&ids, &identity).await {
-                Ok(verdict) => verdict,
+            let decisions = match handle.check_request(&policies, &identity).await {
+                Ok(decisions) => decisions,
                 Err(err) => {
                     let response = err.error_response();
                     return Ok(req.into_response(response).map_into_right_body());
                 }
             };
-            let now_us = handle.config().clock.now_us();
-            let report = most_restrictive(&handle, &verdict);
-            if let Some(i) = verdict.denied {
-                let (id, decision) = verdict.decisions[i];
-                let mut response = too_many_requests(handle.policy(id), &decision);
-                write_headers(response.headers_mut(), handle.policy(id), &decision, now_us);
-                return Ok(req.into_response(response).map_into_right_body());
-            }
+            let now_us = config.clock.now_us();
+            // The list stops at an enforcing denial; else the enforcing decision with the fewest
+            // units left (then the longest reset) is reported. Shadow policies never are.
+            let report = match decisions.last() {
+                Some(&(policy, decision)) if !decision.allowed && !policy.shadow => {
+                    let mut response = too_many_requests(policy, &decision);
+                    write_headers(response.headers_mut(), policy, &decision, now_us);
+                    return Ok(req.into_response(response).map_into_right_body());
+                }
+                _ => decisions
+                    .iter()
+                    .filter(|(policy, _)| !policy.shadow)
+                    .min_by(|(_, a), (_, b)| {
+                        a.remaining.cmp(&b.remaining).then(b.reset.cmp(&a.reset))
+                    })
+                    .copied(),
+            };
             let mut res = service.call(req).await?;
-            if let Some((id, decision)) = report {
-                write_headers(res.headers_mut(), handle.policy(id), &decision, now_us);
+            if let Some((policy, decision)) = report {
+                write_headers(res.headers_mut(), policy, &decision, now_us);
             }
             Ok(res.map_into_left_body())
         }))
@@ -209,20 +210,6 @@ where
         write_headers(res.headers_mut(), &policy, &decision, now_us);
     }
     Ok(res.map_into_left_body())
-}
-
-/// The denying decision, else the enforcing one with the fewest units left (then the longest
-/// reset). Shadow policies are never reported to clients.
-fn most_restrictive(handle: &RateLimitHandle, verdict: &Verdict) -> Option<(PolicyId, Decision)> {
-    if let Some(i) = verdict.denied {
-        return Some(verdict.decisions[i]);
-    }
-    verdict
-        .decisions
-        .iter()
-        .filter(|(id, _)| !handle.policy(*id).shadow)
-        .min_by(|(_, a), (_, b)| a.remaining.cmp(&b.remaining).then(b.reset.cmp(&a.reset)))
-        .copied()
 }
 
 impl RateLimitHandle {

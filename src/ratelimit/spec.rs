@@ -231,26 +231,27 @@ impl RateLimitConfig {
         Ok(())
     }
 
-    /// The route policy for a request, if any. `pattern` is asked only when a policy uses one.
+    /// The index in `routes` of the route policy for a request, if any. `pattern` is asked only
+    /// when a policy uses one.
     pub(crate) fn route_for(
         &self,
         method: &Method,
         path: &str,
         pattern: impl FnOnce() -> Option<String>,
-    ) -> Option<&Policy> {
+    ) -> Option<usize> {
         let mut pattern = Some(pattern);
         let mut matched: Option<Option<String>> = None;
-        for route in &self.routes {
+        for (i, route) in self.routes.iter().enumerate() {
             if route.method != *method {
                 continue;
             }
             if route.path == path {
-                return Some(&route.policy);
+                return Some(i);
             }
             if route.is_pattern() {
                 let m = matched.get_or_insert_with(|| pattern.take().and_then(|f| f()));
                 if m.as_deref() == Some(route.path.as_str()) {
-                    return Some(&route.policy);
+                    return Some(i);
                 }
             }
         }

@@ -56,7 +56,7 @@ pub(crate) struct Ticket {
 /// The request's token sources. The ticket is taken from the query by the caller; it is never
 /// logged (redkit logs no query strings).
 fn credentials(req: &HttpRequest, events: &EventsHandle, ticket: Option<String>) -> Credentials {
-    let bearer = crate::client::bearer_token(req.headers()).map(str::to_owned);
+    let bearer = crate::client::bearer(req).map(|token| token.to_string());
     let cookie = req
         .cookie(events.auth().cookie_name())
         .map(|c| c.value().to_owned());
@@ -117,11 +117,10 @@ pub(crate) fn stream_client(
     limiter: Option<&crate::ratelimit::RateLimitHandle>,
 ) -> Option<std::net::IpAddr> {
     match limiter {
-        Some(l) => crate::client::client_ip(req, &l.config().trusted_proxies)
+        Some(l) => crate::client::client_addr(req, &l.config().trusted_proxies)
             .map(|ip| crate::client::client_group(ip, l.config().ipv6_prefix)),
-        None => req
-            .peer_addr()
-            .map(|a| crate::client::client_group(a.ip(), crate::client::DEFAULT_IPV6_PREFIX)),
+        None => crate::client::client_addr(req, &[])
+            .map(|ip| crate::client::client_group(ip, crate::client::DEFAULT_IPV6_PREFIX)),
     }
 }
 
