@@ -1300,6 +1300,7 @@ async fn session_index_is_pruned() {
     let mut config = with_test_secret(backend.config());
     config.auth.access_ttl = Duration::from_secs(1);
     config.auth.refresh_ttl = Duration::from_secs(1);
+    config.auth.refresh_reuse_grace = Duration::ZERO;
     let services = services_of(&config);
     let app = common::app(&services).await;
     // Sessions live 1 s; the index's TTL restarts at every login, so it never expires here.
