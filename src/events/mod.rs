@@ -72,13 +72,20 @@
 mod actor;
 mod auth;
 mod config;
+mod cursor;
 mod error;
+mod frame;
 mod handle;
 mod history;
 mod hub;
 mod messages;
 mod metrics;
+mod presence;
+mod read;
 mod slots;
+mod stream;
+mod subscribe;
+mod sync;
 mod wire;
 
 pub use actor::EventsActor;
@@ -90,9 +97,11 @@ pub use config::{
     DEFAULT_MAX_EVENT_BYTES, DEFAULT_SSE_MAX_CONNECTIONS, DEFAULT_SSE_MAX_PER_IP, EventsConfig,
 };
 pub use error::EventsError;
-pub use handle::{ChannelInfo, Credentials, EventsHandle, EventsStats};
+pub use handle::{ChannelInfo, Credentials, EventsHandle, EventsStats, StreamOptions};
+pub use presence::{FLUSH as PRESENCE_FLUSH, HEARTBEAT as PRESENCE_HEARTBEAT, INSTANCE_TTL as PRESENCE_INSTANCE_TTL};
 pub use history::MAX_REPLAY_BYTES;
-pub use hub::EventStream;
+pub use cursor::{MAX_CURSOR_LEN, MAX_STREAM_CHANNELS};
+pub use stream::EventStream;
 pub use messages::{Join, Left, Shutdown};
 pub use metrics::EventsCollector;
 pub use slots::ConnectionSlot;
