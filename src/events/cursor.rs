@@ -83,7 +83,9 @@ fn base36(mut n: u64, out: &mut String) {
 fn parse36(text: &str) -> Result<u64, Malformed> {
     if text.is_empty()
         || text.len() > 13
-        || !text.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
     {
         return Err(Malformed::Syntax);
     }
@@ -144,7 +146,8 @@ impl Cursor {
 
     /// The id to send: every position, as in the module docs.
     pub(crate) fn encode(&self) -> String {
-        let mut out = String::with_capacity(24 + self.parts.iter().map(|p| p.len() + 1).sum::<usize>());
+        let mut out =
+            String::with_capacity(24 + self.parts.iter().map(|p| p.len() + 1).sum::<usize>());
         out.push('m');
         base36(u64::from(self.list), &mut out);
         out.push(':');
@@ -226,11 +229,28 @@ mod tests {
     fn positions_round_trip() {
         let channels = list(&["a", "b", "c", "d"]);
         let id = |ms, seq| Some(EventId { ms, seq });
-        let start = vec![id(1_700_000_000_000, 3), None, Some(EventId::ZERO), id(1_699_999_999_000, 0)];
+        let start = vec![
+            id(1_700_000_000_000, 3),
+            None,
+            Some(EventId::ZERO),
+            id(1_699_999_999_000, 0),
+        ];
         let mut cursor = Cursor::new(&channels, start.clone());
         assert_eq!(parse(&cursor.encode(), &channels), Ok(Resume::At(start)));
-        cursor.set(1, EventId { ms: 1_700_000_000_500, seq: 0 });
-        cursor.set(3, EventId { ms: u64::MAX, seq: u64::MAX });
+        cursor.set(
+            1,
+            EventId {
+                ms: 1_700_000_000_500,
+                seq: 0,
+            },
+        );
+        cursor.set(
+            3,
+            EventId {
+                ms: u64::MAX,
+                seq: u64::MAX,
+            },
+        );
         let encoded = cursor.encode();
         assert!(encoded.len() <= MAX_CURSOR_LEN);
         let Ok(Resume::At(back)) = parse(&encoded, &channels) else {
@@ -244,7 +264,13 @@ mod tests {
     #[test]
     fn longest_cursor_is_bounded() {
         let channels: Vec<Arc<str>> = (0..64).map(|i| Arc::from(format!("c{i}"))).collect();
-        let mut positions = vec![Some(EventId { ms: u64::MAX, seq: u64::MAX }); 64];
+        let mut positions = vec![
+            Some(EventId {
+                ms: u64::MAX,
+                seq: u64::MAX
+            });
+            64
+        ];
         positions[0] = Some(EventId { ms: 1, seq: 0 });
         let encoded = Cursor::new(&channels, positions).encode();
         assert!(encoded.len() <= MAX_CURSOR_LEN, "{}", encoded.len());

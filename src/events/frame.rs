@@ -69,4 +69,3 @@ pub(crate) fn presence_frame(channel: &Arc<str>, kind: &str, user: &str) -> Outg
     let _ = frame.multi.set(encode_presence(kind, Some(channel), user));
     Arc::new(frame)
 }
-

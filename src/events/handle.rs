@@ -52,8 +52,9 @@ pub struct StreamOptions {
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct ChannelInfo {
-    /// Clients subscribed to the channel on every instance (exact within about a second of a
-    /// join or leave; an instance that stopped is no longer counted 15 s later).
+    /// Clients subscribed to the channel: on every instance in `GET /events/{channel}/info`
+    /// ([`EventsHandle::fleet_info`]: exact within a second of a join or leave; an instance that
+    /// stopped is no longer counted 15 s later), on this one from [`EventsHandle::info`].
     pub subscribers: usize,
     /// Events in the channel's history.
     pub history: u64,
@@ -300,7 +301,11 @@ impl EventsHandle {
             let replay = match last.parse::<EventId>() {
                 Ok(last) => {
                     let bounds = (inner.max_replay, MAX_REPLAY_BYTES);
-                    match inner.history.replay(channel, last, bounds, Read::Resume).await {
+                    match inner
+                        .history
+                        .replay(channel, last, bounds, Read::Resume)
+                        .await
+                    {
                         Ok(replay) => {
                             if matches!(replay, Replay::Events(..)) {
                                 skip_through = Some(last);
@@ -348,9 +353,9 @@ impl EventsHandle {
     ) -> Result<EventStream, EventsError> {
         let channels = subscribe::channel_list(channels)?;
         let resume = match last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(text) => Some(
-                cursor::parse(text, &channels).map_err(|_| EventsError::InvalidLastEventId)?,
-            ),
+            Some(text) => {
+                Some(cursor::parse(text, &channels).map_err(|_| EventsError::InvalidLastEventId)?)
+            }
             None => None,
         };
         let inner = &self.inner;
@@ -560,11 +565,29 @@ impl EventsHandle {
         self.inner.tickets.issue(token).await
     }
 
-    /// Subscriber count (every instance's) and history length of `channel`.
+    /// This instance's subscriber count and the history length of `channel`.
     ///
     /// # Errors
     /// [`EventsError::InvalidChannel`], [`EventsError::Unavailable`] when Redis is down.
     pub async fn info(&self, channel: &str) -> Result<ChannelInfo, EventsError> {
+        if !valid_channel(channel) {
+            return Err(EventsError::InvalidChannel);
+        }
+        Ok(ChannelInfo {
+            subscribers: self.inner.hub.count(channel),
+            history: self.inner.history.len(channel).await?,
+        })
+    }
+
+    /// The subscriber count of every instance and the history length of `channel`
+    /// (`GET /events/{channel}/info`): this instance's clients now, plus what each other live
+    /// instance last wrote (every [`PRESENCE_FLUSH`](super::PRESENCE_FLUSH)); an instance that
+    /// stopped writing is no longer counted after
+    /// [`PRESENCE_INSTANCE_TTL`](super::PRESENCE_INSTANCE_TTL).
+    ///
+    /// # Errors
+    /// [`EventsError::InvalidChannel`], [`EventsError::Unavailable`] when Redis is down.
+    pub async fn fleet_info(&self, channel: &str) -> Result<ChannelInfo, EventsError> {
         if !valid_channel(channel) {
             return Err(EventsError::InvalidChannel);
         }

@@ -375,7 +375,8 @@ impl Hub {
         let c = &self.counters;
         c.deliveries
             .fetch_add(out.delivered as u64, Ordering::Relaxed);
-        c.slow_consumers.fetch_add(out.cut as u64, Ordering::Relaxed);
+        c.slow_consumers
+            .fetch_add(out.cut as u64, Ordering::Relaxed);
         c.clients.fetch_sub(left as u64, Ordering::Relaxed);
         FanOut {
             delivered: out.delivered,
@@ -420,7 +421,8 @@ impl Hub {
         let out = entry.deliver(&frame);
         let left = out.left + inner.remove_groups(&out.cut_groups);
         let c = &self.counters;
-        c.slow_consumers.fetch_add(out.cut as u64, Ordering::Relaxed);
+        c.slow_consumers
+            .fetch_add(out.cut as u64, Ordering::Relaxed);
         c.clients.fetch_sub(left as u64, Ordering::Relaxed);
         out.delivered
     }

@@ -96,15 +96,17 @@ pub use config::{
     DEFAULT_EVENTS_QUEUE, DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS,
     DEFAULT_MAX_EVENT_BYTES, DEFAULT_SSE_MAX_CONNECTIONS, DEFAULT_SSE_MAX_PER_IP, EventsConfig,
 };
+pub use cursor::{MAX_CURSOR_LEN, MAX_STREAM_CHANNELS};
 pub use error::EventsError;
 pub use handle::{ChannelInfo, Credentials, EventsHandle, EventsStats, StreamOptions};
-pub use presence::{FLUSH as PRESENCE_FLUSH, HEARTBEAT as PRESENCE_HEARTBEAT, INSTANCE_TTL as PRESENCE_INSTANCE_TTL};
 pub use history::MAX_REPLAY_BYTES;
-pub use cursor::{MAX_CURSOR_LEN, MAX_STREAM_CHANNELS};
-pub use stream::EventStream;
 pub use messages::{Join, Left, Shutdown};
 pub use metrics::EventsCollector;
+pub use presence::{
+    FLUSH as PRESENCE_FLUSH, HEARTBEAT as PRESENCE_HEARTBEAT, INSTANCE_TTL as PRESENCE_INSTANCE_TTL,
+};
 pub use slots::ConnectionSlot;
+pub use stream::EventStream;
 pub use wire::{
     DEFAULT_EVENT_TYPE, EventId, MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, encode_event, valid_channel,
     valid_event_type,

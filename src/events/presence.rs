@@ -188,14 +188,15 @@ impl Presence {
         else {
             return Ok(local);
         };
-        let alive: Vec<String> = redis
-            .invoke(&ALIVE.key(registry_key(prefix)))
-            .await?;
-        let reads = alive.iter().filter(|i| *i != instance).map(|other| async move {
-            let mut cmd = redis::cmd("HGET");
-            cmd.arg(instance_key(prefix, other)).arg(channel);
-            redis.query::<Option<usize>>(&cmd).await
-        });
+        let alive: Vec<String> = redis.invoke(&ALIVE.key(registry_key(prefix))).await?;
+        let reads = alive
+            .iter()
+            .filter(|i| *i != instance)
+            .map(|other| async move {
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(instance_key(prefix, other)).arg(channel);
+                redis.query::<Option<usize>>(&cmd).await
+            });
         let mut total = local;
         for n in futures_util::future::join_all(reads).await {
             total += n?.unwrap_or(0);

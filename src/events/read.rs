@@ -185,4 +185,3 @@ pub(crate) fn parse_range(reply: StreamRangeReply) -> Vec<(EventId, Bytes)> {
         })
         .collect()
 }
-

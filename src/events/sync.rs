@@ -113,4 +113,3 @@ async fn sync_channel(
     }
     Ok(replayed)
 }
-

@@ -318,7 +318,7 @@ async fn info(
     events
         .authorize_read(&channel, &credentials(&req, &events, None))
         .await?;
-    Ok(HttpResponse::Ok().json(events.info(&channel).await?))
+    Ok(HttpResponse::Ok().json(events.fleet_info(&channel).await?))
 }
 
 /// `POST /events/ticket` → `{"ticket": ..., "expires_in": 60}`.
