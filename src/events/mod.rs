@@ -14,6 +14,14 @@
 //!   an id), and resumes of one position share one copy of the replay while any of them is
 //!   sending it (reading from Redis only what was published since).
 //! - Without Redis, the same semantics in-process: fan-out and a history ring per channel.
+//! - **Many channels, one stream** ([`EventsHandle::subscribe_many`]): one client, one queue,
+//!   registered on up to [`MAX_STREAM_CHANNELS`] channels. Each event's data names its channel,
+//!   and its `id:` is the stream's position on every channel (a [`MAX_CURSOR_LEN`]-bounded
+//!   composite, `cursor.rs`), so a browser's own `Last-Event-ID` resumes each channel from
+//!   history exactly once, in order, within the single-channel bounds.
+//! - **Presence**: every instance writes its subscriber counts, batched, to Redis (a hash of its
+//!   own with a TTL), so a channel's count is fleet-wide; streams that ask for it get `join` and
+//!   `leave` frames of authenticated users, carried on the channel's own sharded channel.
 //!
 //! # The subscriber connection
 //! A [`Subscriber`](crate::connection::Subscriber) from the connection layer: RESP3 pushes,
