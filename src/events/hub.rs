@@ -28,8 +28,9 @@ use crate::clock::Clock;
 struct Client {
     tx: mpsc::Sender<Outgoing>,
     overflowed: Arc<AtomicBool>,
-    /// The caller whose token must stay valid (private streams only).
-    principal: Option<Caller>,
+    /// The caller whose token must stay valid (private streams only; boxed: most clients have
+    /// none, and every client's entry is this struct).
+    principal: Option<Box<Caller>>,
     /// Whether the client asked for `join`/`leave` frames.
     presence: bool,
     /// A multi-channel client's channels (it is registered in each under the same id).
@@ -251,7 +252,7 @@ impl Hub {
                     Client {
                         tx: tx.clone(),
                         overflowed: overflowed.clone(),
-                        principal: member.principal.clone(),
+                        principal: member.principal.clone().map(Box::new),
                         presence: member.presence,
                         group: group.clone(),
                         primary: i == 0,

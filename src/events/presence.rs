@@ -93,6 +93,8 @@ struct State {
     announced: HashSet<Pair>,
     /// Pairs whose presence may have changed since the last flush.
     changed: HashSet<Pair>,
+    /// When this instance last renewed its entry (`None`: it has none), on Redis.
+    renewed: Option<tokio::time::Instant>,
 }
 
 /// Where counts and presence go.
@@ -272,6 +274,11 @@ impl Presence {
             }
             return;
         };
+        // An instance without subscribers writes nothing (an idle fleet costs Redis nothing);
+        // one with some renews its entry every `HEARTBEAT`, and before any write once lapsed.
+        let renewed = self.lock().renewed;
+        let now = tokio::time::Instant::now();
+        let renew = renew || renewed.is_none_or(|at| now.duration_since(at) >= HEARTBEAT);
         let written = if renew {
             let all: Vec<(Arc<str>, usize)> = self
                 .hub
@@ -279,11 +286,28 @@ impl Presence {
                 .into_iter()
                 .map(|(c, n)| (Arc::from(c), n))
                 .collect();
-            let mut register = REGISTER.key(registry_key(prefix));
-            register.arg(millis(INSTANCE_TTL)).arg(instance);
-            let registered = redis.invoke::<i64>(&register).await;
-            let written = write(redis, prefix, instance, &all, true).await;
-            registered.and(written)
+            if all.is_empty() {
+                // Clear what an earlier entry holds, once; the registry entry lapses on its own.
+                let cleared = match renewed {
+                    Some(_) => write(redis, prefix, instance, &[], true).await,
+                    None => Ok(()),
+                };
+                if cleared.is_ok() {
+                    self.lock().renewed = None;
+                }
+                cleared
+            } else {
+                let mut register = REGISTER.key(registry_key(prefix));
+                register.arg(millis(INSTANCE_TTL)).arg(instance);
+                let written = match redis.invoke::<i64>(&register).await {
+                    Ok(_) => write(redis, prefix, instance, &all, true).await,
+                    Err(err) => Err(err),
+                };
+                if written.is_ok() {
+                    self.lock().renewed = Some(now);
+                }
+                written
+            }
         } else if counts.is_empty() {
             Ok(())
         } else {

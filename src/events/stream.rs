@@ -248,7 +248,9 @@ impl Stream for EventStream {
         let this = &mut *self;
         if let Some(bytes) = this.prelude.pop_front() {
             if this.prelude.is_empty() {
-                this.replayed.clear();
+                // Idle streams keep no prelude buffer and no replay.
+                this.prelude = VecDeque::new();
+                this.replayed = Vec::new();
             }
             return Poll::Ready(Some(Ok(bytes)));
         }
