@@ -673,9 +673,7 @@ async fn run(addr: SocketAddr, server_pid: u32, url: &str) {
         per_delivery * 1e6
     );
     let over_floor = p99 as f64 / 1000.0 / floor_ms.max(f64::MIN_POSITIVE);
-    println!(
-        "  publish->delivery p99 / CPU floor: {over_floor:.2}x (target <= 1.25x)"
-    );
+    println!("  publish->delivery p99 / CPU floor: {over_floor:.2}x (target <= 1.25x)");
     println!(
         "  total bench time:             {:>8.1} s",
         started.elapsed().as_secs_f64()
@@ -699,6 +697,9 @@ async fn run(addr: SocketAddr, server_pid: u32, url: &str) {
     println!("  p99 target (<= 50 ms): {}", verdict(p99 <= 50_000));
     if !support::smoke() {
         println!("  p99 <= 1.25x CPU floor: {}", verdict(over_floor <= 1.25));
-        println!("  RSS growth <= 8 KiB per client: {}", verdict(per_client_kib <= 8.0));
+        println!(
+            "  RSS growth <= 8 KiB per client: {}",
+            verdict(per_client_kib <= 8.0)
+        );
     }
 }

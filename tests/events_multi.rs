@@ -487,7 +487,60 @@ async fn presence_is_fleet_wide(backend: Backend) {
     a.server.stop().await;
 }
 
+/// An instance that stops renewing its entry stops counting: a peer's entry (as an instance
+/// writes it) counts until its registry score lapses (at most 15 s after its last renewal; here
+/// written 14 s ago), then not. Memory has no peers: its count is its own.
+async fn a_dead_instance_stops_counting(backend: Backend) {
+    let config = config(&backend);
+    let app = App::start(&config);
+    let sse = app.open("/events/lonely", &[]).await;
+    counts(&app, "lonely", 1, Duration::from_secs(2)).await;
+    let prefix = &config.events.key_prefix;
+    let registry = format!("{prefix}events-presence");
+    let entry = format!("{prefix}events-presence:{{dead-peer}}");
+    let write = |conn: &mut dyn ::redis::ConnectionLike| {
+        let now: (u64, u64) = ::redis::cmd("TIME").query(conn).unwrap();
+        let now_ms = now.0 * 1000 + now.1 / 1000;
+        // Renewed 14 s ago: its entry lapses 1 s from now.
+        ::redis::cmd("ZADD")
+            .arg(&registry)
+            .arg(now_ms + 1000)
+            .arg("dead-peer")
+            .exec(conn)
+            .unwrap();
+        ::redis::cmd("HSET")
+            .arg(&entry)
+            .arg("lonely")
+            .arg(7)
+            .exec(conn)
+            .unwrap();
+        ::redis::cmd("PEXPIRE")
+            .arg(&entry)
+            .arg(1000)
+            .exec(conn)
+            .unwrap();
+    };
+    match &backend {
+        Backend::Memory => {}
+        Backend::Redis(server) => write(&mut server.conn()),
+        Backend::Cluster(cluster) => write(&mut cluster.conn()),
+    }
+    if backend.is_redis() {
+        assert_eq!(
+            app.subscribers("lonely").await,
+            8,
+            "the peer's 7 count while its entry lives"
+        );
+    }
+    let lapsed = counts(&app, "lonely", 1, Duration::from_secs(3)).await;
+    assert!(lapsed <= Duration::from_secs(3), "{lapsed:?}");
+    drop(sse);
+    counts(&app, "lonely", 0, Duration::from_secs(2)).await;
+    app.server.stop().await;
+}
+
 backend_suite!(
+    a_dead_instance_stops_counting,
     three_channels_on_one_stream,
     resume_replays_every_channel_exactly_once,
     too_far_behind_is_reset_per_channel,
