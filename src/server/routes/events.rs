@@ -215,11 +215,11 @@ async fn stream_options(
         Some(caller) => Some(caller.user_id.clone()),
         None => events.identify(credentials).await.map(|c| c.user_id),
     };
-    let mut options = StreamOptions::default();
-    options.principal = principal;
-    options.user = user;
-    options.presence = presence.unwrap_or(false);
-    options
+    StreamOptions {
+        principal,
+        user,
+        presence: presence.unwrap_or(false),
+    }
 }
 
 /// The `Last-Event-ID` header, else `?last_event_id=`.
