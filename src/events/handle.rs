@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{
-    EventsActor, EventsConfig, EventsError, Join, Left, Shutdown,
+    Credentials, EventsActor, EventsConfig, EventsError, EventsStats, Join, Left, Shutdown,
     auth::{Caller, DenyAll, EventsAuth, Tickets},
     cursor,
     history::{History, MAX_REPLAY_BYTES, Replay},
@@ -15,24 +15,10 @@ use super::{
     stream::{EventStream, Leaving, OnLeave},
     subscribe,
     wire::{
-        DEFAULT_EVENT_TYPE, EventId, encode_control, encode_retry, private_owner, valid_channel,
-        valid_event_type,
+        DEFAULT_EVENT_TYPE, EventId, encode_control, encode_retry, valid_channel, valid_event_type,
     },
 };
 use crate::connection::RedisHandle;
-
-/// Where the credentials of a request came from; at most one is used, in this order:
-/// ticket, bearer token, cookie.
-#[derive(Debug, Default, Clone)]
-#[non_exhaustive]
-pub struct Credentials {
-    /// `Authorization: Bearer <token>`.
-    pub bearer: Option<String>,
-    /// The login cookie's value.
-    pub cookie: Option<String>,
-    /// `?ticket=` from `POST /events/ticket`.
-    pub ticket: Option<String>,
-}
 
 /// How a stream is opened, beyond its channels and resume point.
 #[derive(Debug, Default, Clone)]
@@ -63,13 +49,13 @@ pub struct ChannelInfo {
 /// A cloneable handle to live events: publish, subscribe, inspect. See the [module docs](super).
 #[derive(Clone)]
 pub struct EventsHandle {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     hub: Arc<Hub>,
     history: History,
-    tickets: Tickets,
+    pub(super) tickets: Tickets,
     auth: Arc<RwLock<Arc<dyn EventsAuth>>>,
     addr: Addr<EventsActor>,
     redis: Option<RedisHandle>,
@@ -453,118 +439,6 @@ impl EventsHandle {
         self.inner.slots.take(ip)
     }
 
-    /// Who may publish to `channel` over HTTP: any authenticated user for a public channel, only
-    /// its owner for `user:{id}` (server code publishes anywhere through
-    /// [`publish_event`](Self::publish_event)).
-    ///
-    /// # Errors
-    /// [`EventsError::InvalidChannel`], [`EventsError::Unauthorized`], [`EventsError::Forbidden`].
-    pub async fn authorize_publish(
-        &self,
-        channel: &str,
-        credentials: &Credentials,
-    ) -> Result<Caller, EventsError> {
-        if !valid_channel(channel) {
-            return Err(EventsError::InvalidChannel);
-        }
-        let principal = self.authenticate(credentials).await?;
-        match private_owner(channel) {
-            Some(owner) if owner != principal.user_id => Err(EventsError::Forbidden),
-            _ => Ok(principal),
-        }
-    }
-
-    /// Who may read `channel`: anyone for a public channel (`None`), its owner for `user:{id}`.
-    ///
-    /// # Errors
-    /// [`EventsError::InvalidChannel`], [`EventsError::Unauthorized`], [`EventsError::Forbidden`].
-    pub async fn authorize_read(
-        &self,
-        channel: &str,
-        credentials: &Credentials,
-    ) -> Result<Option<Caller>, EventsError> {
-        if !valid_channel(channel) {
-            return Err(EventsError::InvalidChannel);
-        }
-        let Some(owner) = private_owner(channel) else {
-            return Ok(None);
-        };
-        let principal = self.authenticate(credentials).await?;
-        if principal.user_id != owner {
-            return Err(EventsError::Forbidden);
-        }
-        Ok(Some(principal))
-    }
-
-    /// Who may read every channel of `channels`: `None` when all are public, the caller when
-    /// some are private (all of them its own; another user's refuses the whole list).
-    ///
-    /// # Errors
-    /// [`EventsError::InvalidChannel`] and [`EventsError::ChannelCount`] first (the list as
-    /// [`subscribe_many`](Self::subscribe_many) takes it), then as
-    /// [`authorize_read`](Self::authorize_read).
-    pub async fn authorize_read_all<S: AsRef<str>>(
-        &self,
-        channels: &[S],
-        credentials: &Credentials,
-    ) -> Result<Option<Caller>, EventsError> {
-        subscribe::channel_list(channels)?;
-        let mut owners = channels.iter().filter_map(|c| private_owner(c.as_ref()));
-        let Some(first) = owners.next() else {
-            return Ok(None);
-        };
-        let principal = self.authenticate(credentials).await?;
-        if first != principal.user_id || owners.any(|owner| owner != principal.user_id) {
-            return Err(EventsError::Forbidden);
-        }
-        Ok(Some(principal))
-    }
-
-    /// The user behind `credentials` if they hold a valid token, else `None` (anonymous): for
-    /// public streams, which need no token, to be announced to presence subscribers.
-    pub async fn identify(&self, credentials: &Credentials) -> Option<Caller> {
-        if credentials.bearer.is_none()
-            && credentials.cookie.is_none()
-            && credentials.ticket.is_none()
-        {
-            return None;
-        }
-        self.authenticate(credentials).await.ok()
-    }
-
-    /// The principal behind `credentials` (a ticket is consumed).
-    ///
-    /// # Errors
-    /// [`EventsError::Unauthorized`]; [`EventsError::Unavailable`] if a ticket cannot be checked.
-    pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, EventsError> {
-        let token = match &credentials.ticket {
-            Some(ticket) => self.inner.tickets.redeem(ticket).await?,
-            None => credentials
-                .bearer
-                .clone()
-                .or_else(|| credentials.cookie.clone()),
-        };
-        let token = token.ok_or(EventsError::Unauthorized)?;
-        let auth = self.auth();
-        Ok(auth.verify(&token).await?)
-    }
-
-    /// Issues a single-use ticket (valid for [`TICKET_TTL`](super::TICKET_TTL)) standing for the
-    /// bearer or cookie token in `credentials`.
-    ///
-    /// # Errors
-    /// [`EventsError::Unauthorized`] without a valid token; [`EventsError::Unavailable`].
-    pub async fn issue_ticket(&self, credentials: &Credentials) -> Result<String, EventsError> {
-        let token = credentials
-            .bearer
-            .as_deref()
-            .or(credentials.cookie.as_deref())
-            .ok_or(EventsError::Unauthorized)?;
-        let auth = self.auth();
-        auth.verify(token).await?;
-        self.inner.tickets.issue(token).await
-    }
-
     /// This instance's subscriber count and the history length of `channel`.
     ///
     /// # Errors
@@ -613,20 +487,4 @@ impl EventsHandle {
     pub fn heartbeat_frame() -> Bytes {
         Bytes::from_static(super::wire::HEARTBEAT)
     }
-}
-
-/// A snapshot of the live-events counters.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
-#[non_exhaustive]
-pub struct EventsStats {
-    /// SSE clients connected to this instance now.
-    pub clients: u64,
-    /// Events published through this instance.
-    pub published: u64,
-    /// Events handed to local clients' queues.
-    pub deliveries: u64,
-    /// Clients cut for not keeping up (sent `event: overflow`).
-    pub slow_consumers: u64,
-    /// Resubscribe-and-replay runs after the subscriber connection was lost.
-    pub resyncs: u64,
 }

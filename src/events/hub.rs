@@ -483,36 +483,4 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn joined_ms(hub: &Hub, channel: &str) -> u64 {
-        hub.lock().channels[channel].joined.ms
-    }
-
-    /// A late baseline starts at the first client's arrival on Redis's clock: with Redis's
-    /// clock 5 s behind ours, events Redis stamps after the arrival are not skipped.
-    #[test]
-    fn late_baseline_is_taken_on_redis_clock() {
-        let hub = Hub::new(8, Arc::new(crate::clock::SystemClock));
-        let _client = hub.join("behind", None).unwrap();
-        let joined = joined_ms(&hub, "behind");
-        let far = EventId {
-            ms: u64::MAX,
-            seq: 0,
-        };
-        hub.baseline("behind", far, Some(-5_000));
-        assert_eq!(hub.last_id("behind").unwrap().ms, joined - 5_000);
-
-        let _client = hub.join("on-time", None).unwrap();
-        let joined = joined_ms(&hub, "on-time");
-        hub.baseline("on-time", far, Some(0));
-        assert_eq!(hub.last_id("on-time").unwrap().ms, joined);
-
-        // Not late: the stream's newest id, whatever the clocks say.
-        let _client = hub.join("live", None).unwrap();
-        let newest = EventId { ms: 42, seq: 7 };
-        hub.baseline("live", newest, None);
-        assert_eq!(hub.last_id("live"), Some(newest));
-    }
-}
+mod tests;

@@ -77,6 +77,7 @@
 //! ([`EventsAuth`]); a private stream closes within a second of its token expiring or its session
 //! being revoked.
 
+mod access;
 mod actor;
 mod auth;
 mod config;
@@ -96,6 +97,7 @@ mod subscribe;
 mod sync;
 mod wire;
 
+pub use access::Credentials;
 pub use actor::EventsActor;
 pub(crate) use auth::Confirmed;
 pub use auth::{AuthFuture, Caller, DenyAll, EventsAuth, Rejection, TICKET_TTL};
@@ -106,10 +108,10 @@ pub use config::{
 };
 pub use cursor::{MAX_CURSOR_LEN, MAX_STREAM_CHANNELS};
 pub use error::EventsError;
-pub use handle::{ChannelInfo, Credentials, EventsHandle, EventsStats, StreamOptions};
+pub use handle::{ChannelInfo, EventsHandle, StreamOptions};
 pub use history::MAX_REPLAY_BYTES;
 pub use messages::{Join, Left, Shutdown};
-pub use metrics::EventsCollector;
+pub use metrics::{EventsCollector, EventsStats};
 pub use presence::{
     FLUSH as PRESENCE_FLUSH, HEARTBEAT as PRESENCE_HEARTBEAT, INSTANCE_TTL as PRESENCE_INSTANCE_TTL,
 };
