@@ -341,8 +341,8 @@ async fn too_far_behind_is_reset_per_channel(backend: Backend) {
     app.server.stop().await;
 }
 
-/// 65 distinct channels, none, or a bad name are 400 problems; 64 (with repeats on top) are a
-/// stream; a `Last-Event-ID` this server did not write, or longer than 2048 characters, is 400.
+/// 65 distinct channels, none, a bad name or a bad flag are 400 problems; 64 (with repeats on
+/// top) are a stream; a `Last-Event-ID` this server did not write, or longer than 2048 characters, is 400.
 async fn channel_lists_and_ids_are_checked(backend: Backend) {
     let config = config(&backend);
     let app = App::start(&config);
@@ -356,6 +356,10 @@ async fn channel_lists_and_ids_are_checked(backend: Backend) {
         (multi_path(&all), "invalid-channel-list"),
         ("/events".to_owned(), "invalid-channel-list"),
         (multi_path(&["ok", "bad%20channel"]), "invalid-channel"),
+        (
+            "/events?channel=ok&presence=maybe".to_owned(),
+            "invalid-parameter",
+        ),
     ] {
         problem(common::http(app.addr, "GET", &path, &[], b"").await, kind);
     }

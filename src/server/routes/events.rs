@@ -252,8 +252,9 @@ fn last_event_id(req: &HttpRequest, query: Option<String>) -> Option<String> {
         (status = 200, description = "The event stream (stays open).",
             content_type = "text/event-stream", body = String),
         (status = 400, description = "No channel, more than 64 distinct channels, an invalid \
-            channel name (`invalid-channel-list`, `invalid-channel`), or a `Last-Event-ID` this \
-            server did not write or longer than 2048 characters (`invalid-last-event-id`).",
+            channel name (`invalid-channel-list`, `invalid-channel`), a parameter of the wrong \
+            type (`invalid-parameter`), or a `Last-Event-ID` this server did not write or longer \
+            than 2048 characters (`invalid-last-event-id`).",
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A private channel of another user.", body = Problem, content_type = "application/problem+json"),
@@ -268,10 +269,16 @@ async fn subscribe_many(
     req: HttpRequest,
     events: web::Data<EventsHandle>,
     limiter: Option<web::Data<crate::ratelimit::RateLimitHandle>>,
-    query: actix_web_lab::extract::Query<MultiQuery>,
 ) -> Result<HttpResponse, EventsError> {
+    // actix-web-lab's query reader takes repeated keys (`channel=a&channel=b`); its errors are
+    // answered as every other query error here (400 `invalid-parameter`).
+    let query = match actix_web_lab::extract::Query::<MultiQuery>::from_query(req.query_string()) {
+        Ok(query) => query.into_inner(),
+        Err(err) => {
+            return Ok(crate::problem::invalid_query(&err.source().to_string()).into_response());
+        }
+    };
     let slot = events.take_slot(stream_client(&req, limiter.as_ref().map(|l| l.get_ref())))?;
-    let query = query.into_inner();
     let last_event_id = last_event_id(&req, query.last_event_id);
     let credentials = credentials(&req, &events, query.ticket);
     let caller = events
