@@ -491,6 +491,51 @@ async fn presence_is_fleet_wide(backend: Backend) {
     a.server.stop().await;
 }
 
+/// A multi-channel client that stops reading is cut as a single-channel one is (`event:
+/// overflow`, then the end), and from every channel it followed, not only the one that filled
+/// its queue.
+async fn slow_consumer_is_cut_from_every_channel(backend: Backend) {
+    let mut config = config(&backend);
+    config.events.queue_size = 4;
+    config.events.max_event_bytes = 1024 * 1024;
+    config.body_limit = 1024 * 1024;
+    let app = App::start(&config);
+    let (_, token) = app.user("publisher").await;
+    let mut slow = app.open(&multi_path(&["big", "quiet"]), &[]).await;
+    next(&mut slow).await;
+    counts(&app, "quiet", 1, WAIT).await;
+    let blob = "x".repeat(256 * 1024);
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+    ];
+    let total = 40;
+    for n in 0..total {
+        let body = format!(r#"{{"n":{n},"blob":"{blob}"}}"#);
+        let reply = common::http(app.addr, "POST", "/events/big", &headers, body.as_bytes()).await;
+        assert_eq!(reply.status, 202);
+    }
+    // Cut from "quiet" too, though nothing was published there.
+    counts(&app, "quiet", 0, WAIT).await;
+    let mut messages = 0;
+    let last = loop {
+        let block = next(&mut slow).await;
+        match block.event.as_deref() {
+            Some("message") => messages += 1,
+            _ => break block,
+        }
+    };
+    assert_eq!(last.event.as_deref(), Some("overflow"));
+    assert!(messages < total, "the slow client got all {messages}");
+    assert_eq!(
+        slow.next_block(WAIT).await,
+        None,
+        "the stream ends after overflow"
+    );
+    app.server.stop().await;
+}
+
 /// An instance that stops renewing its entry stops counting: a peer's entry (as an instance
 /// writes it) counts until its registry score lapses (at most 15 s after its last renewal; here
 /// written 14 s ago), then not. Memory has no peers: its count is its own.
@@ -544,6 +589,7 @@ async fn a_dead_instance_stops_counting(backend: Backend) {
 }
 
 backend_suite!(
+    slow_consumer_is_cut_from_every_channel,
     a_dead_instance_stops_counting,
     three_channels_on_one_stream,
     resume_replays_every_channel_exactly_once,
