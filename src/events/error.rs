@@ -1,6 +1,9 @@
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 
-use super::wire::{MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN};
+use super::{
+    cursor::MAX_CURSOR_LEN,
+    wire::{MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN},
+};
 use crate::{connection::RedisError, problem::Problem};
 
 /// A failed events operation.
@@ -10,6 +13,14 @@ pub enum EventsError {
     /// The channel name is empty, too long, or has a character outside `[A-Za-z0-9:_.-]`.
     #[error("invalid channel name")]
     InvalidChannel,
+    /// A multi-channel subscription names no channel, or more distinct channels than allowed
+    /// (the most allowed).
+    #[error("a stream follows 1 to {0} channels")]
+    ChannelCount(usize),
+    /// A multi-channel stream's `Last-Event-ID` is longer than allowed or not one this server
+    /// writes.
+    #[error("invalid Last-Event-ID")]
+    InvalidLastEventId,
     /// The event type is empty, too long, or has a character outside `[A-Za-z0-9_.-]`.
     #[error("invalid event type")]
     InvalidEventType,
@@ -61,7 +72,10 @@ impl From<super::Rejection> for EventsError {
 impl ResponseError for EventsError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidChannel | Self::InvalidEventType => StatusCode::BAD_REQUEST,
+            Self::InvalidChannel
+            | Self::InvalidEventType
+            | Self::ChannelCount(_)
+            | Self::InvalidLastEventId => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,6 +96,24 @@ impl ResponseError for EventsError {
             )
             .with_detail(format!(
                 "Channel names are 1 to {MAX_CHANNEL_LEN} characters of A-Z a-z 0-9 : _ . -"
+            ))
+            .into_response(),
+            Self::ChannelCount(max) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-channel-list",
+                "Invalid channel list",
+            )
+            .with_detail(format!(
+                "A stream follows 1 to {max} distinct channels (?channel=a&channel=b)."
+            ))
+            .into_response(),
+            Self::InvalidLastEventId => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-last-event-id",
+                "Invalid Last-Event-ID",
+            )
+            .with_detail(format!(
+                "A multi-channel stream resumes from an id it sent (at most {MAX_CURSOR_LEN} characters)."
             ))
             .into_response(),
             Self::InvalidEventType => Problem::new(

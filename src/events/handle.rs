@@ -5,35 +5,42 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{
-    EventsActor, EventsConfig, EventsError, Join, Left, Shutdown,
+    Credentials, EventsActor, EventsConfig, EventsError, EventsStats, Join, Left, Shutdown,
     auth::{Caller, DenyAll, EventsAuth, Tickets},
-    history::{History, Replay},
-    hub::{EventStream, Hub, OnLeave},
+    cursor,
+    history::{History, MAX_REPLAY_BYTES, Replay},
+    hub::{Hub, Member},
+    presence::Presence,
+    read::Read,
+    stream::{EventStream, Leaving, OnLeave},
+    subscribe,
     wire::{
-        DEFAULT_EVENT_TYPE, EventId, encode_control, encode_retry, private_owner, valid_channel,
-        valid_event_type,
+        DEFAULT_EVENT_TYPE, EventId, encode_control, encode_retry, valid_channel, valid_event_type,
     },
 };
 use crate::connection::RedisHandle;
 
-/// Where the credentials of a request came from; at most one is used, in this order:
-/// ticket, bearer token, cookie.
+/// How a stream is opened, beyond its channels and resume point.
 #[derive(Debug, Default, Clone)]
 #[non_exhaustive]
-pub struct Credentials {
-    /// `Authorization: Bearer <token>`.
-    pub bearer: Option<String>,
-    /// The login cookie's value.
-    pub cookie: Option<String>,
-    /// `?ticket=` from `POST /events/ticket`.
-    pub ticket: Option<String>,
+pub struct StreamOptions {
+    /// The caller a private stream answers to: the stream closes when its token expires or its
+    /// session is revoked.
+    pub principal: Option<Caller>,
+    /// The authenticated user the stream is announced as to presence subscribers (`join` and
+    /// `leave` frames); `None`: anonymous, not announced.
+    pub user: Option<String>,
+    /// Whether the stream gets `join` and `leave` frames of its channels' users.
+    pub presence: bool,
 }
 
 /// `GET /events/{channel}/info`.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct ChannelInfo {
-    /// Clients of this process subscribed to the channel.
+    /// Clients subscribed to the channel: on every instance in `GET /events/{channel}/info`
+    /// ([`EventsHandle::fleet_info`]: exact within a second of a join or leave; an instance that
+    /// stopped is no longer counted 15 s later), on this one from [`EventsHandle::info`].
     pub subscribers: usize,
     /// Events in the channel's history.
     pub history: u64,
@@ -42,16 +49,17 @@ pub struct ChannelInfo {
 /// A cloneable handle to live events: publish, subscribe, inspect. See the [module docs](super).
 #[derive(Clone)]
 pub struct EventsHandle {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     hub: Arc<Hub>,
     history: History,
-    tickets: Tickets,
+    pub(super) tickets: Tickets,
     auth: Arc<RwLock<Arc<dyn EventsAuth>>>,
     addr: Addr<EventsActor>,
     redis: Option<RedisHandle>,
+    presence: Arc<Presence>,
     on_leave: Arc<OnLeave>,
     retry_ms: u64,
     max_event_bytes: usize,
@@ -101,14 +109,20 @@ impl EventsHandle {
                 None,
             ),
         };
+        let presence = Presence::start(
+            hub.clone(),
+            redis.clone().map(|r| (r, config.key_prefix.clone())),
+        );
         let on_leave: Arc<OnLeave> = {
             let addr = addr.clone();
-            Arc::new(Box::new(move |channel: &str, last: bool| {
-                if last {
+            let presence = presence.clone();
+            Arc::new(Box::new(move |leaving: Leaving<'_>| {
+                for channel in leaving.emptied {
                     addr.do_send(Left {
-                        channel: channel.to_owned(),
+                        channel: channel.to_string(),
                     });
                 }
+                presence.left(leaving.channels, leaving.user);
             }))
         };
         Ok(Self {
@@ -119,6 +133,7 @@ impl EventsHandle {
                 auth,
                 addr,
                 redis,
+                presence,
                 on_leave,
                 retry_ms: u64::try_from(config.retry.as_millis()).unwrap_or(u64::MAX),
                 max_event_bytes: config.max_event_bytes,
@@ -241,50 +256,56 @@ impl EventsHandle {
         last_event_id: Option<&str>,
         principal: Option<Caller>,
     ) -> Result<EventStream, EventsError> {
+        let options = StreamOptions {
+            user: principal.as_ref().map(|p| p.user_id.clone()),
+            principal,
+            presence: false,
+        };
+        self.subscribe_with(channel, last_event_id, options).await
+    }
+
+    /// [`subscribe`](Self::subscribe) with `options`: a principal whose token the stream
+    /// follows, the user it is announced as, presence frames.
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn subscribe_with(
+        &self,
+        channel: &str,
+        last_event_id: Option<&str>,
+        options: StreamOptions,
+    ) -> Result<EventStream, EventsError> {
         if !valid_channel(channel) {
             return Err(EventsError::InvalidChannel);
         }
         let inner = &self.inner;
-        let joined = inner
-            .hub
-            .join(channel, principal)
-            .ok_or(EventsError::ShuttingDown)?;
-        let mut stream = EventStream::new(
-            inner.hub.clone(),
-            channel,
-            joined,
-            Some(inner.on_leave.clone()),
-        );
-        if let Some(redis) = &inner.redis {
-            let join = Join {
-                channel: channel.to_owned(),
-            };
-            if redis.is_up() {
-                // Live first: the subscription is in place before history is read, so nothing
-                // falls between the replay and the live events.
-                let _ = inner.addr.send(join).await;
-            } else {
-                // Do not hold the response back: the resync subscribes once Redis returns.
-                inner.addr.do_send(join);
-            }
-        }
+        let channels: Arc<[Arc<str>]> = Arc::from([Arc::from(channel)]);
+        let mut stream = self.join(&channels, options)?;
+        self.join_live(&channels).await;
         let mut prelude = vec![encode_retry(inner.retry_ms)];
         let mut skip_through = None;
         let mut replayed = None;
         if let Some(last) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
             let replay = match last.parse::<EventId>() {
-                Ok(last) => match inner.history.replay(channel, last, inner.max_replay).await {
-                    Ok(replay) => {
-                        if matches!(replay, Replay::Events(..)) {
-                            skip_through = Some(last);
+                Ok(last) => {
+                    let bounds = (inner.max_replay, MAX_REPLAY_BYTES);
+                    match inner
+                        .history
+                        .replay(channel, last, bounds, Read::Resume)
+                        .await
+                    {
+                        Ok(replay) => {
+                            if matches!(replay, Replay::Events(..)) {
+                                skip_through = Some(last);
+                            }
+                            replay
                         }
-                        replay
+                        Err(err) => {
+                            tracing::warn!(error = %err, channel, "history unavailable for a resume; sending reset");
+                            Replay::Reset
+                        }
                     }
-                    Err(err) => {
-                        tracing::warn!(error = %err, channel, "history unavailable for a resume; sending reset");
-                        Replay::Reset
-                    }
-                },
+                }
                 Err(()) => Replay::Reset,
             };
             match replay {
@@ -300,6 +321,92 @@ impl EventsHandle {
         }
         stream.set_prelude(prelude, skip_through, replayed);
         Ok(stream)
+    }
+
+    /// Subscribes to every channel of `channels` on one stream (1 to
+    /// [`MAX_STREAM_CHANNELS`](super::MAX_STREAM_CHANNELS) distinct names; repeats collapse),
+    /// without access checks. Each frame names its channel, and its `id:` holds the stream's
+    /// position on every channel (the format is in the README): resuming with it as
+    /// `last_event_id` replays what each channel missed, once, in order (or `event: reset` for
+    /// a channel too far behind).
+    ///
+    /// # Errors
+    /// [`EventsError::InvalidChannel`], [`EventsError::ChannelCount`],
+    /// [`EventsError::InvalidLastEventId`], [`EventsError::ShuttingDown`].
+    pub async fn subscribe_many<S: AsRef<str>>(
+        &self,
+        channels: &[S],
+        last_event_id: Option<&str>,
+        options: StreamOptions,
+    ) -> Result<EventStream, EventsError> {
+        let channels = subscribe::channel_list(channels)?;
+        let resume = match last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(text) => {
+                Some(cursor::parse(text, &channels).map_err(|_| EventsError::InvalidLastEventId)?)
+            }
+            None => None,
+        };
+        let inner = &self.inner;
+        let mut stream = self.join(&channels, options)?;
+        self.join_live(&channels).await;
+        let starts = subscribe::starts(
+            &inner.hub,
+            &inner.history,
+            &channels,
+            resume.as_ref(),
+            inner.max_replay,
+        )
+        .await;
+        stream.start_multi(encode_retry(inner.retry_ms), starts);
+        Ok(stream)
+    }
+
+    /// Registers a stream's client on `channels` in the hub, and with presence.
+    fn join(
+        &self,
+        channels: &Arc<[Arc<str>]>,
+        options: StreamOptions,
+    ) -> Result<EventStream, EventsError> {
+        let inner = &self.inner;
+        let member = Member {
+            principal: options.principal,
+            presence: options.presence,
+        };
+        let joined = inner
+            .hub
+            .join_all(channels, member)
+            .ok_or(EventsError::ShuttingDown)?;
+        let user: Option<Arc<str>> = options.user.map(Arc::from);
+        inner.presence.joined(channels, user.as_ref());
+        Ok(EventStream::new(
+            inner.hub.clone(),
+            channels.clone(),
+            joined,
+            user,
+            Some(inner.on_leave.clone()),
+        ))
+    }
+
+    /// With Redis, makes sure this process subscribes to `channels`: awaited while Redis is up
+    /// (live first: the subscription is in place before history is read, so nothing falls
+    /// between the replay and the live events), left to the resync otherwise.
+    async fn join_live(&self, channels: &[Arc<str>]) {
+        let inner = &self.inner;
+        let Some(redis) = &inner.redis else {
+            return;
+        };
+        let joins = channels.iter().map(|channel| Join {
+            channel: channel.to_string(),
+        });
+        if redis.is_up() {
+            let sends = joins.map(|join| inner.addr.send(join));
+            let _ = futures_util::future::join_all(sends).await;
+        } else {
+            // Do not hold the response back: the resync subscribes once Redis returns.
+            for join in joins {
+                inner.addr.do_send(join);
+            }
+        }
     }
 
     /// Checks `credentials` for `channel` (private channels: only their owner) and subscribes.
@@ -334,83 +441,7 @@ impl EventsHandle {
         self.inner.slots.take(ip)
     }
 
-    /// Who may publish to `channel` over HTTP: any authenticated user for a public channel, only
-    /// its owner for `user:{id}` (server code publishes anywhere through
-    /// [`publish_event`](Self::publish_event)).
-    ///
-    /// # Errors
-    /// [`EventsError::InvalidChannel`], [`EventsError::Unauthorized`], [`EventsError::Forbidden`].
-    pub async fn authorize_publish(
-        &self,
-        channel: &str,
-        credentials: &Credentials,
-    ) -> Result<Caller, EventsError> {
-        if !valid_channel(channel) {
-            return Err(EventsError::InvalidChannel);
-        }
-        let principal = self.authenticate(credentials).await?;
-        match private_owner(channel) {
-            Some(owner) if owner != principal.user_id => Err(EventsError::Forbidden),
-            _ => Ok(principal),
-        }
-    }
-
-    /// Who may read `channel`: anyone for a public channel (`None`), its owner for `user:{id}`.
-    ///
-    /// # Errors
-    /// [`EventsError::InvalidChannel`], [`EventsError::Unauthorized`], [`EventsError::Forbidden`].
-    pub async fn authorize_read(
-        &self,
-        channel: &str,
-        credentials: &Credentials,
-    ) -> Result<Option<Caller>, EventsError> {
-        if !valid_channel(channel) {
-            return Err(EventsError::InvalidChannel);
-        }
-        let Some(owner) = private_owner(channel) else {
-            return Ok(None);
-        };
-        let principal = self.authenticate(credentials).await?;
-        if principal.user_id != owner {
-            return Err(EventsError::Forbidden);
-        }
-        Ok(Some(principal))
-    }
-
-    /// The principal behind `credentials` (a ticket is consumed).
-    ///
-    /// # Errors
-    /// [`EventsError::Unauthorized`]; [`EventsError::Unavailable`] if a ticket cannot be checked.
-    pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, EventsError> {
-        let token = match &credentials.ticket {
-            Some(ticket) => self.inner.tickets.redeem(ticket).await?,
-            None => credentials
-                .bearer
-                .clone()
-                .or_else(|| credentials.cookie.clone()),
-        };
-        let token = token.ok_or(EventsError::Unauthorized)?;
-        let auth = self.auth();
-        Ok(auth.verify(&token).await?)
-    }
-
-    /// Issues a single-use ticket (valid for [`TICKET_TTL`](super::TICKET_TTL)) standing for the
-    /// bearer or cookie token in `credentials`.
-    ///
-    /// # Errors
-    /// [`EventsError::Unauthorized`] without a valid token; [`EventsError::Unavailable`].
-    pub async fn issue_ticket(&self, credentials: &Credentials) -> Result<String, EventsError> {
-        let token = credentials
-            .bearer
-            .as_deref()
-            .or(credentials.cookie.as_deref())
-            .ok_or(EventsError::Unauthorized)?;
-        let auth = self.auth();
-        auth.verify(token).await?;
-        self.inner.tickets.issue(token).await
-    }
-
-    /// Local subscriber count and history length of `channel`.
+    /// This instance's subscriber count and the history length of `channel`.
     ///
     /// # Errors
     /// [`EventsError::InvalidChannel`], [`EventsError::Unavailable`] when Redis is down.
@@ -420,6 +451,24 @@ impl EventsHandle {
         }
         Ok(ChannelInfo {
             subscribers: self.inner.hub.count(channel),
+            history: self.inner.history.len(channel).await?,
+        })
+    }
+
+    /// The subscriber count of every instance and the history length of `channel`
+    /// (`GET /events/{channel}/info`): this instance's clients now, plus what each other live
+    /// instance last wrote (every [`PRESENCE_FLUSH`](super::PRESENCE_FLUSH)); an instance that
+    /// stopped writing is no longer counted after
+    /// [`PRESENCE_INSTANCE_TTL`](super::PRESENCE_INSTANCE_TTL).
+    ///
+    /// # Errors
+    /// [`EventsError::InvalidChannel`], [`EventsError::Unavailable`] when Redis is down.
+    pub async fn fleet_info(&self, channel: &str) -> Result<ChannelInfo, EventsError> {
+        if !valid_channel(channel) {
+            return Err(EventsError::InvalidChannel);
+        }
+        Ok(ChannelInfo {
+            subscribers: self.inner.presence.count(channel).await?,
             history: self.inner.history.len(channel).await?,
         })
     }
@@ -440,20 +489,4 @@ impl EventsHandle {
     pub fn heartbeat_frame() -> Bytes {
         Bytes::from_static(super::wire::HEARTBEAT)
     }
-}
-
-/// A snapshot of the live-events counters.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
-#[non_exhaustive]
-pub struct EventsStats {
-    /// SSE clients connected to this instance now.
-    pub clients: u64,
-    /// Events published through this instance.
-    pub published: u64,
-    /// Events handed to local clients' queues.
-    pub deliveries: u64,
-    /// Clients cut for not keeping up (sent `event: overflow`).
-    pub slow_consumers: u64,
-    /// Resubscribe-and-replay runs after the subscriber connection was lost.
-    pub resyncs: u64,
 }

@@ -2,46 +2,46 @@
 //!
 //! The hub is plain shared state (`Arc` + a short `std` mutex), not an actor: joining, leaving and
 //! fanning out are a few pointer copies each, done from whichever task has the event, with no
-//! mailbox hop. A client is a bounded [`mpsc`] sender of pre-encoded frames plus a flag; no task,
-//! no timer and no buffer of its own, so an idle client costs a few hundred bytes here.
+//! mailbox hop. A client is a bounded [`mpsc`] sender of shared frames plus a flag; no task,
+//! no timer and no buffer of its own, so an idle client costs a few hundred bytes here. A
+//! multi-channel stream is one client registered in each of its channels under one id, with one
+//! queue: whatever cuts it from one channel (a full queue) cuts it from all.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    convert::Infallible,
-    pin::Pin,
+    collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use super::{
     auth::{Caller, EventsAuth},
-    history::ReplaySlot,
+    frame::{Frame, Kind, Outgoing, presence_frame},
     wire::{EventId, HEARTBEAT, encode_control},
 };
 use crate::clock::Clock;
 
-/// One outgoing SSE frame queued for clients: pre-encoded bytes shared by every client, and the event id for de-duplication
-/// at the history/live handover (`None` for heartbeats).
-#[derive(Debug, Clone)]
-pub(crate) struct Outgoing {
-    pub(crate) id: Option<EventId>,
-    pub(crate) bytes: Bytes,
-}
-
 struct Client {
     tx: mpsc::Sender<Outgoing>,
     overflowed: Arc<AtomicBool>,
-    principal: Option<Caller>,
+    /// The caller whose token must stay valid (private streams only; boxed: most clients have
+    /// none, and every client's entry is this struct).
+    principal: Option<Box<Caller>>,
+    /// Whether the client asked for `join`/`leave` frames.
+    presence: bool,
+    /// A multi-channel client's channels (it is registered in each under the same id).
+    group: Option<Arc<[Arc<str>]>>,
+    /// Whether this registration counts the client (a multi-channel client counts once: in its
+    /// first channel) and takes its heartbeats.
+    primary: bool,
 }
 
 struct Channel {
+    name: Arc<str>,
     clients: HashMap<u64, Client>,
     /// Last id fanned out from Redis; `None` until the channel's subscription is baselined.
     last_id: Option<EventId>,
@@ -51,8 +51,9 @@ struct Channel {
 }
 
 impl Channel {
-    fn new(now_ms: u64) -> Self {
+    fn new(name: &str, now_ms: u64) -> Self {
         Self {
+            name: Arc::from(name),
             clients: HashMap::new(),
             last_id: None,
             joined: EventId {
@@ -61,6 +62,52 @@ impl Channel {
             },
         }
     }
+
+    /// Queues `frame` to every client (to those that asked for presence, for a presence frame);
+    /// a client whose queue is full is cut. Answers how many got it, how many primary
+    /// registrations left, and the multi-channel clients cut (to remove from their other
+    /// channels).
+    fn deliver(&mut self, frame: &Outgoing) -> Delivered {
+        let mut out = Delivered::default();
+        let presence_only = frame.kind == Kind::Presence;
+        self.clients.retain(|id, client| {
+            if presence_only && !client.presence {
+                return true;
+            }
+            match client.tx.try_send(frame.clone()) {
+                Ok(()) => {
+                    out.delivered += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    client.overflowed.store(true, Ordering::Release);
+                    out.cut += 1;
+                    out.left += usize::from(client.primary);
+                    if let Some(group) = &client.group {
+                        out.cut_groups.push((*id, group.clone()));
+                    }
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    // A multi-channel client's stream is gone: its guard leaves every channel.
+                    if client.group.is_some() {
+                        return true;
+                    }
+                    out.left += 1;
+                    false
+                }
+            }
+        });
+        out
+    }
+}
+
+#[derive(Default)]
+struct Delivered {
+    delivered: usize,
+    cut: usize,
+    left: usize,
+    cut_groups: Vec<(u64, Arc<[Arc<str>]>)>,
 }
 
 #[derive(Default)]
@@ -68,6 +115,24 @@ struct Inner {
     channels: HashMap<String, Channel>,
     next_client: u64,
     closed: bool,
+}
+
+impl Inner {
+    /// Removes cut multi-channel clients from their other channels; answers how many primary
+    /// registrations that removed.
+    fn remove_groups(&mut self, cut: &[(u64, Arc<[Arc<str>]>)]) -> usize {
+        let mut left = 0;
+        for (id, group) in cut {
+            for channel in group.iter() {
+                if let Some(entry) = self.channels.get_mut(&**channel)
+                    && let Some(client) = entry.clients.remove(id)
+                {
+                    left += usize::from(client.primary);
+                }
+            }
+        }
+        left
+    }
 }
 
 /// What [`Hub::fan_out`] did with one event.
@@ -94,6 +159,7 @@ pub(crate) struct Hub {
     pub(crate) counters: Counters,
     /// Wall-clock time for join baselines and the memory backend's event ids.
     clock: Arc<dyn Clock>,
+    heartbeat: Outgoing,
 }
 
 /// A newly registered client: its id and the receiving half of its queue.
@@ -103,6 +169,14 @@ pub(crate) struct Joined {
     pub(crate) overflowed: Arc<AtomicBool>,
 }
 
+/// Who a joining client is: the caller a private stream answers to, and whether it asked for
+/// presence frames.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Member {
+    pub(crate) principal: Option<Caller>,
+    pub(crate) presence: bool,
+}
+
 impl Hub {
     pub(crate) fn new(queue_size: usize, clock: Arc<dyn Clock>) -> Self {
         Self {
@@ -110,6 +184,11 @@ impl Hub {
             queue_size: queue_size.max(1),
             counters: Counters::default(),
             clock,
+            heartbeat: Arc::new(Frame::new(
+                Kind::Heartbeat,
+                None,
+                Bytes::from_static(HEARTBEAT),
+            )),
         }
     }
 
@@ -137,7 +216,21 @@ impl Hub {
     }
 
     /// Registers a client on `channel`; `None` once the hub is closed (shutting down).
+    #[cfg(test)]
     pub(crate) fn join(&self, channel: &str, principal: Option<Caller>) -> Option<Joined> {
+        let channels: Arc<[Arc<str>]> = Arc::from([Arc::from(channel)]);
+        self.join_all(
+            &channels,
+            Member {
+                principal,
+                presence: false,
+            },
+        )
+    }
+
+    /// Registers one client, with one queue, on every channel of `channels` (one channel: a
+    /// single-channel client); `None` once the hub is closed.
+    pub(crate) fn join_all(&self, channels: &Arc<[Arc<str>]>, member: Member) -> Option<Joined> {
         let mut inner = self.lock();
         if inner.closed {
             return None;
@@ -146,39 +239,51 @@ impl Hub {
         let overflowed = Arc::new(AtomicBool::new(false));
         inner.next_client += 1;
         let id = inner.next_client;
-        inner
-            .channels
-            .entry(channel.to_owned())
-            .or_insert_with(|| Channel::new(self.now_ms()))
-            .clients
-            .insert(
-                id,
-                Client {
-                    tx,
-                    overflowed: overflowed.clone(),
-                    principal,
-                },
-            );
+        let group = (channels.len() > 1).then(|| channels.clone());
+        let now_ms = self.now_ms();
+        for (i, channel) in channels.iter().enumerate() {
+            inner
+                .channels
+                .entry((**channel).to_owned())
+                .or_insert_with(|| Channel::new(channel, now_ms))
+                .clients
+                .insert(
+                    id,
+                    Client {
+                        tx: tx.clone(),
+                        overflowed: overflowed.clone(),
+                        principal: member.principal.clone().map(Box::new),
+                        presence: member.presence,
+                        group: group.clone(),
+                        primary: i == 0,
+                    },
+                );
+        }
         self.counters.clients.fetch_add(1, Ordering::Relaxed);
         Some(Joined { id, rx, overflowed })
     }
 
-    /// Removes a client; answers whether the channel is now empty and was dropped (the caller
-    /// unsubscribes it). A client that was cut (slow consumer) or swept (token lapsed) is already
-    /// gone: its leaving still drops the channel it emptied.
-    pub(crate) fn leave(&self, channel: &str, id: u64) -> bool {
+    /// Removes a client from `channels`; answers the channels it left empty, which were dropped
+    /// (the caller unsubscribes them). A client that was cut (slow consumer) or swept (token
+    /// lapsed) is already gone: its leaving still drops the channels it emptied.
+    pub(crate) fn leave(&self, channels: &[Arc<str>], id: u64) -> Vec<Arc<str>> {
         let mut inner = self.lock();
-        let Some(entry) = inner.channels.get_mut(channel) else {
-            return false;
-        };
-        if entry.clients.remove(&id).is_some() {
-            self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+        let mut emptied = Vec::new();
+        for channel in channels {
+            let Some(entry) = inner.channels.get_mut(&**channel) else {
+                continue;
+            };
+            if let Some(client) = entry.clients.remove(&id)
+                && client.primary
+            {
+                self.counters.clients.fetch_sub(1, Ordering::Relaxed);
+            }
+            if entry.clients.is_empty() {
+                inner.channels.remove(&**channel);
+                emptied.push(channel.clone());
+            }
         }
-        if entry.clients.is_empty() {
-            inner.channels.remove(channel);
-            return true;
-        }
-        false
+        emptied
     }
 
     /// Local clients of `channel`.
@@ -198,11 +303,19 @@ impl Hub {
             .collect()
     }
 
+    /// Every channel with at least one local client, and how many.
+    pub(crate) fn counts(&self) -> Vec<(String, usize)> {
+        self.lock()
+            .channels
+            .iter()
+            .map(|(name, c)| (name.clone(), c.clients.len()))
+            .collect()
+    }
+
     /// The last id fanned out on `channel` (`None`: no clients, or not yet baselined).
     pub(crate) fn last_id(&self, channel: &str) -> Option<EventId> {
         self.lock().channels.get(channel).and_then(|c| c.last_id)
     }
-
     /// Sets the point after which Redis events are fanned out, unless one is already set:
     /// `stream_last`, the stream's newest id when the subscription is made. A subscription made
     /// late (Redis was unreachable when the channel's first client arrived; `late` holds Redis's
@@ -252,35 +365,42 @@ impl Hub {
             _ => {}
         }
         entry.last_id = Some(id);
-        let before = entry.clients.len();
-        let mut result = FanOut::default();
-        entry.clients.retain(|_, client| {
-            let frame = Outgoing {
-                id: Some(id),
-                bytes: bytes.clone(),
-            };
-            match client.tx.try_send(frame) {
-                Ok(()) => {
-                    result.delivered += 1;
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    client.overflowed.store(true, Ordering::Release);
-                    result.cut += 1;
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        let frame = Arc::new(Frame::new(
+            Kind::Event(id),
+            Some(entry.name.clone()),
+            bytes.clone(),
+        ));
+        let out = entry.deliver(&frame);
         // An emptied channel stays registered until its clients' guards leave (and unsubscribe).
+        let left = out.left + inner.remove_groups(&out.cut_groups);
         let c = &self.counters;
         c.deliveries
-            .fetch_add(result.delivered as u64, Ordering::Relaxed);
+            .fetch_add(out.delivered as u64, Ordering::Relaxed);
         c.slow_consumers
-            .fetch_add(result.cut as u64, Ordering::Relaxed);
-        c.clients
-            .fetch_sub((before - entry.clients.len()) as u64, Ordering::Relaxed);
-        result
+            .fetch_add(out.cut as u64, Ordering::Relaxed);
+        c.clients.fetch_sub(left as u64, Ordering::Relaxed);
+        FanOut {
+            delivered: out.delivered,
+            cut: out.cut,
+        }
+    }
+
+    /// Queues a presence frame (`join`/`leave` of `user`) to the clients of `channel` that asked
+    /// for presence.
+    pub(crate) fn presence(&self, channel: &str, kind: &str, user: &str) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.channels.get_mut(channel) else {
+            return;
+        };
+        let frame = presence_frame(&entry.name, kind, user);
+        let out = entry.deliver(&frame);
+        let left = out.left + inner.remove_groups(&out.cut_groups);
+        self.counters
+            .slow_consumers
+            .fetch_add(out.cut as u64, Ordering::Relaxed);
+        self.counters
+            .clients
+            .fetch_sub(left as u64, Ordering::Relaxed);
     }
 
     /// Sends `event: reset` to every client of `channel` (a client without room for it is
@@ -292,44 +412,29 @@ impl Hub {
         let Some(entry) = inner.channels.get_mut(channel) else {
             return 0;
         };
-        entry.last_id = Some(entry.last_id.map_or(newest, |last| last.max(newest)));
-        let before = entry.clients.len();
-        let (mut sent, mut cut) = (0, 0);
-        entry.clients.retain(|_, client| {
-            let frame = Outgoing {
-                id: None,
-                bytes: encode_control("reset"),
-            };
-            match client.tx.try_send(frame) {
-                Ok(()) => {
-                    sent += 1;
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    client.overflowed.store(true, Ordering::Release);
-                    cut += 1;
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        let newest = entry.last_id.map_or(newest, |last| last.max(newest));
+        entry.last_id = Some(newest);
+        let frame = Arc::new(Frame::new(
+            Kind::Reset(newest),
+            Some(entry.name.clone()),
+            encode_control("reset"),
+        ));
+        let out = entry.deliver(&frame);
+        let left = out.left + inner.remove_groups(&out.cut_groups);
         let c = &self.counters;
-        c.slow_consumers.fetch_add(cut, Ordering::Relaxed);
-        c.clients
-            .fetch_sub((before - entry.clients.len()) as u64, Ordering::Relaxed);
-        sent
+        c.slow_consumers
+            .fetch_add(out.cut as u64, Ordering::Relaxed);
+        c.clients.fetch_sub(left as u64, Ordering::Relaxed);
+        out.delivered
     }
 
     /// Queues a heartbeat comment to every client that has room (a full queue is not cut for a
-    /// heartbeat: the next event will do that).
+    /// heartbeat: the next event will do that); a multi-channel client gets one, not one per
+    /// channel.
     pub(crate) fn heartbeat(&self) {
-        let beat = Outgoing {
-            id: None,
-            bytes: Bytes::from_static(HEARTBEAT),
-        };
         for entry in self.lock().channels.values() {
-            for client in entry.clients.values() {
-                let _ = client.tx.try_send(beat.clone());
+            for client in entry.clients.values().filter(|c| c.primary) {
+                let _ = client.tx.try_send(self.heartbeat.clone());
             }
         }
     }
@@ -339,12 +444,14 @@ impl Hub {
     pub(crate) fn sweep(&self, auth: &dyn EventsAuth, now: u64) -> usize {
         let mut closed = 0;
         for entry in self.lock().channels.values_mut() {
+            // Every registration of a multi-channel client carries its principal: all of them
+            // go in the same sweep, and it is counted once.
             entry.clients.retain(|_, client| {
                 let keep = client
                     .principal
                     .as_ref()
                     .is_none_or(|p| p.expires_at > now && auth.still_valid(p));
-                if !keep {
+                if !keep && client.primary {
                     closed += 1;
                 }
                 keep
@@ -361,9 +468,10 @@ impl Hub {
         let mut inner = self.lock();
         inner.closed = true;
         for entry in inner.channels.values_mut() {
+            let primary = entry.clients.values().filter(|c| c.primary).count();
             self.counters
                 .clients
-                .fetch_sub(entry.clients.len() as u64, Ordering::Relaxed);
+                .fetch_sub(primary as u64, Ordering::Relaxed);
             entry.clients.clear();
         }
     }
@@ -374,178 +482,5 @@ impl Hub {
     }
 }
 
-/// Called when a stream is dropped, with the channel and whether it was its last local client.
-pub(crate) type OnLeave = Box<dyn Fn(&str, bool) + Send + Sync>;
-
-/// Unregisters a client when its stream is dropped (client gone, or stream ended).
-struct LeaveGuard {
-    hub: Arc<Hub>,
-    channel: Box<str>,
-    id: u64,
-    on_leave: Option<Arc<OnLeave>>,
-}
-
-impl Drop for LeaveGuard {
-    fn drop(&mut self) {
-        let last = self.hub.leave(&self.channel, self.id);
-        if let Some(on_leave) = &self.on_leave {
-            on_leave(&self.channel, last);
-        }
-    }
-}
-
-/// A subscriber's event stream: the SSE bytes to send, in order (the `retry:` hint, a replay from
-/// history, then live events and heartbeats). Ends after `event: overflow` when the client fell
-/// too far behind, or cleanly when the server shuts down or a private stream's token lapses.
-/// Use it as a streaming response body ([`into_response`](Self::into_response)).
-pub struct EventStream {
-    prelude: VecDeque<Bytes>,
-    /// The shared replay the prelude sends (on Redis): held until the prelude is sent, so that
-    /// resumes of the same position arriving meanwhile share it.
-    replayed: Option<Arc<ReplaySlot>>,
-    rx: mpsc::Receiver<Outgoing>,
-    /// Live events up to this id were already replayed from history.
-    skip_through: Option<EventId>,
-    overflowed: Arc<AtomicBool>,
-    done: bool,
-    _guard: LeaveGuard,
-    /// The stream's place under the connection caps, released with it.
-    _slot: Option<super::ConnectionSlot>,
-}
-
-impl std::fmt::Debug for EventStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStream")
-            .field("channel", &self._guard.channel)
-            .field("skip_through", &self.skip_through)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EventStream {
-    pub(crate) fn new(
-        hub: Arc<Hub>,
-        channel: &str,
-        joined: Joined,
-        on_leave: Option<Arc<OnLeave>>,
-    ) -> Self {
-        Self {
-            prelude: VecDeque::new(),
-            replayed: None,
-            rx: joined.rx,
-            skip_through: None,
-            overflowed: joined.overflowed,
-            done: false,
-            _slot: None,
-            _guard: LeaveGuard {
-                hub,
-                channel: channel.into(),
-                id: joined.id,
-                on_leave,
-            },
-        }
-    }
-
-    /// Queues frames to send before anything live, the last id they cover, and the shared
-    /// replay they come from.
-    pub(crate) fn set_prelude(
-        &mut self,
-        frames: Vec<Bytes>,
-        skip_through: Option<EventId>,
-        replayed: Option<Arc<ReplaySlot>>,
-    ) {
-        self.prelude.extend(frames);
-        self.skip_through = skip_through;
-        self.replayed = replayed;
-    }
-
-    /// This stream holding `slot` (from [`EventsHandle::take_slot`](super::EventsHandle::take_slot))
-    /// until it ends.
-    #[must_use]
-    pub fn with_slot(mut self, slot: super::ConnectionSlot) -> Self {
-        self._slot = Some(slot);
-        self
-    }
-
-    /// The streaming `200 text/event-stream` response for this stream.
-    pub fn into_response(self) -> actix_web::HttpResponse {
-        actix_web::HttpResponse::Ok()
-            .content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"))
-            .insert_header(("x-accel-buffering", "no"))
-            .streaming(self)
-    }
-}
-
-impl Stream for EventStream {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if let Some(bytes) = this.prelude.pop_front() {
-            if this.prelude.is_empty() {
-                this.replayed = None;
-            }
-            return Poll::Ready(Some(Ok(bytes)));
-        }
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match this.rx.poll_recv(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(frame)) => {
-                    if let (Some(id), Some(through)) = (frame.id, this.skip_through) {
-                        if id <= through {
-                            continue;
-                        }
-                        this.skip_through = None;
-                    }
-                    return Poll::Ready(Some(Ok(frame.bytes)));
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    if this.overflowed.load(Ordering::Acquire) {
-                        return Poll::Ready(Some(Ok(encode_control("overflow"))));
-                    }
-                    return Poll::Ready(None);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn joined_ms(hub: &Hub, channel: &str) -> u64 {
-        hub.lock().channels[channel].joined.ms
-    }
-
-    /// A late baseline starts at the first client's arrival on Redis's clock: with Redis's
-    /// clock 5 s behind ours, events Redis stamps after the arrival are not skipped.
-    #[test]
-    fn late_baseline_is_taken_on_redis_clock() {
-        let hub = Hub::new(8, Arc::new(crate::clock::SystemClock));
-        let _client = hub.join("behind", None).unwrap();
-        let joined = joined_ms(&hub, "behind");
-        let far = EventId {
-            ms: u64::MAX,
-            seq: 0,
-        };
-        hub.baseline("behind", far, Some(-5_000));
-        assert_eq!(hub.last_id("behind").unwrap().ms, joined - 5_000);
-
-        let _client = hub.join("on-time", None).unwrap();
-        let joined = joined_ms(&hub, "on-time");
-        hub.baseline("on-time", far, Some(0));
-        assert_eq!(hub.last_id("on-time").unwrap().ms, joined);
-
-        // Not late: the stream's newest id, whatever the clocks say.
-        let _client = hub.join("live", None).unwrap();
-        let newest = EventId { ms: 42, seq: 7 };
-        hub.baseline("live", newest, None);
-        assert_eq!(hub.last_id("live"), Some(newest));
-    }
-}
+mod tests;

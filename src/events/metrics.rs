@@ -45,3 +45,19 @@ impl Collector for EventsCollector {
         Ok(())
     }
 }
+
+/// A snapshot of the live-events counters.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct EventsStats {
+    /// SSE clients connected to this instance now.
+    pub clients: u64,
+    /// Events published through this instance.
+    pub published: u64,
+    /// Events handed to local clients' queues.
+    pub deliveries: u64,
+    /// Clients cut for not keeping up (sent `event: overflow`).
+    pub slow_consumers: u64,
+    /// Resubscribe-and-replay runs after the subscriber connection was lost.
+    pub resyncs: u64,
+}

@@ -14,6 +14,14 @@
 //!   an id), and resumes of one position share one copy of the replay while any of them is
 //!   sending it (reading from Redis only what was published since).
 //! - Without Redis, the same semantics in-process: fan-out and a history ring per channel.
+//! - **Many channels, one stream** ([`EventsHandle::subscribe_many`]): one client, one queue,
+//!   registered on up to [`MAX_STREAM_CHANNELS`] channels. Each event's data names its channel,
+//!   and its `id:` is the stream's position on every channel (a [`MAX_CURSOR_LEN`]-bounded
+//!   composite, `cursor.rs`), so a browser's own `Last-Event-ID` resumes each channel from
+//!   history exactly once, in order, within the single-channel bounds.
+//! - **Presence**: every instance writes its subscriber counts, batched, to Redis (a hash of its
+//!   own with a TTL), so a channel's count is fleet-wide; streams that ask for it get `join` and
+//!   `leave` frames of authenticated users, carried on the channel's own sharded channel.
 //!
 //! # The subscriber connection
 //! A [`Subscriber`](crate::connection::Subscriber) from the connection layer: RESP3 pushes,
@@ -69,18 +77,27 @@
 //! ([`EventsAuth`]); a private stream closes within a second of its token expiring or its session
 //! being revoked.
 
+mod access;
 mod actor;
 mod auth;
 mod config;
+mod cursor;
 mod error;
+mod frame;
 mod handle;
 mod history;
 mod hub;
 mod messages;
 mod metrics;
+mod presence;
+mod read;
 mod slots;
+mod stream;
+mod subscribe;
+mod sync;
 mod wire;
 
+pub use access::Credentials;
 pub use actor::EventsActor;
 pub(crate) use auth::Confirmed;
 pub use auth::{AuthFuture, Caller, DenyAll, EventsAuth, Rejection, TICKET_TTL};
@@ -89,13 +106,17 @@ pub use config::{
     DEFAULT_EVENTS_QUEUE, DEFAULT_EVENTS_RETRY_MS, DEFAULT_EVENTS_TTL_SECS,
     DEFAULT_MAX_EVENT_BYTES, DEFAULT_SSE_MAX_CONNECTIONS, DEFAULT_SSE_MAX_PER_IP, EventsConfig,
 };
+pub use cursor::{MAX_CURSOR_LEN, MAX_STREAM_CHANNELS};
 pub use error::EventsError;
-pub use handle::{ChannelInfo, Credentials, EventsHandle, EventsStats};
+pub use handle::{ChannelInfo, EventsHandle, StreamOptions};
 pub use history::MAX_REPLAY_BYTES;
-pub use hub::EventStream;
 pub use messages::{Join, Left, Shutdown};
-pub use metrics::EventsCollector;
+pub use metrics::{EventsCollector, EventsStats};
+pub use presence::{
+    FLUSH as PRESENCE_FLUSH, HEARTBEAT as PRESENCE_HEARTBEAT, INSTANCE_TTL as PRESENCE_INSTANCE_TTL,
+};
 pub use slots::ConnectionSlot;
+pub use stream::EventStream;
 pub use wire::{
     DEFAULT_EVENT_TYPE, EventId, MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, encode_event, valid_channel,
     valid_event_type,

@@ -95,6 +95,12 @@ pub fn encode_event(id: EventId, kind: &str, data: &str) -> Bytes {
     buf.put_slice(b"\nevent: ");
     buf.put_slice(kind.as_bytes());
     buf.put_u8(b'\n');
+    put_data(&mut buf, data);
+    buf.freeze()
+}
+
+/// Writes `data` as `data:` lines (one per line of it) and the blank line that ends the block.
+fn put_data(buf: &mut BytesMut, data: &str) {
     let mut rest = data;
     loop {
         let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
@@ -112,7 +118,53 @@ pub fn encode_event(id: EventId, kind: &str, data: &str) -> Bytes {
         rest = &rest[end + skip..];
     }
     buf.put_u8(b'\n');
+}
+
+/// The event type and data of a frame made by [`encode_event`] (data lines joined by `\n`).
+fn parse_event(frame: &[u8]) -> Option<(&str, String)> {
+    let text = std::str::from_utf8(frame).ok()?;
+    let mut kind = None;
+    let mut data: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = Some(k);
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            data.push(d);
+        }
+    }
+    Some((kind?, data.join("\n")))
+}
+
+/// The body of an event on a multi-channel stream, without its `id:` line (the stream writes
+/// its own, the composite position): the event type as published, and as data the JSON object
+/// `{"channel":..,"id":..,"data":<the published JSON>}`. Made from the single-channel frame.
+pub(crate) fn encode_multi_event(channel: &str, id: EventId, single: &[u8]) -> Bytes {
+    let (kind, data) = parse_event(single).unwrap_or((DEFAULT_EVENT_TYPE, String::from("null")));
+    let mut buf = BytesMut::with_capacity(single.len() + channel.len() + 48);
+    buf.put_slice(b"event: ");
+    buf.put_slice(kind.as_bytes());
+    buf.put_u8(b'\n');
+    let wrapped = format!(r#"{{"channel":"{channel}","id":"{id}","data":{data}}}"#);
+    put_data(&mut buf, &wrapped);
     buf.freeze()
+}
+
+/// A presence frame (`event: join` or `event: leave`) for `user`; `channel` is named in the data
+/// on multi-channel streams.
+pub(crate) fn encode_presence(kind: &str, channel: Option<&str>, user: &str) -> Bytes {
+    let user = serde_json::Value::from(user);
+    let data = match channel {
+        Some(channel) => format!(r#"{{"channel":"{channel}","user":{user}}}"#),
+        None => format!(r#"{{"user":{user}}}"#),
+    };
+    Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+}
+
+/// `event: reset` for one channel of a multi-channel stream (without its `id:` line).
+pub(crate) fn encode_multi_reset(channel: &str) -> Bytes {
+    Bytes::from(format!(
+        "event: reset\ndata: {{\"channel\":\"{channel}\"}}\n\n"
+    ))
 }
 
 /// The `retry:` hint that opens every stream.
@@ -166,6 +218,21 @@ mod tests {
         assert_eq!(
             &frame[..],
             b"id: 1-0\nevent: x\ndata: a\ndata: event: evil\ndata: b\ndata: c\n\n"
+        );
+    }
+
+    /// A multi-channel body names the channel and the event's own id, and keeps the data.
+    #[test]
+    fn multi_body_wraps_the_data() {
+        let id = EventId { ms: 7, seq: 2 };
+        let single = encode_event(id, "note", r#"{"a":1}"#);
+        assert_eq!(
+            &encode_multi_event("news", id, &single)[..],
+            b"event: note\ndata: {\"channel\":\"news\",\"id\":\"7-2\",\"data\":{\"a\":1}}\n\n"
+        );
+        assert_eq!(
+            &encode_presence("join", Some("a"), "4\"2")[..],
+            b"event: join\ndata: {\"channel\":\"a\",\"user\":\"4\\\"2\"}\n\n"
         );
     }
 

@@ -111,17 +111,22 @@ pub(crate) fn invalid_path_parameter() -> Problem {
 /// Query extractor settings: a query parameter of the wrong type is a 400 problem.
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {
-        let problem = Problem::new(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "invalid-parameter",
-            "Invalid query parameter",
-        )
-        .with_detail(format!(
-            "A query parameter is missing or has the wrong type or range: {}.",
-            query_reason(&err)
-        ));
+        let problem = invalid_query(&query_reason(&err));
         InternalError::from_response(err, problem.into_response()).into()
     })
+}
+
+/// The 400 `invalid-parameter` problem of a query parameter that is missing or of the wrong
+/// type or range; `reason` is serde's text about the client's own input.
+pub(crate) fn invalid_query(reason: &str) -> Problem {
+    Problem::new(
+        actix_web::http::StatusCode::BAD_REQUEST,
+        "invalid-parameter",
+        "Invalid query parameter",
+    )
+    .with_detail(format!(
+        "A query parameter is missing or has the wrong type or range: {reason}."
+    ))
 }
 
 /// Middleware that replaces the body of any 4xx/5xx response that is not already JSON

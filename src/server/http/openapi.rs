@@ -83,6 +83,7 @@ Authenticated operations take the access token from `POST /auth/login` as \
         crate::server::routes::events::ticket,
         crate::server::routes::events::info,
         crate::server::routes::events::subscribe,
+        crate::server::routes::events::subscribe_many,
         crate::server::routes::events::publish,
     ),
     components(schemas(Problem, crate::server::routes::cache::ApiTagParam)),

@@ -4,13 +4,16 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::events::{ChannelInfo, Credentials, EventsError, EventsHandle, TICKET_TTL};
+use crate::events::{
+    ChannelInfo, Credentials, EventsError, EventsHandle, StreamOptions, TICKET_TTL,
+};
 use crate::problem::Problem;
 
 /// Registers the events routes (the ticket route first: `ticket` is not a channel to POST to).
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     // Resources, not bare routes: a wrong method is then a 405 (with `Allow`), not a 404.
-    cfg.service(web::resource("/events/ticket").route(web::post().to(ticket)))
+    cfg.service(web::resource("/events").route(web::get().to(subscribe_many)))
+        .service(web::resource("/events/ticket").route(web::post().to(ticket)))
         .service(web::resource("/events/{channel}/info").route(web::get().to(info)))
         .service(
             web::resource("/events/{channel}")
@@ -35,6 +38,29 @@ struct SubscribeQuery {
     last_event_id: Option<String>,
     /// A single-use ticket from `POST /events/ticket`, for clients that cannot send headers.
     ticket: Option<String>,
+    /// `true`: also send `event: join` / `event: leave` frames (data `{"user":"<id>"}`) when an
+    /// authenticated user's first stream on the channel opens, or its last closes, on any
+    /// instance.
+    presence: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct MultiQuery {
+    /// A channel to follow; repeat it for more: 1 to 64 distinct names (repeats collapse), each
+    /// 1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that
+    /// user.
+    #[serde(default)]
+    #[param(min_items = 1, max_items = 64, value_type = Vec<String>, inline)]
+    channel: Vec<String>,
+    /// Resume after this position (an `id:` the stream sent; the `Last-Event-ID` header wins
+    /// when both are sent).
+    last_event_id: Option<String>,
+    /// A single-use ticket from `POST /events/ticket`, for clients that cannot send headers.
+    ticket: Option<String>,
+    /// `true`: also send `event: join` / `event: leave` frames (data
+    /// `{"channel":"<name>","user":"<id>"}`) for every listed channel.
+    presence: Option<bool>,
 }
 
 /// The body of `POST /events/{channel}`.
@@ -158,16 +184,108 @@ async fn subscribe(
 ) -> Result<HttpResponse, EventsError> {
     let slot = events.take_slot(stream_client(&req, limiter.as_ref().map(|l| l.get_ref())))?;
     let query = query.into_inner();
-    let last_event_id = req
-        .headers()
+    let last_event_id = last_event_id(&req, query.last_event_id);
+    let credentials = credentials(&req, &events, query.ticket);
+    let caller = events.authorize_read(&channel, &credentials).await?;
+    let options = stream_options(&events, &credentials, caller.clone(), query.presence).await;
+    let stream = events
+        .subscribe_with(&channel, last_event_id.as_deref(), options)
+        .await?
+        .with_slot(slot);
+    Ok(match caller {
+        // Private: every event is confirmed for the caller before it is sent.
+        Some(caller) => {
+            crate::events::Confirmed::new(stream, events.auth(), caller).into_response()
+        }
+        None => stream.into_response(),
+    })
+}
+
+/// A stream's options: the private caller, the user it is announced as (the private caller, or
+/// whoever a valid token of a public stream's request names; anonymous otherwise, never a
+/// refusal), and presence frames.
+async fn stream_options(
+    events: &EventsHandle,
+    credentials: &Credentials,
+    principal: Option<crate::events::Caller>,
+    presence: Option<bool>,
+) -> StreamOptions {
+    let user = match &principal {
+        Some(caller) => Some(caller.user_id.clone()),
+        None => events.identify(credentials).await.map(|c| c.user_id),
+    };
+    StreamOptions {
+        principal,
+        user,
+        presence: presence.unwrap_or(false),
+    }
+}
+
+/// The `Last-Event-ID` header, else `?last_event_id=`.
+fn last_event_id(req: &HttpRequest, query: Option<String>) -> Option<String> {
+    req.headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or(query.last_event_id);
+        .or(query)
+}
+
+/// `GET /events?channel=a&channel=b` → `text/event-stream`.
+///
+/// Follows several channels (1 to 64) on one stream. Each event's `event:` is its type and its
+/// data is `{"channel":"<name>","id":"<stream id>","data":<the published JSON>}`; its `id:` is
+/// the stream's position on every channel (`m<list>:<base>:<p1>,<p2>,…`, at most 2048
+/// characters), which a reconnecting `EventSource` sends back as `Last-Event-ID`: each channel
+/// then replays what it missed, exactly once and in order, or sends `event: reset` with data
+/// `{"channel":"<name>"}` when it is too far behind (more than the replay bounds) or history no
+/// longer reaches back. The stream opens with an `id:` block holding the starting positions.
+/// A private channel (`user:{id}`) of another user refuses the whole list.
+#[utoipa::path(
+    get,
+    path = "/events",
+    operation_id = "events_subscribe_many",
+    tag = "events",
+    params(MultiQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position (an `id:` this stream sent).")),
+    responses(
+        (status = 200, description = "The event stream (stays open).",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "No channel, more than 64 distinct channels, an invalid \
+            channel name (`invalid-channel-list`, `invalid-channel`), a parameter of the wrong \
+            type (`invalid-parameter`), or a `Last-Event-ID` this server did not write or longer \
+            than 2048 characters (`invalid-last-event-id`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A private channel of another user.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This address holds the most event streams allowed \
+            (`too-many-streams`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server is shutting down, holds the most event streams \
+            allowed, or a ticket or the token's revocation cannot be checked (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []), ("cookie" = []))
+)]
+async fn subscribe_many(
+    req: HttpRequest,
+    events: web::Data<EventsHandle>,
+    limiter: Option<web::Data<crate::ratelimit::RateLimitHandle>>,
+) -> Result<HttpResponse, EventsError> {
+    // actix-web-lab's query reader takes repeated keys (`channel=a&channel=b`); its errors are
+    // answered as every other query error here (400 `invalid-parameter`).
+    let query = match actix_web_lab::extract::Query::<MultiQuery>::from_query(req.query_string()) {
+        Ok(query) => query.into_inner(),
+        Err(err) => {
+            return Ok(crate::problem::invalid_query(&err.source().to_string()).into_response());
+        }
+    };
+    let slot = events.take_slot(stream_client(&req, limiter.as_ref().map(|l| l.get_ref())))?;
+    let last_event_id = last_event_id(&req, query.last_event_id);
     let credentials = credentials(&req, &events, query.ticket);
-    let caller = events.authorize_read(&channel, &credentials).await?;
+    let caller = events
+        .authorize_read_all(&query.channel, &credentials)
+        .await?;
+    let options = stream_options(&events, &credentials, caller.clone(), query.presence).await;
     let stream = events
-        .subscribe_as(&channel, last_event_id.as_deref(), caller.clone())
+        .subscribe_many(&query.channel, last_event_id.as_deref(), options)
         .await?
         .with_slot(slot);
     Ok(match caller {
@@ -187,7 +305,9 @@ async fn subscribe(
     tag = "events",
     params(("channel" = String, Path, pattern = r"^[A-Za-z0-9:_.-]{1,128}$", description = "1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that user.")),
     responses(
-        (status = 200, description = "The channel's local subscribers and history length.",
+        (status = 200, description = "The channel's subscribers on every instance (exact within \
+            about a second of a join or leave; an instance that stopped is no longer counted \
+            after 15 s) and its history length.",
             body = ChannelInfo),
         (status = 400, description = "Invalid channel name.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
@@ -204,7 +324,7 @@ async fn info(
     events
         .authorize_read(&channel, &credentials(&req, &events, None))
         .await?;
-    Ok(HttpResponse::Ok().json(events.info(&channel).await?))
+    Ok(HttpResponse::Ok().json(events.fleet_info(&channel).await?))
 }
 
 /// `POST /events/ticket` → `{"ticket": ..., "expires_in": 60}`.
