@@ -16,14 +16,11 @@ use actix_web::test::TestRequest;
 use common::{
     Backend, Reply, TestServer,
     cluster::{RedisCluster, SLOTS, slot_of},
+    sse::Sse,
     static_tokens::StaticTokens,
 };
 use redkit::{config::DatabaseLocation, events::Caller};
 use serde_json::json;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
-};
 
 /// A 3-primary cluster starts with all 16384 slots served, a key round-trips through the
 /// cluster client, and dropping the harness kills every node.
@@ -239,96 +236,18 @@ fn names_on(
     panic!("no {count} names on node {node}");
 }
 
-/// A minimal SSE client over TCP (chunked bodies): enough to follow one stream.
-struct Stream {
-    reader: BufReader<TcpStream>,
-    pending: String,
-    ended: bool,
+/// Opens `path` and asserts a 200 event stream whose first frame is the `retry:` hint.
+async fn open_stream(addr: SocketAddr, path: &str) -> Sse {
+    Sse::open(addr, path, &[]).await.opened().await
 }
 
-impl Stream {
-    /// Opens `path` and asserts a 200 event stream whose first block is the `retry:` hint.
-    async fn open(addr: SocketAddr, path: &str) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let mut reader = BufReader::new(stream);
-        let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n");
-        reader.get_mut().write_all(req.as_bytes()).await.unwrap();
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(REQUEST_BOUND, reader.read_line(&mut line))
-                .await
-                .expect("headers in time")
-                .unwrap();
-            assert!(n > 0, "connection closed before headers");
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
-        assert_eq!(&head[9..12], "200", "{head}");
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: text/event-stream")
-        );
-        let mut stream = Self {
-            reader,
-            pending: String::new(),
-            ended: false,
-        };
-        let first = stream.next_block(REQUEST_BOUND).await.expect("retry block");
-        assert!(first.starts_with("retry:"), "{first:?}");
-        stream
-    }
-
-    /// The next raw SSE block; `None` once the stream ended; panics after `limit`.
-    async fn next_block(&mut self, limit: Duration) -> Option<String> {
-        tokio::time::timeout(limit, async {
-            loop {
-                if let Some(end) = self.pending.find("\n\n") {
-                    return Some(self.pending.drain(..end + 2).collect());
-                }
-                if self.ended || !self.read_chunk().await {
-                    self.ended = true;
-                    return None;
-                }
-            }
-        })
+/// The data of the next event on `stream` (heartbeats skipped); panics if the stream ends or
+/// nothing comes within `limit`.
+async fn next_data(stream: &mut Sse, limit: Duration) -> String {
+    stream
+        .next_data(limit)
         .await
-        .unwrap_or_else(|_| panic!("no SSE block within {limit:?}"))
-    }
-
-    async fn read_chunk(&mut self) -> bool {
-        let mut size = String::new();
-        if self.reader.read_line(&mut size).await.unwrap_or(0) == 0 {
-            return false;
-        }
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        let mut data = vec![0; size + 2];
-        if size == 0 || self.reader.read_exact(&mut data).await.is_err() {
-            return false;
-        }
-        data.truncate(size);
-        self.pending.push_str(&String::from_utf8(data).unwrap());
-        true
-    }
-
-    /// The `data:` of the next event (heartbeat comments skipped); panics if the stream ends or
-    /// nothing comes within `limit`.
-    async fn next_data(&mut self, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let block = self.next_block(left).await.expect("the stream stays open");
-            let data: Vec<&str> = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .collect();
-            if !data.is_empty() {
-                return data.join("\n");
-            }
-        }
-    }
+        .unwrap_or_else(|| panic!("no event within {limit:?} (ended: {})", stream.ended))
 }
 
 /// Publishes `body` on `channel` through `addr`, retrying while it answers 503 (at most
@@ -841,7 +760,7 @@ async fn connections_per_node_stay_bounded_under_load() {
     // One SSE client per node's channels first: every push connection is open.
     let mut streams = Vec::new();
     for channel in &channels {
-        streams.push(Stream::open(addr, &format!("/events/{channel}")).await);
+        streams.push(open_stream(addr, &format!("/events/{channel}")).await);
         wait_subscribed(cluster, channel).await;
     }
     let each = vec!["command", "feed", "subscriber", "subscriber"];
@@ -849,7 +768,7 @@ async fn connections_per_node_stay_bounded_under_load() {
     let received = connections_received(cluster);
     // The load.
     for channel in channels.iter().cycle().take(24) {
-        streams.push(Stream::open(addr, &format!("/events/{channel}")).await);
+        streams.push(open_stream(addr, &format!("/events/{channel}")).await);
     }
     let reads = futures_util::future::join_all((0..300).map(|i| {
         let path = format!("/cache/{}", keys[i % keys.len()]);
@@ -870,7 +789,7 @@ async fn connections_per_node_stay_bounded_under_load() {
     for (i, stream) in streams.iter_mut().enumerate() {
         let n = i % channels.len();
         assert_eq!(
-            stream.next_data(REACH).await,
+            next_data(stream, REACH).await,
             format!(r#"{{"n":{n}}}"#),
             "client {i}"
         );
@@ -910,7 +829,7 @@ async fn events_from_one_instance_reach_subscribers_on_the_other() {
     assert_eq!(channels.len(), 6);
     let mut streams = Vec::new();
     for channel in &channels {
-        streams.push(Stream::open(b, &format!("/events/{channel}")).await);
+        streams.push(open_stream(b, &format!("/events/{channel}")).await);
     }
     for channel in &channels {
         wait_subscribed(fleet.cluster(), channel).await;
@@ -926,7 +845,7 @@ async fn events_from_one_instance_reach_subscribers_on_the_other() {
         .await;
     }
     for (n, stream) in streams.iter_mut().enumerate() {
-        assert_eq!(stream.next_data(REACH).await, format!(r#"{{"n":{n}}}"#));
+        assert_eq!(next_data(stream, REACH).await, format!(r#"{{"n":{n}}}"#));
     }
 }
 
@@ -968,7 +887,7 @@ async fn channels_in_different_slots_resubscribe_after_a_node_restart() {
     ));
     let mut streams = Vec::new();
     for channel in &channels {
-        streams.push(Stream::open(b, &format!("/events/{channel}")).await);
+        streams.push(open_stream(b, &format!("/events/{channel}")).await);
     }
     for channel in &channels {
         wait_subscribed(fleet.cluster(), channel).await;
@@ -986,7 +905,7 @@ async fn channels_in_different_slots_resubscribe_after_a_node_restart() {
     }
     for (n, stream) in streams.iter_mut().enumerate() {
         assert_eq!(
-            stream.next_data(REACH).await,
+            next_data(stream, REACH).await,
             format!(r#"{{"n":{n}}}"#),
             "{}",
             channels[n]
@@ -1073,7 +992,7 @@ async fn primary_failover_answers_503_then_recovers_within_25_s() {
     ));
     let mut streams = Vec::new();
     for channel in &channels {
-        streams.push(Stream::open(addr, &format!("/events/{channel}")).await);
+        streams.push(open_stream(addr, &format!("/events/{channel}")).await);
     }
     for channel in &channels {
         wait_subscribed(backend.cluster_mut().unwrap(), channel).await;
@@ -1164,7 +1083,7 @@ async fn primary_failover_answers_503_then_recovers_within_25_s() {
         publish(addr, PUBLISHER, channel, &format!(r#"{{"n":{n}}}"#), REACH).await;
     }
     for (n, stream) in streams.iter_mut().enumerate() {
-        let data = stream.next_data(Duration::from_secs(5)).await;
+        let data = next_data(stream, Duration::from_secs(5)).await;
         assert_eq!(data, format!(r#"{{"n":{n}}}"#), "{}", channels[n]);
     }
     server.stop().await;
@@ -1234,31 +1153,26 @@ fn stream_id(id: &str) -> (u64, u64) {
 
 /// Reads `stream` into `got` until the event whose data holds `"end":true` (or the stream's
 /// end): every event's id and `n`, every reset's position.
-async fn read_until_end(mut stream: Stream, got: Arc<std::sync::Mutex<Received>>) {
-    loop {
-        let Some(block) = stream.next_block(Duration::from_secs(3600)).await else {
-            return;
-        };
+async fn read_until_end(mut stream: Sse, got: Arc<std::sync::Mutex<Received>>) {
+    while let Some(frame) = stream.next().await {
         let mut got = got.lock().unwrap();
-        if block.lines().any(|l| l == "event: reset") {
-            let at = got.events.len();
-            got.resets.push(at);
-            continue;
+        match frame.event.as_deref() {
+            Some("reset") => {
+                let at = got.events.len();
+                got.resets.push(at);
+                continue;
+            }
+            Some("overflow") => {
+                got.overflow = true;
+                continue;
+            }
+            _ => {}
         }
-        if block.lines().any(|l| l == "event: overflow") {
-            got.overflow = true;
-            continue;
-        }
-        let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) else {
+        let Some(id) = &frame.id else {
             continue;
         };
-        let data: serde_json::Value = serde_json::from_str(
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .expect("an event's data"),
-        )
-        .unwrap();
+        let data: serde_json::Value =
+            serde_json::from_str(frame.data.first().expect("an event's data")).unwrap();
         if data["end"] == json!(true) {
             got.ended = true;
             return;
@@ -1348,7 +1262,7 @@ async fn open_streams_lose_no_acknowledged_event_through_failovers() {
     let mut readers = Vec::new();
     for channel in &channels {
         for _ in 0..2 {
-            let stream = Stream::open(b.addr, &format!("/events/{channel}")).await;
+            let stream = open_stream(b.addr, &format!("/events/{channel}")).await;
             let got = Arc::new(std::sync::Mutex::new(Received::default()));
             actix_web::rt::spawn(read_until_end(stream, got.clone()));
             readers.push(got);

@@ -11,7 +11,7 @@ mod common;
 #[path = "../examples/embed.rs"]
 mod embed;
 
-use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
 
 use actix_web::{
     body::MessageBody,
@@ -19,14 +19,10 @@ use actix_web::{
     test::{self, TestRequest},
     web,
 };
-use common::{Backend, bearer, call, services};
+use common::{Backend, bearer, call, services, sse::Sse};
 use futures_util::StreamExt;
 use redkit::{http::Services, ratelimit::ManualClock};
 use serde_json::json;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
 
 const PASSWORD: &str = "correct horse";
 const WAIT: Duration = Duration::from_secs(5);
@@ -272,26 +268,6 @@ async fn event_reaches_subscriber(backend: Backend) {
     assert_eq!(services.events.stats().published, 1);
 }
 
-/// Sends one request over TCP and reads the response head (status, lowercased headers).
-async fn open(addr: SocketAddr, path: &str) -> (TcpStream, u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut byte))
-            .await
-            .expect("head in time")
-            .unwrap();
-        assert_eq!(n, 1, "closed before the head ended");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
-    let status = head[9..12].parse().unwrap();
-    (stream, status, head)
-}
-
 /// What `main` runs (`embed::start`) serves over real TCP: a live client of `/notes/live` gets
 /// the note created through the API, search is limited while listing is not, and `/me/notes`
 /// needs a token.
@@ -303,9 +279,9 @@ async fn example_serves_over_tcp(backend: Backend) {
     let handle = server.handle();
     actix_web::rt::spawn(server);
 
-    let (mut live, status, head) = open(addr, "/notes/live").await;
-    assert_eq!(status, 200);
-    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    let mut live = Sse::open(addr, "/notes/live", &[]).await;
+    assert_eq!(live.status, 200, "{}", live.body);
+    assert_eq!(live.header("content-type"), Some("text/event-stream"));
 
     let json_header = [("content-type", "application/json")];
     let signup = json!({"username": "ada", "email": "ada@example.com", "password": PASSWORD});
@@ -338,20 +314,17 @@ async fn example_serves_over_tcp(backend: Backend) {
     assert_eq!(reply.status, 201);
     let user = reply.json()["author"].clone();
 
-    let expected =
-        format!("event: message\ndata: {{\"author\":{user},\"id\":1,\"text\":\"over tcp\"}}\n\n");
-    let mut received = Vec::new();
-    while !String::from_utf8_lossy(&received).contains(&expected) {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(WAIT, live.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| {
-                panic!("no event in time: {:?}", String::from_utf8_lossy(&received))
-            })
-            .unwrap();
-        assert!(n > 0, "stream closed");
-        received.extend_from_slice(&chunk[..n]);
-    }
+    let expected = format!(r#"{{"author":{user},"id":1,"text":"over tcp"}}"#);
+    let event = loop {
+        let frame = live.next_within(WAIT).await.expect("stream open");
+        if !frame.is_comment() && frame.retry.is_none() {
+            break frame;
+        }
+    };
+    assert_eq!(
+        (event.event.as_deref(), event.data()),
+        (Some("message"), expected)
+    );
     drop(live);
 
     let mut statuses = Vec::new();

@@ -6,12 +6,12 @@ mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use common::{Backend, services, static_tokens::StaticTokens};
-use redkit::{Config, auth::ViewState, clock::ManualClock, events::Caller, http::Services};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
+use common::{
+    Backend, services,
+    sse::{Frame, Sse},
+    static_tokens::StaticTokens,
 };
+use redkit::{Config, auth::ViewState, clock::ManualClock, events::Caller, http::Services};
 
 const TOKEN: &str = "alice-token";
 const BOB: &str = "bob-token";
@@ -125,7 +125,7 @@ impl TestApp {
     }
 
     async fn sse(&self, path: &str, headers: &[(&str, &str)]) -> Sse {
-        Sse::connect(self.addr, path, headers).await
+        Sse::open(self.addr, path, headers).await
     }
 
     async fn wait_subscribers(&self, channel: &str, n: usize) {
@@ -151,7 +151,7 @@ fn redkit_now() -> u64 {
         .as_secs()
 }
 
-/// A one-shot HTTP/1.1 request; answers status and body.
+/// A one-shot request (JSON when it has a body); answers status and body.
 async fn http(
     addr: SocketAddr,
     method: &str,
@@ -159,211 +159,15 @@ async fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+    let mut headers = headers.to_vec();
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
     }
-    if let Some(body) = body {
-        req.push_str(&format!(
-            "content-type: application/json\r\ncontent-length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body.unwrap_or(""));
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .expect("response in time")
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head[9..12].parse().unwrap();
-    (status, body.to_owned())
-}
-
-/// One parsed SSE block.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Event {
-    id: Option<String>,
-    event: Option<String>,
-    data: Vec<String>,
-    retry: Option<u64>,
-    comment: bool,
-}
-
-/// A minimal SSE client: HTTP/1.1 over TCP, chunked decoding, SSE block parsing.
-struct Sse {
-    reader: BufReader<TcpStream>,
-    status: u16,
-    headers: String,
-    pending: String,
-    ended: bool,
-    /// Bytes of event-stream body received so far.
-    received: usize,
-}
-
-impl Sse {
-    async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut req = format!("GET {path} HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        reader.get_mut().write_all(req.as_bytes()).await.unwrap();
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(WAIT, reader.read_line(&mut line))
-                .await
-                .expect("headers in time")
-                .unwrap();
-            assert!(n > 0, "connection closed before headers");
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
-        let status = head[9..12].parse().unwrap();
-        let mut sse = Self {
-            reader,
-            status,
-            headers: head.to_ascii_lowercase(),
-            pending: String::new(),
-            ended: false,
-            received: 0,
-        };
-        if status != 200 {
-            // Read the (small) error body.
-            let mut rest = Vec::new();
-            let _ = tokio::time::timeout(
-                Duration::from_millis(200),
-                sse.reader.read_to_end(&mut rest),
-            )
-            .await;
-            sse.pending = String::from_utf8_lossy(&rest).into_owned();
-        }
-        sse
-    }
-
-    /// Reads one chunk into `pending`; false at the end of the body.
-    async fn read_chunk(&mut self) -> bool {
-        let mut size = String::new();
-        if self.reader.read_line(&mut size).await.unwrap_or(0) == 0 {
-            return false;
-        }
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        let mut data = vec![0; size + 2];
-        if self.reader.read_exact(&mut data).await.is_err() {
-            return false;
-        }
-        if size == 0 {
-            return false;
-        }
-        data.truncate(size);
-        self.received += size;
-        self.pending.push_str(&String::from_utf8(data).unwrap());
-        true
-    }
-
-    /// The next SSE block, or `None` when the stream ended; panics after `timeout`.
-    async fn next_within(&mut self, timeout: Duration) -> Option<Event> {
-        tokio::time::timeout(timeout, self.next())
-            .await
-            .expect("an SSE block in time")
-    }
-
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(end) = self.pending.find("\n\n") {
-                let block: String = self.pending.drain(..end + 2).collect();
-                let mut event = Event::default();
-                for line in block.lines() {
-                    if let Some(rest) = line.strip_prefix(':') {
-                        let _ = rest;
-                        event.comment = true;
-                    } else if let Some(v) = line.strip_prefix("id: ") {
-                        event.id = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        event.event = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        event.data.push(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("retry: ") {
-                        event.retry = Some(v.parse().unwrap());
-                    } else if !line.is_empty() {
-                        panic!("unexpected SSE line {line:?}");
-                    }
-                }
-                return Some(event);
-            }
-            if self.ended || !self.read_chunk().await {
-                self.ended = true;
-                return None;
-            }
-        }
-    }
-
-    /// Asserts that the next block, within a second, is a heartbeat comment.
-    async fn expect_heartbeat(&mut self) {
-        let block = self.next_within(Duration::from_secs(1)).await;
-        assert!(block.is_some_and(|b| b.comment), "a heartbeat");
-    }
-
-    /// The next block that is not a heartbeat comment.
-    async fn next_event(&mut self) -> Option<Event> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let event = self.next_within(remaining).await?;
-            if !event.comment {
-                return Some(event);
-            }
-        }
-    }
-
-    /// Every event up to and including the one with id `last` (heartbeats skipped), then
-    /// [`assert_quiet`](Self::assert_quiet): what a client received of a burst, whole.
-    async fn events_through(&mut self, last: &str) -> Vec<Event> {
-        let mut events = Vec::new();
-        loop {
-            let event = self.next_event().await.expect("the stream stays open");
-            let done = event.id.as_deref() == Some(last);
-            events.push(event);
-            if done {
-                break;
-            }
-        }
-        self.assert_quiet().await;
-        events
-    }
-
-    /// Asserts that for [`QUIET`] (several heartbeats) only heartbeat comments arrive: no
-    /// duplicate, late replay or extra event after what was expected.
-    async fn assert_quiet(&mut self) {
-        let deadline = tokio::time::Instant::now() + QUIET;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, self.next()).await {
-                Err(_) => return,
-                Ok(Some(block)) => assert!(block.comment, "an event after the last: {block:?}"),
-                Ok(None) => panic!("the stream ended"),
-            }
-        }
-    }
-
-    /// Skips the opening `retry:` block and asserts it.
-    async fn opened(mut self) -> Self {
-        assert_eq!(self.status, 200, "{}", self.pending);
-        assert!(self.headers.contains("content-type: text/event-stream"));
-        assert!(self.headers.contains("x-accel-buffering: no"));
-        let first = self.next_event().await.unwrap();
-        assert_eq!(first.retry, Some(3000));
-        self
-    }
+    let reply = common::http(addr, method, path, &headers, body.unwrap_or("").as_bytes()).await;
+    (
+        reply.status,
+        String::from_utf8(reply.body.to_vec()).unwrap(),
+    )
 }
 
 fn config(backend: &Backend) -> Config {
@@ -379,7 +183,7 @@ fn config(backend: &Backend) -> Config {
 }
 
 /// The ids and `n`s of `events`, for comparing whole streams at once.
-fn ids_and_ns(events: &[Event]) -> Vec<(String, u64)> {
+fn ids_and_ns(events: &[Frame]) -> Vec<(String, u64)> {
     events
         .iter()
         .map(|e| (e.id.clone().unwrap_or_default(), data_n(e)))
@@ -391,7 +195,7 @@ fn numbered(ids: &[String], first: u64) -> Vec<(String, u64)> {
     ids.iter().cloned().zip(first..).collect()
 }
 
-fn data_n(event: &Event) -> u64 {
+fn data_n(event: &Frame) -> u64 {
     let value: serde_json::Value = serde_json::from_str(&event.data.join("\n")).unwrap();
     value["n"].as_u64().unwrap()
 }
@@ -410,7 +214,7 @@ async fn order_and_exactly_once(backend: Backend) {
     }
     // The whole stream, by sequence number: no duplicate, no gap, nothing after the last.
     for client in &mut clients {
-        let events = client.events_through(ids.last().unwrap()).await;
+        let events = client.events_through(ids.last().unwrap(), QUIET).await;
         assert_eq!(ids_and_ns(&events), numbered(&ids, 0));
         assert!(events.iter().all(|e| e.event.as_deref() == Some("message")));
     }
@@ -437,7 +241,7 @@ async fn resume_replays_after_id(backend: Backend) {
     app.wait_subscribers("feed", 2).await;
     ids.push(app.publish("feed", r#"{"n":10}"#).await);
     for client in [&mut by_header, &mut by_query] {
-        let events = client.events_through(ids.last().unwrap()).await;
+        let events = client.events_through(ids.last().unwrap(), QUIET).await;
         assert_eq!(ids_and_ns(&events), numbered(&ids[4..], 4));
     }
 }
@@ -620,7 +424,7 @@ async fn private_channel_rules(backend: Backend) {
     for stream in [&mut by_bearer, &mut by_cookie, &mut by_ticket] {
         tokio::time::timeout(Duration::from_secs(3), async {
             while let Some(event) = stream.next().await {
-                assert!(event.comment, "{event:?}");
+                assert!(event.is_comment(), "{event:?}");
             }
         })
         .await
@@ -675,11 +479,7 @@ async fn revocation_unknown_is_503(mut backend: Backend) {
     assert!(body.contains("revocation"), "{body}");
     let refused = app.sse(&path, &auth).await;
     assert_eq!(refused.status, 503);
-    assert!(
-        refused.headers.contains("retry-after: 1"),
-        "{}",
-        refused.headers
-    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
     let (status, _) = http(app.addr, "POST", "/events/ticket", &auth, None).await;
     assert_eq!(status, 503);
     // Not a guess either way: a garbage token is still 401.
@@ -750,7 +550,7 @@ async fn publish_rules_and_injection(backend: Backend) {
         .next_within(Duration::from_millis(400))
         .await
         .unwrap();
-    assert!(next.comment);
+    assert!(next.is_comment());
 }
 
 /// `/info` counts local subscribers and history; a shut-down handle ends every stream cleanly.
@@ -855,14 +655,14 @@ async fn replay_is_bounded(backend: Backend) {
     let reset = behind.next_event().await.unwrap();
     assert_eq!(reset.event.as_deref(), Some("reset"));
     // Only a reset is replayed.
-    behind.assert_quiet().await;
+    behind.assert_quiet(QUIET).await;
     // Exactly five follow the 7th id (n = 7..=11), and nothing more.
     let mut close = app
         .sse("/events/long", &[("last-event-id", &ids[6])])
         .await
         .opened()
         .await;
-    let events = close.events_through(ids.last().unwrap()).await;
+    let events = close.events_through(ids.last().unwrap(), QUIET).await;
     assert_eq!(ids_and_ns(&events), numbered(&ids[7..], 7));
     app.server.stop().await;
 }
@@ -880,16 +680,8 @@ async fn sse_connections_are_capped(backend: Backend) {
     // `/stats/stream` is an endless stream too: it counts against the same places.
     let stats = app.sse("/stats/stream", &[]).await;
     assert_eq!(stats.status, 429);
-    assert!(
-        stats.pending.contains("too-many-streams"),
-        "{}",
-        stats.pending
-    );
-    assert!(
-        third.pending.contains("too-many-streams"),
-        "{}",
-        third.pending
-    );
+    assert!(stats.body.contains("too-many-streams"), "{}", stats.body);
+    assert!(third.body.contains("too-many-streams"), "{}", third.body);
     drop(first);
     app.wait_subscribers("a", 0).await;
     let mut opened = false;
@@ -911,7 +703,7 @@ async fn sse_connections_are_capped(backend: Backend) {
     let _only = app.sse("/events/a", &[]).await.opened().await;
     let full = app.sse("/events/a", &[]).await;
     assert_eq!(full.status, 503);
-    assert!(full.headers.contains("retry-after: 1"), "{}", full.headers);
+    assert_eq!(full.header("retry-after"), Some("1"));
     app.server.stop().await;
 }
 
@@ -963,7 +755,7 @@ async fn resume_reads_are_bounded_by_what_they_send(backend: Backend) {
         .await;
     let reset = far.next_event().await.unwrap();
     assert_eq!(reset.event.as_deref(), Some("reset"));
-    far.assert_quiet().await;
+    far.assert_quiet(QUIET).await;
     if let (Some(before), Some(after)) = (before, redis_bytes_out(&backend)) {
         let sent = after - before;
         eprintln!(
@@ -983,7 +775,7 @@ async fn resume_reads_are_bounded_by_what_they_send(backend: Backend) {
         .await
         .opened()
         .await;
-    let events = near.events_through(ids.last().unwrap()).await;
+    let events = near.events_through(ids.last().unwrap(), QUIET).await;
     assert_eq!(ids_and_ns(&events), numbered(&ids[86..], 86));
     if let (Some(before), Some(after)) = (before, redis_bytes_out(&backend)) {
         let sent = after - before;
@@ -1051,7 +843,7 @@ async fn two_instances_share_events() {
     let from_b = b.publish("shared", r#"{"n":1}"#).await;
     let from_a = a.publish("shared", r#"{"n":2}"#).await;
     for client in on_a.iter_mut().chain([&mut on_b]) {
-        let events = client.events_through(&from_a).await;
+        let events = client.events_through(&from_a, QUIET).await;
         assert_eq!(
             ids_and_ns(&events),
             numbered(&[from_b.clone(), from_a.clone()], 1)
@@ -1120,7 +912,7 @@ async fn pubsub_kill_resubscribes_without_loss() {
                 .next_within(Duration::from_secs(1))
                 .await
                 .expect("still connected");
-            if !event.comment {
+            if !event.is_comment() {
                 ids.push(event.id.unwrap());
             }
         }
@@ -1133,7 +925,7 @@ async fn pubsub_kill_resubscribes_without_loss() {
     );
     // Nothing after them: no event replayed twice by the catch-up.
     for client in &mut clients {
-        client.assert_quiet().await;
+        client.assert_quiet(QUIET).await;
     }
     assert_eq!(
         redis_count(server, "pubsub"),
@@ -1194,16 +986,16 @@ async fn lost_subscription_catches_up_from_history_or_resets() {
     let mut ids = vec![app.publish("missed", r#"{"n":0}"#).await];
     ids.extend(append_unheard(server, "missed", 1..11));
     kill_subscribers(server);
-    let events = client.events_through(ids.last().unwrap()).await;
+    let events = client.events_through(ids.last().unwrap(), QUIET).await;
     assert_eq!(ids_and_ns(&events), numbered(&ids, 0));
     // 20 missed: more than the client's queue of 16.
     append_unheard(server, "missed", 11..31);
     kill_subscribers(server);
     let reset = client.next_event().await.unwrap();
     assert_eq!(reset.event.as_deref(), Some("reset"), "{reset:?}");
-    client.assert_quiet().await;
+    client.assert_quiet(QUIET).await;
     let live = app.publish("missed", r#"{"n":31}"#).await;
-    let events = client.events_through(&live).await;
+    let events = client.events_through(&live, QUIET).await;
     assert_eq!(ids_and_ns(&events), numbered(&[live], 31));
 }
 

@@ -148,7 +148,7 @@ async fn token_revoked_while_cut_off_is_never_honoured() {
     // A cannot know of the logout: every route needing the token answers 503, whichever token.
     for token in [&revoked, &valid] {
         let refused = Sse::open(a.addr, &channel, &[("authorization", &bearer(token))]).await;
-        assert_eq!(refused.status, 503, "{}", refused.head);
+        assert_eq!(refused.status, 503, "{}", refused.body);
         assert_eq!(refused.header("retry-after"), Some("1"));
         let reply = request(
             a.addr,
@@ -187,7 +187,7 @@ async fn token_revoked_while_cut_off_is_never_honoured() {
         "{got:?}"
     );
     let refused = Sse::open(a.addr, &channel, &[("authorization", &bearer(&revoked))]).await;
-    assert_eq!(refused.status, 401, "{}", refused.head);
+    assert_eq!(refused.status, 401, "{}", refused.body);
     let reply = request(
         a.addr,
         "GET",

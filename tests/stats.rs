@@ -8,12 +8,8 @@ mod common;
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use actix_web::test::TestRequest;
-use common::{Backend, TestServer, app, call, services};
+use common::{Backend, TestServer, app, call, services, sse::Sse};
 use serde_json::Value;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
-};
 
 /// Requests are counted by status class in `/stats` (`http`), exactly, the 5xx of a Redis that
 /// went away included; the snapshot carries its time and the Redis state and latency.
@@ -91,65 +87,28 @@ async fn stats_count_requests_by_outcome(mut backend: Backend) {
 
 backend_suite!(stats_count_requests_by_outcome);
 
-/// A `/stats/stream` client reading JSON snapshots (chunked HTTP/1.1, `event: stats` blocks).
-struct StatsClient {
-    reader: BufReader<TcpStream>,
-    pending: String,
-}
+/// A `/stats/stream` client reading JSON snapshots (`event: stats` frames).
+struct StatsClient(Sse);
 
 impl StatsClient {
     async fn connect(addr: SocketAddr) -> Self {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(
-                b"GET /stats/stream HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n",
-            )
-            .await
-            .unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(reader.read_line(&mut line).await.unwrap() > 0);
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line.to_ascii_lowercase());
-        }
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        assert!(head.contains("content-type: text/event-stream"), "{head}");
-        Self {
-            reader,
-            pending: String::new(),
-        }
+        let sse = Sse::open(addr, "/stats/stream", &[]).await;
+        assert_eq!(sse.status, 200, "{}", sse.body);
+        let kind = sse.header("content-type").unwrap_or_default();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        Self(sse)
     }
 
     /// The next snapshot (within 5 s).
     async fn next(&mut self) -> Value {
-        let read = async {
-            loop {
-                while let Some(end) = self.pending.find("\n\n") {
-                    let block: String = self.pending.drain(..end + 2).collect();
-                    if block.lines().any(|l| l == "event: stats") {
-                        let data = block.lines().find_map(|l| l.strip_prefix("data: "));
-                        return serde_json::from_str(data.expect("data")).unwrap();
-                    }
-                }
-                let mut size = String::new();
-                assert!(
-                    self.reader.read_line(&mut size).await.unwrap() > 0,
-                    "stream ended"
-                );
-                let size = usize::from_str_radix(size.trim(), 16).unwrap();
-                let mut chunk = vec![0; size + 2];
-                self.reader.read_exact(&mut chunk).await.unwrap();
-                chunk.truncate(size);
-                self.pending.push_str(std::str::from_utf8(&chunk).unwrap());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = self.0.next_within(left).await.expect("stream ended");
+            if frame.event.as_deref() == Some("stats") {
+                return serde_json::from_str(&frame.data()).unwrap();
             }
-        };
-        tokio::time::timeout(Duration::from_secs(5), read)
-            .await
-            .expect("a snapshot within 5 s")
+        }
     }
 
     /// The `time_ms` of the next `n` snapshots.
