@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Backend, bearer, call, login, register_and_login, services, with_test_secret};
 use actix_web::{App, HttpResponse, test, web};
 use base64::Engine;
 use redkit::{
@@ -15,6 +14,8 @@ use redkit::{
     http::Services,
 };
 use serde_json::{Value, json};
+
+use crate::common::{Backend, bearer, call, login, register_and_login, services, with_test_secret};
 
 // ---------- log capture: the reason of each 401 is logged, never sent ----------
 

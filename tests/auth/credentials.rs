@@ -1,10 +1,11 @@
 //! How a request presents its token: one rule for every route that takes one.
 
-use crate::common::{Backend, app, call, register_and_login, services, with_test_secret};
 use actix_web::{
     http::header::{AUTHORIZATION, CONTENT_TYPE},
     test::{self, TestRequest},
 };
+
+use crate::common::{Backend, app, call, register_and_login, services, with_test_secret};
 
 /// The bearer scheme is case-insensitive (RFC 6750 §2.1) on every route that takes a token: a
 /// private channel's stream and publish, and `/auth/me`, each accept `bearer`, `Bearer` and

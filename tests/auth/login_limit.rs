@@ -1,8 +1,9 @@
 //! The login route's failed-attempt limit: 5 failures per (username, client IP) per 15 minutes.
 
-use crate::common::{Backend, app, call, services};
 use actix_web::test::TestRequest;
 use serde_json::json;
+
+use crate::common::{Backend, app, call, services};
 
 fn login(username: &str, password: &str, ip: &str) -> TestRequest {
     TestRequest::post()
@@ -69,7 +70,7 @@ fn register(username: &str) -> TestRequest {
     }))
 }
 
-/// Issue 16 (5): 20 concurrent wrong-password logins for one user from one address: exactly 5
+/// 20 concurrent wrong-password logins for one user from one address: exactly 5
 /// are checked (401), 15 are refused (429); the limit is spent before the password is verified.
 async fn concurrent_guesses_are_limited(backend: Backend) {
     let services = services(&backend.config());
@@ -83,7 +84,7 @@ async fn concurrent_guesses_are_limited(backend: Backend) {
     assert_eq!((count(401), count(429)), (5, 15));
 }
 
-/// Issue 16 (5): a right password gives its unit back: ten logins in a row succeed, and five
+/// A right password gives its unit back: ten logins in a row succeed, and five
 /// wrong ones are still allowed after them.
 async fn successful_logins_are_refunded(backend: Backend) {
     let services = services(&backend.config());
@@ -103,7 +104,7 @@ async fn successful_logins_are_refunded(backend: Backend) {
         .problem(429);
 }
 
-/// Issue 16 (4): a 200 KB username is refused (401) before any limiter or store sees it: no
+/// A 200 KB username is refused (401) before any limiter or store sees it: no
 /// Redis key holds it, and it spends nothing.
 async fn oversized_username_makes_no_key(backend: Backend) {
     let services = services(&backend.config());
@@ -126,7 +127,7 @@ async fn oversized_username_makes_no_key(backend: Backend) {
     }
 }
 
-/// Issue 16 (5): argon2 work is bounded: with a queue of 2, 20 concurrent logins for unknown
+/// Argon2 work is bounded: with a queue of 2, 20 concurrent logins for unknown
 /// users are either checked (401) or refused at once with a 503 `Retry-After: 1` problem.
 async fn hash_queue_is_bounded(backend: Backend) {
     let mut config = backend.config();

@@ -7,10 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use redkit::{auth::ViewState, config::RedisSettings};
+
 use crate::common::{
     Backend, RedisServer, Reply, TestServer, proxy::Proxy, sse::Sse, with_test_secret,
 };
-use redkit::{auth::ViewState, config::RedisSettings};
 
 /// Bound on a single request: a hang is a failure.
 const REQUEST_BOUND: Duration = Duration::from_secs(5);

@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Backend, Reply, bearer, call};
 use actix_web::{body::MessageBody, dev::ServiceResponse, test};
 use redkit::{
     Config,
@@ -19,6 +18,8 @@ use redkit::{
     http::Services,
 };
 use serde_json::{Value, json};
+
+use crate::common::{Backend, Reply, bearer, call};
 
 // ---------- harness ----------
 

@@ -1,9 +1,10 @@
 //! The product catalog read through the cache, on both backends.
 
-use crate::common::{Backend, TestServer, app, call, http, services, with_token};
 use actix_web::test::TestRequest;
 use futures_util::future::join_all;
 use serde_json::json;
+
+use crate::common::{Backend, TestServer, app, call, http, services, with_token};
 
 fn json_req(method: actix_web::http::Method, uri: &str, body: serde_json::Value) -> TestRequest {
     with_token(TestRequest::default())

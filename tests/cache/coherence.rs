@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Backend, feed_ready, services};
 use redkit::cache::{L1Feed, Tier};
+
+use crate::common::{Backend, feed_ready, services};
 
 /// Writes measured.
 const WRITES: usize = 200;

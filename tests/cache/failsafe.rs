@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Backend, app, call, services};
 use actix_web::test::TestRequest;
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -18,6 +17,8 @@ use redkit::{
     cache::{CacheError, Tier},
     config::Config,
 };
+
+use crate::common::{Backend, app, call, services};
 
 /// A config on `backend` whose catalog lives in a file of `dir` (so that a test can break its
 /// table), with products cached for `ttl_secs`.

@@ -1,6 +1,6 @@
 //! Two instances on one Redis behave as one cache: every change, made through either instance or
 //! by another Redis client, reaches the other's L1; losing the invalidation feed is never stale;
-//! loads overtaken by a change never put their old value back (issue 15).
+//! loads overtaken by a change never put their old value back.
 
 use std::{
     sync::{
@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Backend, Reply, call, with_token};
 use actix_web::test::TestRequest;
 use bytes::Bytes;
 use redkit::{
@@ -21,6 +20,8 @@ use redkit::{
 };
 use serde_json::json;
 use tokio::sync::oneshot;
+
+use crate::common::{Backend, Reply, call, with_token};
 
 /// How long a change may take to reach the other instance in these tests: generous next to
 /// the 100 ms target (`benches/fleet.rs` measures the lag), tight next to the 60 s L1 TTL.

@@ -8,11 +8,12 @@ use std::{
     time::Duration,
 };
 
-use crate::common::{Backend, Reply, app, call, services, with_token};
 use actix_web::test::TestRequest;
 use futures_util::future::join_all;
 use redkit::cache::{CacheError, Tier};
 use serde_json::json;
+
+use crate::common::{Backend, Reply, app, call, services, with_token};
 
 fn put(key: &str, body: &str) -> TestRequest {
     with_token(TestRequest::put())
@@ -678,7 +679,7 @@ async fn api_cannot_touch_server_keys(backend: Backend) {
     assert_eq!(still.body, real.body);
 }
 
-/// Issue 16 (2): a value under a `cached()` key that does not decode as the caller's type is a
+/// A value under a `cached()` key that does not decode as the caller's type is a
 /// miss: computed again and overwritten, never an error for every caller.
 async fn undecodable_cached_value_is_recomputed(backend: Backend) {
     let services = services(&backend.config());
@@ -708,7 +709,7 @@ async fn undecodable_cached_value_is_recomputed(backend: Backend) {
     assert_eq!(services.cache.get::<f64>(&key).await.unwrap(), Some(1.08));
 }
 
-/// Issue 16 (8): cached values are capped (64 KiB by default): one byte more is a 413 problem
+/// Cached values are capped (64 KiB by default): one byte more is a 413 problem
 /// and nothing is stored; exactly the cap is stored.
 async fn oversized_value_is_413(backend: Backend) {
     let services = services(&backend.config());

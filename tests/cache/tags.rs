@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Backend, app, call, services, with_token};
 use actix_web::test::TestRequest;
 use redkit::cache::{CacheError, Tier};
 use serde_json::json;
+
+use crate::common::{Backend, app, call, services, with_token};
 
 fn put(key: &str, tags: &str) -> TestRequest {
     with_token(TestRequest::put())

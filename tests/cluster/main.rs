@@ -1,4 +1,4 @@
-//! Redis Cluster (issue 12): the harness itself (a private cluster starts with every slot
+//! Redis Cluster: the harness itself (a private cluster starts with every slot
 //! covered, routes keys, fails over, is gone when dropped), two redkit instances on one cluster,
 //! and a primary's failover survived.
 
@@ -25,10 +25,10 @@ use redkit::{config::DatabaseLocation, events::Caller};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
-// redkit on the cluster: two instances (item 3 of the brief) and a primary's failover (item 4).
+// redkit on the cluster: two instances and a primary's failover.
 
 /// How long a change may take to reach the other instance here: generous next to the 100 ms
-/// target (measured by `benches/cluster.rs`), as in `tests/fleet.rs`.
+/// target (measured by `benches/cluster.rs`), as in `tests/cache/fleet.rs`.
 const REACH: Duration = Duration::from_secs(1);
 
 /// Bound on every single HTTP request of these tests: a hang is a failure, not a slow pass.

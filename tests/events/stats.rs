@@ -3,9 +3,10 @@
 
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
-use crate::common::{Backend, TestServer, app, call, services, sse::Sse};
 use actix_web::test::TestRequest;
 use serde_json::Value;
+
+use crate::common::{Backend, TestServer, app, call, services, sse::Sse};
 
 /// Requests are counted by status class in `/stats` (`http`), exactly, the 5xx of a Redis that
 /// went away included; the snapshot carries its time and the Redis state and latency.

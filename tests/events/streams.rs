@@ -2,12 +2,13 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use redkit::{Config, auth::ViewState, clock::ManualClock, events::Caller, http::Services};
+
 use crate::common::{
     Backend, services,
     sse::{Frame, Sse},
     static_tokens::StaticTokens,
 };
-use redkit::{Config, auth::ViewState, clock::ManualClock, events::Caller, http::Services};
 
 const TOKEN: &str = "alice-token";
 const BOB: &str = "bob-token";

@@ -8,7 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Backend, Reply, app, call, services};
 use actix_web::test::TestRequest;
 use futures_util::future::join_all;
 use redkit::{
@@ -16,6 +15,8 @@ use redkit::{
     http::Services,
     ratelimit::{Clock, ManualClock, RateLimitConfig, SystemClock},
 };
+
+use crate::common::{Backend, Reply, app, call, services};
 
 /// A whole minute (so a whole 20 s window): fixed windows start exactly at the clock's start.
 const START_US: u64 = 1_700_000_040_000_000;

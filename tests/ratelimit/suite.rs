@@ -252,7 +252,7 @@ async fn trusted_proxy_uses_right_hop(backend: Backend) {
         "Forwarded",
         "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https",
     ));
-    // IPv6 clients are grouped by /64 (issue 16).
+    // IPv6 clients are grouped by /64.
     assert_eq!(call(&app, req).await.json()["identity"], "ip:2001:db8::/64");
     // Two clients behind the same proxy have separate buckets; the spoofed left entry is ignored.
     let a = post("10.0.0.7").insert_header(("X-Forwarded-For", "9.9.9.9, 203.0.113.7"));
@@ -399,7 +399,7 @@ async fn login_refund_on_the_fallback() {
     assert_eq!(stats.fallback_decisions, 16, "{stats:?}");
 }
 
-/// Issue 16 (6): the route policy applies to what the router matches: `/expensive%2Doperation`
+/// The route policy applies to what the router matches: `/expensive%2Doperation`
 /// reaches the same handler and counts against the same 10 / 60 s.
 async fn percent_encoded_path_is_limited(backend: Backend) {
     let (config, _clock) = setup(
@@ -431,7 +431,7 @@ async fn percent_encoded_path_is_limited(backend: Backend) {
     );
 }
 
-/// Issue 16 (8): publishing has a per-user policy by default (60 / 60 s): the 61st publish of
+/// Publishing has a per-user policy by default (60 / 60 s): the 61st publish of
 /// one user is a 429, while another user from the same address still publishes.
 async fn publish_is_limited_per_user_by_default(backend: Backend) {
     let (config, _clock) = setup(&backend, &["default=off".to_owned()], &[]);
@@ -456,7 +456,7 @@ async fn publish_is_limited_per_user_by_default(backend: Backend) {
     assert_eq!(call(&app, publish(&bob)).await.status, 202);
 }
 
-/// Issue 16 (7): IPv6 clients are limited per /64 by default: twelve addresses of one /64 share
+/// IPv6 clients are limited per /64 by default: twelve addresses of one /64 share
 /// the 10 / 60 s of `/expensive-operation`, another /64 has its own; with `ipv6_prefix = 128`
 /// each address is its own client again.
 async fn ipv6_grouped_by_64(backend: Backend) {

@@ -10,8 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Backend, TestServer, http, services};
+use base64::Engine;
 use serde_json::{Value, json};
+
+use crate::common::{Backend, TestServer, http, services};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -169,7 +171,9 @@ impl Browser {
 
     async fn screenshot(&self, name: &str) -> std::path::PathBuf {
         let png = self.session("GET", "/screenshot", None).await;
-        let bytes = base64_decode(png.as_str().unwrap());
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .expect("a base64 PNG");
         assert_eq!(&bytes[1..4], b"PNG");
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
         std::fs::create_dir_all(&dir).unwrap();
@@ -212,26 +216,6 @@ async fn registered_bearer(addr: SocketAddr, username: &str) -> String {
     .await;
     assert_eq!(tokens.status, 200, "{:?}", tokens.json());
     format!("Bearer {}", tokens.json()["access_token"].as_str().unwrap())
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for b in text
-        .bytes()
-        .filter(|b| *b != b'=' && !b.is_ascii_whitespace())
-    {
-        let v = ALPHABET.iter().position(|a| *a == b).expect("base64") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
 }
 
 /// Log in on the page, subscribe, publish through the API: the event shows up in the page.

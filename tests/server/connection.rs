@@ -11,9 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::Backend;
 use redkit::{cache::L1Feed, config::RedisSettings};
 use tokio::net::{UnixListener, UnixStream};
+
+use crate::common::Backend;
 
 /// A Unix-socket proxy to `upstream`; [`freeze`](Self::freeze) silences every connection open
 /// at that moment (kept open, nothing forwarded either way), later ones pass.

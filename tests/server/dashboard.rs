@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::common::{Backend, app, call, services, with_token};
 use actix_web::test::TestRequest;
 use serde_json::Value;
+
+use crate::common::{Backend, app, call, services, with_token};
 
 const DASHBOARD: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),

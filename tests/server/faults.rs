@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Backend, app, call, eventually, services, with_token};
 use actix_web::test::TestRequest;
 use serde_json::json;
+
+use crate::common::{Backend, app, call, eventually, services, with_token};
 
 fn put(key: &str, body: &str) -> TestRequest {
     with_token(TestRequest::put())

@@ -1,7 +1,8 @@
 //! `/health` and `/health/live` on both backends, and with Redis down.
 
-use crate::common::{Backend, app, call, services};
 use actix_web::test::TestRequest;
+
+use crate::common::{Backend, app, call, services};
 
 /// A healthy instance reports its backend, and Redis' latency when it has Redis; a cluster's
 /// nodes only with `--health-nodes`.

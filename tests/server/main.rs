@@ -12,7 +12,7 @@ mod browser;
 mod cli;
 mod connection;
 mod dashboard;
-mod embed;
+mod embedding;
 mod faults;
 mod health;
 mod observability;

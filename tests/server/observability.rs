@@ -1,7 +1,8 @@
 //! Request ids and `/metrics`, on both backends.
 
-use crate::common::{Backend, app, call, http, services};
 use actix_web::{App, HttpServer, test::TestRequest, web};
+
+use crate::common::{Backend, app, call, http, services};
 
 /// An incoming `X-Request-Id` is echoed; a missing or unsafe one is replaced by a fresh id.
 async fn request_ids(backend: Backend) {

@@ -8,7 +8,6 @@ use std::{
     rc::Rc,
 };
 
-use crate::common::{Backend, Reply, bearer, call, services};
 use actix_web::{
     dev::{Service, ServiceResponse},
     http::{
@@ -18,6 +17,8 @@ use actix_web::{
     test::{self, TestRequest},
 };
 use serde_json::{Value, json};
+
+use crate::common::{Backend, Reply, bearer, call, services};
 
 /// The methods probed on every path.
 const METHODS: [&str; 6] = ["get", "head", "post", "put", "patch", "delete"];

@@ -4,14 +4,15 @@
 
 use std::time::{Duration, Instant};
 
+use actix_web::test::TestRequest;
+use redkit::config::{Config, ServeArgs};
+use serde_json::json;
+
 use crate::common::{
     Backend, call,
     cluster::{ClusterOptions, RedisCluster},
     tls::{TestCa, TlsRedisServer},
 };
-use actix_web::test::TestRequest;
-use redkit::config::{Config, ServeArgs};
-use serde_json::json;
 
 /// The test config on the Redis that `args` name (`--redis-url`, `--redis-ca-cert`), parsed as
 /// the command line is, with short timeouts.

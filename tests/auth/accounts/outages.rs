@@ -10,7 +10,7 @@ async fn revocation_reaches_other_instance_within_100ms() {
     revocation_reaches_other_instance(Backend::redis()).await;
 }
 
-/// Issue 12: on a Redis Cluster too, a token revoked through one instance is refused by another
+/// On a Redis Cluster too, a token revoked through one instance is refused by another
 /// within 100 ms (the revocation feed reaches every instance).
 #[actix_web::test]
 async fn revocation_reaches_other_instance_on_a_cluster_within_100ms() {
@@ -237,7 +237,7 @@ fn cli_user_add() {
     assert!(!short.status.success());
 }
 
-/// Issue 16 (10): the per-user session index is pruned at each login: once a session expired,
+/// The per-user session index is pruned at each login: once a session expired,
 /// the next login drops it from the index (which used to keep every session ever made).
 #[actix_web::test]
 async fn session_index_is_pruned() {

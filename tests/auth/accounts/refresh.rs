@@ -195,7 +195,7 @@ async fn writes_need_token(backend: Backend) {
     );
 }
 
-/// Issue 16 (10): body-less POSTs authenticated by the cookie (`/auth/logout`,
+/// Body-less POSTs authenticated by the cookie (`/auth/logout`,
 /// `/auth/logout-all`, `/events/ticket`) need this site's own `Origin`: none, or another
 /// site's (a sibling subdomain included), is a 403 `cross-origin` that changes nothing; the
 /// same request with the right `Origin`, or with a bearer token, goes through.
@@ -243,7 +243,7 @@ async fn cookie_posts_need_same_origin(backend: Backend) {
     assert_eq!(logout.status, 204);
 }
 
-/// Issue 16 (10): behind a TLS-terminating proxy (plain HTTP to us, no `X-Forwarded-Proto`),
+/// Behind a TLS-terminating proxy (plain HTTP to us, no `X-Forwarded-Proto`),
 /// `secure_cookie` still marks the access cookie `Secure`; without it, it is not.
 async fn secure_cookie_behind_proxy(backend: Backend) {
     for secure in [false, true] {

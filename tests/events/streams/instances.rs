@@ -145,7 +145,7 @@ fn kill_subscribers(server: &crate::common::RedisServer) {
     assert_eq!(killed, 2, "the events and revocation subscribers");
 }
 
-/// Issue 27 (3): after its subscription is lost, an instance catches its open streams up from
+/// After its subscription is lost, an instance catches its open streams up from
 /// history, in order and exactly once (events it never heard live included); when more was
 /// missed than a client's queue holds, the stream gets `event: reset` instead, then live events.
 #[actix_web::test]

@@ -87,7 +87,7 @@ async fn info_and_shutdown(backend: Backend) {
     app.server.stop().await;
 }
 
-/// Issue 16 (3): only the owner publishes into `user:{id}`: another user's token gets 403 and
+/// Only the owner publishes into `user:{id}`: another user's token gets 403 and
 /// nothing reaches the owner's stream or history; server code still publishes there.
 async fn private_channel_publish_is_owner_only(backend: Backend) {
     let app = TestApp::with_logins(&config(&backend)).await;
@@ -116,7 +116,7 @@ async fn private_channel_publish_is_owner_only(backend: Backend) {
     app.server.stop().await;
 }
 
-/// Issue 16 (8): event data is capped (64 KiB of compact JSON by default): one byte more is a
+/// Event data is capped (64 KiB of compact JSON by default): one byte more is a
 /// 413 problem and is not kept; exactly the cap is accepted.
 async fn oversized_event_is_413(backend: Backend) {
     let app = TestApp::start(&config(&backend));
@@ -141,7 +141,7 @@ async fn oversized_event_is_413(backend: Backend) {
     app.server.stop().await;
 }
 
-/// Issue 16 (9): a resume replays at most `max_replay` events: a client further behind gets
+/// A resume replays at most `max_replay` events: a client further behind gets
 /// `event: reset` (then live), one within the bound gets exactly the missing events.
 async fn replay_is_bounded(backend: Backend) {
     let mut config = config(&backend);
@@ -172,7 +172,7 @@ async fn replay_is_bounded(backend: Backend) {
     app.server.stop().await;
 }
 
-/// Issue 16 (9): SSE connections are capped per address (429 `too-many-streams`) and in all
+/// SSE connections are capped per address (429 `too-many-streams`) and in all
 /// (503 with `Retry-After`); a closed stream frees its place.
 async fn sse_connections_are_capped(backend: Backend) {
     let mut config = config(&backend);
@@ -240,7 +240,7 @@ fn redis_bytes_out(backend: &Backend) -> Option<u64> {
 /// subscriber and feed connections, and the `INFO` replies of the measure itself.
 const BACKGROUND_BYTES: u64 = 32 * 1024;
 
-/// Issue 27 (5): a resume reads history in pages bounded by the replay cap. A client 6 MB
+/// A resume reads history in pages bounded by the replay cap. A client 6 MB
 /// behind gets `event: reset` and Redis sends it almost nothing for that; a replay within the
 /// cap costs Redis at most twice what the client receives, and is exactly the missing events.
 async fn resume_reads_are_bounded_by_what_they_send(backend: Backend) {

@@ -106,7 +106,7 @@ async fn documented_methods_are_the_registered_methods() {
     assert_eq!(probed, 30 * METHODS.len());
 }
 
-/// Issue 16: the document states what the server enforces (schemathesis found requests valid by
+/// The document states what the server enforces (schemathesis found requests valid by
 /// the document that the server refused), and SSE answers carry no schema of one string.
 #[actix_web::test]
 async fn document_states_the_real_constraints() {
@@ -155,7 +155,7 @@ async fn document_states_the_real_constraints() {
     }
 }
 
-/// Issue 16: a JSON array is not a product body (serde's derive reads structs from arrays):
+/// A JSON array is not a product body (serde's derive reads structs from arrays):
 /// `PUT /products/1` and `POST /products` answer 400 `invalid-body`.
 #[actix_web::test]
 async fn product_bodies_must_be_objects() {

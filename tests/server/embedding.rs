@@ -9,7 +9,6 @@ mod embed;
 
 use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
 
-use crate::common::{Backend, bearer, call, services, sse::Sse};
 use actix_web::{
     body::MessageBody,
     dev::{Service, ServiceResponse},
@@ -19,6 +18,8 @@ use actix_web::{
 use futures_util::StreamExt;
 use redkit::{http::Services, ratelimit::ManualClock};
 use serde_json::json;
+
+use crate::common::{Backend, bearer, call, services, sse::Sse};
 
 const PASSWORD: &str = "correct horse";
 const WAIT: Duration = Duration::from_secs(5);
