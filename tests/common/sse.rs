@@ -74,6 +74,9 @@ pub struct Sse {
     pub status: u16,
     /// The response headers.
     pub headers: HeaderMap,
+    /// The response head's header lines as text, lower-cased (`name: value\r\n` each), for
+    /// messages.
+    pub head: String,
     /// The body of a refusal (any status but 200), read whole.
     pub body: String,
     /// Whether the server ended the stream.
@@ -101,9 +104,17 @@ impl Sse {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         let status = res.status().as_u16();
         let headers = res.headers().clone();
+        let head = headers
+            .iter()
+            .map(|(name, value)| {
+                format!("{name}: {}\r\n", String::from_utf8_lossy(value.as_bytes()))
+            })
+            .collect::<String>()
+            .to_ascii_lowercase();
         let mut sse = Self {
             status,
             headers,
+            head,
             body: String::new(),
             ended: false,
             received: 0,
@@ -145,31 +156,64 @@ impl Sse {
             if let Some(frame) = self.take_frame() {
                 return Some(frame);
             }
-            let chunk = match self.stream.as_mut() {
-                Some(stream) => stream.next().await,
-                None => None,
-            };
-            match chunk {
-                Some(Ok(bytes)) => {
-                    self.received += bytes.len();
-                    self.pending.extend_from_slice(&bytes);
-                }
-                // A reset connection ends the stream as a close does.
-                Some(Err(_)) | None => {
-                    self.stream = None;
-                    self.ended = true;
-                    return None;
-                }
+            if !self.read_more().await {
+                return None;
+            }
+        }
+    }
+
+    /// Reads the next chunk of the body; false once the stream ended.
+    async fn read_more(&mut self) -> bool {
+        let chunk = match self.stream.as_mut() {
+            Some(stream) => stream.next().await,
+            None => None,
+        };
+        match chunk {
+            Some(Ok(bytes)) => {
+                self.received += bytes.len();
+                self.pending.extend_from_slice(&bytes);
+                true
+            }
+            // A reset connection ends the stream as a close does.
+            Some(Err(_)) | None => {
+                self.stream = None;
+                self.ended = true;
+                false
             }
         }
     }
 
     /// Cuts the first whole frame off the bytes received.
     fn take_frame(&mut self) -> Option<Frame> {
+        let block = self.take_block()?;
+        Some(Frame::parse(&block[..block.len() - 2]))
+    }
+
+    /// Cuts the first whole frame off the bytes received, as sent (its blank line included).
+    fn take_block(&mut self) -> Option<String> {
         let end = self.pending.windows(2).position(|w| w == b"\n\n")?;
         let block: Vec<u8> = self.pending.drain(..end + 2).collect();
-        let text = std::str::from_utf8(&block[..end]).expect("an SSE frame in UTF-8");
-        Some(Frame::parse(text))
+        Some(String::from_utf8(block).expect("an SSE frame in UTF-8"))
+    }
+
+    /// The next frame as sent, blank line included, for byte-exact assertions; `None` once the
+    /// stream ended or when nothing came within `limit`. The frame is checked as
+    /// [`next`](Self::next) checks it.
+    pub async fn next_block(&mut self, limit: Duration) -> Option<String> {
+        tokio::time::timeout(limit, async {
+            loop {
+                if let Some(block) = self.take_block() {
+                    Frame::parse(&block[..block.len() - 2]);
+                    return Some(block);
+                }
+                if !self.read_more().await {
+                    return None;
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// The next frame, or `None` when the stream ended; panics when nothing comes within
