@@ -1,4 +1,5 @@
-//! Two instances on one cluster: L1 coherence on every shard, through topology changes and a failover, and an exact shared limit.
+//! Two instances on one cluster: L1 coherence on every shard, through topology changes and a
+//! failover, and an exact shared limit.
 
 use super::*;
 

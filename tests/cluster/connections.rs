@@ -1,4 +1,5 @@
-//! Connections per node stay bounded, and events cross instances on every primary and through a node restart.
+//! Connections per node stay bounded, and events cross instances on every primary and through a
+//! node restart.
 
 use super::*;
 

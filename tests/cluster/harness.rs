@@ -1,4 +1,5 @@
-//! The harness itself: a private cluster starts with every slot covered, routes keys, fails over, and is gone when dropped.
+//! The harness itself: a private cluster starts with every slot covered, routes keys, fails over,
+//! and is gone when dropped.
 
 use super::*;
 

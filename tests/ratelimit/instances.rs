@@ -1,4 +1,5 @@
-//! Redis only: instances sharing a limit, round trips, leases, key hygiene, outages and spec validation.
+//! Redis only: instances sharing a limit, round trips, leases, key hygiene, outages and spec
+//! validation.
 
 use super::*;
 

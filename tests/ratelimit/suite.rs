@@ -1,4 +1,5 @@
-//! One instance on every backend: exactness, windows, headers, identity and proxies, login and publish limits.
+//! One instance on every backend: exactness, windows, headers, identity and proxies, login and
+//! publish limits.
 
 use super::*;
 

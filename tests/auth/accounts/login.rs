@@ -2,8 +2,6 @@
 
 use super::*;
 
-// ---------- registration and login ----------
-
 /// Register answers 201 with the user; duplicates 409; bad passwords and usernames 422.
 async fn register_rules(backend: Backend) {
     let services = start(&backend);

@@ -2,8 +2,6 @@
 
 use super::*;
 
-// ---------- Redis only: instances and outages ----------
-
 /// A token revoked through one instance is refused by another sharing the Redis within 100 ms.
 #[actix_web::test]
 async fn revocation_reaches_other_instance_within_100ms() {

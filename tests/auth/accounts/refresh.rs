@@ -2,8 +2,6 @@
 
 use super::*;
 
-// ---------- refresh ----------
-
 /// Services without a refresh reuse grace window (strict rotation).
 fn strict_rotation(backend: &Backend) -> Services {
     let mut config = with_test_secret(backend.config());

@@ -1,4 +1,5 @@
-//! The document: OpenAPI 3.1, resolvable references, exactly the registered routes and methods, its stated constraints, and the offline UI.
+//! The document: OpenAPI 3.1, resolvable references, exactly the registered routes and methods, its
+//! stated constraints, and the offline UI.
 
 use super::*;
 

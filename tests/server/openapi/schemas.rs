@@ -2,8 +2,6 @@
 
 use super::*;
 
-// ---- a JSON-schema check for the subset utoipa emits ----
-
 /// Checks `value` against `schema`. `strict`: an object may only hold documented properties.
 fn check(doc: &Value, schema: &Value, value: &Value, strict: bool, at: &str) -> Result<(), String> {
     if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
