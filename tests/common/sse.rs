@@ -89,7 +89,8 @@ pub struct Sse {
 
 impl Sse {
     /// `GET path` with `Accept: text/event-stream` and `headers`; waits for the response head
-    /// (at most [`WAIT`]), and reads the body of a refusal whole.
+    /// (at most [`WAIT`]), and reads the body of a refusal whole. Call it in an actix system or
+    /// a `LocalSet`: awc spawns its connection closers there.
     pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
         let url = format!("http://{addr}{path}");
         let mut req = super::client(Duration::MAX)

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::RedisServer;
+use crate::common::{RedisServer, Reply, http, sse::Sse};
 
 fn redkit() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_redkit"));
@@ -253,8 +253,7 @@ fn sigterm_shuts_down_gracefully() {
     let redis_url = redis.url();
     let (mut child, port, lines) = serve(&dir, &[("REDIS_URL", &redis_url)]);
     // One real request so the Redis connection exists.
-    let response = get(port, "/health", "");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(get(port, "/health", &[]).status, 200);
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -289,8 +288,8 @@ fn sigterm_shuts_down_gracefully() {
 fn log_lines_carry_the_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, port, mut lines) = serve(&dir, &[("RUST_LOG", "info,redkit::access=debug")]);
-    let response = get(port, "/products/1", "X-Request-Id: trace-me-42\r\n");
-    assert!(response.contains("x-request-id: trace-me-42"), "{response}");
+    let response = get(port, "/products/1", &[("x-request-id", "trace-me-42")]);
+    assert_eq!(response.header("x-request-id"), Some("trace-me-42"));
     let event = loop {
         let line = lines.next().expect("an access line").unwrap();
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -331,7 +330,7 @@ fn stalled_sse_reader_is_cut_by_the_write_timeout() {
         port,
         "POST",
         "/auth/register",
-        "",
+        &[],
         r#"{"username":"pub","email":"pub@example.com","password":"correct horse"}"#,
     );
     assert_eq!(status, 201, "{body}");
@@ -339,15 +338,13 @@ fn stalled_sse_reader_is_cut_by_the_write_timeout() {
         port,
         "POST",
         "/auth/login",
-        "",
+        &[],
         r#"{"username":"pub","password":"correct horse"}"#,
     );
     assert_eq!(status, 200, "{body}");
     let login: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let auth = format!(
-        "Authorization: Bearer {}\r\n",
-        login["access_token"].as_str().unwrap()
-    );
+    let bearer = format!("Bearer {}", login["access_token"].as_str().unwrap());
+    let auth = [("authorization", bearer.as_str())];
 
     // The stalled reader: a tiny receive window, one request, never a read.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -399,25 +396,27 @@ fn stalled_sse_reader_is_cut_by_the_write_timeout() {
 
 /// Opens `GET path` (an SSE subscription), reads the response head only and answers its status.
 fn subscribe_status(port: u16, path: &str) -> u16 {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+    blocking(async { Sse::open(local(port), path, &[]).await.status })
+}
+
+/// Runs `task` to its end on a runtime of its own (with the `LocalSet` awc spawns on): these
+/// tests drive a child process from plain `#[test]` threads.
+fn blocking<T>(task: impl std::future::Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = std::io::Read::read(&mut stream, &mut byte).unwrap();
-        assert_eq!(n, 1, "the connection closed before the response head");
-        head.push(byte[0]);
-    }
-    status_of(&String::from_utf8_lossy(&head))
+    tokio::task::LocalSet::new().block_on(&runtime, task)
+}
+
+/// `127.0.0.1:port`.
+fn local(port: u16) -> std::net::SocketAddr {
+    ([127, 0, 0, 1], port).into()
 }
 
 /// The `events` counters of `GET /stats`.
 fn events_stats(port: u16) -> serde_json::Value {
-    let (status, body) = request(port, "GET", "/stats", "", "");
+    let (status, body) = request(port, "GET", "/stats", &[], "");
     assert_eq!(status, 200, "{body}");
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
     stats["events"].clone()
@@ -437,35 +436,21 @@ fn poll_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// One request over a fresh connection with a JSON `body` and `extra` header lines; answers the
-/// status and the body.
-fn request(port: u16, method: &str, path: &str, extra: &str, body: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
-        .to_owned();
-    (status_of(&response), body)
-}
-
-/// The status code of a raw response.
-fn status_of(response: &str) -> u16 {
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+/// One request with a JSON `body` and `headers`; answers the status and the body.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut headers = headers.to_vec();
+    headers.push(("content-type", "application/json"));
+    let reply = blocking(http(local(port), method, path, &headers, body.as_bytes()));
+    (
+        reply.status,
+        String::from_utf8_lossy(&reply.body).into_owned(),
+    )
 }
 
 /// Starts the binary on a free port with JSON logs, a database in `dir` and `env`; waits until it
@@ -524,12 +509,7 @@ fn serve(
     (child, port, lines)
 }
 
-/// One `GET` over a fresh connection, with `extra` header lines; answers the raw response.
-fn get(port: u16, path: &str, extra: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
-    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
-    response
+/// One `GET` with `headers`.
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
+    blocking(http(local(port), "GET", path, headers, b""))
 }
