@@ -7,11 +7,7 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::Backend;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
-};
+use common::{Backend, sse::Sse};
 
 /// Idle resumes opened at once.
 const RESUMES: usize = 96;
@@ -31,34 +27,22 @@ fn rss() -> u64 {
 
 /// Opens `GET /events/{channel}` with `Last-Event-ID: last` and reads the response head only:
 /// an idle client, which leaves the replay to the server's buffers.
-async fn idle_resume(addr: SocketAddr, channel: &str, last: &str) -> BufReader<TcpStream> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let mut reader = BufReader::new(stream);
-    let req = format!(
-        "GET /events/{channel} HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\nlast-event-id: {last}\r\n\r\n"
-    );
-    reader.get_mut().write_all(req.as_bytes()).await.unwrap();
-    let mut status = String::new();
-    reader.read_line(&mut status).await.unwrap();
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    reader
+async fn idle_resume(addr: SocketAddr, channel: &str, last: &str) -> Sse {
+    let path = format!("/events/{channel}");
+    let sse = Sse::open(addr, &path, &[("last-event-id", last)]).await;
+    assert_eq!(sse.status, 200, "{}", sse.body);
+    sse
 }
 
-/// Reads a resumed stream until `events` events (`id:` lines) arrived.
-async fn read_events(reader: &mut BufReader<TcpStream>, events: usize) {
+/// Reads a resumed stream until `events` events (frames with an `id:`) arrived.
+async fn read_events(sse: &mut Sse, events: usize) {
     let mut seen = 0;
-    // The unread tail of the last read: an `id:` line may straddle two reads.
-    let mut carry: Vec<u8> = Vec::new();
-    let mut chunk = vec![0; 64 * 1024];
     while seen < events {
-        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut chunk))
+        let frame = sse
+            .next_within(Duration::from_secs(10))
             .await
-            .expect("the replay in time")
-            .unwrap();
-        assert!(n > 0, "the stream ended");
-        carry.extend_from_slice(&chunk[..n]);
-        seen += carry.windows(5).filter(|w| *w == b"\nid: ").count();
-        carry = carry.split_off(carry.len().saturating_sub(4));
+            .expect("the stream ended");
+        seen += usize::from(frame.id.is_some());
     }
 }
 

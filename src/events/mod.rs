@@ -45,7 +45,7 @@
 //! The bound: a lost subscription is noticed at once (a dropped connection, a slot moved) or
 //! within the liveness check (500 ms plus the response timeout); from the moment the channel's
 //! slot has a primary again, the channel is resubscribed and caught up within one retry (250 ms)
-//! plus at most 4 response timeouts (`tests/cluster.rs`,
+//! plus at most 4 response timeouts (`tests/cluster/soak.rs`,
 //! `open_streams_lose_no_acknowledged_event_through_failovers`).
 //!
 //! # Where the work happens

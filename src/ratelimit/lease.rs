@@ -45,7 +45,7 @@
 //!
 //! Unspent units are not given back (a refund would cost the Redis command a lease saves): the
 //! others may admit up to `(N - 1) · (k_max - 1)` fewer per identity while they are held (`N`
-//! instances), never more. `tests/ratelimit_fleet.rs` holds the tests at the edges.
+//! instances), never more. `tests/ratelimit/fleet.rs` holds the tests at the edges.
 
 use super::{
     Algorithm, Decision,

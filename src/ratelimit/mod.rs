@@ -24,7 +24,7 @@
 //!   counter keeps, at every admission, `previous · (window - elapsed) / window + current` at
 //!   most `limit`, where `previous` and `current` are the admissions of the previous and the
 //!   current fixed window (so at most `limit` per fixed window, and less than `2 · limit` in any
-//!   window of `window`). `tests/ratelimit_fleet.rs` checks them with two and three instances, at
+//!   window of `window`). `tests/ratelimit/fleet.rs` checks them with two and three instances, at
 //!   a window's edge, after a refill, and over random schedules.
 //! - **Quota leases** (see `lease`): with GCRA and the counter (never the log), an identity that
 //!   comes back to an instance reserves `limit / 16` units (up to `limit / 8`) in its next

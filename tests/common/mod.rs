@@ -465,7 +465,8 @@ impl TestServer {
     }
 }
 
-/// One HTTP/1.1 request over a fresh TCP connection (`Connection: close`), read whole.
+/// One request over a fresh connection (`Connection: close`), read whole, with awc: no
+/// redirect followed, no default header added, at most 30 s.
 pub async fn http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -473,108 +474,49 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        req.push_str(&format!("{name}: {value}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    // Some servers (chromedriver) keep the connection open: read by Content-Length or chunks,
-    // and never wait forever.
-    let read = async {
-        let mut raw = Vec::new();
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            if response_complete(&raw) {
-                return raw;
+    let method = actix_web::http::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+    let url = format!("http://{addr}{path}");
+    let body = bytes::Bytes::copy_from_slice(body);
+    // awc spawns its connection closers on the current `LocalSet`: benches call this from a
+    // plain tokio runtime, which has none.
+    tokio::task::LocalSet::new()
+        .run_until(async move {
+            let client = client(Duration::from_secs(30));
+            let mut req = client.request(method.clone(), &url).force_close();
+            for (name, value) in headers {
+                req = req.append_header((*name, *value));
             }
-            let n = stream.read(&mut chunk).await.unwrap();
-            if n == 0 {
-                return raw;
+            let mut res = req
+                .send_body(body)
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            let body = res
+                .body()
+                .limit(BODY_LIMIT)
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: body: {e}"));
+            Reply {
+                status: res.status().as_u16(),
+                headers: res.headers().clone(),
+                body,
             }
-            raw.extend_from_slice(&chunk[..n]);
-        }
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(30), read)
+        })
         .await
-        .unwrap_or_else(|_| panic!("no complete response to {method} {path} within 30 s"));
-    parse_response(&raw)
 }
 
-/// Whether `raw` holds a whole response (by Content-Length, or a final chunk).
-fn response_complete(raw: &[u8]) -> bool {
-    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let body = &raw[split + 4..];
-    if let Some(len) = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        return body.len() >= len;
-    }
-    if head.contains("transfer-encoding: chunked") {
-        return body.ends_with(b"0\r\n\r\n");
-    }
-    false
-}
+/// The most a test reads of one response body.
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
-fn parse_response(raw: &[u8]) -> Reply {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("complete response head");
-    let head = std::str::from_utf8(&raw[..split]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut headers = actix_web::http::header::HeaderMap::new();
-    for line in lines {
-        let (name, value) = line.split_once(':').unwrap();
-        headers.append(
-            actix_web::http::header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
-            actix_web::http::header::HeaderValue::from_str(value.trim()).unwrap(),
-        );
-    }
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v == "chunked")
-    {
-        body = dechunk(&body);
-    }
-    Reply {
-        status,
-        headers,
-        body: body.into(),
-    }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[end + 2..end + 2 + size]);
-        raw = &raw[end + 2 + size + 2..];
+/// A client that sends only what the test gives (no `User-Agent`), follows no redirect, and
+/// gives up after `timeout` (`Duration::MAX`: never).
+pub fn client(timeout: Duration) -> awc::Client {
+    let builder = awc::Client::builder()
+        .no_default_headers()
+        .disable_redirects();
+    if timeout == Duration::MAX {
+        builder.disable_timeout().finish()
+    } else {
+        builder.timeout(timeout).finish()
     }
 }
 

@@ -1,0 +1,16 @@
+//! The cache: its semantics, tags, the catalog read through it, fail-safe answers, and two
+//! instances that behave as one.
+
+#![cfg(feature = "server")]
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod catalog;
+mod coherence;
+mod failsafe;
+mod failsafe_copies;
+mod fleet;
+mod semantics;
+mod tags;
