@@ -294,6 +294,18 @@ impl Hub {
             .map_or(0, |c| c.clients.len())
     }
 
+    /// Free places in the fullest queue among `channel`'s clients (`usize::MAX` without any):
+    /// how many events can be fanned out now without cutting a client.
+    pub(crate) fn room(&self, channel: &str) -> usize {
+        self.lock().channels.get(channel).map_or(usize::MAX, |c| {
+            c.clients
+                .values()
+                .map(|client| client.tx.capacity())
+                .min()
+                .unwrap_or(usize::MAX)
+        })
+    }
+
     /// Every channel with at least one local client, and its last fanned-out id.
     pub(crate) fn channels(&self) -> Vec<(String, Option<EventId>)> {
         self.lock()

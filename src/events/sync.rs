@@ -15,6 +15,10 @@ use crate::connection::{RedisError, RedisHandle, Subscriber};
 /// Most events one page of a catch-up reads.
 const CATCH_UP_PAGE: usize = 100;
 
+/// How long one channel's catch-up may wait, in all, for its clients' queues to take the next
+/// page: a client that reads this slowly would be cut as a slow consumer live too.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Channels resubscribed at once by one resync.
 const SYNC_CONCURRENCY: usize = 32;
 
@@ -81,19 +85,23 @@ async fn sync_channel(
     push.subscribe_sharded(stream_key(prefix, channel).as_bytes())
         .await?;
     // 3. Catch up on what was published between the baseline and the subscription, in pages
-    // of at most `CATCH_UP_PAGE` events and `MAX_REPLAY_BYTES` (Redis ships no more per round
-    // trip). A channel further behind than its clients' queues hold (`catch_up`), or whose
-    // history no longer reaches back, gets `event: reset` and goes on from the newest event.
+    // of at most `CATCH_UP_PAGE` events (no more than a client's queue holds, `catch_up`) and
+    // `MAX_REPLAY_BYTES` (Redis ships no more per round trip), each page fanned out once every
+    // client's queue has room for it: a busy channel behind by thousands of events after a
+    // failover is replayed in full while its clients keep reading. A channel whose clients do
+    // not make room within `CATCH_UP_PATIENCE`, or whose history no longer reaches back, gets
+    // `event: reset` and goes on from the newest event.
     let Some(mut from) = hub.last_id(channel) else {
         return Ok(0);
     };
-    let (mut replayed, mut caught) = (0, 0);
+    let page = CATCH_UP_PAGE.min(catch_up).max(1);
+    let patience = tokio::time::Instant::now() + CATCH_UP_PATIENCE;
+    let mut replayed = 0;
     loop {
-        let bounds = (CATCH_UP_PAGE, MAX_REPLAY_BYTES);
+        let bounds = (page, MAX_REPLAY_BYTES);
         let newest = match read_after(redis, (prefix, channel), from, bounds, Read::Page).await? {
             After::Events(events) if events.is_empty() => break,
-            After::Events(events) if caught + events.len() <= catch_up => {
-                caught += events.len();
+            After::Events(events) if room_within(hub, channel, events.len(), patience).await => {
                 for (id, bytes) in events {
                     from = id;
                     replayed += hub.fan_out(channel, id, &bytes, true).delivered.min(1);
@@ -112,4 +120,23 @@ async fn sync_channel(
         break;
     }
     Ok(replayed)
+}
+
+/// Waits until every client of `channel` has room for `events` more, until `deadline`; answers
+/// whether they do.
+async fn room_within(
+    hub: &Hub,
+    channel: &str,
+    events: usize,
+    deadline: tokio::time::Instant,
+) -> bool {
+    loop {
+        if hub.room(channel) >= events {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

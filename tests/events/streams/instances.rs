@@ -146,8 +146,9 @@ fn kill_subscribers(server: &crate::common::RedisServer) {
 }
 
 /// After its subscription is lost, an instance catches its open streams up from
-/// history, in order and exactly once (events it never heard live included); when more was
-/// missed than a client's queue holds, the stream gets `event: reset` instead, then live events.
+/// history, in order and exactly once (events it never heard live included), also when more was
+/// missed than a client's queue holds (paged, as the client makes room); when history no longer
+/// reaches back, the stream gets `event: reset` instead, then live events.
 #[actix_web::test]
 async fn lost_subscription_catches_up_from_history_or_resets() {
     let backend = Backend::redis();
@@ -164,15 +165,26 @@ async fn lost_subscription_catches_up_from_history_or_resets() {
     kill_subscribers(server);
     let events = client.events_through(ids.last().unwrap(), QUIET).await;
     assert_eq!(ids_and_ns(&events), numbered(&ids, 0));
-    // 20 missed: more than the client's queue of 16.
-    append_unheard(server, "missed", 11..31);
+    // 50 missed: more than three times the client's queue of 16, all replayed in order.
+    let missed = append_unheard(server, "missed", 11..61);
+    kill_subscribers(server);
+    let events = client.events_through(missed.last().unwrap(), QUIET).await;
+    assert_eq!(ids_and_ns(&events), numbered(&missed, 11));
+    // 20 missed, then history trimmed past where the client stands: a reset.
+    append_unheard(server, "missed", 61..81);
+    let _: i64 = ::redis::cmd("XTRIM")
+        .arg("redkit:events:missed")
+        .arg("MAXLEN")
+        .arg(5)
+        .query(&mut server.conn())
+        .unwrap();
     kill_subscribers(server);
     let reset = client.next_event().await.unwrap();
     assert_eq!(reset.event.as_deref(), Some("reset"), "{reset:?}");
     client.assert_quiet(QUIET).await;
-    let live = app.publish("missed", r#"{"n":31}"#).await;
+    let live = app.publish("missed", r#"{"n":81}"#).await;
     let events = client.events_through(&live, QUIET).await;
-    assert_eq!(ids_and_ns(&events), numbered(&[live], 31));
+    assert_eq!(ids_and_ns(&events), numbered(&[live], 81));
 }
 
 /// A subscriber connection whose server stops answering without closing the socket (SIGSTOP:
