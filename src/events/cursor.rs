@@ -205,15 +205,13 @@ fn parse_position(part: &str, base: u64) -> Result<Option<EventId>, Malformed> {
         Some((ms, seq)) => (parse36(ms)?, parse36(seq)?),
         None => (parse36(part)?, 0),
     };
+    // Out of range only in an id this server did not write: it resumes from the nearest end.
     let ms = if before {
-        base.checked_sub(ms)
+        base.saturating_sub(ms)
     } else {
-        base.checked_add(ms)
+        base.saturating_add(ms)
     };
-    Ok(Some(EventId {
-        ms: ms.ok_or(Malformed::Syntax)?,
-        seq,
-    }))
+    Ok(Some(EventId { ms, seq }))
 }
 
 #[cfg(test)]
@@ -276,7 +274,8 @@ mod tests {
         assert!(encoded.len() <= MAX_CURSOR_LEN, "{}", encoded.len());
     }
 
-    /// Another list's id is recognised; garbage, overflow and a wrong count are refused.
+    /// Another list's id is recognised; garbage, overflow and a wrong count are refused; a
+    /// position before time's start resumes from it.
     #[test]
     fn hostile_ids_are_refused() {
         let channels = list(&["a", "b"]);
@@ -289,12 +288,15 @@ mod tests {
             "m".to_owned(),
             format!("{head}:,,"),
             format!("{head}:zzzzzzzzzzzzzz,"),
-            format!("{head}:~zzzzzzzzzzzz,"),
             format!("{head}:A,"),
             format!("{head}:1.,"),
         ] {
             assert_eq!(parse(&bad, &channels), Err(Malformed::Syntax), "{bad}");
         }
+        assert_eq!(
+            parse(&format!("{head}:~zzzzzzzzzzzz,"), &channels),
+            Ok(Resume::At(vec![Some(EventId::ZERO), None]))
+        );
         assert_eq!(
             parse(&"m".repeat(MAX_CURSOR_LEN + 1), &channels),
             Err(Malformed::TooLong)

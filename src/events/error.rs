@@ -1,9 +1,6 @@
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 
-use super::{
-    cursor::MAX_CURSOR_LEN,
-    wire::{MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN},
-};
+use super::wire::{MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN};
 use crate::{connection::RedisError, problem::Problem};
 
 /// A failed events operation.
@@ -17,10 +14,6 @@ pub enum EventsError {
     /// (the most allowed).
     #[error("a stream follows 1 to {0} channels")]
     ChannelCount(usize),
-    /// A multi-channel stream's `Last-Event-ID` is longer than allowed or not one this server
-    /// writes.
-    #[error("invalid Last-Event-ID")]
-    InvalidLastEventId,
     /// The event type is empty, too long, or has a character outside `[A-Za-z0-9_.-]`.
     #[error("invalid event type")]
     InvalidEventType,
@@ -72,10 +65,9 @@ impl From<super::Rejection> for EventsError {
 impl ResponseError for EventsError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidChannel
-            | Self::InvalidEventType
-            | Self::ChannelCount(_)
-            | Self::InvalidLastEventId => StatusCode::BAD_REQUEST,
+            Self::InvalidChannel | Self::InvalidEventType | Self::ChannelCount(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -105,15 +97,6 @@ impl ResponseError for EventsError {
             )
             .with_detail(format!(
                 "A stream follows 1 to {max} distinct channels (?channel=a&channel=b)."
-            ))
-            .into_response(),
-            Self::InvalidLastEventId => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-last-event-id",
-                "Invalid Last-Event-ID",
-            )
-            .with_detail(format!(
-                "A multi-channel stream resumes from an id it sent (at most {MAX_CURSOR_LEN} characters)."
             ))
             .into_response(),
             Self::InvalidEventType => Problem::new(

@@ -328,11 +328,11 @@ impl EventsHandle {
     /// without access checks. Each frame names its channel, and its `id:` holds the stream's
     /// position on every channel (the format is in the README): resuming with it as
     /// `last_event_id` replays what each channel missed, once, in order (or `event: reset` for
-    /// a channel too far behind).
+    /// a channel too far behind); an id this server did not write resets every channel.
     ///
     /// # Errors
     /// [`EventsError::InvalidChannel`], [`EventsError::ChannelCount`],
-    /// [`EventsError::InvalidLastEventId`], [`EventsError::ShuttingDown`].
+    /// [`EventsError::ShuttingDown`].
     pub async fn subscribe_many<S: AsRef<str>>(
         &self,
         channels: &[S],
@@ -340,12 +340,12 @@ impl EventsHandle {
         options: StreamOptions,
     ) -> Result<EventStream, EventsError> {
         let channels = subscribe::channel_list(channels)?;
-        let resume = match last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(text) => {
-                Some(cursor::parse(text, &channels).map_err(|_| EventsError::InvalidLastEventId)?)
-            }
-            None => None,
-        };
+        // An id this server did not write (malformed, too long) is a position nowhere: every
+        // channel is reset, as a single-channel stream does with an unknown id.
+        let resume = last_event_id
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|text| cursor::parse(text, &channels).unwrap_or(cursor::Resume::OtherList));
         let inner = &self.inner;
         let mut stream = self.join(&channels, options)?;
         self.join_live(&channels).await;

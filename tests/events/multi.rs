@@ -362,22 +362,43 @@ async fn channel_lists_and_ids_are_checked(backend: Backend) {
             kind,
         );
     }
-    let mut repeated = all[..64].to_vec();
+    let mut repeated = all[..54].to_vec();
     repeated.extend_from_slice(&all[..10]);
     let mut sse = app.open(&multi_path(&repeated), &[]).await;
     let head = next(&mut sse).await;
     assert_eq!(
         head.id.unwrap().split(',').count(),
-        64,
+        54,
         "one position per distinct channel"
+    );
+    let mut over = all[..64].to_vec();
+    over.push(all[0]);
+    problem(
+        crate::common::http(app.addr, "GET", &multi_path(&over), &[], b"").await,
+        "invalid-channel-list",
     );
     drop(sse);
     let path = multi_path(&["a", "b"]);
     let overlong = "m".repeat(2049);
-    for bad in ["1700000000000-0", "m1:2", "m1:2:3:4", overlong.as_str()] {
-        let reply =
-            crate::common::http(app.addr, "GET", &path, &[("last-event-id", bad)], b"").await;
-        problem(reply, "invalid-last-event-id");
+    // An id this server did not write is a position nowhere, as on a single-channel stream:
+    // every channel is reset, and the stream goes on.
+    for bad in [
+        "1700000000000-0",
+        "m1:2",
+        "m1:2:3:4",
+        "null",
+        overlong.as_str(),
+    ] {
+        let mut sse = app.open(&path, &[("last-event-id", bad)]).await;
+        let mut reset = Vec::new();
+        while reset.len() < 2 {
+            let block = next(&mut sse).await;
+            if block.event.as_deref() == Some("reset") {
+                reset.push(block.data.unwrap()["channel"].as_str().unwrap().to_owned());
+            }
+        }
+        reset.sort();
+        assert_eq!(reset, ["a", "b"], "{bad}");
     }
     app.server.stop().await;
 }

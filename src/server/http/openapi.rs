@@ -136,6 +136,19 @@ impl Modify for Conventions {
             {
                 head.operation_id = get.operation_id.as_ref().map(|id| format!("{id}_head"));
             }
+            // `GET /events` needs at least one `channel` (its schema comes from a function, which
+            // utoipa gives no `required`).
+            if path == "/events"
+                && let Some(get) = item.get.as_mut()
+            {
+                for param in get.parameters.iter_mut().flatten() {
+                    if let RefOr::T(param) = param
+                        && param.name == "channel"
+                    {
+                        param.required = utoipa::openapi::Required::True;
+                    }
+                }
+            }
             let limited = !crate::ratelimit::EXEMPT.contains(&path.as_str());
             for method in [
                 HttpMethod::Get,

@@ -44,14 +44,36 @@ struct SubscribeQuery {
     presence: Option<bool>,
 }
 
+/// The document's schema of `GET /events`'s `channel` list: 1 to 64 names of the channel
+/// charset (utoipa puts no pattern on an array's items itself; the parameter is marked required
+/// by `server::http::openapi`).
+fn channel_list_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .description(Some(
+            "A channel to follow; repeat it for more: 1 to 64 names (a repeated name counts, then collapses), \
+             each 1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private \
+             to that user.",
+        ))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^[A-Za-z0-9:_.-]{1,128}$")),
+        )
+        .min_items(Some(1))
+        .max_items(Some(64))
+        .build()
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct MultiQuery {
-    /// A channel to follow; repeat it for more: 1 to 64 distinct names (repeats collapse), each
+    /// A channel to follow; repeat it for more: 1 to 64 names (a repeated one counts, then collapses), each
     /// 1 to 128 characters of `A-Z a-z 0-9 : _ . -`; `user:{id}` channels are private to that
     /// user.
     #[serde(default)]
-    #[param(min_items = 1, max_items = 64, value_type = Vec<String>, inline)]
+    #[param(schema_with = channel_list_schema)]
     channel: Vec<String>,
     /// Resume after this position (an `id:` the stream sent; the `Last-Event-ID` header wins
     /// when both are sent).
@@ -246,14 +268,14 @@ fn last_event_id(req: &HttpRequest, query: Option<String>) -> Option<String> {
     operation_id = "events_subscribe_many",
     tag = "events",
     params(MultiQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position (an `id:` this stream sent).")),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume after this position (an `id:` this stream sent).")),
     responses(
         (status = 200, description = "The event stream (stays open).",
             content_type = "text/event-stream", body = String),
-        (status = 400, description = "No channel, more than 64 distinct channels, an invalid \
+        (status = 400, description = "No channel, more than 64 channel names, an invalid \
             channel name (`invalid-channel-list`, `invalid-channel`), a parameter of the wrong \
-            type (`invalid-parameter`), or a `Last-Event-ID` this server did not write or longer \
-            than 2048 characters (`invalid-last-event-id`).",
+            type (`invalid-parameter`). A `Last-Event-ID` this server did not write resets \
+            every channel.",
             body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A private channel without a valid token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A private channel of another user.", body = Problem, content_type = "application/problem+json"),
