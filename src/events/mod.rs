@@ -99,6 +99,7 @@ mod wire;
 
 pub use access::Credentials;
 pub use actor::EventsActor;
+#[cfg(feature = "server")]
 pub(crate) use auth::Confirmed;
 pub use auth::{AuthFuture, Caller, DenyAll, EventsAuth, Rejection, TICKET_TTL};
 pub use config::{
