@@ -16,7 +16,9 @@ use crate::connection::{RedisError, RedisHandle, Subscriber};
 const CATCH_UP_PAGE: usize = 100;
 
 /// How long one channel's catch-up may wait, in all, for its clients' queues to take the next
-/// page: a client that reads this slowly would be cut as a slow consumer live too.
+/// page. Past it, pages are fanned out as they come: a client still without room is cut as a
+/// slow consumer (as live delivery cuts one), so one client that stops reading neither resets
+/// nor holds back the others, nor keeps the resync waiting.
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Channels resubscribed at once by one resync.
@@ -87,10 +89,10 @@ async fn sync_channel(
     // 3. Catch up on what was published between the baseline and the subscription, in pages
     // of at most `CATCH_UP_PAGE` events (no more than a client's queue holds, `catch_up`) and
     // `MAX_REPLAY_BYTES` (Redis ships no more per round trip), each page fanned out once every
-    // client's queue has room for it: a busy channel behind by thousands of events after a
-    // failover is replayed in full while its clients keep reading. A channel whose clients do
-    // not make room within `CATCH_UP_PATIENCE`, or whose history no longer reaches back, gets
-    // `event: reset` and goes on from the newest event.
+    // client's queue has room for it (for `CATCH_UP_PATIENCE` at most, then a client without
+    // room is cut): a busy channel behind by thousands of events after a failover is replayed
+    // in full while its clients keep reading. A channel whose history no longer reaches back
+    // gets `event: reset` and goes on from the newest event.
     let Some(mut from) = hub.last_id(channel) else {
         return Ok(0);
     };
@@ -101,14 +103,14 @@ async fn sync_channel(
         let bounds = (page, MAX_REPLAY_BYTES);
         let newest = match read_after(redis, (prefix, channel), from, bounds, Read::Page).await? {
             After::Events(events) if events.is_empty() => break,
-            After::Events(events) if room_within(hub, channel, events.len(), patience).await => {
+            After::Events(events) => {
+                wait_for_room(hub, channel, events.len(), patience).await;
                 for (id, bytes) in events {
                     from = id;
                     replayed += hub.fan_out(channel, id, &bytes, true).delivered.min(1);
                 }
                 continue;
             }
-            After::Events(_) => newest_id(redis, prefix, channel).await?,
             After::Reset(newest) => newest,
         };
         let sent = hub.reset(channel, newest);
@@ -122,20 +124,11 @@ async fn sync_channel(
     Ok(replayed)
 }
 
-/// Waits until every client of `channel` has room for `events` more, until `deadline`; answers
-/// whether they do.
-async fn room_within(
-    hub: &Hub,
-    channel: &str,
-    events: usize,
-    deadline: tokio::time::Instant,
-) -> bool {
+/// Waits until every client of `channel` has room for `events` more, or `deadline` passes.
+async fn wait_for_room(hub: &Hub, channel: &str, events: usize, deadline: tokio::time::Instant) {
     loop {
-        if hub.room(channel) >= events {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
+        if hub.room(channel) >= events || tokio::time::Instant::now() >= deadline {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -187,6 +187,50 @@ async fn lost_subscription_catches_up_from_history_or_resets() {
     assert_eq!(ids_and_ns(&events), numbered(&[live], 81));
 }
 
+/// A client that stops reading during a catch-up is cut as a slow consumer, as live delivery
+/// cuts one, and holds no other client of its channel back: the client that reads gets every
+/// missed event, in order, and no `reset`.
+#[actix_web::test]
+async fn a_stalled_client_does_not_reset_its_channel_in_a_catch_up() {
+    let backend = Backend::redis();
+    let mut config = config(&backend);
+    config.events.queue_size = 16;
+    let app = TestApp::start(&config);
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    let mut reader = app.sse("/events/stall", &[]).await.opened().await;
+    // Never read again: once its socket buffers and its queue are full, it takes nothing more.
+    let _stalled = app.sse("/events/stall", &[]).await.opened().await;
+    app.wait_subscribers("stall", 2).await;
+    let slow_before = app.services.events.stats().slow_consumers;
+    // 200 events of 100 KiB (20 MiB): more than loopback's socket buffers and a queue hold.
+    let pad = "x".repeat(100 * 1024);
+    let mut conn = server.conn();
+    let ids: Vec<String> = (0..200)
+        .map(|n| {
+            ::redis::cmd("XADD")
+                .arg("redkit:events:stall")
+                .arg("*")
+                .arg("event")
+                .arg("message")
+                .arg("data")
+                .arg(format!(r#"{{"n":{n},"pad":"{pad}"}}"#))
+                .query(&mut conn)
+                .unwrap()
+        })
+        .collect();
+    kill_subscribers(server);
+    let events = reader.events_through(ids.last().unwrap(), QUIET).await;
+    assert_eq!(ids_and_ns(&events), numbered(&ids, 0));
+    app.wait_subscribers("stall", 1).await;
+    assert_eq!(
+        app.services.events.stats().slow_consumers - slow_before,
+        1,
+        "the stalled client is cut"
+    );
+}
+
 /// A subscriber connection whose server stops answering without closing the socket (SIGSTOP:
 /// half-open) is noticed within its liveness deadline (check interval + response timeout): the
 /// hub resyncs, and once the server answers again the client gets what is published.
