@@ -4,6 +4,7 @@
 use super::{
     EventsError, EventsHandle,
     auth::Caller,
+    store::EventStore,
     subscribe,
     wire::{private_owner, valid_channel},
 };
@@ -107,7 +108,7 @@ impl EventsHandle {
     /// [`EventsError::Unauthorized`]; [`EventsError::Unavailable`] if a ticket cannot be checked.
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<Caller, EventsError> {
         let token = match &credentials.ticket {
-            Some(ticket) => self.inner.tickets.redeem(ticket).await?,
+            Some(ticket) => redeem_ticket(&*self.inner.store, ticket).await?,
             None => credentials
                 .bearer
                 .clone()
@@ -131,6 +132,28 @@ impl EventsHandle {
             .ok_or(EventsError::Unauthorized)?;
         let auth = self.auth();
         auth.verify(token).await?;
-        self.inner.tickets.issue(token).await
+        issue_ticket(&*self.inner.store, token).await
     }
+}
+
+/// Stores `token` under a fresh random ticket; answers the ticket.
+async fn issue_ticket(store: &dyn EventStore, token: &str) -> Result<String, EventsError> {
+    let mut raw = [0u8; 24];
+    getrandom::fill(&mut raw).map_err(|_| EventsError::Internal("no randomness"))?;
+    let ticket: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    if !store.put_ticket(&ticket, token).await? {
+        return Err(EventsError::Internal("ticket collision"));
+    }
+    Ok(ticket)
+}
+
+/// Takes the token a ticket was issued for; `None` if unknown, used, expired or not a ticket.
+async fn redeem_ticket(
+    store: &dyn EventStore,
+    ticket: &str,
+) -> Result<Option<String>, EventsError> {
+    if ticket.is_empty() || ticket.len() > 64 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    store.take_ticket(ticket).await
 }

@@ -12,9 +12,9 @@ use actix::{
 use super::{
     EventsConfig, EventsError, Join, Left, Shutdown,
     auth::EventsAuth,
-    history::stream_key,
     hub::Hub,
     presence,
+    store::stream_key,
     sync::sync_channels,
     wire::{encode_event, split_payload},
 };

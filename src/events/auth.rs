@@ -1,20 +1,17 @@
-//! Who may publish and who may read private channels: the [`EventsAuth`] seam, and single-use
-//! tickets for clients (browsers' `EventSource`) that cannot send an `Authorization` header.
+//! Who may publish and who may read private channels: the [`EventsAuth`] seam, and how long the
+//! single-use tickets live that stand for a token where a client (a browser's `EventSource`)
+//! cannot send an `Authorization` header (issued and redeemed in `access.rs`).
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
 use futures_util::Stream;
-
-use super::EventsError;
-use crate::connection::RedisHandle;
 
 /// How long a ticket from `POST /events/ticket` stays redeemable.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
@@ -184,76 +181,6 @@ impl Stream for Confirmed {
                     this.pending = Some((check, bytes));
                 }
                 other => return other,
-            }
-        }
-    }
-}
-
-/// Where tickets live: Redis (`SET NX PX` / `GETDEL`, so any instance redeems them, once) or
-/// this process.
-pub(crate) enum Tickets {
-    Redis { redis: RedisHandle, prefix: String },
-    Memory(Mutex<HashMap<String, (String, tokio::time::Instant)>>),
-}
-
-/// A ticket's key: outside `<prefix>events:`, where every channel name (`ticket:…` included) has
-/// its stream, so no channel can ever meet a ticket's string.
-fn ticket_key(prefix: &str, ticket: &str) -> String {
-    format!("{prefix}events-ticket:{ticket}")
-}
-
-impl Tickets {
-    /// Stores `token` under a fresh random ticket; answers the ticket.
-    pub(crate) async fn issue(&self, token: &str) -> Result<String, EventsError> {
-        let mut raw = [0u8; 24];
-        getrandom::fill(&mut raw).map_err(|_| EventsError::Internal("no randomness"))?;
-        let ticket: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        match self {
-            Self::Redis { redis, prefix } => {
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(ticket_key(prefix, &ticket))
-                    .arg(token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(u64::try_from(TICKET_TTL.as_millis()).unwrap_or(u64::MAX));
-                let stored: Option<String> = redis.query(&cmd).await?;
-                if stored.is_none() {
-                    return Err(EventsError::Internal("ticket collision"));
-                }
-            }
-            Self::Memory(map) => {
-                let now = tokio::time::Instant::now();
-                let mut map = map
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                map.retain(|_, (_, expires)| *expires > now);
-                map.insert(ticket.clone(), (token.to_owned(), now + TICKET_TTL));
-            }
-        }
-        Ok(ticket)
-    }
-
-    /// Takes the token a ticket was issued for; `None` if unknown, used or expired.
-    pub(crate) async fn redeem(&self, ticket: &str) -> Result<Option<String>, EventsError> {
-        if ticket.is_empty() || ticket.len() > 64 || !ticket.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Ok(None);
-        }
-        match self {
-            Self::Redis { redis, prefix } => {
-                let mut cmd = redis::cmd("GETDEL");
-                cmd.arg(ticket_key(prefix, ticket));
-                Ok(redis.query(&cmd).await?)
-            }
-            Self::Memory(map) => {
-                let now = tokio::time::Instant::now();
-                let mut map = map
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                Ok(map
-                    .remove(ticket)
-                    .filter(|(_, expires)| *expires > now)
-                    .map(|(token, _)| token))
             }
         }
     }

@@ -6,12 +6,12 @@ use serde::Serialize;
 
 use super::{
     Credentials, EventsActor, EventsConfig, EventsError, EventsStats, Join, Left, Shutdown,
-    auth::{Caller, DenyAll, EventsAuth, Tickets},
+    auth::{Caller, DenyAll, EventsAuth},
     cursor,
-    history::{History, MAX_REPLAY_BYTES, Replay},
     hub::{Hub, Member},
     presence::Presence,
     read::Read,
+    store::{EventStore, MAX_REPLAY_BYTES, MemoryStore, RedisStore, Replay},
     stream::{EventStream, Leaving, OnLeave},
     subscribe,
     wire::{
@@ -54,8 +54,7 @@ pub struct EventsHandle {
 
 pub(super) struct Inner {
     hub: Arc<Hub>,
-    history: History,
-    pub(super) tickets: Tickets,
+    pub(super) store: Box<dyn EventStore>,
     auth: Arc<RwLock<Arc<dyn EventsAuth>>>,
     addr: Addr<EventsActor>,
     redis: Option<RedisHandle>,
@@ -89,25 +88,14 @@ impl EventsHandle {
         let auth: Arc<RwLock<Arc<dyn EventsAuth>>> = Arc::new(RwLock::new(Arc::new(DenyAll)));
         let actor = EventsActor::new(config, redis.as_ref(), hub.clone(), auth.clone())?;
         let addr = actor.start();
-        let (history, tickets, redis) = match redis {
-            Some(handle) => (
-                History::redis(
-                    handle.clone(),
-                    &config.key_prefix,
-                    config.history_len,
-                    config.stream_ttl,
-                ),
-                Tickets::Redis {
-                    redis: handle.clone(),
-                    prefix: config.key_prefix.clone(),
-                },
-                Some(handle),
-            ),
-            None => (
-                History::memory(config.history_len, config.stream_ttl),
-                Tickets::Memory(std::sync::Mutex::default()),
-                None,
-            ),
+        let store: Box<dyn EventStore> = match &redis {
+            Some(handle) => Box::new(RedisStore::new(
+                handle.clone(),
+                &config.key_prefix,
+                config.history_len,
+                config.stream_ttl,
+            )),
+            None => Box::new(MemoryStore::new(config.history_len, config.stream_ttl)),
         };
         let presence = Presence::start(
             hub.clone(),
@@ -128,8 +116,7 @@ impl EventsHandle {
         Ok(Self {
             inner: Arc::new(Inner {
                 hub,
-                history,
-                tickets,
+                store,
                 auth,
                 addr,
                 redis,
@@ -206,7 +193,7 @@ impl EventsHandle {
         }
         let id = self
             .inner
-            .history
+            .store
             .publish(&self.inner.hub, channel, kind, &data)
             .await?;
         self.inner
@@ -290,7 +277,7 @@ impl EventsHandle {
                 Ok(last) => {
                     let bounds = (inner.max_replay, MAX_REPLAY_BYTES);
                     match inner
-                        .history
+                        .store
                         .replay(channel, last, bounds, Read::Resume)
                         .await
                     {
@@ -351,7 +338,7 @@ impl EventsHandle {
         self.join_live(&channels).await;
         let starts = subscribe::starts(
             &inner.hub,
-            &inner.history,
+            &*inner.store,
             &channels,
             resume.as_ref(),
             inner.max_replay,
@@ -451,7 +438,7 @@ impl EventsHandle {
         }
         Ok(ChannelInfo {
             subscribers: self.inner.hub.count(channel),
-            history: self.inner.history.len(channel).await?,
+            history: self.inner.store.len(channel).await?,
         })
     }
 
@@ -469,7 +456,7 @@ impl EventsHandle {
         }
         Ok(ChannelInfo {
             subscribers: self.inner.presence.count(channel).await?,
-            history: self.inner.history.len(channel).await?,
+            history: self.inner.store.len(channel).await?,
         })
     }
 

@@ -85,13 +85,13 @@ mod cursor;
 mod error;
 mod frame;
 mod handle;
-mod history;
 mod hub;
 mod messages;
 mod metrics;
 mod presence;
 mod read;
 mod slots;
+mod store;
 mod stream;
 mod subscribe;
 mod sync;
@@ -110,13 +110,13 @@ pub use config::{
 pub use cursor::{MAX_CURSOR_LEN, MAX_STREAM_CHANNELS};
 pub use error::EventsError;
 pub use handle::{ChannelInfo, EventsHandle, StreamOptions};
-pub use history::MAX_REPLAY_BYTES;
 pub use messages::{Join, Left, Shutdown};
 pub use metrics::{EventsCollector, EventsStats};
 pub use presence::{
     FLUSH as PRESENCE_FLUSH, HEARTBEAT as PRESENCE_HEARTBEAT, INSTANCE_TTL as PRESENCE_INSTANCE_TTL,
 };
 pub use slots::ConnectionSlot;
+pub use store::MAX_REPLAY_BYTES;
 pub use stream::EventStream;
 pub use wire::{
     DEFAULT_EVENT_TYPE, EventId, MAX_CHANNEL_LEN, MAX_EVENT_TYPE_LEN, encode_event, valid_channel,

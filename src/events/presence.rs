@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use super::{history::stream_key, hub::Hub};
+use super::{hub::Hub, store::stream_key};
 use crate::connection::{RedisError, RedisHandle};
 
 /// How often changed counts and presence are written out.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use redis::{FromRedisValue, Value, streams::StreamRangeReply};
 
 use super::{
-    history::stream_key,
+    store::stream_key,
     wire::{EventId, encode_event},
 };
 use crate::connection::{RedisError, RedisHandle};

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use super::{
     cursor::Cursor,
     frame::{Kind, Outgoing},
-    history::{Replay, ReplaySlot},
     hub::{Hub, Joined},
+    store::{Replay, ReplaySlot},
     wire::{EventId, encode_control, encode_multi_event, encode_multi_reset},
 };
 

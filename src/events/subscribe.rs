@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::{
     EventsError,
     cursor::{MAX_STREAM_CHANNELS, Resume},
-    history::{History, MAX_REPLAY_BYTES, Replay},
     hub::Hub,
     read::Read,
+    store::{EventStore, MAX_REPLAY_BYTES, Replay},
     stream::ChannelStart,
     wire::{EventId, valid_channel},
 };
@@ -47,7 +47,7 @@ pub(crate) fn channel_list<S: AsRef<str>>(names: &[S]) -> Result<Arc<[Arc<str>]>
 /// `max_replay` events per channel; a channel beyond either gets `event: reset`.
 pub(crate) async fn starts(
     hub: &Hub,
-    history: &History,
+    history: &dyn EventStore,
     channels: &[Arc<str>],
     resume: Option<&Resume>,
     max_replay: usize,

@@ -6,19 +6,19 @@ use std::{sync::Arc, time::Duration};
 use futures_util::StreamExt;
 
 use super::{
-    history::{MAX_REPLAY_BYTES, stream_key},
     hub::Hub,
     read::{After, Read, newest_id, read_after},
+    store::{MAX_REPLAY_BYTES, stream_key},
 };
 use crate::connection::{RedisError, RedisHandle, Subscriber};
 
 /// Most events one page of a catch-up reads.
 const CATCH_UP_PAGE: usize = 100;
 
-/// How long one channel's catch-up may wait, in all, for its clients' queues to take the next
-/// page. Past it, pages are fanned out as they come: a client still without room is cut as a
-/// slow consumer (as live delivery cuts one), so one client that stops reading neither resets
-/// nor holds back the others, nor keeps the resync waiting.
+/// How long a catch-up waits for its clients' queues to take the next page. Then the page is
+/// fanned out: a client still without room is cut as a slow consumer (as live delivery cuts
+/// one), so a client that stops reading neither resets its channel nor holds the others back
+/// for more than this, once.
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Channels resubscribed at once by one resync.
@@ -89,21 +89,21 @@ async fn sync_channel(
     // 3. Catch up on what was published between the baseline and the subscription, in pages
     // of at most `CATCH_UP_PAGE` events (no more than a client's queue holds, `catch_up`) and
     // `MAX_REPLAY_BYTES` (Redis ships no more per round trip), each page fanned out once every
-    // client's queue has room for it (for `CATCH_UP_PATIENCE` at most, then a client without
-    // room is cut): a busy channel behind by thousands of events after a failover is replayed
+    // client's queue has room for it (waiting `CATCH_UP_PATIENCE` at most, then a client
+    // without room is cut): a busy channel behind by thousands of events after a failover is replayed
     // in full while its clients keep reading. A channel whose history no longer reaches back
     // gets `event: reset` and goes on from the newest event.
     let Some(mut from) = hub.last_id(channel) else {
         return Ok(0);
     };
     let page = CATCH_UP_PAGE.min(catch_up).max(1);
-    let patience = tokio::time::Instant::now() + CATCH_UP_PATIENCE;
     let mut replayed = 0;
     loop {
         let bounds = (page, MAX_REPLAY_BYTES);
         let newest = match read_after(redis, (prefix, channel), from, bounds, Read::Page).await? {
             After::Events(events) if events.is_empty() => break,
             After::Events(events) => {
+                let patience = tokio::time::Instant::now() + CATCH_UP_PATIENCE;
                 wait_for_room(hub, channel, events.len(), patience).await;
                 for (id, bytes) in events {
                     from = id;

@@ -195,6 +195,11 @@ async fn a_stalled_client_does_not_reset_its_channel_in_a_catch_up() {
     let backend = Backend::redis();
     let mut config = config(&backend);
     config.events.queue_size = 16;
+    // A resync's bound (4 response timeouts) is not what this test is about: 20 MiB of catch-up
+    // through a debug build on a loaded machine takes longer than the default's.
+    let mut settings = config.redis.clone().unwrap();
+    settings.response_timeout = Duration::from_secs(10);
+    config.redis = Some(settings);
     let app = TestApp::start(&config);
     let Backend::Redis(server) = &backend else {
         unreachable!()
