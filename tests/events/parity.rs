@@ -62,8 +62,8 @@ async fn next_frame(sse: &mut Sse) -> String {
 }
 
 /// A private multi-channel stream ends when its token expires exactly as a private single-channel
-/// stream does: within a sweep (about a second), with no frame of its own, and it leaves every
-/// channel it followed. Public streams (multi or single, with a token or without) are not
+/// stream does: within a sweep (about a second), with no frame of its own and no event published
+/// after the expiry, and it leaves every channel it followed. Public streams (multi or single, with a token or without) are not
 /// affected: they stay open and get the next event. Time is moved by a test clock that auth
 /// (tokens) and events (sweeps) share, past the access token's 30 minutes.
 async fn private_streams_end_when_their_token_expires(backend: Backend) {
@@ -95,6 +95,9 @@ async fn private_streams_end_when_their_token_expires(backend: Backend) {
     assert_eq!(event.data.unwrap()["id"], id.as_str());
 
     clock.advance(Duration::from_secs(31 * 60));
+    // An event published past the expiry (before or after the sweep) reaches neither.
+    let fresh = login(&app, "alice").await;
+    app.publish(&fresh, &private, 2).await;
     let within = Duration::from_secs(3);
     let single_tail = frames_until_end(&mut single, within).await;
     let multi_tail = frames_until_end(&mut multi, within).await;
@@ -109,8 +112,7 @@ async fn private_streams_end_when_their_token_expires(backend: Backend) {
         assert_quiet(sse).await;
         assert!(!sse.ended, "a public stream ended with the token");
     }
-    let fresh = login(&app, "alice").await;
-    let id = app.publish(&fresh, "news", 2).await;
+    let id = app.publish(&fresh, "news", 3).await;
     for sse in [&mut public, &mut public_with_token] {
         let event = next(sse).await;
         let data = event.data.expect("the event");
@@ -121,7 +123,7 @@ async fn private_streams_end_when_their_token_expires(backend: Backend) {
     }
     assert_eq!(
         next_frame(&mut single_public).await,
-        format!("id: {id}\nevent: message\ndata: {{\"n\":2}}\n\n")
+        format!("id: {id}\nevent: message\ndata: {{\"n\":3}}\n\n")
     );
     app.server.stop().await;
 }
