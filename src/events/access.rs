@@ -1,5 +1,6 @@
-//! Who may read and publish: the credentials of a request, and the checks
-//! [`EventsHandle`] makes with the [`EventsAuth`](super::EventsAuth) plugged into it.
+//! Who may read and publish: the credentials of a request, the checks [`EventsHandle`] makes
+//! with the [`EventsAuth`](super::EventsAuth) plugged into it, and the checked SSE response
+//! both stream routes answer ([`EventsHandle::open_sse`]).
 
 use std::{net::IpAddr, sync::Arc};
 
