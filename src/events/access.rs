@@ -1,9 +1,12 @@
-//! Who may read and publish: the credentials of a request, and the checks
-//! [`EventsHandle`] makes with the [`EventsAuth`](super::EventsAuth) plugged into it.
+//! Who may read and publish: the credentials of a request, the checks [`EventsHandle`] makes
+//! with the [`EventsAuth`](super::EventsAuth) plugged into it, and the checked SSE response
+//! both stream routes answer ([`EventsHandle::open_sse`]).
+
+use std::{net::IpAddr, sync::Arc};
 
 use super::{
-    EventsError, EventsHandle,
-    auth::Caller,
+    EventsError, EventsHandle, StreamOptions,
+    auth::{Caller, Confirmed},
     store::EventStore,
     subscribe,
     wire::{private_owner, valid_channel},
@@ -22,7 +25,78 @@ pub struct Credentials {
     pub ticket: Option<String>,
 }
 
+/// What an SSE request follows: one channel (single-channel frames, as `GET /events/{channel}`
+/// sends them) or a list (each frame naming its channel, as `GET /events`).
+#[derive(Debug, Clone, Copy)]
+pub enum Follow<'a> {
+    /// One channel.
+    One(&'a str),
+    /// 1 to [`MAX_STREAM_CHANNELS`](super::MAX_STREAM_CHANNELS) names (repeats collapse).
+    Many(&'a [String]),
+}
+
+/// What an SSE request asks besides its channels, as the events routes read it.
+#[derive(Debug, Default, Clone)]
+#[non_exhaustive]
+pub struct StreamRequest {
+    /// The address whose streams are capped together (`None`: counted in the total only).
+    pub client: Option<IpAddr>,
+    /// The request's token sources.
+    pub credentials: Credentials,
+    /// Resume after this id (a single channel's event id, or a multi-channel stream's position).
+    pub last_event_id: Option<String>,
+    /// Whether to send `join` and `leave` frames of the channels' users.
+    pub presence: bool,
+}
+
 impl EventsHandle {
+    /// The SSE response for `follow` (the events routes' one path): a place under the
+    /// connection caps first, then the channels are checked and, when any is private, the
+    /// caller (another user's refuses the whole request); the caller's client is joined, and
+    /// the stream resumes after `last_event_id`. A private stream follows its caller's token
+    /// (it closes when the token expires or its session is revoked) and confirms each event
+    /// for its caller before it is sent ([`EventsAuth::confirm`](super::EventsAuth::confirm)).
+    ///
+    /// # Errors
+    /// [`EventsError::TooManyConnections`], [`EventsError::ServerFull`],
+    /// [`EventsError::InvalidChannel`], [`EventsError::ChannelCount`],
+    /// [`EventsError::Unauthorized`], [`EventsError::Forbidden`], [`EventsError::Unavailable`],
+    /// [`EventsError::ShuttingDown`].
+    pub async fn open_sse(
+        &self,
+        follow: Follow<'_>,
+        request: StreamRequest,
+    ) -> Result<actix_web::HttpResponse, EventsError> {
+        let slot = self.inner.slots.take(request.client)?;
+        let channels = match follow {
+            Follow::One(channel) => subscribe::channel_list(&[channel])?,
+            Follow::Many(names) => subscribe::channel_list(names)?,
+        };
+        let caller = self.authorize_list(&channels, &request.credentials).await?;
+        // A public stream is announced as whoever a valid token names (anonymous otherwise,
+        // never a refusal).
+        let user = match &caller {
+            Some(caller) => Some(caller.user_id.clone()),
+            None => self.identify(&request.credentials).await.map(|c| c.user_id),
+        };
+        let options = StreamOptions {
+            principal: caller.clone(),
+            user,
+            presence: request.presence,
+        };
+        let mut stream = self.join(&channels, options, Some(slot)).await?;
+        let last_event_id = subscribe::resume_point(request.last_event_id.as_deref());
+        match (follow, last_event_id) {
+            (Follow::One(channel), Some(last)) => self.resume(&mut stream, channel, last).await,
+            (Follow::One(_), None) => {}
+            (Follow::Many(_), last) => self.start_many(&mut stream, &channels, last).await,
+        }
+        Ok(match caller {
+            Some(caller) => Confirmed::new(stream, self.auth(), caller).into_response(),
+            None => stream.into_response(),
+        })
+    }
+
     /// Who may publish to `channel` over HTTP: any authenticated user for a public channel, only
     /// its owner for `user:{id}` (server code publishes anywhere through
     /// [`publish_event`](Self::publish_event)).
@@ -78,8 +152,17 @@ impl EventsHandle {
         channels: &[S],
         credentials: &Credentials,
     ) -> Result<Option<Caller>, EventsError> {
-        subscribe::channel_list(channels)?;
-        let mut owners = channels.iter().filter_map(|c| private_owner(c.as_ref()));
+        self.authorize_list(&subscribe::channel_list(channels)?, credentials)
+            .await
+    }
+
+    /// [`authorize_read_all`](Self::authorize_read_all) of a list already checked.
+    async fn authorize_list(
+        &self,
+        channels: &[Arc<str>],
+        credentials: &Credentials,
+    ) -> Result<Option<Caller>, EventsError> {
+        let mut owners = channels.iter().filter_map(|c| private_owner(c));
         let Some(first) = owners.next() else {
             return Ok(None);
         };

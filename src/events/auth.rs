@@ -114,8 +114,6 @@ impl EventsAuth for DenyAll {
 /// arrives while the verifier's view cannot tell (its feed down, or rebuilding) would otherwise
 /// reach a token revoked meanwhile. Heartbeat comments pass unchecked. Ends at the first event
 /// not confirmed (the client resumes with `Last-Event-ID` once it can be checked).
-// Only the server's routes wrap private streams in it.
-#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) struct Confirmed {
     inner: super::EventStream,
     auth: Arc<dyn EventsAuth>,
@@ -124,7 +122,6 @@ pub(crate) struct Confirmed {
     done: bool,
 }
 
-#[cfg_attr(not(feature = "server"), allow(dead_code))]
 impl Confirmed {
     pub(crate) fn new(
         inner: super::EventStream,

@@ -63,7 +63,7 @@ pub(super) struct Inner {
     retry_ms: u64,
     max_event_bytes: usize,
     max_replay: usize,
-    slots: Arc<super::slots::Slots>,
+    pub(super) slots: Arc<super::slots::Slots>,
 }
 
 impl std::fmt::Debug for EventsHandle {
@@ -265,49 +265,40 @@ impl EventsHandle {
         if !valid_channel(channel) {
             return Err(EventsError::InvalidChannel);
         }
-        let inner = &self.inner;
         let channels: Arc<[Arc<str>]> = Arc::from([Arc::from(channel)]);
-        let mut stream = self.join(&channels, options)?;
-        self.join_live(&channels).await;
-        let mut prelude = vec![encode_retry(inner.retry_ms)];
-        let mut skip_through = None;
-        let mut replayed = None;
-        if let Some(last) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
-            let replay = match last.parse::<EventId>() {
-                Ok(last) => {
-                    let bounds = (inner.max_replay, MAX_REPLAY_BYTES);
-                    match inner
-                        .store
-                        .replay(channel, last, bounds, Read::Resume)
-                        .await
-                    {
-                        Ok(replay) => {
-                            if matches!(replay, Replay::Events(..)) {
-                                skip_through = Some(last);
-                            }
-                            replay
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, channel, "history unavailable for a resume; sending reset");
-                            Replay::Reset
-                        }
-                    }
-                }
-                Err(()) => Replay::Reset,
-            };
-            match replay {
-                Replay::Reset => prelude.push(encode_control("reset")),
-                Replay::Events(events, slot) => {
-                    if let Some((id, _)) = events.events.last() {
-                        skip_through = Some(*id);
-                    }
-                    prelude.extend(events.events.iter().map(|(_, bytes)| bytes.clone()));
-                    replayed = slot;
-                }
+        let mut stream = self.join(&channels, options, None).await?;
+        if let Some(last) = subscribe::resume_point(last_event_id) {
+            self.resume(&mut stream, channel, last).await;
+        }
+        Ok(stream)
+    }
+
+    /// Queues what a single-channel stream resuming after `last` is sent first: the events
+    /// history holds after it (live ones up to the last replayed are then skipped), or
+    /// `event: reset` for an id it does not hold (or cannot read now).
+    pub(super) async fn resume(&self, stream: &mut EventStream, channel: &str, last: &str) {
+        let inner = &self.inner;
+        let reset = || vec![encode_control("reset")];
+        let Ok(last) = last.parse::<EventId>() else {
+            return stream.set_prelude(reset(), None, None);
+        };
+        let bounds = (inner.max_replay, MAX_REPLAY_BYTES);
+        match inner
+            .store
+            .replay(channel, last, bounds, Read::Resume)
+            .await
+        {
+            Ok(Replay::Events(events, slot)) => {
+                let through = events.events.last().map_or(last, |(id, _)| *id);
+                let frames = events.events.iter().map(|(_, bytes)| bytes.clone());
+                stream.set_prelude(frames.collect(), Some(through), slot);
+            }
+            Ok(Replay::Reset) => stream.set_prelude(reset(), None, None),
+            Err(err) => {
+                tracing::warn!(error = %err, channel, "history unavailable for a resume; sending reset");
+                stream.set_prelude(reset(), None, None);
             }
         }
-        stream.set_prelude(prelude, skip_through, replayed);
-        Ok(stream)
     }
 
     /// Subscribes to every channel of `channels` on one stream (1 to
@@ -327,32 +318,51 @@ impl EventsHandle {
         options: StreamOptions,
     ) -> Result<EventStream, EventsError> {
         let channels = subscribe::channel_list(channels)?;
+        let mut stream = self.join(&channels, options, None).await?;
+        self.start_many(
+            &mut stream,
+            &channels,
+            subscribe::resume_point(last_event_id),
+        )
+        .await;
+        Ok(stream)
+    }
+
+    /// Queues what a multi-channel stream on `channels` (joined) is sent first: each channel's
+    /// replay after the position `last_event_id` holds for it, or its reset, then the positions.
+    pub(super) async fn start_many(
+        &self,
+        stream: &mut EventStream,
+        channels: &[Arc<str>],
+        last_event_id: Option<&str>,
+    ) {
         // An id this server did not write (malformed, too long) is a position nowhere: every
         // channel is reset, as a single-channel stream does with an unknown id.
         let resume = last_event_id
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|text| cursor::parse(text, &channels).unwrap_or(cursor::Resume::OtherList));
+            .map(|text| cursor::parse(text, channels).unwrap_or(cursor::Resume::OtherList));
         let inner = &self.inner;
-        let mut stream = self.join(&channels, options)?;
-        self.join_live(&channels).await;
         let starts = subscribe::starts(
             &inner.hub,
             &*inner.store,
-            &channels,
+            channels,
             resume.as_ref(),
             inner.max_replay,
         )
         .await;
-        stream.start_multi(encode_retry(inner.retry_ms), starts);
-        Ok(stream)
+        stream.start_multi(starts);
     }
 
-    /// Registers a stream's client on `channels` in the hub, and with presence.
-    fn join(
+    /// Registers a stream's client on `channels` in the hub and with presence, its place under
+    /// the connection caps given to the stream; then, with Redis, makes sure this process
+    /// subscribes to `channels`: awaited while Redis is up (live first: the subscription is in
+    /// place before history is read, so nothing falls between the replay and the live events),
+    /// left to the resync otherwise. The stream (which leaves the hub when dropped) exists
+    /// before the first await.
+    pub(super) async fn join(
         &self,
         channels: &Arc<[Arc<str>]>,
         options: StreamOptions,
+        slot: Option<super::ConnectionSlot>,
     ) -> Result<EventStream, EventsError> {
         let inner = &self.inner;
         let member = Member {
@@ -365,40 +375,35 @@ impl EventsHandle {
             .ok_or(EventsError::ShuttingDown)?;
         let user: Option<Arc<str>> = options.user.map(Arc::from);
         inner.presence.joined(channels, user.as_ref());
-        Ok(EventStream::new(
+        let stream = EventStream::new(
             inner.hub.clone(),
             channels.clone(),
             joined,
             user,
             Some(inner.on_leave.clone()),
-        ))
-    }
-
-    /// With Redis, makes sure this process subscribes to `channels`: awaited while Redis is up
-    /// (live first: the subscription is in place before history is read, so nothing falls
-    /// between the replay and the live events), left to the resync otherwise.
-    async fn join_live(&self, channels: &[Arc<str>]) {
-        let inner = &self.inner;
-        let Some(redis) = &inner.redis else {
-            return;
-        };
-        let joins = channels.iter().map(|channel| Join {
-            channel: channel.to_string(),
-        });
-        if redis.is_up() {
-            let sends = joins.map(|join| inner.addr.send(join));
-            let _ = futures_util::future::join_all(sends).await;
-        } else {
-            // Do not hold the response back: the resync subscribes once Redis returns.
-            for join in joins {
-                inner.addr.do_send(join);
+            encode_retry(inner.retry_ms),
+            slot,
+        );
+        if let Some(redis) = &inner.redis {
+            let joins = channels.iter().map(|channel| Join {
+                channel: channel.to_string(),
+            });
+            if redis.is_up() {
+                let sends = joins.map(|join| inner.addr.send(join));
+                let _ = futures_util::future::join_all(sends).await;
+            } else {
+                // Do not hold the response back: the resync subscribes once Redis returns.
+                for join in joins {
+                    inner.addr.do_send(join);
+                }
             }
         }
+        Ok(stream)
     }
 
     /// Checks `credentials` for `channel` (private channels: only their owner) and subscribes.
-    /// The stream's events are not confirmed one by one: `GET /events/{channel}` does that for
-    /// private channels (an event arriving while the verifier cannot tell whether the token was
+    /// The stream's events are not confirmed one by one: [`open_sse`](Self::open_sse) does that
+    /// for private channels (an event arriving while the verifier cannot tell whether the token was
     /// revoked is held until it can, or ends the stream), the periodic sweep alone closes a
     /// revoked stream within about a second.
     ///

@@ -97,10 +97,8 @@ mod subscribe;
 mod sync;
 mod wire;
 
-pub use access::Credentials;
+pub use access::{Credentials, Follow, StreamRequest};
 pub use actor::EventsActor;
-#[cfg(feature = "server")]
-pub(crate) use auth::Confirmed;
 pub use auth::{AuthFuture, Caller, DenyAll, EventsAuth, Rejection, TICKET_TTL};
 pub use config::{
     DEFAULT_EVENTS_HEARTBEAT_MS, DEFAULT_EVENTS_HISTORY_LEN, DEFAULT_EVENTS_MAX_REPLAY,

@@ -143,22 +143,26 @@ impl std::fmt::Debug for EventStream {
 }
 
 impl EventStream {
+    /// A stream opening with `retry` (the reconnection hint), holding `slot` (its place under
+    /// the connection caps) until it ends.
     pub(crate) fn new(
         hub: Arc<Hub>,
         channels: Arc<[Arc<str>]>,
         joined: Joined,
         user: Option<Arc<str>>,
         on_leave: Option<Arc<OnLeave>>,
+        retry: Bytes,
+        slot: Option<super::ConnectionSlot>,
     ) -> Self {
         Self {
-            prelude: VecDeque::new(),
+            prelude: VecDeque::from([retry]),
             replayed: Vec::new(),
             rx: joined.rx,
             skip_through: None,
             multi: None,
             overflowed: joined.overflowed,
             done: false,
-            _slot: None,
+            _slot: slot,
             _guard: LeaveGuard {
                 hub,
                 channels,
@@ -169,8 +173,8 @@ impl EventStream {
         }
     }
 
-    /// Queues frames to send before anything live, the last id they cover, and the shared
-    /// replay they come from.
+    /// Queues frames to send (after `retry:`) before anything live, the last id they cover, and
+    /// the shared replay they come from.
     pub(crate) fn set_prelude(
         &mut self,
         frames: Vec<Bytes>,
@@ -183,11 +187,11 @@ impl EventStream {
     }
 
     /// Makes this a multi-channel stream starting, channel by channel (in the order of its
-    /// channels), as `starts` say: the prelude is `retry`, each channel's replay or reset, and
+    /// channels), as `starts` say: after `retry:`, each channel's replay or reset, and
     /// an `id:` block holding every position (so that a client that got no event yet resumes
     /// from where it started). Until a channel's replay is sent, the ids sent hold its resume
     /// position: a client that drops mid-replay resumes from there.
-    pub(crate) fn start_multi(&mut self, retry: Bytes, starts: Vec<ChannelStart>) {
+    pub(crate) fn start_multi(&mut self, starts: Vec<ChannelStart>) {
         let channels = self._guard.channels.clone();
         let positions = starts
             .iter()
@@ -200,7 +204,6 @@ impl EventStream {
             cursor: Cursor::new(&channels, positions),
             channels,
         };
-        self.prelude.push_back(retry);
         for (i, start) in starts.into_iter().enumerate() {
             let channel = multi.channels[i].clone();
             match start.resume {

@@ -41,6 +41,11 @@ pub(crate) fn channel_list<S: AsRef<str>>(names: &[S]) -> Result<Arc<[Arc<str>]>
     Ok(list.into_iter().map(Arc::from).collect())
 }
 
+/// A `Last-Event-ID` to resume after: trimmed, `None` when empty.
+pub(crate) fn resume_point(last_event_id: Option<&str>) -> Option<&str> {
+    last_event_id.map(str::trim).filter(|s| !s.is_empty())
+}
+
 /// How the stream starts on each of `channels` (joined to the hub, and on Redis subscribed
 /// live, before this is called): where live delivery stands, and what the resume replays. A
 /// stream's replay holds at most [`MAX_REPLAY_BYTES`] in all (as a single channel's) and

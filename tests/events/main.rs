@@ -8,5 +8,6 @@
 mod common;
 
 mod multi;
+mod parity;
 mod stats;
 mod streams;

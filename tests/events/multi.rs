@@ -13,19 +13,19 @@ use redkit::Config;
 use serde_json::Value;
 
 /// Bound on waiting for one expected frame.
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 /// How long a stream must stay silent (heartbeats aside) after its last expected event.
-const QUIET: Duration = Duration::from_millis(600);
+pub(super) const QUIET: Duration = Duration::from_millis(600);
 
 /// One parsed SSE block.
 #[derive(Debug, Default)]
-struct Block {
-    id: Option<String>,
-    event: Option<String>,
-    data: Option<Value>,
+pub(super) struct Block {
+    pub(super) id: Option<String>,
+    pub(super) event: Option<String>,
+    pub(super) data: Option<Value>,
 }
 
-fn parse(block: &str) -> Block {
+pub(super) fn parse(block: &str) -> Block {
     let mut out = Block::default();
     let mut data = Vec::new();
     for line in block.lines() {
@@ -44,7 +44,7 @@ fn parse(block: &str) -> Block {
 }
 
 /// The test's configuration: no rate limits, quick heartbeats.
-fn config(backend: &Backend) -> Config {
+pub(super) fn config(backend: &Backend) -> Config {
     let mut config = crate::common::with_test_secret(backend.config());
     config.rate_limit = redkit::ratelimit::RateLimitConfig::parse(
         &["default=off", "POST /events/{channel}=off"],
@@ -56,13 +56,13 @@ fn config(backend: &Backend) -> Config {
 }
 
 /// A served instance and a publisher's token (a user registered through the production auth).
-struct App {
-    addr: SocketAddr,
-    server: TestServer,
+pub(super) struct App {
+    pub(super) addr: SocketAddr,
+    pub(super) server: TestServer,
 }
 
 impl App {
-    fn start(config: &Config) -> Self {
+    pub(super) fn start(config: &Config) -> Self {
         let server = TestServer::start(services(config), 1);
         Self {
             addr: server.addr,
@@ -71,7 +71,7 @@ impl App {
     }
 
     /// Registers and logs in `name` through the API; answers (user id, access token).
-    async fn user(&self, name: &str) -> (String, String) {
+    pub(super) async fn user(&self, name: &str) -> (String, String) {
         let body = serde_json::json!({
             "username": name, "email": format!("{name}@example.com"), "password": "correct horse",
         });
@@ -103,7 +103,7 @@ impl App {
     }
 
     /// Publishes `{"n": n}` on `channel`; answers the event's stream id.
-    async fn publish(&self, token: &str, channel: &str, n: u64) -> String {
+    pub(super) async fn publish(&self, token: &str, channel: &str, n: u64) -> String {
         let auth = format!("Bearer {token}");
         let headers = [
             ("content-type", "application/json"),
@@ -117,7 +117,7 @@ impl App {
     }
 
     /// `GET /events/{channel}/info`'s subscriber count.
-    async fn subscribers(&self, channel: &str) -> u64 {
+    pub(super) async fn subscribers(&self, channel: &str) -> u64 {
         let path = format!("/events/{channel}/info");
         let reply = crate::common::http(self.addr, "GET", &path, &[], b"").await;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
@@ -125,7 +125,7 @@ impl App {
     }
 
     /// Opens a stream and checks it answered 200 with the `retry:` hint first.
-    async fn open(&self, path: &str, headers: &[(&str, &str)]) -> Sse {
+    pub(super) async fn open(&self, path: &str, headers: &[(&str, &str)]) -> Sse {
         let mut sse = Sse::open(self.addr, path, headers).await;
         assert_eq!(sse.status, 200, "{path}");
         assert_eq!(sse.header("content-type"), Some("text/event-stream"));
@@ -136,7 +136,7 @@ impl App {
 }
 
 /// `GET /events` with a `channel=` per name.
-fn multi_path(channels: &[&str]) -> String {
+pub(super) fn multi_path(channels: &[&str]) -> String {
     let query: Vec<String> = channels.iter().map(|c| format!("channel={c}")).collect();
     format!("/events?{}", query.join("&"))
 }
@@ -161,7 +161,7 @@ fn channels(backend: &Backend, config: &Config, tag: &str, n: usize) -> Vec<Stri
 }
 
 /// The next block that is not a heartbeat; panics after [`WAIT`].
-async fn next(sse: &mut Sse) -> Block {
+pub(super) async fn next(sse: &mut Sse) -> Block {
     let deadline = Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -174,7 +174,7 @@ async fn next(sse: &mut Sse) -> Block {
 
 /// The next `count` events, by channel: the `n`s in arrival order. Each event's data names its
 /// channel and its own stream id, and its `id:` is the stream's position. Answers the last `id:`.
-async fn events(sse: &mut Sse, count: usize) -> (BTreeMap<String, Vec<u64>>, String) {
+pub(super) async fn events(sse: &mut Sse, count: usize) -> (BTreeMap<String, Vec<u64>>, String) {
     let mut by_channel: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut last = String::new();
     while by_channel.values().map(Vec::len).sum::<usize>() < count {
@@ -202,7 +202,7 @@ async fn events(sse: &mut Sse, count: usize) -> (BTreeMap<String, Vec<u64>>, Str
 }
 
 /// Asserts that for [`QUIET`] nothing but heartbeats (and id-only blocks) arrives.
-async fn assert_quiet(sse: &mut Sse) {
+pub(super) async fn assert_quiet(sse: &mut Sse) {
     let deadline = Instant::now() + QUIET;
     while let Some(block) = sse
         .next_block(deadline.saturating_duration_since(Instant::now()))
@@ -433,7 +433,7 @@ async fn private_channel_of_another_user_refuses_the_list(backend: Backend) {
 }
 
 /// Waits until `app` counts `n` subscribers of `channel`; answers how long that took.
-async fn counts(app: &App, channel: &str, n: u64, within: Duration) -> Duration {
+pub(super) async fn counts(app: &App, channel: &str, n: u64, within: Duration) -> Duration {
     let start = Instant::now();
     loop {
         let seen = app.subscribers(channel).await;

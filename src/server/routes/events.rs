@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::events::{
-    ChannelInfo, Credentials, EventsError, EventsHandle, StreamOptions, TICKET_TTL,
+    ChannelInfo, Credentials, EventsError, EventsHandle, Follow, StreamRequest, TICKET_TTL,
 };
 use crate::problem::Problem;
 
@@ -204,52 +204,39 @@ async fn subscribe(
     channel: web::Path<String>,
     query: web::Query<SubscribeQuery>,
 ) -> Result<HttpResponse, EventsError> {
-    let slot = events.take_slot(stream_client(&req, limiter.as_ref().map(|l| l.get_ref())))?;
     let query = query.into_inner();
-    let last_event_id = last_event_id(&req, query.last_event_id);
-    let credentials = credentials(&req, &events, query.ticket);
-    let caller = events.authorize_read(&channel, &credentials).await?;
-    let options = stream_options(&events, &credentials, caller.clone(), query.presence).await;
-    let stream = events
-        .subscribe_with(&channel, last_event_id.as_deref(), options)
-        .await?
-        .with_slot(slot);
-    Ok(match caller {
-        // Private: every event is confirmed for the caller before it is sent.
-        Some(caller) => {
-            crate::events::Confirmed::new(stream, events.auth(), caller).into_response()
-        }
-        None => stream.into_response(),
-    })
+    let request = stream_request(
+        &req,
+        &events,
+        limiter.as_ref().map(|l| l.get_ref()),
+        query.last_event_id,
+        query.ticket,
+        query.presence,
+    );
+    events.open_sse(Follow::One(&channel), request).await
 }
 
-/// A stream's options: the private caller, the user it is announced as (the private caller, or
-/// whoever a valid token of a public stream's request names; anonymous otherwise, never a
-/// refusal), and presence frames.
-async fn stream_options(
+/// What both stream routes read of a request the same way: the client's address (the stream
+/// caps'), the token sources, the `Last-Event-ID` header (else `?last_event_id=`), `?presence=`.
+fn stream_request(
+    req: &HttpRequest,
     events: &EventsHandle,
-    credentials: &Credentials,
-    principal: Option<crate::events::Caller>,
+    limiter: Option<&crate::ratelimit::RateLimitHandle>,
+    last_event_id: Option<String>,
+    ticket: Option<String>,
     presence: Option<bool>,
-) -> StreamOptions {
-    let user = match &principal {
-        Some(caller) => Some(caller.user_id.clone()),
-        None => events.identify(credentials).await.map(|c| c.user_id),
-    };
-    StreamOptions {
-        principal,
-        user,
+) -> StreamRequest {
+    StreamRequest {
+        client: stream_client(req, limiter),
+        credentials: credentials(req, events, ticket),
+        last_event_id: req
+            .headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or(last_event_id),
         presence: presence.unwrap_or(false),
     }
-}
-
-/// The `Last-Event-ID` header, else `?last_event_id=`.
-fn last_event_id(req: &HttpRequest, query: Option<String>) -> Option<String> {
-    req.headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(query)
 }
 
 /// `GET /events?channel=a&channel=b` → `text/event-stream`.
@@ -299,24 +286,15 @@ async fn subscribe_many(
             return Ok(crate::problem::invalid_query(&err.source().to_string()).into_response());
         }
     };
-    let slot = events.take_slot(stream_client(&req, limiter.as_ref().map(|l| l.get_ref())))?;
-    let last_event_id = last_event_id(&req, query.last_event_id);
-    let credentials = credentials(&req, &events, query.ticket);
-    let caller = events
-        .authorize_read_all(&query.channel, &credentials)
-        .await?;
-    let options = stream_options(&events, &credentials, caller.clone(), query.presence).await;
-    let stream = events
-        .subscribe_many(&query.channel, last_event_id.as_deref(), options)
-        .await?
-        .with_slot(slot);
-    Ok(match caller {
-        // Private: every event is confirmed for the caller before it is sent.
-        Some(caller) => {
-            crate::events::Confirmed::new(stream, events.auth(), caller).into_response()
-        }
-        None => stream.into_response(),
-    })
+    let request = stream_request(
+        &req,
+        &events,
+        limiter.as_ref().map(|l| l.get_ref()),
+        query.last_event_id,
+        query.ticket,
+        query.presence,
+    );
+    events.open_sse(Follow::Many(&query.channel), request).await
 }
 
 /// `GET /events/{channel}/info` → `{"subscribers": n, "history": n}`.
