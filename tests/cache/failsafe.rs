@@ -68,33 +68,7 @@ async fn huge_ttls_never_overflow(backend: Backend) {
     let services = services(&backend.config());
     let cache = &services.cache;
     let years_100 = Duration::from_secs(100 * 365 * 24 * 3600);
-    let mut ttls = vec![
-        Duration::MAX,
-        Duration::new(u64::MAX, 0),
-        Duration::from_secs(u64::MAX / 1000),
-        Duration::from_millis(u64::MAX),
-        years_100 + Duration::from_nanos(1),
-        years_100,
-        Duration::from_secs(1),
-        Duration::from_millis(999),
-        Duration::ZERO,
-    ];
-    // Random TTLs over the whole range, spread over every order of magnitude.
-    let mut runner = proptest::test_runner::TestRunner::deterministic();
-    for _ in 0..40 {
-        use proptest::strategy::{Strategy, ValueTree};
-        let (secs, nanos) = (0u32..64, 0u32..1_000_000_000)
-            .prop_flat_map(|(bits, nanos)| {
-                (
-                    0..=(u64::MAX >> (63 - bits)),
-                    proptest::strategy::Just(nanos),
-                )
-            })
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
-        ttls.push(Duration::new(secs, nanos));
-    }
+    let ttls = crate::common::durations::durations(40);
     for (i, ttl) in ttls.into_iter().enumerate() {
         let key = format!("ttl-{i}");
         let stored = cache.set(&key, &i, ttl).await;

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod durations;
 pub mod proxy;
 pub mod sse;
 pub mod static_tokens;

@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use crate::common::Backend;
+use crate::common::{Backend, durations::durations};
 use actix_web::{App, HttpResponse, test, web};
 use futures_util::StreamExt;
-use proptest::strategy::{Strategy, ValueTree};
 use redkit::{
     auth::{AuthConfig, AuthError, AuthHandle, ClientInfo, SecretKey},
     config::DatabaseLocation,
@@ -17,36 +16,6 @@ use redkit::{
     ratelimit::{Policy, RateLimitConfig, RateLimitHandle},
     settings::MAX_DURATION,
 };
-
-/// The edges (zero, a second, the 100-year bound and just past it, `Duration::MAX`) and random
-/// durations spread over every order of magnitude up to `u64::MAX` seconds.
-fn durations() -> Vec<Duration> {
-    let mut all = vec![
-        Duration::MAX,
-        Duration::new(u64::MAX, 0),
-        Duration::from_secs(u64::MAX / 1000),
-        Duration::from_millis(u64::MAX),
-        MAX_DURATION + Duration::from_nanos(1),
-        MAX_DURATION,
-        Duration::from_secs(1),
-        Duration::ZERO,
-    ];
-    let mut runner = proptest::test_runner::TestRunner::deterministic();
-    for _ in 0..8 {
-        let (secs, nanos) = (0u32..64, 0u32..1_000_000_000)
-            .prop_flat_map(|(bits, nanos)| {
-                (
-                    0..=(u64::MAX >> (63 - bits)),
-                    proptest::strategy::Just(nanos),
-                )
-            })
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
-        all.push(Duration::new(secs, nanos));
-    }
-    all
-}
 
 fn redis(backend: &Backend) -> Option<(RedisHandle, redkit::connection::RedisSettings)> {
     let settings = backend.config().redis?;
@@ -111,7 +80,7 @@ async fn auth_durations(backend: Backend) {
         AuthField::IdleTimeout,
     ];
     let mut accepted = 0;
-    for (i, d) in durations().into_iter().enumerate() {
+    for (i, d) in durations(8).into_iter().enumerate() {
         for field in fields {
             let (config, valid) = auth_case(field, d);
             assert_eq!(config.validate().is_ok(), valid, "{field:?} = {d:?}");
@@ -165,7 +134,7 @@ async fn auth_durations(backend: Backend) {
 /// published reaches a subscriber.
 async fn events_durations(backend: Backend) {
     let redis = redis(&backend);
-    for d in durations() {
+    for d in durations(8) {
         for field in 0..3 {
             let mut config = EventsConfig::default();
             let valid = match field {
@@ -235,7 +204,7 @@ async fn events_durations(backend: Backend) {
 /// never overflowing.
 async fn ratelimit_durations(backend: Backend) {
     let redis = redis(&backend);
-    for (i, d) in durations().into_iter().enumerate() {
+    for (i, d) in durations(8).into_iter().enumerate() {
         let mut policy = Policy::new(format!("p{i}"), 2, Duration::from_secs(60));
         policy.window = d;
         policy.limit = if i % 2 == 0 { u64::MAX } else { 2 };
