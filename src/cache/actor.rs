@@ -1,4 +1,4 @@
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
 use tokio::sync::{oneshot, watch};
@@ -8,7 +8,7 @@ use super::{
     Release, Set,
     glob::Glob,
     inner::Inner,
-    l1::{L1, Ticket},
+    l1::{L1, Ticket, Window},
     stats::Stats,
 };
 use crate::connection::RedisError;
@@ -284,6 +284,7 @@ impl Handler<Acquire> for CacheActor {
                         armed: true,
                         fill: None,
                         tags: Vec::new(),
+                        store: true,
                     })
                 }
             }
@@ -314,6 +315,7 @@ impl Handler<Refresh> for CacheActor {
             armed: true,
             fill: None,
             tags: Vec::new(),
+            store: true,
         }))
     }
 }
@@ -355,6 +357,16 @@ impl Handler<Release> for CacheActor {
             (wrapped && config.eager_refresh > 0.0).then(|| ttl.mul_f64(config.eager_refresh));
         let l1_tags: Option<Arc<[String]>> =
             (!tags.is_empty()).then(|| tags.iter().map(|(tag, _)| tag.clone()).collect());
+        if let Some(json) = &value {
+            // The newest good value, also when L2 cannot be written (see `l1/lastgood.rs`).
+            let window = Window {
+                loaded_ago: Duration::ZERO,
+                left: ttl.saturating_add(config.fail_safe_max),
+            };
+            self.inner
+                .l1
+                .keep_good(&key, json, (window, l1_tags.clone()), ticket);
+        }
         self.inner
             .l1
             .fill_refreshing(&key, value.clone(), ttl, (refresh_in, l1_tags), ticket);

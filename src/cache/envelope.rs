@@ -163,6 +163,19 @@ fn tags(raw: &[u8]) -> Vec<(String, String)> {
 }
 
 impl Meta {
+    /// At `now` (Unix ms): how long ago the value was written, and how long it is left to be
+    /// served, fresh or stale (the rest of its TTL, then `fail_safe_max`).
+    pub(crate) fn window(self, now: u64, fail_safe_max: Duration) -> (Duration, Duration) {
+        let until = self
+            .written_ms
+            .saturating_add(self.ttl_ms)
+            .saturating_add(millis(fail_safe_max));
+        (
+            Duration::from_millis(now.saturating_sub(self.written_ms)),
+            Duration::from_millis(until.saturating_sub(now)),
+        )
+    }
+
     /// Its freshness at `now` (Unix ms), with eager refresh at `eager` of the TTL (0: off).
     pub(crate) fn freshness(self, now: u64, eager: f64) -> Freshness {
         let fresh_until = self.written_ms.saturating_add(self.ttl_ms);

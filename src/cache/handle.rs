@@ -56,7 +56,7 @@ impl CacheHandle {
         let store: Arc<dyn L2Store> = match redis {
             Some(redis) => {
                 if l1.enabled() {
-                    l1 = l1.fed();
+                    l1 = l1.fed().keeping_last_good(config.fail_safe_max);
                     feed = start_feed(&redis, &config, &l1, &stats, &tokens);
                 }
                 Arc::new(RedisStore::new(
@@ -271,7 +271,11 @@ impl CacheHandle {
     /// [`CacheError::Unavailable`] when L2 cannot be written.
     pub async fn flush_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
         super::glob::validate_pattern(pattern).map_err(CacheError::InvalidPattern)?;
-        self.fail_fast_when_down()?;
+        if let Err(err) = self.fail_fast_when_down() {
+            // As `delete`: what it was asked to drop must not be answered from here.
+            self.inner.l1.remove_matching(pattern);
+            return Err(err);
+        }
         self.send(FlushPattern {
             pattern: pattern.to_owned(),
         })

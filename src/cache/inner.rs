@@ -13,7 +13,7 @@ use super::{
     CacheConfig, L1Feed,
     envelope::{self, Freshness},
     failsafe::Throttles,
-    l1::L1,
+    l1::{L1, Window},
     stats::Stats,
     store::L2Store,
     tags::TokenCache,
@@ -131,7 +131,8 @@ impl Inner {
     }
 
     /// Reads `key` from L2 and fills L1 with it when fresh, under a ticket taken before the
-    /// read (a change reported after it keeps the value out of L1).
+    /// read (a change reported after it keeps the value out of L1); a value `remember` wrote
+    /// is kept as the key's last good one, fresh or stale (see `l1/lastgood.rs`).
     pub(crate) async fn read_l2_and_fill(&self, key: &str) -> Result<L2Read, RedisError> {
         let ticket = self.l1.ticket(key);
         let Some((raw, left)) = self.store.get(key, self.l1.enabled()).await? else {
@@ -144,9 +145,20 @@ impl Inner {
         }
         let tags: Option<Arc<[String]>> = (!decoded.tags.is_empty())
             .then(|| decoded.tags.iter().map(|(tag, _)| tag.clone()).collect());
+        let now = envelope::now_ms();
+        if let (Some(meta), Some(value)) = (decoded.meta, &decoded.value) {
+            // The fail-safe's fallback for when L2 cannot answer: kept until L2 would drop it.
+            let (loaded_ago, left_to_serve) = meta.window(now, self.config.fail_safe_max);
+            let window = Window {
+                loaded_ago,
+                left: left.map_or(left_to_serve, |left| left.min(left_to_serve)),
+            };
+            self.l1
+                .keep_good(key, value, (window, tags.clone()), ticket);
+        }
         let (fresh_left, refresh_in) = match decoded
             .meta
-            .map(|meta| meta.freshness(envelope::now_ms(), self.config.eager_refresh))
+            .map(|meta| meta.freshness(now, self.config.eager_refresh))
         {
             Some(Freshness::Stale { age }) => {
                 return Ok(match decoded.value {

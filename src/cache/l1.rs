@@ -48,9 +48,11 @@ use moka::{Expiry, notification::RemovalCause, sync::Cache};
 use tokio::sync::oneshot;
 
 use self::front::FRONT;
+pub(crate) use self::lastgood::Window;
 use super::{glob::Glob, stats::Stats, store::weight};
 
 mod front;
+mod lastgood;
 
 /// An L1 entry: the JSON bytes, or `None` for a negative ("absent") entry.
 #[derive(Clone, Debug)]
@@ -113,6 +115,8 @@ pub(crate) struct L1 {
     live: Arc<AtomicBool>,
     /// Writers waiting for the feed to report a change of their key; `None` without a feed.
     echoes: Option<Arc<Mutex<EchoWaiters>>>,
+    /// The fail-safe's last good values (see [`lastgood::LastGood`]); `None`: not kept.
+    last_good: Option<lastgood::LastGood>,
 }
 
 /// Per key, the writers waiting for the feed to report a change of it.
@@ -166,6 +170,7 @@ impl L1 {
             epochs: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
             live: Arc::new(AtomicBool::new(true)),
             echoes: None,
+            last_good: None,
         }
     }
 
@@ -225,6 +230,8 @@ impl L1 {
         }
         self.invalidate_all();
         if live {
+            // Changes made while the feed was down were not reported.
+            self.forget_all_good();
             self.live.store(true, Ordering::SeqCst);
         }
         // Writers waiting for an echo read L2 again (and find L1 bypassed while it is).
@@ -285,6 +292,7 @@ impl L1 {
     /// began before are refused.
     pub(crate) fn invalidate(&self, key: &str) -> bool {
         self.epochs[stripe(key)].fetch_add(1, Ordering::SeqCst);
+        self.forget_good(key);
         self.discard(key)
     }
 
@@ -292,6 +300,7 @@ impl L1 {
     /// and wakes every writer waiting for an echo.
     pub(crate) fn invalidate_all_reported(&self) {
         self.invalidate_all();
+        self.forget_all_good();
         self.with_echoes(HashMap::clear);
     }
 
@@ -402,13 +411,16 @@ impl L1 {
     /// Drops every entry written with `tag`; fills that began before are refused.
     pub(crate) fn drop_tag(&self, tag: &str) {
         self.drop_where(|_, e| e.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == tag)));
+        self.forget_good_tagged(tag);
     }
 
     /// Drops every entry whose key matches the Redis glob `glob`; fills that began before are
     /// refused. Answers how many it dropped.
     pub(crate) fn remove_matching(&self, glob: &str) -> u64 {
         let glob = Glob::new(glob.as_bytes());
-        self.drop_where(|k, _| glob.matches(k.as_bytes()))
+        let dropped = self.drop_where(|k, _| glob.matches(k.as_bytes()));
+        self.forget_good_matching(&glob);
+        dropped
     }
 
     /// Drops every entry `doomed` picks. Every stripe's fills that began before are refused: a

@@ -80,7 +80,8 @@ pub struct Release {
     /// The L2 guard taken before the load began; `None`: the result is not written to L2.
     pub fill: Option<FillGuard>,
     /// The value was found in the cache (a load that ended just before this one began stored
-    /// it), not loaded: the waiters get it, nothing is stored.
+    /// it), not loaded, or must not be cached (its tags could not be read): the waiters get
+    /// it, nothing is stored.
     pub cached: bool,
     /// The tags of the value and their tokens, read before the load began.
     pub tags: Vec<(String, String)>,
@@ -108,6 +109,8 @@ pub struct LoadGuard {
     pub(super) fill: Option<FillGuard>,
     /// The tags (and their tokens) the leader read before it runs its loader.
     pub(super) tags: Vec<(String, String)>,
+    /// False: the load answers its callers and caches nothing.
+    pub(super) store: bool,
 }
 
 impl LoadGuard {
@@ -115,7 +118,8 @@ impl LoadGuard {
     /// actor has put it in L1, so the caller's next read in this process is a hit.
     pub async fn complete(mut self, value: Option<Bytes>, ttl: Duration) {
         let (handled, done) = oneshot::channel();
-        self.release(Some((value, ttl)), Some(handled), false);
+        let store = self.store;
+        self.release(Some((value, ttl)), Some(handled), !store);
         // Resolves when the actor drops the message (handled, or the actor is gone).
         let _ = done.await;
     }

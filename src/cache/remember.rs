@@ -9,6 +9,9 @@
 //!   throttle period (per process); the stale value answered meanwhile is kept in process
 //!   (`failsafe.rs`), so later stale answers skip L2 while the feed reports no change to the
 //!   key, and still answer while L2 cannot.
+//! - When L2 cannot answer, the last good value this instance read from L2 or loaded
+//!   (`l1/lastgood.rs`) is the stale value at hand, within its fail-safe window: answered when
+//!   the loader fails, passes a timeout or is throttled.
 //! - A loader whose future owns what it uses (`'static`, [`remember_json_owned`]) can outlive
 //!   its caller: at the soft timeout its load goes on in the background and fills both tiers;
 //!   a hit past the eager refresh point starts one background reload (one per key and
@@ -24,7 +27,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use self::lead::{Borrowed, Mode, Owned, Stale};
 use super::{
     Acquire, CacheError, CacheHandle, Lease, LoadGuard, Remembered, Tier, error::validate_key,
-    handle::validate_ttl, inner::L2Read, stats::Stats,
+    handle::validate_ttl, inner::L2Read, l1::Window, stats::Stats,
 };
 
 mod lead;
@@ -217,13 +220,19 @@ impl CacheHandle {
             }
             Ok(L2Read::Stale { value, age, .. }) => stale = Some(Stale { value, age }),
             Ok(L2Read::Miss | L2Read::Dropped { .. }) => {}
-            // Degrade: the loader can answer without L2; if it fails too, the stale copy a
-            // failure left (if any, within the fail-safe window) answers.
+            // Degrade: the loader can answer without L2; if it fails too, the last good value
+            // this instance read or loaded (or the stale copy a failure left), within the
+            // fail-safe window, answers.
             Err(CacheError::Unavailable(_)) => {
-                stale = self.inner.throttles.copy(key, false).map(|copy| {
-                    let (value, age) = copy.now(std::time::Instant::now());
-                    Stale { value, age }
-                });
+                stale = self
+                    .inner
+                    .l1
+                    .last_good(key)
+                    .or_else(|| {
+                        let copy = self.inner.throttles.copy(key, false)?;
+                        Some(copy.now(std::time::Instant::now()))
+                    })
+                    .map(|(value, age)| Stale { value, age });
             }
             Err(other) => return Err(other.into()),
         }
@@ -303,27 +312,39 @@ impl CacheHandle {
                     // unwrap: a caller becomes leader at most once, then returns.
                     let load = loader.take().unwrap();
                     let tags: Vec<String> = tags.iter().map(|&tag| tag.to_owned()).collect();
-                    if !self.tag_guard(&mut guard, &tags, ttl).await {
-                        // Answer the callers, cache nothing.
-                        drop(guard);
-                        Stats::bump(&self.inner.stats.loads);
-                        let value = load().await?;
-                        return Ok(Remembered {
-                            value,
-                            tier: Tier::Miss,
-                            age: None,
-                        });
+                    let cacheable = self.tag_guard(&mut guard, &tags, ttl).await;
+                    if cacheable {
+                        // Before the load: a change to the key from now on forbids the L2 fill.
+                        guard.fill = self
+                            .inner
+                            .store
+                            .fill_guard(key)
+                            .await
+                            .map(|g| g.expecting(seen.as_deref()));
+                    } else {
+                        // Answer the callers, cache nothing; a failure still answers what is
+                        // stale at hand (L2 down: the last good value).
+                        guard.store = false;
                     }
-                    // Before the load: a change to the key from now on forbids the L2 fill.
-                    guard.fill = self
-                        .inner
-                        .store
-                        .fill_guard(key)
-                        .await
-                        .map(|g| g.expecting(seen.as_deref()));
                     Stats::bump(&self.inner.stats.loads);
                     let load = Box::pin(load());
-                    return self.lead::<M, E, Fut>(key, ttl, guard, load, stale).await;
+                    let led = self.lead::<M, E, Fut>(key, ttl, guard, load, stale).await;
+                    if !cacheable
+                        && let Ok(Remembered {
+                            value: Some(value),
+                            tier: Tier::Miss,
+                            ..
+                        }) = &led
+                    {
+                        // Not cached, yet the newest good value (L2 down: see `l1/lastgood.rs`).
+                        let window = Window {
+                            loaded_ago: Duration::ZERO,
+                            left: ttl.saturating_add(self.inner.config.fail_safe_max),
+                        };
+                        let tags = (!tags.is_empty()).then(|| tags.into());
+                        self.inner.l1.keep_good(key, value, (window, tags), ticket);
+                    }
+                    return led;
                 }
             }
         }

@@ -11,6 +11,7 @@ mod catalog;
 mod coherence;
 mod failsafe;
 mod failsafe_copies;
+mod failsafe_lastgood;
 mod fleet;
 mod semantics;
 mod tags;
