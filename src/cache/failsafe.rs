@@ -22,7 +22,7 @@ use std::{
 
 use bytes::Bytes;
 
-use super::l1::Ticket;
+use super::l1::{Ticket, Window};
 
 /// Keys remembered at most (expired ones are swept first, at half of it).
 const MAX_KEYS: usize = 8192;
@@ -42,12 +42,13 @@ pub(crate) struct Copy {
 }
 
 impl Copy {
-    /// The value and its age now.
-    pub(crate) fn now(&self, now: Instant) -> (Bytes, Duration) {
-        (
-            self.value.clone(),
-            self.age + now.saturating_duration_since(self.at),
-        )
+    /// The value, and where it stands now: its age, and how long its window still lasts.
+    pub(crate) fn now(&self, now: Instant) -> (Bytes, Window) {
+        let window = Window {
+            loaded_ago: self.age + now.saturating_duration_since(self.at),
+            left: self.until.saturating_duration_since(now),
+        };
+        (self.value.clone(), window)
     }
 }
 
@@ -151,18 +152,13 @@ impl Throttles {
         }
     }
 
-    /// Keeps `value`, answered stale `age` past its TTL, read under `ticket`, as `key`'s copy
-    /// until the fail-safe window (`fail_safe_max` past the TTL) ends; only for a key whose
-    /// loader is failing, and within the byte budget.
-    pub(crate) fn keep(
-        &self,
-        key: &str,
-        (value, age): (&Bytes, Duration),
-        ticket: Ticket,
-        fail_safe_max: Duration,
-    ) {
+    /// Keeps `value`, answered stale as `window` says (loaded that long ago, servable that much
+    /// longer), read under `ticket`, as `key`'s copy until its fail-safe window ends; only for a
+    /// key whose loader is failing, and within the byte budget.
+    pub(crate) fn keep(&self, key: &str, (value, window): (&Bytes, Window), ticket: Ticket) {
         let now = Instant::now();
-        let Some(until) = now.checked_add(fail_safe_max.saturating_sub(age)) else {
+        let age = window.loaded_ago;
+        let Some(until) = now.checked_add(window.left) else {
             return;
         };
         self.with(|map| {
@@ -209,6 +205,14 @@ impl Throttles {
 mod tests {
     use super::*;
 
+    /// A value loaded `ago` seconds ago, with a TTL of 0 and a 60 s window.
+    fn window(ago: u64) -> Window {
+        Window {
+            loaded_ago: Duration::from_secs(ago),
+            left: Duration::from_secs(60u64.saturating_sub(ago)),
+        }
+    }
+
     fn ticket() -> Ticket {
         super::super::l1::L1::new(0, Duration::from_secs(1), Default::default()).ticket("k")
     }
@@ -221,12 +225,7 @@ mod tests {
         for i in 0..8 {
             let key = format!("k{i}");
             throttles.throttle(&key, Duration::from_secs(30));
-            throttles.keep(
-                &key,
-                (&big, Duration::ZERO),
-                ticket(),
-                Duration::from_secs(60),
-            );
+            throttles.keep(&key, (&big, window(0)), ticket());
         }
         let kept = (0..8)
             .filter(|i| throttles.copy(&format!("k{i}"), true).is_some())
@@ -234,12 +233,7 @@ mod tests {
         assert_eq!(kept, 3);
         throttles.forget("k0");
         throttles.throttle("k7", Duration::from_secs(30));
-        throttles.keep(
-            "k7",
-            (&big, Duration::ZERO),
-            ticket(),
-            Duration::from_secs(60),
-        );
+        throttles.keep("k7", (&big, window(0)), ticket());
         assert!(throttles.copy("k7", true).is_some());
     }
 
@@ -249,28 +243,13 @@ mod tests {
     fn copies_follow_failures_and_the_window() {
         let throttles = Throttles::default();
         let value = Bytes::from_static(b"1");
-        throttles.keep(
-            "k",
-            (&value, Duration::ZERO),
-            ticket(),
-            Duration::from_secs(60),
-        );
+        throttles.keep("k", (&value, window(0)), ticket());
         assert!(throttles.copy("k", false).is_none());
         throttles.throttle("k", Duration::from_secs(30));
         // Already 60 s past its TTL: the window is over.
-        throttles.keep(
-            "k",
-            (&value, Duration::from_secs(60)),
-            ticket(),
-            Duration::from_secs(60),
-        );
+        throttles.keep("k", (&value, window(60)), ticket());
         assert!(throttles.copy("k", false).is_none());
-        throttles.keep(
-            "k",
-            (&value, Duration::from_secs(1)),
-            ticket(),
-            Duration::from_secs(60),
-        );
+        throttles.keep("k", (&value, window(1)), ticket());
         let copy = throttles.copy("k", true).unwrap();
         assert_eq!(copy.now(Instant::now()).0, value);
         throttles.forget("k");

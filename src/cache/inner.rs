@@ -146,13 +146,17 @@ impl Inner {
         let tags: Option<Arc<[String]>> = (!decoded.tags.is_empty())
             .then(|| decoded.tags.iter().map(|(tag, _)| tag.clone()).collect());
         let now = envelope::now_ms();
-        if let (Some(meta), Some(value)) = (decoded.meta, &decoded.value) {
-            // The fail-safe's fallback for when L2 cannot answer: kept until L2 would drop it.
+        // How long ago the value was loaded, and how long it may still be served: the rest of
+        // its TTL and fail-safe window, and never past L2's own expiry.
+        let window = decoded.meta.map(|meta| {
             let (loaded_ago, left_to_serve) = meta.window(now, self.config.fail_safe_max);
-            let window = Window {
+            Window {
                 loaded_ago,
                 left: left.map_or(left_to_serve, |left| left.min(left_to_serve)),
-            };
+            }
+        });
+        if let (Some(window), Some(value)) = (window, &decoded.value) {
+            // The fail-safe's fallback for when L2 cannot answer.
             self.l1
                 .keep_good(key, value, (window, tags.clone()), ticket);
         }
@@ -160,10 +164,10 @@ impl Inner {
             .meta
             .map(|meta| meta.freshness(now, self.config.eager_refresh))
         {
-            Some(Freshness::Stale { age }) => {
-                return Ok(match decoded.value {
-                    Some(value) => L2Read::Stale { value, age, raw },
-                    None => L2Read::Miss,
+            Some(Freshness::Stale { .. }) => {
+                return Ok(match (decoded.value, window) {
+                    (Some(value), Some(window)) => L2Read::Stale { value, window, raw },
+                    _ => L2Read::Miss,
                 });
             }
             Some(Freshness::Fresh { left, refresh_in }) => (left, refresh_in),
@@ -193,10 +197,11 @@ pub(crate) enum L2Read {
     /// An entry written under a tag dropped since: as good as absent; `raw` as stored (a load
     /// may replace it).
     Dropped { raw: Bytes },
-    /// A value past its TTL, kept for fail-safe, written `age` ago; `raw` as stored.
+    /// A value past its TTL, kept for fail-safe: when it was loaded and how long it may still
+    /// be served (`window`); `raw` as stored.
     Stale {
         value: Bytes,
-        age: Duration,
+        window: Window,
         raw: Bytes,
     },
 }

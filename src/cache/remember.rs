@@ -203,8 +203,8 @@ impl CacheHandle {
             && self.inner.l1.enabled()
             && self.inner.l1.current(copy.ticket)
         {
-            let (value, age) = copy.now(std::time::Instant::now());
-            return Ok(self.stale(Stale { value, age }));
+            let (value, window) = copy.now(std::time::Instant::now());
+            return Ok(self.stale(Stale { value, window }));
         }
         let mut stale = None;
         match self.read_l2(key).await {
@@ -218,7 +218,7 @@ impl CacheHandle {
                     age: None,
                 });
             }
-            Ok(L2Read::Stale { value, age, .. }) => stale = Some(Stale { value, age }),
+            Ok(L2Read::Stale { value, window, .. }) => stale = Some(Stale { value, window }),
             Ok(L2Read::Miss | L2Read::Dropped { .. }) => {}
             // Degrade: the loader can answer without L2; if it fails too, the last good value
             // this instance read or loaded (or the stale copy a failure left), within the
@@ -232,19 +232,16 @@ impl CacheHandle {
                         let copy = self.inner.throttles.copy(key, false)?;
                         Some(copy.now(std::time::Instant::now()))
                     })
-                    .map(|(value, age)| Stale { value, age });
+                    .map(|(value, window)| Stale { value, window });
             }
             Err(other) => return Err(other.into()),
         }
         // Checked here, off the hit path: they matter only to what a load writes.
         super::validate_tags(tags)?;
         if let Some(stale) = stale.take_if(|_| self.inner.throttled(key)) {
-            self.inner.throttles.keep(
-                key,
-                (&stale.value, stale.age),
-                ticket,
-                self.inner.config.fail_safe_max,
-            );
+            self.inner
+                .throttles
+                .keep(key, (&stale.value, stale.window), ticket);
             return Ok(self.stale(stale));
         }
         Stats::bump(&self.inner.stats.misses);
@@ -302,8 +299,8 @@ impl CacheHandle {
                                 age: None,
                             });
                         }
-                        Ok(L2Read::Stale { value, age, raw }) => {
-                            stale = Some(Stale { value, age });
+                        Ok(L2Read::Stale { value, window, raw }) => {
+                            stale = Some(Stale { value, window });
                             Some(raw)
                         }
                         Ok(L2Read::Dropped { raw }) => Some(raw),

@@ -179,6 +179,44 @@ async fn l2_down_serves_the_copy(mut backend: Backend) {
     assert!(matches!(err, CacheError::InvalidValue), "{err:?}");
 }
 
+/// A copy kept late in its window lasts to the window's end (the TTL plus `fail_safe_max` after
+/// the load): a value loaded 2.6 s before with a TTL of 2 s and a 3 s window, answered stale
+/// and kept, is answered from the copy 1 s later still, with no L2 read.
+async fn late_copies_last_their_whole_window(backend: Backend) {
+    let mut config = config(&backend);
+    config.cache.fail_safe_max = Duration::from_secs(3);
+    let a = services(&config);
+    crate::common::feed_ready(&a).await;
+    let ttl = Duration::from_secs(2);
+    a.cache
+        .remember_json_owned("fl", ttl, value("\"v1\""))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let stale = async || {
+        let reply = a
+            .cache
+            .remember_json_owned("fl", ttl, failing(&calls))
+            .await
+            .unwrap();
+        assert_eq!(
+            (reply.tier, reply.value.as_deref()),
+            (Tier::Stale, Some(&b"\"v1\""[..]))
+        );
+    };
+    // The failure, then the answer that keeps the copy.
+    stale().await;
+    stale().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = gets(&backend);
+    for _ in 0..10 {
+        stale().await;
+    }
+    assert_eq!(gets(&backend) - before, 0, "stale answers read L2");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 mod memory {
     #[actix_web::test]
     async fn stale_answers_skip_l2_until_the_key_changes() {
@@ -196,6 +234,11 @@ mod redis {
     async fn l2_down_serves_the_copy() {
         super::l2_down_serves_the_copy(super::Backend::redis()).await;
     }
+
+    #[actix_web::test]
+    async fn late_copies_last_their_whole_window() {
+        super::late_copies_last_their_whole_window(super::Backend::redis()).await;
+    }
 }
 
 mod cluster {
@@ -207,5 +250,10 @@ mod cluster {
     #[actix_web::test]
     async fn l2_down_serves_the_copy() {
         super::l2_down_serves_the_copy(super::Backend::cluster()).await;
+    }
+
+    #[actix_web::test]
+    async fn late_copies_last_their_whole_window() {
+        super::late_copies_last_their_whole_window(super::Backend::cluster()).await;
     }
 }

@@ -135,11 +135,16 @@ impl L1 {
         }
     }
 
-    /// The last good value of `key` and its age (since it was loaded), while its window lasts.
-    pub(crate) fn last_good(&self, key: &str) -> Option<(Bytes, Duration)> {
+    /// The last good value of `key`, its age (since it was loaded) and how long it may still be
+    /// served, while its window lasts.
+    pub(crate) fn last_good(&self, key: &str) -> Option<(Bytes, Window)> {
         let good = self.last_good.as_ref()?.cache.get(key)?;
         let now = Instant::now();
-        (now < good.expires_at).then(|| (good.value, now.saturating_duration_since(good.loaded_at)))
+        let window = Window {
+            loaded_ago: now.saturating_duration_since(good.loaded_at),
+            left: good.expires_at.saturating_duration_since(now),
+        };
+        (now < good.expires_at).then_some((good.value, window))
     }
 
     /// Drops the last good value of `key` (called after its stripe's epoch was bumped).
@@ -225,8 +230,11 @@ mod tests {
         let l1 = l1();
         let value = Bytes::from_static(b"1");
         l1.keep_good("a", &value, window(5, 60), l1.ticket("a"));
-        let (got, age) = l1.last_good("a").unwrap();
-        assert_eq!((got, age.as_secs()), (value.clone(), 5));
+        let (got, kept) = l1.last_good("a").unwrap();
+        assert_eq!(
+            (got, kept.loaded_ago.as_secs(), kept.left.as_secs()),
+            (value.clone(), 5, 59)
+        );
         // Its window is over: not kept.
         l1.keep_good("b", &value, window(5, 0), l1.ticket("b"));
         assert!(l1.last_good("b").is_none());

@@ -7,8 +7,8 @@ use std::{future::Future, pin::Pin, time::Duration};
 use bytes::Bytes;
 
 use crate::cache::{
-    CacheError, CacheHandle, FILL_GUARD_TTL, LoadGuard, Remembered, Tier, messages::Refresh,
-    stats::Stats,
+    CacheError, CacheHandle, FILL_GUARD_TTL, LoadGuard, Remembered, Tier, l1::Window,
+    messages::Refresh, stats::Stats,
 };
 
 /// Longest a load runs in the background (past its caller's soft timeout, or an eager
@@ -20,7 +20,8 @@ const BACKGROUND_LIMIT: Duration = Duration::from_secs(FILL_GUARD_TTL.as_secs() 
 /// A value past its TTL, kept for fail-safe.
 pub(super) struct Stale {
     pub(super) value: Bytes,
-    pub(super) age: Duration,
+    /// Its age (since it was loaded), and how long it may still be served.
+    pub(super) window: Window,
 }
 
 /// How a load ended in its caller's time.
@@ -247,7 +248,7 @@ impl CacheHandle {
         Remembered {
             value: Some(stale.value),
             tier: Tier::Stale,
-            age: Some(stale.age),
+            age: Some(stale.window.loaded_ago),
         }
     }
 }
