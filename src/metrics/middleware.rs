@@ -156,9 +156,10 @@ struct Handles {
 // `REDKIT_BENCH_ONLY=l1 cargo bench --bench http` (LTO, 2 runs each, alternated, L1-hit ratio to
 // a static handler): with only the outer middleware (`REDKIT_BENCH_MIDDLEWARE=frame`) plain
 // 0.808 / 0.798, these handles 0.862 / 0.838 (+5.8 %); with the complete app plain 0.779 /
-// 0.784, these handles 0.812 / 0.861 in the same sitting (+7.0 %). Over the 5 % a per-thread
-// cache must buy: it stays (the per-thread L1 front and the fused middleware measured under it
-// and went).
+// 0.784, these handles 0.812 / 0.861 in the same sitting (+7.0 %); and in this `from_fn` layer
+// (complete app, a later sitting) plain 0.772 / 0.775, these handles 0.822 / 0.820 (+6.2 %).
+// Over the 5 % a per-thread cache must buy: it stays (the per-thread L1 front and the fused
+// middleware measured under it and went).
 // Why it stays correct: a path is only a shortcut to the route its first request resolved to,
 // and redkit's routes are told apart by path and method alone, so a path resolves the same way
 // every time (an embedder's guard on something else, a header say, would count such requests on
