@@ -94,7 +94,8 @@ fn serve_all(redis_url: String) -> Addrs {
                 .unwrap();
 
             // `REDKIT_BENCH_MIDDLEWARE=none|frame|ratelimit` serves the L1 route with only that
-            // middleware of the complete app (a breakdown of the ratio); unset, the complete
+            // middleware of the complete app (a breakdown of the ratio; `frame`: the two outer
+            // layers, `observe` and `problem_errors`); unset, the complete
             // `redkit::http::app`.
             let s = with_l1.clone();
             let l1 = match std::env::var("REDKIT_BENCH_MIDDLEWARE").as_deref() {
@@ -106,7 +107,10 @@ fn serve_all(redis_url: String) -> Addrs {
                     let s = s.clone();
                     App::new()
                         .configure(move |cfg| s.configure(cfg))
-                        .wrap(redkit::http::Frame)
+                        .wrap(actix_web::middleware::from_fn(
+                            redkit::problem::problem_errors,
+                        ))
+                        .wrap(actix_web::middleware::from_fn(redkit::metrics::observe))
                 }),
                 Ok("ratelimit") => support::serve_one_worker!(move || {
                     let s = s.clone();

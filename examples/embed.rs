@@ -253,7 +253,7 @@ pub fn app(
         .app_data(web::Data::new(services.auth.clone()))
         .app_data(web::Data::new(services.ratelimit.clone()))
         .app_data(web::Data::new(services.events.clone()))
-        // At the app's level, where `Frame` counts every route into it.
+        // At the app's level, where `observe` counts every route into it.
         .app_data(web::Data::new(services.metrics.clone()))
         // Bad JSON, queries and paths answer problem+json like redkit's own routes.
         .app_data(redkit::problem::json_config(services.settings.body_limit))
@@ -273,8 +273,11 @@ pub fn app(
                 .wrap(services.ratelimit.middleware_for(searches))
                 .route("", web::get().to(search)),
         )
-        // Request ids, metrics, problem+json errors and caught panics, in one layer.
-        .wrap(redkit::http::Frame)
+        // Problem+json errors and caught panics; outside them, request ids and metrics.
+        .wrap(actix_web::middleware::from_fn(
+            redkit::problem::problem_errors,
+        ))
+        .wrap(actix_web::middleware::from_fn(redkit::metrics::observe))
 }
 
 /// Starts redkit's actors and binds the notes server to `config.bind`; answers the server (to

@@ -18,7 +18,7 @@
 //! # mod example {
 //! use std::time::Duration;
 //!
-//! use actix_web::{App, HttpResponse, HttpServer, web};
+//! use actix_web::{App, HttpResponse, HttpServer, middleware::from_fn, web};
 //! use redkit::{
 //!     Config,
 //!     auth::AuthUser,
@@ -63,7 +63,7 @@
 //!             .app_data(web::Data::new(services.cache.clone()))
 //!             .app_data(web::Data::new(services.auth.clone())) // what `AuthUser` verifies with
 //!             .app_data(web::Data::new(services.events.clone()))
-//!             .app_data(web::Data::new(services.metrics.clone())) // what `Frame` counts into
+//!             .app_data(web::Data::new(services.metrics.clone())) // what `observe` counts into
 //!             .route("/prices", web::get().to(prices))
 //!             .service(
 //!                 web::scope("/orders")
@@ -73,7 +73,8 @@
 //!             // redkit's own routes (/auth/login, /events/{channel}, /metrics, ...) under /kit.
 //!             .service(web::scope("/kit").configure(|cfg| services.configure(cfg)))
 //!             // Request ids, metrics, errors and panics as application/problem+json.
-//!             .wrap(redkit::http::Frame)
+//!             .wrap(from_fn(redkit::problem::problem_errors))
+//!             .wrap(from_fn(redkit::metrics::observe))
 //!     })
 //!     .bind(("127.0.0.1", 8080))?
 //!     .run()
@@ -107,13 +108,12 @@
 //!   (`publish`) and subscribes (`subscribe`, or `open` with access checks); `user:{id}`
 //!   channels are private to their user.
 //! - [`metrics`]: Prometheus text exposition. [`Metrics::render`](metrics::Metrics::render)
-//!   reads every feature's counters at scrape time; the [`Observe`](metrics::Observe)
+//!   reads every feature's counters at scrape time; the [`observe`](metrics::observe)
 //!   middleware adds `X-Request-Id` and counts HTTP requests by route, status and latency.
-//!   [`Frame`](http::Frame) is `Observe` plus problem bodies and panic catching, in one layer.
 //! - [`http`]: assembly. [`Services`](http::Services) holds every handle,
 //!   [`Services::configure`](http::Services::configure) mounts redkit's routes in any `App` or
 //!   scope, [`app`](http::app) is the complete server app, and [`Problem`](problem::Problem) with
-//!   [`Frame`](http::Frame) (or [`problem_errors`](problem::problem_errors) alone) make every
+//!   [`problem_errors`](problem::problem_errors) make every
 //!   error `application/problem+json` (RFC 9457) without leaking internal details.
 //! - Also: [`catalog`] (the sample SQLite product catalog, read through the cache) and [`config`]
 //!   (every option, from the command line or the environment).
@@ -146,7 +146,7 @@
 //!   key-prefix rule), [`latency`] (the latency buckets), [`client`] (the client-address rule
 //!   and the bearer-token rule), [`connection`] (the Redis connection layer and its
 //!   [`RedisSettings`](connection::RedisSettings)) and [`metrics`] (the registry each capability
-//!   registers its own collector in, and the `Frame` middleware).
+//!   registers its own collector in, and the `observe` middleware).
 //! - **Capabilities**, side by side: [`cache`], [`ratelimit`], [`auth`], [`events`]. Each owns
 //!   its settings and their `DEFAULT_*` constants in its `config.rs`: a `#[non_exhaustive]`
 //!   struct with public fields, `Default`, and `validate()` returning a

@@ -1,157 +1,115 @@
-//! The observability middleware: request id, log correlation, metrics and access line in one
-//! pass, and optionally (as [`Frame`]) the problem bodies and panic catching of a complete redkit
-//! app, all in one layer with one unboxed future.
+//! The observability middleware: request id, log correlation, metrics and access line.
+//!
+//! A plain `from_fn` middleware, with the problem bodies and panic catching in a second one
+//! ([`problem_errors`](crate::problem::problem_errors)). The two were one hand-written layer
+//! with one unboxed future (`Frame`); side by side (`REDKIT_BENCH_MIDDLEWARE=frame
+//! REDKIT_BENCH_ONLY=l1 cargo bench --bench http`, LTO, 2 runs each, L1-hit ratio to a static
+//! handler) the fused layer measured 0.808 / 0.798 and these two 0.784 / 0.818 (+0.2 %; complete
+//! app 0.779 / 0.784 against 0.765 / 0.778, +1.3 %): under the 5 % it needed to stay.
 
-use std::{
-    cell::RefCell,
-    future::{Future, Ready, ready},
-    panic::AssertUnwindSafe,
-    pin::Pin,
-    task::{Context, Poll, ready as ready_poll},
-    time::Instant,
-};
+use std::{cell::RefCell, time::Instant};
 
 use actix_web::{
     Error,
-    body::{EitherBody, MessageBody},
-    dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready},
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
     error::InternalError,
     http::header::HeaderName,
+    middleware::Next,
     web,
 };
-use futures_util::{FutureExt, future::CatchUnwind};
 use prometheus_client::metrics::counter::Counter;
-use tokio::task::futures::TaskLocalFuture;
 
 use super::{HttpLabels, Metrics, REQUEST_ID_HEADER, RequestId, RouteLabels, request_id::CURRENT};
 
-/// The observability middleware; `App::wrap(redkit::metrics::Observe)`.
+/// Parsed once, at compile time (a `&str` name is parsed again on every lookup).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// The observability middleware, mounted with actix's `from_fn` (the example below).
 ///
 /// Gives the request an id (`X-Request-Id`, honouring a sane incoming one, echoed on the response),
 /// makes it the current request id while the request is served (every log line written meanwhile
 /// carries it), counts the request in `http_requests_total` and `http_request_duration_seconds` by
 /// route pattern (bounded cardinality: unmatched paths count as `unmatched`), and writes a `debug`
-/// access line under the `redkit::access` target. An error an inner middleware returns is turned
-/// into its response here, so that it is counted and carries the id too.
+/// access line under the `redkit::access` target. An error an inner middleware returns is
+/// counted and carries the id too.
 ///
 /// The metrics are read from `web::Data<Metrics>` in app data: register it on the `App` so that
 /// every route is counted (data registered only in a scope counts that scope's completed
-/// requests); without it only ids are handled.
-/// [`Frame`] is this plus problem bodies and panic catching.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Observe;
-
-/// The outer layer of a redkit app, in one middleware: everything [`Observe`] does, plus an
-/// `application/problem+json` body for every error response that has none of its own (what
-/// [`problem_errors`](crate::problem::problem_errors) does), plus a logged 500 problem for a
-/// handler that panics (the worker and its other connections carry on).
-///
-/// One layer instead of three saves a boxed future and two poll frames per request: measured,
-/// about 4 % of an L1 cache hit's throughput (`benches/http.rs`).
+/// requests); without it only ids are handled. Wrap it outside
+/// [`problem_errors`](crate::problem::problem_errors), so that it counts the final status and
+/// a panic is logged with the id.
 ///
 /// ```no_run
-/// # use actix_web::{App, web};
+/// # use actix_web::{App, middleware::from_fn, web};
 /// let app = App::new()
 ///     .route("/", web::get().to(|| async { "hello" }))
-///     .wrap(redkit::metrics::Frame);
+///     .wrap(from_fn(redkit::problem::problem_errors))
+///     .wrap(from_fn(redkit::metrics::observe));
 /// ```
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Frame;
-
-/// Parsed once, at compile time (a `&str` name is parsed again on every lookup).
-const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
-
-// `Observe` and `Frame` make the same service and differ in one flag; the two `Transform` impls
-// are written out (they were one `observe_transform!` macro, which bought 15 lines and no speed).
-impl<S, B> Transform<S, ServiceRequest> for Observe
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = Error;
-    type Transform = ObserveMiddleware<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(ObserveMiddleware {
-            service,
-            frame: false,
-        }))
-    }
-}
-
-impl<S, B> Transform<S, ServiceRequest> for Frame
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = Error;
-    type Transform = ObserveMiddleware<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(ObserveMiddleware {
-            service,
-            frame: true,
-        }))
-    }
-}
-
-/// The service [`Observe`] and [`Frame`] wrap around the app.
-pub struct ObserveMiddleware<S> {
-    service: S,
-    /// [`Frame`]: problem bodies and panic catching too.
-    frame: bool,
-}
-
-impl<S, B> Service<ServiceRequest> for ObserveMiddleware<S>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = Error;
-    type Future = ObserveFuture<S::Future>;
-
-    forward_ready!(service);
-
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let started = Instant::now();
-        let id = RequestId::from_header_value(req.headers().get(&X_REQUEST_ID));
-        let method = method_label(req.method());
-        // The route is resolved now, while the request is at hand: a panicking handler takes it
-        // down with it. It is resolved again at the end if an inner middleware rewrote the path
-        // (NormalizePath), or if the metrics are only in a scope's data.
-        let route = req
-            .app_data::<web::Data<Metrics>>()
-            .map(|metrics| route_slot(metrics, method, req.request()));
-        let path = path_identity(req.path());
-        let inner = AssertUnwindSafe(self.service.call(req)).catch_unwind();
-        ObserveFuture {
-            inner: CURRENT.scope(id, inner),
-            state: Some(State {
-                started,
-                method,
-                route,
-                path,
-                frame: self.frame,
-            }),
+pub async fn observe<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, Error> {
+    let started = Instant::now();
+    let id = RequestId::from_header_value(req.headers().get(&X_REQUEST_ID));
+    let method = method_label(req.method());
+    // The route is resolved now, while the request is at hand: an error or a panic answered
+    // further in comes back without it. It is resolved again at the end if an inner middleware
+    // rewrote the path (NormalizePath), or if the metrics are only in a scope's data.
+    let early = req
+        .app_data::<web::Data<Metrics>>()
+        .map(|metrics| route_slot(metrics, method, req.request()));
+    let path = path_identity(req.path());
+    let result = CURRENT.scope(id.clone(), next.call(req)).await;
+    let elapsed = started.elapsed();
+    let result: Result<_, Error> = match result {
+        Ok(mut res) => {
+            res.headers_mut()
+                .insert(X_REQUEST_ID, id.header_value().clone());
+            Ok(res)
         }
+        Err(err) => {
+            // Answered here rather than by the dispatcher, so that it carries the id.
+            let mut response = err.error_response();
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID, id.header_value().clone());
+            Err(InternalError::from_response(err, response).into())
+        }
+    };
+    let status = match &result {
+        Ok(res) => res.status(),
+        Err(err) => err.as_response_error().status_code(),
+    };
+    let route = match &result {
+        Ok(res) if early.is_none() || path_identity(res.request().path()) != path => res
+            .request()
+            .app_data::<web::Data<Metrics>>()
+            .map(|metrics| route_slot(metrics, method, res.request())),
+        _ => early,
+    };
+    if let Some(route) = route {
+        record(route, status.as_u16(), elapsed);
     }
-}
-
-/// What [`ObserveFuture`] finishes the request with.
-struct State {
-    started: Instant,
-    method: &'static str,
-    route: Option<RouteSlot>,
-    /// The request path as routed when it arrived (see [`path_identity`]).
-    path: (usize, usize),
-    frame: bool,
+    if tracing::enabled!(target: "redkit::access", tracing::Level::DEBUG) {
+        let route = match &result {
+            Ok(res) => res.request().match_pattern(),
+            Err(_) => None,
+        };
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        CURRENT.sync_scope(id, || {
+            tracing::debug!(
+                target: "redkit::access",
+                method,
+                route = route.as_deref().unwrap_or("unmatched"),
+                status = status.as_u16(),
+                micros,
+                "request"
+            );
+        });
+    }
+    result
 }
 
 /// Where a path's text lives and how long it is: it changes only if the request's URI was
@@ -160,124 +118,9 @@ fn path_identity(path: &str) -> (usize, usize) {
     (path.as_ptr() as usize, path.len())
 }
 
-pin_project_lite::pin_project! {
-    /// The future of [`ObserveMiddleware`]: the inner service's, run with the request id as the
-    /// current one, and finished with the id header, the metrics and the access line.
-    pub struct ObserveFuture<F> {
-        #[pin]
-        inner: TaskLocalFuture<RequestId, CatchUnwind<AssertUnwindSafe<F>>>,
-        state: Option<State>,
-    }
-}
-
-impl<F, B> Future for ObserveFuture<F>
-where
-    F: Future<Output = Result<ServiceResponse<B>, Error>>,
-    B: MessageBody + 'static,
-{
-    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let outcome = ready_poll!(this.inner.as_mut().poll(cx));
-        let (Some(state), Some(id)) = (this.state.take(), this.inner.take_value()) else {
-            panic!("ObserveFuture polled after completion");
-        };
-        let elapsed = state.started.elapsed();
-        let result = match outcome {
-            Ok(Ok(res)) => {
-                // Successes skip the problem check's call altogether.
-                let mut res = if state.frame && res.status().as_u16() >= 400 {
-                    // Inside the id's scope: a 5xx is logged with it.
-                    CURRENT.sync_scope(id.clone(), || crate::problem::with_problem_body(res))
-                } else {
-                    res.map_into_left_body()
-                };
-                res.headers_mut()
-                    .insert(X_REQUEST_ID, id.header_value().clone());
-                Ok(res)
-            }
-            Ok(Err(err)) => Err(answer_error(err, &id, state.frame)),
-            Err(panic) if state.frame => Err(answer_panic(&*panic, &id)),
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        let status = match &result {
-            Ok(res) => res.status(),
-            Err(err) => err.as_response_error().status_code(),
-        };
-        let route = match &result {
-            Ok(res)
-                if state.route.is_none() || path_identity(res.request().path()) != state.path =>
-            {
-                res.request()
-                    .app_data::<web::Data<Metrics>>()
-                    .map(|metrics| route_slot(metrics, state.method, res.request()))
-            }
-            _ => state.route,
-        };
-        if let Some(route) = route {
-            record(route, status.as_u16(), elapsed);
-        }
-        if tracing::enabled!(target: "redkit::access", tracing::Level::DEBUG) {
-            let route = match &result {
-                Ok(res) => res.request().match_pattern(),
-                Err(_) => None,
-            };
-            let route = route.as_deref().unwrap_or("unmatched");
-            let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-            CURRENT.sync_scope(id, || {
-                tracing::debug!(
-                    target: "redkit::access",
-                    method = state.method,
-                    route,
-                    status = status.as_u16(),
-                    micros,
-                    "request"
-                );
-            });
-        }
-        Poll::Ready(result)
-    }
-}
-
-/// An error an inner middleware returned, answered here (rather than by the dispatcher) so that
-/// it is counted and carries the id; with `frame`, a body that is not JSON becomes a problem.
-fn answer_error(err: Error, id: &RequestId, frame: bool) -> Error {
-    let mut response = err.error_response();
-    if frame {
-        let replaced = CURRENT.sync_scope(id.clone(), || {
-            crate::problem::problem_replacing(response.head(), Some(&err), None)
-        });
-        if let Some(problem) = replaced {
-            response = problem;
-        }
-    }
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID, id.header_value().clone());
-    InternalError::from_response(err, response).into()
-}
-
-/// The 500 problem for a handler that panicked; the panic is logged with the request's id.
-fn answer_panic(panic: &(dyn std::any::Any + Send), id: &RequestId) -> Error {
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(not a string)");
-    CURRENT.sync_scope(id.clone(), || {
-        tracing::error!(panic = message, "a handler panicked: answered 500");
-    });
-    let problem = crate::problem::Problem::internal();
-    let mut response = problem.clone().into_response();
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID, id.header_value().clone());
-    InternalError::from_response(problem, response).into()
-}
-
-/// This thread's handles to one route's metrics, so the hot path skips the families' shared
-/// locks and label hashing (measured: about 3 % of an L1 cache hit's throughput).
+/// This thread's handles to one route's metrics, so the hot path skips the route-pattern walk,
+/// the families' shared locks and label hashing (measured: 6–7 % of an L1 cache hit's
+/// throughput: the figures are on `HANDLES`).
 struct RouteHandles {
     registry: usize,
     method: &'static str,
@@ -308,9 +151,15 @@ struct Handles {
 
 // Receipt: each worker thread keeps its own handles to the route metrics it served, found by
 // request path, so a request skips actix's route-pattern walk (and the `String` it allocates),
-// the metric families' shared `RwLock`s and their label hashing. Measured with `benches/http.rs`
-// (L1-hit case, the figure in the comment on `RouteHandles`): about 3 % of an L1 hit's
-// throughput, above that bench's run-to-run spread (about 2 %); not re-measured alone since.
+// the metric families' shared `RwLock`s and their label hashing. Measured side by side against
+// the plain version (the pattern resolved and both families' `get_or_create` on every request),
+// `REDKIT_BENCH_ONLY=l1 cargo bench --bench http` (LTO, 2 runs each, alternated, L1-hit ratio to
+// a static handler): with only the outer middleware (`REDKIT_BENCH_MIDDLEWARE=frame`) plain
+// 0.808 / 0.798, these handles 0.862 / 0.838 (+5.8 %); with the complete app plain 0.779 /
+// 0.784, these handles 0.812 / 0.861 in the same sitting (+7.0 %); and in this `from_fn` layer
+// (complete app, a later sitting) plain 0.772 / 0.775, these handles 0.822 / 0.820 (+6.2 %).
+// Over the 5 % a per-thread cache must buy: it stays (the per-thread L1 front and the fused
+// middleware measured under it and went).
 // Why it stays correct: a path is only a shortcut to the route its first request resolved to,
 // and redkit's routes are told apart by path and method alone, so a path resolves the same way
 // every time (an embedder's guard on something else, a header say, would count such requests on

@@ -26,7 +26,7 @@ use prometheus_client::{
 };
 use serde::Serialize;
 
-pub use middleware::{Frame, Observe, ObserveFuture, ObserveMiddleware};
+pub use middleware::observe;
 pub use request_id::{REQUEST_ID_HEADER, RequestId, current_request_id};
 
 pub use crate::latency::latency_histogram;

@@ -12,7 +12,7 @@ use std::{
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header::HeaderValue};
 
 tokio::task_local! {
-    /// The id of the request whose future is being polled (set by `Observe`).
+    /// The id of the request whose future is being polled (set by `observe`).
     pub(crate) static CURRENT: RequestId;
 }
 

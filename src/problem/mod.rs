@@ -15,7 +15,6 @@ use serde::Serialize;
 pub use responses::{cross_origin_cookie, json_config, path_config, problem_errors, query_config};
 #[cfg(feature = "server")]
 pub(crate) use responses::{invalid_path_parameter, invalid_query};
-pub(crate) use responses::{problem_replacing, with_problem_body};
 
 /// Base of every problem `type` URI; the slug after it is stable and documented in the README.
 pub const PROBLEM_BASE: &str = "https://redkit.dev/problems/";

@@ -1,14 +1,17 @@
 //! Extractor error handlers and the catch-all that gives every error response a problem body.
 
+use std::panic::AssertUnwindSafe;
+
 use actix_web::{
-    HttpResponse,
+    Error, HttpResponse,
     body::{EitherBody, MessageBody},
-    dev::ServiceResponse,
+    dev::{ServiceRequest, ServiceResponse},
     error::{InternalError, JsonPayloadError},
     http::header,
-    middleware::{ErrorHandlerResponse, ErrorHandlers},
+    middleware::Next,
     web,
 };
+use futures_util::FutureExt;
 
 use super::{PROBLEM_JSON, Problem};
 
@@ -129,14 +132,37 @@ pub(crate) fn invalid_query(reason: &str) -> Problem {
     ))
 }
 
-/// Middleware that replaces the body of any 4xx/5xx response that is not already JSON
-/// (actix's own 404/405/413, an error from another crate) with a problem body for its status.
-/// Internal error text is logged, never sent. `redkit::http::Frame` does this too, in
-/// the same layer as request ids, metrics and panic catching.
-pub fn problem_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
-    ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
-        Ok(ErrorHandlerResponse::Response(with_problem_body(res)))
-    })
+/// Middleware that gives every 4xx/5xx response without a deliberate body (actix's own
+/// 404/405/413, an error from another crate, an error an inner middleware returns) a problem
+/// body for its status, and answers a handler that panics with a logged 500 problem (the worker
+/// and its other connections carry on). Mount it with actix's `from_fn`:
+/// `App::wrap(from_fn(problem_errors))`. Internal error text is logged, never sent. Wrap [`observe`](crate::metrics::observe)
+/// outside it to count the final status and log with the request id.
+pub async fn problem_errors<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, Error> {
+    match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+        Ok(Ok(res)) => Ok(with_problem_body(res)),
+        Ok(Err(err)) => {
+            let mut response = err.error_response();
+            if let Some(problem) = problem_replacing(response.head(), Some(&err), None) {
+                response = problem;
+            }
+            Err(InternalError::from_response(err, response).into())
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(not a string)");
+            tracing::error!(panic = message, "a handler panicked: answered 500");
+            let problem = Problem::internal();
+            let response = problem.clone().into_response();
+            Err(InternalError::from_response(problem, response).into())
+        }
+    }
 }
 
 /// Whether a response's body was chosen on purpose: problem+json, or JSON such as a degraded

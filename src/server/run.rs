@@ -43,7 +43,7 @@ pub fn init_tracing(format: LogFormat) {
 
 /// Adds the current request's id to every event logged while serving it.
 ///
-/// The id travels in a task-local set by [`Observe`](crate::metrics::Observe), not in a
+/// The id travels in a task-local set by [`observe`](crate::metrics::observe), not in a
 /// per-request span: a span costs every request about 5 % of an L1 hit's throughput
 /// (`benches/http.rs`), the task-local costs nothing measurable, and only requests that log pay
 /// for formatting the id.

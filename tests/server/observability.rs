@@ -138,7 +138,7 @@ async fn metrics_exposition(backend: Backend) {
     assert!(text.ends_with("# EOF\n"));
 }
 
-/// Behind [`redkit::http::Frame`], a handler that panics answers a 500 problem with the request's
+/// Behind [`redkit::problem::problem_errors`] and [`redkit::metrics::observe`], a handler that panics answers a 500 problem with the request's
 /// id, is counted under its route, and the worker goes on serving; an error an inner middleware
 /// returns gets a problem body, the id and a count too.
 async fn panics_and_middleware_errors_are_problems(backend: Backend) {
@@ -192,9 +192,12 @@ async fn panics_and_middleware_errors_are_problems(backend: Backend) {
                         })
                         .route("/x", web::get().to(|| async { "never" })),
                 )
-                // Inside Frame: a request whose path it rewrites is counted under its route.
+                // Inside `observe`: a request whose path it rewrites is counted under its route.
                 .wrap(actix_web::middleware::NormalizePath::trim())
-                .wrap(redkit::http::Frame)
+                .wrap(actix_web::middleware::from_fn(
+                    redkit::problem::problem_errors,
+                ))
+                .wrap(actix_web::middleware::from_fn(redkit::metrics::observe))
         })
         // One worker: the request after the panic is served by the same one.
         .workers(1)

@@ -12,10 +12,10 @@ use actix_web::{
     App, Error, HttpResponse,
     body::MessageBody,
     dev::{ServiceFactory, ServiceRequest, ServiceResponse},
+    middleware::from_fn,
     web,
 };
 
-pub use crate::metrics::Frame;
 pub use demo::StatsSnapshot;
 pub use openapi::ApiDoc;
 
@@ -194,8 +194,8 @@ impl Services {
 }
 
 /// The complete redkit application: routes, the rate limiter, a problem+json 404 for unknown
-/// paths, and [`Frame`] outermost (request ids, metrics, problem+json error bodies, panic
-/// catching).
+/// paths, [`problem_errors`] (problem+json error bodies, panic catching) and
+/// [`observe`](crate::metrics::observe) outermost (request ids, metrics).
 pub fn app(
     services: Services,
 ) -> App<
@@ -211,8 +211,9 @@ pub fn app(
         .configure(|cfg| services.configure(cfg))
         .default_service(web::to(not_found))
         .wrap(services.ratelimit.middleware())
+        .wrap(from_fn(problem_errors))
         // Outermost: sees the final status of everything inside, panics included.
-        .wrap(Frame)
+        .wrap(from_fn(crate::metrics::observe))
 }
 
 async fn not_found() -> HttpResponse {
