@@ -2,32 +2,29 @@
 //!
 //! The hub is plain shared state (`Arc` + a short `std` mutex), not an actor: joining, leaving and
 //! fanning out are a few pointer copies each, done from whichever task has the event, with no
-//! mailbox hop. A client is a bounded [`mpsc`] sender of shared frames plus a flag; no task,
-//! no timer and no buffer of its own, so an idle client costs a few hundred bytes here. A
+//! mailbox hop. A client is the sending half of a bounded [queue](super::queue) of shared
+//! frames; no task, no timer and no buffer of its own, so an idle client costs a few hundred
+//! bytes here. A
 //! multi-channel stream is one client registered in each of its channels under one id, with one
 //! queue: whatever cuts it from one channel (a full queue) cuts it from all.
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
 };
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::{
     auth::{Caller, EventsAuth},
     frame::{Frame, Kind, Outgoing, presence_frame},
+    queue::{Receiver, Refused, Sender, Wakes, queue},
     wire::{EventId, HEARTBEAT, encode_control},
 };
 use crate::clock::Clock;
 
 struct Client {
-    tx: mpsc::Sender<Outgoing>,
-    overflowed: Arc<AtomicBool>,
+    tx: Sender,
     /// The caller whose token must stay valid (private streams only; boxed: most clients have
     /// none, and every client's entry is this struct).
     principal: Option<Box<Caller>>,
@@ -69,18 +66,20 @@ impl Channel {
     /// channels).
     fn deliver(&mut self, frame: &Outgoing) -> Delivered {
         let mut out = Delivered::default();
+        let mut wakes = Wakes::default();
         let presence_only = frame.kind == Kind::Presence;
         self.clients.retain(|id, client| {
             if presence_only && !client.presence {
                 return true;
             }
-            match client.tx.try_send(frame.clone()) {
-                Ok(()) => {
+            match client.tx.push(frame) {
+                Ok(waker) => {
+                    wakes.add(&client.tx, waker);
                     out.delivered += 1;
                     true
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    client.overflowed.store(true, Ordering::Release);
+                Err(Refused::Full) => {
+                    client.tx.set_overflowed();
                     out.cut += 1;
                     out.left += usize::from(client.primary);
                     if let Some(group) = &client.group {
@@ -88,7 +87,7 @@ impl Channel {
                     }
                     false
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(Refused::Closed) => {
                     // A multi-channel client's stream is gone: its guard leaves every channel.
                     if client.group.is_some() {
                         return true;
@@ -98,6 +97,7 @@ impl Channel {
                 }
             }
         });
+        wakes.flush();
         out
     }
 }
@@ -165,8 +165,7 @@ pub(crate) struct Hub {
 /// A newly registered client: its id and the receiving half of its queue.
 pub(crate) struct Joined {
     pub(crate) id: u64,
-    pub(crate) rx: mpsc::Receiver<Outgoing>,
-    pub(crate) overflowed: Arc<AtomicBool>,
+    pub(crate) rx: Receiver,
 }
 
 /// Who a joining client is: the caller a private stream answers to, and whether it asked for
@@ -235,8 +234,7 @@ impl Hub {
         if inner.closed {
             return None;
         }
-        let (tx, rx) = mpsc::channel(self.queue_size);
-        let overflowed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = queue(self.queue_size);
         inner.next_client += 1;
         let id = inner.next_client;
         let group = (channels.len() > 1).then(|| channels.clone());
@@ -251,7 +249,6 @@ impl Hub {
                     id,
                     Client {
                         tx: tx.clone(),
-                        overflowed: overflowed.clone(),
                         principal: member.principal.clone().map(Box::new),
                         presence: member.presence,
                         group: group.clone(),
@@ -260,7 +257,7 @@ impl Hub {
                 );
         }
         self.counters.clients.fetch_add(1, Ordering::Relaxed);
-        Some(Joined { id, rx, overflowed })
+        Some(Joined { id, rx })
     }
 
     /// Removes a client from `channels`; answers the channels it left empty, which were dropped
@@ -444,11 +441,15 @@ impl Hub {
     /// heartbeat: the next event will do that); a multi-channel client gets one, not one per
     /// channel.
     pub(crate) fn heartbeat(&self) {
+        let mut wakes = Wakes::default();
         for entry in self.lock().channels.values() {
             for client in entry.clients.values().filter(|c| c.primary) {
-                let _ = client.tx.try_send(self.heartbeat.clone());
+                if let Ok(waker) = client.tx.push(&self.heartbeat) {
+                    wakes.add(&client.tx, waker);
+                }
             }
         }
+        wakes.flush();
     }
 
     /// Closes the streams of private clients whose token expired (`now` in Unix seconds) or whose
