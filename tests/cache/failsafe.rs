@@ -30,12 +30,12 @@ fn catalog_config(backend: &Backend, dir: &tempfile::TempDir, ttl_secs: u64) -> 
 }
 
 /// Drops the catalog's table behind redkit's back: every load fails from now on.
-fn drop_products(dir: &tempfile::TempDir) {
+pub(super) fn drop_products(dir: &tempfile::TempDir) {
     let conn = rusqlite::Connection::open(dir.path().join("catalog.db")).unwrap();
     conn.execute_batch("DROP TABLE products").unwrap();
 }
 
-fn product(id: u32) -> TestRequest {
+pub(super) fn product(id: u32) -> TestRequest {
     TestRequest::get().uri(&format!("/products/{id}"))
 }
 

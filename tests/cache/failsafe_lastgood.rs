@@ -8,13 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::test::TestRequest;
 use bytes::Bytes;
 use redkit::{
     cache::{CacheError, L1Feed, Tier},
     config::Config,
 };
 
+use super::failsafe::{drop_products, product};
 use crate::common::{Backend, app, call, eventually, services};
 
 /// Products cached for 1 s, a 2 s fail-safe window, a 1 s throttle, no timeouts, no eager
@@ -29,16 +29,6 @@ fn config(backend: &Backend, dir: &tempfile::TempDir) -> Config {
     config.cache.loader_hard_timeout = Duration::ZERO;
     config.cache.eager_refresh = 0.0;
     config
-}
-
-/// Drops the catalog's table behind redkit's back: every load fails from now on.
-fn drop_products(dir: &tempfile::TempDir) {
-    let conn = rusqlite::Connection::open(dir.path().join("catalog.db")).unwrap();
-    conn.execute_batch("DROP TABLE products").unwrap();
-}
-
-fn product(id: u32) -> TestRequest {
-    TestRequest::get().uri(&format!("/products/{id}"))
 }
 
 /// Kills Redis (every node of a cluster) and waits until the cache knows (its feed down, L1
