@@ -39,6 +39,18 @@ pub(super) fn product(id: u32) -> TestRequest {
     TestRequest::get().uri(&format!("/products/{id}"))
 }
 
+/// Asserts a `200` answered `X-Cache: STALE` with exactly `body` and `Age: age` seconds.
+pub(super) fn assert_stale(reply: &crate::common::Reply, body: &[u8], age: &str) {
+    assert_eq!(
+        (reply.status, reply.header("x-cache")),
+        (200, Some("STALE")),
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.body, body);
+    assert_eq!(reply.header("age"), Some(age));
+}
+
 /// A product loaded once, its table then dropped: past its TTL it is served `STALE` with an
 /// `Age` (the failure counted), never a 500, while the fail-safe window lasts.
 async fn failing_loader_serves_stale(backend: Backend) {
@@ -50,14 +62,7 @@ async fn failing_loader_serves_stale(backend: Backend) {
     drop_products(&dir);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let stale = call(&app, product(3)).await;
-    assert_eq!(
-        (stale.status, stale.header("x-cache")),
-        (200, Some("STALE")),
-        "{}",
-        String::from_utf8_lossy(&stale.body)
-    );
-    assert_eq!(stale.body, first.body);
-    assert_eq!(stale.header("age"), Some("1"));
+    assert_stale(&stale, &first.body, "1");
     // A key never cached has nothing to fall back on: the honest error, as before.
     call(&app, product(4)).await.problem(500);
 }
