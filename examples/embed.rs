@@ -290,6 +290,8 @@ pub fn start(config: &Config) -> Result<(Server, SocketAddr), Box<dyn Error>> {
     let notes = web::Data::new(Notes::default());
     let server = HttpServer::new(move || app(services.clone(), notes.clone()))
         .workers(config.workers)
+        // A client's FIN ends its connection, so a closed SSE stream frees its slot at once.
+        .h1_allow_half_closed(false)
         .bind(config.bind)?;
     let addr = *server.addrs().first().ok_or("bound to no address")?;
     Ok((server.run(), addr))

@@ -76,6 +76,8 @@
 //!             .wrap(from_fn(redkit::problem::problem_errors))
 //!             .wrap(from_fn(redkit::metrics::observe))
 //!     })
+//!     // A client's FIN ends its connection, so a closed SSE stream frees its slot at once.
+//!     .h1_allow_half_closed(false)
 //!     .bind(("127.0.0.1", 8080))?
 //!     .run()
 //!     .await?;

@@ -108,6 +108,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let server = HttpServer::new(factory)
         .workers(config.workers)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
+        // A client's FIN ends its connection at once. An open SSE stream is a response that
+        // never finishes, so with half-closed connections allowed (actix-web's default) a closed
+        // tab held its stream and its per-address slot until the next heartbeat failed to write.
+        .h1_allow_half_closed(false)
         // Before `listen`: the callback is captured when the listener is added.
         .on_connect(move |io, _| set_write_timeout(io, write_timeout))
         .listen(listener)

@@ -448,6 +448,7 @@ impl TestServer {
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(1)
+            .h1_allow_half_closed(false)
             .bind(addr)
             .unwrap();
         let addr = server.addrs()[0];

@@ -443,6 +443,69 @@ fn stalled_sse_reader_is_cut_by_the_write_timeout() {
     drop(stalled);
 }
 
+/// A subscriber that closes its connection frees its stream and its SSE slot at once, not at the
+/// next heartbeat (a minute here): a browser tab closed and reopened finds its place under the
+/// per-address cap. Three rounds, so a slot freed late once cannot pass for one freed on time.
+#[test]
+fn a_closed_sse_connection_frees_its_slot_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port, _lines) = serve(
+        &dir,
+        &[("EVENTS_HEARTBEAT_MS", "60000"), ("SSE_MAX_PER_IP", "1")],
+    );
+    let clients = |port| events_stats(port)["clients"].as_u64().unwrap();
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        // The last round's reopened stream, closed when its reader was dropped, leaves first.
+        poll_until(Duration::from_secs(2), || clients(port) == 0);
+        let mut stream = std::net::TcpStream::connect(local(port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET /events/closing HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(std::io::Read::read(&mut stream, &mut byte).unwrap(), 1);
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let open = poll_until(Duration::from_secs(5), || clients(port) == 1);
+        let capped = subscribe_status(port, "/events/closing");
+        // A clean close, as a browser's: everything received is read first, so the kernel ends
+        // the connection with a FIN (closing on unread data would send a reset, which the server
+        // noticed even before).
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut rest = [0u8; 1024];
+        while std::io::Read::read(&mut stream, &mut rest).is_ok_and(|n| n > 0) {}
+        drop(stream);
+        let started = Instant::now();
+        let freed = poll_until(Duration::from_secs(2), || clients(port) == 0);
+        let freed_in = started.elapsed();
+        let reopened = subscribe_status(port, "/events/closing");
+        outcomes.push((
+            head.starts_with("HTTP/1.1 200"),
+            open,
+            capped,
+            freed,
+            reopened,
+        ));
+        if !freed {
+            break;
+        }
+        eprintln!("slot freed {freed_in:?} after the close");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(outcomes, vec![(true, true, 429, true, 200); 3]);
+}
+
 /// Opens `GET path` (an SSE subscription), reads the response head only and answers its status.
 fn subscribe_status(port: u16, path: &str) -> u16 {
     blocking(async { Sse::open(local(port), path, &[]).await.status })
