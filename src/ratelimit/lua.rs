@@ -55,7 +55,8 @@ for i = 1, tonumber(ARGV[3]) do
 end
 local stored = {}
 if any_gcra then stored = redis.call('MGET', unpack(KEYS)) end
--- GCRA: the arrival time each key holds after the requests decided so far (written at the end).
+-- GCRA: each key's arrival time and latest decision time after the requests decided so far
+-- (written at the end).
 local tat = {}
 -- A request's pending writes (applied when no enforcing policy denies it), in reused arrays:
 -- kind (0 log, 1 counter, 2 GCRA), key, and up to four values.
@@ -127,24 +128,36 @@ end
 local function gcra(key, k, p, cost, consume, lease)
   -- The burst tolerance (limit intervals) stands for the window: see `algo`.
   local window, t = tonumber(p[6]), tonumber(p[5])
-  local last = tat[key]
-  if last == nil then last = tonumber(stored[k]) or false end
-  local start = math.max(last or now, now)
-  if lease then cost = math.max(math.min(cost, math.floor((now + window - start) / t)), 1) end
+  local st = tat[key]
+  if st == nil then
+    st = false
+    local v = stored[k]
+    if v then
+      -- 'arrival:seen', or a bare arrival time (written before `seen` was kept).
+      local a, b = string.match(v, '^(%d+):(%d+)$')
+      if a then st = {tonumber(a), tonumber(b)} elseif tonumber(v) then st = {tonumber(v), 0} end
+    end
+  end
+  -- A call whose instance read its clock before one already decided on this key (whose call
+  -- reached Redis first) decides at that later time: order of arrival then never costs a unit.
+  local at = now
+  if st and st[2] > at then at = st[2] end
+  local start = math.max(st and st[1] or at, at)
+  if lease then cost = math.max(math.min(cost, math.floor((at + window - start) / t)), 1) end
   local step = t * cost
   local new_tat = start + step
-  if new_tat <= now + window then
+  if new_tat <= at + window then
     local used = start
     if consume then
       used = new_tat
       nw = nw + 1
-      wk[nw], wkey[nw], w1[nw] = 2, key, new_tat
+      wk[nw], wkey[nw], w1[nw], w2[nw] = 2, key, new_tat, at
     end
-    return cost, math.floor((now + window - used) / t), used - now, 0
+    return cost, math.floor((at + window - used) / t), used - at, 0
   end
   local retry = window
-  if step <= window then retry = new_tat - window - now end
-  return 0, math.floor(math.max(now + window - start, 0) / t), start - now, retry
+  if step <= window then retry = new_tat - window - at end
+  return 0, math.floor(math.max(at + window - start, 0) / t), start - at, retry
 end
 
 local out = {}
@@ -188,7 +201,7 @@ while a <= nargs do
     for i = 1, nw do
       local key, kind = wkey[i], wk[i]
       if kind == 2 then
-        tat[key] = w1[i]
+        tat[key] = {w1[i], w2[i]}
       elseif kind == 1 then
         redis.call('HSET', key, 'i', string.format('%.0f', w1[i]),
           'p', string.format('%.0f', w2[i]), 'c', string.format('%.0f', w3[i]))
@@ -200,9 +213,8 @@ while a <= nargs do
     end
   end
 end
--- Redis 7 passes integral Lua numbers to commands as exact integers (17 digits): no formatting.
 for key, v in pairs(tat) do
-  redis.call('SET', key, v, 'PX', math.ceil((v - now) / 1000))
+  redis.call('SET', key, string.format('%.0f:%.0f', v[1], v[2]), 'PX', math.ceil((v[1] - now) / 1000))
 end
 return out
 ";
@@ -224,11 +236,16 @@ local kind = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 if kind == 2 then
-  local stored = tonumber(redis.call('GET', key))
+  local v = redis.call('GET', key)
+  local stored, seen = false, 0
+  if v then
+    local a, b = string.match(v, '^(%d+):(%d+)$')
+    if a then stored, seen = tonumber(a), tonumber(b) else stored = tonumber(v) end
+  end
   if stored then
     local back = stored - tonumber(ARGV[4]) * cost
     if back > now then
-      redis.call('SET', key, back, 'PX', math.ceil((back - now) / 1000))
+      redis.call('SET', key, string.format('%.0f:%.0f', back, seen), 'PX', math.ceil((back - now) / 1000))
     else
       redis.call('DEL', key)
     end

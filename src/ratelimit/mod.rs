@@ -2,7 +2,7 @@
 //! the requests arriving at the same time (none while a client is blocked), standard headers,
 //! and still working when Redis does not.
 //!
-//! - **Algorithms**, per policy: GCRA (smooth, one number per identity; the default of request
+//! - **Algorithms**, per policy: GCRA (smooth, one value per identity; the default of request
 //!   policies, [`DEFAULT_REQUEST_ALGORITHM`]), sliding-window log (exact, one entry per admitted
 //!   unit; the login limiter's and [`Policy::new`]'s), sliding-window counter (O(1) memory).
 //!   Each answers a [`Decision`]: allowed, limit, remaining, reset and retry-after. Denials
@@ -38,6 +38,9 @@
 //!   with `TIME` inside the script. Both backends thus behave identically and tests drive time
 //!   with a [`ManualClock`](crate::clock::ManualClock) on either. The price: instances sharing a Redis must have synchronised
 //!   clocks (NTP); a skew of *s* shifts windows by *s* for requests landing on the skewed instance.
+//!   GCRA keeps, beside the arrival time, the latest time it decided at, and decides a call
+//!   whose clock reads earlier (another instance's call, read later, reached Redis first) at
+//!   that time: the order calls reach Redis in never costs a unit (`lua`).
 //! - **Policies** ([`RateLimitConfig`]): a global one (100 / 60 s per identity) and per-route ones
 //!   from `--rate-limit` / `RATE_LIMITS`; `shadow` policies decide and count but never reject.
 //!   When a request matches both, the route policy is decided first, then the global one, in

@@ -41,7 +41,8 @@ pub enum Algorithm {
     /// Sliding-window counter: two fixed-window counts, the previous one weighted by overlap;
     /// O(1) memory, approximate at window boundaries.
     SlidingCounter,
-    /// Generic cell rate algorithm: one "theoretical arrival time"; smooth, token-bucket
+    /// Generic cell rate algorithm: one "theoretical arrival time" (and the latest time it
+    /// decided at); smooth, token-bucket
     /// equivalent with a burst of `limit`.
     Gcra,
 }
