@@ -6,7 +6,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use super::{
     EventsError, EventsHandle, StreamOptions,
-    auth::{Caller, Confirmed},
+    auth::{Caller, confirmed},
     store::EventStore,
     subscribe,
     wire::{private_owner, valid_channel},
@@ -92,7 +92,7 @@ impl EventsHandle {
             (Follow::Many(_), last) => self.start_many(&mut stream, &channels, last).await,
         }
         Ok(match caller {
-            Some(caller) => Confirmed::new(stream, self.auth(), caller).into_response(),
+            Some(caller) => confirmed(stream, self.auth(), caller),
             None => stream.into_response(),
         })
     }

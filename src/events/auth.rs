@@ -2,16 +2,10 @@
 //! single-use tickets live that stand for a token where a client (a browser's `EventSource`)
 //! cannot send an `Authorization` header (issued and redeemed in `access.rs`).
 
-use std::{
-    convert::Infallible,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::StreamExt;
 
 /// How long a ticket from `POST /events/ticket` stays redeemable.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
@@ -113,72 +107,31 @@ impl EventsAuth for DenyAll {
 /// it is sent: the sweep closes a revoked session's stream within a second, but an event that
 /// arrives while the verifier's view cannot tell (its feed down, or rebuilding) would otherwise
 /// reach a token revoked meanwhile. Heartbeat comments pass unchecked. Ends at the first event
-/// not confirmed (the client resumes with `Last-Event-ID` once it can be checked).
-pub(crate) struct Confirmed {
-    inner: super::EventStream,
+/// not confirmed (the client resumes with `Last-Event-ID` once it can be checked). Answered as
+/// the streaming `200 text/event-stream` response of
+/// [`EventStream::into_response`](super::EventStream::into_response).
+pub(crate) fn confirmed(
+    stream: super::EventStream,
     auth: Arc<dyn EventsAuth>,
     caller: Caller,
-    pending: Option<(AuthFuture<'static, bool>, Bytes)>,
-    done: bool,
-}
-
-impl Confirmed {
-    pub(crate) fn new(
-        inner: super::EventStream,
-        auth: Arc<dyn EventsAuth>,
-        caller: Caller,
-    ) -> Self {
-        Self {
-            inner,
-            auth,
-            caller,
-            pending: None,
-            done: false,
-        }
-    }
-
-    /// The streaming `200 text/event-stream` response (the headers of
-    /// [`EventStream::into_response`](super::EventStream::into_response)).
-    pub(crate) fn into_response(self) -> actix_web::HttpResponse {
-        actix_web::HttpResponse::Ok()
-            .content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"))
-            .insert_header(("x-accel-buffering", "no"))
-            .streaming(self)
-    }
-}
-
-impl Stream for Confirmed {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            if let Some((check, _)) = &mut this.pending {
-                let Poll::Ready(confirmed) = check.as_mut().poll(cx) else {
-                    return Poll::Pending;
-                };
-                let bytes = this.pending.take().map(|(_, bytes)| bytes);
-                if confirmed {
-                    return Poll::Ready(bytes.map(Ok));
-                }
+) -> actix_web::HttpResponse {
+    let confirmed = futures_util::stream::unfold(
+        (stream, auth, caller),
+        |(mut stream, auth, caller)| async move {
+            let item: Result<Bytes, Infallible> = stream.next().await?;
+            if let Ok(bytes) = &item
+                && !bytes.starts_with(b":")
+                && !auth.confirm(&caller).await
+            {
                 tracing::info!("private stream ended: its token could not be confirmed");
-                this.done = true;
-                continue;
+                return None;
             }
-            match Pin::new(&mut this.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) if !bytes.starts_with(b":") => {
-                    let auth = this.auth.clone();
-                    let caller = this.caller.clone();
-                    let check: AuthFuture<'static, bool> =
-                        Box::pin(async move { auth.confirm(&caller).await });
-                    this.pending = Some((check, bytes));
-                }
-                other => return other,
-            }
-        }
-    }
+            Some((item, (stream, auth, caller)))
+        },
+    );
+    actix_web::HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(confirmed)
 }
