@@ -97,6 +97,9 @@ local function counter(key, p, cost, consume, lease)
   local sidx = tonumber(s[1]) or idx
   local prev = tonumber(s[2]) or 0
   local cur = tonumber(s[3]) or 0
+  -- A call whose clock reads in a fixed window before the one the key was last written in
+  -- (another instance's call, read later, reached Redis first) is decided at that window's start.
+  if sidx > idx then idx, elapsed = sidx, 0 end
   if sidx < idx then
     if sidx + 1 == idx then prev = cur else prev = 0 end
     cur = 0

@@ -40,7 +40,8 @@
 //!   clocks (NTP); a skew of *s* shifts windows by *s* for requests landing on the skewed instance.
 //!   GCRA keeps, beside the arrival time, the latest time it decided at, and decides a call
 //!   whose clock reads earlier (another instance's call, read later, reached Redis first) at
-//!   that time: the order calls reach Redis in never costs a unit (`lua`).
+//!   that time: the order calls reach Redis in never costs a unit (`lua`). The counter decides
+//!   a call from a fixed window before its key's at the start of the key's window.
 //! - **Policies** ([`RateLimitConfig`]): a global one (100 / 60 s per identity) and per-route ones
 //!   from `--rate-limit` / `RATE_LIMITS`; `shadow` policies decide and count but never reject.
 //!   When a request matches both, the route policy is decided first, then the global one, in

@@ -356,6 +356,31 @@ async fn a_late_clock_takes_the_last_unit(backend: Backend) {
     assert_eq!(counts, [19, 1, 0, 0]);
 }
 
+/// The sliding counter, 20 / 20 s (no leases), on two instances whose clocks read 1 ms before
+/// and 1 ms after a fixed window's end: the one behind takes 10, the one ahead 10 more (the
+/// previous window's 10 weigh 9.9995 at its time), then the one behind asks again, as when its
+/// call reaches Redis after the other's. Decided at the time the key was last written at, the
+/// estimate is 20: denied. On the old code it was decided with its own time against the next
+/// window's counts (the 10 it had spent weighed nothing) and 9 more were admitted, 29 in 2 ms,
+/// where the counter's promise is an estimate of at most 20 at every admission.
+async fn a_late_clock_cannot_reopen_a_counter_window(backend: Backend) {
+    let window = 20 * SECOND;
+    let behind = ManualClock::new(START_US + window - MS);
+    let ahead = ManualClock::new(START_US + window + MS);
+    let spec = "POST /expensive-operation=20/20s,algorithm=counter";
+    let behind = services(&setup(&backend, spec, Arc::new(behind)));
+    let ahead = services(&setup(&backend, spec, Arc::new(ahead)));
+    let (behind, ahead) = (app(&behind).await, app(&ahead).await);
+    let ip = "10.4.0.2";
+    let counts = [
+        one_by_one(&behind, ip, 10).await,
+        one_by_one(&ahead, ip, 12).await,
+        one_by_one(&behind, ip, 10).await,
+        one_by_one(&ahead, ip, 1).await,
+    ];
+    assert_eq!(counts, [10, 10, 0, 0]);
+}
+
 /// A small xorshift generator: the schedules are random but reproducible from their seed.
 struct Rng(u64);
 
@@ -564,6 +589,7 @@ macro_rules! redis_suite {
 redis_suite!(
     concurrent_bursts_over_tcp,
     a_late_clock_takes_the_last_unit,
+    a_late_clock_cannot_reopen_a_counter_window,
     window_edge_two_instances,
     window_edge_three_instances,
     burst_after_refill,
