@@ -340,20 +340,40 @@ async fn concurrent_bursts_over_tcp(backend: Backend) {
 /// denied the 20th: its earlier time saw the bucket 1 ms less refilled than the last decision
 /// left it, and a burst across instances admitted 99 of 100.
 async fn a_late_clock_takes_the_last_unit(backend: Backend) {
-    let ahead = ManualClock::new(START_US + MS);
-    let behind = ManualClock::new(START_US);
     let spec = "POST /expensive-operation=20/3600s,algorithm=gcra";
-    let ahead = services(&setup(&backend, spec, Arc::new(ahead)));
-    let behind = services(&setup(&backend, spec, Arc::new(behind)));
-    let (ahead, behind) = (app(&ahead).await, app(&behind).await);
-    let ip = "10.4.0.1";
-    let counts = [
-        one_by_one(&ahead, ip, 19).await,
-        one_by_one(&behind, ip, 1).await,
-        one_by_one(&behind, ip, 1).await,
-        one_by_one(&ahead, ip, 1).await,
-    ];
+    let steps = [(AHEAD, 19), (BEHIND, 1), (BEHIND, 1), (AHEAD, 1)];
+    let counts = late_clock(
+        &backend,
+        spec,
+        [START_US, START_US + MS],
+        "10.4.0.1",
+        &steps,
+    )
+    .await;
     assert_eq!(counts, [19, 1, 0, 0]);
+}
+
+const AHEAD: bool = true;
+const BEHIND: bool = false;
+
+/// Two instances of `spec` whose clocks read `clocks` (behind, then ahead); sends each step's
+/// requests one by one to the instance it names; answers the admissions of each step.
+async fn late_clock(
+    backend: &Backend,
+    spec: &str,
+    clocks: [u64; 2],
+    ip: &str,
+    steps: &[(bool, usize)],
+) -> Vec<u64> {
+    let [behind, ahead] =
+        clocks.map(|at| services(&setup(backend, spec, Arc::new(ManualClock::new(at)))));
+    let (behind, ahead) = (app(&behind).await, app(&ahead).await);
+    let mut counts = Vec::new();
+    for &(to_ahead, n) in steps {
+        let to = if to_ahead { &ahead } else { &behind };
+        counts.push(one_by_one(to, ip, n).await);
+    }
+    counts
 }
 
 /// The sliding counter, 20 / 20 s (no leases), on two instances whose clocks read 1 ms before
@@ -364,20 +384,10 @@ async fn a_late_clock_takes_the_last_unit(backend: Backend) {
 /// window's counts (the 10 it had spent weighed nothing) and 9 more were admitted, 29 in 2 ms,
 /// where the counter's promise is an estimate of at most 20 at every admission.
 async fn a_late_clock_cannot_reopen_a_counter_window(backend: Backend) {
-    let window = 20 * SECOND;
-    let behind = ManualClock::new(START_US + window - MS);
-    let ahead = ManualClock::new(START_US + window + MS);
     let spec = "POST /expensive-operation=20/20s,algorithm=counter";
-    let behind = services(&setup(&backend, spec, Arc::new(behind)));
-    let ahead = services(&setup(&backend, spec, Arc::new(ahead)));
-    let (behind, ahead) = (app(&behind).await, app(&ahead).await);
-    let ip = "10.4.0.2";
-    let counts = [
-        one_by_one(&behind, ip, 10).await,
-        one_by_one(&ahead, ip, 12).await,
-        one_by_one(&behind, ip, 10).await,
-        one_by_one(&ahead, ip, 1).await,
-    ];
+    let edge = START_US + 20 * SECOND;
+    let steps = [(BEHIND, 10), (AHEAD, 12), (BEHIND, 10), (AHEAD, 1)];
+    let counts = late_clock(&backend, spec, [edge - MS, edge + MS], "10.4.0.2", &steps).await;
     assert_eq!(counts, [10, 10, 0, 0]);
 }
 
