@@ -107,9 +107,7 @@ impl EventsAuth for DenyAll {
 /// it is sent: the sweep closes a revoked session's stream within a second, but an event that
 /// arrives while the verifier's view cannot tell (its feed down, or rebuilding) would otherwise
 /// reach a token revoked meanwhile. Heartbeat comments pass unchecked. Ends at the first event
-/// not confirmed (the client resumes with `Last-Event-ID` once it can be checked). Answered as
-/// the streaming `200 text/event-stream` response of
-/// [`EventStream::into_response`](super::EventStream::into_response).
+/// not confirmed (the client resumes with `Last-Event-ID` once it can be checked).
 pub(crate) fn confirmed(
     stream: super::EventStream,
     auth: Arc<dyn EventsAuth>,
@@ -129,9 +127,5 @@ pub(crate) fn confirmed(
             Some((item, (stream, auth, caller)))
         },
     );
-    actix_web::HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(confirmed)
+    super::stream::sse_response(confirmed)
 }

@@ -241,12 +241,19 @@ impl EventStream {
 
     /// The streaming `200 text/event-stream` response for this stream.
     pub fn into_response(self) -> actix_web::HttpResponse {
-        actix_web::HttpResponse::Ok()
-            .content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"))
-            .insert_header(("x-accel-buffering", "no"))
-            .streaming(self)
+        sse_response(self)
     }
+}
+
+/// The streaming `200 text/event-stream` response for `frames` (no caching, no proxy buffering).
+pub(crate) fn sse_response(
+    frames: impl Stream<Item = Result<Bytes, Infallible>> + 'static,
+) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(frames)
 }
 
 impl Stream for EventStream {
