@@ -146,8 +146,16 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 #[derive(Debug)]
 enum State {
     Log(VecDeque<u64>),
-    Counter { idx: u64, prev: u64, cur: u64 },
-    Gcra(u64),
+    Counter {
+        idx: u64,
+        prev: u64,
+        cur: u64,
+    },
+    /// The arrival time, and the latest time a decision on it was made at (see `gcra`).
+    Gcra {
+        tat: u64,
+        seen: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -238,7 +246,7 @@ impl MemoryCounters {
                             prev: 0,
                             cur: 0,
                         },
-                        Algorithm::Gcra => State::Gcra(0),
+                        Algorithm::Gcra => State::Gcra { tat: 0, seen: 0 },
                         _ => State::Log(VecDeque::new()),
                     };
                     let (decision, expiry) = step(&mut state, a);
@@ -279,7 +287,7 @@ fn step(state: &mut State, a: &Step<'_>) -> (Decision, Option<u64>) {
     match state {
         State::Log(log) => sliding_log(log, a),
         State::Counter { idx, prev, cur } => sliding_counter(idx, prev, cur, a),
-        State::Gcra(tat) => gcra(tat, a),
+        State::Gcra { tat, seen } => gcra(tat, seen, a),
     }
 }
 
@@ -345,6 +353,13 @@ fn sliding_counter(
         }
         return (Decision::new(true, a.ask.limit, 0, 0, 0), None);
     }
+    // A decision whose time reads in a fixed window before the state's (a caller that read its
+    // clock before one already decided) is made at the start of the state's window, as on Redis.
+    let (now_idx, elapsed) = if *idx > now_idx {
+        (*idx, 0)
+    } else {
+        (now_idx, elapsed)
+    };
     let (mut p, mut c) = (*prev, *cur);
     if *idx < now_idx {
         p = if *idx + 1 == now_idx { c } else { 0 };
@@ -397,7 +412,10 @@ fn sliding_counter(
     (decision, None)
 }
 
-fn gcra(stored: &mut u64, a: &Step<'_>) -> (Decision, Option<u64>) {
+/// GCRA on `stored` (the arrival time). A caller whose time reads before `seen` (it read its clock
+/// before one already decided) is decided at `seen`, as on Redis: the order callers reach the
+/// store in never costs a unit.
+fn gcra(stored: &mut u64, seen: &mut u64, a: &Step<'_>) -> (Decision, Option<u64>) {
     let t = a.ask.interval();
     let tolerance = a.ask.tolerance();
     let step = t.saturating_mul(a.ask.cost);
@@ -405,12 +423,14 @@ fn gcra(stored: &mut u64, a: &Step<'_>) -> (Decision, Option<u64>) {
         *stored = stored.saturating_sub(step);
         return (Decision::new(true, a.ask.limit, 0, 0, 0), None);
     }
-    let tat = (*stored).max(a.now);
+    let now = a.now.max(*seen);
+    let tat = (*stored).max(now);
     let new_tat = tat + step;
-    if new_tat <= a.now + tolerance {
+    if new_tat <= now + tolerance {
         let mut expiry = None;
         let used = if a.mode == Mode::Consume {
             *stored = new_tat;
+            *seen = now;
             expiry = Some(new_tat - a.now);
             new_tat
         } else {
@@ -419,8 +439,8 @@ fn gcra(stored: &mut u64, a: &Step<'_>) -> (Decision, Option<u64>) {
         let decision = Decision::new(
             true,
             a.ask.limit,
-            (a.now + tolerance - used) / t,
-            used - a.now,
+            (now + tolerance - used) / t,
+            used - now,
             0,
         );
         return (decision, expiry);
@@ -428,14 +448,75 @@ fn gcra(stored: &mut u64, a: &Step<'_>) -> (Decision, Option<u64>) {
     let retry_us = if step > tolerance {
         a.ask.window
     } else {
-        new_tat - tolerance - a.now
+        new_tat - tolerance - now
     };
     let decision = Decision::new(
         false,
         a.ask.limit,
-        (a.now + tolerance).saturating_sub(tat) / t,
-        tat - a.now,
+        (now + tolerance).saturating_sub(tat) / t,
+        tat - now,
         retry_us,
     );
     (decision, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: u64 = 1_700_000_040_000_000;
+    const MS: u64 = 1_000;
+
+    /// Admissions of `steps`, each `(now, requests)` decided one by one on one store.
+    fn admitted(algorithm: Algorithm, window: u64, steps: &[(u64, u64)]) -> Vec<u64> {
+        let store = MemoryCounters::new();
+        let ask = Ask {
+            key: "k".to_owned(),
+            algorithm,
+            window,
+            limit: 20,
+            cost: 1,
+            shadow: false,
+            mode: Mode::Consume,
+            lease: 1,
+        };
+        steps
+            .iter()
+            .map(|&(now, n)| {
+                (0..n)
+                    .filter(|_| store.decide(&ask, now, Mode::Consume).allowed)
+                    .count() as u64
+            })
+            .collect()
+    }
+
+    /// As on Redis (`tests/ratelimit/fleet.rs`, `a_late_clock_takes_the_last_unit`): a caller
+    /// whose time reads 1 ms before the last decision's still gets GCRA's 20th unit. The old
+    /// code answered [19, 0, 0, 1].
+    #[test]
+    fn gcra_decides_a_late_clock_at_the_latest_time() {
+        let steps = [(START + MS, 19), (START, 1), (START, 1), (START + MS, 1)];
+        assert_eq!(
+            admitted(Algorithm::Gcra, 3_600_000_000, &steps),
+            [19, 1, 0, 0]
+        );
+    }
+
+    /// As on Redis (`a_late_clock_cannot_reopen_a_counter_window`): a caller whose time reads in
+    /// the fixed window before the state's is decided at the start of the state's window. The old
+    /// code answered [10, 10, 9, 0].
+    #[test]
+    fn counter_decides_a_late_clock_in_the_latest_window() {
+        let edge = START + 20_000_000;
+        let steps = [
+            (edge - MS, 10),
+            (edge + MS, 12),
+            (edge - MS, 10),
+            (edge + MS, 1),
+        ];
+        assert_eq!(
+            admitted(Algorithm::SlidingCounter, 20_000_000, &steps),
+            [10, 10, 0, 0]
+        );
+    }
 }

@@ -41,7 +41,9 @@
 //!   GCRA keeps, beside the arrival time, the latest time it decided at, and decides a call
 //!   whose clock reads earlier (another instance's call, read later, reached Redis first) at
 //!   that time: the order calls reach Redis in never costs a unit (`lua`). The counter decides
-//!   a call from a fixed window before its key's at the start of the key's window.
+//!   a call from a fixed window before its key's at the start of the key's window. The
+//!   in-process store keeps the same rules (`algo`), for workers that read the clock in one
+//!   order and take the store's lock in the other.
 //! - **Policies** ([`RateLimitConfig`]): a global one (100 / 60 s per identity) and per-route ones
 //!   from `--rate-limit` / `RATE_LIMITS`; `shadow` policies decide and count but never reject.
 //!   When a request matches both, the route policy is decided first, then the global one, in
