@@ -310,22 +310,9 @@ async fn limiter_exactness(addrs: &Addrs) {
     // decided by the per-instance fallback) or a decision made elsewhere than on Redis.
     let mut counters = Vec::new();
     for addr in addrs.limited {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream
-            .write_all(b"GET /stats HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.expect("read");
-        let (status, total) = support::parse(&reply).expect("a complete response");
-        assert_eq!(status, 200);
-        let head = reply
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a head")
-            + 4;
-        let stats: serde_json::Value =
-            serde_json::from_slice(&reply[head..total]).expect("JSON stats");
+        let reply = common::http(addr, "GET", "/stats", &[], b"").await;
+        assert_eq!(reply.status, 200);
+        let stats: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON stats");
         counters.push(stats["ratelimit"].clone());
     }
     assert!(

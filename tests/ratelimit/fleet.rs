@@ -314,7 +314,7 @@ async fn concurrent_bursts_over_tcp(backend: Backend) {
                     stream.write_all(request.as_bytes()).await.unwrap();
                     let mut reply = Vec::new();
                     stream.read_to_end(&mut reply).await.unwrap();
-                    String::from_utf8_lossy(&reply[..12]).into_owned()
+                    String::from_utf8_lossy(reply.get(..12).unwrap_or(&reply)).into_owned()
                 })
             })
             .collect();
