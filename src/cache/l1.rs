@@ -1,12 +1,23 @@
 //! The L1 tier: a moka cache in this process, bounded by bytes, each entry with its own TTL.
 //!
-//! A read is a moka `get` (no lock). A per-thread front of recently read entries (a thread-local
-//! map checked against per-stripe generation counters) stood in front of moka; side by side
-//! (`REDKIT_BENCH_ONLY=l1 cargo bench --bench http`, LTO, 2 runs each, alternated, L1-hit ratio
-//! to a static handler) it bought 4.7 % on its own path (the L1 route with no middleware,
-//! `REDKIT_BENCH_MIDDLEWARE=none`: moka 0.917 / 0.932, front 0.967 / 0.969) and 3.8 % in the
-//! complete app (moka 0.836 / 0.853 / 0.812 / 0.861, front 0.887 / 0.868 / 0.872 / 0.863):
-//! under the 5 % a per-thread cache must buy to stay.
+//! In front of moka, each thread keeps the entries it read most recently ([`Front`]): a hit there
+//! is a thread-local map lookup, with no shared state touched but one atomic load. moka's read
+//! path (hashing, an epoch pin, recording the read for its eviction policy, housekeeping) costs
+//! about 3.4 % of an L1 hit's throughput end to end (`benches/http.rs`: the figures are where
+//! the front is declared, `l1/front.rs`). Consistency:
+//! - every change to a key (insert, remove) bumps the generation counter of the key's stripe
+//!   (one of [`STRIPES`], by a hash of the key; a flush bumps them all) *after* moka has the
+//!   change; a front entry is served only while the generation it was read at is current, so no
+//!   thread serves a value that was replaced or deleted before its read began, and a change to
+//!   one key leaves the fronts of most others alone;
+//! - a front entry is never served past its expiry (the moka entry's own, known at insert);
+//! - every [`FRONT_TOUCH_EVERY`]th hit on a front entry goes to moka instead, which keeps moka's
+//!   frequency sketch aware of hot keys and drops front entries moka has evicted;
+//! - a front holds at most [`FRONT_MAX_ENTRIES`] entries of [`FRONT_MAX_VALUE`] bytes or less,
+//!   [`FRONT_MAX_BYTES`] in all, and drops an entry to make room when full. Its values are
+//!   shared with moka (`Bytes`), so it costs memory only for values moka no longer holds (evicted, replaced or
+//!   removed, until the front entry is overwritten or dropped): at most `FRONT_MAX_BYTES` per
+//!   worker thread beyond the L1 budget.
 //!
 //! Coherence across instances (see the cache's [module docs](super)):
 //! - an invalidation (a remote change reported by the feed, a local write or delete) bumps the
@@ -21,7 +32,7 @@
 //!   its next read is an L1 hit, and the value is one no reported change has overtaken;
 //! - while the feed is down, L1 is *bypassed*: reads miss (one relaxed atomic load on the hit
 //!   path, no lock, no allocation) and fills are dropped; going down and coming back up both
-//!   flush (every epoch bumped, moka emptied).
+//!   flush (every epoch and generation bumped, moka emptied).
 
 use std::{
     collections::HashMap,
@@ -36,16 +47,18 @@ use bytes::Bytes;
 use moka::{Expiry, notification::RemovalCause, sync::Cache};
 use tokio::sync::oneshot;
 
+use self::front::FRONT;
 pub(crate) use self::lastgood::Window;
 use super::{glob::Glob, stats::Stats, store::weight};
 
+mod front;
 mod lastgood;
 
 /// An L1 entry: the JSON bytes, or `None` for a negative ("absent") entry.
 #[derive(Clone, Debug)]
 pub(crate) struct L1Entry {
     pub(crate) value: Option<Bytes>,
-    /// When moka drops it.
+    /// When moka drops it; fronts serve it until then at most.
     expires_at: Instant,
     /// From when a hit asks for an eager refresh (`None`: never).
     refresh_at: Option<Instant>,
@@ -90,6 +103,11 @@ impl<V: Deadline> Expiry<String, V> for AtDeadline {
 pub(crate) struct L1 {
     cache: Option<Cache<String, L1Entry>>,
     max_ttl: Duration,
+    /// Tells this L1's front entries from other instances' (tests and embedders run several).
+    id: u64,
+    /// Per stripe of keys, bumped after every change to one of them; front entries of an older
+    /// generation are not served.
+    generations: Arc<[AtomicU64; STRIPES]>,
     /// Per stripe of keys, bumped before every invalidation of one of them; fills taken at an
     /// older epoch are taken back out.
     epochs: Arc<[AtomicU64; STRIPES]>,
@@ -117,10 +135,10 @@ pub(crate) struct Ticket {
     epoch: u64,
 }
 
-/// Keys are spread over this many epoch counters.
+/// Keys are spread over this many generation counters.
 const STRIPES: usize = 64;
 
-/// The stripe of `key`: a fixed hash (a collision only refuses a fill that could have stayed).
+/// The stripe of `key`: a fixed hash (collisions only cost front misses).
 fn stripe(key: &str) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     // The modulo keeps it below STRIPES: the cast cannot truncate.
@@ -143,9 +161,12 @@ impl L1 {
                 })
                 .build()
         });
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             cache,
             max_ttl,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
             epochs: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
             live: Arc::new(AtomicBool::new(true)),
             echoes: None,
@@ -291,13 +312,14 @@ impl L1 {
         if let Some(cache) = &self.cache {
             cache.invalidate_all();
         }
+        self.changed(None);
     }
 
     pub(crate) fn enabled(&self) -> bool {
         self.cache.is_some()
     }
 
-    /// The entry's value (`None` inside: a negative entry).
+    /// The entry's value (`None` inside: a negative entry), from this thread's front or moka.
     pub(crate) fn get(&self, key: &str) -> Option<Option<Bytes>> {
         self.get_refreshing(key).map(|(value, _)| value)
     }
@@ -311,9 +333,42 @@ impl L1 {
         if !self.live.load(Ordering::Relaxed) {
             return None;
         }
-        let entry = cache.get(key)?;
-        let due = entry.refresh_at.is_some_and(|at| Instant::now() >= at);
+        let now = Instant::now();
+        if let Some(value) = FRONT.with(|front| front.borrow_mut().hit(self, key, now)) {
+            return Some(value);
+        }
+        // Read before moka: a change that lands after this load bumps it past what the front
+        // entry records.
+        let stripe = stripe(key);
+        let generation = self.generations[stripe].load(Ordering::Acquire);
+        let Some(entry) = cache.get(key) else {
+            FRONT.with(|front| front.borrow_mut().forget(key));
+            return None;
+        };
+        if now < entry.expires_at {
+            FRONT.with(|front| {
+                front
+                    .borrow_mut()
+                    .fill(self.id, (stripe, generation), key, &entry);
+            });
+        }
+        let due = entry.refresh_at.is_some_and(|at| now >= at);
         Some((entry.value, due))
+    }
+
+    /// Marks the front entries of `key` (of every key: `None`) stale; called after each change
+    /// has reached moka.
+    fn changed(&self, key: Option<&str>) {
+        match key {
+            Some(key) => {
+                self.generations[stripe(key)].fetch_add(1, Ordering::Release);
+            }
+            None => {
+                for generation in self.generations.iter() {
+                    generation.fetch_add(1, Ordering::Release);
+                }
+            }
+        }
     }
 
     /// Stores `value` for at most `ttl` (itself capped by the L1 TTL): L1 never outlives L2.
@@ -342,12 +397,15 @@ impl L1 {
                         tags,
                     },
                 );
+                self.changed(Some(key));
             }
         }
     }
 
     fn discard(&self, key: &str) -> bool {
-        self.cache.as_ref().is_some_and(|c| c.remove(key).is_some())
+        let removed = self.cache.as_ref().is_some_and(|c| c.remove(key).is_some());
+        self.changed(Some(key));
+        removed
     }
 
     /// Drops every entry written with `tag`; fills that began before are refused.
@@ -380,6 +438,7 @@ impl L1 {
         for key in &keys {
             cache.invalidate(key.as_str());
         }
+        self.changed(None);
         keys.len() as u64
     }
 

@@ -14,8 +14,11 @@
 //!   entry with its own short TTL, and runs the loader once per process for concurrent cold calls.
 //!
 //! # Where the work happens
-//! Reads run in the caller's task, on the worker's own thread. An L1 hit is a moka `get`
-//! (hashing, an epoch pin, the read recorded for its eviction policy; no lock). An L2 read is one pipelined round trip over the shared
+//! Reads run in the caller's task, on the worker's own thread. An L1 hit is, most of the time, a
+//! lookup in that thread's *front* (a thread-local map of recently read entries, served only while
+//! the key's stripe generation, an atomic load, is unchanged); a front miss, and one hit in 64,
+//! is a moka `get` instead (hashing, an epoch pin, the read recorded for its eviction policy): see
+//! `l1.rs`. Neither takes a lock. An L2 read is one pipelined round trip over the shared
 //! multiplexed connection.
 //! A message to the actor on every read would cost about a third of an L1 hit's throughput
 //! (`benches/http.rs` measures the path as it is). Writes, loads and invalidations go through the

@@ -61,12 +61,19 @@ pub async fn observe<B: MessageBody>(
         .app_data::<web::Data<Metrics>>()
         .map(|metrics| route_slot(metrics, method, req.request()));
     let path = path_identity(req.path());
-    let result = CURRENT.scope(id.clone(), next.call(req)).await;
+    // The id goes into the scope and is taken back out of it: a minted id cloned would be
+    // copied into a shared allocation of its own.
+    let mut scoped = std::pin::pin!(CURRENT.scope(id, next.call(req)));
+    let result = scoped.as_mut().await;
     let elapsed = started.elapsed();
+    // The scope ran to its end, so it still holds the id.
+    let id = scoped.take_value().unwrap_or_else(RequestId::generate);
+    let logged =
+        tracing::enabled!(target: "redkit::access", tracing::Level::DEBUG).then(|| id.clone());
     let result: Result<_, Error> = match result {
         Ok(mut res) => {
             res.headers_mut()
-                .insert(X_REQUEST_ID, id.header_value().clone());
+                .insert(X_REQUEST_ID, id.into_header_value());
             Ok(res)
         }
         Err(err) => {
@@ -74,7 +81,7 @@ pub async fn observe<B: MessageBody>(
             let mut response = err.error_response();
             response
                 .headers_mut()
-                .insert(X_REQUEST_ID, id.header_value().clone());
+                .insert(X_REQUEST_ID, id.into_header_value());
             Err(InternalError::from_response(err, response).into())
         }
     };
@@ -92,7 +99,7 @@ pub async fn observe<B: MessageBody>(
     if let Some(route) = route {
         record(route, status.as_u16(), elapsed);
     }
-    if tracing::enabled!(target: "redkit::access", tracing::Level::DEBUG) {
+    if let Some(id) = logged {
         let route = match &result {
             Ok(res) => res.request().match_pattern(),
             Err(_) => None,
@@ -158,8 +165,9 @@ struct Handles {
 // 0.808 / 0.798, these handles 0.862 / 0.838 (+5.8 %); with the complete app plain 0.779 /
 // 0.784, these handles 0.812 / 0.861 in the same sitting (+7.0 %); and in this `from_fn` layer
 // (complete app, a later sitting) plain 0.772 / 0.775, these handles 0.822 / 0.820 (+6.2 %).
-// Over the 5 % a per-thread cache must buy: it stays (the per-thread L1 front and the fused
-// middleware measured under it and went).
+// Over the 5 % a per-thread cache must buy: it stays (the fused middleware measured under it
+// and went; the per-thread L1 front measured under it too, and stays only because the L1-hit
+// GET cannot hold its 0.90 without it: see `cache/l1/front.rs`).
 // Why it stays correct: a path is only a shortcut to the route its first request resolved to,
 // and redkit's routes are told apart by path and method alone, so a path resolves the same way
 // every time (an embedder's guard on something else, a header say, would count such requests on

@@ -75,8 +75,8 @@ impl RequestId {
     }
 
     /// The id as the `X-Request-Id` value that echoes it.
-    pub(crate) fn header_value(&self) -> &HeaderValue {
-        &self.0
+    pub(crate) fn into_header_value(self) -> HeaderValue {
+        self.0
     }
 
     /// A fresh id: a random per-process prefix and a counter, 24 hex digits, unique per process

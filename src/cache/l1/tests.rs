@@ -1,9 +1,13 @@
-//! Unit tests of L1.
+//! Unit tests of L1 and its per-thread front.
 
-use super::*;
+use super::{front::*, *};
 
 fn l1() -> L1 {
     L1::new(1 << 20, Duration::from_secs(60), Arc::new(Stats::default()))
+}
+
+fn front_len() -> usize {
+    FRONT.with(|front| front.borrow().entries.len())
 }
 
 fn value(text: &str) -> Option<Bytes> {
@@ -11,11 +15,14 @@ fn value(text: &str) -> Option<Bytes> {
 }
 
 #[test]
-fn changes_are_seen_at_once() {
+fn changes_are_seen_through_the_front() {
     let l1 = l1();
     let ttl = Duration::from_secs(60);
     l1.insert("k", value("1"), ttl, None, None);
     assert_eq!(l1.get("k"), Some(value("1")));
+    // Served from the front now.
+    assert_eq!(l1.get("k"), Some(value("1")));
+    assert!(FRONT.with(|f| f.borrow().entries.contains_key("k")));
     l1.insert("k", value("2"), ttl, None, None);
     assert_eq!(l1.get("k"), Some(value("2")));
     assert_eq!(l1.get("k"), Some(value("2")));
@@ -50,7 +57,7 @@ fn overtaken_fills_are_refused() {
     assert_eq!(l1.get("k"), Some(value("new")));
 }
 
-/// While bypassed, L1 answers nothing and keeps nothing; going live
+/// While bypassed, L1 answers nothing (fronts included) and keeps nothing; going live
 /// flushes, and refuses fills whose ticket predates it.
 #[test]
 fn bypassed_l1_serves_and_keeps_nothing() {
@@ -133,10 +140,59 @@ fn another_threads_change_is_seen_at_once() {
 }
 
 #[test]
-fn entries_expire() {
+fn instances_do_not_share_front_entries() {
+    let (a, b) = (l1(), l1());
+    let ttl = Duration::from_secs(60);
+    a.insert("same", value("a"), ttl, None, None);
+    b.insert("same", value("b"), ttl, None, None);
+    for _ in 0..3 {
+        assert_eq!(a.get("same"), Some(value("a")));
+        assert_eq!(b.get("same"), Some(value("b")));
+    }
+}
+
+#[test]
+fn front_entries_expire_with_their_l1_entry() {
     let l1 = l1();
     l1.insert("brief", value("x"), Duration::from_millis(100), None, None);
     assert_eq!(l1.get("brief"), Some(value("x")));
+    assert_eq!(l1.get("brief"), Some(value("x")));
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(l1.get("brief"), None);
+}
+
+#[test]
+fn front_is_bounded() {
+    let l1 = l1();
+    let ttl = Duration::from_secs(60);
+    for i in 0..(FRONT_MAX_ENTRIES + 10) {
+        let key = format!("key:{i}");
+        l1.insert(&key, value("v"), ttl, None, None);
+        assert_eq!(l1.get(&key), Some(value("v")));
+        assert!(front_len() <= FRONT_MAX_ENTRIES);
+    }
+    // Full, it made room one entry at a time rather than emptying itself.
+    assert_eq!(front_len(), FRONT_MAX_ENTRIES);
+    // Replacing small values with large ones never takes the front past its byte cap.
+    let large = Bytes::from(vec![b'2'; FRONT_MAX_VALUE]);
+    for i in 0..(FRONT_MAX_ENTRIES - 10) {
+        let key = format!("key:{}", i + 10);
+        l1.insert(&key, Some(large.clone()), ttl, None, None);
+        assert_eq!(l1.get(&key), Some(Some(large.clone())));
+        assert!(FRONT.with(|f| f.borrow().bytes) <= FRONT_MAX_BYTES);
+    }
+    FRONT.with(|f| {
+        let f = f.borrow();
+        let held: usize = f
+            .entries
+            .values()
+            .map(|e| e.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        assert_eq!(f.bytes, held);
+    });
+    let big = Bytes::from(vec![b'1'; FRONT_MAX_VALUE + 1]);
+    l1.insert("big", Some(big.clone()), ttl, None, None);
+    assert_eq!(l1.get("big"), Some(Some(big)));
+    assert!(!FRONT.with(|f| f.borrow().entries.contains_key("big")));
+    assert!(FRONT.with(|f| f.borrow().bytes) <= FRONT_MAX_BYTES);
 }

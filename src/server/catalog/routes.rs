@@ -348,4 +348,14 @@ mod tests {
             "products:-9223372036854775808"
         );
     }
+
+    /// The handler's future is allocated and moved on every request (actix boxes it): an L1
+    /// hit must not carry the size of the lookup's slow path (2,240 bytes before it was boxed
+    /// apart in `CacheHandle::remember_in`).
+    #[test]
+    fn the_hot_handler_future_stays_small() {
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let size = std::mem::size_of_val(&super::get(req));
+        assert!(size <= 512, "the products handler's future is {size} bytes");
+    }
 }
