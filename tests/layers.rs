@@ -1,6 +1,7 @@
 //! The layer rules, checked on the source text so that they stay true:
 //! - the shared layer (the vocabulary below the capabilities) imports nothing above it;
-//! - the capabilities stand side by side: none imports another, or anything of the server.
+//! - the capabilities stand side by side: none imports another, or anything of the server;
+//! - the tests and benches build the HTTP stack with the features the binary has.
 //!
 //! Cheap and literal: every `crate::…` path outside comments is read, including the items of a
 //! grouped `use crate::{…}`.
@@ -8,6 +9,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
+    process::Command,
 };
 
 /// The shared layer: modules every capability may use, which use only each other.
@@ -187,4 +189,52 @@ fn every_module_has_a_layer_and_a_line_in_the_architecture_map() {
         }
     }
     assert!(missing.is_empty(), "{missing:#?}");
+}
+
+/// The crates whose features shape what every connection costs: what the tests and benches
+/// measure must be built as the binary is.
+const HTTP_STACK: &[&str] = &["actix-http", "actix-web", "actix-server", "actix-rt"];
+
+/// The features cargo turns on for `package` when building along `edges` (`cargo tree`).
+fn features_of(package: &str, edges: &str) -> String {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "--edges",
+            edges,
+            "--invert",
+            package,
+        ])
+        .args(["--format", "{f}", "--depth", "0"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A dev-dependency's features reach the server the tests and benches build (cargo unifies
+/// them). awc, the tests' client before, turned on actix-http's `http2`: every connection's
+/// state then held HTTP/2's, and the events bench measured 1.2 KiB more per SSE client than the
+/// binary takes.
+#[test]
+fn the_benches_build_the_server_as_shipped() {
+    for package in HTTP_STACK {
+        assert_eq!(
+            features_of(package, "normal,dev"),
+            features_of(package, "normal"),
+            "{package}: a dev-dependency changes its features"
+        );
+    }
 }

@@ -252,6 +252,29 @@ impl Backend {
         }
     }
 
+    /// Freezes Redis (SIGSTOP; every node of a cluster): connections stay open, nothing
+    /// answers. Nothing on memory.
+    pub fn freeze(&self) {
+        self.signal_redis("STOP");
+    }
+
+    /// Thaws what [`freeze`](Self::freeze) froze (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal_redis("CONT");
+    }
+
+    fn signal_redis(&self, sig: &str) {
+        match self {
+            Self::Memory => {}
+            Self::Redis(server) => server.signal(sig),
+            Self::Cluster(cluster) => {
+                for pid in cluster.pids() {
+                    signal(pid, sig);
+                }
+            }
+        }
+    }
+
     /// Test defaults for this backend: in-memory SQLite, and this backend's Redis if any.
     pub fn config(&self) -> Config {
         let mut config = Config::for_tests();
@@ -414,14 +437,18 @@ impl RedisServer {
     }
 
     fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("server running").id();
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(self.child.as_ref().expect("server running").id(), sig);
     }
+}
+
+/// Sends `sig` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// A redkit app served over real TCP on 127.0.0.1 (port chosen by the OS), with its own workers.
@@ -467,8 +494,9 @@ impl TestServer {
     }
 }
 
-/// One request over a fresh connection (`Connection: close`), read whole, with awc: no
-/// redirect followed, no default header added, at most 30 s.
+/// One request over a fresh connection (`Connection: close`), read whole, with reqwest: no
+/// redirect followed, no header added but reqwest's `Accept: */*` when `headers` has none, at
+/// most 30 s.
 pub async fn http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -476,50 +504,68 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let method = actix_web::http::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
     let url = format!("http://{addr}{path}");
-    let body = bytes::Bytes::copy_from_slice(body);
-    // awc spawns its connection closers on the current `LocalSet`: benches call this from a
-    // plain tokio runtime, which has none.
-    tokio::task::LocalSet::new()
-        .run_until(async move {
-            let client = client(Duration::from_secs(30));
-            let mut req = client.request(method.clone(), &url).force_close();
-            for (name, value) in headers {
-                req = req.append_header((*name, *value));
-            }
-            let mut res = req
-                .send_body(body)
-                .await
-                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-            let body = res
-                .body()
-                .limit(BODY_LIMIT)
-                .await
-                .unwrap_or_else(|e| panic!("{method} {url}: body: {e}"));
-            Reply {
-                status: res.status().as_u16(),
-                headers: res.headers().clone(),
-                body,
-            }
-        })
+    let mut req = client(Duration::from_secs(30))
+        .request(method.clone(), &url)
+        .header("connection", "close");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    if !body.is_empty() || method != reqwest::Method::GET {
+        req = req.body(body.to_vec());
+    }
+    let mut res = req
+        .send()
         .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = res
+        .chunk()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: body: {e}"))
+    {
+        assert!(
+            body.len() + chunk.len() <= BODY_LIMIT,
+            "{method} {url}: body over {BODY_LIMIT} bytes"
+        );
+        body.extend_from_slice(&chunk);
+    }
+    Reply {
+        status: res.status().as_u16(),
+        headers: actix_headers(res.headers()),
+        body: body.freeze(),
+    }
 }
 
 /// The most a test reads of one response body.
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
-/// A client that sends only what the test gives (no `User-Agent`), follows no redirect, and
-/// gives up after `timeout` (`Duration::MAX`: never).
-pub fn client(timeout: Duration) -> awc::Client {
-    let builder = awc::Client::builder()
-        .no_default_headers()
-        .disable_redirects();
-    if timeout == Duration::MAX {
-        builder.disable_timeout().finish()
+/// A client that follows no redirect, keeps no idle connection and gives up after `timeout`
+/// (`Duration::MAX`: never).
+pub fn client(timeout: Duration) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0);
+    let builder = if timeout == Duration::MAX {
+        builder
     } else {
-        builder.timeout(timeout).finish()
+        builder.timeout(timeout)
+    };
+    builder.build().expect("an HTTP client")
+}
+
+/// `headers` as actix's header map, the type the tests assert on.
+pub fn actix_headers(headers: &reqwest::header::HeaderMap) -> actix_web::http::header::HeaderMap {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    let mut out = actix_web::http::header::HeaderMap::new();
+    for (name, value) in headers {
+        out.append(
+            HeaderName::from_bytes(name.as_str().as_bytes()).expect("a header name"),
+            HeaderValue::from_bytes(value.as_bytes()).expect("a header value"),
+        );
     }
+    out
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes; answers whether it held.

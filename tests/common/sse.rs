@@ -1,4 +1,4 @@
-//! The tests' one SSE reader: `GET` through awc, and the body cut into frames exactly as the
+//! The tests' one SSE reader: `GET` through reqwest, and the body cut into frames exactly as the
 //! event-stream format defines them (a blank line ends a frame; `id`, `event`, `data`, `retry`
 //! fields; lines opening with `:` are comments). A line redkit never sends panics, so that a
 //! malformed frame fails the test that reads it.
@@ -7,7 +7,6 @@
 use std::{net::SocketAddr, time::Duration};
 
 use actix_web::http::header::HeaderMap;
-use futures_util::{StreamExt, stream::LocalBoxStream};
 
 /// How long [`Sse::open`] waits for the response head, and [`Sse::next_event`] for an event.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -83,28 +82,27 @@ pub struct Sse {
     pub ended: bool,
     /// Bytes of event-stream body received so far.
     pub received: usize,
-    stream: Option<LocalBoxStream<'static, Result<bytes::Bytes, awc::error::PayloadError>>>,
+    stream: Option<reqwest::Response>,
     pending: Vec<u8>,
 }
 
 impl Sse {
     /// `GET path` with `Accept: text/event-stream` and `headers`; waits for the response head
-    /// (at most [`WAIT`]), and reads the body of a refusal whole. Call it in an actix system or
-    /// a `LocalSet`: awc spawns its connection closers there.
+    /// (at most [`WAIT`]), and reads the body of a refusal whole.
     pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
         let url = format!("http://{addr}{path}");
         let mut req = super::client(Duration::MAX)
             .get(&url)
-            .insert_header(("accept", "text/event-stream"));
+            .header("accept", "text/event-stream");
         for (name, value) in headers {
-            req = req.append_header((*name, *value));
+            req = req.header(*name, *value);
         }
-        let mut res = tokio::time::timeout(WAIT, req.send())
+        let res = tokio::time::timeout(WAIT, req.send())
             .await
             .unwrap_or_else(|_| panic!("no response head from {url} within {WAIT:?}"))
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         let status = res.status().as_u16();
-        let headers = res.headers().clone();
+        let headers = super::actix_headers(res.headers());
         let head = headers
             .iter()
             .map(|(name, value)| {
@@ -123,9 +121,9 @@ impl Sse {
             pending: Vec::new(),
         };
         if status == 200 {
-            sse.stream = Some(res.boxed_local());
+            sse.stream = Some(res);
         } else {
-            let body = tokio::time::timeout(WAIT, res.body())
+            let body = tokio::time::timeout(WAIT, res.bytes())
                 .await
                 .unwrap_or_else(|_| panic!("the {status} body of {url} within {WAIT:?}"))
                 .unwrap_or_else(|e| panic!("the {status} body of {url}: {e}"));
@@ -166,17 +164,17 @@ impl Sse {
     /// Reads the next chunk of the body; false once the stream ended.
     async fn read_more(&mut self) -> bool {
         let chunk = match self.stream.as_mut() {
-            Some(stream) => stream.next().await,
-            None => None,
+            Some(stream) => stream.chunk().await,
+            None => Ok(None),
         };
         match chunk {
-            Some(Ok(bytes)) => {
+            Ok(Some(bytes)) => {
                 self.received += bytes.len();
                 self.pending.extend_from_slice(&bytes);
                 true
             }
             // A reset connection ends the stream as a close does.
-            Some(Err(_)) | None => {
+            Err(_) | Ok(None) => {
                 self.stream = None;
                 self.ended = true;
                 false

@@ -511,14 +511,14 @@ fn subscribe_status(port: u16, path: &str) -> u16 {
     blocking(async { Sse::open(local(port), path, &[]).await.status })
 }
 
-/// Runs `task` to its end on a runtime of its own (with the `LocalSet` awc spawns on): these
-/// tests drive a child process from plain `#[test]` threads.
+/// Runs `task` to its end on a runtime of its own: these tests drive a child process from plain
+/// `#[test]` threads.
 fn blocking<T>(task: impl std::future::Future<Output = T>) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    tokio::task::LocalSet::new().block_on(&runtime, task)
+    runtime.block_on(task)
 }
 
 /// `127.0.0.1:port`.
