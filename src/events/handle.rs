@@ -354,10 +354,10 @@ impl EventsHandle {
 
     /// Registers a stream's client on `channels` in the hub and with presence, its place under
     /// the connection caps given to the stream; then, with Redis, makes sure this process
-    /// subscribes to `channels`: awaited while Redis is up (live first: the subscription is in
-    /// place before history is read, so nothing falls between the replay and the live events),
-    /// left to the resync otherwise. The stream (which leaves the hub when dropped) exists
-    /// before the first await.
+    /// subscribes to those of `channels` it has no live position for: awaited while Redis is up
+    /// (live first: the subscription is in place before history is read, so nothing falls
+    /// between the replay and the live events), left to the resync otherwise. The stream (which
+    /// leaves the hub when dropped) exists before the first await.
     pub(super) async fn join(
         &self,
         channels: &Arc<[Arc<str>]>,
@@ -385,9 +385,16 @@ impl EventsHandle {
             slot,
         );
         if let Some(redis) = &inner.redis {
-            let joins = channels.iter().map(|channel| Join {
-                channel: channel.to_string(),
-            });
+            // A channel with a live position already has its subscription made or being made
+            // (the position is set just before the subscribe, and dropped with the channel's
+            // last client): the actor would answer its `Join` at once, or after a sync whose
+            // catch-up reaches this client anyway. Only a channel new to this process waits.
+            let joins = channels
+                .iter()
+                .filter(|channel| inner.hub.last_id(channel).is_none())
+                .map(|channel| Join {
+                    channel: channel.to_string(),
+                });
             if redis.is_up() {
                 let sends = joins.map(|join| inner.addr.send(join));
                 let _ = futures_util::future::join_all(sends).await;

@@ -53,8 +53,9 @@
 //! each client's queue), done by the actor for Redis events and by the publisher's own task for
 //! the memory backend; the clients' wakers are handed to the actix worker that runs each, once
 //! per worker, and each worker wakes its own. Per-client work has no actor hop at all: a client
-//! is a bounded queue read by its response body. Joining costs one message to the actor (to subscribe before
-//! history is read); heartbeats and token sweeps are one shared timer, not one per client.
+//! is a bounded queue read by its response body. A channel's first local client costs one
+//! message to the actor (to subscribe before history is read); heartbeats and token sweeps are one
+//! shared timer, not one per client.
 //!
 //! # Why not actix-web-lab's `Sse`
 //! Measured side by side at 10,000 clients (the figures are at [`EventStream`] and in

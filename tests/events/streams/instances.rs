@@ -1,4 +1,5 @@
-//! Redis only: two instances, a lost or half-open subscription, Redis down and back.
+//! Redis only: two instances, a lost or half-open subscription, Redis down and back, a frozen
+//! subscription holding no other channel back.
 
 use super::*;
 
@@ -323,4 +324,57 @@ async fn joined_while_down_misses_nothing_after_restart() {
         .expect("delivered after the restart");
     assert_eq!(event.id, Some(id));
     assert_eq!(data_n(&event), 1);
+}
+
+/// A client of a channel this instance already follows is not held back by another channel's
+/// subscription: with Redis frozen, a new channel's subscriber waits for its subscription (up to
+/// the response timeout, 3 s here), and a second client of the live channel is answered at once.
+async fn a_live_channel_does_not_wait_for_a_new_ones_subscription(backend: Backend) {
+    let mut config = config(&backend);
+    let settings = config.redis.as_mut().unwrap();
+    settings.response_timeout = Duration::from_secs(3);
+    let app = TestApp::start(&config);
+    let mut first = app.sse("/events/live", &[]).await.opened().await;
+    app.wait_subscribers("live", 1).await;
+    backend.freeze();
+    let addr = app.addr;
+    let fresh =
+        actix_web::rt::spawn(
+            async move { Sse::open(addr, "/events/fresh", &[]).await.opened().await },
+        );
+    // The new channel's subscription is under way (its first command unanswered).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    let second = tokio::time::timeout(WAIT, async {
+        app.sse("/events/live", &[]).await.opened().await
+    })
+    .await;
+    let waited = started.elapsed();
+    backend.thaw();
+    let mut second = second.expect("the second client's head");
+    assert!(
+        waited < Duration::from_secs(1),
+        "a client of a live channel waited {waited:?} for another channel's subscription"
+    );
+    let mut fresh = fresh.await.unwrap();
+    let id = app.publish_when_back("live", r#"{"n":1}"#).await;
+    for client in [&mut first, &mut second] {
+        let event = client.next_event().await.expect("still open");
+        assert_eq!(event.id, Some(id.clone()));
+        assert_eq!(data_n(&event), 1);
+    }
+    let id = app.publish("fresh", r#"{"n":2}"#).await;
+    let event = fresh.next_event().await.expect("still open");
+    assert_eq!(event.id, Some(id));
+    assert_eq!(data_n(&event), 2);
+}
+
+#[actix_web::test]
+async fn a_live_channel_does_not_wait_on_redis() {
+    a_live_channel_does_not_wait_for_a_new_ones_subscription(Backend::redis()).await;
+}
+
+#[actix_web::test]
+async fn a_live_channel_does_not_wait_on_the_cluster() {
+    a_live_channel_does_not_wait_for_a_new_ones_subscription(Backend::cluster()).await;
 }
