@@ -3,6 +3,10 @@
 //!
 //! Chromium is required: the CI script installs Debian's `chromium` and `chromium-driver`; a
 //! machine without them fails this test rather than skipping it.
+//!
+//! WebDriver is spoken directly, over the harness's HTTP client: the eight commands used here
+//! take about 100 lines. fantoccini, the maintained client, would add 19 crates to the build
+//! (its `webdriver` dependency brings ICU's text segmenter and its data) for them.
 
 use std::{
     net::SocketAddr,
