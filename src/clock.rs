@@ -4,8 +4,8 @@
 //! Bottom layer. Auth (token times, sessions, revocations), rate limiting (windows) and live
 //! events (stream ids of the memory backend, the join baseline of a channel) all read "now" here,
 //! each from the `clock` of its own config; a test that gives them a [`ManualClock`] moves TTLs,
-//! windows and ids without sleeping. Timers that only wait (heartbeats, sweeps) use tokio's time,
-//! which tests drive with `tokio::time::pause()`.
+//! windows and ids without sleeping. Timers that only wait (heartbeats, sweeps) use tokio's time;
+//! code that decides on it takes the instant as a parameter, so that a test can pass a later one.
 
 use std::{
     fmt::Debug,

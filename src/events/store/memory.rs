@@ -74,8 +74,13 @@ impl MemoryStore {
         }
     }
 
-    fn publish_now(&self, hub: &Hub, channel: &str, kind: &str, data: &str) -> EventId {
-        let now = tokio::time::Instant::now();
+    /// Publishes at `now` (a parameter so that the expiry test can move it).
+    fn publish_at(
+        &self,
+        now: tokio::time::Instant,
+        hub: &Hub,
+        (channel, kind, data): (&str, &str, &str),
+    ) -> EventId {
         let mut rings = lock(&self.rings);
         rings.sweep(now, self.ttl);
         let ring = rings.map.entry(channel.to_owned()).or_insert_with(|| Ring {
@@ -145,6 +150,15 @@ impl MemoryStore {
         Replay::Events(Arc::new(Replayed::new(events)), None)
     }
 
+    /// The events `channel`'s history holds at `now` (none once it expired).
+    fn len_at(&self, now: tokio::time::Instant, channel: &str) -> u64 {
+        lock(&self.rings)
+            .map
+            .get(channel)
+            .filter(|ring| now.duration_since(ring.written) < self.ttl)
+            .map_or(0, |ring| ring.events.len() as u64)
+    }
+
     #[cfg(test)]
     fn channels(&self) -> usize {
         lock(&self.rings).map.len()
@@ -159,7 +173,7 @@ impl EventStore for MemoryStore {
         kind: &'a str,
         data: &'a str,
     ) -> StoreFuture<'a, EventId> {
-        let id = self.publish_now(hub, channel, kind, data);
+        let id = self.publish_at(tokio::time::Instant::now(), hub, (channel, kind, data));
         Box::pin(std::future::ready(Ok(id)))
     }
 
@@ -184,11 +198,7 @@ impl EventStore for MemoryStore {
     }
 
     fn len<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, u64> {
-        let len = lock(&self.rings)
-            .map
-            .get(channel)
-            .filter(|ring| ring.written.elapsed() < self.ttl)
-            .map_or(0, |ring| ring.events.len() as u64);
+        let len = self.len_at(tokio::time::Instant::now(), channel);
         Box::pin(std::future::ready(Ok(len)))
     }
 
@@ -218,25 +228,26 @@ mod tests {
     use super::*;
 
     /// Histories nobody publishes to again are dropped once expired, as Redis expires the keys.
-    #[tokio::test(start_paused = true)]
-    async fn histories_of_idle_channels_are_dropped() {
+    #[test]
+    fn histories_of_idle_channels_are_dropped() {
         let hub = Hub::new(8, std::sync::Arc::new(crate::clock::SystemClock));
         let ttl = Duration::from_secs(30);
         let store = MemoryStore::new(10, ttl);
+        let start = tokio::time::Instant::now();
         for channel in ["a", "b", "c"] {
-            store.publish(&hub, channel, "message", "{}").await.unwrap();
+            store.publish_at(start, &hub, (channel, "message", "{}"));
         }
         assert_eq!(store.channels(), 3);
-        tokio::time::advance(Duration::from_secs(20)).await;
-        store.publish(&hub, "c", "message", "{}").await.unwrap();
+        let later = start + Duration::from_secs(20);
+        store.publish_at(later, &hub, ("c", "message", "{}"));
         // Not idle for the TTL yet: kept.
         assert_eq!(store.channels(), 3);
-        assert_eq!(store.len("a").await.unwrap(), 1);
-        tokio::time::advance(Duration::from_secs(15)).await;
-        store.publish(&hub, "d", "message", "{}").await.unwrap();
+        assert_eq!(store.len_at(later, "a"), 1);
+        let later = start + Duration::from_secs(35);
+        store.publish_at(later, &hub, ("d", "message", "{}"));
         // `a` and `b` idle for 35 s: dropped; `c` (written 15 s ago) and `d` stay.
         assert_eq!(store.channels(), 2);
-        assert_eq!(store.len("a").await.unwrap(), 0);
-        assert_eq!(store.len("c").await.unwrap(), 2);
+        assert_eq!(store.len_at(later, "a"), 0);
+        assert_eq!(store.len_at(later, "c"), 2);
     }
 }
